@@ -1,0 +1,316 @@
+//! Byte-level BPE encoding: turn one pre-token piece into token ids by applying learned merges.
+//!
+//! A vocabulary starts from the 256 single bytes; each merge `(left, right) -> id` was learned in
+//! order (its rank). Encoding a piece starts from its bytes and repeatedly merges the adjacent
+//! pair with the lowest rank, leftmost first, until no adjacent pair has a merge. This is the rule
+//! of GPT-2's `encoder.py`, HF `tokenizers` and tiktoken alike.
+//!
+//! Two things make it fast without changing a single id: a piece that is itself a token (and
+//! that BPE would reach, checked once at load) is looked up whole, and long pieces (runs of
+//! spaces, a paragraph of CJK) merge with a heap instead of rescanning every pair.
+
+use rustc_hash::FxHashMap;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+/// A merge: the pair it joins and the id of the token it makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Merge {
+    pub left: u32,
+    pub right: u32,
+    pub id: u32,
+}
+
+/// Vocabulary and merges of a byte-level BPE model (special tokens live in `Tokenizer`).
+#[derive(Clone, Debug)]
+pub struct Bpe {
+    /// Bytes of every token id; ids not produced by BPE (specials) are empty here.
+    tokens: Vec<Vec<u8>>,
+    merges: Vec<Merge>,
+    byte_ids: [u32; 256],
+    /// (left, right) packed in a u64 -> (rank, merged id).
+    ranks: FxHashMap<u64, (u32, u32)>,
+    /// Tokens that BPE produces from their own bytes, for the whole-piece shortcut.
+    whole: FxHashMap<Vec<u8>, u32>,
+}
+
+#[inline(always)]
+fn pair_key(left: u32, right: u32) -> u64 {
+    ((left as u64) << 32) | right as u64
+}
+
+/// Pieces up to this many bytes merge by rescanning (cheap for short words); longer ones use a heap.
+const SHORT_PIECE: usize = 32;
+
+impl Bpe {
+    /// Builds a model from the ids of the 256 bytes and the merges in rank order. `n_ids` is the
+    /// size of the id space (at least every id used + 1). Fails on an id out of range, a merge of
+    /// unknown tokens or an id made twice.
+    pub fn new(byte_ids: [u32; 256], merges: Vec<Merge>, n_ids: usize) -> Result<Bpe, String> {
+        let mut tokens: Vec<Vec<u8>> = vec![Vec::new(); n_ids];
+        for (b, &id) in byte_ids.iter().enumerate() {
+            let slot = tokens
+                .get_mut(id as usize)
+                .ok_or_else(|| format!("byte {b} has id {id}, outside the vocabulary of {n_ids}"))?;
+            if !slot.is_empty() {
+                return Err(format!("id {id} is given to two bytes"));
+            }
+            slot.push(b as u8);
+        }
+        let mut ranks = FxHashMap::default();
+        for (rank, m) in merges.iter().enumerate() {
+            let (l, r, id) = (m.left as usize, m.right as usize, m.id as usize);
+            let known = |i: usize| i < n_ids && !tokens[i].is_empty();
+            if !known(l) || !known(r) {
+                return Err(format!("merge {rank} joins ids {l} and {r}, which are not tokens yet"));
+            }
+            if id >= n_ids || !tokens[id].is_empty() {
+                return Err(format!("merge {rank} makes id {id}, which is out of range or taken"));
+            }
+            let joined = [tokens[l].as_slice(), tokens[r].as_slice()].concat();
+            tokens[id] = joined;
+            if ranks.insert(pair_key(m.left, m.right), (rank as u32, m.id)).is_some() {
+                return Err(format!("merge {rank} repeats the pair ({l}, {r})"));
+            }
+        }
+        let mut bpe = Bpe {
+            tokens,
+            merges,
+            byte_ids,
+            ranks,
+            whole: FxHashMap::default(),
+        };
+        bpe.whole = bpe.reachable_tokens();
+        Ok(bpe)
+    }
+
+    /// Tokens that BPE reaches from their own bytes. Almost every token qualifies, but a token
+    /// can be learned in a context that merging its bytes alone never recreates; those must
+    /// take the slow path to stay exact.
+    fn reachable_tokens(&self) -> FxHashMap<Vec<u8>, u32> {
+        let mut whole = FxHashMap::default();
+        let mut out = Vec::new();
+        for m in &self.merges {
+            let bytes = &self.tokens[m.id as usize];
+            out.clear();
+            self.merge_piece(bytes, &mut out);
+            if out == [m.id] {
+                whole.insert(bytes.clone(), m.id);
+            }
+        }
+        whole
+    }
+
+    pub fn byte_ids(&self) -> &[u32; 256] {
+        &self.byte_ids
+    }
+
+    pub fn merges(&self) -> &[Merge] {
+        &self.merges
+    }
+
+    /// Size of the id space, including slots for special tokens.
+    pub fn n_ids(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// The bytes of token `id`; empty for ids that are not BPE tokens.
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        self.tokens.get(id as usize).map(Vec::as_slice)
+    }
+
+    /// Number of tokens that BPE itself defines (256 bytes + merges).
+    pub fn n_bpe_tokens(&self) -> usize {
+        256 + self.merges.len()
+    }
+
+    /// Appends the ids of one piece to `out`.
+    #[inline]
+    pub fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
+        if let Some(&id) = self.whole.get(piece) {
+            out.push(id);
+        } else {
+            self.merge_piece(piece, out);
+        }
+    }
+
+    fn merge_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
+        if piece.len() <= SHORT_PIECE {
+            self.merge_short(piece, out);
+        } else {
+            self.merge_long(piece, out);
+        }
+    }
+
+    #[inline]
+    fn rank(&self, left: u32, right: u32) -> Option<(u32, u32)> {
+        self.ranks.get(&pair_key(left, right)).copied()
+    }
+
+    /// Rescans all adjacent pairs after each merge: O(n^2), fastest for short pieces.
+    fn merge_short(&self, piece: &[u8], out: &mut Vec<u32>) {
+        let mut parts = [0u32; SHORT_PIECE];
+        let mut n = piece.len();
+        for (slot, &b) in parts.iter_mut().zip(piece) {
+            *slot = self.byte_ids[b as usize];
+        }
+        // ranks[i] is the rank of the pair (parts[i], parts[i + 1]), u32::MAX if none.
+        let mut ranks = [u32::MAX; SHORT_PIECE];
+        let mut made = [0u32; SHORT_PIECE];
+        for i in 0..n.saturating_sub(1) {
+            if let Some((r, id)) = self.rank(parts[i], parts[i + 1]) {
+                ranks[i] = r;
+                made[i] = id;
+            }
+        }
+        while n > 1 {
+            let (best, &best_rank) = ranks[..n - 1]
+                .iter()
+                .enumerate()
+                .min_by_key(|&(i, &r)| (r, i))
+                .expect("n > 1");
+            if best_rank == u32::MAX {
+                break;
+            }
+            parts[best] = made[best];
+            parts.copy_within(best + 2..n, best + 1);
+            ranks.copy_within(best + 2..n, best + 1);
+            made.copy_within(best + 2..n, best + 1);
+            n -= 1;
+            for i in [best.wrapping_sub(1), best] {
+                if i < n.saturating_sub(1) {
+                    (ranks[i], made[i]) = self.rank(parts[i], parts[i + 1]).unwrap_or((u32::MAX, 0));
+                }
+            }
+        }
+        out.extend_from_slice(&parts[..n]);
+    }
+
+    /// Heap of candidate merges over a linked list of parts: O(n log n) for long pieces.
+    fn merge_long(&self, piece: &[u8], out: &mut Vec<u32>) {
+        let n = piece.len();
+        let mut ids: Vec<u32> = piece.iter().map(|&b| self.byte_ids[b as usize]).collect();
+        let mut next: Vec<usize> = (1..=n).collect();
+        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
+        let mut alive = vec![true; n];
+        // (rank, position, left id, right id): stale entries are skipped when popped.
+        let mut heap = BinaryHeap::new();
+        for i in 0..n - 1 {
+            if let Some((r, _)) = self.rank(ids[i], ids[i + 1]) {
+                heap.push(Reverse((r, i, ids[i], ids[i + 1])));
+            }
+        }
+        while let Some(Reverse((_, i, left, right))) = heap.pop() {
+            let j = next[i];
+            if !alive[i] || j >= n || ids[i] != left || ids[j] != right {
+                continue;
+            }
+            let (_, made) = self.rank(left, right).expect("pair was in the heap");
+            ids[i] = made;
+            alive[j] = false;
+            next[i] = next[j];
+            if next[j] < n {
+                prev[next[j]] = i;
+            }
+            let p = prev[i];
+            if p < n {
+                if let Some((r, _)) = self.rank(ids[p], made) {
+                    heap.push(Reverse((r, p, ids[p], made)));
+                }
+            }
+            if next[i] < n {
+                if let Some((r, _)) = self.rank(made, ids[next[i]]) {
+                    heap.push(Reverse((r, i, made, ids[next[i]])));
+                }
+            }
+        }
+        let mut i = 0;
+        while i < n {
+            out.push(ids[i]);
+            i = next[i];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity_bytes() -> [u32; 256] {
+        std::array::from_fn(|i| i as u32)
+    }
+
+    /// Merges over bytes a, b, c: ab (256), bc (257), abc = ab + c (258).
+    fn tiny() -> Bpe {
+        let m = |left, right, id| Merge { left, right, id };
+        Bpe::new(
+            identity_bytes(),
+            vec![m(97, 98, 256), m(98, 99, 257), m(256, 99, 258)],
+            259,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn lowest_rank_pair_merges_first_leftmost_on_ties() {
+        let bpe = tiny();
+        let mut out = Vec::new();
+        bpe.encode_piece(b"abcbc", &mut out);
+        assert_eq!(out, [258, 257]);
+        out.clear();
+        bpe.encode_piece(b"abab", &mut out);
+        assert_eq!(out, [256, 256]);
+    }
+
+    #[test]
+    fn long_and_short_paths_agree() {
+        let bpe = tiny();
+        let piece: Vec<u8> = b"abcabbcaabcbcbca".iter().cycle().take(200).copied().collect();
+        for len in 1..piece.len() {
+            let (mut short, mut long) = (Vec::new(), Vec::new());
+            if len <= SHORT_PIECE {
+                bpe.merge_short(&piece[..len], &mut short);
+            } else {
+                short = reference_merge(&bpe, &piece[..len]);
+            }
+            bpe.merge_long(&piece[..len], &mut long);
+            assert_eq!(short, long, "length {len}");
+        }
+    }
+
+    /// The textbook loop, kept here as the reference for the fast paths.
+    fn reference_merge(bpe: &Bpe, piece: &[u8]) -> Vec<u32> {
+        let mut parts: Vec<u32> = piece.iter().map(|&b| b as u32).collect();
+        loop {
+            let best = (0..parts.len().saturating_sub(1))
+                .filter_map(|i| bpe.rank(parts[i], parts[i + 1]).map(|(r, id)| (r, i, id)))
+                .min();
+            let Some((_, i, id)) = best else { return parts };
+            parts[i] = id;
+            parts.remove(i + 1);
+        }
+    }
+
+    #[test]
+    fn unreachable_tokens_skip_the_whole_piece_shortcut() {
+        // "bc" merges first, so the bytes "abc" become a + bc and never ab + c = 258.
+        let m = |left, right, id| Merge { left, right, id };
+        let bpe = Bpe::new(
+            identity_bytes(),
+            vec![m(98, 99, 256), m(97, 98, 257), m(257, 99, 258)],
+            259,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        bpe.encode_piece(b"abc", &mut out);
+        assert_eq!(out, [97, 256]);
+    }
+
+    #[test]
+    fn malformed_merges_are_refused() {
+        let m = |left, right, id| Merge { left, right, id };
+        assert!(Bpe::new(identity_bytes(), vec![m(97, 300, 256)], 257).is_err());
+        assert!(Bpe::new(identity_bytes(), vec![m(97, 98, 97)], 257).is_err());
+        assert!(Bpe::new(identity_bytes(), vec![m(97, 98, 256), m(97, 98, 257)], 258).is_err());
+    }
+}

@@ -1,0 +1,262 @@
+//! Tokenization: text -> pieces (pre-tokenizer) -> byte-level BPE -> token ids, and back.
+//!
+//! - [`bytes`]: GPT-2's byte <-> printable-character map used by vocabulary files.
+//! - [`pretokenize`]: the GPT-2 and GPT-4 split patterns as hand scanners.
+//! - [`bpe`]: merges and the encoding of one piece.
+//! - [`train`]: learning merges from a corpus.
+//! - [`formats`]: tokenizer.json, vocab.json + merges.txt, encoder.json + vocab.bpe, tiktoken.
+//! - [`simple`]: char-level and word-level tokenizers, for comparison.
+//! - [`stream`]: decoding token by token without splitting UTF-8 characters.
+
+pub mod bpe;
+pub mod bytes;
+mod classes;
+pub mod formats;
+pub mod pretokenize;
+pub mod simple;
+pub mod stream;
+pub mod train;
+
+use crate::error::{Error, Result};
+use bpe::Bpe;
+pub use pretokenize::Pattern;
+use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// What `encode` does with special-token text such as `<|endoftext|>` found in its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpecialTokens {
+    /// Fail with an error naming the token (the default: text from users must not be able to
+    /// forge control tokens, as in tiktoken).
+    Refuse,
+    /// Encode each special token as its single id.
+    Allow,
+    /// Treat it as ordinary text.
+    AsText,
+}
+
+/// A byte-level BPE tokenizer: split pattern, merges and special tokens.
+#[derive(Clone, Debug)]
+pub struct Tokenizer {
+    bpe: Bpe,
+    pattern: Pattern,
+    /// (text, id), sorted by id.
+    specials: Vec<(String, u32)>,
+}
+
+impl Tokenizer {
+    /// Puts a tokenizer together; special ids must be free slots of `bpe`'s id space.
+    pub fn new(bpe: Bpe, pattern: Pattern, mut specials: Vec<(String, u32)>) -> Result<Tokenizer> {
+        specials.sort_by_key(|s| s.1);
+        for (i, (text, id)) in specials.iter().enumerate() {
+            if text.is_empty() {
+                return Err(Error::Invalid("a special token cannot be empty".into()));
+            }
+            match bpe.token_bytes(*id) {
+                Some([]) => {}
+                Some(_) => {
+                    return Err(Error::Invalid(format!(
+                        "special token {text} has id {id}, which is already a BPE token"
+                    )));
+                }
+                None => {
+                    return Err(Error::Invalid(format!(
+                        "special token {text} has id {id}, outside the vocabulary of {}",
+                        bpe.n_ids()
+                    )));
+                }
+            }
+            if specials[..i].iter().any(|s| s.0 == *text || s.1 == *id) {
+                return Err(Error::Invalid(format!("special token {text} is listed twice")));
+            }
+        }
+        Ok(Tokenizer {
+            bpe,
+            pattern,
+            specials,
+        })
+    }
+
+    /// GPT-2's tokenizer (r50k_base), built from the merges embedded in the binary.
+    pub fn gpt2() -> &'static Tokenizer {
+        static GPT2: OnceLock<Tokenizer> = OnceLock::new();
+        GPT2.get_or_init(|| {
+            formats::from_gpt2_vocab_bpe(include_str!("../../assets/gpt2/vocab.bpe"))
+                .expect("the embedded GPT-2 vocab.bpe is valid")
+        })
+    }
+
+    pub fn pattern(&self) -> Pattern {
+        self.pattern
+    }
+
+    pub fn bpe(&self) -> &Bpe {
+        &self.bpe
+    }
+
+    /// Number of ids, BPE tokens and special tokens together.
+    pub fn vocab_size(&self) -> usize {
+        self.bpe.n_ids()
+    }
+
+    pub fn specials(&self) -> &[(String, u32)] {
+        &self.specials
+    }
+
+    pub fn special_id(&self, text: &str) -> Option<u32> {
+        self.specials.iter().find(|s| s.0 == text).map(|s| s.1)
+    }
+
+    /// The bytes of a token (a special token's are its text); `None` for an unknown id.
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        match self.bpe.token_bytes(id) {
+            Some([]) => self
+                .specials
+                .iter()
+                .find(|s| s.1 == id)
+                .map(|s| s.0.as_bytes()),
+            other => other,
+        }
+    }
+
+    pub fn is_special(&self, id: u32) -> bool {
+        self.specials.iter().any(|s| s.1 == id)
+    }
+
+    /// Encodes text with no special-token handling at all (their text is ordinary text).
+    pub fn encode_ordinary(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::with_capacity(text.len() / 4 + 1);
+        self.encode_ordinary_into(text, &mut out);
+        out
+    }
+
+    fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>) {
+        for piece in self.pattern.split(text) {
+            self.bpe.encode_piece(piece.as_bytes(), out);
+        }
+    }
+
+    /// Encodes text, handling special-token text as `specials` says.
+    pub fn encode(&self, text: &str, specials: SpecialTokens) -> Result<Vec<u32>> {
+        let mut out = Vec::with_capacity(text.len() / 4 + 1);
+        self.encode_into(text, specials, &mut out)?;
+        Ok(out)
+    }
+
+    fn encode_into(&self, text: &str, specials: SpecialTokens, out: &mut Vec<u32>) -> Result<()> {
+        if specials == SpecialTokens::AsText || self.specials.is_empty() {
+            self.encode_ordinary_into(text, out);
+            return Ok(());
+        }
+        let mut rest = text;
+        while let Some((at, name, id)) = self.next_special(rest) {
+            if specials == SpecialTokens::Refuse {
+                return Err(Error::Invalid(format!(
+                    "the text contains the special token {name}; allow special tokens to encode \
+                     it as id {id}, or encode it as ordinary text"
+                )));
+            }
+            self.encode_ordinary_into(&rest[..at], out);
+            out.push(id);
+            rest = &rest[at + name.len()..];
+        }
+        self.encode_ordinary_into(rest, out);
+        Ok(())
+    }
+
+    /// The first special token in `text` (the longest one where two start together).
+    fn next_special<'a>(&'a self, text: &str) -> Option<(usize, &'a str, u32)> {
+        self.specials
+            .iter()
+            .filter_map(|(name, id)| text.find(name.as_str()).map(|at| (at, name.as_str(), *id)))
+            .min_by_key(|&(at, name, _)| (at, std::cmp::Reverse(name.len())))
+    }
+
+    /// Like [`encode`](Self::encode), on all cores: the text is cut between words into chunks
+    /// that pre-tokenize exactly as inside the whole text, so the ids are identical.
+    pub fn encode_parallel(&self, text: &str, specials: SpecialTokens) -> Result<Vec<u32>> {
+        const CHUNK: usize = 256 * 1024;
+        if text.len() < 2 * CHUNK {
+            return self.encode(text, specials);
+        }
+        if specials != SpecialTokens::AsText {
+            if let (SpecialTokens::Refuse, Some(_)) = (specials, self.next_special(text)) {
+                return self.encode(text, specials); // the same error, from one place
+            }
+        }
+        // Cut only between words, never inside a special token: the cuts fall on a space or
+        // newline between two letters, which no special token of ours spans unless it holds
+        // whitespace; such tokenizers take the sequential path.
+        if self.specials.iter().any(|s| s.0.contains([' ', '\n'])) {
+            return self.encode(text, specials);
+        }
+        let cuts = pretokenize::chunk_boundaries(text, CHUNK);
+        let parts: Vec<Result<Vec<u32>>> = cuts
+            .par_windows(2)
+            .map(|w| self.encode(&text[w[0]..w[1]], specials))
+            .collect();
+        let mut out = Vec::with_capacity(text.len() / 4 + 1);
+        for part in parts {
+            out.extend(part?);
+        }
+        Ok(out)
+    }
+
+    /// The exact bytes of a token sequence: lossless even when tokens split a UTF-8 character.
+    pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            out.extend_from_slice(self.token_bytes_or_err(id)?);
+        }
+        Ok(out)
+    }
+
+    /// Decodes to text; byte sequences that are not UTF-8 become U+FFFD.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        Ok(String::from_utf8_lossy(&self.decode_bytes(ids)?).into_owned())
+    }
+
+    pub(crate) fn token_bytes_or_err(&self, id: u32) -> Result<&[u8]> {
+        match self.token_bytes(id) {
+            Some(b) if !b.is_empty() => Ok(b),
+            _ => Err(Error::Invalid(format!(
+                "token id {id} is not in this tokenizer's vocabulary (ids 0..{})",
+                self.vocab_size()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpt2_encodes_the_capital_of_france() {
+        let ids = Tokenizer::gpt2().encode_ordinary("The capital of France is");
+        assert_eq!(ids, [464, 3139, 286, 4881, 318]);
+        assert_eq!(Tokenizer::gpt2().vocab_size(), 50257);
+        assert_eq!(Tokenizer::gpt2().special_id("<|endoftext|>"), Some(50256));
+    }
+
+    #[test]
+    fn special_tokens_are_refused_allowed_or_plain_text() {
+        let tok = Tokenizer::gpt2();
+        let text = "Hi<|endoftext|>there";
+        let err = tok.encode(text, SpecialTokens::Refuse).unwrap_err();
+        assert!(err.to_string().contains("<|endoftext|>"), "{err}");
+        assert_eq!(
+            tok.encode(text, SpecialTokens::Allow).unwrap(),
+            [17250, 50256, 8117]
+        );
+        let plain = tok.encode(text, SpecialTokens::AsText).unwrap();
+        assert!(plain.len() > 3 && !plain.contains(&50256));
+        assert_eq!(tok.decode(&plain).unwrap(), text);
+    }
+
+    #[test]
+    fn unknown_ids_are_an_error_not_a_panic() {
+        let err = Tokenizer::gpt2().decode(&[464, 99999]).unwrap_err();
+        assert!(err.to_string().contains("99999"), "{err}");
+    }
+}

@@ -136,6 +136,18 @@ impl Tokenizer {
         }
     }
 
+    /// Encodes arbitrary bytes (no special tokens). Valid UTF-8 stretches are encoded as text;
+    /// each byte that is not part of valid UTF-8 becomes its own single-byte token, so any file
+    /// round-trips exactly through `decode_bytes`.
+    pub fn encode_bytes(&self, bytes: &[u8]) -> Vec<u32> {
+        let mut out = Vec::with_capacity(bytes.len() / 4 + 1);
+        for chunk in bytes.utf8_chunks() {
+            self.encode_ordinary_into(chunk.valid(), &mut out);
+            out.extend(chunk.invalid().iter().map(|&b| self.bpe.byte_ids()[b as usize]));
+        }
+        out
+    }
+
     /// Encodes text, handling special-token text as `specials` says.
     pub fn encode(&self, text: &str, specials: SpecialTokens) -> Result<Vec<u32>> {
         let mut out = Vec::with_capacity(text.len() / 4 + 1);

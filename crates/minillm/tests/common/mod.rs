@@ -58,3 +58,24 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// HF `tokenizers`' byte-level BPE trainer with the GPT-2 pre-tokenizer, fed line by line as
+/// `train_from_files` would: the reference our trainer is compared with.
+pub fn hf_train(text: &str, vocab_size: usize) -> tokenizers::Tokenizer {
+    use tokenizers::models::TrainerWrapper;
+    use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    let byte_level = ByteLevel::default().add_prefix_space(false);
+    let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size)
+        .min_frequency(0)
+        .show_progress(false)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build()
+        .into();
+    let mut tok = tokenizers::Tokenizer::new(BPE::default());
+    tok.with_pre_tokenizer(Some(byte_level));
+    tok.with_decoder(Some(byte_level));
+    tok.train(&mut trainer, text.split_inclusive('\n')).unwrap();
+    tok
+}

@@ -1,0 +1,110 @@
+//! tokenizer.json in both directions with HF `tokenizers`, vocab.json + merges.txt, and clear
+//! errors for files that are wrong.
+
+mod common;
+
+use minillm::tokenizer::formats;
+use minillm::tokenizer::train::{TrainConfig, train};
+use minillm::tokenizer::Pattern;
+use minillm::{SpecialTokens, Tokenizer};
+
+fn hf_ids(hf: &tokenizers::Tokenizer, text: &str) -> Vec<u32> {
+    hf.encode(text, false).unwrap().get_ids().to_vec()
+}
+
+fn trained(pattern: Pattern) -> Tokenizer {
+    let text = format!("{}{}", &minillm::corpus::builtin()[..300_000], common::tricky_text(21, 3000));
+    let config = TrainConfig { vocab_size: 1500, pattern, specials: vec!["<|endoftext|>".into(), "<|user|>".into()] };
+    train(&[&text], &config, &mut |_| {}).unwrap()
+}
+
+#[test]
+fn hf_tokenizers_loads_what_we_write_and_gives_the_same_ids() {
+    let dir = common::temp_dir("hf-write");
+    for pattern in [Pattern::Gpt2, Pattern::Gpt4] {
+        let ours = trained(pattern);
+        let path = dir.join(format!("{pattern}.json"));
+        formats::save(&ours, &path).unwrap();
+        let hf = tokenizers::Tokenizer::from_file(&path).unwrap();
+        assert_eq!(hf.get_vocab_size(true), ours.vocab_size());
+        for s in common::tricky_strings(22, 1500) {
+            assert_eq!(hf_ids(&hf, &s), ours.encode_ordinary(&s), "{pattern}: {s:?}");
+        }
+        let text = "Hi<|user|>What is 12345?<|endoftext|>";
+        let ids = ours.encode(text, SpecialTokens::Allow).unwrap();
+        assert_eq!(hf_ids(&hf, text), ids);
+        assert_eq!(hf.decode(&ids, false).unwrap(), text);
+        // And we read our own file back unchanged.
+        let again = formats::load(path.to_str().unwrap()).unwrap();
+        assert_eq!(again.specials(), ours.specials());
+        assert_eq!(again.bpe().merges(), ours.bpe().merges());
+        assert_eq!(again.pattern(), pattern);
+    }
+}
+
+#[test]
+fn we_read_what_hf_writes_and_vocab_merges_files() {
+    use tokenizers::models::bpe::BPE;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    let dir = common::temp_dir("hf-read");
+    let gpt2 = Tokenizer::gpt2();
+    let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
+    std::fs::write(&vocab, formats::to_vocab_json(gpt2)).unwrap();
+    std::fs::write(&merges, formats::to_merges_txt(gpt2)).unwrap();
+    let from_files = formats::load(vocab.to_str().unwrap()).unwrap();
+
+    let model = BPE::from_file(vocab.to_str().unwrap(), merges.to_str().unwrap()).build().unwrap();
+    let mut hf = tokenizers::Tokenizer::new(model);
+    let byte_level = ByteLevel::default().add_prefix_space(false);
+    hf.with_pre_tokenizer(Some(byte_level));
+    hf.with_decoder(Some(byte_level));
+    let hf_json = dir.join("tokenizer.json");
+    hf.save(&hf_json, true).unwrap();
+    let from_hf_json = formats::load(hf_json.to_str().unwrap()).unwrap();
+
+    let text = common::tricky_text(23, 10_000);
+    let want = tiktoken_rs::r50k_base().unwrap().encode_ordinary(&text);
+    assert_eq!(from_files.encode_ordinary(&text), want);
+    assert_eq!(from_hf_json.encode_ordinary(&text), want);
+    assert_eq!(hf_ids(&hf, &text), want);
+    assert_eq!(from_files.special_id("<|endoftext|>"), Some(50256));
+    // A directory holding the files loads too.
+    assert_eq!(formats::load(dir.to_str().unwrap()).unwrap().encode_ordinary(&text), want);
+}
+
+#[test]
+fn wrong_files_get_one_clear_error() {
+    let dir = common::temp_dir("bad-files");
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let cases = [
+        (dir.join("missing.json").to_string_lossy().into_owned(), "cannot read"),
+        (write("truncated.json", "{\"model\": {\"type\": \"BPE\", \"vocab\""), "not valid JSON"),
+        (write("wordpiece.json", r#"{"model": {"type": "WordPiece", "vocab": {}}}"#), "WordPiece"),
+        (
+            write("nopre.json", r#"{"model": {"type": "BPE", "vocab": {}, "merges": []}, "pre_tokenizer": null}"#),
+            "pre_tokenizer",
+        ),
+        (write("notes.txt", "hello there\nthis is not a tokenizer file at all\n"), "partner file"),
+        (write("bad.tiktoken", "SGVsbG8= 0\nnot-base64! 1\n"), "line 2"),
+        (write("random.bin", "\u{1}\u{2}"), "not a tokenizer file"),
+    ];
+    for (path, expected) in cases {
+        let err = formats::load(&path).unwrap_err().to_string();
+        assert!(err.contains(expected), "{path}: {err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+    // A merges.txt whose vocab.json lacks a merged token names the token.
+    let sub = dir.join("broken");
+    std::fs::create_dir_all(&sub).unwrap();
+    let mut vocab: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&formats::to_vocab_json(Tokenizer::gpt2())).unwrap();
+    vocab.remove("Ġthe");
+    std::fs::write(sub.join("vocab.json"), serde_json::to_string(&vocab).unwrap()).unwrap();
+    std::fs::write(sub.join("merges.txt"), formats::to_merges_txt(Tokenizer::gpt2())).unwrap();
+    let err = formats::load(sub.to_str().unwrap()).unwrap_err().to_string();
+    assert!(err.contains("Ġthe"), "{err}");
+}

@@ -1,1 +1,56 @@
-fn main() {}
+//! `minillm`: every stage of a language model from one binary. Each subcommand lives in its own
+//! file under `cli/`; this file only parses the command line and reports errors.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "minillm",
+    version,
+    about = "Build your own language model end to end, on a CPU, and see every part work."
+)]
+struct Args {
+    /// Worker threads for parallel work (default: all cores).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the tour: make the built-in corpus, train a tokenizer on it and compare tokenizers.
+    Demo,
+    /// Write or show the built-in corpus of generated stories, dialogues and facts.
+    Corpus(cli::corpus::Args),
+    /// Train, run and inspect byte-level BPE tokenizers.
+    #[command(subcommand)]
+    Tokenizer(cli::tokenizer::Command),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(n) = args.threads
+        && let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+    {
+        eprintln!("error: cannot start {n} threads: {e}");
+        return ExitCode::FAILURE;
+    }
+    let result = match args.command {
+        Command::Demo => cli::demo::run(),
+        Command::Corpus(a) => cli::corpus::run(a),
+        Command::Tokenizer(c) => cli::tokenizer::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -7,9 +7,9 @@ use std::path::Path;
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// crash or a full disk never leaves a half-written file under the real name.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let wrap = |source| Error::Write {
+    let wrap = |cause| Error::Write {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -40,14 +40,17 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Reads a whole file as UTF-8 text, naming the file in the error.
 pub fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Read {
+    let bytes = std::fs::read(path).map_err(|cause| Error::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     String::from_utf8(bytes).map_err(|e| {
         Error::format(
             path,
-            format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
         )
     })
 }

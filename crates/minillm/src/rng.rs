@@ -18,7 +18,9 @@ impl Rng {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         };
-        Rng { s: [next(), next(), next(), next()] }
+        Rng {
+            s: [next(), next(), next(), next()],
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -36,7 +38,7 @@ impl Rng {
 
     /// Uniform in `0..n` (n > 0), without modulo bias worth noticing for small n.
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 
     /// Uniform in [0, 1).
@@ -65,7 +67,10 @@ mod tests {
         for _ in 0..100_000 {
             hist[a.below(10)] += 1;
         }
-        assert!(hist.iter().all(|&h| (9_000..11_000).contains(&h)), "{hist:?}");
+        assert!(
+            hist.iter().all(|&h| (9_000..11_000).contains(&h)),
+            "{hist:?}"
+        );
         assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
     }
 }

@@ -49,9 +49,9 @@ impl Bpe {
     pub fn new(byte_ids: [u32; 256], merges: Vec<Merge>, n_ids: usize) -> Result<Bpe, String> {
         let mut tokens: Vec<Vec<u8>> = vec![Vec::new(); n_ids];
         for (b, &id) in byte_ids.iter().enumerate() {
-            let slot = tokens
-                .get_mut(id as usize)
-                .ok_or_else(|| format!("byte {b} has id {id}, outside the vocabulary of {n_ids}"))?;
+            let slot = tokens.get_mut(id as usize).ok_or_else(|| {
+                format!("byte {b} has id {id}, outside the vocabulary of {n_ids}")
+            })?;
             if !slot.is_empty() {
                 return Err(format!("id {id} is given to two bytes"));
             }
@@ -62,14 +62,21 @@ impl Bpe {
             let (l, r, id) = (m.left as usize, m.right as usize, m.id as usize);
             let known = |i: usize| i < n_ids && !tokens[i].is_empty();
             if !known(l) || !known(r) {
-                return Err(format!("merge {rank} joins ids {l} and {r}, which are not tokens yet"));
+                return Err(format!(
+                    "merge {rank} joins ids {l} and {r}, which are not tokens yet"
+                ));
             }
             if id >= n_ids || !tokens[id].is_empty() {
-                return Err(format!("merge {rank} makes id {id}, which is out of range or taken"));
+                return Err(format!(
+                    "merge {rank} makes id {id}, which is out of range or taken"
+                ));
             }
             let joined = [tokens[l].as_slice(), tokens[r].as_slice()].concat();
             tokens[id] = joined;
-            if ranks.insert(pair_key(m.left, m.right), (rank as u32, m.id)).is_some() {
+            if ranks
+                .insert(pair_key(m.left, m.right), (rank as u32, m.id))
+                .is_some()
+            {
                 return Err(format!("merge {rank} repeats the pair ({l}, {r})"));
             }
         }
@@ -179,7 +186,8 @@ impl Bpe {
             n -= 1;
             for i in [best.wrapping_sub(1), best] {
                 if i < n.saturating_sub(1) {
-                    (ranks[i], made[i]) = self.rank(parts[i], parts[i + 1]).unwrap_or((u32::MAX, 0));
+                    (ranks[i], made[i]) =
+                        self.rank(parts[i], parts[i + 1]).unwrap_or((u32::MAX, 0));
                 }
             }
         }
@@ -213,15 +221,15 @@ impl Bpe {
                 prev[next[j]] = i;
             }
             let p = prev[i];
-            if p < n {
-                if let Some((r, _)) = self.rank(ids[p], made) {
-                    heap.push(Reverse((r, p, ids[p], made)));
-                }
+            if p < n
+                && let Some((r, _)) = self.rank(ids[p], made)
+            {
+                heap.push(Reverse((r, p, ids[p], made)));
             }
-            if next[i] < n {
-                if let Some((r, _)) = self.rank(made, ids[next[i]]) {
-                    heap.push(Reverse((r, i, made, ids[next[i]])));
-                }
+            if next[i] < n
+                && let Some((r, _)) = self.rank(made, ids[next[i]])
+            {
+                heap.push(Reverse((r, i, made, ids[next[i]])));
             }
         }
         let mut i = 0;
@@ -265,7 +273,12 @@ mod tests {
     #[test]
     fn long_and_short_paths_agree() {
         let bpe = tiny();
-        let piece: Vec<u8> = b"abcabbcaabcbcbca".iter().cycle().take(200).copied().collect();
+        let piece: Vec<u8> = b"abcabbcaabcbcbca"
+            .iter()
+            .cycle()
+            .take(200)
+            .copied()
+            .collect();
         for len in 1..piece.len() {
             let (mut short, mut long) = (Vec::new(), Vec::new());
             if len <= SHORT_PIECE {

@@ -40,7 +40,10 @@ fn byte_map() -> &'static ByteMap {
         for (slot, b) in gpt2_order.iter_mut().zip(order) {
             *slot = b;
         }
-        ByteMap { to_char, gpt2_order }
+        ByteMap {
+            to_char,
+            gpt2_order,
+        }
     })
 }
 
@@ -55,7 +58,9 @@ pub fn char_to_byte(c: char) -> Option<u8> {
     let b = if code < 256 && prints_as_itself(code as u8) {
         code as u8
     } else if (256..256 + 68).contains(&code) {
-        (0..=255u8).filter(|&b| !prints_as_itself(b)).nth((code - 256) as usize)?
+        (0..=255u8)
+            .filter(|&b| !prints_as_itself(b))
+            .nth((code - 256) as usize)?
     } else {
         return None;
     };
@@ -86,7 +91,10 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for b in 0..=255u8 {
             let c = byte_to_char(b);
-            assert!(!c.is_whitespace() && !c.is_control(), "byte {b} maps to {c:?}");
+            assert!(
+                !c.is_whitespace() && !c.is_control(),
+                "byte {b} maps to {c:?}"
+            );
             assert!(seen.insert(c), "two bytes share {c:?}");
             assert_eq!(char_to_byte(c), Some(b));
         }

@@ -29,6 +29,11 @@ pub fn load(spec: &str) -> Result<Tokenizer> {
         return Ok(Tokenizer::gpt2().clone());
     }
     let path = Path::new(spec);
+    if !path.exists() {
+        return Err(Error::Invalid(format!(
+            "no tokenizer file or directory at '{spec}' (the built-in GPT-2 tokenizer is named gpt2)"
+        )));
+    }
     if path.is_dir() {
         return load_dir(path);
     }
@@ -67,9 +72,9 @@ fn load_dir(dir: &Path) -> Result<Tokenizer> {
         }
     }
     if let Some(entry) = std::fs::read_dir(dir)
-        .map_err(|source| Error::Read {
+        .map_err(|cause| Error::Read {
             path: dir.to_path_buf(),
-            source,
+            cause,
         })?
         .flatten()
         .find(|e| e.path().extension().is_some_and(|x| x == "tiktoken"))
@@ -136,7 +141,10 @@ pub fn parse_merges(text: &str, path: &Path) -> Result<Vec<(String, String)>> {
             _ => {
                 return Err(Error::format(
                     path,
-                    format!("line {}: expected two tokens separated by one space, found {line:?}", i + 1),
+                    format!(
+                        "line {}: expected two tokens separated by one space, found {line:?}",
+                        i + 1
+                    ),
                 ));
             }
         }
@@ -145,13 +153,16 @@ pub fn parse_merges(text: &str, path: &Path) -> Result<Vec<(String, String)>> {
 }
 
 fn vocab_map(value: &Value, path: &Path) -> Result<HashMap<String, u32>> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| Error::format(path, "the vocabulary must be a JSON object of token -> id"))?;
+    let obj = value.as_object().ok_or_else(|| {
+        Error::format(path, "the vocabulary must be a JSON object of token -> id")
+    })?;
     obj.iter()
         .map(|(token, id)| match id.as_u64() {
             Some(id) if id < u32::MAX as u64 => Ok((token.clone(), id as u32)),
-            _ => Err(Error::format(path, format!("token {token:?} has id {id}, not an integer id"))),
+            _ => Err(Error::format(
+                path,
+                format!("token {token:?} has id {id}, not an integer id"),
+            )),
         })
         .collect()
 }
@@ -194,7 +205,11 @@ fn build(
             id: id_of(&format!("{l}{r}"))?,
         });
     }
-    let mut made: Vec<u32> = byte_ids.iter().chain(merges.iter().map(|m| &m.id)).copied().collect();
+    let mut made: Vec<u32> = byte_ids
+        .iter()
+        .chain(merges.iter().map(|m| &m.id))
+        .copied()
+        .collect();
     made.sort_unstable();
     let mut specials: Vec<(String, u32)> = vocab
         .iter()
@@ -235,7 +250,10 @@ fn from_hf_json_value(value: &Value, path: &Path) -> Result<Tokenizer> {
     }
     for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
         if model[key].as_str().is_some_and(|s| !s.is_empty()) {
-            return Err(Error::format(path, format!("{key} is set; byte-level BPE uses none")));
+            return Err(Error::format(
+                path,
+                format!("{key} is set; byte-level BPE uses none"),
+            ));
         }
     }
     let pattern = hf_pattern(&value["pre_tokenizer"]).ok_or_else(|| {
@@ -254,20 +272,31 @@ fn from_hf_json_value(value: &Value, path: &Path) -> Result<Tokenizer> {
     let mut pairs = Vec::with_capacity(raw_merges.len());
     for (i, m) in raw_merges.iter().enumerate() {
         let pair = match m {
-            Value::String(s) => s.split_once(' ').map(|(l, r)| (l.to_string(), r.to_string())),
-            Value::Array(a) => match (a.first().and_then(Value::as_str), a.get(1).and_then(Value::as_str)) {
+            Value::String(s) => s
+                .split_once(' ')
+                .map(|(l, r)| (l.to_string(), r.to_string())),
+            Value::Array(a) => match (
+                a.first().and_then(Value::as_str),
+                a.get(1).and_then(Value::as_str),
+            ) {
                 (Some(l), Some(r)) if a.len() == 2 => Some((l.to_string(), r.to_string())),
                 _ => None,
             },
             _ => None,
         };
-        pairs.push(pair.ok_or_else(|| Error::format(path, format!("merge {i} is malformed: {m}")))?);
+        pairs
+            .push(pair.ok_or_else(|| Error::format(path, format!("merge {i} is malformed: {m}")))?);
     }
     let mut added = Vec::new();
     for t in value["added_tokens"].as_array().into_iter().flatten() {
         match (t["content"].as_str(), t["id"].as_u64()) {
             (Some(content), Some(id)) => added.push((content.to_string(), id as u32)),
-            _ => return Err(Error::format(path, format!("added token is malformed: {t}"))),
+            _ => {
+                return Err(Error::format(
+                    path,
+                    format!("added token is malformed: {t}"),
+                ));
+            }
         }
     }
     build(&vocab, &pairs, pattern, &added, path)
@@ -279,8 +308,11 @@ fn hf_pattern(pre: &Value) -> Option<Pattern> {
         "ByteLevel" if pre["use_regex"].as_bool() != Some(false) => Some(Pattern::Gpt2),
         "Sequence" => {
             let steps = pre["pretokenizers"].as_array()?;
-            let [split, byte_level] = steps.as_slice() else { return None };
-            let byte_level_ok = byte_level["type"] == "ByteLevel" && byte_level["use_regex"] == false;
+            let [split, byte_level] = steps.as_slice() else {
+                return None;
+            };
+            let byte_level_ok =
+                byte_level["type"] == "ByteLevel" && byte_level["use_regex"] == false;
             let split_ok = split["type"] == "Split" && split["behavior"] == "Isolated";
             if byte_level_ok && split_ok {
                 Pattern::from_regex(split["pattern"]["Regex"].as_str()?)
@@ -343,7 +375,10 @@ fn vocab_entries(tok: &Tokenizer) -> Vec<(u32, String)> {
             if !bytes.is_empty() {
                 Some((id, bytes_to_token_text(bytes)))
             } else {
-                tok.specials().iter().find(|s| s.1 == id).map(|s| (id, s.0.clone()))
+                tok.specials()
+                    .iter()
+                    .find(|s| s.1 == id)
+                    .map(|s| (id, s.0.clone()))
             }
         })
         .collect()
@@ -351,12 +386,19 @@ fn vocab_entries(tok: &Tokenizer) -> Vec<(u32, String)> {
 
 fn merge_texts(tok: &Tokenizer) -> Vec<[String; 2]> {
     let text = |id: u32| bytes_to_token_text(tok.bpe().token_bytes(id).expect("merge parts exist"));
-    tok.bpe().merges().iter().map(|m| [text(m.left), text(m.right)]).collect()
+    tok.bpe()
+        .merges()
+        .iter()
+        .map(|m| [text(m.left), text(m.right)])
+        .collect()
 }
 
 /// `vocab.json` (GPT-2's `encoder.json`) text.
 pub fn to_vocab_json(tok: &Tokenizer) -> String {
-    let map: Map<String, Value> = vocab_entries(tok).into_iter().map(|(id, t)| (t, json!(id))).collect();
+    let map: Map<String, Value> = vocab_entries(tok)
+        .into_iter()
+        .map(|(id, t)| (t, json!(id)))
+        .collect();
     serde_json::to_string(&Value::Object(map)).expect("a JSON value serializes")
 }
 
@@ -385,8 +427,12 @@ pub fn from_tiktoken(text: &str, path: &Path) -> Result<Tokenizer> {
     let mut by_rank: Vec<Option<Vec<u8>>> = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
         let bad = |why: &str| Error::format(path, format!("line {}: {why}", i + 1));
-        let (token, rank) = line.split_once(' ').ok_or_else(|| bad("expected 'base64-token rank'"))?;
-        let bytes = b64.decode(token).map_err(|_| bad("the token is not base64"))?;
+        let (token, rank) = line
+            .split_once(' ')
+            .ok_or_else(|| bad("expected 'base64-token rank'"))?;
+        let bytes = b64
+            .decode(token)
+            .map_err(|_| bad("the token is not base64"))?;
         let rank: usize = rank.parse().map_err(|_| bad("the rank is not a number"))?;
         if rank >= 10_000_000 {
             return Err(bad("the rank is implausibly large"));
@@ -411,10 +457,16 @@ pub fn from_tiktoken(text: &str, path: &Path) -> Result<Tokenizer> {
     }
     let mut merges = Vec::new();
     for (rank, token) in by_rank.iter().enumerate() {
-        let Some(token) = token.as_deref().filter(|t| t.len() > 1) else { continue };
+        let Some(token) = token.as_deref().filter(|t| t.len() > 1) else {
+            continue;
+        };
         let parts = tiktoken_parts(token, rank as u32, &rank_of);
         match parts.as_slice() {
-            [l, r] => merges.push(Merge { left: *l, right: *r, id: rank as u32 }),
+            [l, r] => merges.push(Merge {
+                left: *l,
+                right: *r,
+                id: rank as u32,
+            }),
             _ => {
                 return Err(Error::format(
                     path,
@@ -440,7 +492,10 @@ pub fn from_tiktoken(text: &str, path: &Path) -> Result<Tokenizer> {
     };
     let n_ids = specials.iter().map(|s| s.1 + 1).max().unwrap_or(n).max(n);
     let bpe = Bpe::new(byte_ids, merges, n_ids as usize).map_err(|e| Error::format(path, e))?;
-    let specials = specials.into_iter().map(|(t, id)| (t.to_string(), id)).collect();
+    let specials = specials
+        .into_iter()
+        .map(|(t, id)| (t.to_string(), id))
+        .collect();
     Tokenizer::new(bpe, pattern, specials).map_err(|e| Error::format(path, e.to_string()))
 }
 
@@ -451,8 +506,12 @@ fn tiktoken_parts(token: &[u8], max_rank: u32, rank_of: &HashMap<&[u8], u32>) ->
     loop {
         let best = (0..parts.len() - 1)
             .filter_map(|i| {
-                let joined = &token[offset(token, parts[i])..offset(token, parts[i + 1]) + parts[i + 1].len()];
-                rank_of.get(joined).filter(|&&r| r < max_rank).map(|&r| (r, i, joined))
+                let joined = &token
+                    [offset(token, parts[i])..offset(token, parts[i + 1]) + parts[i + 1].len()];
+                rank_of
+                    .get(joined)
+                    .filter(|&&r| r < max_rank)
+                    .map(|&r| (r, i, joined))
             })
             .min();
         let Some((_, i, joined)) = best else { break };

@@ -67,7 +67,9 @@ impl Tokenizer {
                 }
             }
             if specials[..i].iter().any(|s| s.0 == *text || s.1 == *id) {
-                return Err(Error::Invalid(format!("special token {text} is listed twice")));
+                return Err(Error::Invalid(format!(
+                    "special token {text} is listed twice"
+                )));
             }
         }
         Ok(Tokenizer {
@@ -143,7 +145,12 @@ impl Tokenizer {
         let mut out = Vec::with_capacity(bytes.len() / 4 + 1);
         for chunk in bytes.utf8_chunks() {
             self.encode_ordinary_into(chunk.valid(), &mut out);
-            out.extend(chunk.invalid().iter().map(|&b| self.bpe.byte_ids()[b as usize]));
+            out.extend(
+                chunk
+                    .invalid()
+                    .iter()
+                    .map(|&b| self.bpe.byte_ids()[b as usize]),
+            );
         }
         out
     }
@@ -164,8 +171,8 @@ impl Tokenizer {
         while let Some((at, name, id)) = self.next_special(rest) {
             if specials == SpecialTokens::Refuse {
                 return Err(Error::Invalid(format!(
-                    "the text contains the special token {name}; allow special tokens to encode \
-                     it as id {id}, or encode it as ordinary text"
+                    "the text contains the special token {name} (id {id}), which is refused \
+                     unless special tokens are allowed"
                 )));
             }
             self.encode_ordinary_into(&rest[..at], out);
@@ -191,10 +198,8 @@ impl Tokenizer {
         if text.len() < 2 * CHUNK {
             return self.encode(text, specials);
         }
-        if specials != SpecialTokens::AsText {
-            if let (SpecialTokens::Refuse, Some(_)) = (specials, self.next_special(text)) {
-                return self.encode(text, specials); // the same error, from one place
-            }
+        if specials == SpecialTokens::Refuse && self.next_special(text).is_some() {
+            return self.encode(text, specials); // the same error, from one place
         }
         // Cut only between words, never inside a special token: the cuts fall on a space or
         // newline between two letters, which no special token of ours spans unless it holds

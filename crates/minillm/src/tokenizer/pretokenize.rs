@@ -264,7 +264,10 @@ fn gpt4_piece_end(text: &str, start: usize) -> usize {
     }
     // \s*[\r\n]: the longest stretch of the whitespace run that ends in a line break.
     let end = run_end(text, start, CharClass::Space);
-    if let Some(last_break) = bytes[start..end].iter().rposition(|&b| b == b'\r' || b == b'\n') {
+    if let Some(last_break) = bytes[start..end]
+        .iter()
+        .rposition(|&b| b == b'\r' || b == b'\n')
+    {
         return start + last_break + 1;
     }
     // \s+(?!\S)|\s+
@@ -282,7 +285,9 @@ pub fn chunk_boundaries(text: &str, target_chunk: usize) -> Vec<usize> {
         let found = bytes[pos..]
             .windows(3)
             .position(|w| {
-                w[0].is_ascii_alphabetic() && matches!(w[1], b' ' | b'\n') && w[2].is_ascii_alphabetic()
+                w[0].is_ascii_alphabetic()
+                    && matches!(w[1], b' ' | b'\n')
+                    && w[2].is_ascii_alphabetic()
             })
             .map(|p| pos + p + 1);
         match found {

@@ -111,7 +111,12 @@ mod tests {
     #[test]
     fn words_keep_contractions_and_split_punctuation() {
         let w: Vec<&str> = words("Don't stop, Mia's cat!  'Quoted'").collect();
-        assert_eq!(w, ["Don't", "stop", ",", "Mia's", "cat", "!", "'", "Quoted", "'"]);
+        assert_eq!(
+            w,
+            [
+                "Don't", "stop", ",", "Mia's", "cat", "!", "'", "Quoted", "'"
+            ]
+        );
     }
 
     #[test]
@@ -123,7 +128,13 @@ mod tests {
         assert_eq!(ids[1], 0);
         assert_eq!(words.token(ids[2]), "sat");
         let chars = CharTokenizer::fit(corpus);
-        assert_eq!(chars.vocab_size(), 1 + "the casonm".chars().collect::<std::collections::HashSet<_>>().len());
+        assert_eq!(
+            chars.vocab_size(),
+            1 + "the casonm"
+                .chars()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        );
         assert_eq!(chars.encode("cz")[1], 0);
     }
 }

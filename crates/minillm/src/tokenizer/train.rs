@@ -38,7 +38,11 @@ pub enum TrainProgress {
 
 /// Trains a tokenizer on `texts`. Stops early (with a smaller vocabulary) if the corpus runs
 /// out of pairs to merge.
-pub fn train(texts: &[&str], config: &TrainConfig, progress: &mut dyn FnMut(TrainProgress)) -> Result<Tokenizer> {
+pub fn train(
+    texts: &[&str],
+    config: &TrainConfig,
+    progress: &mut dyn FnMut(TrainProgress),
+) -> Result<Tokenizer> {
     let minimum = 256 + config.specials.len();
     if config.vocab_size < minimum {
         return Err(Error::Invalid(format!(
@@ -56,7 +60,12 @@ pub fn train(texts: &[&str], config: &TrainConfig, progress: &mut dyn FnMut(Trai
     let n_ids = 256 + merges.len() + config.specials.len();
     let bpe = Bpe::new(std::array::from_fn(|b| b as u32), merges, n_ids).map_err(Error::Invalid)?;
     let first_special = (256 + bpe.merges().len()) as u32;
-    let specials = config.specials.iter().cloned().zip(first_special..).collect();
+    let specials = config
+        .specials
+        .iter()
+        .cloned()
+        .zip(first_special..)
+        .collect();
     Tokenizer::new(bpe, config.pattern, specials)
 }
 
@@ -159,7 +168,9 @@ fn learn_merges(
     let mut delta: FxHashMap<u64, i64> = FxHashMap::default();
     let report_every = (n_merges / 100).max(1);
     while merges.len() < n_merges {
-        let Some((count, Reverse(k))) = heap.pop() else { break };
+        let Some((count, Reverse(k))) = heap.pop() else {
+            break;
+        };
         let current = pair_count.get(&k).copied().unwrap_or(0);
         if current != count {
             if current > 0 {
@@ -203,7 +214,10 @@ fn learn_merges(
         }
         pair_count.remove(&k);
         if merges.len() % report_every == 0 || merges.len() == n_merges {
-            progress(TrainProgress::Merged { merges: merges.len(), total: n_merges });
+            progress(TrainProgress::Merged {
+                merges: merges.len(),
+                total: n_merges,
+            });
         }
     }
     merges
@@ -231,7 +245,11 @@ mod tests {
     use super::*;
 
     fn config(vocab_size: usize) -> TrainConfig {
-        TrainConfig { vocab_size, pattern: Pattern::Gpt2, specials: vec![] }
+        TrainConfig {
+            vocab_size,
+            pattern: Pattern::Gpt2,
+            specials: vec![],
+        }
     }
 
     #[test]
@@ -256,17 +274,27 @@ mod tests {
 
     #[test]
     fn too_small_a_vocabulary_is_refused() {
-        let cfg = TrainConfig { specials: vec!["<|end|>".into()], ..config(256) };
+        let cfg = TrainConfig {
+            specials: vec!["<|end|>".into()],
+            ..config(256)
+        };
         let err = train(&["hello"], &cfg, &mut |_| {}).unwrap_err();
         assert!(err.to_string().contains("at least 257"), "{err}");
     }
 
     #[test]
     fn stops_early_when_pairs_run_out_and_specials_follow_the_merges() {
-        let cfg = TrainConfig { specials: vec!["<|end|>".into()], ..config(1000) };
+        let cfg = TrainConfig {
+            specials: vec!["<|end|>".into()],
+            ..config(1000)
+        };
         let tok = train(&["ab<|end|>ab"], &cfg, &mut |_| {}).unwrap();
         assert_eq!(tok.bpe().merges().len(), 1);
         assert_eq!(tok.special_id("<|end|>"), Some(257));
-        assert_eq!(tok.encode("ab<|end|>", super::super::SpecialTokens::Allow).unwrap(), [256, 257]);
+        assert_eq!(
+            tok.encode("ab<|end|>", super::super::SpecialTokens::Allow)
+                .unwrap(),
+            [256, 257]
+        );
     }
 }

@@ -1,0 +1,77 @@
+//! `minillm demo`: the whole pipeline as far as it goes, on the built-in corpus, no download.
+//! Today that is stage 1, tokenization; each later stage adds its step here.
+
+use super::compare::{EXAMPLES, Trio};
+use super::display::{count, token};
+use anyhow::Result;
+use std::time::Instant;
+
+const VOCAB: usize = 1024;
+
+pub fn run() -> Result<()> {
+    let corpus = minillm::corpus::builtin();
+    let split = corpus.len() * 9 / 10;
+    let split = corpus[split..]
+        .find("\n\n")
+        .map_or(split, |i| split + i + 2);
+    let (train_text, held_out) = corpus.split_at(split);
+    println!("== 1. The built-in corpus");
+    println!(
+        "{} bytes of generated stories, dialogues, questions and facts (seed {}); no download.",
+        count(corpus.len()),
+        minillm::corpus::SEED
+    );
+    println!("It begins:\n");
+    for line in corpus.lines().take(4) {
+        println!("    {line}");
+    }
+
+    println!(
+        "\n== 2. Training a byte-level BPE tokenizer ({} tokens) on the first 90%",
+        count(VOCAB)
+    );
+    let started = Instant::now();
+    let trio = Trio::train(train_text, VOCAB)?;
+    println!(
+        "done in {:.2}s. The first merges it learned, most frequent pair first:",
+        started.elapsed().as_secs_f64()
+    );
+    let bpe = &trio.bpe;
+    for (rank, m) in bpe.bpe().merges().iter().take(8).enumerate() {
+        let part = |id| token(bpe.token_bytes(id).unwrap_or_default());
+        println!(
+            "    merge {rank}: {} + {} -> {}",
+            part(m.left),
+            part(m.right),
+            part(m.id)
+        );
+    }
+    let last = bpe
+        .bpe()
+        .merges()
+        .last()
+        .map(|m| token(bpe.token_bytes(m.id).unwrap_or_default()));
+    println!(
+        "    ... and the last, merge {}: {}",
+        bpe.bpe().merges().len() - 1,
+        last.unwrap_or_default()
+    );
+
+    println!("\n== 3. Three ways to cut the same text (tokens separated by |)\n");
+    for text in EXAMPLES {
+        trio.show(text)?;
+    }
+
+    println!(
+        "\n== 4. The held-out 10% ({} bytes), tokenized by each",
+        count(held_out.len())
+    );
+    trio.table(held_out)?;
+    println!(
+        "\nChars never meet an unknown symbol but make the longest sequences; words make the \
+         shortest\nbut turn every unseen word into {}; BPE keeps sequences short with no unknowns.",
+        minillm::tokenizer::simple::UNK
+    );
+    println!("Read more: docs/guide/01-tokenization.md; try `minillm tokenizer --help`.");
+    Ok(())
+}

@@ -14,8 +14,12 @@
 pub mod corpus;
 pub mod error;
 pub mod fsutil;
+pub mod io;
+pub mod kernels;
+pub mod model;
 pub mod rng;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use tokenizer::{SpecialTokens, Tokenizer};

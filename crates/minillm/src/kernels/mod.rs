@@ -1,0 +1,4 @@
+//! Numeric kernels with nothing model-specific in them.
+
+pub mod matmul;
+pub mod vec;

@@ -1,0 +1,549 @@
+//! The GPT: forward through the blocks, backward through them in reverse.
+//!
+//! ```text
+//! tokens -> wte + wpe -> [dropout] -> L x block -> ln_f -> . wte^T -> logits -> loss
+//! block:  x -> ln_1 -> c_attn -> attention -> c_proj -> [dropout] -> + x
+//!           -> ln_2 -> c_fc -> gelu -> c_proj -> [dropout] -> +
+//! ```
+
+use super::activations::{Activations, BlockActs};
+use super::config::ModelConfig;
+use super::layers::attention::{self, Shape};
+use super::layers::loss::IGNORE;
+use super::layers::{dropout, embedding, gelu, layernorm, linear, loss};
+use super::params::{BlockOffsets, Layout, init};
+use crate::error::{Error, Result};
+use crate::kernels::matmul::{Stored, matmul};
+use crate::rng::Rng;
+use std::ops::Range;
+
+pub struct Gpt {
+    pub config: ModelConfig,
+    pub layout: Layout,
+    pub params: Vec<f32>,
+    pub grads: Vec<f32>,
+    /// Dropout is applied only while training.
+    pub training: bool,
+    acts: Option<Activations>,
+    dropout_rng: Rng,
+}
+
+fn opt<'a>(buf: &'a [f32], r: &Option<Range<usize>>) -> Option<&'a [f32]> {
+    r.as_ref().map(|r| &buf[r.clone()])
+}
+
+impl Gpt {
+    /// A new model with GPT-2's initialisation from `seed`.
+    pub fn new(config: ModelConfig, seed: u64) -> Result<Gpt> {
+        config.validate()?;
+        let layout = Layout::new(&config);
+        let params = init(&config, &layout, seed);
+        Gpt::from_params(config, params, seed)
+    }
+
+    /// A model around existing parameters laid out as [`Layout::new`] says.
+    pub fn from_params(config: ModelConfig, params: Vec<f32>, seed: u64) -> Result<Gpt> {
+        config.validate()?;
+        let layout = Layout::new(&config);
+        if params.len() != layout.total {
+            return Err(Error::Invalid(format!(
+                "{} parameters given, the configuration needs {}",
+                params.len(),
+                layout.total
+            )));
+        }
+        Ok(Gpt {
+            grads: vec![0.0; layout.total],
+            config,
+            layout,
+            params,
+            training: true,
+            acts: None,
+            dropout_rng: Rng::new(seed ^ 0xD809_0D70),
+        })
+    }
+
+    pub fn zero_grad(&mut self) {
+        self.grads.fill(0.0);
+    }
+
+    fn check_input(
+        &self,
+        tokens: &[u32],
+        targets: Option<&[u32]>,
+        b: usize,
+        t: usize,
+    ) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(m));
+        if b == 0 || t == 0 || tokens.len() != b * t {
+            return bad(format!(
+                "{} tokens do not make a batch of {b} x {t}",
+                tokens.len()
+            ));
+        }
+        if t > self.config.block_size {
+            return bad(format!(
+                "a sequence of {t} tokens is longer than the model's context of {}",
+                self.config.block_size
+            ));
+        }
+        let v = self.config.vocab_size as u32;
+        if let Some(&tok) = tokens.iter().find(|&&x| x >= v) {
+            return bad(format!("token id {tok} is outside the vocabulary of {v}"));
+        }
+        if let Some(targets) = targets {
+            if targets.len() != tokens.len() {
+                return bad(format!(
+                    "{} targets for {} tokens",
+                    targets.len(),
+                    tokens.len()
+                ));
+            }
+            if let Some(&tok) = targets.iter().find(|&&x| x >= v && x != IGNORE) {
+                return bad(format!("target id {tok} is outside the vocabulary of {v}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the blocks over `tokens` (B, T). Returns the mean loss when `targets` are given
+    /// ([`IGNORE`] skips a position); otherwise [`logits`](Self::logits) holds the logits.
+    pub fn forward(
+        &mut self,
+        tokens: &[u32],
+        targets: Option<&[u32]>,
+        (b, t): (usize, usize),
+    ) -> Result<Option<f32>> {
+        self.check_input(tokens, targets, b, t)?;
+        self.run_blocks(tokens, b, t);
+        let (c, v, vp) = (
+            self.config.n_embd,
+            self.config.vocab_size,
+            self.config.padded_vocab_size(),
+        );
+        let acts = self
+            .acts
+            .as_mut()
+            .expect("run_blocks allocated the activations");
+        let last = acts.blocks.last().map_or(&acts.encoded, |k| &k.resid3);
+        let p = &self.params;
+        let l = &self.layout;
+        layernorm::forward(
+            &mut acts.lnf,
+            &mut acts.lnf_mean,
+            &mut acts.lnf_rstd,
+            last,
+            &p[l.ln_f_w.clone()],
+            opt(p, &l.ln_f_b),
+            c,
+        );
+        matmul(
+            &mut acts.logits,
+            &acts.lnf,
+            Stored::Normal,
+            &p[l.wte.clone()],
+            Stored::Transposed,
+            (b * t, c, vp),
+            false,
+        );
+        acts.has_targets = targets.is_some();
+        Ok(targets.map(|targets| {
+            acts.targets.copy_from_slice(targets);
+            loss::forward(&mut acts.logits, &mut acts.losses, targets, v, vp)
+        }))
+    }
+
+    /// Logits (B, T, Vp) of the last forward without targets; only the first V columns of each
+    /// row are real.
+    pub fn logits(&self) -> &[f32] {
+        self.acts.as_ref().map_or(&[], |a| {
+            &a.logits[..a.b * a.t * self.config.padded_vocab_size()]
+        })
+    }
+
+    /// The inference path: runs the blocks, then the final LayerNorm and the LM head only at
+    /// `positions` of each sequence. Returns logits (B, positions, V), padding removed.
+    pub fn logits_at(
+        &mut self,
+        tokens: &[u32],
+        (b, t): (usize, usize),
+        positions: &[usize],
+    ) -> Result<Vec<f32>> {
+        self.check_input(tokens, None, b, t)?;
+        if let Some(&p) = positions.iter().find(|&&p| p >= t) {
+            return Err(Error::Invalid(format!(
+                "position {p} is outside the sequence of {t}"
+            )));
+        }
+        let training = std::mem::replace(&mut self.training, false);
+        self.run_blocks(tokens, b, t);
+        self.training = training;
+        let (c, v) = (self.config.n_embd, self.config.vocab_size);
+        let acts = self.acts.as_mut().expect("allocated");
+        let last = acts.blocks.last().map_or(&acts.encoded, |k| &k.resid3);
+        let rows: Vec<f32> = (0..b)
+            .flat_map(|bi| {
+                positions
+                    .iter()
+                    .flat_map(move |&p| &last[(bi * t + p) * c..][..c])
+            })
+            .copied()
+            .collect();
+        let n = rows.len() / c;
+        let p = &self.params;
+        let l = &self.layout;
+        let mut normed = vec![0.0; rows.len()];
+        let (mut mean, mut rstd) = (vec![0.0; n], vec![0.0; n]);
+        layernorm::forward(
+            &mut normed,
+            &mut mean,
+            &mut rstd,
+            &rows,
+            &p[l.ln_f_w.clone()],
+            opt(p, &l.ln_f_b),
+            c,
+        );
+        let mut logits = vec![0.0; n * v];
+        matmul(
+            &mut logits,
+            &normed,
+            Stored::Normal,
+            &p[l.wte.clone()][..v * c],
+            Stored::Transposed,
+            (n, c, v),
+            false,
+        );
+        Ok(logits)
+    }
+
+    fn run_blocks(&mut self, tokens: &[u32], b: usize, t: usize) {
+        if self.acts.as_ref().is_none_or(|a| a.b != b || a.t != t) {
+            self.acts = Some(Activations::new(&self.config, b, t));
+        }
+        let cfg = &self.config;
+        let (c, nh) = (cfg.n_embd, cfg.n_head);
+        let n = b * t;
+        let drop = if self.training { cfg.dropout } else { 0.0 };
+        let acts = self.acts.as_mut().expect("just allocated");
+        let p = &self.params;
+        let l = &self.layout;
+        let rng = &mut self.dropout_rng;
+        acts.tokens.copy_from_slice(tokens);
+        embedding::forward(
+            &mut acts.encoded,
+            tokens,
+            &p[l.wte.clone()],
+            &p[l.wpe.clone()],
+            t,
+            c,
+        );
+        if drop > 0.0 {
+            dropout::fill_mask(&mut acts.encoded_mask, drop, rng);
+            dropout::apply(&mut acts.encoded, &acts.encoded_mask);
+        }
+        let shape = Shape { b, t, c, nh };
+        for i in 0..cfg.n_layer {
+            let (done, rest) = acts.blocks.split_at_mut(i);
+            let input = done.last().map_or(&acts.encoded, |k| &k.resid3);
+            let k = &mut rest[0];
+            let o = &l.blocks[i];
+            layernorm::forward(
+                &mut k.ln1,
+                &mut k.ln1_mean,
+                &mut k.ln1_rstd,
+                input,
+                &p[o.ln_1_w.clone()],
+                opt(p, &o.ln_1_b),
+                c,
+            );
+            linear::forward(
+                &mut k.qkv,
+                &k.ln1,
+                &p[o.attn_w.clone()],
+                opt(p, &o.attn_b),
+                (n, c, 3 * c),
+            );
+            let att_mask = if drop > 0.0 {
+                dropout::fill_mask(&mut k.att_mask, drop, rng);
+                Some(k.att_mask.as_slice())
+            } else {
+                None
+            };
+            attention::forward(&mut k.atty, &mut k.att, &k.qkv, att_mask, shape);
+            linear::forward(
+                &mut k.attproj,
+                &k.atty,
+                &p[o.attn_proj_w.clone()],
+                opt(p, &o.attn_proj_b),
+                (n, c, c),
+            );
+            if drop > 0.0 {
+                dropout::fill_mask(&mut k.attproj_mask, drop, rng);
+                dropout::apply(&mut k.attproj, &k.attproj_mask);
+            }
+            add(&mut k.resid2, input, &k.attproj);
+            layernorm::forward(
+                &mut k.ln2,
+                &mut k.ln2_mean,
+                &mut k.ln2_rstd,
+                &k.resid2,
+                &p[o.ln_2_w.clone()],
+                opt(p, &o.ln_2_b),
+                c,
+            );
+            linear::forward(
+                &mut k.fch,
+                &k.ln2,
+                &p[o.fc_w.clone()],
+                opt(p, &o.fc_b),
+                (n, c, 4 * c),
+            );
+            gelu::forward(&mut k.fch_gelu, &k.fch);
+            linear::forward(
+                &mut k.fcproj,
+                &k.fch_gelu,
+                &p[o.fc_proj_w.clone()],
+                opt(p, &o.fc_proj_b),
+                (n, 4 * c, c),
+            );
+            if drop > 0.0 {
+                dropout::fill_mask(&mut k.fcproj_mask, drop, rng);
+                dropout::apply(&mut k.fcproj, &k.fcproj_mask);
+            }
+            add(&mut k.resid3, &k.resid2, &k.fcproj);
+        }
+    }
+
+    /// Accumulates d(loss)/d(params) into `grads` for the last forward, which must have had
+    /// targets. Call [`zero_grad`](Self::zero_grad) first, once per step.
+    pub fn backward(&mut self) -> Result<()> {
+        let acts = match self.acts.as_mut() {
+            Some(a) if a.has_targets => a,
+            _ => {
+                return Err(Error::Invalid(
+                    "backward needs a forward pass with targets first".into(),
+                ));
+            }
+        };
+        acts.has_targets = false; // the logits buffer is about to become their gradient
+        let cfg = &self.config;
+        let (b, t) = (acts.b, acts.t);
+        let (c, nh, v, vp) = (
+            cfg.n_embd,
+            cfg.n_head,
+            cfg.vocab_size,
+            cfg.padded_vocab_size(),
+        );
+        let n = b * t;
+        let p = &self.params;
+        let g = &mut self.grads;
+        let l = &self.layout;
+        let dropout_on = !acts.encoded_mask.is_empty() && self.training && cfg.dropout > 0.0;
+
+        loss::backward(&mut acts.logits, &acts.targets, v, vp);
+        // LM head: logits = lnf . wte^T
+        let d_lnf = &mut acts.d_a;
+        matmul(
+            d_lnf,
+            &acts.logits,
+            Stored::Normal,
+            &p[l.wte.clone()],
+            Stored::Normal,
+            (n, vp, c),
+            false,
+        );
+        matmul(
+            &mut g[l.wte.clone()],
+            &acts.logits,
+            Stored::Transposed,
+            &acts.lnf,
+            Stored::Normal,
+            (vp, n, c),
+            true,
+        );
+        let last = acts.blocks.last().map_or(&acts.encoded, |k| &k.resid3);
+        acts.d_resid.fill(0.0);
+        let (gw, gb) = param_pair(g, &l.ln_f_w, &l.ln_f_b);
+        layernorm::backward(
+            &mut acts.d_resid,
+            gw,
+            gb,
+            d_lnf,
+            last,
+            &p[l.ln_f_w.clone()],
+            &acts.lnf_mean,
+            &acts.lnf_rstd,
+            c,
+        );
+
+        let shape = Shape { b, t, c, nh };
+        for i in (0..cfg.n_layer).rev() {
+            let (done, rest) = acts.blocks.split_at(i);
+            let input = done.last().map_or(&acts.encoded, |k| &k.resid3);
+            let k = &rest[0];
+            let o = &l.blocks[i];
+            let d = Scratch {
+                a: &mut acts.d_a,
+                b: &mut acts.d_b,
+                qkv: &mut acts.d_qkv,
+                fch: &mut acts.d_fch,
+                fch_gelu: &mut acts.d_fch_gelu,
+                heads: &mut acts.d_heads,
+                row: &mut acts.d_row,
+            };
+            block_backward(&mut acts.d_resid, d, k, input, p, g, o, shape, dropout_on);
+        }
+        if dropout_on {
+            dropout::apply(&mut acts.d_resid, &acts.encoded_mask);
+        }
+        let (dwte, rest) = g.split_at_mut(l.wpe.start);
+        embedding::backward(
+            &mut dwte[l.wte.clone()],
+            &mut rest[..l.wpe.len()],
+            &acts.d_resid,
+            &acts.tokens,
+            t,
+            c,
+        );
+        Ok(())
+    }
+}
+
+/// out = a + b
+fn add(out: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = x + y;
+    }
+}
+
+/// The gradient slices of a weight and its optional bias, which are adjacent in the layout.
+fn param_pair<'a>(
+    g: &'a mut [f32],
+    w: &Range<usize>,
+    b: &Option<Range<usize>>,
+) -> (&'a mut [f32], Option<&'a mut [f32]>) {
+    match b {
+        Some(b) => {
+            debug_assert_eq!(w.end, b.start);
+            let (gw, gb) = g[w.start..b.end].split_at_mut(w.len());
+            (gw, Some(gb))
+        }
+        None => (&mut g[w.clone()], None),
+    }
+}
+
+struct Scratch<'a> {
+    a: &'a mut [f32],
+    b: &'a mut [f32],
+    qkv: &'a mut [f32],
+    fch: &'a mut [f32],
+    fch_gelu: &'a mut [f32],
+    heads: &'a mut [f32],
+    row: &'a mut [f32],
+}
+
+/// One block in reverse. `d_resid` holds d(loss)/d(block output) and leaves holding
+/// d(loss)/d(block input): the residual connections pass it through, the branches add to it.
+#[allow(clippy::too_many_arguments)]
+fn block_backward(
+    d_resid: &mut [f32],
+    d: Scratch,
+    k: &BlockActs,
+    input: &[f32],
+    p: &[f32],
+    g: &mut [f32],
+    o: &BlockOffsets,
+    s: Shape,
+    dropout_on: bool,
+) {
+    let (n, c) = (s.b * s.t, s.c);
+    // resid3 = resid2 + dropout(fcproj): the MLP branch's output gradient.
+    let d_fcproj = &mut *d.a;
+    d_fcproj.copy_from_slice(d_resid);
+    if dropout_on {
+        dropout::apply(d_fcproj, &k.fcproj_mask);
+    }
+    d.fch_gelu.fill(0.0);
+    let (gw, gb) = param_pair(g, &o.fc_proj_w, &o.fc_proj_b);
+    linear::backward(
+        d.fch_gelu,
+        gw,
+        gb,
+        d_fcproj,
+        &k.fch_gelu,
+        &p[o.fc_proj_w.clone()],
+        (n, 4 * c, c),
+    );
+    d.fch.fill(0.0);
+    gelu::backward(d.fch, &k.fch, d.fch_gelu);
+    let d_ln2 = &mut *d.b;
+    d_ln2.fill(0.0);
+    let (gw, gb) = param_pair(g, &o.fc_w, &o.fc_b);
+    linear::backward(
+        d_ln2,
+        gw,
+        gb,
+        d.fch,
+        &k.ln2,
+        &p[o.fc_w.clone()],
+        (n, c, 4 * c),
+    );
+    let (gw, gb) = param_pair(g, &o.ln_2_w, &o.ln_2_b);
+    layernorm::backward(
+        d_resid,
+        gw,
+        gb,
+        d_ln2,
+        &k.resid2,
+        &p[o.ln_2_w.clone()],
+        &k.ln2_mean,
+        &k.ln2_rstd,
+        c,
+    );
+
+    // resid2 = input + dropout(attproj): the attention branch.
+    let d_attproj = &mut *d.a;
+    d_attproj.copy_from_slice(d_resid);
+    if dropout_on {
+        dropout::apply(d_attproj, &k.attproj_mask);
+    }
+    let d_atty = &mut *d.b;
+    d_atty.fill(0.0);
+    let (gw, gb) = param_pair(g, &o.attn_proj_w, &o.attn_proj_b);
+    linear::backward(
+        d_atty,
+        gw,
+        gb,
+        d_attproj,
+        &k.atty,
+        &p[o.attn_proj_w.clone()],
+        (n, c, c),
+    );
+    d.qkv.fill(0.0);
+    let mask = dropout_on.then_some(k.att_mask.as_slice());
+    attention::backward(d.qkv, d.heads, d.row, d_atty, &k.qkv, &k.att, mask, s);
+    let d_ln1 = &mut *d.a;
+    d_ln1.fill(0.0);
+    let (gw, gb) = param_pair(g, &o.attn_w, &o.attn_b);
+    linear::backward(
+        d_ln1,
+        gw,
+        gb,
+        d.qkv,
+        &k.ln1,
+        &p[o.attn_w.clone()],
+        (n, c, 3 * c),
+    );
+    let (gw, gb) = param_pair(g, &o.ln_1_w, &o.ln_1_b);
+    layernorm::backward(
+        d_resid,
+        gw,
+        gb,
+        d_ln1,
+        input,
+        &p[o.ln_1_w.clone()],
+        &k.ln1_mean,
+        &k.ln1_rstd,
+        c,
+    );
+}

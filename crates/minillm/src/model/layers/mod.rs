@@ -1,0 +1,56 @@
+//! The layers of a GPT, one file each, `forward` and `backward` side by side.
+//!
+//! Shapes are written in (B, T, C) notation: B sequences, T positions, C channels; NH heads of
+//! size hs = C / NH; V the real vocabulary and Vp the padded one. Every `backward` accumulates
+//! (`+=`) into the gradients it is given, as in llm.c, so the caller zeroes them once per step.
+
+pub mod attention;
+pub mod dropout;
+pub mod embedding;
+pub mod gelu;
+pub mod layernorm;
+pub mod linear;
+pub mod loss;
+
+#[cfg(test)]
+pub mod gradcheck {
+    //! Finite differences: the independent reference every backward is checked against.
+
+    use crate::rng::Rng;
+
+    pub fn random(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| (rng.normal() as f32) * scale).collect()
+    }
+
+    /// Checks `analytic` (the gradient of `loss` at `x`) against central differences at every
+    /// element, in f64 around the f32 function. Fails on a wrong sign, a missing term or a
+    /// wrong factor; tolerates f32 rounding.
+    pub fn check(name: &str, x: &[f32], analytic: &[f32], mut loss: impl FnMut(&[f32]) -> f64) {
+        assert_eq!(x.len(), analytic.len());
+        let eps = 1e-2f32;
+        let mut worst = 0.0f64;
+        let scale = analytic.iter().fold(1e-3f64, |m, &g| m.max(g.abs() as f64));
+        let mut xp = x.to_vec();
+        for i in 0..x.len() {
+            xp[i] = x[i] + eps;
+            let up = loss(&xp);
+            xp[i] = x[i] - eps;
+            let down = loss(&xp);
+            xp[i] = x[i];
+            let numeric = (up - down) / (2.0 * eps as f64);
+            let err = (numeric - analytic[i] as f64).abs() / scale;
+            worst = worst.max(err);
+            assert!(
+                err < 2e-2,
+                "{name}[{i}]: analytic {} vs numeric {numeric} (scale {scale})",
+                analytic[i]
+            );
+        }
+        assert!(worst.is_finite());
+    }
+
+    /// sum(out * r): a scalar loss whose gradient with respect to `out` is `r`.
+    pub fn weighted_sum(out: &[f32], r: &[f32]) -> f64 {
+        out.iter().zip(r).map(|(&o, &w)| o as f64 * w as f64).sum()
+    }
+}

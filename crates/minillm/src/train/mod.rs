@@ -1,0 +1,3 @@
+//! Training: the optimizer (the loop, data and schedules arrive with the pretraining stage).
+
+pub mod adamw;

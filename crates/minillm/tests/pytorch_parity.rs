@@ -1,0 +1,141 @@
+//! The whole model against PyTorch + HF transformers: logits, loss, every parameter's gradient
+//! and ten AdamW steps, from fixtures written by scripts/reference/gpt2_tiny.py.
+
+use minillm::io::load_model;
+use minillm::model::layers::loss::IGNORE;
+use minillm::train::adamw::{AdamW, AdamWConfig};
+use safetensors::SafeTensors;
+use std::path::PathBuf;
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2_tiny")
+}
+
+fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|_| panic!("fixture lacks {name}"));
+    t.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn i32s(st: &SafeTensors, name: &str) -> Vec<i32> {
+    st.tensor(name)
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// max |ours - theirs| / max |theirs|: the error relative to the tensor's scale.
+fn rel_error(ours: &[f32], theirs: &[f32]) -> f64 {
+    assert_eq!(ours.len(), theirs.len());
+    let diff = ours
+        .iter()
+        .zip(theirs)
+        .fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
+    let scale = theirs
+        .iter()
+        .fold(1e-12f64, |m, &b| m.max((b as f64).abs()));
+    diff / scale
+}
+
+#[test]
+fn logits_loss_gradients_and_adamw_match_pytorch() {
+    let dir = fixture();
+    let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
+    let reference = SafeTensors::deserialize(&bytes).unwrap();
+    let settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let (b, t) = (
+        settings["batch"].as_u64().unwrap() as usize,
+        settings["context"].as_u64().unwrap() as usize,
+    );
+    let tokens: Vec<u32> = i32s(&reference, "tokens")
+        .into_iter()
+        .map(|x| x as u32)
+        .collect();
+    let targets: Vec<u32> = i32s(&reference, "targets")
+        .into_iter()
+        .map(|x| if x < 0 { IGNORE } else { x as u32 })
+        .collect();
+
+    let mut model = load_model(&dir).unwrap();
+    let (v, vp, c) = (
+        model.config.vocab_size,
+        model.config.padded_vocab_size(),
+        model.config.n_embd,
+    );
+    model.forward(&tokens, None, (b, t)).unwrap();
+    let logits: Vec<f32> = model
+        .logits()
+        .chunks(vp)
+        .flat_map(|row| &row[..v])
+        .copied()
+        .collect();
+    let mut worst = vec![(
+        "logits".to_string(),
+        rel_error(&logits, &f32s(&reference, "logits")),
+    )];
+
+    let loss = model
+        .forward(&tokens, Some(&targets), (b, t))
+        .unwrap()
+        .unwrap();
+    let want_loss = f32s(&reference, "loss")[0];
+    worst.push(("loss".into(), ((loss - want_loss) / want_loss).abs() as f64));
+
+    model.zero_grad();
+    model.backward().unwrap();
+    for tensor in &model.layout.tensors {
+        let mut ours = &model.grads[tensor.range()];
+        if tensor.name == "wte.weight" {
+            ours = &ours[..v * c];
+        }
+        let theirs = f32s(&reference, &format!("grad.transformer.{}", tensor.name));
+        worst.push((format!("grad {}", tensor.name), rel_error(ours, &theirs)));
+    }
+
+    let a = &settings["adamw"];
+    let f = |k: &str| a[k].as_f64().unwrap() as f32;
+    let config = AdamWConfig {
+        lr: f("lr"),
+        beta1: a["betas"][0].as_f64().unwrap() as f32,
+        beta2: a["betas"][1].as_f64().unwrap() as f32,
+        eps: f("eps"),
+        weight_decay: f("weight_decay"),
+    };
+    let mut model = load_model(&dir).unwrap();
+    let mut opt = AdamW::new(config.clone(), &model.layout);
+    let mut losses = Vec::new();
+    for _ in 0..10 {
+        model.zero_grad();
+        losses.push(
+            model
+                .forward(&tokens, Some(&targets), (b, t))
+                .unwrap()
+                .unwrap(),
+        );
+        model.backward().unwrap();
+        let mut params = std::mem::take(&mut model.params);
+        opt.step(&mut params, &model.grads, config.lr);
+        model.params = params;
+    }
+    worst.push((
+        "10 AdamW losses".into(),
+        rel_error(&losses, &f32s(&reference, "adamw_losses")),
+    ));
+
+    worst.sort_by(|x, y| y.1.total_cmp(&x.1));
+    println!("worst relative errors against PyTorch:");
+    for (name, err) in worst.iter().take(5) {
+        println!("  {err:.2e}  {name}");
+    }
+    for (name, err) in &worst {
+        assert!(*err < 1e-4, "{name}: relative error {err:.2e}");
+    }
+}

@@ -29,6 +29,12 @@ enum Command {
     /// Train, run and inspect byte-level BPE tokenizers.
     #[command(subcommand)]
     Tokenizer(cli::tokenizer::Command),
+    /// Inspect model shapes: parameters, memory, FLOPs.
+    #[command(subcommand)]
+    Model(cli::model::Command),
+    /// Measure speed.
+    #[command(subcommand)]
+    Bench(cli::bench::Command),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +51,8 @@ fn main() -> ExitCode {
         Command::Demo => cli::demo::run(),
         Command::Corpus(a) => cli::corpus::run(a),
         Command::Tokenizer(c) => cli::tokenizer::run(c),
+        Command::Model(c) => cli::model::run(c),
+        Command::Bench(c) => cli::bench::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

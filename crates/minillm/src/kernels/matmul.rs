@@ -84,6 +84,98 @@ pub fn matmul(
     IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
 }
 
+/// A strided matrix inside a slice: element (i, j) is at `offset + i * row_stride + j * col_stride`.
+#[derive(Clone, Copy, Debug)]
+pub struct View {
+    pub offset: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl View {
+    /// A dense row-major block of `rows` rows spaced `row_stride` apart.
+    pub fn rows(offset: usize, rows: usize, cols: usize, row_stride: usize) -> View {
+        View {
+            offset,
+            rows,
+            cols,
+            row_stride,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose, reading the same elements.
+    pub fn t(self) -> View {
+        View {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    fn fits(&self, len: usize) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || self.offset + (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
+                < len
+    }
+}
+
+/// `out = scale * A . B` (or `out += scale * A . B` when `accumulate`) on strided views, on the
+/// calling thread: for many small products run in parallel, such as attention per head.
+pub fn matmul_view(
+    out: &mut [f32],
+    o: View,
+    a: &[f32],
+    av: View,
+    b: &[f32],
+    bv: View,
+    scale: f32,
+    accumulate: bool,
+) {
+    assert!(
+        av.rows == o.rows && bv.cols == o.cols && av.cols == bv.rows,
+        "matmul_view shapes"
+    );
+    assert!(
+        o.fits(out.len()) && av.fits(a.len()) && bv.fits(b.len()),
+        "matmul_view bounds"
+    );
+    if o.rows == 0 || o.cols == 0 {
+        return;
+    }
+    IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: `fits` keeps every reachable element inside its slice; `out` is a unique borrow.
+    unsafe {
+        gemm(
+            o.rows,
+            o.cols,
+            av.cols,
+            out.as_mut_ptr().add(o.offset),
+            o.col_stride as isize,
+            o.row_stride as isize,
+            accumulate,
+            a.as_ptr().add(av.offset),
+            av.col_stride as isize,
+            av.row_stride as isize,
+            b.as_ptr().add(bv.offset),
+            bv.col_stride as isize,
+            bv.row_stride as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +233,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn strided_views_match_the_naive_product() {
+        let mut rng = Rng::new(4);
+        let (m, k, n) = (5, 3, 4);
+        // A lives in columns 2..5 of a 5 x 7 buffer; B is read transposed from a 4 x 3 buffer.
+        let abuf: Vec<f32> = (0..35).map(|_| rng.uniform() as f32).collect();
+        let bbuf: Vec<f32> = (0..12).map(|_| rng.uniform() as f32).collect();
+        let a: Vec<f32> = (0..m * k).map(|i| abuf[(i / k) * 7 + 2 + i % k]).collect();
+        let want = naive(&a, Stored::Normal, &bbuf, Stored::Transposed, (m, k, n));
+        let mut out = vec![0.0; 2 * m * n];
+        let o = View::rows(1, m, n, 2 * n);
+        let (av, bv) = (View::rows(2, m, k, 7), View::rows(0, n, k, k).t());
+        matmul_view(&mut out, o, &abuf, av, &bbuf, bv, 0.5, false);
+        for i in 0..m {
+            for j in 0..n {
+                assert!((out[1 + i * 2 * n + j] - 0.5 * want[i * n + j]).abs() < 1e-5);
+            }
+        }
+        assert_eq!(out[0], 0.0);
     }
 }

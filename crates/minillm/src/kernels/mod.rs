@@ -1,4 +1,5 @@
 //! Numeric kernels with nothing model-specific in them.
 
 pub mod matmul;
+pub mod simd;
 pub mod vec;

@@ -11,8 +11,8 @@ pub struct BlockActs {
     pub ln1_rstd: Vec<f32>, // (B, T)
     pub qkv: Vec<f32>,      // (B, T, 3C)
     pub atty: Vec<f32>,     // (B, T, C) attention output before its projection
-    pub att: Vec<f32>,      // (B, T, NH, T) attention probabilities
-    pub att_mask: Vec<f32>, // (B, T, NH, T) dropout mask, empty without dropout
+    pub att: Vec<f32>,      // (B, NH, T, T) attention probabilities
+    pub att_mask: Vec<f32>, // (B, NH, T, T) dropout mask, empty without dropout
     pub attproj: Vec<f32>,  // (B, T, C)
     pub attproj_mask: Vec<f32>,
     pub resid2: Vec<f32>, // (B, T, C) residual stream after attention
@@ -47,8 +47,9 @@ pub struct Activations {
     pub d_qkv: Vec<f32>,   // (B, T, 3C)
     pub d_fch: Vec<f32>,   // (B, T, 4C)
     pub d_fch_gelu: Vec<f32>,
-    pub d_heads: Vec<f32>, // (B, NH, T, 3 hs)
-    pub d_row: Vec<f32>,   // (B, NH, T)
+    // Attention scratch, used by forward and backward: (B, NH, T, T) and (B, NH, T, 3 hs).
+    pub tt: Vec<f32>,
+    pub heads: Vec<f32>,
 }
 
 impl Activations {
@@ -105,8 +106,8 @@ impl Activations {
             d_qkv: z(n * 3 * c),
             d_fch: z(n * 4 * c),
             d_fch_gelu: z(n * 4 * c),
-            d_heads: z(n * 3 * c),
-            d_row: z(n * nh),
+            tt: z(n * nh * t),
+            heads: z(n * 3 * c),
         }
     }
 
@@ -122,7 +123,7 @@ impl Activations {
         };
         let per_block = 18 * nc + 4 * n + att + mask_att + 2 * mask_c;
         let top = 2 * nc + mask_c + 3 * n + n * config.padded_vocab_size();
-        let scratch = 17 * nc + n * nh;
+        let scratch = 17 * nc + att;
         4 * (config.n_layer * per_block + top + scratch) + 2 * 4 * n
     }
 
@@ -132,7 +133,7 @@ impl Activations {
             self.encoded.len() + self.encoded_mask.len() + self.lnf.len() + self.lnf_mean.len();
         floats += self.lnf_rstd.len() + self.logits.len() + self.losses.len() + self.d_resid.len();
         floats += self.d_a.len() + self.d_b.len() + self.d_qkv.len() + self.d_fch.len();
-        floats += self.d_fch_gelu.len() + self.d_heads.len() + self.d_row.len();
+        floats += self.d_fch_gelu.len() + self.tt.len() + self.heads.len();
         for k in &self.blocks {
             for v in [
                 &k.ln1,

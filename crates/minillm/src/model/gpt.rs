@@ -269,7 +269,11 @@ impl Gpt {
             } else {
                 None
             };
-            attention::forward(&mut k.atty, &mut k.att, &k.qkv, att_mask, shape);
+            let scratch = attention::Scratch {
+                tt: &mut acts.tt,
+                heads: &mut acts.heads,
+            };
+            attention::forward(&mut k.atty, &mut k.att, &k.qkv, att_mask, scratch, shape);
             linear::forward(
                 &mut k.attproj,
                 &k.atty,
@@ -388,8 +392,8 @@ impl Gpt {
                 qkv: &mut acts.d_qkv,
                 fch: &mut acts.d_fch,
                 fch_gelu: &mut acts.d_fch_gelu,
-                heads: &mut acts.d_heads,
-                row: &mut acts.d_row,
+                heads: &mut acts.heads,
+                tt: &mut acts.tt,
             };
             block_backward(&mut acts.d_resid, d, k, input, p, g, o, shape, dropout_on);
         }
@@ -439,7 +443,7 @@ struct Scratch<'a> {
     fch: &'a mut [f32],
     fch_gelu: &'a mut [f32],
     heads: &'a mut [f32],
-    row: &'a mut [f32],
+    tt: &'a mut [f32],
 }
 
 /// One block in reverse. `d_resid` holds d(loss)/d(block output) and leaves holding
@@ -521,7 +525,11 @@ fn block_backward(
     );
     d.qkv.fill(0.0);
     let mask = dropout_on.then_some(k.att_mask.as_slice());
-    attention::backward(d.qkv, d.heads, d.row, d_atty, &k.qkv, &k.att, mask, s);
+    let scratch = attention::Scratch {
+        tt: d.tt,
+        heads: d.heads,
+    };
+    attention::backward(d.qkv, d_atty, &k.qkv, &k.att, mask, scratch, s);
     let d_ln1 = &mut *d.a;
     d_ln1.fill(0.0);
     let (gw, gb) = param_pair(g, &o.attn_w, &o.attn_b);

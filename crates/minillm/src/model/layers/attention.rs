@@ -1,10 +1,14 @@
 //! Causal multi-head self-attention over a fused q, k, v tensor.
 //!
 //! For each head: att = softmax(q k^T / sqrt(hs)) with future positions masked out, then
-//! out = att . v; heads sit side by side in out's channels. `att` (B, T, NH, T) keeps the
-//! probabilities for backward; with dropout, `mask` (same shape) scales them on the way to v.
+//! y = att . v; heads sit side by side in y's channels. Each (sequence, head) is a pair of
+//! matrix products with a row-wise softmax between them, run in parallel over (sequence,
+//! head). `att` (B, NH, T, T) keeps the probabilities for backward; with dropout, `mask`
+//! (same shape) scales them on the way to v.
 
-use crate::kernels::vec::{axpy, dot};
+use crate::kernels::matmul::{View, matmul_view};
+use crate::kernels::simd::{exp, multiversion};
+use crate::kernels::vec::axpy;
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -19,103 +23,152 @@ impl Shape {
     fn hs(&self) -> usize {
         self.c / self.nh
     }
+
+    /// Views of q, k and v of sequence `b`, head `h` inside qkv (B, T, 3C).
+    fn qkv_views(&self, b: usize, h: usize) -> [View; 3] {
+        let (t, c, hs) = (self.t, self.c, self.hs());
+        [0, 1, 2].map(|part| View::rows(b * t * 3 * c + part * c + h * hs, t, hs, 3 * c))
+    }
 }
 
-/// out (B, T, C) and att (B, T, NH, T) from qkv (B, T, 3C).
-pub fn forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], mask: Option<&[f32]>, s: Shape) {
-    let (t_len, c, nh, hs) = (s.t, s.c, s.nh, s.hs());
+/// Scratch space the caller owns (so a step allocates nothing): `tt` (B, NH, T, T) and
+/// `heads` (B, NH, T, 3 hs).
+pub struct Scratch<'a> {
+    pub tt: &'a mut [f32],
+    pub heads: &'a mut [f32],
+}
+
+/// out (B, T, C) and att (B, NH, T, T) from qkv (B, T, 3C).
+pub fn forward(
+    out: &mut [f32],
+    att: &mut [f32],
+    qkv: &[f32],
+    mask: Option<&[f32]>,
+    scratch: Scratch,
+    s: Shape,
+) {
+    let (t, c, nh, hs) = (s.t, s.c, s.nh, s.hs());
     let scale = 1.0 / (hs as f32).sqrt();
-    out.par_chunks_mut(c)
-        .zip(att.par_chunks_mut(nh * t_len))
+    let tt = View::rows(0, t, t, t);
+    att.par_chunks_mut(t * t)
+        .zip(scratch.tt.par_chunks_mut(t * t))
+        .zip(scratch.heads.par_chunks_mut(t * hs))
         .enumerate()
-        .for_each(|(row, (out_row, att_rows))| {
-            let (b, t) = (row / t_len, row % t_len);
-            let at = |t2: usize, part: usize, h: usize| {
-                &qkv[(b * t_len + t2) * 3 * c + part * c + h * hs..][..hs]
+        .for_each(|(bh, ((probs, dropped), y))| {
+            let [q, k, v] = s.qkv_views(bh / nh, bh % nh);
+            matmul_view(probs, tt, qkv, q, qkv, k.t(), scale, false);
+            causal_softmax(probs, t);
+            let weights = match mask {
+                Some(m) => {
+                    for ((d, &p), &m) in dropped
+                        .iter_mut()
+                        .zip(&*probs)
+                        .zip(&m[bh * t * t..][..t * t])
+                    {
+                        *d = p * m;
+                    }
+                    &*dropped
+                }
+                None => &*probs,
             };
-            for h in 0..nh {
-                let q = at(t, 0, h);
-                let att_row = &mut att_rows[h * t_len..(h + 1) * t_len];
-                let mut max = f32::NEG_INFINITY;
-                for (t2, a) in att_row[..=t].iter_mut().enumerate() {
-                    *a = dot(q, at(t2, 1, h)) * scale;
-                    max = max.max(*a);
-                }
-                let mut sum = 0.0;
-                for a in &mut att_row[..=t] {
-                    *a = (*a - max).exp();
-                    sum += *a;
-                }
-                for a in &mut att_row[..=t] {
-                    *a /= sum;
-                }
-                att_row[t + 1..].fill(0.0);
-                let y = &mut out_row[h * hs..(h + 1) * hs];
-                y.fill(0.0);
-                let m = mask.map(|m| &m[(row * nh + h) * t_len..][..t_len]);
-                for t2 in 0..=t {
-                    let w = att_row[t2] * m.map_or(1.0, |m| m[t2]);
-                    axpy(y, w, at(t2, 2, h));
+            matmul_view(y, View::rows(0, t, hs, hs), weights, tt, qkv, v, 1.0, false);
+        });
+    // Gather the heads into the channels of each position.
+    let heads = &*scratch.heads;
+    out.par_chunks_mut(c).enumerate().for_each(|(row, o)| {
+        let (b, pos) = (row / t, row % t);
+        for h in 0..nh {
+            o[h * hs..(h + 1) * hs].copy_from_slice(&heads[((b * nh + h) * t + pos) * hs..][..hs]);
+        }
+    });
+}
+
+multiversion! {
+    /// Row t of the (T, T) scores keeps columns 0..=t, softmaxed; the future becomes 0.
+    fn causal_softmax(scores: &mut [f32], t_len: usize) {
+        for (t, row) in scores.chunks_exact_mut(t_len).enumerate() {
+            let (past, future) = row.split_at_mut(t + 1);
+            let max = past.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let mut sum = 0.0;
+            for x in past.iter_mut() {
+                *x = exp(*x - max);
+                sum += *x;
+            }
+            let inv = 1.0 / sum;
+            for x in past.iter_mut() {
+                *x *= inv;
+            }
+            future.fill(0.0);
+        }
+    }
+}
+
+multiversion! {
+    /// d(scores) from d(weights) in place: through the dropout mask, then softmax's Jacobian
+    /// p * (d - sum(p * d)) row by row; the masked future gets no gradient.
+    fn causal_softmax_backward(dw: &mut [f32], probs: &[f32], mask: Option<&[f32]>, t_len: usize) {
+        for (t, (d, p)) in dw.chunks_exact_mut(t_len).zip(probs.chunks_exact(t_len)).enumerate() {
+            if let Some(m) = mask {
+                for (d, &m) in d.iter_mut().zip(&m[t * t_len..][..t_len]) {
+                    *d *= m;
                 }
             }
-        });
+            let (past, future) = d.split_at_mut(t + 1);
+            let weighted: f32 = past.iter().zip(p).map(|(&d, &p)| d * p).sum();
+            for (d, &p) in past.iter_mut().zip(p) {
+                *d = p * (*d - weighted);
+            }
+            future.fill(0.0);
+        }
+    }
 }
 
-/// dqkv += d/dqkv given dout (B, T, C). `heads` (B, NH, T, 3 hs) and `row` (B, NH, T) are
-/// scratch: each (batch, head) works in its own slice, then the slices are added into dqkv.
+/// dqkv += d/dqkv given dout (B, T, C).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     dqkv: &mut [f32],
-    heads: &mut [f32],
-    row: &mut [f32],
     dout: &[f32],
     qkv: &[f32],
     att: &[f32],
     mask: Option<&[f32]>,
+    scratch: Scratch,
     s: Shape,
 ) {
-    let (t_len, c, nh, hs) = (s.t, s.c, s.nh, s.hs());
+    let (t, c, nh, hs) = (s.t, s.c, s.nh, s.hs());
     let scale = 1.0 / (hs as f32).sqrt();
-    heads[..s.b * nh * t_len * 3 * hs]
-        .par_chunks_mut(t_len * 3 * hs)
-        .zip(row.par_chunks_mut(t_len))
+    let tt = View::rows(0, t, t, t);
+    // Per (sequence, head): grads (T, 3 hs) holds dq | dk | dv for each position.
+    scratch.heads[..s.b * nh * t * 3 * hs]
+        .par_chunks_mut(t * 3 * hs)
+        .zip(scratch.tt.par_chunks_mut(t * t))
         .enumerate()
-        .for_each(|(bh, (grads, datt))| {
+        .for_each(|(bh, (grads, dw))| {
             let (b, h) = (bh / nh, bh % nh);
-            grads.fill(0.0);
-            let at =
-                |t2: usize, part: usize| &qkv[(b * t_len + t2) * 3 * c + part * c + h * hs..][..hs];
-            for t in 0..t_len {
-                let dy = &dout[(b * t_len + t) * c + h * hs..][..hs];
-                let att_row = &att[((b * t_len + t) * nh + h) * t_len..][..t_len];
-                let m = mask.map(|m| &m[((b * t_len + t) * nh + h) * t_len..][..t_len]);
-                let mut weighted = 0.0;
-                for t2 in 0..=t {
-                    let keep = m.map_or(1.0, |m| m[t2]);
-                    datt[t2] = dot(dy, at(t2, 2)) * keep;
-                    weighted += att_row[t2] * datt[t2];
-                    axpy(
-                        &mut grads[t2 * 3 * hs + 2 * hs..][..hs],
-                        att_row[t2] * keep,
-                        dy,
-                    );
+            let [q, k, v] = s.qkv_views(b, h);
+            let probs = &att[bh * t * t..][..t * t];
+            let m = mask.map(|m| &m[bh * t * t..][..t * t]);
+            let dy = View::rows(b * t * c + h * hs, t, hs, c);
+            let part = |i: usize| View::rows(i * hs, t, hs, 3 * hs);
+            // dv = weights^T . dy, with the weights dropout actually used.
+            match m {
+                Some(m) => {
+                    for ((d, &p), &m) in dw.iter_mut().zip(probs).zip(m) {
+                        *d = p * m;
+                    }
+                    matmul_view(grads, part(2), dw, tt.t(), dout, dy, 1.0, false);
                 }
-                // Softmax backward (datt becomes d(pre-softmax scores)), then through the scaled
-                // dot products: dk[t2] += d * q[t], dq[t] += d * k[t2].
-                for t2 in 0..=t {
-                    datt[t2] = att_row[t2] * (datt[t2] - weighted) * scale;
-                    axpy(&mut grads[t2 * 3 * hs + hs..][..hs], datt[t2], at(t, 0));
-                }
-                let dq = &mut grads[t * 3 * hs..][..hs];
-                for (t2, &d) in datt[..=t].iter().enumerate() {
-                    axpy(dq, d, at(t2, 1));
-                }
+                None => matmul_view(grads, part(2), probs, tt.t(), dout, dy, 1.0, false),
             }
+            matmul_view(dw, tt, dout, dy, qkv, v.t(), 1.0, false);
+            causal_softmax_backward(dw, probs, m, t);
+            matmul_view(grads, part(0), dw, tt, qkv, k, scale, false);
+            matmul_view(grads, part(1), dw, tt.t(), qkv, q, scale, false);
         });
+    let heads = &*scratch.heads;
     dqkv.par_chunks_mut(3 * c).enumerate().for_each(|(r, d)| {
-        let (b, t) = (r / t_len, r % t_len);
+        let (b, pos) = (r / t, r % t);
         for h in 0..nh {
-            let g = &heads[((b * nh + h) * t_len + t) * 3 * hs..][..3 * hs];
+            let g = &heads[((b * nh + h) * t + pos) * 3 * hs..][..3 * hs];
             for part in 0..3 {
                 axpy(
                     &mut d[part * c + h * hs..][..hs],
@@ -133,10 +186,29 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
+    fn buffers(s: Shape) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let n = s.b * s.t;
+        (
+            vec![0.0; n * s.c],
+            vec![0.0; n * s.nh * s.t],
+            vec![0.0; n * s.nh * s.t],
+            vec![0.0; n * 3 * s.c],
+        )
+    }
+
     fn run(qkv: &[f32], mask: Option<&[f32]>, s: Shape, r: &[f32]) -> f64 {
-        let mut out = vec![0.0; s.b * s.t * s.c];
-        let mut att = vec![0.0; s.b * s.t * s.nh * s.t];
-        forward(&mut out, &mut att, qkv, mask, s);
+        let (mut out, mut att, mut tt, mut heads) = buffers(s);
+        forward(
+            &mut out,
+            &mut att,
+            qkv,
+            mask,
+            Scratch {
+                tt: &mut tt,
+                heads: &mut heads,
+            },
+            s,
+        );
         weighted_sum(&out, r)
     }
 
@@ -154,13 +226,31 @@ mod tests {
         let mut mask = vec![0.0; s.b * s.t * s.nh * s.t];
         super::super::dropout::fill_mask(&mut mask, 0.3, &mut rng);
         for m in [None, Some(mask.as_slice())] {
-            let mut out = vec![0.0; s.b * s.t * s.c];
-            let mut att = vec![0.0; s.b * s.t * s.nh * s.t];
-            forward(&mut out, &mut att, &qkv, m, s);
+            let (mut out, mut att, mut tt, mut heads) = buffers(s);
+            forward(
+                &mut out,
+                &mut att,
+                &qkv,
+                m,
+                Scratch {
+                    tt: &mut tt,
+                    heads: &mut heads,
+                },
+                s,
+            );
             let mut dqkv = vec![0.0; qkv.len()];
-            let mut heads = vec![0.0; s.b * s.nh * s.t * 3 * s.hs()];
-            let mut row = vec![0.0; s.b * s.nh * s.t];
-            backward(&mut dqkv, &mut heads, &mut row, &r, &qkv, &att, m, s);
+            backward(
+                &mut dqkv,
+                &r,
+                &qkv,
+                &att,
+                m,
+                Scratch {
+                    tt: &mut tt,
+                    heads: &mut heads,
+                },
+                s,
+            );
             check("qkv", &qkv, &dqkv, |x| run(x, m, s, &r));
         }
     }
@@ -174,9 +264,18 @@ mod tests {
             nh: 1,
         };
         let qkv = random(&mut Rng::new(8), 3 * 3 * 4, 1.0);
-        let mut out = vec![0.0; 12];
-        let mut att = vec![0.0; 9];
-        forward(&mut out, &mut att, &qkv, None, s);
+        let (mut out, mut att, mut tt, mut heads) = buffers(s);
+        forward(
+            &mut out,
+            &mut att,
+            &qkv,
+            None,
+            Scratch {
+                tt: &mut tt,
+                heads: &mut heads,
+            },
+            s,
+        );
         assert_eq!(att[0], 1.0);
         assert_eq!((att[1], att[2], att[5]), (0.0, 0.0, 0.0));
         for r in att.chunks(3) {

@@ -5,6 +5,7 @@
 //! in SFT) add nothing to the loss, which is the mean over the positions that count, as in
 //! PyTorch's `cross_entropy(ignore_index=...)`.
 
+use crate::kernels::simd;
 use rayon::prelude::*;
 
 /// Target value meaning "no loss at this position".
@@ -24,16 +25,9 @@ pub fn forward(
         .zip(losses.par_iter_mut().zip(targets.par_iter()))
         .for_each(|(row, (loss, &target))| {
             let row = &mut row[..v];
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let mut sum = 0.0f32;
-            for x in row.iter_mut() {
-                *x = (*x - max).exp();
-                sum += *x;
-            }
-            let inv = 1.0 / sum;
-            for x in row.iter_mut() {
-                *x *= inv;
-            }
+            let max = simd::max(row);
+            let sum = simd::exp_shifted_sum(row, max);
+            simd::scale(row, 1.0 / sum);
             *loss = if target == IGNORE {
                 0.0
             } else {

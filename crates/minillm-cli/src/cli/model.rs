@@ -1,0 +1,157 @@
+//! `minillm model info`: the arithmetic of a model's size, memory and compute.
+
+use super::display::count;
+use anyhow::{Context, Result, bail};
+use clap::{Args as ClapArgs, Subcommand};
+use minillm::model::ModelConfig;
+use minillm::model::activations::Activations;
+use minillm::model::config::PRESETS;
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Parameter count, memory at each precision, FLOPs per token and activation memory.
+    Info(InfoArgs),
+}
+
+/// Where a model's shape comes from: a preset, a config file, or a model directory.
+#[derive(ClapArgs)]
+pub struct ShapeChoice {
+    /// A preset: gpt2, gpt2-medium, gpt2-large, gpt2-xl, baby, or dN (the depth dial, e.g. d6).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["config", "model"])]
+    preset: Option<String>,
+    /// A config.json (HF GPT-2) file.
+    #[arg(long, value_name = "FILE", conflicts_with = "model")]
+    config: Option<PathBuf>,
+    /// A model directory holding config.json.
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// Override the vocabulary size (e.g. for a preset with your own tokenizer).
+    #[arg(long, value_name = "N")]
+    vocab_size: Option<usize>,
+}
+
+impl ShapeChoice {
+    pub fn resolve(&self) -> Result<(String, ModelConfig)> {
+        let (name, mut config) = match (&self.preset, &self.config, &self.model) {
+            (Some(p), _, _) => (p.clone(), ModelConfig::preset(p)?),
+            (_, Some(path), _) | (_, _, Some(path)) => {
+                let file = if path.is_dir() {
+                    path.join("config.json")
+                } else {
+                    path.clone()
+                };
+                let text = minillm::fsutil::read_text(&file)?;
+                (
+                    file.display().to_string(),
+                    minillm::io::hf_config::from_json(&text, &file)?,
+                )
+            }
+            _ => bail!("say which model: --preset NAME, --config FILE or --model DIR"),
+        };
+        if let Some(v) = self.vocab_size {
+            config.vocab_size = v;
+        }
+        config
+            .validate()
+            .context("the model's shape is not usable")?;
+        Ok((name, config))
+    }
+}
+
+#[derive(ClapArgs)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    shape: ShapeChoice,
+    /// Batch size for the activation-memory estimate.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Context length for FLOPs and activation memory (default: the model's context).
+    #[arg(long)]
+    context: Option<usize>,
+}
+
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Info(a) => info(a),
+    }
+}
+
+/// Bytes as decimal megabytes or gigabytes, as model sizes are usually quoted.
+pub fn size(bytes: f64) -> String {
+    if bytes >= 1e9 {
+        format!("{:.2} GB", bytes / 1e9)
+    } else {
+        format!("{:.1} MB", bytes / 1e6)
+    }
+}
+
+fn info(a: InfoArgs) -> Result<()> {
+    let (name, c) = a.shape.resolve()?;
+    let t = a.context.unwrap_or(c.block_size);
+    if t == 0 || t > c.block_size || a.batch == 0 {
+        bail!(
+            "--context must be 1..={} and --batch at least 1",
+            c.block_size
+        );
+    }
+    let described = PRESETS
+        .iter()
+        .find(|p| p.0 == name)
+        .map_or(String::new(), |p| format!(" ({})", p.1));
+    println!("model {name}{described}");
+    println!(
+        "  {} layers, {} heads of {}, width {}, context {}, vocabulary {} (padded to {})",
+        c.n_layer,
+        c.n_head,
+        c.head_size(),
+        c.n_embd,
+        count(c.block_size),
+        count(c.vocab_size),
+        count(c.padded_vocab_size())
+    );
+    let n = c.num_params();
+    let e = c.n_embd;
+    let b = usize::from(c.bias);
+    let attention = 4 * e * e + b * 4 * e;
+    let mlp = 8 * e * e + b * 5 * e;
+    let norms = 2 * (e + b * e);
+    println!("parameters: {}", count(n));
+    println!(
+        "  token embedding wte    {:>15}  (also the output layer: tied)",
+        count(c.vocab_size * e)
+    );
+    println!("  position embedding wpe {:>15}", count(c.block_size * e));
+    println!(
+        "  {} blocks x {:<11} {:>13}",
+        c.n_layer,
+        count(attention + mlp + norms),
+        count(c.n_layer * (attention + mlp + norms))
+    );
+    println!(
+        "    attention {}, MLP {}, LayerNorms {} per block",
+        count(attention),
+        count(mlp),
+        count(norms)
+    );
+    println!("  final LayerNorm        {:>15}", count(e + b * e));
+    println!("weights in memory:");
+    for (label, bits) in [("fp32", 32.0), ("fp16", 16.0), ("int8", 8.0), ("int4", 4.0)] {
+        println!("  {label}  {:>10}", size(n as f64 * bits / 8.0));
+    }
+    println!(
+        "FLOPs per token at context {}: {:.3} GFLOP forward, {:.3} GFLOP training",
+        count(t),
+        c.forward_flops_per_token(t) as f64 / 1e9,
+        c.train_flops_per_token(t) as f64 / 1e9
+    );
+    let state = 4.0 * 4.0 * n as f64; // weights, gradients, two AdamW moments, fp32
+    println!(
+        "training memory at batch {} x {}: {} for weights, gradients and AdamW moments + {} of activations",
+        a.batch,
+        count(t),
+        size(state),
+        size(Activations::bytes(&c, a.batch, t) as f64)
+    );
+    Ok(())
+}

@@ -40,9 +40,7 @@ enum Command {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(n) = args.threads
-        && let Err(e) = rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build_global()
+        && let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global()
     {
         eprintln!("error: cannot start {n} threads: {e}");
         return ExitCode::FAILURE;

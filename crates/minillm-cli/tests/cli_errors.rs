@@ -4,11 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn minillm(dir: &PathBuf, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_minillm"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_minillm")).args(args).current_dir(dir).output().unwrap()
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -33,40 +29,22 @@ fn bad_inputs_fail_clearly() {
     std::fs::write(dir.join("broken.json"), "{\"model\": ").unwrap();
     // Each command line is split on spaces.
     let cases = [
-        (
-            "tokenizer encode --tokenizer nope.json hi",
-            "no tokenizer file",
-        ),
-        (
-            "tokenizer encode --tokenizer broken.json hi",
-            "not valid JSON",
-        ),
+        ("tokenizer encode --tokenizer nope.json hi", "no tokenizer file"),
+        ("tokenizer encode --tokenizer broken.json hi", "not valid JSON"),
         ("tokenizer encode --tokenizer text.txt hi", "text.txt"),
         ("tokenizer decode 1 x2", "'x2' is not a token id"),
         ("tokenizer decode -- -1", "'-1' is not a token id"),
-        (
-            "tokenizer decode 60000",
-            "not in this tokenizer's vocabulary",
-        ),
+        ("tokenizer decode 60000", "not in this tokenizer's vocabulary"),
         ("tokenizer encode a<|endoftext|>", "--allow-special"),
         ("tokenizer encode", "give the text"),
         ("tokenizer stats missing.txt", "cannot read missing.txt"),
-        (
-            "tokenizer train --input text.txt --vocab-size 255 --out t.json",
-            "too small",
-        ),
+        ("tokenizer train --input text.txt --vocab-size 255 --out t.json", "too small"),
         (
             "tokenizer train --input text.txt --vocab-size 300 --pattern gpt5 --out t.json",
             "unknown split pattern 'gpt5'",
         ),
-        (
-            "tokenizer train --input text.txt --vocab-size many --out t.json",
-            "invalid value 'many'",
-        ),
-        (
-            "tokenizer train --input text.txt --vocab-size 300 --out no/such/dir/t.json",
-            "does not exist",
-        ),
+        ("tokenizer train --input text.txt --vocab-size many --out t.json", "invalid value 'many'"),
+        ("tokenizer train --input text.txt --vocab-size 300 --out no/such/dir/t.json", "does not exist"),
         ("tokenizer frobnicate", "unrecognized subcommand"),
     ];
     for (command, needle) in cases {
@@ -100,32 +78,13 @@ fn train_then_use_the_file_it_wrote() {
         "t.json",
     ];
     assert!(minillm(&dir, &args).status.success());
-    let out = minillm(
-        &dir,
-        &[
-            "tokenizer",
-            "encode",
-            "--tokenizer",
-            "t.json",
-            "--json",
-            "Hello 123456",
-        ],
-    );
+    let out = minillm(&dir, &["tokenizer", "encode", "--tokenizer", "t.json", "--json", "Hello 123456"]);
     assert!(out.status.success());
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ids: Vec<String> = doc["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.to_string())
-        .collect();
+    let ids: Vec<String> = doc["ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
     // The GPT-4 pattern cuts digits into groups of three: no token spans "123|456".
-    let texts: Vec<&str> = doc["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["text"].as_str().unwrap())
-        .collect();
+    let texts: Vec<&str> =
+        doc["tokens"].as_array().unwrap().iter().map(|t| t["text"].as_str().unwrap()).collect();
     assert!(!texts.iter().any(|t| t.contains("34")), "{texts:?}");
     assert_eq!(texts.concat(), "Hello 123456");
     let mut decode = vec!["tokenizer", "decode", "--tokenizer", "t.json"];

@@ -27,18 +27,11 @@ fn parse_chapter(text: &str) -> Vec<Step> {
         if line.trim() == "```" {
             in_console = false;
         } else if let Some(cmd) = line.strip_prefix("$ ") {
-            steps.push(Step {
-                line: i + 1,
-                command: cmd.to_string(),
-                expected: Vec::new(),
-            });
+            steps.push(Step { line: i + 1, command: cmd.to_string(), expected: Vec::new() });
         } else if let Some(step) = steps.last_mut() {
             step.expected.push(line.to_string());
         } else {
-            panic!(
-                "line {}: output before any command in a console block",
-                i + 1
-            );
+            panic!("line {}: output before any command in a console block", i + 1);
         }
     }
     steps
@@ -123,24 +116,15 @@ fn run_chapter(path: &Path) -> Vec<String> {
     let mut failures = Vec::new();
     for step in steps {
         let words = split_words(&step.command);
-        assert_eq!(
-            words[0],
-            "minillm",
-            "{}:{}: only minillm commands run",
-            path.display(),
-            step.line
-        );
+        assert_eq!(words[0], "minillm", "{}:{}: only minillm commands run", path.display(), step.line);
         let out = Command::new(env!("CARGO_BIN_EXE_minillm"))
             .args(&words[1..])
             .current_dir(&dir)
             .env("NO_COLOR", "1")
             .output()
             .unwrap();
-        let actual_text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let actual_text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         let actual = trimmed(&actual_text.lines().map(str::to_string).collect::<Vec<_>>());
         let actual: Vec<&str> = actual.iter().map(String::as_str).collect();
         let expected = trimmed(&step.expected);
@@ -173,12 +157,7 @@ fn every_guide_command_prints_what_the_guide_shows() {
     chapters.sort();
     assert!(!chapters.is_empty(), "no chapters in {}", guide.display());
     let failures: Vec<String> = chapters.iter().flat_map(|c| run_chapter(c)).collect();
-    assert!(
-        failures.is_empty(),
-        "{} guide commands differ:\n\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} guide commands differ:\n\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
@@ -191,8 +170,5 @@ fn the_matcher_itself_accepts_and_rejects() {
     assert!(line_matches("[..]x[..]", "axb"));
     assert!(!line_matches("done in [..]s", "done in 0.31ms!"));
     assert!(!line_matches("abc", "abcd"));
-    assert_eq!(
-        split_words(r#"minillm a "b c" 'd "e"' "f\"g""#),
-        ["minillm", "a", "b c", "d \"e\"", "f\"g"]
-    );
+    assert_eq!(split_words(r#"minillm a "b c" 'd "e"' "f\"g""#), ["minillm", "a", "b c", "d \"e\"", "f\"g"]);
 }

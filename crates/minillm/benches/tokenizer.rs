@@ -24,10 +24,7 @@ const TARGET_BYTES: usize = 10 * 1024 * 1024;
 fn text() -> (String, &'static str) {
     let (base, name) = match common::shared_data("tinyshakespeare.txt") {
         Some(p) => (std::fs::read_to_string(p).unwrap(), "tinyshakespeare"),
-        None => (
-            minillm::corpus::builtin().to_string(),
-            "the built-in corpus",
-        ),
+        None => (minillm::corpus::builtin().to_string(), "the built-in corpus"),
     };
     let mut text = String::with_capacity(TARGET_BYTES + base.len());
     while text.len() < TARGET_BYTES {
@@ -50,10 +47,7 @@ fn race(rounds: usize, contenders: &mut [&mut dyn FnMut()]) -> Vec<f64> {
 }
 
 fn main() {
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5);
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
     let (text, source) = text();
     let mb = text.len() as f64 / 1e6;
     let threads = rayon::current_num_threads();
@@ -61,20 +55,10 @@ fn main() {
 
     let ours = Tokenizer::gpt2();
     let theirs = tiktoken_rs::r50k_base().unwrap();
-    let one_pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
+    let one_pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     let reference = theirs.encode_ordinary(&text);
-    assert_eq!(
-        ours.encode_ordinary(&text),
-        reference,
-        "minillm and tiktoken-rs disagree"
-    );
-    assert_eq!(
-        ours.encode_parallel(&text, SpecialTokens::AsText).unwrap(),
-        reference
-    );
+    assert_eq!(ours.encode_ordinary(&text), reference, "minillm and tiktoken-rs disagree");
+    assert_eq!(ours.encode_parallel(&text, SpecialTokens::AsText).unwrap(), reference);
     let t = race(
         rounds,
         &mut [
@@ -87,23 +71,12 @@ fn main() {
     println!("  minillm, 1 thread      {:>7.1} MB/s", mb / t[0]);
     println!("  tiktoken-rs, 1 thread  {:>7.1} MB/s", mb / t[1]);
     println!("  minillm, {threads} threads     {:>7.1} MB/s", mb / t[2]);
-    println!(
-        "  ratio minillm / tiktoken-rs (1 thread): {:.2}x",
-        t[1] / t[0]
-    );
+    println!("  ratio minillm / tiktoken-rs (1 thread): {:.2}x", t[1] / t[0]);
 
     // HF tokenizers is far slower per call; time it once on the first 1 MB.
     let dir = common::temp_dir("bench");
-    std::fs::write(
-        dir.join("vocab.json"),
-        minillm::tokenizer::formats::to_vocab_json(ours),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("merges.txt"),
-        minillm::tokenizer::formats::to_merges_txt(ours),
-    )
-    .unwrap();
+    std::fs::write(dir.join("vocab.json"), minillm::tokenizer::formats::to_vocab_json(ours)).unwrap();
+    std::fs::write(dir.join("merges.txt"), minillm::tokenizer::formats::to_merges_txt(ours)).unwrap();
     let model = tokenizers::models::bpe::BPE::from_file(
         dir.join("vocab.json").to_str().unwrap(),
         dir.join("merges.txt").to_str().unwrap(),
@@ -119,29 +92,18 @@ fn main() {
     let hf_ids = hf.encode(slice, false).unwrap().get_ids().to_vec();
     let hf_secs = t0.elapsed().as_secs_f64();
     assert_eq!(hf_ids, ours.encode_ordinary(slice));
-    println!(
-        "  HF tokenizers, 1 call  {:>7.1} MB/s (1 MB, once)\n",
-        slice.len() as f64 / 1e6 / hf_secs
-    );
+    println!("  HF tokenizers, 1 call  {:>7.1} MB/s (1 MB, once)\n", slice.len() as f64 / 1e6 / hf_secs);
 
     let vocab = 8192;
-    let config = TrainConfig {
-        vocab_size: vocab,
-        pattern: Pattern::Gpt2,
-        specials: vec![],
-    };
+    let config = TrainConfig { vocab_size: vocab, pattern: Pattern::Gpt2, specials: vec![] };
     let train_rounds = rounds.min(3);
-    assert_eq!(
-        train(&[&text], &config, &mut |_| {}).unwrap().vocab_size(),
-        vocab
-    );
+    assert_eq!(train(&[&text], &config, &mut |_| {}).unwrap().vocab_size(), vocab);
     assert_eq!(common::hf_train(&text, vocab).get_vocab_size(true), vocab);
     let t = race(
         train_rounds,
-        &mut [
-            &mut || drop(train(&[&text], &config, &mut |_| {}).unwrap()),
-            &mut || drop(common::hf_train(&text, vocab)),
-        ],
+        &mut [&mut || drop(train(&[&text], &config, &mut |_| {}).unwrap()), &mut || {
+            drop(common::hf_train(&text, vocab))
+        }],
     );
     println!("BPE training, vocabulary {vocab}, {mb:.1} MB, best of {train_rounds}");
     println!("  minillm        {:>6.2} s", t[0]);

@@ -7,15 +7,9 @@ pub enum Error {
     // The io::Error is part of the message rather than a `source`, so printing the error
     // chain does not say it twice.
     #[error("cannot read {}: {cause}", path.display())]
-    Read {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Read { path: PathBuf, cause: std::io::Error },
     #[error("cannot write {}: {cause}", path.display())]
-    Write {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Write { path: PathBuf, cause: std::io::Error },
     /// A file exists but its contents are not what its format requires.
     #[error("{}: {message}", path.display())]
     Format { path: PathBuf, message: String },
@@ -26,10 +20,7 @@ pub enum Error {
 
 impl Error {
     pub fn format(path: impl Into<PathBuf>, message: impl Into<String>) -> Error {
-        Error::Format {
-            path: path.into(),
-            message: message.into(),
-        }
+        Error::Format { path: path.into(), message: message.into() }
     }
 }
 

@@ -7,25 +7,15 @@ use std::path::Path;
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// crash or a full disk never leaves a half-written file under the real name.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let wrap = |cause| Error::Write {
-        path: path.to_path_buf(),
-        cause,
-    };
+    let wrap = |cause| Error::Write { path: path.to_path_buf(), cause };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let name = path.file_name().ok_or_else(|| {
-        wrap(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "the path names no file",
-        ))
+        wrap(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file"))
     })?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
@@ -40,17 +30,11 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Reads a whole file as UTF-8 text, naming the file in the error.
 pub fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|cause| Error::Read {
-        path: path.to_path_buf(),
-        cause,
-    })?;
+    let bytes = std::fs::read(path).map_err(|cause| Error::Read { path: path.to_path_buf(), cause })?;
     String::from_utf8(bytes).map_err(|e| {
         Error::format(
             path,
-            format!(
-                "not UTF-8 text (invalid byte at offset {})",
-                e.utf8_error().valid_up_to()
-            ),
+            format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
         )
     })
 }

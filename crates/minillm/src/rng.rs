@@ -18,9 +18,7 @@ impl Rng {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         };
-        Rng {
-            s: [next(), next(), next(), next()],
-        }
+        Rng { s: [next(), next(), next(), next()] }
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -74,10 +72,7 @@ mod tests {
         for _ in 0..100_000 {
             hist[a.below(10)] += 1;
         }
-        assert!(
-            hist.iter().all(|&h| (9_000..11_000).contains(&h)),
-            "{hist:?}"
-        );
+        assert!(hist.iter().all(|&h| (9_000..11_000).contains(&h)), "{hist:?}");
         assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
     }
 }

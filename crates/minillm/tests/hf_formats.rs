@@ -13,16 +13,9 @@ fn hf_ids(hf: &tokenizers::Tokenizer, text: &str) -> Vec<u32> {
 }
 
 fn trained(pattern: Pattern) -> Tokenizer {
-    let text = format!(
-        "{}{}",
-        &minillm::corpus::builtin()[..300_000],
-        common::tricky_text(21, 3000)
-    );
-    let config = TrainConfig {
-        vocab_size: 1500,
-        pattern,
-        specials: vec!["<|endoftext|>".into(), "<|user|>".into()],
-    };
+    let text = format!("{}{}", &minillm::corpus::builtin()[..300_000], common::tricky_text(21, 3000));
+    let config =
+        TrainConfig { vocab_size: 1500, pattern, specials: vec!["<|endoftext|>".into(), "<|user|>".into()] };
     train(&[&text], &config, &mut |_| {}).unwrap()
 }
 
@@ -36,11 +29,7 @@ fn hf_tokenizers_loads_what_we_write_and_gives_the_same_ids() {
         let hf = tokenizers::Tokenizer::from_file(&path).unwrap();
         assert_eq!(hf.get_vocab_size(true), ours.vocab_size());
         for s in common::tricky_strings(22, 1500) {
-            assert_eq!(
-                hf_ids(&hf, &s),
-                ours.encode_ordinary(&s),
-                "{pattern}: {s:?}"
-            );
+            assert_eq!(hf_ids(&hf, &s), ours.encode_ordinary(&s), "{pattern}: {s:?}");
         }
         let text = "Hi<|user|>What is 12345?<|endoftext|>";
         let ids = ours.encode(text, SpecialTokens::Allow).unwrap();
@@ -65,9 +54,7 @@ fn we_read_what_hf_writes_and_vocab_merges_files() {
     std::fs::write(&merges, formats::to_merges_txt(gpt2)).unwrap();
     let from_files = formats::load(vocab.to_str().unwrap()).unwrap();
 
-    let model = BPE::from_file(vocab.to_str().unwrap(), merges.to_str().unwrap())
-        .build()
-        .unwrap();
+    let model = BPE::from_file(vocab.to_str().unwrap(), merges.to_str().unwrap()).build().unwrap();
     let mut hf = tokenizers::Tokenizer::new(model);
     let byte_level = ByteLevel::default().add_prefix_space(false);
     hf.with_pre_tokenizer(Some(byte_level));
@@ -83,12 +70,7 @@ fn we_read_what_hf_writes_and_vocab_merges_files() {
     assert_eq!(hf_ids(&hf, &text), want);
     assert_eq!(from_files.special_id("<|endoftext|>"), Some(50256));
     // A directory holding the files loads too.
-    assert_eq!(
-        formats::load(dir.to_str().unwrap())
-            .unwrap()
-            .encode_ordinary(&text),
-        want
-    );
+    assert_eq!(formats::load(dir.to_str().unwrap()).unwrap().encode_ordinary(&text), want);
 }
 
 #[test]
@@ -100,24 +82,9 @@ fn wrong_files_get_one_clear_error() {
         p.to_string_lossy().into_owned()
     };
     let cases = [
-        (
-            dir.join("missing.json").to_string_lossy().into_owned(),
-            "no tokenizer file",
-        ),
-        (
-            write(
-                "truncated.json",
-                "{\"model\": {\"type\": \"BPE\", \"vocab\"",
-            ),
-            "not valid JSON",
-        ),
-        (
-            write(
-                "wordpiece.json",
-                r#"{"model": {"type": "WordPiece", "vocab": {}}}"#,
-            ),
-            "WordPiece",
-        ),
+        (dir.join("missing.json").to_string_lossy().into_owned(), "no tokenizer file"),
+        (write("truncated.json", "{\"model\": {\"type\": \"BPE\", \"vocab\""), "not valid JSON"),
+        (write("wordpiece.json", r#"{"model": {"type": "WordPiece", "vocab": {}}}"#), "WordPiece"),
         (
             write(
                 "nopre.json",
@@ -125,17 +92,8 @@ fn wrong_files_get_one_clear_error() {
             ),
             "pre_tokenizer",
         ),
-        (
-            write(
-                "notes.txt",
-                "hello there\nthis is not a tokenizer file at all\n",
-            ),
-            "partner file",
-        ),
-        (
-            write("bad.tiktoken", "SGVsbG8= 0\nnot-base64! 1\n"),
-            "line 2",
-        ),
+        (write("notes.txt", "hello there\nthis is not a tokenizer file at all\n"), "partner file"),
+        (write("bad.tiktoken", "SGVsbG8= 0\nnot-base64! 1\n"), "line 2"),
         (write("random.bin", "\u{1}\u{2}"), "not a tokenizer file"),
     ];
     for (path, expected) in cases {
@@ -149,18 +107,8 @@ fn wrong_files_get_one_clear_error() {
     let mut vocab: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&formats::to_vocab_json(Tokenizer::gpt2())).unwrap();
     vocab.remove("Ġthe");
-    std::fs::write(
-        sub.join("vocab.json"),
-        serde_json::to_string(&vocab).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        sub.join("merges.txt"),
-        formats::to_merges_txt(Tokenizer::gpt2()),
-    )
-    .unwrap();
-    let err = formats::load(sub.to_str().unwrap())
-        .unwrap_err()
-        .to_string();
+    std::fs::write(sub.join("vocab.json"), serde_json::to_string(&vocab).unwrap()).unwrap();
+    std::fs::write(sub.join("merges.txt"), formats::to_merges_txt(Tokenizer::gpt2())).unwrap();
+    let err = formats::load(sub.to_str().unwrap()).unwrap_err().to_string();
     assert!(err.contains("Ġthe"), "{err}");
 }

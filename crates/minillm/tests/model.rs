@@ -8,15 +8,7 @@ use minillm::model::{Gpt, ModelConfig};
 use minillm::rng::Rng;
 
 fn tiny(dropout: f32) -> ModelConfig {
-    ModelConfig {
-        n_layer: 2,
-        n_head: 2,
-        n_embd: 16,
-        block_size: 8,
-        vocab_size: 50,
-        dropout,
-        bias: true,
-    }
+    ModelConfig { n_layer: 2, n_head: 2, n_embd: 16, block_size: 8, vocab_size: 50, dropout, bias: true }
 }
 
 fn batch(seed: u64, b: usize, t: usize, v: usize) -> (Vec<u32>, Vec<u32>) {
@@ -36,16 +28,8 @@ fn checkpoints_round_trip_with_hf_names() {
     assert_eq!(loaded.config, model.config);
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    assert_eq!(
-        file.tensor("transformer.wte.weight").unwrap().shape(),
-        [50, 16]
-    ); // no padding rows
-    assert_eq!(
-        file.tensor("transformer.h.1.mlp.c_fc.weight")
-            .unwrap()
-            .shape(),
-        [16, 64]
-    );
+    assert_eq!(file.tensor("transformer.wte.weight").unwrap().shape(), [50, 16]); // no padding rows
+    assert_eq!(file.tensor("transformer.h.1.mlp.c_fc.weight").unwrap().shape(), [16, 64]);
 }
 
 #[test]
@@ -55,26 +39,14 @@ fn broken_checkpoints_say_what_is_wrong() {
     let model = Gpt::new(config.clone(), 5).unwrap();
     let good = st::to_bytes(&config, &model.params).unwrap();
     let path = dir.join("model.safetensors");
-    let load = |bytes: &[u8], config: &ModelConfig| {
-        st::from_bytes(bytes, config, &path)
-            .unwrap_err()
-            .to_string()
-    };
+    let load =
+        |bytes: &[u8], config: &ModelConfig| st::from_bytes(bytes, config, &path).unwrap_err().to_string();
 
-    let wider = ModelConfig {
-        n_embd: 32,
-        ..config.clone()
-    };
+    let wider = ModelConfig { n_embd: 32, ..config.clone() };
     assert!(load(&good, &wider).contains("has shape [50, 16], the configuration needs [50, 32]"));
-    let deeper = ModelConfig {
-        n_layer: 3,
-        ..config.clone()
-    };
+    let deeper = ModelConfig { n_layer: 3, ..config.clone() };
     assert!(load(&good, &deeper).contains("'transformer.h.2.ln_1.weight' is missing"));
-    let shallower = ModelConfig {
-        n_layer: 1,
-        ..config.clone()
-    };
+    let shallower = ModelConfig { n_layer: 1, ..config.clone() };
     assert!(load(&good, &shallower).contains("unexpected tensor 'transformer.h.1"));
     assert!(load(b"not a safetensors file", &config).contains("not a safetensors file"));
 
@@ -82,20 +54,12 @@ fn broken_checkpoints_say_what_is_wrong() {
     let file = safetensors::SafeTensors::deserialize(&good).unwrap();
     let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = file.tensors();
     let half = vec![0u8; 2 * 16];
-    let i = tensors
-        .iter()
-        .position(|(n, _)| n == "transformer.ln_f.weight")
-        .unwrap();
-    tensors[i].1 =
-        safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![16], &half).unwrap();
+    let i = tensors.iter().position(|(n, _)| n == "transformer.ln_f.weight").unwrap();
+    tensors[i].1 = safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![16], &half).unwrap();
     let f16_file = safetensors::serialize(tensors, None).unwrap();
     assert!(load(&f16_file, &config).contains("'transformer.ln_f.weight' is F16"));
 
-    let json = |text: &str| {
-        hf_config::from_json(text, &dir.join("config.json"))
-            .unwrap_err()
-            .to_string()
-    };
+    let json = |text: &str| hf_config::from_json(text, &dir.join("config.json")).unwrap_err().to_string();
     assert!(json(r#"{"model_type": "llama"}"#).contains("model_type is 'llama'"));
     assert!(json(r#"{"model_type": "gpt2", "n_layer": 2}"#).contains("'n_head' is missing"));
     assert!(json("{").contains("not valid JSON"));
@@ -124,37 +88,15 @@ fn dropout_is_seeded_and_off_at_inference() {
     let plain = Gpt::new(tiny(0.0), 7).unwrap();
     let mut dropped = Gpt::from_params(tiny(0.3), plain.params.clone(), 7).unwrap();
     let mut plain = plain;
-    let base = plain
-        .forward(&tokens, Some(&targets), (2, 8))
-        .unwrap()
-        .unwrap();
+    let base = plain.forward(&tokens, Some(&targets), (2, 8)).unwrap().unwrap();
     dropped.training = false;
-    assert_eq!(
-        dropped
-            .forward(&tokens, Some(&targets), (2, 8))
-            .unwrap()
-            .unwrap(),
-        base
-    );
+    assert_eq!(dropped.forward(&tokens, Some(&targets), (2, 8)).unwrap().unwrap(), base);
     dropped.training = true;
-    let a = dropped
-        .forward(&tokens, Some(&targets), (2, 8))
-        .unwrap()
-        .unwrap();
-    let b = dropped
-        .forward(&tokens, Some(&targets), (2, 8))
-        .unwrap()
-        .unwrap();
+    let a = dropped.forward(&tokens, Some(&targets), (2, 8)).unwrap().unwrap();
+    let b = dropped.forward(&tokens, Some(&targets), (2, 8)).unwrap().unwrap();
     assert!(a != base && a != b, "fresh masks each step");
     let mut again = Gpt::from_params(tiny(0.3), plain.params.clone(), 7).unwrap();
-    assert_eq!(
-        again
-            .forward(&tokens, Some(&targets), (2, 8))
-            .unwrap()
-            .unwrap(),
-        a,
-        "same seed, same masks"
-    );
+    assert_eq!(again.forward(&tokens, Some(&targets), (2, 8)).unwrap().unwrap(), a, "same seed, same masks");
     again.zero_grad();
     again.backward().unwrap();
     assert!(again.grads.iter().all(|g| g.is_finite()));
@@ -165,26 +107,14 @@ fn bad_input_is_an_error_not_a_panic() {
     let mut model = Gpt::new(tiny(0.0), 8).unwrap();
     let err = |r: minillm::Result<Option<f32>>| r.unwrap_err().to_string();
     assert!(
-        err(model.forward(&[1, 2, 50], None, (1, 3)))
-            .contains("token id 50 is outside the vocabulary of 50")
+        err(model.forward(&[1, 2, 50], None, (1, 3))).contains("token id 50 is outside the vocabulary of 50")
     );
-    assert!(
-        err(model.forward(&[1; 9], None, (1, 9))).contains("longer than the model's context of 8")
-    );
+    assert!(err(model.forward(&[1; 9], None, (1, 9))).contains("longer than the model's context of 8"));
     assert!(err(model.forward(&[1; 4], None, (2, 3))).contains("do not make a batch"));
     assert!(err(model.forward(&[1; 4], Some(&[1; 3]), (1, 4))).contains("3 targets for 4 tokens"));
     model.forward(&[1; 4], None, (1, 4)).unwrap();
-    assert!(
-        model
-            .backward()
-            .unwrap_err()
-            .to_string()
-            .contains("forward pass with targets")
-    );
-    let bad = ModelConfig {
-        n_head: 3,
-        ..tiny(0.0)
-    };
+    assert!(model.backward().unwrap_err().to_string().contains("forward pass with targets"));
+    let bad = ModelConfig { n_head: 3, ..tiny(0.0) };
     assert!(Gpt::new(bad, 1).is_err());
 }
 
@@ -202,28 +132,15 @@ fn whole_model_gradients_match_finite_differences() {
     let mut checked = 0;
     for tensor in model.layout.tensors.clone() {
         let r = tensor.range();
-        let biggest = r
-            .clone()
-            .max_by(|&a, &b| grads[a].abs().total_cmp(&grads[b].abs()))
-            .unwrap();
-        let picks = [
-            biggest,
-            r.start + rng.below(r.len()),
-            r.start + rng.below(r.len()),
-        ];
+        let biggest = r.clone().max_by(|&a, &b| grads[a].abs().total_cmp(&grads[b].abs())).unwrap();
+        let picks = [biggest, r.start + rng.below(r.len()), r.start + rng.below(r.len())];
         for i in picks {
             let eps = 1e-2f32;
             let orig = model.params[i];
             model.params[i] = orig + eps;
-            let up = model
-                .forward(&tokens, Some(&targets), (2, 6))
-                .unwrap()
-                .unwrap() as f64;
+            let up = model.forward(&tokens, Some(&targets), (2, 6)).unwrap().unwrap() as f64;
             model.params[i] = orig - eps;
-            let down = model
-                .forward(&tokens, Some(&targets), (2, 6))
-                .unwrap()
-                .unwrap() as f64;
+            let down = model.forward(&tokens, Some(&targets), (2, 6)).unwrap().unwrap() as f64;
             model.params[i] = orig;
             let numeric = (up - down) / (2.0 * eps as f64);
             let analytic = grads[i] as f64;

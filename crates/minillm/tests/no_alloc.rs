@@ -41,19 +41,10 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn a_training_step_allocates_nothing() {
-    let config = ModelConfig {
-        dropout: 0.1,
-        ..ModelConfig::preset("baby").unwrap()
-    };
+    let config = ModelConfig { dropout: 0.1, ..ModelConfig::preset("baby").unwrap() };
     let mut model = Gpt::new(config, 1).unwrap();
     let mut opt = AdamW::new(
-        AdamWConfig {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            weight_decay: 0.1,
-        },
+        AdamWConfig { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 },
         &model.layout,
     );
     let (b, t) = (4, 64);
@@ -71,18 +62,12 @@ fn a_training_step_allocates_nothing() {
     // Run inside the thread pool, as a training loop does: parallel loops started from a
     // worker thread use its own work queue instead of the pool's shared injector, which
     // allocates a block every 63 jobs pushed from outside.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let (before, steps) = pool.install(|| {
         for _ in 0..2 {
             step(&mut model, &mut params); // warm-up: activations come to life
         }
-        let before = (
-            ALLOCATIONS.load(Ordering::Relaxed),
-            GEMM_ALLOCATIONS.load(Ordering::Relaxed),
-        );
+        let before = (ALLOCATIONS.load(Ordering::Relaxed), GEMM_ALLOCATIONS.load(Ordering::Relaxed));
         for _ in 0..200 {
             step(&mut model, &mut params);
         }

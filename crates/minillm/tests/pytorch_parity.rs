@@ -12,13 +12,8 @@ fn fixture() -> PathBuf {
 }
 
 fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
-    let t = st
-        .tensor(name)
-        .unwrap_or_else(|_| panic!("fixture lacks {name}"));
-    t.data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
+    let t = st.tensor(name).unwrap_or_else(|_| panic!("fixture lacks {name}"));
+    t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
 fn i32s(st: &SafeTensors, name: &str) -> Vec<i32> {
@@ -33,13 +28,8 @@ fn i32s(st: &SafeTensors, name: &str) -> Vec<i32> {
 /// max |ours - theirs| / max |theirs|: the error relative to the tensor's scale.
 fn rel_error(ours: &[f32], theirs: &[f32]) -> f64 {
     assert_eq!(ours.len(), theirs.len());
-    let diff = ours
-        .iter()
-        .zip(theirs)
-        .fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
-    let scale = theirs
-        .iter()
-        .fold(1e-12f64, |m, &b| m.max((b as f64).abs()));
+    let diff = ours.iter().zip(theirs).fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
+    let scale = theirs.iter().fold(1e-12f64, |m, &b| m.max((b as f64).abs()));
     diff / scale
 }
 
@@ -49,43 +39,20 @@ fn logits_loss_gradients_and_adamw_match_pytorch() {
     let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
     let reference = SafeTensors::deserialize(&bytes).unwrap();
     let settings: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-            .unwrap();
-    let (b, t) = (
-        settings["batch"].as_u64().unwrap() as usize,
-        settings["context"].as_u64().unwrap() as usize,
-    );
-    let tokens: Vec<u32> = i32s(&reference, "tokens")
-        .into_iter()
-        .map(|x| x as u32)
-        .collect();
-    let targets: Vec<u32> = i32s(&reference, "targets")
-        .into_iter()
-        .map(|x| if x < 0 { IGNORE } else { x as u32 })
-        .collect();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    let (b, t) =
+        (settings["batch"].as_u64().unwrap() as usize, settings["context"].as_u64().unwrap() as usize);
+    let tokens: Vec<u32> = i32s(&reference, "tokens").into_iter().map(|x| x as u32).collect();
+    let targets: Vec<u32> =
+        i32s(&reference, "targets").into_iter().map(|x| if x < 0 { IGNORE } else { x as u32 }).collect();
 
     let mut model = load_model(&dir).unwrap();
-    let (v, vp, c) = (
-        model.config.vocab_size,
-        model.config.padded_vocab_size(),
-        model.config.n_embd,
-    );
+    let (v, vp, c) = (model.config.vocab_size, model.config.padded_vocab_size(), model.config.n_embd);
     model.forward(&tokens, None, (b, t)).unwrap();
-    let logits: Vec<f32> = model
-        .logits()
-        .chunks(vp)
-        .flat_map(|row| &row[..v])
-        .copied()
-        .collect();
-    let mut worst = vec![(
-        "logits".to_string(),
-        rel_error(&logits, &f32s(&reference, "logits")),
-    )];
+    let logits: Vec<f32> = model.logits().chunks(vp).flat_map(|row| &row[..v]).copied().collect();
+    let mut worst = vec![("logits".to_string(), rel_error(&logits, &f32s(&reference, "logits")))];
 
-    let loss = model
-        .forward(&tokens, Some(&targets), (b, t))
-        .unwrap()
-        .unwrap();
+    let loss = model.forward(&tokens, Some(&targets), (b, t)).unwrap().unwrap();
     let want_loss = f32s(&reference, "loss")[0];
     worst.push(("loss".into(), ((loss - want_loss) / want_loss).abs() as f64));
 
@@ -114,21 +81,13 @@ fn logits_loss_gradients_and_adamw_match_pytorch() {
     let mut losses = Vec::new();
     for _ in 0..10 {
         model.zero_grad();
-        losses.push(
-            model
-                .forward(&tokens, Some(&targets), (b, t))
-                .unwrap()
-                .unwrap(),
-        );
+        losses.push(model.forward(&tokens, Some(&targets), (b, t)).unwrap().unwrap());
         model.backward().unwrap();
         let mut params = std::mem::take(&mut model.params);
         opt.step(&mut params, &model.grads, config.lr);
         model.params = params;
     }
-    worst.push((
-        "10 AdamW losses".into(),
-        rel_error(&losses, &f32s(&reference, "adamw_losses")),
-    ));
+    worst.push(("10 AdamW losses".into(), rel_error(&losses, &f32s(&reference, "adamw_losses"))));
 
     worst.sort_by(|x, y| y.1.total_cmp(&x.1));
     println!("worst relative errors against PyTorch:");

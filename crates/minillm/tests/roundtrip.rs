@@ -14,11 +14,8 @@ fn small() -> &'static Tokenizer {
     static TOK: OnceLock<Tokenizer> = OnceLock::new();
     TOK.get_or_init(|| {
         let text = common::tricky_text(9, 5000);
-        let config = TrainConfig {
-            vocab_size: 600,
-            pattern: Pattern::Gpt4,
-            specials: vec!["<|end|>".into()],
-        };
+        let config =
+            TrainConfig { vocab_size: 600, pattern: Pattern::Gpt4, specials: vec!["<|end|>".into()] };
         train(&[&text], &config, &mut |_| {}).unwrap()
     })
 }
@@ -30,17 +27,15 @@ fn regex_pieces(pattern: Pattern, text: &str) -> Vec<String> {
         Pattern::Gpt2 => GPT2.get_or_init(|| fancy_regex::Regex::new(pattern.regex()).unwrap()),
         Pattern::Gpt4 => GPT4.get_or_init(|| fancy_regex::Regex::new(pattern.regex()).unwrap()),
     };
-    re.find_iter(text)
-        .map(|m| m.unwrap().as_str().to_string())
-        .collect()
+    re.find_iter(text).map(|m| m.unwrap().as_str().to_string()).collect()
 }
 
 /// Strings built from characters of every class the patterns distinguish.
 fn tricky_chars() -> impl Strategy<Value = String> {
     let chars = prop::sample::select(vec![
-        'a', 'Z', 'é', 'ß', '字', 'ж', '𝐀', '1', '9', '½', '٣', ' ', ' ', ' ', '\t', '\n', '\r',
-        '\u{3000}', '\u{a0}', '\'', '\'', 's', 'S', 'l', 'L', 'v', 'e', 'r', 't', 'd', 'm', '.',
-        '!', '-', '"', '😀', '\u{301}', '\u{200d}', '_',
+        'a', 'Z', 'é', 'ß', '字', 'ж', '𝐀', '1', '9', '½', '٣', ' ', ' ', ' ', '\t', '\n', '\r', '\u{3000}',
+        '\u{a0}', '\'', '\'', 's', 'S', 'l', 'L', 'v', 'e', 'r', 't', 'd', 'm', '.', '!', '-', '"', '😀',
+        '\u{301}', '\u{200d}', '_',
     ]);
     prop::collection::vec(chars, 0..40).prop_map(|v| v.into_iter().collect())
 }
@@ -83,10 +78,7 @@ proptest! {
 fn valid_utf8_bytes_encode_like_text() {
     let text = common::tricky_text(11, 2000);
     let tok = Tokenizer::gpt2();
-    assert_eq!(
-        tok.encode_bytes(text.as_bytes()),
-        tok.encode_ordinary(&text)
-    );
+    assert_eq!(tok.encode_bytes(text.as_bytes()), tok.encode_ordinary(&text));
 }
 
 #[test]
@@ -94,22 +86,10 @@ fn parallel_encoding_equals_sequential() {
     let text = minillm::corpus::builtin().repeat(2) + &common::tricky_text(12, 50_000);
     for tok in [Tokenizer::gpt2(), small()] {
         let one = tok.encode(&text, SpecialTokens::AsText).unwrap();
-        assert_eq!(
-            tok.encode_parallel(&text, SpecialTokens::AsText).unwrap(),
-            one
-        );
+        assert_eq!(tok.encode_parallel(&text, SpecialTokens::AsText).unwrap(), one);
     }
     let with_special = format!("{}<|end|>{}", &text[..700_000], &text[700_000..]);
     let one = small().encode(&with_special, SpecialTokens::Allow).unwrap();
-    assert_eq!(
-        small()
-            .encode_parallel(&with_special, SpecialTokens::Allow)
-            .unwrap(),
-        one
-    );
-    assert!(
-        small()
-            .encode_parallel(&with_special, SpecialTokens::Refuse)
-            .is_err()
-    );
+    assert_eq!(small().encode_parallel(&with_special, SpecialTokens::Allow).unwrap(), one);
+    assert!(small().encode_parallel(&with_special, SpecialTokens::Refuse).is_err());
 }

@@ -11,11 +11,7 @@ fn assert_same_ids(ours: &Tokenizer, theirs: &CoreBPE, text: &str) {
     let want = theirs.encode_ordinary(text);
     let got = ours.encode_ordinary(text);
     if got != want {
-        let first = got
-            .iter()
-            .zip(&want)
-            .position(|(a, b)| a != b)
-            .unwrap_or(got.len().min(want.len()));
+        let first = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
         panic!(
             "ids differ at token {first} for {:?}\n ours: {:?}\ntheirs: {:?}",
             text.chars().take(200).collect::<String>(),
@@ -34,10 +30,7 @@ fn gpt2_matches_tiktoken_on_tricky_text() {
     }
     let text = common::tricky_text(2, 20_000);
     assert_same_ids(ours, &theirs, &text);
-    assert_eq!(
-        ours.encode_parallel(&text, SpecialTokens::Refuse).unwrap(),
-        ours.encode_ordinary(&text)
-    );
+    assert_eq!(ours.encode_parallel(&text, SpecialTokens::Refuse).unwrap(), ours.encode_ordinary(&text));
 }
 
 #[test]
@@ -59,9 +52,7 @@ fn gpt2_matches_tiktoken_on_the_builtin_corpus_and_shakespeare() {
 fn special_tokens_match_tiktoken() {
     let theirs = tiktoken_rs::r50k_base().unwrap();
     let text = "one<|endoftext|>two <|endoftext|><|endoftext|>";
-    let ours = Tokenizer::gpt2()
-        .encode(text, SpecialTokens::Allow)
-        .unwrap();
+    let ours = Tokenizer::gpt2().encode(text, SpecialTokens::Allow).unwrap();
     assert_eq!(ours, theirs.encode_with_special_tokens(text));
 }
 
@@ -79,10 +70,7 @@ fn token_bytes_match_tiktoken_even_when_they_split_characters() {
     assert!(split_chars > 100, "{split_chars}");
     let text = "👨‍👩‍👧 日本語 🦀";
     let ids = ours.encode_ordinary(text);
-    let joined: Vec<u8> = ids
-        .iter()
-        .flat_map(|&id| ours.decode_bytes(&[id]).unwrap())
-        .collect();
+    let joined: Vec<u8> = ids.iter().flat_map(|&id| ours.decode_bytes(&[id]).unwrap()).collect();
     assert_eq!(joined, text.as_bytes());
 }
 
@@ -103,16 +91,8 @@ fn rank_file(bpe: &CoreBPE, n: u32) -> String {
 fn tiktoken_files_load_and_match_r50k_and_cl100k() {
     let dir = common::temp_dir("tiktoken");
     for (bpe, n, name) in [
-        (
-            tiktoken_rs::r50k_base().unwrap(),
-            50256,
-            "r50k_base.tiktoken",
-        ),
-        (
-            tiktoken_rs::cl100k_base().unwrap(),
-            100256,
-            "cl100k_base.tiktoken",
-        ),
+        (tiktoken_rs::r50k_base().unwrap(), 50256, "r50k_base.tiktoken"),
+        (tiktoken_rs::cl100k_base().unwrap(), 100256, "cl100k_base.tiktoken"),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, rank_file(&bpe, n)).unwrap();
@@ -123,10 +103,7 @@ fn tiktoken_files_load_and_match_r50k_and_cl100k() {
         assert_same_ids(&ours, &bpe, &common::tricky_text(4, 20_000));
         assert_same_ids(&ours, &bpe, &minillm::corpus::builtin()[..200_000]);
         let text = "a<|endoftext|>b";
-        assert_eq!(
-            ours.encode(text, SpecialTokens::Allow).unwrap(),
-            bpe.encode_with_special_tokens(text)
-        );
+        assert_eq!(ours.encode(text, SpecialTokens::Allow).unwrap(), bpe.encode_with_special_tokens(text));
     }
 }
 

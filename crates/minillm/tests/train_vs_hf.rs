@@ -9,15 +9,9 @@ use minillm::tokenizer::train::{TrainConfig, train};
 /// Trains both on the first 90% and returns (ours, HF) bytes per token on the last 10%.
 fn compare(text: &str, vocab_size: usize) -> (f64, f64) {
     let split = text.len() * 9 / 10;
-    let split = (split..text.len())
-        .find(|&i| text.is_char_boundary(i))
-        .unwrap();
+    let split = (split..text.len()).find(|&i| text.is_char_boundary(i)).unwrap();
     let (train_text, held_out) = text.split_at(split);
-    let config = TrainConfig {
-        vocab_size,
-        pattern: Pattern::Gpt2,
-        specials: vec![],
-    };
+    let config = TrainConfig { vocab_size, pattern: Pattern::Gpt2, specials: vec![] };
     let ours = train(&[train_text], &config, &mut |_| {}).unwrap();
     let hf = common::hf_train(train_text, vocab_size);
     assert_eq!(ours.vocab_size(), vocab_size);
@@ -30,18 +24,12 @@ fn compare(text: &str, vocab_size: usize) -> (f64, f64) {
 
 fn assert_within_two_percent(name: &str, (ours, hf): (f64, f64)) {
     println!("{name}: bytes per token on held-out text: minillm {ours:.4}, HF tokenizers {hf:.4}");
-    assert!(
-        (ours / hf - 1.0).abs() < 0.02,
-        "{name}: minillm {ours:.4} vs HF {hf:.4}"
-    );
+    assert!((ours / hf - 1.0).abs() < 0.02, "{name}: minillm {ours:.4} vs HF {hf:.4}");
 }
 
 #[test]
 fn compresses_like_hf_on_the_builtin_corpus() {
-    assert_within_two_percent(
-        "builtin corpus, vocab 1024",
-        compare(minillm::corpus::builtin(), 1024),
-    );
+    assert_within_two_percent("builtin corpus, vocab 1024", compare(minillm::corpus::builtin(), 1024));
 }
 
 #[test]
@@ -56,16 +44,9 @@ fn compresses_like_hf_on_tinyshakespeare() {
 #[test]
 fn training_is_deterministic_across_thread_counts() {
     let text = &minillm::corpus::builtin()[..400_000];
-    let config = TrainConfig {
-        vocab_size: 800,
-        pattern: Pattern::Gpt4,
-        specials: vec!["<|end|>".into()],
-    };
+    let config = TrainConfig { vocab_size: 800, pattern: Pattern::Gpt4, specials: vec!["<|end|>".into()] };
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| train(&[text], &config, &mut |_| {}).unwrap())
     };
     let (one, two) = (run(1), run(2));

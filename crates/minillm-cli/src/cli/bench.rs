@@ -34,9 +34,7 @@ pub struct TrainStepArgs {
 
 pub fn run(command: Command) -> Result<()> {
     match command {
-        Command::TrainStep(a) => rayon::ThreadPoolBuilder::new()
-            .build()?
-            .install(|| train_step(a)),
+        Command::TrainStep(a) => rayon::ThreadPoolBuilder::new().build()?.install(|| train_step(a)),
     }
 }
 
@@ -49,15 +47,7 @@ fn gemm_gflops(m: usize, k: usize, n: usize) -> f64 {
     let mut best = f64::INFINITY;
     for _ in 0..5 {
         let t = Instant::now();
-        matmul(
-            &mut out,
-            &a,
-            Stored::Normal,
-            &b,
-            Stored::Normal,
-            (m, k, n),
-            false,
-        );
+        matmul(&mut out, &a, Stored::Normal, &b, Stored::Normal, (m, k, n), false);
         best = best.min(t.elapsed().as_secs_f64());
     }
     2.0 * (m * k * n) as f64 / best / 1e9
@@ -67,10 +57,7 @@ fn train_step(a: TrainStepArgs) -> Result<()> {
     let (name, config) = a.shape.resolve()?;
     let t = a.context.unwrap_or(config.block_size);
     if t == 0 || t > config.block_size || a.batch == 0 || a.steps == 0 {
-        bail!(
-            "--context must be 1..={}, --batch and --steps at least 1",
-            config.block_size
-        );
+        bail!("--context must be 1..={}, --batch and --steps at least 1", config.block_size);
     }
     let b = a.batch;
     let mut model = Gpt::new(config.clone(), 1)?;
@@ -102,15 +89,8 @@ fn train_step(a: TrainStepArgs) -> Result<()> {
         });
         println!("{doc}");
     } else {
-        println!(
-            "{name}: batch {b} x context {t}, {threads} threads, median of {} steps",
-            a.steps
-        );
-        println!(
-            "  {:.1} ms per step (forward + backward), {:.0} tokens/s",
-            median * 1e3,
-            tokens_per_s
-        );
+        println!("{name}: batch {b} x context {t}, {threads} threads, median of {} steps", a.steps);
+        println!("  {:.1} ms per step (forward + backward), {:.0} tokens/s", median * 1e3, tokens_per_s);
         println!(
             "  {gflops:.1} GFLOP/s achieved; this machine's GEMM at ({}x{}).({}x{}): {peak:.1} GFLOP/s",
             b * t,

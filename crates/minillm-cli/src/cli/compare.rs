@@ -35,43 +35,25 @@ pub struct Trio {
 
 impl Trio {
     pub fn fit(corpus: &str, bpe: Tokenizer) -> Trio {
-        Trio {
-            chars: CharTokenizer::fit(corpus),
-            words: WordTokenizer::fit(corpus, usize::MAX),
-            bpe,
-        }
+        Trio { chars: CharTokenizer::fit(corpus), words: WordTokenizer::fit(corpus, usize::MAX), bpe }
     }
 
     /// Trains all three on `corpus`, the BPE with `vocab_size` ids and the GPT-2 pattern.
     pub fn train(corpus: &str, vocab_size: usize) -> Result<Trio> {
-        let config = TrainConfig {
-            vocab_size,
-            pattern: Pattern::Gpt2,
-            specials: vec![],
-        };
+        let config = TrainConfig { vocab_size, pattern: Pattern::Gpt2, specials: vec![] };
         Ok(Trio::fit(corpus, train(&[corpus], &config, &mut |_| {})?))
     }
 
     /// Prints the text cut three ways, tokens separated by `|`.
     pub fn show(&self, text: &str) -> Result<()> {
-        let chars: Vec<String> = self
-            .chars
-            .encode(text)
-            .iter()
-            .map(|&i| self.chars.token(i).to_string())
-            .collect();
-        let words: Vec<String> = self
-            .words
-            .encode(text)
-            .iter()
-            .map(|&i| self.words.token(i).to_string())
-            .collect();
+        let chars: Vec<String> =
+            self.chars.encode(text).iter().map(|&i| self.chars.token(i).to_string()).collect();
+        let words: Vec<String> =
+            self.words.encode(text).iter().map(|&i| self.words.token(i).to_string()).collect();
         let bpe_ids = self.bpe.encode(text, minillm::SpecialTokens::AsText)?;
         let bpe: Vec<String> = bpe_ids
             .iter()
-            .map(|&i| {
-                String::from_utf8_lossy(self.bpe.token_bytes(i).unwrap_or_default()).into_owned()
-            })
+            .map(|&i| String::from_utf8_lossy(self.bpe.token_bytes(i).unwrap_or_default()).into_owned())
             .collect();
         println!("{text:?}");
         for (name, vocab, tokens) in [
@@ -94,27 +76,15 @@ impl Trio {
     pub fn table(&self, text: &str) -> Result<()> {
         let chars = self.chars.encode(text);
         let words = self.words.encode(text);
-        let bpe = self
-            .bpe
-            .encode_parallel(text, minillm::SpecialTokens::AsText)?;
+        let bpe = self.bpe.encode_parallel(text, minillm::SpecialTokens::AsText)?;
         let gpt2 = Tokenizer::gpt2().encode_parallel(text, minillm::SpecialTokens::AsText)?;
         println!(
             "  {:<10} {:>8} {:>10} {:>16} {:>9}",
             "tokenizer", "vocab", "tokens", "bytes per token", UNK
         );
         for (name, vocab, ids, unknown) in [
-            (
-                "char",
-                self.chars.vocab_size(),
-                chars.len(),
-                chars.iter().filter(|&&i| i == 0).count(),
-            ),
-            (
-                "word",
-                self.words.vocab_size(),
-                words.len(),
-                words.iter().filter(|&&i| i == 0).count(),
-            ),
+            ("char", self.chars.vocab_size(), chars.len(), chars.iter().filter(|&&i| i == 0).count()),
+            ("word", self.words.vocab_size(), words.len(), words.iter().filter(|&&i| i == 0).count()),
             ("BPE", self.bpe.vocab_size(), bpe.len(), 0),
             ("GPT-2 BPE", Tokenizer::gpt2().vocab_size(), gpt2.len(), 0),
         ] {
@@ -136,11 +106,8 @@ pub fn run(a: Args) -> Result<()> {
         Some(t) => Trio::fit(corpus, minillm::tokenizer::formats::load(t)?),
         None => Trio::train(corpus, a.vocab_size)?,
     };
-    let texts: Vec<&str> = if a.texts.is_empty() {
-        EXAMPLES.to_vec()
-    } else {
-        a.texts.iter().map(String::as_str).collect()
-    };
+    let texts: Vec<&str> =
+        if a.texts.is_empty() { EXAMPLES.to_vec() } else { a.texts.iter().map(String::as_str).collect() };
     for (i, text) in texts.iter().enumerate() {
         if i > 0 {
             println!();

@@ -11,9 +11,7 @@ const VOCAB: usize = 1024;
 pub fn run() -> Result<()> {
     let corpus = minillm::corpus::builtin();
     let split = corpus.len() * 9 / 10;
-    let split = corpus[split..]
-        .find("\n\n")
-        .map_or(split, |i| split + i + 2);
+    let split = corpus[split..].find("\n\n").map_or(split, |i| split + i + 2);
     let (train_text, held_out) = corpus.split_at(split);
     println!("== 1. The built-in corpus");
     println!(
@@ -26,10 +24,7 @@ pub fn run() -> Result<()> {
         println!("    {line}");
     }
 
-    println!(
-        "\n== 2. Training a byte-level BPE tokenizer ({} tokens) on the first 90%",
-        count(VOCAB)
-    );
+    println!("\n== 2. Training a byte-level BPE tokenizer ({} tokens) on the first 90%", count(VOCAB));
     let started = Instant::now();
     let trio = Trio::train(train_text, VOCAB)?;
     println!(
@@ -39,33 +34,17 @@ pub fn run() -> Result<()> {
     let bpe = &trio.bpe;
     for (rank, m) in bpe.bpe().merges().iter().take(8).enumerate() {
         let part = |id| token(bpe.token_bytes(id).unwrap_or_default());
-        println!(
-            "    merge {rank}: {} + {} -> {}",
-            part(m.left),
-            part(m.right),
-            part(m.id)
-        );
+        println!("    merge {rank}: {} + {} -> {}", part(m.left), part(m.right), part(m.id));
     }
-    let last = bpe
-        .bpe()
-        .merges()
-        .last()
-        .map(|m| token(bpe.token_bytes(m.id).unwrap_or_default()));
-    println!(
-        "    ... and the last, merge {}: {}",
-        bpe.bpe().merges().len() - 1,
-        last.unwrap_or_default()
-    );
+    let last = bpe.bpe().merges().last().map(|m| token(bpe.token_bytes(m.id).unwrap_or_default()));
+    println!("    ... and the last, merge {}: {}", bpe.bpe().merges().len() - 1, last.unwrap_or_default());
 
     println!("\n== 3. Three ways to cut the same text (tokens separated by |)\n");
     for text in EXAMPLES {
         trio.show(text)?;
     }
 
-    println!(
-        "\n== 4. The held-out 10% ({} bytes), tokenized by each",
-        count(held_out.len())
-    );
+    println!("\n== 4. The held-out 10% ({} bytes), tokenized by each", count(held_out.len()));
     trio.table(held_out)?;
     println!(
         "\nChars never meet an unknown symbol but make the longest sequences; words make the \

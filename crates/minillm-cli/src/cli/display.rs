@@ -41,10 +41,7 @@ fn push_escaped(out: &mut String, c: char, quoted: bool) {
 pub fn token(bytes: &[u8]) -> String {
     let mut out = String::from("\"");
     for chunk in bytes.utf8_chunks() {
-        chunk
-            .valid()
-            .chars()
-            .for_each(|c| push_escaped(&mut out, c, true));
+        chunk.valid().chars().for_each(|c| push_escaped(&mut out, c, true));
         for b in chunk.invalid() {
             out.push_str(&format!("\\x{b:02x}"));
         }
@@ -61,10 +58,6 @@ pub fn progress(len: u64, message: &str, unit_is_bytes: bool) -> ProgressBar {
         "{msg:12} [{bar:30}] {pos}/{len} ({eta})"
     };
     let bar = ProgressBar::new(len).with_message(message.to_string());
-    bar.set_style(
-        ProgressStyle::with_template(template)
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
     bar
 }

@@ -36,25 +36,16 @@ impl ShapeChoice {
         let (name, mut config) = match (&self.preset, &self.config, &self.model) {
             (Some(p), _, _) => (p.clone(), ModelConfig::preset(p)?),
             (_, Some(path), _) | (_, _, Some(path)) => {
-                let file = if path.is_dir() {
-                    path.join("config.json")
-                } else {
-                    path.clone()
-                };
+                let file = if path.is_dir() { path.join("config.json") } else { path.clone() };
                 let text = minillm::fsutil::read_text(&file)?;
-                (
-                    file.display().to_string(),
-                    minillm::io::hf_config::from_json(&text, &file)?,
-                )
+                (file.display().to_string(), minillm::io::hf_config::from_json(&text, &file)?)
             }
             _ => bail!("say which model: --preset NAME, --config FILE or --model DIR"),
         };
         if let Some(v) = self.vocab_size {
             config.vocab_size = v;
         }
-        config
-            .validate()
-            .context("the model's shape is not usable")?;
+        config.validate().context("the model's shape is not usable")?;
         Ok((name, config))
     }
 }
@@ -79,26 +70,16 @@ pub fn run(command: Command) -> Result<()> {
 
 /// Bytes as decimal megabytes or gigabytes, as model sizes are usually quoted.
 pub fn size(bytes: f64) -> String {
-    if bytes >= 1e9 {
-        format!("{:.2} GB", bytes / 1e9)
-    } else {
-        format!("{:.1} MB", bytes / 1e6)
-    }
+    if bytes >= 1e9 { format!("{:.2} GB", bytes / 1e9) } else { format!("{:.1} MB", bytes / 1e6) }
 }
 
 fn info(a: InfoArgs) -> Result<()> {
     let (name, c) = a.shape.resolve()?;
     let t = a.context.unwrap_or(c.block_size);
     if t == 0 || t > c.block_size || a.batch == 0 {
-        bail!(
-            "--context must be 1..={} and --batch at least 1",
-            c.block_size
-        );
+        bail!("--context must be 1..={} and --batch at least 1", c.block_size);
     }
-    let described = PRESETS
-        .iter()
-        .find(|p| p.0 == name)
-        .map_or(String::new(), |p| format!(" ({})", p.1));
+    let described = PRESETS.iter().find(|p| p.0 == name).map_or(String::new(), |p| format!(" ({})", p.1));
     println!("model {name}{described}");
     println!(
         "  {} layers, {} heads of {}, width {}, context {}, vocabulary {} (padded to {})",
@@ -117,10 +98,7 @@ fn info(a: InfoArgs) -> Result<()> {
     let mlp = 8 * e * e + b * 5 * e;
     let norms = 2 * (e + b * e);
     println!("parameters: {}", count(n));
-    println!(
-        "  token embedding wte    {:>15}  (also the output layer: tied)",
-        count(c.vocab_size * e)
-    );
+    println!("  token embedding wte    {:>15}  (also the output layer: tied)", count(c.vocab_size * e));
     println!("  position embedding wpe {:>15}", count(c.block_size * e));
     println!(
         "  {} blocks x {:<11} {:>13}",
@@ -128,12 +106,7 @@ fn info(a: InfoArgs) -> Result<()> {
         count(attention + mlp + norms),
         count(c.n_layer * (attention + mlp + norms))
     );
-    println!(
-        "    attention {}, MLP {}, LayerNorms {} per block",
-        count(attention),
-        count(mlp),
-        count(norms)
-    );
+    println!("    attention {}, MLP {}, LayerNorms {} per block", count(attention), count(mlp), count(norms));
     println!("  final LayerNorm        {:>15}", count(e + b * e));
     println!("weights in memory:");
     for (label, bits) in [("fp32", 32.0), ("fp16", 16.0), ("int8", 8.0), ("int4", 4.0)] {

@@ -131,29 +131,13 @@ fn read(path: &Path) -> Result<String> {
 
 fn train_cmd(a: TrainArgs) -> Result<()> {
     // Fail before the work, not after it, if the result has nowhere to go.
-    if let Some(dir) = a
-        .out
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
-    {
-        bail!(
-            "cannot write {}: the directory {} does not exist",
-            a.out.display(),
-            dir.display()
-        );
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+        bail!("cannot write {}: the directory {} does not exist", a.out.display(), dir.display());
     }
-    let texts = a
-        .input
-        .iter()
-        .map(|p| read(p))
-        .collect::<Result<Vec<_>>>()?;
+    let texts = a.input.iter().map(|p| read(p)).collect::<Result<Vec<_>>>()?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let total: usize = refs.iter().map(|t| t.len()).sum();
-    let config = TrainConfig {
-        vocab_size: a.vocab_size,
-        pattern: a.pattern,
-        specials: a.specials,
-    };
+    let config = TrainConfig { vocab_size: a.vocab_size, pattern: a.pattern, specials: a.specials };
     let started = Instant::now();
     let counting = progress(total as u64, "counting", true);
     let merging = progress(0, "merging", false);
@@ -208,10 +192,7 @@ fn encode(a: EncodeArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&doc)?);
         return Ok(());
     }
-    println!(
-        "{}",
-        ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
-    );
+    println!("{}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
     println!(
         "{} tokens, {} bytes, {:.2} bytes per token",
         count(ids.len()),
@@ -220,10 +201,7 @@ fn encode(a: EncodeArgs) -> Result<()> {
     );
     if ids.len() <= 200 {
         for &id in &ids {
-            println!(
-                "{id:>8}  {}",
-                token(tok.token_bytes(id).unwrap_or_default())
-            );
+            println!("{id:>8}  {}", token(tok.token_bytes(id).unwrap_or_default()));
         }
     }
     Ok(())
@@ -233,10 +211,7 @@ fn parse_ids(args: &[String]) -> Result<Vec<u32>> {
     args.iter()
         .flat_map(|a| a.split([',', ' ', '[', ']', '\n', '\t']))
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<u32>()
-                .with_context(|| format!("'{s}' is not a token id (a whole number >= 0)"))
-        })
+        .map(|s| s.parse::<u32>().with_context(|| format!("'{s}' is not a token id (a whole number >= 0)")))
         .collect()
 }
 
@@ -253,10 +228,7 @@ fn stats(a: StatsArgs) -> Result<()> {
     let (mut tokens, mut bytes) = (0usize, 0usize);
     for path in &a.files {
         let text = read(path)?;
-        let ids = a
-            .choice
-            .encode(&tok, &text)
-            .with_context(|| format!("in {}", path.display()))?;
+        let ids = a.choice.encode(&tok, &text).with_context(|| format!("in {}", path.display()))?;
         for &id in &ids {
             counts[id as usize] += 1;
         }
@@ -272,22 +244,15 @@ fn stats(a: StatsArgs) -> Result<()> {
     );
     println!("bytes:           {}", count(bytes));
     println!("tokens:          {}", count(tokens));
-    println!(
-        "bytes per token: {:.3}",
-        bytes as f64 / tokens.max(1) as f64
-    );
+    println!("bytes per token: {:.3}", bytes as f64 / tokens.max(1) as f64);
     println!(
         "ids used:        {} of {} ({:.1}%)",
         count(used),
         count(tok.vocab_size()),
         100.0 * used as f64 / tok.vocab_size() as f64
     );
-    let mut ranked: Vec<(usize, u32)> = counts
-        .iter()
-        .enumerate()
-        .filter(|e| *e.1 > 0)
-        .map(|(id, &c)| (c, id as u32))
-        .collect();
+    let mut ranked: Vec<(usize, u32)> =
+        counts.iter().enumerate().filter(|e| *e.1 > 0).map(|(id, &c)| (c, id as u32)).collect();
     ranked.sort_unstable_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
     if a.top > 0 && !ranked.is_empty() {
         println!("most frequent tokens:");

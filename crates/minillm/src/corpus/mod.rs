@@ -25,10 +25,7 @@ pub fn builtin() -> &'static str {
 
 /// Documents separated by a blank line until the text holds at least `min_bytes`.
 pub fn generate(seed: u64, min_bytes: usize) -> String {
-    let mut g = Gen {
-        rng: Rng::new(seed),
-        out: String::with_capacity(min_bytes + 4096),
-    };
+    let mut g = Gen { rng: Rng::new(seed), out: String::with_capacity(min_bytes + 4096) };
     while g.out.len() < min_bytes {
         match g.rng.below(10) {
             0..=3 => g.story(),
@@ -50,18 +47,13 @@ struct Person {
 
 /// The word with its indefinite article: "a cat", "an owl".
 fn with_article(word: &str) -> String {
-    let article = if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
-    };
+    let article = if word.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
     format!("{article} {word}")
 }
 
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
-    c.next()
-        .map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
+    c.next().map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
 }
 
 struct Gen {
@@ -73,19 +65,9 @@ impl Gen {
     fn person(&mut self) -> Person {
         let &(name, she) = self.rng.pick(NAMES);
         if she {
-            Person {
-                name,
-                he: "she",
-                his: "her",
-                him: "her",
-            }
+            Person { name, he: "she", his: "her", him: "her" }
         } else {
-            Person {
-                name,
-                he: "he",
-                his: "his",
-                him: "him",
-            }
+            Person { name, he: "he", his: "his", him: "him" }
         }
     }
 
@@ -118,10 +100,7 @@ impl Gen {
         let (h, n, hs) = (hero.he, hero.name, hero.his);
         let (hc, hsc) = (capitalize(h), capitalize(hs));
         let opening = match self.rng.below(4) {
-            0 => format!(
-                "Once upon a time, there was a {adjective} {} named {n}.",
-                animal.name
-            ),
+            0 => format!("Once upon a time, there was a {adjective} {} named {n}.", animal.name),
             1 => format!(
                 "Once upon a time, in {}, there lived a {adjective} child named {n}.",
                 self.rng.pick(PLACES)
@@ -138,64 +117,44 @@ impl Gen {
         self.say(opening);
         match self.rng.below(3) {
             0 => self.say(format!("{hc} loved to {activity}.")),
-            1 => self.say(format!(
-                "Every day, {h} liked to {activity} with {hs} friends."
-            )),
-            _ => self.say(format!(
-                "{hsc} favorite thing was to {activity} at {place}."
-            )),
+            1 => self.say(format!("Every day, {h} liked to {activity} with {hs} friends.")),
+            _ => self.say(format!("{hsc} favorite thing was to {activity} at {place}.")),
         }
         let time = *self.rng.pick(TIMES);
         self.say(format!("{time}, {n} found a {thing} {found_at}."));
         match self.rng.below(3) {
             0 => self.say(format!("But the {thing} was {trouble}.")),
             1 => self.say(format!("Oh no! The {thing} was {trouble}.")),
-            _ => self.say(format!(
-                "Sadly, the {thing} was {trouble}, and {n} did not know what to do."
-            )),
+            _ => self.say(format!("Sadly, the {thing} was {trouble}, and {n} did not know what to do.")),
         }
         self.say(format!("{n} felt {bad}."));
         let f = friend.name;
         match self.rng.below(3) {
-            0 => self.say(format!(
-                "Then {n}'s friend {f} came by and asked, \"Why are you {bad}?\""
-            )),
-            1 => self.say(format!(
-                "Just then, {f} walked over. \"What is wrong, {n}?\" {} asked.",
-                friend.he
-            )),
-            _ => self.say(format!(
-                "{f} saw {n} and said, \"Hello, {n}. You look {bad}.\""
-            )),
+            0 => self.say(format!("Then {n}'s friend {f} came by and asked, \"Why are you {bad}?\"")),
+            1 => {
+                self.say(format!("Just then, {f} walked over. \"What is wrong, {n}?\" {} asked.", friend.he))
+            }
+            _ => self.say(format!("{f} saw {n} and said, \"Hello, {n}. You look {bad}.\"")),
         }
         self.say(format!("\"My {thing} is {trouble},\" said {n}."));
         match self.rng.below(3) {
             0 => self.say(format!("\"Don't worry,\" said {f}. \"I can help you.\"")),
             1 => self.say(format!("\"Let's fix it together,\" said {f} with a smile.")),
-            _ => self.say(format!(
-                "{f} thought for a moment. \"I have an idea,\" {} said.",
-                friend.he
-            )),
+            _ => self.say(format!("{f} thought for a moment. \"I have an idea,\" {} said.", friend.he)),
         }
         self.say(format!("So {n} and {f} {fix}."));
         self.say(format!("Soon the {thing} was {good_state} again."));
         match self.rng.below(3) {
             0 => self.say(format!("{n} was so {good}. \"Thank you, {f}!\" {h} said.")),
-            1 => self.say(format!(
-                "{n} hugged {f}. {hc} felt {good} and {} felt {good} too.",
-                friend.he
-            )),
-            _ => self.say(format!(
-                "\"You are a good friend,\" {n} told {}. {hc} was very {good}.",
-                friend.him
-            )),
+            1 => self.say(format!("{n} hugged {f}. {hc} felt {good} and {} felt {good} too.", friend.he)),
+            _ => {
+                self.say(format!("\"You are a good friend,\" {n} told {}. {hc} was very {good}.", friend.him))
+            }
         }
         match self.rng.below(3) {
             0 => self.say(format!("That day, {n} learned that {lesson}.")),
             1 => self.say(format!("From that day on, {n} always {habit}.")),
-            _ => self.say(format!(
-                "{n} learned that {lesson}, and from then on {h} always {habit}."
-            )),
+            _ => self.say(format!("{n} learned that {lesson}, and from then on {h} always {habit}.")),
         }
         if self.rng.chance(0.3) {
             self.say("The end.");
@@ -205,49 +164,33 @@ impl Gen {
     fn dialogue(&mut self) {
         let (a, b) = self.two_people();
         let (an, bn) = (a.name, b.name);
-        self.out
-            .push_str(&format!("{an}: Hello, {bn}! How are you today?\n"));
-        let feeling = if self.rng.chance(0.7) {
-            *self.rng.pick(GOOD_FEELINGS)
-        } else {
-            *self.rng.pick(BAD_FEELINGS)
-        };
-        self.out
-            .push_str(&format!("{bn}: Hi, {an}. I am {feeling}. And you?\n"));
+        self.out.push_str(&format!("{an}: Hello, {bn}! How are you today?\n"));
+        let feeling =
+            if self.rng.chance(0.7) { *self.rng.pick(GOOD_FEELINGS) } else { *self.rng.pick(BAD_FEELINGS) };
+        self.out.push_str(&format!("{bn}: Hi, {an}. I am {feeling}. And you?\n"));
         self.out.push_str(&format!("{an}: I am fine, thank you.\n"));
         for _ in 0..1 + self.rng.below(3) {
             match self.rng.below(5) {
                 0 => {
                     let (weather, advice) = *self.rng.pick(WEATHER);
-                    self.out
-                        .push_str(&format!("{bn}: What is the weather like?\n"));
-                    self.out.push_str(&format!(
-                        "{an}: It is {weather} today, so we should {advice}.\n"
-                    ));
+                    self.out.push_str(&format!("{bn}: What is the weather like?\n"));
+                    self.out.push_str(&format!("{an}: It is {weather} today, so we should {advice}.\n"));
                 }
                 1 => {
                     let food = *self.rng.pick(FOODS);
-                    self.out
-                        .push_str(&format!("{an}: What do you want to eat?\n"));
-                    self.out
-                        .push_str(&format!("{bn}: I would like some {food}, please.\n"));
-                    self.out
-                        .push_str(&format!("{an}: Here you are. Enjoy your {food}!\n"));
+                    self.out.push_str(&format!("{an}: What do you want to eat?\n"));
+                    self.out.push_str(&format!("{bn}: I would like some {food}, please.\n"));
+                    self.out.push_str(&format!("{an}: Here you are. Enjoy your {food}!\n"));
                 }
                 2 => {
                     let &(country, capital, _, _) = self.rng.pick(COUNTRIES);
-                    self.out
-                        .push_str(&format!("{bn}: Do you know the capital of {country}?\n"));
-                    self.out.push_str(&format!(
-                        "{an}: Yes. The capital of {country} is {capital}.\n"
-                    ));
+                    self.out.push_str(&format!("{bn}: Do you know the capital of {country}?\n"));
+                    self.out.push_str(&format!("{an}: Yes. The capital of {country} is {capital}.\n"));
                 }
                 3 => {
                     let animal = self.rng.pick(ANIMALS);
-                    self.out.push_str(&format!(
-                        "{an}: Look, {}! What does it say?\n",
-                        with_article(animal.name)
-                    ));
+                    self.out
+                        .push_str(&format!("{an}: Look, {}! What does it say?\n", with_article(animal.name)));
                     let says = if animal.sound == "nothing at all" {
                         "It says nothing at all.".to_string()
                     } else {
@@ -275,8 +218,7 @@ impl Gen {
             }
         }
         let place = *self.rng.pick(OUTDOOR);
-        self.out
-            .push_str(&format!("{bn}: Do you want to go to {place} with me?\n"));
+        self.out.push_str(&format!("{bn}: Do you want to go to {place} with me?\n"));
         self.out.push_str(&format!("{an}: Yes, let's go!"));
     }
 
@@ -300,20 +242,13 @@ impl Gen {
                                 capitalize(&with_article(animal.name))
                             )
                         } else {
-                            format!(
-                                "{} says {}.",
-                                capitalize(&with_article(animal.name)),
-                                animal.sound
-                            )
+                            format!("{} says {}.", capitalize(&with_article(animal.name)), animal.sound)
                         },
                     )
                 }
                 2 => {
                     let &(thing, color) = self.rng.pick(COLORED_THINGS);
-                    (
-                        format!("What color is {thing}?"),
-                        format!("{} is {color}.", capitalize(thing)),
-                    )
+                    (format!("What color is {thing}?"), format!("{} is {color}.", capitalize(thing)))
                 }
                 3 => {
                     let (x, y) = (self.rng.below(11), self.rng.below(10));
@@ -372,17 +307,9 @@ impl Gen {
                 let (a, p) = (animal.name, animal.plural);
                 self.say(format!("The {a} is an animal."));
                 self.say(format!("{} live {}.", capitalize(p), animal.home));
-                self.say(format!(
-                    "{} likes to eat {}.",
-                    capitalize(&with_article(animal.name)),
-                    animal.food
-                ));
+                self.say(format!("{} likes to eat {}.", capitalize(&with_article(animal.name)), animal.food));
                 if animal.sound != "nothing at all" {
-                    self.say(format!(
-                        "{} says {}.",
-                        capitalize(&with_article(animal.name)),
-                        animal.sound
-                    ));
+                    self.say(format!("{} says {}.", capitalize(&with_article(animal.name)), animal.sound));
                 }
                 self.say(format!("Many people think {p} are {}.", animal.trait_));
             }
@@ -391,11 +318,7 @@ impl Gen {
                 let n = 3 + self.rng.below(4);
                 for i in 0..n {
                     let m = (start + i) % 12;
-                    self.say(format!(
-                        "After {} comes {}.",
-                        MONTHS[m],
-                        MONTHS[(m + 1) % 12]
-                    ));
+                    self.say(format!("After {} comes {}.", MONTHS[m], MONTHS[(m + 1) % 12]));
                 }
                 let &(season, what) = self.rng.pick(SEASONS);
                 self.say(format!("In {season}, {what}."));
@@ -405,9 +328,7 @@ impl Gen {
                     let (x, y) = (1 + self.rng.below(10), self.rng.below(11));
                     let (xs, ys) = (capitalize(NUMBER_WORDS[x]), NUMBER_WORDS[y]);
                     match self.rng.below(3) {
-                        0 if y <= x => {
-                            self.say(format!("{xs} minus {ys} is {}.", NUMBER_WORDS[x - y]))
-                        }
+                        0 if y <= x => self.say(format!("{xs} minus {ys} is {}.", NUMBER_WORDS[x - y])),
                         _ => self.say(format!("{xs} plus {ys} is {}.", NUMBER_WORDS[x + y])),
                     }
                 }
@@ -442,16 +363,8 @@ mod tests {
         let text = builtin();
         let docs: std::collections::HashSet<&str> = text.split("\n\n").collect();
         let total = text.split("\n\n").count();
-        assert!(
-            docs.len() * 100 >= total * 90,
-            "{} distinct of {total}",
-            docs.len()
-        );
+        assert!(docs.len() * 100 >= total * 90, "{} distinct of {total}", docs.len());
         let sentences: std::collections::HashSet<&str> = text.split(['.', '\n']).collect();
-        assert!(
-            sentences.len() > 5_000,
-            "{} distinct sentences",
-            sentences.len()
-        );
+        assert!(sentences.len() > 5_000, "{} distinct sentences", sentences.len());
     }
 }

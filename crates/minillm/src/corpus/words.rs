@@ -64,34 +64,13 @@ pub const ANIMALS: &[Animal] = animals![
     ("bee", "bees", "buzz", "in hives", "nectar", "busy"),
     ("mouse", "mice", "squeak", "in fields", "cheese", "small"),
     ("bird", "birds", "tweet", "in trees", "worms", "light"),
-    (
-        "rabbit",
-        "rabbits",
-        "nothing at all",
-        "in burrows",
-        "carrots",
-        "quick"
-    ),
+    ("rabbit", "rabbits", "nothing at all", "in burrows", "carrots", "quick"),
     ("fox", "foxes", "yip", "in forests", "berries", "clever"),
     ("bear", "bears", "growl", "in forests", "honey", "strong"),
     ("hen", "hens", "cluck", "on farms", "corn", "busy"),
     ("goat", "goats", "bleat", "on hills", "leaves", "curious"),
-    (
-        "turtle",
-        "turtles",
-        "nothing at all",
-        "near rivers",
-        "plants",
-        "slow"
-    ),
-    (
-        "squirrel",
-        "squirrels",
-        "chatter",
-        "in trees",
-        "nuts",
-        "quick"
-    ),
+    ("turtle", "turtles", "nothing at all", "near rivers", "plants", "slow"),
+    ("squirrel", "squirrels", "chatter", "in trees", "nuts", "quick"),
 ];
 
 /// (country, capital, continent, language)
@@ -174,15 +153,7 @@ pub const NUMBER_WORDS: &[&str] = &[
     "twenty",
 ];
 
-pub const DAYS: &[&str] = &[
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
+pub const DAYS: &[&str] = &["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
 
 pub const MONTHS: &[&str] = &[
     "January",
@@ -277,103 +248,32 @@ pub const TROUBLES: &[(&str, &str, &str, &str, &str)] = &[
         "climbed up carefully and pulled it free",
         "flying high",
     ),
-    (
-        "ball",
-        "in the grass",
-        "flat",
-        "pumped it full of air",
-        "round and bouncy",
-    ),
-    (
-        "boat",
-        "by the pond",
-        "full of water",
-        "scooped the water out",
-        "floating",
-    ),
-    (
-        "tower of blocks",
-        "on the floor",
-        "falling down",
-        "built it again, slowly",
-        "tall and straight",
-    ),
-    (
-        "garden",
-        "behind the house",
-        "dry and thirsty",
-        "carried water from the well",
-        "green",
-    ),
-    (
-        "bike",
-        "in the shed",
-        "missing a chain",
-        "found the chain and put it back",
-        "ready to ride",
-    ),
-    (
-        "cake",
-        "in the oven",
-        "burnt on top",
-        "baked a new one together",
-        "warm and sweet",
-    ),
-    (
-        "map",
-        "in an old box",
-        "torn in two",
-        "glued the pieces together",
-        "whole",
-    ),
+    ("ball", "in the grass", "flat", "pumped it full of air", "round and bouncy"),
+    ("boat", "by the pond", "full of water", "scooped the water out", "floating"),
+    ("tower of blocks", "on the floor", "falling down", "built it again, slowly", "tall and straight"),
+    ("garden", "behind the house", "dry and thirsty", "carried water from the well", "green"),
+    ("bike", "in the shed", "missing a chain", "found the chain and put it back", "ready to ride"),
+    ("cake", "in the oven", "burnt on top", "baked a new one together", "warm and sweet"),
+    ("map", "in an old box", "torn in two", "glued the pieces together", "whole"),
     ("lamp", "in the attic", "broken", "fixed the wire", "bright"),
-    (
-        "nest",
-        "in the hedge",
-        "empty and cold",
-        "found the lost egg and brought it back",
-        "warm",
-    ),
-    (
-        "drum",
-        "in the music room",
-        "too quiet",
-        "tightened the skin",
-        "loud and happy",
-    ),
-    (
-        "sandcastle",
-        "on the beach",
-        "washed away by a wave",
-        "built a wall of sand around it",
-        "safe",
-    ),
+    ("nest", "in the hedge", "empty and cold", "found the lost egg and brought it back", "warm"),
+    ("drum", "in the music room", "too quiet", "tightened the skin", "loud and happy"),
+    ("sandcastle", "on the beach", "washed away by a wave", "built a wall of sand around it", "safe"),
 ];
 
 pub const GOOD_FEELINGS: &[&str] = &["happy", "glad", "proud", "excited", "calm", "thankful"];
 pub const BAD_FEELINGS: &[&str] = &["sad", "worried", "upset", "scared", "lonely", "angry"];
-pub const KIND_ADJECTIVES: &[&str] = &[
-    "little", "kind", "curious", "brave", "shy", "cheerful", "clever",
-];
+pub const KIND_ADJECTIVES: &[&str] = &["little", "kind", "curious", "brave", "shy", "cheerful", "clever"];
 
 /// (lesson, what the character always did from then on)
 pub const MORALS: &[(&str, &str)] = &[
     ("friends help each other", "helped friends in need"),
-    (
-        "it is good to ask for help",
-        "asked for help when things were hard",
-    ),
+    ("it is good to ask for help", "asked for help when things were hard"),
     ("patience is important", "took time and did things slowly"),
     ("sharing makes everyone happy", "shared with others"),
-    (
-        "it is good to be brave",
-        "tried again when something was hard",
-    ),
+    ("it is good to be brave", "tried again when something was hard"),
     ("being kind is the best way", "was kind to everyone"),
-    (
-        "working together makes hard things easy",
-        "worked together with friends",
-    ),
+    ("working together makes hard things easy", "worked together with friends"),
 ];
 
 pub const TIMES: &[&str] = &[
@@ -387,9 +287,8 @@ pub const TIMES: &[&str] = &[
     "On a warm spring day",
 ];
 
-pub const FOODS: &[&str] = &[
-    "soup", "bread", "apples", "pancakes", "rice", "pasta", "cheese", "eggs", "porridge", "salad",
-];
+pub const FOODS: &[&str] =
+    &["soup", "bread", "apples", "pancakes", "rice", "pasta", "cheese", "eggs", "porridge", "salad"];
 
 pub const WEATHER: &[(&str, &str)] = &[
     ("sunny", "wear a hat"),

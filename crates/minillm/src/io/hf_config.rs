@@ -7,29 +7,21 @@ use serde_json::{Value, json};
 use std::path::Path;
 
 pub fn from_json(text: &str, path: &Path) -> Result<ModelConfig> {
-    let v: Value = serde_json::from_str(text)
-        .map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
     match v["model_type"].as_str() {
         Some("gpt2") => {}
         Some(other) => {
             return Err(Error::format(
                 path,
-                format!(
-                    "model_type is '{other}'; minillm runs GPT-2-architecture models (model_type gpt2)"
-                ),
+                format!("model_type is '{other}'; minillm runs GPT-2-architecture models (model_type gpt2)"),
             ));
         }
         None => {
-            return Err(Error::format(
-                path,
-                "has no model_type; is this a model's config.json?",
-            ));
+            return Err(Error::format(path, "has no model_type; is this a model's config.json?"));
         }
     }
-    if let Some(act) = v["activation_function"]
-        .as_str()
-        .filter(|a| *a != "gelu_new")
-    {
+    if let Some(act) = v["activation_function"].as_str().filter(|a| *a != "gelu_new") {
         return Err(Error::format(
             path,
             format!("activation_function '{act}' is not supported (GPT-2 uses gelu_new)"),
@@ -50,18 +42,13 @@ pub fn from_json(text: &str, path: &Path) -> Result<ModelConfig> {
         dropout: v["resid_pdrop"].as_f64().unwrap_or(0.0) as f32,
         bias: true,
     };
-    if let Some(inner) = v["n_inner"]
-        .as_u64()
-        .filter(|&i| i as usize != 4 * config.n_embd)
-    {
+    if let Some(inner) = v["n_inner"].as_u64().filter(|&i| i as usize != 4 * config.n_embd) {
         return Err(Error::format(
             path,
             format!("n_inner {inner} is not 4 * n_embd; minillm's MLP is 4x wide"),
         ));
     }
-    config
-        .validate()
-        .map_err(|e| Error::format(path, e.to_string()))?;
+    config.validate().map_err(|e| Error::format(path, e.to_string()))?;
     Ok(config)
 }
 

@@ -14,30 +14,18 @@ pub fn load_model(path: &Path) -> Result<Gpt> {
     let (dir, weights): (PathBuf, PathBuf) = if path.is_dir() {
         (path.to_path_buf(), path.join("model.safetensors"))
     } else {
-        (
-            path.parent().unwrap_or(Path::new(".")).to_path_buf(),
-            path.to_path_buf(),
-        )
+        (path.parent().unwrap_or(Path::new(".")).to_path_buf(), path.to_path_buf())
     };
     let config_path = dir.join("config.json");
     let config = hf_config::from_json(&read_text(&config_path)?, &config_path)?;
-    let bytes = std::fs::read(&weights).map_err(|cause| Error::Read {
-        path: weights.clone(),
-        cause,
-    })?;
+    let bytes = std::fs::read(&weights).map_err(|cause| Error::Read { path: weights.clone(), cause })?;
     let params = safetensors::from_bytes(&bytes, &config, &weights)?;
     Gpt::from_params(config, params, 0)
 }
 
 /// Writes `config.json` and `model.safetensors` into `dir` (created if needed), each atomically.
 pub fn save_model(dir: &Path, model: &Gpt, eos: Option<u32>) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|cause| Error::Write {
-        path: dir.to_path_buf(),
-        cause,
-    })?;
+    std::fs::create_dir_all(dir).map_err(|cause| Error::Write { path: dir.to_path_buf(), cause })?;
     safetensors::save(&dir.join("model.safetensors"), &model.config, &model.params)?;
-    atomic_write(
-        &dir.join("config.json"),
-        hf_config::to_json(&model.config, eos).as_bytes(),
-    )
+    atomic_write(&dir.join("config.json"), hf_config::to_json(&model.config, eos).as_bytes())
 }

@@ -29,21 +29,9 @@ pub fn to_bytes(config: &ModelConfig, params: &[f32]) -> Result<Vec<u8>> {
     }
     if !config.bias {
         for t in &layout.tensors {
-            if let Some(stem) = t
-                .name
-                .strip_suffix(".weight")
-                .filter(|s| *s != "wte" && *s != "wpe")
-            {
-                let len = if t.shape.len() == 2 {
-                    t.shape[1]
-                } else {
-                    t.shape[0]
-                };
-                owned.push((
-                    format!("{PREFIX}{stem}.bias"),
-                    vec![len],
-                    vec![0u8; 4 * len],
-                ));
+            if let Some(stem) = t.name.strip_suffix(".weight").filter(|s| *s != "wte" && *s != "wpe") {
+                let len = if t.shape.len() == 2 { t.shape[1] } else { t.shape[0] };
+                owned.push((format!("{PREFIX}{stem}.bias"), vec![len], vec![0u8; 4 * len]));
             }
         }
     }
@@ -87,17 +75,15 @@ pub fn from_bytes(bytes: &[u8], config: &ModelConfig, path: &Path) -> Result<Vec
         if layout.get(&short).is_none() && !zero_bias_of_biasless_model {
             return Err(Error::format(
                 path,
-                format!(
-                    "unexpected tensor '{name}': not part of a GPT-2 model shaped like config.json"
-                ),
+                format!("unexpected tensor '{name}': not part of a GPT-2 model shaped like config.json"),
             ));
         }
         found.insert(short, view);
     }
     for t in &layout.tensors {
-        let view = found.get(&t.name).ok_or_else(|| {
-            Error::format(path, format!("tensor '{PREFIX}{}' is missing", t.name))
-        })?;
+        let view = found
+            .get(&t.name)
+            .ok_or_else(|| Error::format(path, format!("tensor '{PREFIX}{}' is missing", t.name)))?;
         let mut want = t.shape.clone();
         if t.name == "wte.weight" {
             want[0] = config.vocab_size;
@@ -115,11 +101,7 @@ pub fn from_bytes(bytes: &[u8], config: &ModelConfig, path: &Path) -> Result<Vec
         if view.dtype() != Dtype::F32 {
             return Err(Error::format(
                 path,
-                format!(
-                    "tensor '{PREFIX}{}' is {:?}; minillm reads F32 checkpoints",
-                    t.name,
-                    view.dtype()
-                ),
+                format!("tensor '{PREFIX}{}' is {:?}; minillm reads F32 checkpoints", t.name, view.dtype()),
             ));
         }
         let dst = &mut params[t.offset..t.offset + want.iter().product::<usize>()];

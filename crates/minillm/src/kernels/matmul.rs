@@ -28,10 +28,7 @@ pub fn matmul(
     (m, k, n): (usize, usize, usize),
     accumulate: bool,
 ) {
-    assert!(
-        out.len() >= m * n && a.len() >= m * k && b.len() >= k * n,
-        "matmul shapes"
-    );
+    assert!(out.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "matmul shapes");
     if m == 0 || n == 0 {
         return;
     }
@@ -97,13 +94,7 @@ pub struct View {
 impl View {
     /// A dense row-major block of `rows` rows spaced `row_stride` apart.
     pub fn rows(offset: usize, rows: usize, cols: usize, row_stride: usize) -> View {
-        View {
-            offset,
-            rows,
-            cols,
-            row_stride,
-            col_stride: 1,
-        }
+        View { offset, rows, cols, row_stride, col_stride: 1 }
     }
 
     /// The transpose, reading the same elements.
@@ -120,13 +111,13 @@ impl View {
     fn fits(&self, len: usize) -> bool {
         self.rows == 0
             || self.cols == 0
-            || self.offset + (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
-                < len
+            || self.offset + (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride < len
     }
 }
 
 /// `out = scale * A . B` (or `out += scale * A . B` when `accumulate`) on strided views, on the
 /// calling thread: for many small products run in parallel, such as attention per head.
+#[allow(clippy::too_many_arguments)]
 pub fn matmul_view(
     out: &mut [f32],
     o: View,
@@ -137,14 +128,8 @@ pub fn matmul_view(
     scale: f32,
     accumulate: bool,
 ) {
-    assert!(
-        av.rows == o.rows && bv.cols == o.cols && av.cols == bv.rows,
-        "matmul_view shapes"
-    );
-    assert!(
-        o.fits(out.len()) && av.fits(a.len()) && bv.fits(b.len()),
-        "matmul_view bounds"
-    );
+    assert!(av.rows == o.rows && bv.cols == o.cols && av.cols == bv.rows, "matmul_view shapes");
+    assert!(o.fits(out.len()) && av.fits(a.len()) && bv.fits(b.len()), "matmul_view bounds");
     if o.rows == 0 || o.cols == 0 {
         return;
     }
@@ -181,33 +166,17 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    fn naive(
-        a: &[f32],
-        at: Stored,
-        b: &[f32],
-        bt: Stored,
-        (m, k, n): (usize, usize, usize),
-    ) -> Vec<f32> {
+    fn naive(a: &[f32], at: Stored, b: &[f32], bt: Stored, (m, k, n): (usize, usize, usize)) -> Vec<f32> {
         let get_a = |i: usize, p: usize| {
-            if at == Stored::Normal {
-                a[i * k + p]
-            } else {
-                a[p * m + i]
-            }
+            if at == Stored::Normal { a[i * k + p] } else { a[p * m + i] }
         };
         let get_b = |p: usize, j: usize| {
-            if bt == Stored::Normal {
-                b[p * n + j]
-            } else {
-                b[j * k + p]
-            }
+            if bt == Stored::Normal { b[p * n + j] } else { b[j * k + p] }
         };
         let mut out = vec![0.0; m * n];
         for i in 0..m {
             for j in 0..n {
-                out[i * n + j] = (0..k)
-                    .map(|p| get_a(i, p) as f64 * get_b(p, j) as f64)
-                    .sum::<f64>() as f32;
+                out[i * n + j] = (0..k).map(|p| get_a(i, p) as f64 * get_b(p, j) as f64).sum::<f64>() as f32;
             }
         }
         out

@@ -32,8 +32,8 @@ pub fn dot_inline(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     let mut sum = 0.0;
-    for j in 0..16 {
-        sum += acc[j];
+    for a in acc {
+        sum += a;
     }
     for (x, y) in ra.iter().zip(rb) {
         sum += x * y;

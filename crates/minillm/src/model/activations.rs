@@ -58,11 +58,7 @@ impl Activations {
         let n = b * t;
         let z = |len: usize| vec![0.0f32; len];
         let mask = |len: usize| {
-            if config.dropout > 0.0 {
-                z(len)
-            } else {
-                Vec::new()
-            }
+            if config.dropout > 0.0 { z(len) } else { Vec::new() }
         };
         let blocks = (0..config.n_layer)
             .map(|_| BlockActs {
@@ -116,11 +112,7 @@ impl Activations {
         let (n, c, nh) = (b * t, config.n_embd, config.n_head);
         let nc = n * c;
         let att = n * nh * t;
-        let (mask_att, mask_c) = if config.dropout > 0.0 {
-            (att, nc)
-        } else {
-            (0, 0)
-        };
+        let (mask_att, mask_c) = if config.dropout > 0.0 { (att, nc) } else { (0, 0) };
         let per_block = 18 * nc + 4 * n + att + mask_att + 2 * mask_c;
         let top = 2 * nc + mask_c + 3 * n + n * config.padded_vocab_size();
         let scratch = 17 * nc + att;
@@ -129,8 +121,7 @@ impl Activations {
 
     #[cfg(test)]
     fn allocated_bytes(&self) -> usize {
-        let mut floats =
-            self.encoded.len() + self.encoded_mask.len() + self.lnf.len() + self.lnf_mean.len();
+        let mut floats = self.encoded.len() + self.encoded_mask.len() + self.lnf.len() + self.lnf_mean.len();
         floats += self.lnf_rstd.len() + self.logits.len() + self.losses.len() + self.d_resid.len();
         floats += self.d_a.len() + self.d_b.len() + self.d_qkv.len() + self.d_fch.len();
         floats += self.d_fch_gelu.len() + self.tt.len() + self.heads.len();
@@ -169,10 +160,7 @@ mod tests {
     #[test]
     fn counted_bytes_equal_allocated_bytes() {
         for dropout in [0.0, 0.1] {
-            let config = ModelConfig {
-                dropout,
-                ..ModelConfig::preset("baby").unwrap()
-            };
+            let config = ModelConfig { dropout, ..ModelConfig::preset("baby").unwrap() };
             let acts = Activations::new(&config, 3, 7);
             assert_eq!(Activations::bytes(&config, 3, 7), acts.allocated_bytes());
         }

@@ -21,37 +21,17 @@ pub struct ModelConfig {
 
 /// Names accepted by [`ModelConfig::preset`], with a one-line description.
 pub const PRESETS: &[(&str, &str)] = &[
-    (
-        "gpt2",
-        "GPT-2 small: 12 layers, 12 heads, 768 wide, context 1024",
-    ),
-    (
-        "gpt2-medium",
-        "GPT-2 medium: 24 layers, 16 heads, 1024 wide",
-    ),
+    ("gpt2", "GPT-2 small: 12 layers, 12 heads, 768 wide, context 1024"),
+    ("gpt2-medium", "GPT-2 medium: 24 layers, 16 heads, 1024 wide"),
     ("gpt2-large", "GPT-2 large: 36 layers, 20 heads, 1280 wide"),
     ("gpt2-xl", "GPT-2 XL: 48 layers, 25 heads, 1600 wide"),
-    (
-        "baby",
-        "nanoGPT's CPU shakespeare_char model: 4 layers, 4 heads, 128 wide, context 64, 65 chars",
-    ),
-    (
-        "dN",
-        "the depth dial, e.g. d6: N layers, N heads of 64, 64N wide, context 256",
-    ),
+    ("baby", "nanoGPT's CPU shakespeare_char model: 4 layers, 4 heads, 128 wide, context 64, 65 chars"),
+    ("dN", "the depth dial, e.g. d6: N layers, N heads of 64, 64N wide, context 256"),
 ];
 
 impl ModelConfig {
     fn gpt2_shape(n_layer: usize, n_head: usize, n_embd: usize) -> ModelConfig {
-        ModelConfig {
-            n_layer,
-            n_head,
-            n_embd,
-            block_size: 1024,
-            vocab_size: 50257,
-            dropout: 0.0,
-            bias: true,
-        }
+        ModelConfig { n_layer, n_head, n_embd, block_size: 1024, vocab_size: 50257, dropout: 0.0, bias: true }
     }
 
     /// One dial, as in nanochat: depth `d` gives d layers and d heads of width 64.
@@ -83,9 +63,7 @@ impl ModelConfig {
                 dropout: 0.0,
                 bias: true,
             },
-            d if d.starts_with('d')
-                && d[1..].parse::<usize>().is_ok_and(|n| (1..=64).contains(&n)) =>
-            {
+            d if d.starts_with('d') && d[1..].parse::<usize>().is_ok_and(|n| (1..=64).contains(&n)) => {
                 Self::depth(d[1..].parse().expect("checked"), 50257)
             }
             _ => {
@@ -111,10 +89,7 @@ impl ModelConfig {
             return bad(format!("every size must be at least 1: {self:?}"));
         }
         if !self.n_embd.is_multiple_of(self.n_head) {
-            return bad(format!(
-                "n_embd {} is not divisible by n_head {}",
-                self.n_embd, self.n_head
-            ));
+            return bad(format!("n_embd {} is not divisible by n_head {}", self.n_embd, self.n_head));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout {} must be in [0, 1)", self.dropout));
@@ -176,26 +151,14 @@ mod tests {
             ("gpt2-large", 774_030_080),
             ("gpt2-xl", 1_557_611_200),
         ] {
-            assert_eq!(
-                ModelConfig::preset(name).unwrap().num_params(),
-                published,
-                "{name}"
-            );
+            assert_eq!(ModelConfig::preset(name).unwrap().num_params(), published, "{name}");
         }
-        assert_eq!(
-            ModelConfig::preset("gpt2").unwrap().padded_vocab_size(),
-            50304
-        );
+        assert_eq!(ModelConfig::preset("gpt2").unwrap().padded_vocab_size(), 50304);
     }
 
     #[test]
     fn bad_shapes_and_names_are_explained() {
-        assert!(
-            ModelConfig::preset("gpt3")
-                .unwrap_err()
-                .to_string()
-                .contains("gpt2-medium")
-        );
+        assert!(ModelConfig::preset("gpt3").unwrap_err().to_string().contains("gpt2-medium"));
         let mut c = ModelConfig::preset("baby").unwrap();
         c.n_head = 3;
         assert!(c.validate().unwrap_err().to_string().contains("divisible"));

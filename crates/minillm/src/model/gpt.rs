@@ -67,19 +67,10 @@ impl Gpt {
         self.grads.fill(0.0);
     }
 
-    fn check_input(
-        &self,
-        tokens: &[u32],
-        targets: Option<&[u32]>,
-        b: usize,
-        t: usize,
-    ) -> Result<()> {
+    fn check_input(&self, tokens: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(m));
         if b == 0 || t == 0 || tokens.len() != b * t {
-            return bad(format!(
-                "{} tokens do not make a batch of {b} x {t}",
-                tokens.len()
-            ));
+            return bad(format!("{} tokens do not make a batch of {b} x {t}", tokens.len()));
         }
         if t > self.config.block_size {
             return bad(format!(
@@ -93,11 +84,7 @@ impl Gpt {
         }
         if let Some(targets) = targets {
             if targets.len() != tokens.len() {
-                return bad(format!(
-                    "{} targets for {} tokens",
-                    targets.len(),
-                    tokens.len()
-                ));
+                return bad(format!("{} targets for {} tokens", targets.len(), tokens.len()));
             }
             if let Some(&tok) = targets.iter().find(|&&x| x >= v && x != IGNORE) {
                 return bad(format!("target id {tok} is outside the vocabulary of {v}"));
@@ -116,15 +103,8 @@ impl Gpt {
     ) -> Result<Option<f32>> {
         self.check_input(tokens, targets, b, t)?;
         self.run_blocks(tokens, b, t);
-        let (c, v, vp) = (
-            self.config.n_embd,
-            self.config.vocab_size,
-            self.config.padded_vocab_size(),
-        );
-        let acts = self
-            .acts
-            .as_mut()
-            .expect("run_blocks allocated the activations");
+        let (c, v, vp) = (self.config.n_embd, self.config.vocab_size, self.config.padded_vocab_size());
+        let acts = self.acts.as_mut().expect("run_blocks allocated the activations");
         let last = acts.blocks.last().map_or(&acts.encoded, |k| &k.resid3);
         let p = &self.params;
         let l = &self.layout;
@@ -156,9 +136,7 @@ impl Gpt {
     /// Logits (B, T, Vp) of the last forward without targets; only the first V columns of each
     /// row are real.
     pub fn logits(&self) -> &[f32] {
-        self.acts.as_ref().map_or(&[], |a| {
-            &a.logits[..a.b * a.t * self.config.padded_vocab_size()]
-        })
+        self.acts.as_ref().map_or(&[], |a| &a.logits[..a.b * a.t * self.config.padded_vocab_size()])
     }
 
     /// The inference path: runs the blocks, then the final LayerNorm and the LM head only at
@@ -171,9 +149,7 @@ impl Gpt {
     ) -> Result<Vec<f32>> {
         self.check_input(tokens, None, b, t)?;
         if let Some(&p) = positions.iter().find(|&&p| p >= t) {
-            return Err(Error::Invalid(format!(
-                "position {p} is outside the sequence of {t}"
-            )));
+            return Err(Error::Invalid(format!("position {p} is outside the sequence of {t}")));
         }
         let training = std::mem::replace(&mut self.training, false);
         self.run_blocks(tokens, b, t);
@@ -182,11 +158,7 @@ impl Gpt {
         let acts = self.acts.as_mut().expect("allocated");
         let last = acts.blocks.last().map_or(&acts.encoded, |k| &k.resid3);
         let rows: Vec<f32> = (0..b)
-            .flat_map(|bi| {
-                positions
-                    .iter()
-                    .flat_map(move |&p| &last[(bi * t + p) * c..][..c])
-            })
+            .flat_map(|bi| positions.iter().flat_map(move |&p| &last[(bi * t + p) * c..][..c]))
             .copied()
             .collect();
         let n = rows.len() / c;
@@ -229,14 +201,7 @@ impl Gpt {
         let l = &self.layout;
         let rng = &mut self.dropout_rng;
         acts.tokens.copy_from_slice(tokens);
-        embedding::forward(
-            &mut acts.encoded,
-            tokens,
-            &p[l.wte.clone()],
-            &p[l.wpe.clone()],
-            t,
-            c,
-        );
+        embedding::forward(&mut acts.encoded, tokens, &p[l.wte.clone()], &p[l.wpe.clone()], t, c);
         if drop > 0.0 {
             dropout::fill_mask(&mut acts.encoded_mask, drop, rng);
             dropout::apply(&mut acts.encoded, &acts.encoded_mask);
@@ -256,23 +221,14 @@ impl Gpt {
                 opt(p, &o.ln_1_b),
                 c,
             );
-            linear::forward(
-                &mut k.qkv,
-                &k.ln1,
-                &p[o.attn_w.clone()],
-                opt(p, &o.attn_b),
-                (n, c, 3 * c),
-            );
+            linear::forward(&mut k.qkv, &k.ln1, &p[o.attn_w.clone()], opt(p, &o.attn_b), (n, c, 3 * c));
             let att_mask = if drop > 0.0 {
                 dropout::fill_mask(&mut k.att_mask, drop, rng);
                 Some(k.att_mask.as_slice())
             } else {
                 None
             };
-            let scratch = attention::Scratch {
-                tt: &mut acts.tt,
-                heads: &mut acts.heads,
-            };
+            let scratch = attention::Scratch { tt: &mut acts.tt, heads: &mut acts.heads };
             attention::forward(&mut k.atty, &mut k.att, &k.qkv, att_mask, scratch, shape);
             linear::forward(
                 &mut k.attproj,
@@ -295,13 +251,7 @@ impl Gpt {
                 opt(p, &o.ln_2_b),
                 c,
             );
-            linear::forward(
-                &mut k.fch,
-                &k.ln2,
-                &p[o.fc_w.clone()],
-                opt(p, &o.fc_b),
-                (n, c, 4 * c),
-            );
+            linear::forward(&mut k.fch, &k.ln2, &p[o.fc_w.clone()], opt(p, &o.fc_b), (n, c, 4 * c));
             gelu::forward(&mut k.fch_gelu, &k.fch);
             linear::forward(
                 &mut k.fcproj,
@@ -324,20 +274,13 @@ impl Gpt {
         let acts = match self.acts.as_mut() {
             Some(a) if a.has_targets => a,
             _ => {
-                return Err(Error::Invalid(
-                    "backward needs a forward pass with targets first".into(),
-                ));
+                return Err(Error::Invalid("backward needs a forward pass with targets first".into()));
             }
         };
         acts.has_targets = false; // the logits buffer is about to become their gradient
         let cfg = &self.config;
         let (b, t) = (acts.b, acts.t);
-        let (c, nh, v, vp) = (
-            cfg.n_embd,
-            cfg.n_head,
-            cfg.vocab_size,
-            cfg.padded_vocab_size(),
-        );
+        let (c, nh, v, vp) = (cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.padded_vocab_size());
         let n = b * t;
         let p = &self.params;
         let g = &mut self.grads;
@@ -347,15 +290,7 @@ impl Gpt {
         loss::backward(&mut acts.logits, &acts.targets, v, vp);
         // LM head: logits = lnf . wte^T
         let d_lnf = &mut acts.d_a;
-        matmul(
-            d_lnf,
-            &acts.logits,
-            Stored::Normal,
-            &p[l.wte.clone()],
-            Stored::Normal,
-            (n, vp, c),
-            false,
-        );
+        matmul(d_lnf, &acts.logits, Stored::Normal, &p[l.wte.clone()], Stored::Normal, (n, vp, c), false);
         matmul(
             &mut g[l.wte.clone()],
             &acts.logits,
@@ -448,6 +383,7 @@ struct Scratch<'a> {
 
 /// One block in reverse. `d_resid` holds d(loss)/d(block output) and leaves holding
 /// d(loss)/d(block input): the residual connections pass it through, the branches add to it.
+/// Input gradients of the layers are written, not accumulated, so no scratch is zeroed.
 #[allow(clippy::too_many_arguments)]
 fn block_backward(
     d_resid: &mut [f32],
@@ -461,97 +397,41 @@ fn block_backward(
     dropout_on: bool,
 ) {
     let (n, c) = (s.b * s.t, s.c);
-    // resid3 = resid2 + dropout(fcproj): the MLP branch's output gradient.
-    let d_fcproj = &mut *d.a;
-    d_fcproj.copy_from_slice(d_resid);
-    if dropout_on {
-        dropout::apply(d_fcproj, &k.fcproj_mask);
-    }
-    d.fch_gelu.fill(0.0);
+    // resid3 = resid2 + dropout(fcproj): the MLP branch gets d_resid through the mask.
+    let d_fcproj: &[f32] = if dropout_on {
+        d.a.copy_from_slice(d_resid);
+        dropout::apply(d.a, &k.fcproj_mask);
+        d.a
+    } else {
+        d_resid
+    };
     let (gw, gb) = param_pair(g, &o.fc_proj_w, &o.fc_proj_b);
-    linear::backward(
-        d.fch_gelu,
-        gw,
-        gb,
-        d_fcproj,
-        &k.fch_gelu,
-        &p[o.fc_proj_w.clone()],
-        (n, 4 * c, c),
-    );
-    d.fch.fill(0.0);
+    let w = &p[o.fc_proj_w.clone()];
+    linear::backward(d.fch_gelu, gw, gb, d_fcproj, &k.fch_gelu, w, (n, 4 * c, c));
     gelu::backward(d.fch, &k.fch, d.fch_gelu);
-    let d_ln2 = &mut *d.b;
-    d_ln2.fill(0.0);
     let (gw, gb) = param_pair(g, &o.fc_w, &o.fc_b);
-    linear::backward(
-        d_ln2,
-        gw,
-        gb,
-        d.fch,
-        &k.ln2,
-        &p[o.fc_w.clone()],
-        (n, c, 4 * c),
-    );
+    linear::backward(d.b, gw, gb, d.fch, &k.ln2, &p[o.fc_w.clone()], (n, c, 4 * c));
     let (gw, gb) = param_pair(g, &o.ln_2_w, &o.ln_2_b);
-    layernorm::backward(
-        d_resid,
-        gw,
-        gb,
-        d_ln2,
-        &k.resid2,
-        &p[o.ln_2_w.clone()],
-        &k.ln2_mean,
-        &k.ln2_rstd,
-        c,
-    );
+    let w = &p[o.ln_2_w.clone()];
+    layernorm::backward(d_resid, gw, gb, d.b, &k.resid2, w, &k.ln2_mean, &k.ln2_rstd, c);
 
     // resid2 = input + dropout(attproj): the attention branch.
-    let d_attproj = &mut *d.a;
-    d_attproj.copy_from_slice(d_resid);
-    if dropout_on {
-        dropout::apply(d_attproj, &k.attproj_mask);
-    }
-    let d_atty = &mut *d.b;
-    d_atty.fill(0.0);
-    let (gw, gb) = param_pair(g, &o.attn_proj_w, &o.attn_proj_b);
-    linear::backward(
-        d_atty,
-        gw,
-        gb,
-        d_attproj,
-        &k.atty,
-        &p[o.attn_proj_w.clone()],
-        (n, c, c),
-    );
-    d.qkv.fill(0.0);
-    let mask = dropout_on.then_some(k.att_mask.as_slice());
-    let scratch = attention::Scratch {
-        tt: d.tt,
-        heads: d.heads,
+    let d_attproj: &[f32] = if dropout_on {
+        d.a.copy_from_slice(d_resid);
+        dropout::apply(d.a, &k.attproj_mask);
+        d.a
+    } else {
+        d_resid
     };
-    attention::backward(d.qkv, d_atty, &k.qkv, &k.att, mask, scratch, s);
-    let d_ln1 = &mut *d.a;
-    d_ln1.fill(0.0);
+    let (gw, gb) = param_pair(g, &o.attn_proj_w, &o.attn_proj_b);
+    let w = &p[o.attn_proj_w.clone()];
+    linear::backward(d.b, gw, gb, d_attproj, &k.atty, w, (n, c, c));
+    let mask = dropout_on.then_some(k.att_mask.as_slice());
+    let scratch = attention::Scratch { tt: d.tt, heads: d.heads };
+    attention::backward(d.qkv, d.b, &k.qkv, &k.att, mask, scratch, s);
     let (gw, gb) = param_pair(g, &o.attn_w, &o.attn_b);
-    linear::backward(
-        d_ln1,
-        gw,
-        gb,
-        d.qkv,
-        &k.ln1,
-        &p[o.attn_w.clone()],
-        (n, c, 3 * c),
-    );
+    linear::backward(d.a, gw, gb, d.qkv, &k.ln1, &p[o.attn_w.clone()], (n, c, 3 * c));
     let (gw, gb) = param_pair(g, &o.ln_1_w, &o.ln_1_b);
-    layernorm::backward(
-        d_resid,
-        gw,
-        gb,
-        d_ln1,
-        input,
-        &p[o.ln_1_w.clone()],
-        &k.ln1_mean,
-        &k.ln1_rstd,
-        c,
-    );
+    let w = &p[o.ln_1_w.clone()];
+    layernorm::backward(d_resid, gw, gb, d.a, input, w, &k.ln1_mean, &k.ln1_rstd, c);
 }

@@ -67,14 +67,8 @@ impl Layout {
         let c = config.n_embd;
         let mut tensors = Vec::new();
         let mut add = |name: String, shape: Vec<usize>| -> Range<usize> {
-            let offset = tensors
-                .last()
-                .map_or(0, |t: &TensorInfo| t.offset + t.len());
-            let info = TensorInfo {
-                name,
-                shape,
-                offset,
-            };
+            let offset = tensors.last().map_or(0, |t: &TensorInfo| t.offset + t.len());
+            let info = TensorInfo { name, shape, offset };
             let r = info.range();
             tensors.push(info);
             r
@@ -86,9 +80,7 @@ impl Layout {
             let p = |s: &str| format!("h.{i}.{s}");
             let mut pair = |name: &str, w_shape: Vec<usize>, b_len: usize| {
                 let w = add(p(&format!("{name}.weight")), w_shape);
-                let b = config
-                    .bias
-                    .then(|| add(p(&format!("{name}.bias")), vec![b_len]));
+                let b = config.bias.then(|| add(p(&format!("{name}.bias")), vec![b_len]));
                 (w, b)
             };
             let (ln_1_w, ln_1_b) = pair("ln_1", vec![c], c);
@@ -115,15 +107,7 @@ impl Layout {
         let ln_f_w = add("ln_f.weight".into(), vec![c]);
         let ln_f_b = config.bias.then(|| add("ln_f.bias".into(), vec![c]));
         let total = tensors.last().map_or(0, |t| t.offset + t.len());
-        Layout {
-            tensors,
-            wte,
-            wpe,
-            blocks,
-            ln_f_w,
-            ln_f_b,
-            total,
-        }
+        Layout { tensors, wte, wpe, blocks, ln_f_w, ln_f_b, total }
     }
 
     pub fn get(&self, name: &str) -> Option<&TensorInfo> {
@@ -152,16 +136,8 @@ pub fn init(config: &ModelConfig, layout: &Layout, seed: u64) -> Vec<f32> {
             slice.fill(1.0);
             continue;
         }
-        let std = if t.name.ends_with("c_proj.weight") {
-            residual_std
-        } else {
-            0.02
-        };
-        let n = if t.name == "wte.weight" {
-            config.vocab_size * config.n_embd
-        } else {
-            slice.len()
-        };
+        let std = if t.name.ends_with("c_proj.weight") { residual_std } else { 0.02 };
+        let n = if t.name == "wte.weight" { config.vocab_size * config.n_embd } else { slice.len() };
         for x in &mut slice[..n] {
             *x = (rng.normal() * std) as f32;
         }
@@ -179,10 +155,7 @@ mod tests {
         let layout = Layout::new(&config);
         let padding = (config.padded_vocab_size() - config.vocab_size) * config.n_embd;
         assert_eq!(layout.total, config.num_params() + padding);
-        assert_eq!(
-            layout.get("h.11.mlp.c_proj.weight").unwrap().shape,
-            [3072, 768]
-        );
+        assert_eq!(layout.get("h.11.mlp.c_proj.weight").unwrap().shape, [3072, 768]);
         assert_eq!(layout.tensors.len(), 2 + 12 * 12 + 2);
         assert!(is_decayed("h.3.attn.c_attn.weight") && !is_decayed("h.3.ln_1.weight"));
         assert!(!is_decayed("wte.weight") && !is_decayed("h.0.mlp.c_fc.bias"));

@@ -49,9 +49,9 @@ impl Bpe {
     pub fn new(byte_ids: [u32; 256], merges: Vec<Merge>, n_ids: usize) -> Result<Bpe, String> {
         let mut tokens: Vec<Vec<u8>> = vec![Vec::new(); n_ids];
         for (b, &id) in byte_ids.iter().enumerate() {
-            let slot = tokens.get_mut(id as usize).ok_or_else(|| {
-                format!("byte {b} has id {id}, outside the vocabulary of {n_ids}")
-            })?;
+            let slot = tokens
+                .get_mut(id as usize)
+                .ok_or_else(|| format!("byte {b} has id {id}, outside the vocabulary of {n_ids}"))?;
             if !slot.is_empty() {
                 return Err(format!("id {id} is given to two bytes"));
             }
@@ -62,31 +62,18 @@ impl Bpe {
             let (l, r, id) = (m.left as usize, m.right as usize, m.id as usize);
             let known = |i: usize| i < n_ids && !tokens[i].is_empty();
             if !known(l) || !known(r) {
-                return Err(format!(
-                    "merge {rank} joins ids {l} and {r}, which are not tokens yet"
-                ));
+                return Err(format!("merge {rank} joins ids {l} and {r}, which are not tokens yet"));
             }
             if id >= n_ids || !tokens[id].is_empty() {
-                return Err(format!(
-                    "merge {rank} makes id {id}, which is out of range or taken"
-                ));
+                return Err(format!("merge {rank} makes id {id}, which is out of range or taken"));
             }
             let joined = [tokens[l].as_slice(), tokens[r].as_slice()].concat();
             tokens[id] = joined;
-            if ranks
-                .insert(pair_key(m.left, m.right), (rank as u32, m.id))
-                .is_some()
-            {
+            if ranks.insert(pair_key(m.left, m.right), (rank as u32, m.id)).is_some() {
                 return Err(format!("merge {rank} repeats the pair ({l}, {r})"));
             }
         }
-        let mut bpe = Bpe {
-            tokens,
-            merges,
-            byte_ids,
-            ranks,
-            whole: FxHashMap::default(),
-        };
+        let mut bpe = Bpe { tokens, merges, byte_ids, ranks, whole: FxHashMap::default() };
         bpe.whole = bpe.reachable_tokens();
         Ok(bpe)
     }
@@ -171,11 +158,8 @@ impl Bpe {
             }
         }
         while n > 1 {
-            let (best, &best_rank) = ranks[..n - 1]
-                .iter()
-                .enumerate()
-                .min_by_key(|&(i, &r)| (r, i))
-                .expect("n > 1");
+            let (best, &best_rank) =
+                ranks[..n - 1].iter().enumerate().min_by_key(|&(i, &r)| (r, i)).expect("n > 1");
             if best_rank == u32::MAX {
                 break;
             }
@@ -186,8 +170,7 @@ impl Bpe {
             n -= 1;
             for i in [best.wrapping_sub(1), best] {
                 if i < n.saturating_sub(1) {
-                    (ranks[i], made[i]) =
-                        self.rank(parts[i], parts[i + 1]).unwrap_or((u32::MAX, 0));
+                    (ranks[i], made[i]) = self.rank(parts[i], parts[i + 1]).unwrap_or((u32::MAX, 0));
                 }
             }
         }
@@ -251,12 +234,7 @@ mod tests {
     /// Merges over bytes a, b, c: ab (256), bc (257), abc = ab + c (258).
     fn tiny() -> Bpe {
         let m = |left, right, id| Merge { left, right, id };
-        Bpe::new(
-            identity_bytes(),
-            vec![m(97, 98, 256), m(98, 99, 257), m(256, 99, 258)],
-            259,
-        )
-        .unwrap()
+        Bpe::new(identity_bytes(), vec![m(97, 98, 256), m(98, 99, 257), m(256, 99, 258)], 259).unwrap()
     }
 
     #[test]
@@ -273,12 +251,7 @@ mod tests {
     #[test]
     fn long_and_short_paths_agree() {
         let bpe = tiny();
-        let piece: Vec<u8> = b"abcabbcaabcbcbca"
-            .iter()
-            .cycle()
-            .take(200)
-            .copied()
-            .collect();
+        let piece: Vec<u8> = b"abcabbcaabcbcbca".iter().cycle().take(200).copied().collect();
         for len in 1..piece.len() {
             let (mut short, mut long) = (Vec::new(), Vec::new());
             if len <= SHORT_PIECE {
@@ -308,12 +281,8 @@ mod tests {
     fn unreachable_tokens_skip_the_whole_piece_shortcut() {
         // "bc" merges first, so the bytes "abc" become a + bc and never ab + c = 258.
         let m = |left, right, id| Merge { left, right, id };
-        let bpe = Bpe::new(
-            identity_bytes(),
-            vec![m(98, 99, 256), m(97, 98, 257), m(257, 99, 258)],
-            259,
-        )
-        .unwrap();
+        let bpe =
+            Bpe::new(identity_bytes(), vec![m(98, 99, 256), m(97, 98, 257), m(257, 99, 258)], 259).unwrap();
         let mut out = Vec::new();
         bpe.encode_piece(b"abc", &mut out);
         assert_eq!(out, [97, 256]);

@@ -34,16 +34,12 @@ fn byte_map() -> &'static ByteMap {
             };
         }
         let mut gpt2_order = [0u8; 256];
-        let order = (0..=255u8)
-            .filter(|&b| prints_as_itself(b))
-            .chain((0..=255u8).filter(|&b| !prints_as_itself(b)));
+        let order =
+            (0..=255u8).filter(|&b| prints_as_itself(b)).chain((0..=255u8).filter(|&b| !prints_as_itself(b)));
         for (slot, b) in gpt2_order.iter_mut().zip(order) {
             *slot = b;
         }
-        ByteMap {
-            to_char,
-            gpt2_order,
-        }
+        ByteMap { to_char, gpt2_order }
     })
 }
 
@@ -58,9 +54,7 @@ pub fn char_to_byte(c: char) -> Option<u8> {
     let b = if code < 256 && prints_as_itself(code as u8) {
         code as u8
     } else if (256..256 + 68).contains(&code) {
-        (0..=255u8)
-            .filter(|&b| !prints_as_itself(b))
-            .nth((code - 256) as usize)?
+        (0..=255u8).filter(|&b| !prints_as_itself(b)).nth((code - 256) as usize)?
     } else {
         return None;
     };
@@ -91,10 +85,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for b in 0..=255u8 {
             let c = byte_to_char(b);
-            assert!(
-                !c.is_whitespace() && !c.is_control(),
-                "byte {b} maps to {c:?}"
-            );
+            assert!(!c.is_whitespace() && !c.is_control(), "byte {b} maps to {c:?}");
             assert!(seen.insert(c), "two bytes share {c:?}");
             assert_eq!(char_to_byte(c), Some(b));
         }

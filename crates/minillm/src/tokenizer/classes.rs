@@ -26,11 +26,9 @@ struct Tables {
 fn unicode_ranges(pattern: &str) -> Vec<(u32, u32)> {
     let hir = regex_syntax::parse(pattern).expect("built-in class pattern parses");
     match hir.kind() {
-        HirKind::Class(Class::Unicode(class)) => class
-            .ranges()
-            .iter()
-            .map(|r| (r.start() as u32, r.end() as u32))
-            .collect(),
+        HirKind::Class(Class::Unicode(class)) => {
+            class.ranges().iter().map(|r| (r.start() as u32, r.end() as u32)).collect()
+        }
         other => unreachable!("{pattern} parsed to {other:?}"),
     }
 }
@@ -40,11 +38,9 @@ fn tables() -> &'static Tables {
     TABLES.get_or_init(|| {
         let mut bmp = vec![CharClass::Other; 0x10000];
         let mut astral = Vec::new();
-        for (pattern, class) in [
-            (r"\p{L}", CharClass::Letter),
-            (r"\p{N}", CharClass::Number),
-            (r"\s", CharClass::Space),
-        ] {
+        for (pattern, class) in
+            [(r"\p{L}", CharClass::Letter), (r"\p{N}", CharClass::Number), (r"\s", CharClass::Space)]
+        {
             for (start, end) in unicode_ranges(pattern) {
                 for code in start..=end.min(0xFFFF) {
                     bmp[code as usize] = class;

@@ -43,8 +43,8 @@ pub fn load(spec: &str) -> Result<Tokenizer> {
         return from_tiktoken(&text, path);
     }
     if name.ends_with(".json") {
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
+        let value: Value =
+            serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
         if value["model"].is_object() {
             return from_hf_json_value(&value, path);
         }
@@ -72,33 +72,20 @@ fn load_dir(dir: &Path) -> Result<Tokenizer> {
         }
     }
     if let Some(entry) = std::fs::read_dir(dir)
-        .map_err(|cause| Error::Read {
-            path: dir.to_path_buf(),
-            cause,
-        })?
+        .map_err(|cause| Error::Read { path: dir.to_path_buf(), cause })?
         .flatten()
         .find(|e| e.path().extension().is_some_and(|x| x == "tiktoken"))
     {
         return load(&entry.path().to_string_lossy());
     }
-    Err(Error::format(
-        dir,
-        "holds no tokenizer.json, vocab.json, encoder.json or .tiktoken file",
-    ))
+    Err(Error::format(dir, "holds no tokenizer.json, vocab.json, encoder.json or .tiktoken file"))
 }
 
 fn beside(path: &Path, names: &[&str]) -> Result<PathBuf> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    names
-        .iter()
-        .map(|n| dir.join(n))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            Error::format(
-                path,
-                format!("needs its partner file beside it ({})", names.join(" or ")),
-            )
-        })
+    names.iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| {
+        Error::format(path, format!("needs its partner file beside it ({})", names.join(" or ")))
+    })
 }
 
 fn looks_like_tiktoken(text: &str) -> bool {
@@ -141,10 +128,7 @@ pub fn parse_merges(text: &str, path: &Path) -> Result<Vec<(String, String)>> {
             _ => {
                 return Err(Error::format(
                     path,
-                    format!(
-                        "line {}: expected two tokens separated by one space, found {line:?}",
-                        i + 1
-                    ),
+                    format!("line {}: expected two tokens separated by one space, found {line:?}", i + 1),
                 ));
             }
         }
@@ -153,16 +137,13 @@ pub fn parse_merges(text: &str, path: &Path) -> Result<Vec<(String, String)>> {
 }
 
 fn vocab_map(value: &Value, path: &Path) -> Result<HashMap<String, u32>> {
-    let obj = value.as_object().ok_or_else(|| {
-        Error::format(path, "the vocabulary must be a JSON object of token -> id")
-    })?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| Error::format(path, "the vocabulary must be a JSON object of token -> id"))?;
     obj.iter()
         .map(|(token, id)| match id.as_u64() {
             Some(id) if id < u32::MAX as u64 => Ok((token.clone(), id as u32)),
-            _ => Err(Error::format(
-                path,
-                format!("token {token:?} has id {id}, not an integer id"),
-            )),
+            _ => Err(Error::format(path, format!("token {token:?} has id {id}, not an integer id"))),
         })
         .collect()
 }
@@ -199,17 +180,9 @@ fn build(
     }
     let mut merges = Vec::with_capacity(pairs.len());
     for (l, r) in pairs {
-        merges.push(Merge {
-            left: id_of(l)?,
-            right: id_of(r)?,
-            id: id_of(&format!("{l}{r}"))?,
-        });
+        merges.push(Merge { left: id_of(l)?, right: id_of(r)?, id: id_of(&format!("{l}{r}"))? });
     }
-    let mut made: Vec<u32> = byte_ids
-        .iter()
-        .chain(merges.iter().map(|m| &m.id))
-        .copied()
-        .collect();
+    let mut made: Vec<u32> = byte_ids.iter().chain(merges.iter().map(|m| &m.id)).copied().collect();
     made.sort_unstable();
     let mut specials: Vec<(String, u32)> = vocab
         .iter()
@@ -221,19 +194,16 @@ fn build(
             specials.push((t.clone(), *id));
         }
     }
-    let n_ids = vocab
-        .values()
-        .chain(added_specials.iter().map(|s| &s.1))
-        .max()
-        .map_or(0, |&m| m as usize + 1);
+    let n_ids =
+        vocab.values().chain(added_specials.iter().map(|s| &s.1)).max().map_or(0, |&m| m as usize + 1);
     let bpe = Bpe::new(byte_ids, merges, n_ids).map_err(|e| Error::format(path, e))?;
     Tokenizer::new(bpe, pattern, specials).map_err(|e| Error::format(path, e.to_string()))
 }
 
 /// Parses an HF `tokenizer.json` holding a byte-level BPE model.
 pub fn from_hf_json(text: &str, path: &Path) -> Result<Tokenizer> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
     from_hf_json_value(&value, path)
 }
 
@@ -250,10 +220,7 @@ fn from_hf_json_value(value: &Value, path: &Path) -> Result<Tokenizer> {
     }
     for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
         if model[key].as_str().is_some_and(|s| !s.is_empty()) {
-            return Err(Error::format(
-                path,
-                format!("{key} is set; byte-level BPE uses none"),
-            ));
+            return Err(Error::format(path, format!("{key} is set; byte-level BPE uses none")));
         }
     }
     let pattern = hf_pattern(&value["pre_tokenizer"]).ok_or_else(|| {
@@ -266,36 +233,26 @@ fn from_hf_json_value(value: &Value, path: &Path) -> Result<Tokenizer> {
         )
     })?;
     let vocab = vocab_map(&model["vocab"], path)?;
-    let raw_merges = model["merges"]
-        .as_array()
-        .ok_or_else(|| Error::format(path, "model.merges must be a list"))?;
+    let raw_merges =
+        model["merges"].as_array().ok_or_else(|| Error::format(path, "model.merges must be a list"))?;
     let mut pairs = Vec::with_capacity(raw_merges.len());
     for (i, m) in raw_merges.iter().enumerate() {
         let pair = match m {
-            Value::String(s) => s
-                .split_once(' ')
-                .map(|(l, r)| (l.to_string(), r.to_string())),
-            Value::Array(a) => match (
-                a.first().and_then(Value::as_str),
-                a.get(1).and_then(Value::as_str),
-            ) {
+            Value::String(s) => s.split_once(' ').map(|(l, r)| (l.to_string(), r.to_string())),
+            Value::Array(a) => match (a.first().and_then(Value::as_str), a.get(1).and_then(Value::as_str)) {
                 (Some(l), Some(r)) if a.len() == 2 => Some((l.to_string(), r.to_string())),
                 _ => None,
             },
             _ => None,
         };
-        pairs
-            .push(pair.ok_or_else(|| Error::format(path, format!("merge {i} is malformed: {m}")))?);
+        pairs.push(pair.ok_or_else(|| Error::format(path, format!("merge {i} is malformed: {m}")))?);
     }
     let mut added = Vec::new();
     for t in value["added_tokens"].as_array().into_iter().flatten() {
         match (t["content"].as_str(), t["id"].as_u64()) {
             (Some(content), Some(id)) => added.push((content.to_string(), id as u32)),
             _ => {
-                return Err(Error::format(
-                    path,
-                    format!("added token is malformed: {t}"),
-                ));
+                return Err(Error::format(path, format!("added token is malformed: {t}")));
             }
         }
     }
@@ -311,8 +268,7 @@ fn hf_pattern(pre: &Value) -> Option<Pattern> {
             let [split, byte_level] = steps.as_slice() else {
                 return None;
             };
-            let byte_level_ok =
-                byte_level["type"] == "ByteLevel" && byte_level["use_regex"] == false;
+            let byte_level_ok = byte_level["type"] == "ByteLevel" && byte_level["use_regex"] == false;
             let split_ok = split["type"] == "Split" && split["behavior"] == "Isolated";
             if byte_level_ok && split_ok {
                 Pattern::from_regex(split["pattern"]["Regex"].as_str()?)
@@ -375,10 +331,7 @@ fn vocab_entries(tok: &Tokenizer) -> Vec<(u32, String)> {
             if !bytes.is_empty() {
                 Some((id, bytes_to_token_text(bytes)))
             } else {
-                tok.specials()
-                    .iter()
-                    .find(|s| s.1 == id)
-                    .map(|s| (id, s.0.clone()))
+                tok.specials().iter().find(|s| s.1 == id).map(|s| (id, s.0.clone()))
             }
         })
         .collect()
@@ -386,19 +339,12 @@ fn vocab_entries(tok: &Tokenizer) -> Vec<(u32, String)> {
 
 fn merge_texts(tok: &Tokenizer) -> Vec<[String; 2]> {
     let text = |id: u32| bytes_to_token_text(tok.bpe().token_bytes(id).expect("merge parts exist"));
-    tok.bpe()
-        .merges()
-        .iter()
-        .map(|m| [text(m.left), text(m.right)])
-        .collect()
+    tok.bpe().merges().iter().map(|m| [text(m.left), text(m.right)]).collect()
 }
 
 /// `vocab.json` (GPT-2's `encoder.json`) text.
 pub fn to_vocab_json(tok: &Tokenizer) -> String {
-    let map: Map<String, Value> = vocab_entries(tok)
-        .into_iter()
-        .map(|(id, t)| (t, json!(id)))
-        .collect();
+    let map: Map<String, Value> = vocab_entries(tok).into_iter().map(|(id, t)| (t, json!(id))).collect();
     serde_json::to_string(&Value::Object(map)).expect("a JSON value serializes")
 }
 
@@ -427,12 +373,8 @@ pub fn from_tiktoken(text: &str, path: &Path) -> Result<Tokenizer> {
     let mut by_rank: Vec<Option<Vec<u8>>> = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
         let bad = |why: &str| Error::format(path, format!("line {}: {why}", i + 1));
-        let (token, rank) = line
-            .split_once(' ')
-            .ok_or_else(|| bad("expected 'base64-token rank'"))?;
-        let bytes = b64
-            .decode(token)
-            .map_err(|_| bad("the token is not base64"))?;
+        let (token, rank) = line.split_once(' ').ok_or_else(|| bad("expected 'base64-token rank'"))?;
+        let bytes = b64.decode(token).map_err(|_| bad("the token is not base64"))?;
         let rank: usize = rank.parse().map_err(|_| bad("the rank is not a number"))?;
         if rank >= 10_000_000 {
             return Err(bad("the rank is implausibly large"));
@@ -444,11 +386,8 @@ pub fn from_tiktoken(text: &str, path: &Path) -> Result<Tokenizer> {
             return Err(bad("the rank is given twice"));
         }
     }
-    let rank_of: HashMap<&[u8], u32> = by_rank
-        .iter()
-        .enumerate()
-        .filter_map(|(r, t)| Some((t.as_deref()?, r as u32)))
-        .collect();
+    let rank_of: HashMap<&[u8], u32> =
+        by_rank.iter().enumerate().filter_map(|(r, t)| Some((t.as_deref()?, r as u32))).collect();
     let mut byte_ids = [0u32; 256];
     for (b, slot) in byte_ids.iter_mut().enumerate() {
         *slot = *rank_of
@@ -462,11 +401,7 @@ pub fn from_tiktoken(text: &str, path: &Path) -> Result<Tokenizer> {
         };
         let parts = tiktoken_parts(token, rank as u32, &rank_of);
         match parts.as_slice() {
-            [l, r] => merges.push(Merge {
-                left: *l,
-                right: *r,
-                id: rank as u32,
-            }),
+            [l, r] => merges.push(Merge { left: *l, right: *r, id: rank as u32 }),
             _ => {
                 return Err(Error::format(
                     path,
@@ -492,10 +427,7 @@ pub fn from_tiktoken(text: &str, path: &Path) -> Result<Tokenizer> {
     };
     let n_ids = specials.iter().map(|s| s.1 + 1).max().unwrap_or(n).max(n);
     let bpe = Bpe::new(byte_ids, merges, n_ids as usize).map_err(|e| Error::format(path, e))?;
-    let specials = specials
-        .into_iter()
-        .map(|(t, id)| (t.to_string(), id))
-        .collect();
+    let specials = specials.into_iter().map(|(t, id)| (t.to_string(), id)).collect();
     Tokenizer::new(bpe, pattern, specials).map_err(|e| Error::format(path, e.to_string()))
 }
 
@@ -506,12 +438,9 @@ fn tiktoken_parts(token: &[u8], max_rank: u32, rank_of: &HashMap<&[u8], u32>) ->
     loop {
         let best = (0..parts.len() - 1)
             .filter_map(|i| {
-                let joined = &token
-                    [offset(token, parts[i])..offset(token, parts[i + 1]) + parts[i + 1].len()];
-                rank_of
-                    .get(joined)
-                    .filter(|&&r| r < max_rank)
-                    .map(|&r| (r, i, joined))
+                let joined =
+                    &token[offset(token, parts[i])..offset(token, parts[i + 1]) + parts[i + 1].len()];
+                rank_of.get(joined).filter(|&&r| r < max_rank).map(|&r| (r, i, joined))
             })
             .min();
         let Some((_, i, joined)) = best else { break };

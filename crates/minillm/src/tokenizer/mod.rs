@@ -67,16 +67,10 @@ impl Tokenizer {
                 }
             }
             if specials[..i].iter().any(|s| s.0 == *text || s.1 == *id) {
-                return Err(Error::Invalid(format!(
-                    "special token {text} is listed twice"
-                )));
+                return Err(Error::Invalid(format!("special token {text} is listed twice")));
             }
         }
-        Ok(Tokenizer {
-            bpe,
-            pattern,
-            specials,
-        })
+        Ok(Tokenizer { bpe, pattern, specials })
     }
 
     /// GPT-2's tokenizer (r50k_base), built from the merges embedded in the binary.
@@ -112,11 +106,7 @@ impl Tokenizer {
     /// The bytes of a token (a special token's are its text); `None` for an unknown id.
     pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
         match self.bpe.token_bytes(id) {
-            Some([]) => self
-                .specials
-                .iter()
-                .find(|s| s.1 == id)
-                .map(|s| s.0.as_bytes()),
+            Some([]) => self.specials.iter().find(|s| s.1 == id).map(|s| s.0.as_bytes()),
             other => other,
         }
     }
@@ -145,12 +135,7 @@ impl Tokenizer {
         let mut out = Vec::with_capacity(bytes.len() / 4 + 1);
         for chunk in bytes.utf8_chunks() {
             self.encode_ordinary_into(chunk.valid(), &mut out);
-            out.extend(
-                chunk
-                    .invalid()
-                    .iter()
-                    .map(|&b| self.bpe.byte_ids()[b as usize]),
-            );
+            out.extend(chunk.invalid().iter().map(|&b| self.bpe.byte_ids()[b as usize]));
         }
         out
     }
@@ -208,10 +193,8 @@ impl Tokenizer {
             return self.encode(text, specials);
         }
         let cuts = pretokenize::chunk_boundaries(text, CHUNK);
-        let parts: Vec<Result<Vec<u32>>> = cuts
-            .par_windows(2)
-            .map(|w| self.encode(&text[w[0]..w[1]], specials))
-            .collect();
+        let parts: Vec<Result<Vec<u32>>> =
+            cuts.par_windows(2).map(|w| self.encode(&text[w[0]..w[1]], specials)).collect();
         let mut out = Vec::with_capacity(text.len() / 4 + 1);
         for part in parts {
             out.extend(part?);
@@ -262,10 +245,7 @@ mod tests {
         let text = "Hi<|endoftext|>there";
         let err = tok.encode(text, SpecialTokens::Refuse).unwrap_err();
         assert!(err.to_string().contains("<|endoftext|>"), "{err}");
-        assert_eq!(
-            tok.encode(text, SpecialTokens::Allow).unwrap(),
-            [17250, 50256, 8117]
-        );
+        assert_eq!(tok.encode(text, SpecialTokens::Allow).unwrap(), [17250, 50256, 8117]);
         let plain = tok.encode(text, SpecialTokens::AsText).unwrap();
         assert!(plain.len() > 3 && !plain.contains(&50256));
         assert_eq!(tok.decode(&plain).unwrap(), text);

@@ -32,8 +32,7 @@ pub enum Pattern {
     Gpt4,
 }
 
-pub const GPT2_REGEX: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+pub const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 pub const GPT4_REGEX: &str = r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+";
 
 impl Pattern {
@@ -53,18 +52,12 @@ impl Pattern {
 
     /// The pattern whose regex is exactly `regex`, if it is one we implement.
     pub fn from_regex(regex: &str) -> Option<Pattern> {
-        [Pattern::Gpt2, Pattern::Gpt4]
-            .into_iter()
-            .find(|p| p.regex() == regex)
+        [Pattern::Gpt2, Pattern::Gpt4].into_iter().find(|p| p.regex() == regex)
     }
 
     /// Splits `text` into pieces; concatenated, they give back `text`.
     pub fn split(self, text: &str) -> Pieces<'_> {
-        Pieces {
-            text,
-            pos: 0,
-            pattern: self,
-        }
+        Pieces { text, pos: 0, pattern: self }
     }
 }
 
@@ -80,9 +73,7 @@ impl FromStr for Pattern {
         match s {
             "gpt2" | "r50k" => Ok(Pattern::Gpt2),
             "gpt4" | "cl100k" => Ok(Pattern::Gpt4),
-            _ => Err(format!(
-                "unknown split pattern '{s}': use gpt2 (GPT-2, r50k) or gpt4 (GPT-4, cl100k)"
-            )),
+            _ => Err(format!("unknown split pattern '{s}': use gpt2 (GPT-2, r50k) or gpt4 (GPT-4, cl100k)")),
         }
     }
 }
@@ -168,15 +159,8 @@ fn whitespace_piece_end(text: &str, start: usize, run_end: usize) -> usize {
     if run_end == text.len() {
         return run_end;
     }
-    let last_len = text[start..run_end]
-        .chars()
-        .next_back()
-        .map_or(0, char::len_utf8);
-    if run_end - start > last_len {
-        run_end - last_len
-    } else {
-        run_end
-    }
+    let last_len = text[start..run_end].chars().next_back().map_or(0, char::len_utf8);
+    if run_end - start > last_len { run_end - last_len } else { run_end }
 }
 
 fn gpt2_piece_end(text: &str, start: usize) -> usize {
@@ -229,10 +213,7 @@ fn gpt4_piece_end(text: &str, start: usize) -> usize {
     if class == CharClass::Letter {
         return run_end(text, start, CharClass::Letter);
     }
-    if class != CharClass::Number
-        && c != '\r'
-        && c != '\n'
-        && matches!(next, Some((_, CharClass::Letter, _)))
+    if class != CharClass::Number && c != '\r' && c != '\n' && matches!(next, Some((_, CharClass::Letter, _)))
     {
         return run_end(text, after, CharClass::Letter);
     }
@@ -264,10 +245,7 @@ fn gpt4_piece_end(text: &str, start: usize) -> usize {
     }
     // \s*[\r\n]: the longest stretch of the whitespace run that ends in a line break.
     let end = run_end(text, start, CharClass::Space);
-    if let Some(last_break) = bytes[start..end]
-        .iter()
-        .rposition(|&b| b == b'\r' || b == b'\n')
-    {
+    if let Some(last_break) = bytes[start..end].iter().rposition(|&b| b == b'\r' || b == b'\n') {
         return start + last_break + 1;
     }
     // \s+(?!\S)|\s+
@@ -285,9 +263,7 @@ pub fn chunk_boundaries(text: &str, target_chunk: usize) -> Vec<usize> {
         let found = bytes[pos..]
             .windows(3)
             .position(|w| {
-                w[0].is_ascii_alphabetic()
-                    && matches!(w[1], b' ' | b'\n')
-                    && w[2].is_ascii_alphabetic()
+                w[0].is_ascii_alphabetic() && matches!(w[1], b' ' | b'\n') && w[2].is_ascii_alphabetic()
             })
             .map(|p| pos + p + 1);
         match found {

@@ -19,9 +19,7 @@ impl CharTokenizer {
         let mut chars: Vec<char> = corpus.chars().collect();
         chars.sort_unstable();
         chars.dedup();
-        let vocab = std::iter::once(UNK.to_string())
-            .chain(chars.iter().map(char::to_string))
-            .collect();
+        let vocab = std::iter::once(UNK.to_string()).chain(chars.iter().map(char::to_string)).collect();
         let ids = chars.iter().zip(1..).map(|(&c, id)| (c, id)).collect();
         CharTokenizer { vocab, ids }
     }
@@ -31,9 +29,7 @@ impl CharTokenizer {
     }
 
     pub fn encode(&self, text: &str) -> Vec<u32> {
-        text.chars()
-            .map(|c| self.ids.get(&c).copied().unwrap_or(0))
-            .collect()
+        text.chars().map(|c| self.ids.get(&c).copied().unwrap_or(0)).collect()
     }
 
     pub fn token(&self, id: u32) -> &str {
@@ -81,10 +77,8 @@ impl WordTokenizer {
         let mut ranked: Vec<(&str, u64)> = counts.into_iter().collect();
         ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         ranked.truncate(max_vocab.saturating_sub(1));
-        let vocab: Vec<String> = std::iter::once(UNK)
-            .chain(ranked.iter().map(|r| r.0))
-            .map(str::to_string)
-            .collect();
+        let vocab: Vec<String> =
+            std::iter::once(UNK).chain(ranked.iter().map(|r| r.0)).map(str::to_string).collect();
         let ids = vocab.iter().cloned().zip(0..).skip(1).collect();
         WordTokenizer { vocab, ids }
     }
@@ -94,9 +88,7 @@ impl WordTokenizer {
     }
 
     pub fn encode(&self, text: &str) -> Vec<u32> {
-        words(text)
-            .map(|w| self.ids.get(w).copied().unwrap_or(0))
-            .collect()
+        words(text).map(|w| self.ids.get(w).copied().unwrap_or(0)).collect()
     }
 
     pub fn token(&self, id: u32) -> &str {
@@ -111,12 +103,7 @@ mod tests {
     #[test]
     fn words_keep_contractions_and_split_punctuation() {
         let w: Vec<&str> = words("Don't stop, Mia's cat!  'Quoted'").collect();
-        assert_eq!(
-            w,
-            [
-                "Don't", "stop", ",", "Mia's", "cat", "!", "'", "Quoted", "'"
-            ]
-        );
+        assert_eq!(w, ["Don't", "stop", ",", "Mia's", "cat", "!", "'", "Quoted", "'"]);
     }
 
     #[test]
@@ -130,10 +117,7 @@ mod tests {
         let chars = CharTokenizer::fit(corpus);
         assert_eq!(
             chars.vocab_size(),
-            1 + "the casonm"
-                .chars()
-                .collect::<std::collections::HashSet<_>>()
-                .len()
+            1 + "the casonm".chars().collect::<std::collections::HashSet<_>>().len()
         );
         assert_eq!(chars.encode("cz")[1], 0);
     }

@@ -14,16 +14,12 @@ pub struct StreamDecoder<'t> {
 
 impl<'t> StreamDecoder<'t> {
     pub fn new(tokenizer: &'t Tokenizer) -> Self {
-        StreamDecoder {
-            tokenizer,
-            pending: Vec::new(),
-        }
+        StreamDecoder { tokenizer, pending: Vec::new() }
     }
 
     /// Adds one token; returns the text that is now complete (possibly empty).
     pub fn push(&mut self, id: u32) -> Result<String> {
-        self.pending
-            .extend_from_slice(self.tokenizer.token_bytes_or_err(id)?);
+        self.pending.extend_from_slice(self.tokenizer.token_bytes_or_err(id)?);
         let mut out = String::new();
         loop {
             match std::str::from_utf8(&self.pending) {
@@ -34,9 +30,7 @@ impl<'t> StreamDecoder<'t> {
                 }
                 Err(e) => {
                     let valid = e.valid_up_to();
-                    out.push_str(
-                        std::str::from_utf8(&self.pending[..valid]).expect("valid prefix"),
-                    );
+                    out.push_str(std::str::from_utf8(&self.pending[..valid]).expect("valid prefix"));
                     match e.error_len() {
                         // An incomplete character at the end: wait for more bytes.
                         None => {

@@ -60,12 +60,7 @@ pub fn train(
     let n_ids = 256 + merges.len() + config.specials.len();
     let bpe = Bpe::new(std::array::from_fn(|b| b as u32), merges, n_ids).map_err(Error::Invalid)?;
     let first_special = (256 + bpe.merges().len()) as u32;
-    let specials = config
-        .specials
-        .iter()
-        .cloned()
-        .zip(first_special..)
-        .collect();
+    let specials = config.specials.iter().cloned().zip(first_special..).collect();
     Tokenizer::new(bpe, config.pattern, specials)
 }
 
@@ -108,20 +103,14 @@ fn count_pieces(
     }
     let mut sorted: Vec<(&str, u64)> = counts.into_iter().collect();
     sorted.sort_unstable();
-    sorted
-        .into_iter()
-        .map(|(p, n)| (p.bytes().map(u32::from).collect(), n))
-        .unzip()
+    sorted.into_iter().map(|(p, n)| (p.bytes().map(u32::from).collect(), n)).unzip()
 }
 
 /// The parts of `text` between occurrences of any special token.
 fn split_out_specials<'a>(text: &mut &'a str, specials: &[String]) -> Vec<&'a str> {
     let mut segments = Vec::new();
     loop {
-        let next = specials
-            .iter()
-            .filter_map(|s| text.find(s.as_str()).map(|at| (at, s.len())))
-            .min();
+        let next = specials.iter().filter_map(|s| text.find(s.as_str()).map(|at| (at, s.len()))).min();
         match next {
             Some((at, len)) => {
                 segments.push(&text[..at]);
@@ -214,10 +203,7 @@ fn learn_merges(
         }
         pair_count.remove(&k);
         if merges.len() % report_every == 0 || merges.len() == n_merges {
-            progress(TrainProgress::Merged {
-                merges: merges.len(),
-                total: n_merges,
-            });
+            progress(TrainProgress::Merged { merges: merges.len(), total: n_merges });
         }
     }
     merges
@@ -245,11 +231,7 @@ mod tests {
     use super::*;
 
     fn config(vocab_size: usize) -> TrainConfig {
-        TrainConfig {
-            vocab_size,
-            pattern: Pattern::Gpt2,
-            specials: vec![],
-        }
+        TrainConfig { vocab_size, pattern: Pattern::Gpt2, specials: vec![] }
     }
 
     #[test]
@@ -274,27 +256,17 @@ mod tests {
 
     #[test]
     fn too_small_a_vocabulary_is_refused() {
-        let cfg = TrainConfig {
-            specials: vec!["<|end|>".into()],
-            ..config(256)
-        };
+        let cfg = TrainConfig { specials: vec!["<|end|>".into()], ..config(256) };
         let err = train(&["hello"], &cfg, &mut |_| {}).unwrap_err();
         assert!(err.to_string().contains("at least 257"), "{err}");
     }
 
     #[test]
     fn stops_early_when_pairs_run_out_and_specials_follow_the_merges() {
-        let cfg = TrainConfig {
-            specials: vec!["<|end|>".into()],
-            ..config(1000)
-        };
+        let cfg = TrainConfig { specials: vec!["<|end|>".into()], ..config(1000) };
         let tok = train(&["ab<|end|>ab"], &cfg, &mut |_| {}).unwrap();
         assert_eq!(tok.bpe().merges().len(), 1);
         assert_eq!(tok.special_id("<|end|>"), Some(257));
-        assert_eq!(
-            tok.encode("ab<|end|>", super::super::SpecialTokens::Allow)
-                .unwrap(),
-            [256, 257]
-        );
+        assert_eq!(tok.encode("ab<|end|>", super::super::SpecialTokens::Allow).unwrap(), [256, 257]);
     }
 }

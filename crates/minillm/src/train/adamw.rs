@@ -27,13 +27,7 @@ impl AdamW {
         for t in &layout.tensors {
             decay[t.range()].fill(is_decayed(&t.name));
         }
-        AdamW {
-            config,
-            m: vec![0.0; layout.total],
-            v: vec![0.0; layout.total],
-            decay,
-            step: 0,
-        }
+        AdamW { config, m: vec![0.0; layout.total], v: vec![0.0; layout.total], decay, step: 0 }
     }
 
     /// One update of `params` from `grads`, at learning rate `lr`.

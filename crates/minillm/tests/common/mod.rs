@@ -104,16 +104,11 @@ pub fn tricky_strings(seed: u64, n: usize) -> Vec<String> {
 
 /// A file under `../shared/data`, or `None` with a printed reason when it is absent.
 pub fn shared_data(relative: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data")
-        .join(relative);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data").join(relative);
     if path.is_file() {
         Some(path)
     } else {
-        eprintln!(
-            "skipping the part that needs {}: not present",
-            path.display()
-        );
+        eprintln!("skipping the part that needs {}: not present", path.display());
         None
     }
 }

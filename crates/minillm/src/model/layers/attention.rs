@@ -8,7 +8,6 @@
 
 use crate::kernels::matmul::{View, matmul_view};
 use crate::kernels::simd::{exp, multiversion};
-use crate::kernels::vec::axpy;
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -60,11 +59,7 @@ pub fn forward(
             causal_softmax(probs, t);
             let weights = match mask {
                 Some(m) => {
-                    for ((d, &p), &m) in dropped
-                        .iter_mut()
-                        .zip(&*probs)
-                        .zip(&m[bh * t * t..][..t * t])
-                    {
+                    for ((d, &p), &m) in dropped.iter_mut().zip(&*probs).zip(&m[bh * t * t..][..t * t]) {
                         *d = p * m;
                     }
                     &*dropped
@@ -123,7 +118,7 @@ multiversion! {
     }
 }
 
-/// dqkv += d/dqkv given dout (B, T, C).
+/// dqkv = d/dqkv given dout (B, T, C) (overwritten).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     dqkv: &mut [f32],
@@ -170,11 +165,7 @@ pub fn backward(
         for h in 0..nh {
             let g = &heads[((b * nh + h) * t + pos) * 3 * hs..][..3 * hs];
             for part in 0..3 {
-                axpy(
-                    &mut d[part * c + h * hs..][..hs],
-                    1.0,
-                    &g[part * hs..][..hs],
-                );
+                d[part * c + h * hs..][..hs].copy_from_slice(&g[part * hs..][..hs]);
             }
         }
     });
@@ -188,38 +179,18 @@ mod tests {
 
     fn buffers(s: Shape) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
         let n = s.b * s.t;
-        (
-            vec![0.0; n * s.c],
-            vec![0.0; n * s.nh * s.t],
-            vec![0.0; n * s.nh * s.t],
-            vec![0.0; n * 3 * s.c],
-        )
+        (vec![0.0; n * s.c], vec![0.0; n * s.nh * s.t], vec![0.0; n * s.nh * s.t], vec![0.0; n * 3 * s.c])
     }
 
     fn run(qkv: &[f32], mask: Option<&[f32]>, s: Shape, r: &[f32]) -> f64 {
         let (mut out, mut att, mut tt, mut heads) = buffers(s);
-        forward(
-            &mut out,
-            &mut att,
-            qkv,
-            mask,
-            Scratch {
-                tt: &mut tt,
-                heads: &mut heads,
-            },
-            s,
-        );
+        forward(&mut out, &mut att, qkv, mask, Scratch { tt: &mut tt, heads: &mut heads }, s);
         weighted_sum(&out, r)
     }
 
     #[test]
     fn gradients_match_finite_differences_with_and_without_dropout() {
-        let s = Shape {
-            b: 2,
-            t: 4,
-            c: 6,
-            nh: 2,
-        };
+        let s = Shape { b: 2, t: 4, c: 6, nh: 2 };
         let mut rng = Rng::new(7);
         let qkv = random(&mut rng, s.b * s.t * 3 * s.c, 1.0);
         let r = random(&mut rng, s.b * s.t * s.c, 1.0);
@@ -227,55 +198,19 @@ mod tests {
         super::super::dropout::fill_mask(&mut mask, 0.3, &mut rng);
         for m in [None, Some(mask.as_slice())] {
             let (mut out, mut att, mut tt, mut heads) = buffers(s);
-            forward(
-                &mut out,
-                &mut att,
-                &qkv,
-                m,
-                Scratch {
-                    tt: &mut tt,
-                    heads: &mut heads,
-                },
-                s,
-            );
+            forward(&mut out, &mut att, &qkv, m, Scratch { tt: &mut tt, heads: &mut heads }, s);
             let mut dqkv = vec![0.0; qkv.len()];
-            backward(
-                &mut dqkv,
-                &r,
-                &qkv,
-                &att,
-                m,
-                Scratch {
-                    tt: &mut tt,
-                    heads: &mut heads,
-                },
-                s,
-            );
+            backward(&mut dqkv, &r, &qkv, &att, m, Scratch { tt: &mut tt, heads: &mut heads }, s);
             check("qkv", &qkv, &dqkv, |x| run(x, m, s, &r));
         }
     }
 
     #[test]
     fn the_future_gets_no_attention() {
-        let s = Shape {
-            b: 1,
-            t: 3,
-            c: 4,
-            nh: 1,
-        };
+        let s = Shape { b: 1, t: 3, c: 4, nh: 1 };
         let qkv = random(&mut Rng::new(8), 3 * 3 * 4, 1.0);
         let (mut out, mut att, mut tt, mut heads) = buffers(s);
-        forward(
-            &mut out,
-            &mut att,
-            &qkv,
-            None,
-            Scratch {
-                tt: &mut tt,
-                heads: &mut heads,
-            },
-            s,
-        );
+        forward(&mut out, &mut att, &qkv, None, Scratch { tt: &mut tt, heads: &mut heads }, s);
         assert_eq!(att[0], 1.0);
         assert_eq!((att[1], att[2], att[5]), (0.0, 0.0, 0.0));
         for r in att.chunks(3) {

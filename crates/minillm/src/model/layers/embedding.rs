@@ -12,14 +12,7 @@ pub fn forward(out: &mut [f32], tokens: &[u32], wte: &[f32], wpe: &[f32], t_len:
 }
 
 /// dwte, dwpe += scatter of dout (B, T, C) to the rows that were looked up.
-pub fn backward(
-    dwte: &mut [f32],
-    dwpe: &mut [f32],
-    dout: &[f32],
-    tokens: &[u32],
-    t_len: usize,
-    c: usize,
-) {
+pub fn backward(dwte: &mut [f32], dwpe: &mut [f32], dout: &[f32], tokens: &[u32], t_len: usize, c: usize) {
     for (i, (row, &tok)) in dout.chunks_exact(c).zip(tokens).enumerate() {
         crate::kernels::vec::axpy(&mut dwte[tok as usize * c..][..c], 1.0, row);
         crate::kernels::vec::axpy(&mut dwpe[(i % t_len) * c..][..c], 1.0, row);

@@ -21,18 +21,16 @@ multiversion! {
             let th = tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x));
             let sech2 = 1.0 - th * th;
             let slope = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x);
-            *dx += (0.5 * (1.0 + th) + 0.5 * x * sech2 * slope) * dy;
+            *dx = (0.5 * (1.0 + th) + 0.5 * x * sech2 * slope) * dy;
         }
     }
 }
 
 pub fn forward(out: &mut [f32], inp: &[f32]) {
-    out.par_chunks_mut(CHUNK)
-        .zip(inp.par_chunks(CHUNK))
-        .for_each(|(o, x)| forward_chunk(o, x));
+    out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| forward_chunk(o, x));
 }
 
-/// dinp += gelu'(inp) * dout
+/// dinp = gelu'(inp) * dout (overwritten)
 pub fn backward(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
     dinp.par_chunks_mut(CHUNK)
         .zip(inp.par_chunks(CHUNK).zip(dout.par_chunks(CHUNK)))

@@ -14,10 +14,8 @@ pub fn forward(
     b: Option<&[f32]>,
     c: usize,
 ) {
-    out.par_chunks_mut(c)
-        .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
-        .zip(inp.par_chunks(c))
-        .for_each(|((o, (m, s)), x)| {
+    out.par_chunks_mut(c).zip(mean.par_iter_mut().zip(rstd.par_iter_mut())).zip(inp.par_chunks(c)).for_each(
+        |((o, (m, s)), x)| {
             let mu = x.iter().sum::<f32>() / c as f32;
             let var = x.iter().map(|&v| (v - mu) * (v - mu)).sum::<f32>() / c as f32;
             let r = 1.0 / (var + EPS).sqrt();
@@ -25,7 +23,8 @@ pub fn forward(
                 o[i] = (x[i] - mu) * r * w[i] + b.map_or(0.0, |b| b[i]);
             }
             (*m, *s) = (mu, r);
-        });
+        },
+    );
 }
 
 /// dinp += d/dx, dw += sum over rows of dout * xhat, db += sum over rows of dout.
@@ -59,11 +58,7 @@ pub fn backward(
             }
         });
     // Parameter gradients sum over rows; done in row order so the result is deterministic.
-    for ((dy, x), (&mu, &r)) in dout
-        .chunks_exact(c)
-        .zip(inp.chunks_exact(c))
-        .zip(mean.iter().zip(rstd))
-    {
+    for ((dy, x), (&mu, &r)) in dout.chunks_exact(c).zip(inp.chunks_exact(c)).zip(mean.iter().zip(rstd)) {
         for i in 0..c {
             dw[i] += dy[i] * (x[i] - mu) * r;
         }

@@ -12,32 +12,15 @@ pub fn forward(
 ) {
     match b {
         Some(b) => {
-            out[..n * oc]
-                .par_chunks_mut(oc)
-                .for_each(|row| row.copy_from_slice(b));
-            matmul(
-                out,
-                inp,
-                Stored::Normal,
-                w,
-                Stored::Normal,
-                (n, c, oc),
-                true,
-            );
+            out[..n * oc].par_chunks_mut(oc).for_each(|row| row.copy_from_slice(b));
+            matmul(out, inp, Stored::Normal, w, Stored::Normal, (n, c, oc), true);
         }
-        None => matmul(
-            out,
-            inp,
-            Stored::Normal,
-            w,
-            Stored::Normal,
-            (n, c, oc),
-            false,
-        ),
+        None => matmul(out, inp, Stored::Normal, w, Stored::Normal, (n, c, oc), false),
     }
 }
 
-/// dinp += dout . w^T, dw += inp^T . dout, db += column sums of dout.
+/// dinp = dout . w^T (overwritten: an input gradient has one producer), and the parameter
+/// gradients accumulate: dw += inp^T . dout, db += column sums of dout.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     dinp: &mut [f32],
@@ -48,23 +31,12 @@ pub fn backward(
     w: &[f32],
     (n, c, oc): (usize, usize, usize),
 ) {
-    matmul(
-        dinp,
-        dout,
-        Stored::Normal,
-        w,
-        Stored::Transposed,
-        (n, oc, c),
-        true,
-    );
-    matmul(
-        dw,
-        inp,
-        Stored::Transposed,
-        dout,
-        Stored::Normal,
-        (c, n, oc),
-        true,
+    // The two products are independent: run them side by side.
+    let shape_in = (n, oc, c);
+    let shape_w = (c, n, oc);
+    rayon::join(
+        || matmul(dinp, dout, Stored::Normal, w, Stored::Transposed, shape_in, false),
+        || matmul(dw, inp, Stored::Transposed, dout, Stored::Normal, shape_w, true),
     );
     if let Some(db) = db {
         // Columns split across threads; each sums its columns over rows in order.

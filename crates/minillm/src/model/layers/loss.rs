@@ -13,27 +13,16 @@ pub const IGNORE: u32 = u32::MAX;
 
 /// Turns each row of `logits` (N, Vp) into probabilities in place and writes each position's
 /// loss to `losses` (N). Returns the mean loss over counted positions (0 if none count).
-pub fn forward(
-    logits: &mut [f32],
-    losses: &mut [f32],
-    targets: &[u32],
-    v: usize,
-    vp: usize,
-) -> f32 {
-    logits
-        .par_chunks_mut(vp)
-        .zip(losses.par_iter_mut().zip(targets.par_iter()))
-        .for_each(|(row, (loss, &target))| {
+pub fn forward(logits: &mut [f32], losses: &mut [f32], targets: &[u32], v: usize, vp: usize) -> f32 {
+    logits.par_chunks_mut(vp).zip(losses.par_iter_mut().zip(targets.par_iter())).for_each(
+        |(row, (loss, &target))| {
             let row = &mut row[..v];
             let max = simd::max(row);
             let sum = simd::exp_shifted_sum(row, max);
             simd::scale(row, 1.0 / sum);
-            *loss = if target == IGNORE {
-                0.0
-            } else {
-                -row[target as usize].ln()
-            };
-        });
+            *loss = if target == IGNORE { 0.0 } else { -row[target as usize].ln() };
+        },
+    );
     let counted = targets.iter().filter(|&&t| t != IGNORE).count();
     if counted == 0 {
         return 0.0;
@@ -46,20 +35,17 @@ pub fn forward(
 pub fn backward(probs: &mut [f32], targets: &[u32], v: usize, vp: usize) {
     let counted = targets.iter().filter(|&&t| t != IGNORE).count().max(1);
     let scale = 1.0 / counted as f32;
-    probs
-        .par_chunks_mut(vp)
-        .zip(targets.par_iter())
-        .for_each(|(row, &target)| {
-            if target == IGNORE {
-                row.fill(0.0);
-                return;
-            }
-            for x in &mut row[..v] {
-                *x *= scale;
-            }
-            row[target as usize] -= scale;
-            row[v..].fill(0.0);
-        });
+    probs.par_chunks_mut(vp).zip(targets.par_iter()).for_each(|(row, &target)| {
+        if target == IGNORE {
+            row.fill(0.0);
+            return;
+        }
+        for x in &mut row[..v] {
+            *x *= scale;
+        }
+        row[target as usize] -= scale;
+        row[v..].fill(0.0);
+    });
 }
 
 #[cfg(test)]

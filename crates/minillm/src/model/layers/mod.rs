@@ -2,7 +2,9 @@
 //!
 //! Shapes are written in (B, T, C) notation: B sequences, T positions, C channels; NH heads of
 //! size hs = C / NH; V the real vocabulary and Vp the padded one. Every `backward` accumulates
-//! (`+=`) into the gradients it is given, as in llm.c, so the caller zeroes them once per step.
+//! (`+=`) into parameter gradients, as in llm.c, so the caller zeroes them once per step. The
+//! gradient of a layer's input is written (`=`), since each has one producer, except where the
+//! input is the residual stream (LayerNorm), whose gradient sums over branches.
 
 pub mod attention;
 pub mod dropout;
@@ -40,11 +42,7 @@ pub mod gradcheck {
             let numeric = (up - down) / (2.0 * eps as f64);
             let err = (numeric - analytic[i] as f64).abs() / scale;
             worst = worst.max(err);
-            assert!(
-                err < 2e-2,
-                "{name}[{i}]: analytic {} vs numeric {numeric} (scale {scale})",
-                analytic[i]
-            );
+            assert!(err < 2e-2, "{name}[{i}]: analytic {} vs numeric {numeric} (scale {scale})", analytic[i]);
         }
         assert!(worst.is_finite());
     }

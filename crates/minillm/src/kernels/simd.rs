@@ -65,29 +65,57 @@ pub fn tanh(x: f32) -> f32 {
     1.0 - 2.0 / (exp(2.0 * x) + 1.0)
 }
 
-multiversion! {
-    /// Replaces each x with e^(x - max) and returns the sum: the body of a softmax.
-    pub fn exp_shifted_sum(row: &mut [f32], max: f32) -> f32 {
-        let mut sum = 0.0f32;
-        for x in row.iter_mut() {
-            *x = exp(*x - max);
-            sum += *x;
+/// Largest element, with 16 lanes so it vectorizes (a plain fold is one serial chain).
+#[inline(always)]
+pub fn max_inline(row: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let chunks = row.chunks_exact(16);
+    let mut m = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    for c in chunks {
+        for j in 0..16 {
+            acc[j] = if c[j] > acc[j] { c[j] } else { acc[j] };
         }
-        sum
+    }
+    for a in acc {
+        m = if a > m { a } else { m };
+    }
+    m
+}
+
+/// Sum of the elements, with 16 accumulators so it vectorizes.
+#[inline(always)]
+pub fn sum_inline(row: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = row.chunks_exact(16);
+    let mut sum: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for j in 0..16 {
+            acc[j] += c[j];
+        }
+    }
+    for a in acc {
+        sum += a;
+    }
+    sum
+}
+
+/// Softmax of `row` in place.
+#[inline(always)]
+pub fn softmax_inline(row: &mut [f32]) {
+    let max = max_inline(row);
+    for x in row.iter_mut() {
+        *x = exp(*x - max);
+    }
+    let inv = 1.0 / sum_inline(row);
+    for x in row.iter_mut() {
+        *x *= inv;
     }
 }
 
 multiversion! {
-    pub fn scale(row: &mut [f32], s: f32) {
-        for x in row.iter_mut() {
-            *x *= s;
-        }
-    }
-}
-
-multiversion! {
-    pub fn max(row: &[f32]) -> f32 {
-        row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x))
+    /// Softmax of `row` in place.
+    pub fn softmax(row: &mut [f32]) {
+        softmax_inline(row)
     }
 }
 
@@ -112,14 +140,24 @@ mod tests {
     }
 
     #[test]
-    fn softmax_helpers() {
+    fn softmax_of_short_and_long_rows() {
         let mut row = [1.0f32, 2.0, 3.0];
-        let m = max(&row);
-        let sum = exp_shifted_sum(&mut row, m);
-        scale(&mut row, 1.0 / sum);
+        softmax(&mut row);
         let want = [0.090_030_57, 0.244_728_47, 0.665_240_96];
         for (a, b) in row.iter().zip(want) {
             assert!((a - b).abs() < 1e-6);
         }
+        let mut long: Vec<f32> = (0..100).map(|i| (i % 7) as f32 - 40.0 * (i == 93) as i32 as f32).collect();
+        let want: Vec<f64> = {
+            let m = long.iter().fold(f32::MIN, |m, &x| m.max(x)) as f64;
+            let e: Vec<f64> = long.iter().map(|&x| (x as f64 - m).exp()).collect();
+            let s: f64 = e.iter().sum();
+            e.iter().map(|x| x / s).collect()
+        };
+        softmax(&mut long);
+        for (a, b) in long.iter().zip(want) {
+            assert!((*a as f64 - b).abs() < 1e-7);
+        }
+        assert_eq!(max_inline(&[3.0, -1.0, 7.5, 2.0]), 7.5);
     }
 }

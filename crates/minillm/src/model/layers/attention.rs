@@ -7,7 +7,8 @@
 //! (same shape) scales them on the way to v.
 
 use crate::kernels::matmul::{View, matmul_view};
-use crate::kernels::simd::{exp, multiversion};
+use crate::kernels::simd::{multiversion, softmax_inline};
+use crate::kernels::vec::dot_inline;
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -83,16 +84,7 @@ multiversion! {
     fn causal_softmax(scores: &mut [f32], t_len: usize) {
         for (t, row) in scores.chunks_exact_mut(t_len).enumerate() {
             let (past, future) = row.split_at_mut(t + 1);
-            let max = past.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let mut sum = 0.0;
-            for x in past.iter_mut() {
-                *x = exp(*x - max);
-                sum += *x;
-            }
-            let inv = 1.0 / sum;
-            for x in past.iter_mut() {
-                *x *= inv;
-            }
+            softmax_inline(past);
             future.fill(0.0);
         }
     }
@@ -109,7 +101,7 @@ multiversion! {
                 }
             }
             let (past, future) = d.split_at_mut(t + 1);
-            let weighted: f32 = past.iter().zip(p).map(|(&d, &p)| d * p).sum();
+            let weighted = dot_inline(past, p);
             for (d, &p) in past.iter_mut().zip(p) {
                 *d = p * (*d - weighted);
             }

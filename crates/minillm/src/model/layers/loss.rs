@@ -17,9 +17,7 @@ pub fn forward(logits: &mut [f32], losses: &mut [f32], targets: &[u32], v: usize
     logits.par_chunks_mut(vp).zip(losses.par_iter_mut().zip(targets.par_iter())).for_each(
         |(row, (loss, &target))| {
             let row = &mut row[..v];
-            let max = simd::max(row);
-            let sum = simd::exp_shifted_sum(row, max);
-            simd::scale(row, 1.0 / sum);
+            simd::softmax(row);
             *loss = if target == IGNORE { 0.0 } else { -row[target as usize].ln() };
         },
     );

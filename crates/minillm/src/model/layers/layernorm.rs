@@ -1,5 +1,7 @@
 //! LayerNorm over the channels of each position: y = (x - mean) / sqrt(var + 1e-5) * w + b.
 
+use crate::kernels::simd::{multiversion, sum_inline};
+use crate::kernels::vec::dot_inline;
 use rayon::prelude::*;
 
 pub const EPS: f32 = 1e-5;
@@ -14,17 +16,26 @@ pub fn forward(
     b: Option<&[f32]>,
     c: usize,
 ) {
-    out.par_chunks_mut(c).zip(mean.par_iter_mut().zip(rstd.par_iter_mut())).zip(inp.par_chunks(c)).for_each(
-        |((o, (m, s)), x)| {
-            let mu = x.iter().sum::<f32>() / c as f32;
-            let var = x.iter().map(|&v| (v - mu) * (v - mu)).sum::<f32>() / c as f32;
-            let r = 1.0 / (var + EPS).sqrt();
-            for i in 0..c {
-                o[i] = (x[i] - mu) * r * w[i] + b.map_or(0.0, |b| b[i]);
-            }
-            (*m, *s) = (mu, r);
-        },
-    );
+    out.par_chunks_mut(c)
+        .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
+        .zip(inp.par_chunks(c))
+        .for_each(|((o, (m, s)), x)| (*m, *s) = forward_row(o, x, w, b));
+}
+
+multiversion! {
+    fn forward_row(o: &mut [f32], x: &[f32], w: &[f32], b: Option<&[f32]>) -> (f32, f32) {
+        let c = x.len() as f32;
+        let mu = sum_inline(x) / c;
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = x - mu; // centred values, reused for the variance
+        }
+        let r = 1.0 / (dot_inline(o, o) / c + EPS).sqrt();
+        match b {
+            Some(b) => o.iter_mut().zip(w).zip(b).for_each(|((o, &w), &b)| *o = *o * r * w + b),
+            None => o.iter_mut().zip(w).for_each(|(o, &w)| *o = *o * r * w),
+        }
+        (mu, r)
+    }
 }
 
 /// dinp += d/dx, dw += sum over rows of dout * xhat, db += sum over rows of dout.
@@ -43,29 +54,41 @@ pub fn backward(
     dinp.par_chunks_mut(c)
         .zip(dout.par_chunks(c).zip(inp.par_chunks(c)))
         .zip(mean.par_iter().zip(rstd.par_iter()))
-        .for_each(|((dx, (dy, x)), (&mu, &r))| {
-            // dxhat = dy * w; dx = r * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
-            let (mut sum_d, mut sum_dx) = (0.0f32, 0.0f32);
-            for i in 0..c {
-                let d = dy[i] * w[i];
-                sum_d += d;
-                sum_dx += d * (x[i] - mu) * r;
-            }
-            let (mean_d, mean_dx) = (sum_d / c as f32, sum_dx / c as f32);
-            for i in 0..c {
-                let xhat = (x[i] - mu) * r;
-                dx[i] += r * (dy[i] * w[i] - mean_d - xhat * mean_dx);
-            }
-        });
-    // Parameter gradients sum over rows; done in row order so the result is deterministic.
-    for ((dy, x), (&mu, &r)) in dout.chunks_exact(c).zip(inp.chunks_exact(c)).zip(mean.iter().zip(rstd)) {
-        for i in 0..c {
-            dw[i] += dy[i] * (x[i] - mu) * r;
+        .for_each(|((dx, (dy, x)), (&mu, &r))| backward_row(dx, dy, x, w, mu, r));
+    param_grads(dw, db, dout, inp, mean, rstd, c);
+}
+
+multiversion! {
+    /// dxhat = dy * w; dx += r * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+    fn backward_row(dx: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], mu: f32, r: f32) {
+        let c = x.len() as f32;
+        let (mut sum_d, mut sum_dx) = ([0.0f32; 16], [0.0f32; 16]);
+        for (i, ((&dy, &w), &x)) in dy.iter().zip(w).zip(x).enumerate() {
+            let d = dy * w;
+            sum_d[i % 16] += d;
+            sum_dx[i % 16] += d * (x - mu) * r;
+        }
+        let (mean_d, mean_dx) = (sum_inline(&sum_d) / c, sum_inline(&sum_dx) / c);
+        for (((dx, &dy), &w), &x) in dx.iter_mut().zip(dy).zip(w).zip(x) {
+            *dx += r * (dy * w - mean_d - (x - mu) * r * mean_dx);
         }
     }
-    if let Some(db) = db {
-        for dy in dout.chunks_exact(c) {
-            crate::kernels::vec::axpy(db, 1.0, dy);
+}
+
+multiversion! {
+    /// Parameter gradients sum over rows, in row order so the result is deterministic.
+    fn param_grads(dw: &mut [f32], db: Option<&mut [f32]>, dout: &[f32], inp: &[f32], mean: &[f32], rstd: &[f32], c: usize) {
+        for ((dy, x), (&mu, &r)) in dout.chunks_exact(c).zip(inp.chunks_exact(c)).zip(mean.iter().zip(rstd)) {
+            for ((dw, &dy), &x) in dw.iter_mut().zip(dy).zip(x) {
+                *dw += dy * (x - mu) * r;
+            }
+        }
+        if let Some(db) = db {
+            for dy in dout.chunks_exact(c) {
+                for (db, &dy) in db.iter_mut().zip(dy) {
+                    *db += dy;
+                }
+            }
         }
     }
 }

@@ -38,6 +38,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so printing into a closed pipe (`minillm corpus | head`) would
+    // panic; the default action ends the process quietly instead, as for `cat`.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to the default before any threads start.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = Args::parse();
     if let Some(n) = args.threads
         && let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global()

@@ -46,6 +46,13 @@ fn bad_inputs_fail_clearly() {
         ("tokenizer train --input text.txt --vocab-size many --out t.json", "invalid value 'many'"),
         ("tokenizer train --input text.txt --vocab-size 300 --out no/such/dir/t.json", "does not exist"),
         ("tokenizer frobnicate", "unrecognized subcommand"),
+        ("model info --preset gpt3", "unknown preset 'gpt3'"),
+        ("model info", "say which model"),
+        ("model info --preset gpt2 --context 2048", "--context must be 1..=1024"),
+        ("model info --config text.txt", "not valid JSON"),
+        ("model info --model nowhere", "cannot read nowhere: No such file"),
+        ("model info --preset d4 --vocab-size 0", "at least 1"),
+        ("bench train-step --preset baby --context 65", "--context must be 1..=64"),
     ];
     for (command, needle) in cases {
         let args: Vec<&str> = command.split(' ').collect();

@@ -32,9 +32,6 @@ pub fn run(a: Args) -> Result<()> {
         Some(n) => text.split("\n\n").take(n).collect::<Vec<_>>().join("\n\n") + "\n",
         None => text.to_string(),
     };
-    let mut out = std::io::stdout().lock();
-    match out.write_all(shown.as_bytes()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()), // `| head` closed the pipe
-        other => Ok(other?),
-    }
+    std::io::stdout().lock().write_all(shown.as_bytes())?;
+    Ok(())
 }

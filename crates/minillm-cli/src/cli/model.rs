@@ -73,13 +73,27 @@ pub fn size(bytes: f64) -> String {
     if bytes >= 1e9 { format!("{:.2} GB", bytes / 1e9) } else { format!("{:.1} MB", bytes / 1e6) }
 }
 
+fn flops(n: u64) -> String {
+    if n >= 100_000_000 {
+        format!("{:.3} GFLOP", n as f64 / 1e9)
+    } else {
+        format!("{:.2} MFLOP", n as f64 / 1e6)
+    }
+}
+
 fn info(a: InfoArgs) -> Result<()> {
     let (name, c) = a.shape.resolve()?;
     let t = a.context.unwrap_or(c.block_size);
     if t == 0 || t > c.block_size || a.batch == 0 {
         bail!("--context must be 1..={} and --batch at least 1", c.block_size);
     }
-    let described = PRESETS.iter().find(|p| p.0 == name).map_or(String::new(), |p| format!(" ({})", p.1));
+    let described = match PRESETS.iter().find(|p| p.0 == name) {
+        Some(p) => format!(" ({})", p.1),
+        None if name.starts_with('d') && name[1..].parse::<usize>().is_ok() => {
+            format!(" (the depth dial at {}: layers = heads = {0}, width 64 x {0})", &name[1..])
+        }
+        None => String::new(),
+    };
     println!("model {name}{described}");
     println!(
         "  {} layers, {} heads of {}, width {}, context {}, vocabulary {} (padded to {})",
@@ -113,10 +127,10 @@ fn info(a: InfoArgs) -> Result<()> {
         println!("  {label}  {:>10}", size(n as f64 * bits / 8.0));
     }
     println!(
-        "FLOPs per token at context {}: {:.3} GFLOP forward, {:.3} GFLOP training",
+        "FLOPs per token at context {}: {} forward, {} training",
         count(t),
-        c.forward_flops_per_token(t) as f64 / 1e9,
-        c.train_flops_per_token(t) as f64 / 1e9
+        flops(c.forward_flops_per_token(t)),
+        flops(c.train_flops_per_token(t))
     );
     let state = 4.0 * 4.0 * n as f64; // weights, gradients, two AdamW moments, fp32
     println!(

@@ -120,9 +120,29 @@ fn bad_input_is_an_error_not_a_panic() {
 
 #[test]
 fn whole_model_gradients_match_finite_differences() {
+    gradient_check(tiny(0.0));
+}
+
+#[test]
+fn models_without_biases_train_and_save_as_hf_gpt2() {
+    let config = ModelConfig { bias: false, ..tiny(0.0) };
+    gradient_check(config.clone());
+    // Saved with zero biases (HF's GPT-2 always has them), the model loads and computes the same.
+    let dir = common::temp_dir("no-bias");
+    let mut model = Gpt::new(config, 3).unwrap();
+    save_model(&dir, &model, None).unwrap();
+    let mut loaded = load_model(&dir).unwrap();
+    assert!(loaded.config.bias);
+    let (tokens, _) = batch(5, 1, 8, 50);
+    model.forward(&tokens, None, (1, 8)).unwrap();
+    loaded.forward(&tokens, None, (1, 8)).unwrap();
+    assert_eq!(model.logits(), loaded.logits());
+}
+
+fn gradient_check(config: ModelConfig) {
     let (tokens, mut targets) = batch(3, 2, 6, 50);
     targets[1] = minillm::model::layers::loss::IGNORE;
-    let mut model = Gpt::new(tiny(0.0), 9).unwrap();
+    let mut model = Gpt::new(config, 9).unwrap();
     model.zero_grad();
     model.forward(&tokens, Some(&targets), (2, 6)).unwrap();
     model.backward().unwrap();

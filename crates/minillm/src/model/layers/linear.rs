@@ -1,6 +1,7 @@
 //! A linear layer stored like HF's Conv1D: out (N, OC) = inp (N, C) . w (C, OC) + b (OC).
 
 use crate::kernels::matmul::{Stored, matmul};
+use crate::kernels::simd::multiversion;
 use rayon::prelude::*;
 
 pub fn forward(
@@ -39,13 +40,22 @@ pub fn backward(
         || matmul(dw, inp, Stored::Transposed, dout, Stored::Normal, shape_w, true),
     );
     if let Some(db) = db {
-        // Columns split across threads; each sums its columns over rows in order.
+        // Columns split across threads; each sums its columns over rows, in row order.
         const COLS: usize = 256;
-        db.par_chunks_mut(COLS).enumerate().for_each(|(j, cols)| {
-            for row in dout[..n * oc].chunks_exact(oc) {
-                crate::kernels::vec::axpy(cols, 1.0, &row[j * COLS..][..cols.len()]);
+        db.par_chunks_mut(COLS)
+            .enumerate()
+            .for_each(|(j, cols)| column_sums(cols, &dout[..n * oc], j * COLS, oc));
+    }
+}
+
+multiversion! {
+    /// cols[i] += sum over rows of m[row, start + i], for a row-major m with `width` columns.
+    fn column_sums(cols: &mut [f32], m: &[f32], start: usize, width: usize) {
+        for row in m.chunks_exact(width) {
+            for (c, &x) in cols.iter_mut().zip(&row[start..]) {
+                *c += x;
             }
-        });
+        }
     }
 }
 

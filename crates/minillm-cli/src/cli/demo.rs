@@ -1,9 +1,10 @@
 //! `minillm demo`: the whole pipeline as far as it goes, on the built-in corpus, no download.
-//! Today that is stage 1, tokenization; each later stage adds its step here.
+//! Today that is tokenization and an untrained model; each later stage adds its step here.
 
 use super::compare::{EXAMPLES, Trio};
 use super::display::{count, token};
 use anyhow::Result;
+use minillm::model::{Gpt, ModelConfig};
 use std::time::Instant;
 
 const VOCAB: usize = 1024;
@@ -51,6 +52,39 @@ pub fn run() -> Result<()> {
          shortest\nbut turn every unseen word into {}; BPE keeps sequences short with no unknowns.",
         minillm::tokenizer::simple::UNK
     );
-    println!("Read more: docs/guide/01-tokenization.md; try `minillm tokenizer --help`.");
+    untrained_model(&trio.bpe, held_out)?;
+    println!("\nRead more: docs/guide/01-tokenization.md and 02-transformer.md; try `minillm --help`.");
+    Ok(())
+}
+
+/// Stage 2: a GPT over that vocabulary, before any training. Its loss should be about
+/// ln(vocabulary), the loss of guessing every token with equal probability.
+fn untrained_model(bpe: &minillm::Tokenizer, text: &str) -> Result<()> {
+    let config = ModelConfig { block_size: 128, ..ModelConfig::depth(4, bpe.vocab_size()) };
+    println!("\n== 5. A GPT over these tokens, before training");
+    println!(
+        "depth 4: {} layers, {} heads, width {}, context {}: {} parameters",
+        config.n_layer,
+        config.n_head,
+        config.n_embd,
+        config.block_size,
+        count(config.num_params())
+    );
+    let ids = bpe.encode(text, minillm::SpecialTokens::AsText)?;
+    let (b, t) = (4, config.block_size);
+    let mut model = Gpt::new(config, 2026)?;
+    let started = Instant::now();
+    let loss = model.forward(&ids[..b * t], Some(&ids[1..b * t + 1]), (b, t))?.unwrap_or(f32::NAN);
+    model.backward()?;
+    println!(
+        "loss on {} held-out tokens: {loss:.3}, close to ln({}) = {:.3}, the loss of a uniform guess",
+        count(b * t),
+        count(bpe.vocab_size()),
+        (bpe.vocab_size() as f64).ln()
+    );
+    println!(
+        "one forward + backward pass took {:.0} ms; training arrives in the next stage.",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     Ok(())
 }

@@ -29,6 +29,8 @@ enum Command {
     /// Train, run and inspect byte-level BPE tokenizers.
     #[command(subcommand)]
     Tokenizer(cli::tokenizer::Command),
+    /// Tokenize text files into training and validation shards.
+    Prepare(cli::prepare::Args),
     /// Inspect model shapes: parameters, memory, FLOPs.
     #[command(subcommand)]
     Model(cli::model::Command),
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Demo => cli::demo::run(),
         Command::Corpus(a) => cli::corpus::run(a),
         Command::Tokenizer(c) => cli::tokenizer::run(c),
+        Command::Prepare(a) => cli::prepare::run(a),
         Command::Model(c) => cli::model::run(c),
         Command::Bench(c) => cli::bench::run(c),
     };

@@ -4,4 +4,5 @@ pub mod corpus;
 pub mod demo;
 pub mod display;
 pub mod model;
+pub mod prepare;
 pub mod tokenizer;

@@ -20,18 +20,21 @@ use std::path::{Path, PathBuf};
 
 const ENDOFTEXT: &str = "<|endoftext|>";
 
-/// Loads a tokenizer: `gpt2` is the built-in GPT-2 vocabulary; otherwise a path to a
+/// Loads a tokenizer: `gpt2` is the built-in GPT-2 vocabulary, `bytes` the 256 single bytes;
+/// otherwise a path to a
 /// `tokenizer.json`, a `vocab.json`/`encoder.json` (with `merges.txt`/`vocab.bpe` beside it), a
 /// merges file (with its vocabulary beside it), a `.tiktoken` rank file, or a directory holding
 /// one of these.
 pub fn load(spec: &str) -> Result<Tokenizer> {
-    if spec == "gpt2" && !Path::new(spec).exists() {
-        return Ok(Tokenizer::gpt2().clone());
+    match spec {
+        "gpt2" if !Path::new(spec).exists() => return Ok(Tokenizer::gpt2().clone()),
+        "bytes" if !Path::new(spec).exists() => return Ok(Tokenizer::bytes()),
+        _ => {}
     }
     let path = Path::new(spec);
     if !path.exists() {
         return Err(Error::Invalid(format!(
-            "no tokenizer file or directory at '{spec}' (the built-in GPT-2 tokenizer is named gpt2)"
+            "no tokenizer file or directory at '{spec}' (built in: gpt2, bytes)"
         )));
     }
     if path.is_dir() {

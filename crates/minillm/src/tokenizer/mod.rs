@@ -82,6 +82,14 @@ impl Tokenizer {
         })
     }
 
+    /// The 256-symbol byte-level vocabulary: one token per byte, no merges (character-level
+    /// for ASCII text, as nanoGPT's shakespeare_char).
+    pub fn bytes() -> Tokenizer {
+        let bpe =
+            Bpe::new(std::array::from_fn(|b| b as u32), Vec::new(), 256).expect("256 bytes are a vocabulary");
+        Tokenizer::new(bpe, Pattern::Gpt2, Vec::new()).expect("no specials to clash")
+    }
+
     pub fn pattern(&self) -> Pattern {
         self.pattern
     }

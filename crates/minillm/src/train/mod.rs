@@ -1,3 +1,4 @@
 //! Training: the optimizer (the loop, data and schedules arrive with the pretraining stage).
 
 pub mod adamw;
+pub mod data;

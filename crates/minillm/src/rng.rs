@@ -21,6 +21,16 @@ impl Rng {
         Rng { s: [next(), next(), next(), next()] }
     }
 
+    /// The full state, to save with a checkpoint.
+    pub fn state(&self) -> [u64; 4] {
+        self.s
+    }
+
+    /// Continues exactly where [`state`](Self::state) was taken.
+    pub fn from_state(s: [u64; 4]) -> Rng {
+        Rng { s }
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         let s = &mut self.s;
         let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);

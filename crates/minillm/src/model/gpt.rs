@@ -63,6 +63,15 @@ impl Gpt {
         })
     }
 
+    /// The dropout random stream, saved with checkpoints so a resumed run draws the same masks.
+    pub fn dropout_rng(&self) -> &Rng {
+        &self.dropout_rng
+    }
+
+    pub fn set_dropout_rng(&mut self, rng: Rng) {
+        self.dropout_rng = rng;
+    }
+
     pub fn zero_grad(&mut self) {
         self.grads.fill(0.0);
     }

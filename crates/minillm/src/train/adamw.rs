@@ -30,6 +30,22 @@ impl AdamW {
         AdamW { config, m: vec![0.0; layout.total], v: vec![0.0; layout.total], decay, step: 0 }
     }
 
+    /// The moments and the step count, to save with a checkpoint.
+    pub fn state(&self) -> (&[f32], &[f32], u32) {
+        (&self.m, &self.v, self.step)
+    }
+
+    /// Restores [`state`](Self::state); the lengths must match the layout.
+    pub fn set_state(&mut self, m: Vec<f32>, v: Vec<f32>, step: u32) -> crate::Result<()> {
+        if m.len() != self.m.len() || v.len() != self.v.len() {
+            return Err(crate::Error::Invalid(
+                "optimizer state does not match the model's parameters".into(),
+            ));
+        }
+        (self.m, self.v, self.step) = (m, v, step);
+        Ok(())
+    }
+
     /// One update of `params` from `grads`, at learning rate `lr`.
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
         self.step += 1;

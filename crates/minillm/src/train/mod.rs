@@ -2,3 +2,5 @@
 
 pub mod adamw;
 pub mod data;
+pub mod schedule;
+pub mod trainer;

@@ -20,6 +20,8 @@ struct Args {
     command: Command,
 }
 
+// Parsed once per run, so the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the tour: make the built-in corpus, train a tokenizer on it and compare tokenizers.
@@ -31,6 +33,8 @@ enum Command {
     Tokenizer(cli::tokenizer::Command),
     /// Tokenize text files into training and validation shards.
     Prepare(cli::prepare::Args),
+    /// Pretrain a model on prepared shards, with checkpoints you can resume.
+    Train(cli::train::Args),
     /// Inspect model shapes: parameters, memory, FLOPs.
     #[command(subcommand)]
     Model(cli::model::Command),
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Command::Corpus(a) => cli::corpus::run(a),
         Command::Tokenizer(c) => cli::tokenizer::run(c),
         Command::Prepare(a) => cli::prepare::run(a),
+        Command::Train(a) => cli::train::run(a),
         Command::Model(c) => cli::model::run(c),
         Command::Bench(c) => cli::bench::run(c),
     };

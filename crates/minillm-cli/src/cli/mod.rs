@@ -6,3 +6,4 @@ pub mod display;
 pub mod model;
 pub mod prepare;
 pub mod tokenizer;
+pub mod train;

@@ -1,0 +1,212 @@
+//! `minillm train`: pretraining with live progress, metrics.jsonl, evaluation and checkpoints.
+
+use super::display::count;
+use anyhow::{Context, Result, bail};
+use clap::Args as ClapArgs;
+use indicatif::{ProgressBar, ProgressStyle};
+use minillm::fsutil::atomic_write;
+use minillm::train::trainer::{TrainConfig, Trainer};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// Directory of shards made by `minillm prepare`.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Run directory for checkpoints, metrics.jsonl and the resolved config.
+    #[arg(long, value_name = "RUN_DIR", required_unless_present = "resume")]
+    out: Option<PathBuf>,
+    /// Continue the run in RUN_DIR from its latest checkpoint, exactly.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["out", "config"])]
+    resume: Option<PathBuf>,
+    /// A TOML file with any of the settings below (flags win).
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    flags: Flags,
+}
+
+/// Every TrainConfig setting as an optional flag.
+#[derive(ClapArgs)]
+struct Flags {
+    /// Model shape: a preset (baby, gpt2, ...) or the depth dial (d4).
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long)]
+    context: Option<usize>,
+    #[arg(long)]
+    dropout: Option<f32>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    #[arg(long)]
+    max_steps: Option<usize>,
+    #[arg(long)]
+    lr: Option<f32>,
+    #[arg(long)]
+    min_lr: Option<f32>,
+    #[arg(long)]
+    warmup_steps: Option<usize>,
+    #[arg(long)]
+    decay_steps: Option<usize>,
+    #[arg(long)]
+    beta1: Option<f32>,
+    #[arg(long)]
+    beta2: Option<f32>,
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    #[arg(long)]
+    grad_clip: Option<f32>,
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// Validation batches per evaluation (0 = the whole validation split).
+    #[arg(long)]
+    eval_batches: Option<usize>,
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl Flags {
+    fn apply(&self, c: &mut TrainConfig) {
+        macro_rules! set {
+            ($($field:ident),*) => { $(if let Some(v) = &self.$field { c.$field = v.clone(); })* };
+        }
+        set!(model, dropout, batch_size, grad_accum, max_steps, lr, min_lr, warmup_steps, beta1, beta2);
+        set!(weight_decay, grad_clip, eval_every, eval_batches, checkpoint_every, seed);
+        if self.context.is_some() {
+            c.context = self.context;
+        }
+        if self.decay_steps.is_some() {
+            c.decay_steps = self.decay_steps;
+        }
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let (mut trainer, run_dir) = match &a.resume {
+        Some(run) => {
+            let mut t = Trainer::resume(run, &a.data)?;
+            a.flags.apply(&mut t.config);
+            (t, run.clone())
+        }
+        None => {
+            let out = a.out.clone().expect("clap requires --out without --resume");
+            if out.join("latest.json").exists() {
+                bail!(
+                    "{} already holds a run; continue it with --resume {0} or choose another --out",
+                    out.display()
+                );
+            }
+            let mut config = match &a.config {
+                Some(path) => TrainConfig::from_toml(&minillm::fsutil::read_text(path)?, path)?,
+                None => TrainConfig::default(),
+            };
+            a.flags.apply(&mut config);
+            let trainer = Trainer::new(config, &a.data)?;
+            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            (trainer, out)
+        }
+    };
+    atomic_write(&run_dir.join("config.toml"), trainer.config.to_toml().as_bytes())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot install the Ctrl-C handler")?;
+    train_loop(&mut trainer, &run_dir, &stop)
+}
+
+fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> Result<()> {
+    let c = trainer.config.clone();
+    let m = &trainer.model.config;
+    let tokens_per_step = c.batch_size * c.grad_accum * m.block_size;
+    println!(
+        "training {} ({} layers, {} heads, width {}, context {}): {} parameters, vocabulary {}",
+        c.model,
+        m.n_layer,
+        m.n_head,
+        m.n_embd,
+        m.block_size,
+        count(m.num_params()),
+        count(m.vocab_size)
+    );
+    println!(
+        "{} steps of {} tokens from step {}; run directory {}",
+        count(c.max_steps),
+        count(tokens_per_step),
+        trainer.step,
+        run_dir.display()
+    );
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run_dir.join("metrics.jsonl"))
+        .with_context(|| format!("cannot open {}", run_dir.join("metrics.jsonl").display()))?;
+    let bar = ProgressBar::new(c.max_steps as u64).with_position(trainer.step as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} (eta {eta})").expect("valid template"),
+    );
+    let started = Instant::now();
+    let first = trainer.step;
+    while trainer.step < c.max_steps {
+        let t0 = Instant::now();
+        let stats = match trainer.train_step() {
+            Ok(s) => s,
+            Err(e) => {
+                bar.abandon();
+                bail!("{e}");
+            }
+        };
+        let tokens_per_s = tokens_per_step as f64 / t0.elapsed().as_secs_f64();
+        let mut line = serde_json::json!({
+            "step": stats.step, "loss": stats.loss, "lr": stats.lr, "grad_norm": stats.grad_norm,
+            "tokens_per_s": tokens_per_s, "elapsed_s": started.elapsed().as_secs_f64(),
+        });
+        let last = trainer.step == c.max_steps;
+        if trainer.step.is_multiple_of(c.eval_every) || last {
+            let e = trainer.evaluate()?;
+            line["val_loss"] = e.val_loss.into();
+            line["val_perplexity"] = e.perplexity.into();
+            line["val_bits_per_byte"] = e.bits_per_byte.into();
+            let report = format!(
+                "step {:>6}: train loss {:.4}, val loss {:.4}, perplexity {:.2}, {:.3} bits per byte",
+                stats.step, stats.loss, e.val_loss, e.perplexity, e.bits_per_byte
+            );
+            // A hidden bar (output not a terminal) would swallow its println.
+            if bar.is_hidden() { println!("{report}") } else { bar.println(report) }
+        }
+        writeln!(metrics, "{line}")?;
+        bar.set_position(trainer.step as u64);
+        bar.set_message(format!("loss {:.4} lr {:.2e} {:.0} tok/s", stats.loss, stats.lr, tokens_per_s));
+        let interrupted = stop.load(Ordering::SeqCst);
+        if trainer.step.is_multiple_of(c.checkpoint_every) || last || interrupted {
+            trainer.save_checkpoint(run_dir)?;
+        }
+        if interrupted {
+            bar.abandon();
+            println!(
+                "interrupted: saved a checkpoint at step {}; continue with --resume {}",
+                trainer.step,
+                run_dir.display()
+            );
+            return Ok(());
+        }
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "done: {} steps in {:.1}s ({:.0} tokens/s); best val loss {:.4}; checkpoint in {}",
+        trainer.step - first,
+        secs,
+        ((trainer.step - first) * tokens_per_step) as f64 / secs,
+        trainer.best_val.unwrap_or(f32::NAN),
+        run_dir.display()
+    );
+    Ok(())
+}

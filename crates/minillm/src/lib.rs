@@ -18,6 +18,7 @@ pub mod io;
 pub mod kernels;
 pub mod model;
 pub mod rng;
+pub mod sample;
 pub mod tokenizer;
 pub mod train;
 

@@ -1,10 +1,16 @@
 //! `minillm demo`: the whole pipeline as far as it goes, on the built-in corpus, no download.
-//! Today that is tokenization and an untrained model; each later stage adds its step here.
+//! Today: the corpus, a tokenizer, then a small GPT trained on it and sampled before and after.
 
 use super::compare::{EXAMPLES, Trio};
+use super::display::visible;
 use super::display::{count, token};
 use anyhow::Result;
-use minillm::model::{Gpt, ModelConfig};
+use minillm::model::Gpt;
+use minillm::rng::Rng;
+use minillm::sample::{SamplerConfig, generate};
+use minillm::train::data::{ShardInfo, tokenizer_hash, write_shard};
+use minillm::train::trainer::{TrainConfig, Trainer};
+use std::path::PathBuf;
 use std::time::Instant;
 
 const VOCAB: usize = 1024;
@@ -52,39 +58,75 @@ pub fn run() -> Result<()> {
          shortest\nbut turn every unseen word into {}; BPE keeps sequences short with no unknowns.",
         minillm::tokenizer::simple::UNK
     );
-    untrained_model(&trio.bpe, held_out)?;
-    println!("\nRead more: docs/guide/01-tokenization.md and 02-transformer.md; try `minillm --help`.");
+    train_and_talk(&trio.bpe, corpus)?;
+    println!("\nRead more: docs/guide/ (tokenization, the transformer, pretraining); try `minillm --help`.");
     Ok(())
 }
 
-/// Stage 2: a GPT over that vocabulary, before any training. Its loss should be about
-/// ln(vocabulary), the loss of guessing every token with equal probability.
-fn untrained_model(bpe: &minillm::Tokenizer, text: &str) -> Result<()> {
-    let config = ModelConfig { block_size: 128, ..ModelConfig::depth(4, bpe.vocab_size()) };
-    println!("\n== 5. A GPT over these tokens, before training");
+const PROMPTS: &[&str] =
+    &["Once upon a time,", "Question: What is the capital of France?\nAnswer:", "Tom: Hello, Mia!"];
+
+/// Prints a continuation of each prompt, cut at the first blank line (the end of a document),
+/// with the prompt and its continuation together.
+fn samples(model: &mut Gpt, bpe: &minillm::Tokenizer) -> Result<()> {
+    let config = SamplerConfig { temperature: 0.8, top_k: 40 };
+    let mut rng = Rng::new(7);
+    for prompt in PROMPTS {
+        let ids = bpe.encode(prompt, minillm::SpecialTokens::AsText)?;
+        let out = generate(model, &ids, 48, config, &mut rng, None, |_| {})?;
+        let text = bpe.decode(&out[ids.len()..])?;
+        let text = text.split("\n\n").next().unwrap_or_default();
+        for line in format!("{prompt}{text}").lines() {
+            println!("    {}", visible(line));
+        }
+        println!();
+    }
+    Ok(())
+}
+
+/// Stages 2 and 3: a small GPT over that vocabulary, trained on the corpus, with samples before
+/// and after. Leaves the run in ./minillm-demo for the other commands.
+fn train_and_talk(bpe: &minillm::Tokenizer, corpus: &str) -> Result<()> {
+    let root = PathBuf::from("minillm-demo");
+    let (data, run) = (root.join("data"), root.join("run"));
+    if run.join("latest.json").exists() {
+        println!("\n(replacing the previous demo run in {})", root.display());
+        std::fs::remove_dir_all(&run)?;
+    }
+    std::fs::create_dir_all(&data)?;
+    let ids = bpe.encode_parallel(corpus, minillm::SpecialTokens::AsText)?;
+    let split = ids.len() * 9 / 10;
+    let info = ShardInfo { vocab_size: bpe.vocab_size() as u32, tokenizer_hash: tokenizer_hash(bpe) };
+    write_shard(&data.join("train.bin"), &ids[..split], info)?;
+    write_shard(&data.join("val.bin"), &ids[split..], info)?;
+    minillm::tokenizer::formats::save(bpe, &data.join("tokenizer.json"))?;
+    let config = TrainConfig {
+        model: "d3".into(),
+        context: Some(64),
+        batch_size: 16,
+        max_steps: 800,
+        lr: 2e-3,
+        min_lr: 2e-4,
+        warmup_steps: 50,
+        eval_every: 200,
+        eval_batches: 20,
+        checkpoint_every: 800,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(config, &data)?;
     println!(
-        "depth 4: {} layers, {} heads, width {}, context {}: {} parameters",
-        config.n_layer,
-        config.n_head,
-        config.n_embd,
-        config.block_size,
-        count(config.num_params())
-    );
-    let ids = bpe.encode(text, minillm::SpecialTokens::AsText)?;
-    let (b, t) = (4, config.block_size);
-    let mut model = Gpt::new(config, 2026)?;
-    let started = Instant::now();
-    let loss = model.forward(&ids[..b * t], Some(&ids[1..b * t + 1]), (b, t))?.unwrap_or(f32::NAN);
-    model.backward()?;
-    println!(
-        "loss on {} held-out tokens: {loss:.3}, close to ln({}) = {:.3}, the loss of a uniform guess",
-        count(b * t),
+        "\n== 5. Before training, the model babbles (loss near ln {} = {:.2}):",
         count(bpe.vocab_size()),
         (bpe.vocab_size() as f64).ln()
     );
-    println!(
-        "one forward + backward pass took {:.0} ms; training arrives in the next stage.",
-        started.elapsed().as_secs_f64() * 1e3
-    );
+    samples(&mut trainer.model, bpe)?;
+    println!("\n== 6. Training it on the corpus ({} tokens)", count(ids.len()));
+    std::fs::create_dir_all(&run)?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    super::train::train_loop(&mut trainer, &run, &stop)?;
+    println!("\n== 7. After training, it writes the corpus's kind of sentences:");
+    samples(&mut trainer.model, bpe)?;
+    println!("\nThe run is in {} (checkpoint, metrics.jsonl); continue it with", run.display());
+    println!("`minillm train --data {} --resume {} --max-steps 2000`.", data.display(), run.display());
     Ok(())
 }

@@ -122,7 +122,9 @@ pub fn run(a: Args) -> Result<()> {
     train_loop(&mut trainer, &run_dir, &stop)
 }
 
-fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> Result<()> {
+/// Runs `trainer` to its `max_steps` with a progress bar, metrics.jsonl, evaluations and
+/// checkpoints in `run_dir`; stops early (with a checkpoint) when `stop` is set.
+pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> Result<()> {
     let c = trainer.config.clone();
     let m = &trainer.model.config;
     let tokens_per_step = c.batch_size * c.grad_accum * m.block_size;

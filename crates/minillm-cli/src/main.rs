@@ -35,6 +35,8 @@ enum Command {
     Prepare(cli::prepare::Args),
     /// Pretrain a model on prepared shards, with checkpoints you can resume.
     Train(cli::train::Args),
+    /// Draw a run's train and validation loss curves (SVG).
+    Plot(cli::plot::Args),
     /// Inspect model shapes: parameters, memory, FLOPs.
     #[command(subcommand)]
     Model(cli::model::Command),
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::Tokenizer(c) => cli::tokenizer::run(c),
         Command::Prepare(a) => cli::prepare::run(a),
         Command::Train(a) => cli::train::run(a),
+        Command::Plot(a) => cli::plot::run(a),
         Command::Model(c) => cli::model::run(c),
         Command::Bench(c) => cli::bench::run(c),
     };

@@ -4,6 +4,7 @@ pub mod corpus;
 pub mod demo;
 pub mod display;
 pub mod model;
+pub mod plot;
 pub mod prepare;
 pub mod tokenizer;
 pub mod train;

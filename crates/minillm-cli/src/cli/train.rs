@@ -202,8 +202,9 @@ pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> R
     }
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
+    super::plot::write_plot(run_dir, &run_dir.join("loss.svg"))?;
     println!(
-        "done: {} steps in {:.1}s ({:.0} tokens/s); best val loss {:.4}; checkpoint in {}",
+        "done: {} steps in {:.1}s ({:.0} tokens/s); best val loss {:.4}; checkpoint and loss.svg in {}",
         trainer.step - first,
         secs,
         ((trainer.step - first) * tokens_per_step) as f64 / secs,

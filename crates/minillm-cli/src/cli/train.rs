@@ -71,6 +71,11 @@ struct Flags {
     checkpoint_every: Option<usize>,
     #[arg(long)]
     seed: Option<u64>,
+    /// Prompt continued after each evaluation ("" turns samples off).
+    #[arg(long)]
+    sample_prompt: Option<String>,
+    #[arg(long)]
+    sample_tokens: Option<usize>,
 }
 
 impl Flags {
@@ -79,7 +84,16 @@ impl Flags {
             ($($field:ident),*) => { $(if let Some(v) = &self.$field { c.$field = v.clone(); })* };
         }
         set!(model, dropout, batch_size, grad_accum, max_steps, lr, min_lr, warmup_steps, beta1, beta2);
-        set!(weight_decay, grad_clip, eval_every, eval_batches, checkpoint_every, seed);
+        set!(
+            weight_decay,
+            grad_clip,
+            eval_every,
+            eval_batches,
+            checkpoint_every,
+            seed,
+            sample_prompt,
+            sample_tokens
+        );
         if self.context.is_some() {
             c.context = self.context;
         }
@@ -100,7 +114,7 @@ pub fn run(a: Args) -> Result<()> {
             let out = a.out.clone().expect("clap requires --out without --resume");
             if out.join("latest.json").exists() {
                 bail!(
-                    "{} already holds a run; continue it with --resume {0} or choose another --out",
+                    "the run directory {} already holds a run; continue it with --resume {0} or choose another --out",
                     out.display()
                 );
             }
@@ -180,6 +194,14 @@ pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> R
                 "step {:>6}: train loss {:.4}, val loss {:.4}, perplexity {:.2}, {:.3} bits per byte",
                 stats.step, stats.loss, e.val_loss, e.perplexity, e.bits_per_byte
             );
+            let sample = trainer.sample()?;
+            let report = match &sample {
+                Some(text) => format!("{report}\n  sample: {}", super::display::visible(text.trim())),
+                None => report,
+            };
+            if let Some(text) = sample {
+                line["sample"] = text.into();
+            }
             // A hidden bar (output not a terminal) would swallow its println.
             if bar.is_hidden() { println!("{report}") } else { bar.println(report) }
         }

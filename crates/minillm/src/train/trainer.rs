@@ -43,6 +43,9 @@ pub struct TrainConfig {
     pub eval_batches: usize,
     /// Checkpoint every this many steps (and at the end).
     pub checkpoint_every: usize,
+    /// After each evaluation, continue this prompt to show what the model writes ("" = off).
+    pub sample_prompt: String,
+    pub sample_tokens: usize,
     pub seed: u64,
 }
 
@@ -66,6 +69,8 @@ impl Default for TrainConfig {
             eval_every: 250,
             eval_batches: 0,
             checkpoint_every: 500,
+            sample_prompt: "\n".into(),
+            sample_tokens: 64,
             seed: 1337,
         }
     }
@@ -172,8 +177,11 @@ fn load_split(data: &Path, name: &str, tok: &Tokenizer) -> Result<Vec<u32>> {
 impl Trainer {
     /// A fresh run on the shards in `data` (as written by `minillm prepare`). Everything that
     /// can be wrong with the input is checked here, before any training.
-    pub fn new(config: TrainConfig, data: &Path) -> Result<Trainer> {
+    pub fn new(mut config: TrainConfig, data: &Path) -> Result<Trainer> {
         config.validate()?;
+        // Pin the schedule's end now, so resuming with a larger max_steps extends the run at the
+        // floor learning rate instead of reshaping the cosine behind it.
+        config.decay_steps.get_or_insert(config.max_steps);
         let tok_path = data.join("tokenizer.json");
         let tokenizer = formats::from_hf_json(&read_text(&tok_path)?, &tok_path)?;
         let model_config = config.model_config(tokenizer.vocab_size())?;
@@ -299,6 +307,29 @@ impl Trainer {
             self.best_val = Some(val_loss);
         }
         Ok(EvalStats { val_loss, perplexity: val_loss.exp(), bits_per_byte })
+    }
+
+    /// A short continuation of `sample_prompt` (greedy-ish: temperature 0.8, top-k 40, fixed
+    /// seed, so samples from successive evaluations are comparable). `None` when turned off.
+    pub fn sample(&mut self) -> Result<Option<String>> {
+        if self.config.sample_prompt.is_empty() || self.config.sample_tokens == 0 {
+            return Ok(None);
+        }
+        let prompt = self.tokenizer.encode(&self.config.sample_prompt, crate::SpecialTokens::AsText)?;
+        let config = crate::sample::SamplerConfig { temperature: 0.8, top_k: 40 };
+        let mut rng = Rng::new(self.config.seed);
+        self.model.training = false;
+        let ids = crate::sample::generate(
+            &mut self.model,
+            &prompt,
+            self.config.sample_tokens,
+            config,
+            &mut rng,
+            None,
+            |_| {},
+        );
+        self.model.training = true;
+        Ok(Some(self.tokenizer.decode(&ids?)?))
     }
 
     /// Writes `run/ckpt-STEP/` (weights, optimizer, state, tokenizer) under a temporary name,

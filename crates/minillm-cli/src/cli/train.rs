@@ -36,44 +36,61 @@ struct Flags {
     /// Model shape: a preset (baby, gpt2, ...) or the depth dial (d4).
     #[arg(long)]
     model: Option<String>,
+    /// Context length (tokens per window; default: the preset's).
     #[arg(long)]
     context: Option<usize>,
+    /// Dropout probability during training.
     #[arg(long)]
     dropout: Option<f32>,
+    /// Windows per micro-batch.
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Micro-batches averaged into one optimizer step.
     #[arg(long)]
     grad_accum: Option<usize>,
+    /// Optimizer steps to train for (in total, counting resumed steps).
     #[arg(long)]
     max_steps: Option<usize>,
+    /// Peak learning rate.
     #[arg(long)]
     lr: Option<f32>,
+    /// Learning rate at the end of the cosine decay.
     #[arg(long)]
     min_lr: Option<f32>,
+    /// Steps of linear warmup.
     #[arg(long)]
     warmup_steps: Option<usize>,
+    /// Step where the cosine reaches min_lr (default: max_steps).
     #[arg(long)]
     decay_steps: Option<usize>,
+    /// AdamW beta1.
     #[arg(long)]
     beta1: Option<f32>,
+    /// AdamW beta2.
     #[arg(long)]
     beta2: Option<f32>,
+    /// Decoupled weight decay on the blocks' weight matrices.
     #[arg(long)]
     weight_decay: Option<f32>,
+    /// Clip the gradient's global norm to this (0 = off).
     #[arg(long)]
     grad_clip: Option<f32>,
+    /// Evaluate (and sample) every this many steps.
     #[arg(long)]
     eval_every: Option<usize>,
     /// Validation batches per evaluation (0 = the whole validation split).
     #[arg(long)]
     eval_batches: Option<usize>,
+    /// Write a checkpoint every this many steps.
     #[arg(long)]
     checkpoint_every: Option<usize>,
+    /// Seed for initialisation, batches and dropout.
     #[arg(long)]
     seed: Option<u64>,
     /// Prompt continued after each evaluation ("" turns samples off).
     #[arg(long)]
     sample_prompt: Option<String>,
+    /// Tokens to sample after each evaluation.
     #[arg(long)]
     sample_tokens: Option<usize>,
 }

@@ -104,6 +104,10 @@ fn a_run_directory_is_not_overwritten_and_bad_configs_are_refused() {
     let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2);
     assert!(metrics.lines().last().unwrap().contains("val_bits_per_byte"));
+    // The best checkpoint by validation loss is kept beside the latest, and loads.
+    let best: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run/best.json")).unwrap()).unwrap();
+    minillm::io::load_model(&dir.join("run").join(best["checkpoint"].as_str().unwrap())).unwrap();
     let again = start(&dir, &["train", "--data", "data", "--out", "run", "--max-steps", "2"])
         .wait_with_output()
         .unwrap();

@@ -203,7 +203,11 @@ pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> R
         });
         let last = trainer.step == c.max_steps;
         if trainer.step.is_multiple_of(c.eval_every) || last {
+            let previous_best = trainer.best_val;
             let e = trainer.evaluate()?;
+            if previous_best.is_none_or(|b| e.val_loss < b) {
+                trainer.save_best(run_dir)?;
+            }
             line["val_loss"] = e.val_loss.into();
             line["val_perplexity"] = e.perplexity.into();
             line["val_bits_per_byte"] = e.bits_per_byte.into();

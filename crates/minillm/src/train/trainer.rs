@@ -336,7 +336,16 @@ impl Trainer {
     /// renames it into place, then points `run/latest.json` at it, so a crash at any moment
     /// leaves the previous checkpoint loadable. Older checkpoints are removed afterwards.
     pub fn save_checkpoint(&self, run: &Path) -> Result<PathBuf> {
-        let name = format!("ckpt-{:08}", self.step);
+        self.save_as(run, "ckpt", "latest.json")
+    }
+
+    /// The same for the best validation loss so far: `run/best-STEP/`, pointed at by `best.json`.
+    pub fn save_best(&self, run: &Path) -> Result<PathBuf> {
+        self.save_as(run, "best", "best.json")
+    }
+
+    fn save_as(&self, run: &Path, prefix: &str, pointer: &str) -> Result<PathBuf> {
+        let name = format!("{prefix}-{:08}", self.step);
         let tmp = run.join(format!(".{name}.tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         save_model(&tmp, &self.model, self.tokenizer.special_id("<|endoftext|>"))?;
@@ -358,13 +367,13 @@ impl Trainer {
         let dest = run.join(&name);
         let _ = std::fs::remove_dir_all(&dest);
         std::fs::rename(&tmp, &dest).map_err(|cause| Error::Write { path: dest.clone(), cause })?;
-        let latest = serde_json::json!({ "checkpoint": name, "step": self.step });
-        atomic_write(&run.join("latest.json"), latest.to_string().as_bytes())?;
+        let latest = serde_json::json!({ "checkpoint": name, "step": self.step, "best_val": self.best_val });
+        atomic_write(&run.join(pointer), latest.to_string().as_bytes())?;
         for entry in
             std::fs::read_dir(run).map_err(|cause| Error::Read { path: run.to_path_buf(), cause })?.flatten()
         {
             let file = entry.file_name().to_string_lossy().into_owned();
-            if file.starts_with("ckpt-") && file != name {
+            if file.starts_with(&format!("{prefix}-")) && file != name {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }

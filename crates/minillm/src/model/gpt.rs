@@ -390,6 +390,17 @@ struct Scratch<'a> {
     tt: &'a mut [f32],
 }
 
+/// The gradient reaching a residual branch's output: `d_resid` itself, or (with dropout) a copy
+/// in `scratch` with the dropped positions zeroed.
+fn through_dropout<'a>(d_resid: &'a [f32], scratch: &'a mut [f32], mask: &[f32], on: bool) -> &'a [f32] {
+    if !on {
+        return d_resid;
+    }
+    scratch.copy_from_slice(d_resid);
+    dropout::apply(scratch, mask);
+    scratch
+}
+
 /// One block in reverse. `d_resid` holds d(loss)/d(block output) and leaves holding
 /// d(loss)/d(block input): the residual connections pass it through, the branches add to it.
 /// Input gradients of the layers are written, not accumulated, so no scratch is zeroed.
@@ -407,13 +418,7 @@ fn block_backward(
 ) {
     let (n, c) = (s.b * s.t, s.c);
     // resid3 = resid2 + dropout(fcproj): the MLP branch gets d_resid through the mask.
-    let d_fcproj: &[f32] = if dropout_on {
-        d.a.copy_from_slice(d_resid);
-        dropout::apply(d.a, &k.fcproj_mask);
-        d.a
-    } else {
-        d_resid
-    };
+    let d_fcproj = through_dropout(d_resid, d.a, &k.fcproj_mask, dropout_on);
     let (gw, gb) = param_pair(g, &o.fc_proj_w, &o.fc_proj_b);
     let w = &p[o.fc_proj_w.clone()];
     linear::backward(d.fch_gelu, gw, gb, d_fcproj, &k.fch_gelu, w, (n, 4 * c, c));
@@ -425,13 +430,7 @@ fn block_backward(
     layernorm::backward(d_resid, gw, gb, d.b, &k.resid2, w, &k.ln2_mean, &k.ln2_rstd, c);
 
     // resid2 = input + dropout(attproj): the attention branch.
-    let d_attproj: &[f32] = if dropout_on {
-        d.a.copy_from_slice(d_resid);
-        dropout::apply(d.a, &k.attproj_mask);
-        d.a
-    } else {
-        d_resid
-    };
+    let d_attproj = through_dropout(d_resid, d.a, &k.attproj_mask, dropout_on);
     let (gw, gb) = param_pair(g, &o.attn_proj_w, &o.attn_proj_b);
     let w = &p[o.attn_proj_w.clone()];
     linear::backward(d.b, gw, gb, d_attproj, &k.atty, w, (n, c, c));

@@ -56,7 +56,12 @@ pub fn write_plot(run: &Path, out: &Path) -> Result<(usize, usize)> {
             .x_label_area_size(40)
             .y_label_area_size(55)
             .build_cartesian_2d(0.0..max_step, (lo * 0.95)..(hi * 1.02))?;
-        chart.configure_mesh().x_desc("step").y_desc("cross-entropy (nats per token)").draw()?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_desc("cross-entropy (nats per token)")
+            .draw()?;
         chart.draw_series(LineSeries::new(train.iter().copied(), RGBColor(180, 200, 235)))?;
         chart
             .draw_series(LineSeries::new(smoothed, BLUE.stroke_width(2)))?

@@ -97,10 +97,10 @@ fn bad_input_is_refused_before_any_work() {
     assert!(err(TrainConfig { model: "huge".into(), ..config() }).contains("unknown preset"));
     assert!(err(TrainConfig { batch_size: 0, ..config() }).contains("at least 1"));
     let missing = Trainer::new(config(), Path::new("/nonexistent/data")).err().unwrap().to_string();
-    assert!(missing.contains("/nonexistent/data/tokenizer.json"), "{missing}");
+    assert!(missing.contains("/nonexistent/data holds no train.bin"), "{missing}");
     // Shards made with another tokenizer.
     formats::save(Tokenizer::gpt2(), &data.join("tokenizer.json")).unwrap();
     assert!(Trainer::new(config(), &data).err().unwrap().to_string().contains("different tokenizer"));
     let run_missing = Trainer::resume(Path::new("/nonexistent/run"), &data).err().unwrap().to_string();
-    assert!(run_missing.contains("latest.json"), "{run_missing}");
+    assert!(run_missing.contains("holds no run to resume"), "{run_missing}");
 }

@@ -182,6 +182,12 @@ impl Trainer {
         // Pin the schedule's end now, so resuming with a larger max_steps extends the run at the
         // floor learning rate instead of reshaping the cosine behind it.
         config.decay_steps.get_or_insert(config.max_steps);
+        if !data.join("train.bin").is_file() {
+            return Err(Error::Invalid(format!(
+                "{} holds no train.bin: make the data with `minillm prepare --out {0}`",
+                data.display()
+            )));
+        }
         let tok_path = data.join("tokenizer.json");
         let tokenizer = formats::from_hf_json(&read_text(&tok_path)?, &tok_path)?;
         let model_config = config.model_config(tokenizer.vocab_size())?;
@@ -384,6 +390,12 @@ impl Trainer {
     /// moments, data position and dropout masks as if it had never stopped.
     pub fn resume(run: &Path, data: &Path) -> Result<Trainer> {
         let latest_path = run.join("latest.json");
+        if !latest_path.is_file() {
+            return Err(Error::Invalid(format!(
+                "{} holds no run to resume (no latest.json); start one with `minillm train --out {0}`",
+                run.display()
+            )));
+        }
         let latest: serde_json::Value = serde_json::from_str(&read_text(&latest_path)?)
             .map_err(|e| Error::format(&latest_path, format!("not valid JSON: {e}")))?;
         let name = latest["checkpoint"]

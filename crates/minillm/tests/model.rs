@@ -176,3 +176,62 @@ fn gradient_check(config: ModelConfig) {
     }
     assert!(checked >= 3 * model.layout.tensors.len());
 }
+
+#[test]
+fn cached_decoding_equals_the_full_forward_across_batched_sequences() {
+    use minillm::model::kv_cache::KvCache;
+    let mut model = Gpt::new(tiny(0.0), 11).unwrap();
+    let v = 50;
+    let mut rng = Rng::new(12);
+    // Three sequences with prompts of different lengths, decoded together.
+    let mut seqs: Vec<Vec<u32>> =
+        [1usize, 3, 5].iter().map(|&n| (0..n).map(|_| rng.below(v) as u32).collect()).collect();
+    let mut cache = KvCache::new(&model, 3);
+    let mut worst = 0.0f32;
+    let mut compare = |model: &mut Gpt, seq: &[u32], cached: &[f32]| {
+        let full = model.logits_at(seq, (1, seq.len()), &[seq.len() - 1]).unwrap();
+        let scale = full.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
+        for (a, b) in cached.iter().zip(&full) {
+            worst = worst.max((a - b).abs() / scale);
+        }
+    };
+    for (slot, seq) in seqs.clone().iter().enumerate() {
+        let logits = model.prefill(&mut cache, slot, seq).unwrap();
+        compare(&mut model, seq, &logits);
+    }
+    for step in 0..3 {
+        let next: Vec<u32> = (0..3).map(|_| rng.below(v) as u32).collect();
+        let slots = [0usize, 1, 2];
+        let logits = model.decode(&mut cache, &slots, &next).unwrap().to_vec();
+        for (i, seq) in seqs.iter_mut().enumerate() {
+            seq.push(next[i]);
+            compare(&mut model, seq, &logits[i * v..(i + 1) * v]);
+        }
+        assert_eq!(cache.len(2), 5 + step + 1);
+    }
+    assert!(worst < 1e-5, "cached vs full forward: relative error {worst}");
+    // Slot 2 now holds all 8 positions of the context: one more token is refused, not wrapped.
+    let err = model.decode(&mut cache, &[2], &[1]).unwrap_err().to_string();
+    assert!(err.contains("slot 2 is full"), "{err}");
+    assert!(model.decode(&mut cache, &[0, 0], &[1, 2]).is_err());
+    cache.clear(2);
+    assert!(model.prefill(&mut cache, 2, &[1, 2]).is_ok());
+}
+
+#[test]
+fn generation_through_the_cache_equals_rereading_the_window() {
+    use minillm::sample::{SamplerConfig, generate};
+    let mut model = Gpt::new(tiny(0.0), 13).unwrap();
+    let prompt = [3u32, 14, 15];
+    let greedy = SamplerConfig { temperature: 0.0, top_k: 0 };
+    // 12 new tokens with a context of 8: the window slides after the fifth.
+    let cached = generate(&mut model, &prompt, 12, greedy, &mut Rng::new(1), None, |_| {}).unwrap();
+    let mut naive = prompt.to_vec();
+    for _ in 0..12 {
+        let window = &naive[naive.len().saturating_sub(8)..];
+        let logits = model.logits_at(window, (1, window.len()), &[window.len() - 1]).unwrap();
+        let next = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
+        naive.push(next);
+    }
+    assert_eq!(cached, naive);
+}

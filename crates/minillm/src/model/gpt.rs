@@ -28,7 +28,7 @@ pub struct Gpt {
     dropout_rng: Rng,
 }
 
-fn opt<'a>(buf: &'a [f32], r: &Option<Range<usize>>) -> Option<&'a [f32]> {
+pub(super) fn opt<'a>(buf: &'a [f32], r: &Option<Range<usize>>) -> Option<&'a [f32]> {
     r.as_ref().map(|r| &buf[r.clone()])
 }
 
@@ -61,6 +61,11 @@ impl Gpt {
             acts: None,
             dropout_rng: Rng::new(seed ^ 0xD809_0D70),
         })
+    }
+
+    /// The fused q, k, v of block `layer` from the last forward pass, (B, T, 3C).
+    pub(super) fn block_qkv(&self, layer: usize) -> &[f32] {
+        self.acts.as_ref().map_or(&[], |a| &a.blocks[layer].qkv)
     }
 
     /// The dropout random stream, saved with checkpoints so a resumed run draws the same masks.

@@ -7,5 +7,6 @@ pub mod params;
 pub use config::ModelConfig;
 pub mod activations;
 pub mod gpt;
+pub mod kv_cache;
 
 pub use gpt::Gpt;

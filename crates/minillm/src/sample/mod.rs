@@ -1,11 +1,12 @@
-//! Turning next-token probabilities into text: a sampler (temperature, top-k) and a simple
-//! generation loop that re-reads the whole window for every new token.
+//! Turning next-token probabilities into text: a sampler (temperature, top-k) and a generation
+//! loop: the prompt in one pass, then one token at a time through the KV cache.
 //!
-//! This is the plain version the training loop and the demo need; KV-cached decoding and the
-//! other samplers belong to the generation stage.
+//! This is the plain version the training loop and the demo need; the other samplers, stop
+//! strings and streaming belong to the generation stage.
 
 use crate::error::Result;
 use crate::model::Gpt;
+use crate::model::kv_cache::KvCache;
 use crate::rng::Rng;
 
 #[derive(Clone, Copy, Debug)]
@@ -44,7 +45,8 @@ pub fn sample(logits: &[f32], config: SamplerConfig, rng: &mut Rng) -> u32 {
 }
 
 /// Appends up to `max_new` tokens to `prompt`, calling `on_token` with each, and stopping early
-/// at `stop`. The model sees the last `block_size` tokens.
+/// at `stop`. The model sees the last `block_size` tokens: once the cache is full, the window
+/// slides (the last `block_size` tokens are prefilled again for each further token).
 pub fn generate(
     model: &mut Gpt,
     prompt: &[u32],
@@ -56,15 +58,21 @@ pub fn generate(
 ) -> Result<Vec<u32>> {
     let mut ids = prompt.to_vec();
     let window = model.config.block_size;
+    let mut cache = KvCache::new(model, 1);
+    let mut logits = model.prefill(&mut cache, 0, &ids[ids.len().saturating_sub(window)..])?;
     for _ in 0..max_new {
-        let context = &ids[ids.len().saturating_sub(window)..];
-        let logits = model.logits_at(context, (1, context.len()), &[context.len() - 1])?;
         let next = sample(&logits, config, rng);
         if Some(next) == stop {
             break;
         }
         ids.push(next);
         on_token(next);
+        if cache.len(0) < window {
+            logits.copy_from_slice(model.decode(&mut cache, &[0], &[next])?);
+        } else {
+            cache.clear(0);
+            logits = model.prefill(&mut cache, 0, &ids[ids.len() - window..])?;
+        }
     }
     Ok(ids)
 }

@@ -1,0 +1,231 @@
+//! The KV cache: generating token by token without recomputing the past.
+//!
+//! Position t's keys and values never change once computed (the causal mask keeps later tokens
+//! out of them), so a decoder stores them and, for each new token, computes only that token's q,
+//! k, v and attends over the stored rows: one token's worth of work per step instead of the
+//! whole window's. The cache has slots for several sequences of different lengths, decoded
+//! together in one batched pass per step.
+
+use super::gpt::{Gpt, opt};
+use super::layers::{gelu, layernorm, linear};
+use crate::error::{Error, Result};
+use crate::kernels::matmul::{Stored, matmul};
+use crate::kernels::simd::softmax_inline;
+use crate::kernels::vec::{axpy_inline, dot_inline};
+
+pub struct KvCache {
+    slots: usize,
+    capacity: usize,
+    c: usize,
+    /// Keys and values, (layer, slot, position, C) each.
+    k: Vec<f32>,
+    v: Vec<f32>,
+    lens: Vec<usize>,
+    // Scratch for one decode step of up to `slots` tokens: allocated once.
+    x: Vec<f32>,
+    ln: Vec<f32>,
+    mean: Vec<f32>,
+    rstd: Vec<f32>,
+    qkv: Vec<f32>,
+    atty: Vec<f32>,
+    proj: Vec<f32>,
+    fch: Vec<f32>,
+    fch_gelu: Vec<f32>,
+    scores: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+impl KvCache {
+    pub fn new(model: &Gpt, slots: usize) -> KvCache {
+        let cfg = &model.config;
+        let (c, t, l) = (cfg.n_embd, cfg.block_size, cfg.n_layer);
+        let z = |n: usize| vec![0.0f32; n];
+        KvCache {
+            slots,
+            capacity: t,
+            c,
+            k: z(l * slots * t * c),
+            v: z(l * slots * t * c),
+            lens: vec![0; slots],
+            x: z(slots * c),
+            ln: z(slots * c),
+            mean: z(slots),
+            rstd: z(slots),
+            qkv: z(slots * 3 * c),
+            atty: z(slots * c),
+            proj: z(slots * c),
+            fch: z(slots * 4 * c),
+            fch_gelu: z(slots * 4 * c),
+            scores: z(t),
+            logits: z(slots * cfg.vocab_size),
+        }
+    }
+
+    /// Tokens stored for `slot`.
+    pub fn len(&self, slot: usize) -> usize {
+        self.lens[slot]
+    }
+
+    pub fn is_empty(&self, slot: usize) -> bool {
+        self.lens[slot] == 0
+    }
+
+    /// Forgets `slot`'s tokens, so it can hold a new sequence.
+    pub fn clear(&mut self, slot: usize) {
+        self.lens[slot] = 0;
+    }
+
+    fn row(&self, layer: usize, slot: usize, pos: usize) -> usize {
+        ((layer * self.slots + slot) * self.capacity + pos) * self.c
+    }
+}
+
+/// x += y (the residual connection).
+fn add_into(x: &mut [f32], y: &[f32]) {
+    for (x, &y) in x.iter_mut().zip(y) {
+        *x += y;
+    }
+}
+
+impl Gpt {
+    /// Runs `prompt` through the model in one pass into an empty `slot` and returns the logits
+    /// (V) for the token after it.
+    pub fn prefill(&mut self, cache: &mut KvCache, slot: usize, prompt: &[u32]) -> Result<Vec<f32>> {
+        if slot >= cache.slots || !cache.is_empty(slot) {
+            return Err(Error::Invalid(format!("slot {slot} is not a free slot of the cache")));
+        }
+        let t = prompt.len();
+        if t == 0 {
+            return Err(Error::Invalid("the prompt is empty".into()));
+        }
+        let logits = self.logits_at(prompt, (1, t), &[t - 1])?;
+        let c = self.config.n_embd;
+        for layer in 0..self.config.n_layer {
+            let qkv = self.block_qkv(layer);
+            for pos in 0..t {
+                let at = cache.row(layer, slot, pos);
+                cache.k[at..at + c].copy_from_slice(&qkv[pos * 3 * c + c..][..c]);
+                cache.v[at..at + c].copy_from_slice(&qkv[pos * 3 * c + 2 * c..][..c]);
+            }
+        }
+        cache.lens[slot] = t;
+        Ok(logits)
+    }
+
+    /// One step for several sequences at once: `tokens[i]` is the next token of `slots[i]`.
+    /// Returns logits (slots.len(), V), row i for slots[i].
+    pub fn decode<'c>(&self, cache: &'c mut KvCache, slots: &[usize], tokens: &[u32]) -> Result<&'c [f32]> {
+        let cfg = &self.config;
+        let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
+        let hs = c / nh;
+        let n = slots.len();
+        if n != tokens.len() || n == 0 || n > cache.slots {
+            return Err(Error::Invalid(format!(
+                "{n} slots for {} tokens (the cache has {})",
+                tokens.len(),
+                cache.slots
+            )));
+        }
+        for (&s, &tok) in slots.iter().zip(tokens) {
+            if s >= cache.slots || slots.iter().filter(|&&o| o == s).count() > 1 {
+                return Err(Error::Invalid(format!("slot {s} is out of range or listed twice")));
+            }
+            if cache.lens[s] >= cache.capacity {
+                return Err(Error::Invalid(format!(
+                    "slot {s} is full: the context holds {} tokens",
+                    cache.capacity
+                )));
+            }
+            if tok as usize >= v {
+                return Err(Error::Invalid(format!("token id {tok} is outside the vocabulary of {v}")));
+            }
+        }
+        let p = &self.params;
+        let l = &self.layout;
+        let (wte, wpe) = (&p[l.wte.clone()], &p[l.wpe.clone()]);
+        for (i, (&s, &tok)) in slots.iter().zip(tokens).enumerate() {
+            let pos = cache.lens[s];
+            for ((x, &a), &b) in
+                cache.x[i * c..(i + 1) * c].iter_mut().zip(&wte[tok as usize * c..]).zip(&wpe[pos * c..])
+            {
+                *x = a + b;
+            }
+        }
+        let scale = 1.0 / (hs as f32).sqrt();
+        for (layer, o) in l.blocks.iter().enumerate() {
+            let kc = &mut *cache;
+            layernorm::forward(
+                &mut kc.ln[..n * c],
+                &mut kc.mean[..n],
+                &mut kc.rstd[..n],
+                &kc.x[..n * c],
+                &p[o.ln_1_w.clone()],
+                opt(p, &o.ln_1_b),
+                c,
+            );
+            linear::forward(&mut kc.qkv, &kc.ln, &p[o.attn_w.clone()], opt(p, &o.attn_b), (n, c, 3 * c));
+            for (i, &s) in slots.iter().enumerate() {
+                let pos = kc.lens[s];
+                let at = kc.row(layer, s, pos);
+                kc.k[at..at + c].copy_from_slice(&kc.qkv[i * 3 * c + c..][..c]);
+                kc.v[at..at + c].copy_from_slice(&kc.qkv[i * 3 * c + 2 * c..][..c]);
+                let base = kc.row(layer, s, 0);
+                for h in 0..nh {
+                    let q = &kc.qkv[i * 3 * c + h * hs..][..hs];
+                    let scores = &mut kc.scores[..=pos];
+                    for (t2, sc) in scores.iter_mut().enumerate() {
+                        *sc = dot_inline(q, &kc.k[base + t2 * c + h * hs..][..hs]) * scale;
+                    }
+                    softmax_inline(scores);
+                    let y = &mut kc.atty[i * c + h * hs..][..hs];
+                    y.fill(0.0);
+                    for (t2, &w) in scores.iter().enumerate() {
+                        axpy_inline(y, w, &kc.v[base + t2 * c + h * hs..][..hs]);
+                    }
+                }
+            }
+            linear::forward(
+                &mut kc.proj,
+                &kc.atty,
+                &p[o.attn_proj_w.clone()],
+                opt(p, &o.attn_proj_b),
+                (n, c, c),
+            );
+            add_into(&mut kc.x[..n * c], &kc.proj[..n * c]);
+            layernorm::forward(
+                &mut kc.ln[..n * c],
+                &mut kc.mean[..n],
+                &mut kc.rstd[..n],
+                &kc.x[..n * c],
+                &p[o.ln_2_w.clone()],
+                opt(p, &o.ln_2_b),
+                c,
+            );
+            linear::forward(&mut kc.fch, &kc.ln, &p[o.fc_w.clone()], opt(p, &o.fc_b), (n, c, 4 * c));
+            gelu::forward(&mut kc.fch_gelu[..n * 4 * c], &kc.fch[..n * 4 * c]);
+            linear::forward(
+                &mut kc.proj,
+                &kc.fch_gelu,
+                &p[o.fc_proj_w.clone()],
+                opt(p, &o.fc_proj_b),
+                (n, 4 * c, c),
+            );
+            add_into(&mut kc.x[..n * c], &kc.proj[..n * c]);
+        }
+        let kc = &mut *cache;
+        layernorm::forward(
+            &mut kc.ln[..n * c],
+            &mut kc.mean[..n],
+            &mut kc.rstd[..n],
+            &kc.x[..n * c],
+            &p[l.ln_f_w.clone()],
+            opt(p, &l.ln_f_b),
+            c,
+        );
+        matmul(&mut kc.logits, &kc.ln, Stored::Normal, &wte[..v * c], Stored::Transposed, (n, c, v), false);
+        for &s in slots {
+            kc.lens[s] += 1;
+        }
+        Ok(&kc.logits[..n * v])
+    }
+}

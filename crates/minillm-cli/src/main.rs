@@ -35,6 +35,8 @@ enum Command {
     Prepare(cli::prepare::Args),
     /// Pretrain a model on prepared shards, with checkpoints you can resume.
     Train(cli::train::Args),
+    /// Continue a prompt with a trained model, streaming the text.
+    Generate(cli::generate::Args),
     /// Draw a run's train and validation loss curves (SVG).
     Plot(cli::plot::Args),
     /// Inspect model shapes: parameters, memory, FLOPs.
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         Command::Tokenizer(c) => cli::tokenizer::run(c),
         Command::Prepare(a) => cli::prepare::run(a),
         Command::Train(a) => cli::train::run(a),
+        Command::Generate(a) => cli::generate::run(a),
         Command::Plot(a) => cli::plot::run(a),
         Command::Model(c) => cli::model::run(c),
         Command::Bench(c) => cli::bench::run(c),

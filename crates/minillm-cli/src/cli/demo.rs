@@ -127,6 +127,7 @@ fn train_and_talk(bpe: &minillm::Tokenizer, corpus: &str) -> Result<()> {
     println!("\n== 7. After training, it writes the corpus's kind of sentences:");
     samples(&mut trainer.model, bpe)?;
     println!("\nThe run is in {} (checkpoint, metrics.jsonl); continue it with", run.display());
-    println!("`minillm train --data {} --resume {} --max-steps 2000`.", data.display(), run.display());
+    println!("`minillm train --data {} --resume {} --max-steps 2000`,", data.display(), run.display());
+    println!("and talk to it with `minillm generate --model {} \"Once upon a time\"`.", run.display());
     Ok(())
 }

@@ -3,6 +3,7 @@ pub mod compare;
 pub mod corpus;
 pub mod demo;
 pub mod display;
+pub mod generate;
 pub mod model;
 pub mod plot;
 pub mod prepare;

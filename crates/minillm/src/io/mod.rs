@@ -8,6 +8,25 @@ use crate::fsutil::{atomic_write, read_text};
 use crate::model::Gpt;
 use std::path::{Path, PathBuf};
 
+/// The directory holding a model's files: a run directory resolves to its latest checkpoint
+/// (through `latest.json`); a checkpoint or HF-style model directory is itself.
+pub fn model_dir(path: &Path) -> Result<PathBuf> {
+    let latest = path.join("latest.json");
+    if latest.is_file() {
+        let v: serde_json::Value = serde_json::from_str(&read_text(&latest)?)
+            .map_err(|e| Error::format(&latest, format!("not valid JSON: {e}")))?;
+        let name = v["checkpoint"].as_str().ok_or_else(|| Error::format(&latest, "names no checkpoint"))?;
+        return Ok(path.join(name));
+    }
+    if path.join("config.json").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    Err(Error::Invalid(format!(
+        "{} is not a model: expected a run directory (latest.json) or a model directory (config.json + model.safetensors)",
+        path.display()
+    )))
+}
+
 /// Loads a model from a directory holding `config.json` and `model.safetensors`, or from a
 /// `.safetensors` file with `config.json` beside it.
 pub fn load_model(path: &Path) -> Result<Gpt> {

@@ -1,0 +1,103 @@
+//! `minillm generate`: continue a prompt with a trained model, streaming the text as it comes.
+
+use anyhow::{Result, bail};
+use clap::Args as ClapArgs;
+use minillm::rng::Rng;
+use minillm::sample::{SamplerConfig, generate};
+use minillm::tokenizer::stream::StreamDecoder;
+use minillm::{SpecialTokens, io};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// A run directory (its latest checkpoint), a checkpoint, or a model directory with
+    /// config.json, model.safetensors and tokenizer.json.
+    #[arg(long, value_name = "RUN_OR_DIR")]
+    model: PathBuf,
+    /// The text to continue.
+    prompt: String,
+    #[arg(long, default_value_t = 100)]
+    max_new_tokens: usize,
+    /// 0 picks the most likely token every time (greedy).
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Sample only among the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// What to do with a prompt longer than the model's context: refuse (default) or keep its
+    /// end (`left`).
+    #[arg(long, value_name = "left")]
+    truncate: Option<String>,
+    /// Print the new tokens with their ids as JSON instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let dir = io::model_dir(&a.model)?;
+    let mut model = io::load_model(&dir)?;
+    let tok_path = dir.join("tokenizer.json");
+    let tok = minillm::tokenizer::formats::from_hf_json(&minillm::fsutil::read_text(&tok_path)?, &tok_path)?;
+    if tok.vocab_size() != model.config.vocab_size {
+        bail!(
+            "the tokenizer has {} ids but the model {}; they do not belong together",
+            tok.vocab_size(),
+            model.config.vocab_size
+        );
+    }
+    let mut prompt = tok.encode(&a.prompt, SpecialTokens::AsText)?;
+    let window = model.config.block_size;
+    if prompt.is_empty() {
+        bail!("the prompt is empty");
+    }
+    if prompt.len() >= window {
+        match a.truncate.as_deref() {
+            Some("left") => prompt.drain(..prompt.len() + 1 - window).for_each(drop),
+            Some(other) => bail!("--truncate takes `left`, not `{other}`"),
+            None => bail!(
+                "the prompt is {} tokens but the model's context holds {window}; shorten it or pass --truncate left to keep its end",
+                prompt.len()
+            ),
+        }
+    }
+    let config = SamplerConfig { temperature: a.temperature.max(0.0), top_k: a.top_k };
+    let mut rng = Rng::new(a.seed);
+    let stop = tok.special_id("<|endoftext|>");
+    let mut decoder = StreamDecoder::new(&tok);
+    let mut out = std::io::stdout().lock();
+    if !a.json {
+        write!(out, "{}", a.prompt)?;
+    }
+    // Stream each piece as soon as it is whole text; remember the first write error.
+    let mut failed: Option<anyhow::Error> = None;
+    let ids = generate(&mut model, &prompt, a.max_new_tokens, config, &mut rng, stop, |id| {
+        if a.json || failed.is_some() {
+            return;
+        }
+        let written = decoder.push(id).map_err(anyhow::Error::from).and_then(|text| {
+            write!(out, "{text}")?;
+            Ok(out.flush()?)
+        });
+        failed = written.err();
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if a.json {
+        let tokens: Vec<serde_json::Value> = ids[prompt.len()..]
+            .iter()
+            .map(|&id| serde_json::json!({"id": id, "text": String::from_utf8_lossy(tok.token_bytes(id).unwrap_or_default())}))
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"prompt_tokens": prompt.len(), "tokens": tokens, "text": tok.decode(&ids[prompt.len()..])?})
+        )?;
+    } else {
+        writeln!(out, "{}", decoder.finish())?;
+    }
+    Ok(())
+}

@@ -223,7 +223,7 @@ fn generation_through_the_cache_equals_rereading_the_window() {
     use minillm::sample::{SamplerConfig, generate};
     let mut model = Gpt::new(tiny(0.0), 13).unwrap();
     let prompt = [3u32, 14, 15];
-    let greedy = SamplerConfig { temperature: 0.0, top_k: 0 };
+    let greedy = SamplerConfig { temperature: 0.0, ..Default::default() };
     // 12 new tokens with a context of 8: the window slides after the fifth.
     let cached = generate(&mut model, &prompt, 12, greedy, &mut Rng::new(1), None, |_| {}).unwrap();
     let mut naive = prompt.to_vec();

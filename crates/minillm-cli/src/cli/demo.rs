@@ -69,7 +69,7 @@ const PROMPTS: &[&str] =
 /// Prints a continuation of each prompt, cut at the first blank line (the end of a document),
 /// with the prompt and its continuation together.
 fn samples(model: &mut Gpt, bpe: &minillm::Tokenizer) -> Result<()> {
-    let config = SamplerConfig { temperature: 0.8, top_k: 40 };
+    let config = SamplerConfig { temperature: 0.8, top_k: 40, ..Default::default() };
     let mut rng = Rng::new(7);
     for prompt in PROMPTS {
         let ids = bpe.encode(prompt, minillm::SpecialTokens::AsText)?;

@@ -25,6 +25,21 @@ pub struct Args {
     /// Sample only among the k most likely tokens (0 = all).
     #[arg(long, default_value_t = 40)]
     top_k: usize,
+    /// Sample only from the smallest set of tokens whose probability reaches p (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Drop tokens less likely than this fraction of the most likely one (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// Divide (or multiply, if negative) the logits of tokens already in the text (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Subtract this times each token's count so far from its logit.
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// Subtract this from the logit of every token already in the text.
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
     #[arg(long, default_value_t = 1337)]
     seed: u64,
     /// What to do with a prompt longer than the model's context: refuse (default) or keep its
@@ -63,7 +78,20 @@ pub fn run(a: Args) -> Result<()> {
             ),
         }
     }
-    let config = SamplerConfig { temperature: a.temperature.max(0.0), top_k: a.top_k };
+    let valid =
+        a.top_p > 0.0 && a.top_p <= 1.0 && (0.0..=1.0).contains(&a.min_p) && a.repetition_penalty > 0.0;
+    if !valid {
+        bail!("--top-p must be in (0, 1], --min-p in [0, 1] and --repetition-penalty above 0");
+    }
+    let config = SamplerConfig {
+        temperature: a.temperature.max(0.0),
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        repetition_penalty: a.repetition_penalty,
+        frequency_penalty: a.frequency_penalty,
+        presence_penalty: a.presence_penalty,
+    };
     let mut rng = Rng::new(a.seed);
     let stop = tok.special_id("<|endoftext|>");
     let mut decoder = StreamDecoder::new(&tok);

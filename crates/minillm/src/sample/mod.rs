@@ -15,33 +15,97 @@ pub struct SamplerConfig {
     pub temperature: f32,
     /// Keep only the k most likely tokens (0 = all).
     pub top_k: usize,
+    /// Keep the smallest set of most likely tokens whose probability reaches p (1 = all).
+    pub top_p: f32,
+    /// Keep tokens at least this fraction as likely as the most likely one (0 = all).
+    pub min_p: f32,
+    /// CTRL / HF repetition penalty for tokens already in the text: positive logits are divided
+    /// by it, negative ones multiplied (1 = off).
+    pub repetition_penalty: f32,
+    /// OpenAI's penalties: logit -= frequency * count + presence * (count > 0).
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
 }
 
-/// Draws the next token from `logits` (the real vocabulary only).
-pub fn sample(logits: &[f32], config: SamplerConfig, rng: &mut Rng) -> u32 {
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        SamplerConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+        }
+    }
+}
+
+/// Applies the repetition, frequency and presence penalties for the tokens in `history`.
+pub fn apply_penalties(logits: &mut [f32], history: &[u32], config: &SamplerConfig) {
+    let penalize =
+        config.repetition_penalty != 1.0 || config.frequency_penalty != 0.0 || config.presence_penalty != 0.0;
+    if !penalize {
+        return;
+    }
+    let mut counts: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+    for &id in history.iter().filter(|&&id| (id as usize) < logits.len()) {
+        *counts.entry(id).or_default() += 1;
+    }
+    for (&id, &n) in &counts {
+        let x = &mut logits[id as usize];
+        if config.repetition_penalty != 1.0 {
+            *x = if *x > 0.0 { *x / config.repetition_penalty } else { *x * config.repetition_penalty };
+        }
+        *x -= config.frequency_penalty * n as f32 + config.presence_penalty;
+    }
+}
+
+/// Draws the next token from `logits` (the real vocabulary only), given the tokens so far.
+/// Order: penalties, temperature, top-k, top-p, min-p, then a draw from what remains.
+pub fn sample(logits: &[f32], history: &[u32], config: SamplerConfig, rng: &mut Rng) -> u32 {
+    let mut logits = logits.to_vec();
+    apply_penalties(&mut logits, history, &config);
     let argmax = || logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
     if config.temperature <= 0.0 {
         return argmax();
     }
     // Sort indices, never the values themselves, so each probability keeps its token id.
     let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
+    let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
     if config.top_k > 0 && config.top_k < ids.len() {
-        ids.select_nth_unstable_by(config.top_k - 1, |&a, &b| {
-            logits[b as usize].total_cmp(&logits[a as usize])
-        });
+        ids.select_nth_unstable_by(config.top_k - 1, by_logit); // the k best, unordered: cheap
         ids.truncate(config.top_k);
     }
-    let max = ids.iter().map(|&i| logits[i as usize]).fold(f32::NEG_INFINITY, f32::max);
-    let weights: Vec<f64> =
+    ids.sort_unstable_by(by_logit);
+    let max = logits[ids[0] as usize];
+    let mut probs: Vec<f64> =
         ids.iter().map(|&i| (((logits[i as usize] - max) / config.temperature) as f64).exp()).collect();
-    let mut r = rng.uniform() * weights.iter().sum::<f64>();
-    for (&id, &w) in ids.iter().zip(&weights) {
-        r -= w;
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+    let mut keep = probs.len();
+    if config.top_p < 1.0 {
+        let mut mass = 0.0;
+        keep = probs
+            .iter()
+            .position(|&p| {
+                mass += p;
+                mass >= config.top_p as f64
+            })
+            .map_or(keep, |i| i + 1);
+    }
+    if config.min_p > 0.0 {
+        let floor = probs[0] * config.min_p as f64;
+        keep = keep.min(probs.iter().take_while(|&&p| p >= floor).count().max(1));
+    }
+    let mut r = rng.uniform() * probs[..keep].iter().sum::<f64>();
+    for (&id, &p) in ids[..keep].iter().zip(&probs) {
+        r -= p;
         if r <= 0.0 {
             return id;
         }
     }
-    *ids.last().unwrap_or(&0)
+    ids[keep - 1]
 }
 
 /// Appends up to `max_new` tokens to `prompt`, calling `on_token` with each, and stopping early
@@ -61,7 +125,7 @@ pub fn generate(
     let mut cache = KvCache::new(model, 1);
     let mut logits = model.prefill(&mut cache, 0, &ids[ids.len().saturating_sub(window)..])?;
     for _ in 0..max_new {
-        let next = sample(&logits, config, rng);
+        let next = sample(&logits, &ids, config, rng);
         if Some(next) == stop {
             break;
         }
@@ -81,19 +145,66 @@ pub fn generate(
 mod tests {
     use super::*;
 
-    #[test]
-    fn greedy_top_k_and_temperature() {
-        let logits = [0.0, 3.0, 1.0, 2.9];
+    fn draws(logits: &[f32], config: SamplerConfig) -> [u32; 4] {
         let mut rng = Rng::new(1);
-        assert_eq!(sample(&logits, SamplerConfig { temperature: 0.0, top_k: 0 }, &mut rng), 1);
-        let top2 = SamplerConfig { temperature: 1.0, top_k: 2 };
         let mut counts = [0; 4];
-        for _ in 0..2000 {
-            counts[sample(&logits, top2, &mut rng) as usize] += 1;
+        for _ in 0..4000 {
+            counts[sample(logits, &[], config, &mut rng) as usize] += 1;
         }
-        assert_eq!((counts[0], counts[2]), (0, 0), "{counts:?}");
-        assert!(counts[1] > 900 && counts[3] > 800, "{counts:?}"); // e^3 : e^2.9 ~ 52 : 48
-        let cold = SamplerConfig { temperature: 0.01, top_k: 0 };
-        assert!((0..100).all(|_| sample(&logits, cold, &mut rng) == 1));
+        counts
+    }
+
+    /// Logits whose probabilities are 0.5, 0.3, 0.15, 0.05 (token 2 most likely, and so on).
+    fn four() -> Vec<f32> {
+        [0.15f32, 0.3, 0.5, 0.05].iter().map(|p| p.ln()).collect()
+    }
+
+    #[test]
+    fn greedy_temperature_and_top_k() {
+        let logits = four();
+        let mut rng = Rng::new(1);
+        let greedy = SamplerConfig { temperature: 0.0, ..Default::default() };
+        assert_eq!(sample(&logits, &[], greedy, &mut rng), 2);
+        let cold = SamplerConfig { temperature: 0.01, ..Default::default() };
+        assert!((0..100).all(|_| sample(&logits, &[], cold, &mut rng) == 2));
+        let c = draws(&logits, SamplerConfig { top_k: 2, ..Default::default() });
+        assert_eq!((c[0], c[3]), (0, 0), "{c:?}");
+        assert!((c[2] as f64 / 4000.0 - 0.625).abs() < 0.03, "{c:?}"); // 0.5 / (0.5 + 0.3)
+        let c = draws(&logits, SamplerConfig::default());
+        assert!((c[3] as f64 / 4000.0 - 0.05).abs() < 0.015, "{c:?}");
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_set_reaching_p_and_min_p_cuts_relative_to_the_best() {
+        let logits = four();
+        let c = draws(&logits, SamplerConfig { top_p: 0.75, ..Default::default() });
+        assert!(c[0] == 0 && c[3] == 0 && c[1] > 0 && c[2] > 0, "{c:?}"); // 0.5 + 0.3 reaches 0.75
+        let c = draws(&logits, SamplerConfig { top_p: 0.85, ..Default::default() });
+        assert!(c[3] == 0 && c[0] > 0, "{c:?}"); // needs 0.5 + 0.3 + 0.15
+        let c = draws(&logits, SamplerConfig { min_p: 0.5, ..Default::default() });
+        assert!(c[0] == 0 && c[3] == 0 && c[1] > 0, "{c:?}"); // keeps p >= 0.25
+    }
+
+    #[test]
+    fn penalties_match_hand_computed_values() {
+        let mut logits = [2.0f32, -1.0, 0.5, 1.0];
+        let rep = SamplerConfig { repetition_penalty: 2.0, ..Default::default() };
+        apply_penalties(&mut logits, &[0, 1, 1], &rep);
+        assert_eq!(logits, [1.0, -2.0, 0.5, 1.0]);
+        let mut logits = [1.0f32, 1.0, 1.0, 1.0];
+        let openai = SamplerConfig { frequency_penalty: 0.5, presence_penalty: 1.0, ..Default::default() };
+        apply_penalties(&mut logits, &[0, 0, 2], &openai);
+        assert_eq!(logits, [-1.0, 1.0, -0.5, 1.0]);
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_draws() {
+        let logits = four();
+        let run = |seed| {
+            let mut rng = Rng::new(seed);
+            (0..50).map(|_| sample(&logits, &[], SamplerConfig::default(), &mut rng)).collect::<Vec<_>>()
+        };
+        assert_eq!(run(3), run(3));
+        assert_ne!(run(3), run(4));
     }
 }

@@ -322,7 +322,7 @@ impl Trainer {
             return Ok(None);
         }
         let prompt = self.tokenizer.encode(&self.config.sample_prompt, crate::SpecialTokens::AsText)?;
-        let config = crate::sample::SamplerConfig { temperature: 0.8, top_k: 40 };
+        let config = crate::sample::SamplerConfig { temperature: 0.8, top_k: 40, ..Default::default() };
         let mut rng = Rng::new(self.config.seed);
         self.model.training = false;
         let ids = crate::sample::generate(

@@ -225,7 +225,7 @@ fn generation_through_the_cache_equals_rereading_the_window() {
     let prompt = [3u32, 14, 15];
     let greedy = SamplerConfig { temperature: 0.0, ..Default::default() };
     // 12 new tokens with a context of 8: the window slides after the fifth.
-    let cached = generate(&mut model, &prompt, 12, greedy, &mut Rng::new(1), None, |_| {}).unwrap();
+    let cached = generate(&mut model, &prompt, 12, greedy, &mut Rng::new(1), None, |_| true).unwrap();
     let mut naive = prompt.to_vec();
     for _ in 0..12 {
         let window = &naive[naive.len().saturating_sub(8)..];

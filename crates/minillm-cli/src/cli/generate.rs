@@ -3,6 +3,7 @@
 use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
 use minillm::rng::Rng;
+use minillm::sample::stop::StopMatcher;
 use minillm::sample::{SamplerConfig, generate};
 use minillm::tokenizer::stream::StreamDecoder;
 use minillm::{SpecialTokens, io};
@@ -46,6 +47,9 @@ pub struct Args {
     /// end (`left`).
     #[arg(long, value_name = "left")]
     truncate: Option<String>,
+    /// Stop before this text appears (repeatable); it is not printed.
+    #[arg(long, value_name = "TEXT")]
+    stop: Vec<String>,
     /// Print the new tokens with their ids as JSON instead of streaming text.
     #[arg(long)]
     json: bool,
@@ -95,37 +99,51 @@ pub fn run(a: Args) -> Result<()> {
     let mut rng = Rng::new(a.seed);
     let stop = tok.special_id("<|endoftext|>");
     let mut decoder = StreamDecoder::new(&tok);
+    let mut stops = StopMatcher::new(a.stop.clone());
     let mut out = std::io::stdout().lock();
     if !a.json {
         write!(out, "{}", a.prompt)?;
     }
-    // Stream each piece as soon as it is whole text; remember the first write error.
+    // Stream each piece once it is whole text and cannot be the start of a stop string; keep
+    // the first error to report after the loop.
+    let mut shown = String::new();
     let mut failed: Option<anyhow::Error> = None;
+    let mut stopped = false;
     let ids = generate(&mut model, &prompt, a.max_new_tokens, config, &mut rng, stop, |id| {
-        if a.json || failed.is_some() {
-            return;
-        }
-        let written = decoder.push(id).map_err(anyhow::Error::from).and_then(|text| {
-            write!(out, "{text}")?;
-            Ok(out.flush()?)
+        let step = decoder.push(id).map_err(anyhow::Error::from).and_then(|text| {
+            let (safe, stop_here) = stops.push(&text);
+            stopped = stop_here;
+            shown.push_str(&safe);
+            if !a.json {
+                write!(out, "{safe}")?;
+                out.flush()?;
+            }
+            Ok(())
         });
-        failed = written.err();
+        failed = step.err();
+        failed.is_none() && !stopped
     })?;
     if let Some(e) = failed {
         return Err(e);
+    }
+    if !stopped {
+        // Generation ended another way: release what was held back.
+        let (safe, _) = stops.push(&decoder.finish());
+        let tail = safe + &stops.finish();
+        if !a.json {
+            write!(out, "{tail}")?;
+        }
+        shown.push_str(&tail);
     }
     if a.json {
         let tokens: Vec<serde_json::Value> = ids[prompt.len()..]
             .iter()
             .map(|&id| serde_json::json!({"id": id, "text": String::from_utf8_lossy(tok.token_bytes(id).unwrap_or_default())}))
             .collect();
-        writeln!(
-            out,
-            "{}",
-            serde_json::json!({"prompt_tokens": prompt.len(), "tokens": tokens, "text": tok.decode(&ids[prompt.len()..])?})
-        )?;
+        let doc = serde_json::json!({"prompt_tokens": prompt.len(), "tokens": tokens, "text": shown, "stopped_at_stop_string": stopped});
+        writeln!(out, "{doc}")?;
     } else {
-        writeln!(out, "{}", decoder.finish())?;
+        writeln!(out)?;
     }
     Ok(())
 }

@@ -4,6 +4,8 @@
 //! This is the plain version the training loop and the demo need; the other samplers, stop
 //! strings and streaming belong to the generation stage.
 
+pub mod stop;
+
 use crate::error::Result;
 use crate::model::Gpt;
 use crate::model::kv_cache::KvCache;
@@ -108,8 +110,8 @@ pub fn sample(logits: &[f32], history: &[u32], config: SamplerConfig, rng: &mut 
     ids[keep - 1]
 }
 
-/// Appends up to `max_new` tokens to `prompt`, calling `on_token` with each, and stopping early
-/// at `stop`. The model sees the last `block_size` tokens: once the cache is full, the window
+/// Appends up to `max_new` tokens to `prompt`, calling `on_token` with each (it returns false to
+/// stop, e.g. at a stop string), and stopping early at `stop`. The model sees the last `block_size` tokens: once the cache is full, the window
 /// slides (the last `block_size` tokens are prefilled again for each further token).
 pub fn generate(
     model: &mut Gpt,
@@ -118,7 +120,7 @@ pub fn generate(
     config: SamplerConfig,
     rng: &mut Rng,
     stop: Option<u32>,
-    mut on_token: impl FnMut(u32),
+    mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<Vec<u32>> {
     let mut ids = prompt.to_vec();
     let window = model.config.block_size;
@@ -130,7 +132,9 @@ pub fn generate(
             break;
         }
         ids.push(next);
-        on_token(next);
+        if !on_token(next) {
+            break;
+        }
         if cache.len(0) < window {
             logits.copy_from_slice(model.decode(&mut cache, &[0], &[next])?);
         } else {

@@ -332,7 +332,7 @@ impl Trainer {
             config,
             &mut rng,
             None,
-            |_| {},
+            |_| true,
         );
         self.model.training = true;
         Ok(Some(self.tokenizer.decode(&ids?)?))

@@ -75,6 +75,20 @@ impl KvCache {
         self.lens[slot] = 0;
     }
 
+    /// ln = LayerNorm(x) over the first `n` rows.
+    fn normalize(&mut self, n: usize, w: &[f32], b: Option<&[f32]>) {
+        let c = self.c;
+        layernorm::forward(
+            &mut self.ln[..n * c],
+            &mut self.mean[..n],
+            &mut self.rstd[..n],
+            &self.x[..n * c],
+            w,
+            b,
+            c,
+        );
+    }
+
     fn row(&self, layer: usize, slot: usize, pos: usize) -> usize {
         ((layer * self.slots + slot) * self.capacity + pos) * self.c
     }
@@ -154,15 +168,7 @@ impl Gpt {
         let scale = 1.0 / (hs as f32).sqrt();
         for (layer, o) in l.blocks.iter().enumerate() {
             let kc = &mut *cache;
-            layernorm::forward(
-                &mut kc.ln[..n * c],
-                &mut kc.mean[..n],
-                &mut kc.rstd[..n],
-                &kc.x[..n * c],
-                &p[o.ln_1_w.clone()],
-                opt(p, &o.ln_1_b),
-                c,
-            );
+            kc.normalize(n, &p[o.ln_1_w.clone()], opt(p, &o.ln_1_b));
             linear::forward(&mut kc.qkv, &kc.ln, &p[o.attn_w.clone()], opt(p, &o.attn_b), (n, c, 3 * c));
             for (i, &s) in slots.iter().enumerate() {
                 let pos = kc.lens[s];
@@ -192,15 +198,7 @@ impl Gpt {
                 (n, c, c),
             );
             add_into(&mut kc.x[..n * c], &kc.proj[..n * c]);
-            layernorm::forward(
-                &mut kc.ln[..n * c],
-                &mut kc.mean[..n],
-                &mut kc.rstd[..n],
-                &kc.x[..n * c],
-                &p[o.ln_2_w.clone()],
-                opt(p, &o.ln_2_b),
-                c,
-            );
+            kc.normalize(n, &p[o.ln_2_w.clone()], opt(p, &o.ln_2_b));
             linear::forward(&mut kc.fch, &kc.ln, &p[o.fc_w.clone()], opt(p, &o.fc_b), (n, c, 4 * c));
             gelu::forward(&mut kc.fch_gelu[..n * 4 * c], &kc.fch[..n * 4 * c]);
             linear::forward(
@@ -213,15 +211,7 @@ impl Gpt {
             add_into(&mut kc.x[..n * c], &kc.proj[..n * c]);
         }
         let kc = &mut *cache;
-        layernorm::forward(
-            &mut kc.ln[..n * c],
-            &mut kc.mean[..n],
-            &mut kc.rstd[..n],
-            &kc.x[..n * c],
-            &p[l.ln_f_w.clone()],
-            opt(p, &l.ln_f_b),
-            c,
-        );
+        kc.normalize(n, &p[l.ln_f_w.clone()], opt(p, &l.ln_f_b));
         matmul(&mut kc.logits, &kc.ln, Stored::Normal, &wte[..v * c], Stored::Transposed, (n, c, v), false);
         for &s in slots {
             kc.lens[s] += 1;

@@ -59,7 +59,7 @@ pub fn run(a: Args) -> Result<()> {
     let dir = io::model_dir(&a.model)?;
     let mut model = io::load_model(&dir)?;
     let tok_path = dir.join("tokenizer.json");
-    let tok = minillm::tokenizer::formats::from_hf_json(&minillm::fsutil::read_text(&tok_path)?, &tok_path)?;
+    let tok = minillm::tokenizer::formats::read_hf_json(&tok_path)?;
     if tok.vocab_size() != model.config.vocab_size {
         bail!(
             "the tokenizer has {} ids but the model {}; they do not belong together",

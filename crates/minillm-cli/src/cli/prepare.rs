@@ -77,11 +77,9 @@ pub fn run(a: Args) -> Result<()> {
     write_shard(&a.out.join("train.bin"), train, info)?;
     write_shard(&a.out.join("val.bin"), val, info)?;
     formats::save(&tok, &a.out.join("tokenizer.json"))?;
-    let bytes_of =
-        |ids: &[u32]| -> usize { ids.iter().map(|&id| tok.token_bytes(id).map_or(0, <[u8]>::len)).sum() };
     let meta = serde_json::json!({
         "tokenizer": a.tokenizer, "vocab_size": tok.vocab_size(), "tokenizer_hash": format!("{:016x}", info.tokenizer_hash),
-        "train_tokens": train.len(), "val_tokens": val.len(), "train_bytes": bytes_of(train), "val_bytes": bytes_of(val),
+        "train_tokens": train.len(), "val_tokens": val.len(), "train_bytes": tok.decoded_len(train), "val_bytes": tok.decoded_len(val),
         "files": paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
     });
     minillm::fsutil::atomic_write(&a.out.join("meta.json"), serde_json::to_string_pretty(&meta)?.as_bytes())?;

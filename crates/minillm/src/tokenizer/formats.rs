@@ -203,6 +203,11 @@ fn build(
     Tokenizer::new(bpe, pattern, specials).map_err(|e| Error::format(path, e.to_string()))
 }
 
+/// Reads an HF `tokenizer.json` file holding a byte-level BPE model.
+pub fn read_hf_json(path: &Path) -> Result<Tokenizer> {
+    from_hf_json(&read_text(path)?, path)
+}
+
 /// Parses an HF `tokenizer.json` holding a byte-level BPE model.
 pub fn from_hf_json(text: &str, path: &Path) -> Result<Tokenizer> {
     let value: Value =

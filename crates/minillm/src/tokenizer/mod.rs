@@ -210,6 +210,11 @@ impl Tokenizer {
         Ok(out)
     }
 
+    /// How many bytes `ids` decode to (unknown ids count 0): the denominator of bits per byte.
+    pub fn decoded_len(&self, ids: &[u32]) -> usize {
+        ids.iter().map(|&id| self.token_bytes(id).map_or(0, <[u8]>::len)).sum()
+    }
+
     /// The exact bytes of a token sequence: lossless even when tokens split a UTF-8 character.
     pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(ids.len() * 4);

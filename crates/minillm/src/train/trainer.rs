@@ -189,7 +189,7 @@ impl Trainer {
             )));
         }
         let tok_path = data.join("tokenizer.json");
-        let tokenizer = formats::from_hf_json(&read_text(&tok_path)?, &tok_path)?;
+        let tokenizer = formats::read_hf_json(&tok_path)?;
         let model_config = config.model_config(tokenizer.vocab_size())?;
         let model = Gpt::new(model_config, config.seed)?;
         Trainer::assemble(config, model, tokenizer, data)
@@ -199,8 +199,7 @@ impl Trainer {
         let t = model.config.block_size;
         let train_ids = load_split(data, "train.bin", &tokenizer)?;
         let val_ids = load_split(data, "val.bin", &tokenizer)?;
-        let val_bytes: usize =
-            val_ids.iter().map(|&id| tokenizer.token_bytes(id).map_or(0, <[u8]>::len)).sum();
+        let val_bytes = tokenizer.decoded_len(&val_ids);
         let val_bytes_per_token = val_bytes as f64 / val_ids.len().max(1) as f64;
         let train = Loader::new(train_ids, t, config.seed)
             .map_err(|e| Error::Invalid(format!("training data: {e}")))?;
@@ -285,26 +284,22 @@ impl Trainer {
         let limit =
             if self.config.eval_batches == 0 { total } else { (self.config.eval_batches * b).min(total) };
         let (mut sum, mut counted) = (0.0f64, 0usize);
-        let mut done = 0;
-        while done < limit {
-            let rows = b.min(limit - done);
-            let mut windows = self.val.windows(t).skip(done);
-            for r in 0..b {
-                let (x, y) = if r < rows {
-                    windows.next().expect("counted")
-                } else {
-                    self.val.windows(t).next().expect("one")
-                };
+        let mut windows = self.val.windows(t).take(limit).peekable();
+        while windows.peek().is_some() {
+            let mut rows = 0;
+            for (r, (x, y)) in windows.by_ref().take(b).enumerate() {
                 self.inputs[r * t..(r + 1) * t].copy_from_slice(x);
                 self.targets[r * t..(r + 1) * t].copy_from_slice(y);
-                if r >= rows {
-                    self.targets[r * t..(r + 1) * t].fill(crate::model::layers::loss::IGNORE);
-                }
+                rows = r + 1;
+            }
+            // A short last batch keeps the training shape: repeat row 0, with nothing to score.
+            for r in rows..b {
+                self.inputs.copy_within(0..t, r * t);
+                self.targets[r * t..(r + 1) * t].fill(crate::model::layers::loss::IGNORE);
             }
             let loss = self.model.forward(&self.inputs, Some(&self.targets), (b, t))?.unwrap_or(f32::NAN);
             sum += loss as f64 * (rows * t) as f64;
             counted += rows * t;
-            done += rows;
         }
         self.model.training = true;
         let val_loss = (sum / counted.max(1) as f64) as f32;
@@ -396,12 +391,7 @@ impl Trainer {
                 run.display()
             )));
         }
-        let latest: serde_json::Value = serde_json::from_str(&read_text(&latest_path)?)
-            .map_err(|e| Error::format(&latest_path, format!("not valid JSON: {e}")))?;
-        let name = latest["checkpoint"]
-            .as_str()
-            .ok_or_else(|| Error::format(&latest_path, "names no checkpoint"))?;
-        let dir = run.join(name);
+        let dir = crate::io::model_dir(run)?;
         let state_path = dir.join("state.json");
         let state: State = serde_json::from_str(&read_text(&state_path)?)
             .map_err(|e| Error::format(&state_path, format!("not a training state: {e}")))?;
@@ -409,7 +399,7 @@ impl Trainer {
         model.config.dropout = state.config.dropout;
         let model = Gpt::from_params(model.config.clone(), model.params, state.config.seed)?;
         let tok_path = dir.join("tokenizer.json");
-        let tokenizer = formats::from_hf_json(&read_text(&tok_path)?, &tok_path)?;
+        let tokenizer = formats::read_hf_json(&tok_path)?;
         let mut trainer = Trainer::assemble(state.config.clone(), model, tokenizer, data)?;
         let read_moment = |file: &str| -> Result<Vec<f32>> {
             let path = dir.join(file);

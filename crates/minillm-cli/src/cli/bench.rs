@@ -1,18 +1,45 @@
 //! `minillm bench train-step`: forward + backward throughput on random tokens, next to this
-//! machine's matrix-product speed measured in the same run.
+//! machine's matrix-product speed measured in the same run. `minillm bench decode`: generation
+//! speed through the KV cache, next to this machine's memory read bandwidth.
 
 use super::model::ShapeChoice;
 use anyhow::{Result, bail};
 use clap::{Args as ClapArgs, Subcommand};
 use minillm::kernels::matmul::{Stored, matmul};
+use minillm::kernels::simd;
 use minillm::model::Gpt;
+use minillm::model::kv_cache::KvCache;
 use minillm::rng::Rng;
+use rayon::prelude::*;
 use std::time::Instant;
 
 #[derive(Subcommand)]
 pub enum Command {
     /// Time training steps (forward + backward) of a model shape.
     TrainStep(TrainStepArgs),
+    /// Time generation (prefill + KV-cached decoding) of a model shape with random weights.
+    Decode(DecodeArgs),
+}
+
+#[derive(ClapArgs)]
+pub struct DecodeArgs {
+    #[command(flatten)]
+    shape: ShapeChoice,
+    /// Sequences decoded together, one run per value (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    batch: Vec<usize>,
+    /// Prompt tokens per sequence.
+    #[arg(long, default_value_t = 16)]
+    prompt: usize,
+    /// Tokens generated per sequence.
+    #[arg(long, default_value_t = 128)]
+    new_tokens: usize,
+    /// Timed runs per batch size; the best counts.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(ClapArgs)]
@@ -35,6 +62,7 @@ pub struct TrainStepArgs {
 pub fn run(command: Command) -> Result<()> {
     match command {
         Command::TrainStep(a) => rayon::ThreadPoolBuilder::new().build()?.install(|| train_step(a)),
+        Command::Decode(a) => decode(a),
     }
 }
 
@@ -97,6 +125,119 @@ fn train_step(a: TrainStepArgs) -> Result<()> {
             c,
             c,
             4 * c
+        );
+    }
+    Ok(())
+}
+
+/// The machine's memory read bandwidth in GB/s: every thread sums its part of a buffer four
+/// times larger than the biggest cache this machine reports being common (1 GiB), best of 5.
+fn read_bandwidth() -> f64 {
+    let buf = vec![1.0f32; 1 << 28];
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let total: f32 = buf.par_chunks(1 << 16).map(simd::sum).sum();
+        best = best.min(t.elapsed().as_secs_f64());
+        std::hint::black_box(total);
+    }
+    (buf.len() * 4) as f64 / best / 1e9
+}
+
+/// Index of the largest value (greedy decoding).
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Seconds for prefill + decoding, and for the decoding steps alone, of `batch` sequences.
+fn time_generation(model: &mut Gpt, batch: usize, prompt: usize, new_tokens: usize) -> Result<(f64, f64)> {
+    let mut rng = Rng::new(3);
+    let v = model.config.vocab_size;
+    let mut cache = KvCache::new(model, batch);
+    let start = Instant::now();
+    let mut next = Vec::with_capacity(batch);
+    for slot in 0..batch {
+        let tokens: Vec<u32> = (0..prompt).map(|_| rng.below(v) as u32).collect();
+        next.push(argmax(&model.prefill(&mut cache, slot, &tokens)?));
+    }
+    let slots: Vec<usize> = (0..batch).collect();
+    let decoding = Instant::now();
+    for _ in 1..new_tokens {
+        let logits = model.decode(&mut cache, &slots, &next)?;
+        for (n, row) in next.iter_mut().zip(logits.chunks_exact(v)) {
+            *n = argmax(row);
+        }
+    }
+    Ok((start.elapsed().as_secs_f64(), decoding.elapsed().as_secs_f64()))
+}
+
+fn decode(a: DecodeArgs) -> Result<()> {
+    let (name, config) = a.shape.resolve()?;
+    if a.prompt == 0 || a.new_tokens < 2 || a.prompt + a.new_tokens > config.block_size {
+        bail!(
+            "--prompt must be at least 1 and --new-tokens at least 2, together at most the context ({})",
+            config.block_size
+        );
+    }
+    if a.batch.contains(&0) || a.rounds == 0 {
+        bail!("--batch values and --rounds must be at least 1");
+    }
+    let mut model = Gpt::new(config.clone(), 1)?;
+    let bandwidth = read_bandwidth();
+    // Weights read per decoding step: every parameter once, except the position table, of
+    // which one row is read.
+    let step_bytes = 4 * (config.num_params() - (config.block_size - 1) * config.n_embd);
+    let threads = rayon::current_num_threads();
+    let mut runs = Vec::new();
+    for &b in &a.batch {
+        let (mut total, mut steps) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..a.rounds {
+            let (t, s) = time_generation(&mut model, b, a.prompt, a.new_tokens)?;
+            total = total.min(t);
+            steps = steps.min(s);
+        }
+        let step = steps / (a.new_tokens - 1) as f64;
+        let achieved = step_bytes as f64 / step / 1e9;
+        runs.push(serde_json::json!({
+            "batch": b,
+            "tokens_per_s": (b * a.new_tokens) as f64 / total,
+            "ms_per_step": step * 1e3,
+            "weights_gb_per_s": achieved,
+            "fraction_of_bandwidth": achieved / bandwidth,
+        }));
+    }
+    if a.json {
+        let doc = serde_json::json!({
+            "model": name, "threads": threads, "prompt": a.prompt, "new_tokens": a.new_tokens,
+            "weights_mb": step_bytes as f64 / 1e6, "read_bandwidth_gb_per_s": bandwidth, "runs": runs,
+        });
+        println!("{doc}");
+        return Ok(());
+    }
+    println!(
+        "{name}: prompt {} + {} new tokens, {threads} threads, best of {} runs",
+        a.prompt, a.new_tokens, a.rounds
+    );
+    println!(
+        "  memory read bandwidth {bandwidth:.1} GB/s; a step reads {:.0} MB of weights, so batch 1 \
+         can reach at most {:.0} tokens/s",
+        step_bytes as f64 / 1e6,
+        bandwidth * 1e9 / step_bytes as f64
+    );
+    for r in &runs {
+        println!(
+            "  batch {}: {:.1} tokens/s ({:.2} ms per step, weights read at {:.1} GB/s = {:.0}% of bandwidth)",
+            r["batch"],
+            r["tokens_per_s"].as_f64().unwrap_or(0.0),
+            r["ms_per_step"].as_f64().unwrap_or(0.0),
+            r["weights_gb_per_s"].as_f64().unwrap_or(0.0),
+            100.0 * r["fraction_of_bandwidth"].as_f64().unwrap_or(0.0),
         );
     }
     Ok(())

@@ -113,6 +113,13 @@ pub fn softmax_inline(row: &mut [f32]) {
 }
 
 multiversion! {
+    /// Sum of `row`'s elements.
+    pub fn sum(row: &[f32]) -> f32 {
+        sum_inline(row)
+    }
+}
+
+multiversion! {
     /// Softmax of `row` in place.
     pub fn softmax(row: &mut [f32]) {
         softmax_inline(row)

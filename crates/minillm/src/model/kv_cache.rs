@@ -7,9 +7,9 @@
 //! together in one batched pass per step.
 
 use super::gpt::{Gpt, opt};
-use super::layers::{gelu, layernorm, linear};
+use super::layers::{gelu, layernorm};
 use crate::error::{Error, Result};
-use crate::kernels::matmul::{Stored, matmul};
+use crate::kernels::matvec;
 use crate::kernels::simd::softmax_inline;
 use crate::kernels::vec::{axpy_inline, dot_inline};
 
@@ -169,7 +169,7 @@ impl Gpt {
         for (layer, o) in l.blocks.iter().enumerate() {
             let kc = &mut *cache;
             kc.normalize(n, &p[o.ln_1_w.clone()], opt(p, &o.ln_1_b));
-            linear::forward(&mut kc.qkv, &kc.ln, &p[o.attn_w.clone()], opt(p, &o.attn_b), (n, c, 3 * c));
+            matvec::times(&mut kc.qkv, &kc.ln, &p[o.attn_w.clone()], opt(p, &o.attn_b), (n, c, 3 * c));
             for (i, &s) in slots.iter().enumerate() {
                 let pos = kc.lens[s];
                 let at = kc.row(layer, s, pos);
@@ -190,7 +190,7 @@ impl Gpt {
                     }
                 }
             }
-            linear::forward(
+            matvec::times(
                 &mut kc.proj,
                 &kc.atty,
                 &p[o.attn_proj_w.clone()],
@@ -199,9 +199,9 @@ impl Gpt {
             );
             add_into(&mut kc.x[..n * c], &kc.proj[..n * c]);
             kc.normalize(n, &p[o.ln_2_w.clone()], opt(p, &o.ln_2_b));
-            linear::forward(&mut kc.fch, &kc.ln, &p[o.fc_w.clone()], opt(p, &o.fc_b), (n, c, 4 * c));
+            matvec::times(&mut kc.fch, &kc.ln, &p[o.fc_w.clone()], opt(p, &o.fc_b), (n, c, 4 * c));
             gelu::forward(&mut kc.fch_gelu[..n * 4 * c], &kc.fch[..n * 4 * c]);
-            linear::forward(
+            matvec::times(
                 &mut kc.proj,
                 &kc.fch_gelu,
                 &p[o.fc_proj_w.clone()],
@@ -212,7 +212,7 @@ impl Gpt {
         }
         let kc = &mut *cache;
         kc.normalize(n, &p[l.ln_f_w.clone()], opt(p, &l.ln_f_b));
-        matmul(&mut kc.logits, &kc.ln, Stored::Normal, &wte[..v * c], Stored::Transposed, (n, c, v), false);
+        matvec::times_transposed(&mut kc.logits, &kc.ln, &wte[..v * c], (n, c, v));
         for &s in slots {
             kc.lens[s] += 1;
         }

@@ -9,7 +9,12 @@ Builds a small GPT2LMHeadModel from a fixed seed and writes, into the output dir
   model.safetensors, config.json   the model, as HF's save_pretrained writes it
   reference.safetensors            tokens and targets (int32; -100 = ignored), the logits, the
                                    loss, every parameter's gradient ("grad.<name>") and the loss
-                                   before each of 10 torch.optim.AdamW steps ("adamw_losses")
+                                   before each of 10 torch.optim.AdamW steps ("adamw_losses"),
+                                   the attention probabilities of the first sequence
+                                   ("attentions.<layer>", heads x T x T) and HF's greedy
+                                   continuation of its first 8 tokens ("greedy_tokens",
+                                   `generate(do_sample=False, use_cache=True)`, 24 new tokens;
+                                   "greedy_penalized_tokens" with repetition_penalty 2.0)
   reference.json                   the settings used, for the tests to read
 """
 import json
@@ -23,6 +28,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 SEED = 1234
 B, T = 2, 16
+GREEDY_PROMPT, GREEDY_NEW, REPETITION_PENALTY = 8, 24, 2.0
 ADAMW = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
 
 
@@ -61,6 +67,21 @@ def main(out: Path) -> None:
     for name, p in model.named_parameters():
         tensors["grad." + name] = p.grad.detach().contiguous()
 
+    with torch.no_grad():
+        attentions = model(tokens[:1], output_attentions=True).attentions
+        for layer, att in enumerate(attentions):
+            tensors[f"attentions.{layer}"] = att[0].contiguous()
+        prompt = tokens[:1, :GREEDY_PROMPT]
+        greedy = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, use_cache=True,
+                                max_new_tokens=GREEDY_NEW, min_new_tokens=GREEDY_NEW, pad_token_id=0)
+        tensors["greedy_tokens"] = greedy[0].to(torch.int32).contiguous()
+        # A random model soon repeats one token; HF's repetition penalty makes it wander,
+        # which tests more steps (and the penalty) against HF.
+        greedy = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, use_cache=True,
+                                max_new_tokens=GREEDY_NEW, min_new_tokens=GREEDY_NEW, pad_token_id=0,
+                                repetition_penalty=REPETITION_PENALTY)
+        tensors["greedy_penalized_tokens"] = greedy[0].to(torch.int32).contiguous()
+
     # Ten AdamW steps: decay on the blocks' matrices only, as minillm's trainer does.
     decay = [p for n, p in model.named_parameters() if n.startswith("transformer.h.") and n.endswith(".weight") and ".ln_" not in n]
     others = [p for n, p in model.named_parameters() if not any(p is d for d in decay)]
@@ -77,7 +98,8 @@ def main(out: Path) -> None:
         optim.step()
     tensors["adamw_losses"] = torch.tensor(losses, dtype=torch.float32)
     save_file(tensors, out / "reference.safetensors")
-    settings = {"seed": SEED, "batch": B, "context": T, "adamw": ADAMW, "torch": torch.__version__}
+    settings = {"seed": SEED, "batch": B, "context": T, "adamw": ADAMW, "greedy_prompt": GREEDY_PROMPT,
+                "greedy_new": GREEDY_NEW, "repetition_penalty": REPETITION_PENALTY, "torch": torch.__version__}
     (out / "reference.json").write_text(json.dumps(settings, indent=2) + "\n")
     print(f"loss {loss.item():.6f}; wrote {out}")
 

@@ -37,6 +37,12 @@ enum Command {
     Train(cli::train::Args),
     /// Continue a prompt with a trained model, streaming the text.
     Generate(cli::generate::Args),
+    /// Talk to a model in a loop, with the conversation as its context.
+    Chat(cli::chat::Args),
+    /// Show a text's tokens, their surprisal, the next-token probabilities and attention.
+    Inspect(cli::inspect::Args),
+    /// Loss, perplexity and bits per byte of a model on held-out text.
+    Eval(cli::eval::Args),
     /// Draw a run's train and validation loss curves (SVG).
     Plot(cli::plot::Args),
     /// Inspect model shapes: parameters, memory, FLOPs.
@@ -78,6 +84,9 @@ fn main() -> ExitCode {
         Command::Prepare(a) => cli::prepare::run(a),
         Command::Train(a) => cli::train::run(a),
         Command::Generate(a) => cli::generate::run(a),
+        Command::Chat(a) => cli::chat::run(a),
+        Command::Inspect(a) => cli::inspect::run(a),
+        Command::Eval(a) => cli::eval::run(a),
         Command::Plot(a) => cli::plot::run(a),
         Command::Model(c) => cli::model::run(c),
         Command::Bench(c) => cli::bench::run(c),

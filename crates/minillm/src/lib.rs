@@ -13,7 +13,9 @@
 
 pub mod corpus;
 pub mod error;
+pub mod eval;
 pub mod fsutil;
+pub mod inspect;
 pub mod io;
 pub mod kernels;
 pub mod model;

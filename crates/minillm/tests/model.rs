@@ -225,7 +225,7 @@ fn generation_through_the_cache_equals_rereading_the_window() {
     let prompt = [3u32, 14, 15];
     let greedy = SamplerConfig { temperature: 0.0, ..Default::default() };
     // 12 new tokens with a context of 8: the window slides after the fifth.
-    let cached = generate(&mut model, &prompt, 12, greedy, &mut Rng::new(1), None, |_| true).unwrap();
+    let cached = generate(&mut model, &prompt, 12, &greedy, &mut Rng::new(1), None, |_, _| true).unwrap();
     let mut naive = prompt.to_vec();
     for _ in 0..12 {
         let window = &naive[naive.len().saturating_sub(8)..];
@@ -234,4 +234,35 @@ fn generation_through_the_cache_equals_rereading_the_window() {
         naive.push(next);
     }
     assert_eq!(cached, naive);
+}
+
+#[test]
+fn eval_scores_every_token_once_whatever_the_batching() {
+    let mut model = Gpt::new(tiny(0.1), 5).unwrap();
+    let t = model.config.block_size;
+    let v = model.config.vocab_size;
+    let mut rng = Rng::new(9);
+    // Three full windows and a remainder of 5, so the tail and a short last batch both occur.
+    let tokens: Vec<u32> = (0..3 * t + 6).map(|_| rng.below(v) as u32).collect();
+    let mut want = 0.0f64;
+    for start in (0..tokens.len() - 1).step_by(t) {
+        let end = (start + t).min(tokens.len() - 1);
+        let window = &tokens[start..end];
+        let positions: Vec<usize> = (0..window.len()).collect();
+        let logits = model.logits_at(window, (1, window.len()), &positions).unwrap();
+        for (i, row) in logits.chunks_exact(v).enumerate() {
+            let p = minillm::inspect::softmax(row)[tokens[start + i + 1] as usize];
+            want -= p.ln();
+        }
+    }
+    for batch in [1, 2, 8] {
+        let score = minillm::eval::evaluate(&mut model, &tokens, batch, 100).unwrap();
+        assert_eq!(score.tokens, tokens.len() - 1);
+        let got = score.loss * score.tokens as f64;
+        assert!((got - want).abs() < 1e-3 * want, "batch {batch}: {got} vs {want}");
+        assert!((score.bits_per_byte - want / std::f64::consts::LN_2 / 100.0).abs() < 1e-4);
+        assert!((score.perplexity - score.loss.exp()).abs() < 1e-9);
+    }
+    assert!(model.training, "evaluation leaves the model as it found it");
+    assert!(minillm::eval::evaluate(&mut model, &tokens[..1], 1, 1).is_err());
 }

@@ -98,3 +98,79 @@ fn logits_loss_gradients_and_adamw_match_pytorch() {
         assert!(*err < 1e-4, "{name}: relative error {err:.2e}");
     }
 }
+
+fn load_reference() -> (Vec<u8>, serde_json::Value) {
+    let dir = fixture();
+    let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
+    let settings =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    (bytes, settings)
+}
+
+#[test]
+fn greedy_generation_matches_hf_generate_token_for_token() {
+    use minillm::rng::Rng;
+    use minillm::sample::{SamplerConfig, generate};
+    let (bytes, settings) = load_reference();
+    let reference = SafeTensors::deserialize(&bytes).unwrap();
+    let n_prompt = settings["greedy_prompt"].as_u64().unwrap() as usize;
+    let n_new = settings["greedy_new"].as_u64().unwrap() as usize;
+    let penalty = settings["repetition_penalty"].as_f64().unwrap() as f32;
+    let mut model = load_model(&fixture()).unwrap();
+    for (name, repetition_penalty) in [("greedy_tokens", 1.0), ("greedy_penalized_tokens", penalty)] {
+        let want: Vec<u32> = i32s(&reference, name).into_iter().map(|x| x as u32).collect();
+        let config = SamplerConfig { temperature: 0.0, repetition_penalty, ..Default::default() };
+        let got =
+            generate(&mut model, &want[..n_prompt], n_new, &config, &mut Rng::new(0), None, |_, _| true)
+                .unwrap();
+        assert_eq!(got, want, "{name}: HF transformers generated otherwise");
+    }
+}
+
+#[test]
+fn inspect_matches_pytorch_attention_and_softmax() {
+    use minillm::inspect::{Which, inspect, softmax};
+    let (bytes, settings) = load_reference();
+    let reference = SafeTensors::deserialize(&bytes).unwrap();
+    let t = settings["context"].as_u64().unwrap() as usize;
+    let tokens: Vec<u32> = i32s(&reference, "tokens")[..t].iter().map(|&x| x as u32).collect();
+    let logits = f32s(&reference, "logits");
+    let mut model = load_model(&fixture()).unwrap();
+    let (v, nh, layers) = (model.config.vocab_size, model.config.n_head, model.config.n_layer);
+    let tok = minillm::Tokenizer::bytes(); // any tokenizer: only the texts of tokens depend on it
+    for layer in 0..layers {
+        let theirs = f32s(&reference, &format!("attentions.{layer}"));
+        for head in 0..nh {
+            let seen =
+                inspect(&mut model, &tok, &tokens, v, Some(Which { layer, head: Some(head) })).unwrap();
+            let ours: Vec<f32> = seen.attention.unwrap().weights.concat();
+            let err = rel_error(&ours, &theirs[head * t * t..(head + 1) * t * t]);
+            assert!(err < 1e-5, "layer {layer} head {head}: attention differs by {err:.2e}");
+        }
+        // The mean over heads is the mean of the heads.
+        let seen = inspect(&mut model, &tok, &tokens, 1, Some(Which { layer, head: None })).unwrap();
+        let mean = &seen.attention.unwrap().weights;
+        let want = (0..nh).map(|h| theirs[h * t * t + (t - 1) * t]).sum::<f32>() / nh as f32;
+        assert!((mean[t - 1][0] - want).abs() < 1e-5);
+    }
+    let seen = inspect(&mut model, &tok, &tokens, v, None).unwrap();
+    let want = softmax(&logits[(t - 1) * v..t * v]);
+    let total: f64 = seen.next.iter().map(|c| c.prob).sum();
+    assert!((total - 1.0).abs() < 1e-9, "probabilities sum to {total}");
+    assert!(seen.next.windows(2).all(|w| w[0].prob >= w[1].prob), "not sorted");
+    for c in &seen.next {
+        assert!(
+            (c.prob - want[c.id as usize]).abs() < 1e-6,
+            "token {}: {} vs {}",
+            c.id,
+            c.prob,
+            want[c.id as usize]
+        );
+    }
+    assert_eq!(seen.surprisal[0], None);
+    for i in 1..t {
+        let p = softmax(&logits[(i - 1) * v..i * v])[tokens[i] as usize];
+        let ours = seen.surprisal[i].unwrap();
+        assert!((ours - -p.log2()).abs() < 1e-4, "surprisal {i}: {ours} vs {}", -p.log2());
+    }
+}

@@ -73,7 +73,7 @@ fn samples(model: &mut Gpt, bpe: &minillm::Tokenizer) -> Result<()> {
     let mut rng = Rng::new(7);
     for prompt in PROMPTS {
         let ids = bpe.encode(prompt, minillm::SpecialTokens::AsText)?;
-        let out = generate(model, &ids, 48, config, &mut rng, None, |_| true)?;
+        let out = generate(model, &ids, 48, &config, &mut rng, None, |_, _| true)?;
         let text = bpe.decode(&out[ids.len()..])?;
         let text = text.split("\n\n").next().unwrap_or_default();
         for line in format!("{prompt}{text}").lines() {

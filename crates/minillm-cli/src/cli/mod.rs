@@ -1,11 +1,15 @@
 pub mod bench;
+pub mod chat;
 pub mod compare;
 pub mod corpus;
 pub mod demo;
 pub mod display;
+pub mod eval;
 pub mod generate;
+pub mod inspect;
 pub mod model;
 pub mod plot;
 pub mod prepare;
+pub mod session;
 pub mod tokenizer;
 pub mod train;

@@ -153,6 +153,12 @@ impl Gpt {
         self.acts.as_ref().map_or(&[], |a| &a.logits[..a.b * a.t * self.config.padded_vocab_size()])
     }
 
+    /// Attention probabilities (B, NH, T, T) of `layer` in the last forward: row i holds how
+    /// much position i attends to each position, zero after i (the causal mask).
+    pub fn attention(&self, layer: usize) -> Option<&[f32]> {
+        self.acts.as_ref().and_then(|a| a.blocks.get(layer)).map(|k| k.att.as_slice())
+    }
+
     /// The inference path: runs the blocks, then the final LayerNorm and the LM head only at
     /// `positions` of each sequence. Returns logits (B, positions, V), padding removed.
     pub fn logits_at(

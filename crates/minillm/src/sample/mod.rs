@@ -1,8 +1,6 @@
-//! Turning next-token probabilities into text: a sampler (temperature, top-k) and a generation
-//! loop: the prompt in one pass, then one token at a time through the KV cache.
-//!
-//! This is the plain version the training loop and the demo need; the other samplers, stop
-//! strings and streaming belong to the generation stage.
+//! Turning next-token probabilities into text: the samplers (greedy, temperature, top-k, top-p,
+//! min-p, penalties, logit bias) and the generation loop: the prompt in one pass, then one token
+//! at a time through the KV cache.
 
 pub mod stop;
 
@@ -11,7 +9,7 @@ use crate::model::Gpt;
 use crate::model::kv_cache::KvCache;
 use crate::rng::Rng;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SamplerConfig {
     /// 0 picks the most likely token (greedy); higher flattens the distribution.
     pub temperature: f32,
@@ -27,6 +25,9 @@ pub struct SamplerConfig {
     /// OpenAI's penalties: logit -= frequency * count + presence * (count > 0).
     pub frequency_penalty: f32,
     pub presence_penalty: f32,
+    /// Added to the logits of these token ids before anything else (OpenAI's `logit_bias`:
+    /// -100 bans a token, +100 all but forces it).
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for SamplerConfig {
@@ -39,6 +40,7 @@ impl Default for SamplerConfig {
             repetition_penalty: 1.0,
             frequency_penalty: 0.0,
             presence_penalty: 0.0,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -64,10 +66,15 @@ pub fn apply_penalties(logits: &mut [f32], history: &[u32], config: &SamplerConf
 }
 
 /// Draws the next token from `logits` (the real vocabulary only), given the tokens so far.
-/// Order: penalties, temperature, top-k, top-p, min-p, then a draw from what remains.
-pub fn sample(logits: &[f32], history: &[u32], config: SamplerConfig, rng: &mut Rng) -> u32 {
+/// Order: logit bias, penalties, temperature, top-k, top-p, min-p, then a draw from what remains.
+pub fn sample(logits: &[f32], history: &[u32], config: &SamplerConfig, rng: &mut Rng) -> u32 {
     let mut logits = logits.to_vec();
-    apply_penalties(&mut logits, history, &config);
+    for &(id, bias) in &config.logit_bias {
+        if let Some(x) = logits.get_mut(id as usize) {
+            *x += bias;
+        }
+    }
+    apply_penalties(&mut logits, history, config);
     let argmax = || logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
     if config.temperature <= 0.0 {
         return argmax();
@@ -110,17 +117,18 @@ pub fn sample(logits: &[f32], history: &[u32], config: SamplerConfig, rng: &mut 
     ids[keep - 1]
 }
 
-/// Appends up to `max_new` tokens to `prompt`, calling `on_token` with each (it returns false to
-/// stop, e.g. at a stop string), and stopping early at `stop`. The model sees the last `block_size` tokens: once the cache is full, the window
-/// slides (the last `block_size` tokens are prefilled again for each further token).
+/// Appends up to `max_new` tokens to `prompt`, calling `on_token` with each and the model's
+/// logits it was drawn from (it returns false to stop, e.g. at a stop string), and stopping
+/// early at `stop`. The model sees the last `block_size` tokens: once the cache is full, the
+/// window slides (the last `block_size` tokens are prefilled again for each further token).
 pub fn generate(
     model: &mut Gpt,
     prompt: &[u32],
     max_new: usize,
-    config: SamplerConfig,
+    config: &SamplerConfig,
     rng: &mut Rng,
     stop: Option<u32>,
-    mut on_token: impl FnMut(u32) -> bool,
+    mut on_token: impl FnMut(u32, &[f32]) -> bool,
 ) -> Result<Vec<u32>> {
     let mut ids = prompt.to_vec();
     let window = model.config.block_size;
@@ -132,7 +140,7 @@ pub fn generate(
             break;
         }
         ids.push(next);
-        if !on_token(next) {
+        if !on_token(next, &logits) {
             break;
         }
         if cache.len(0) < window {
@@ -153,7 +161,7 @@ mod tests {
         let mut rng = Rng::new(1);
         let mut counts = [0; 4];
         for _ in 0..4000 {
-            counts[sample(logits, &[], config, &mut rng) as usize] += 1;
+            counts[sample(logits, &[], &config, &mut rng) as usize] += 1;
         }
         counts
     }
@@ -168,9 +176,9 @@ mod tests {
         let logits = four();
         let mut rng = Rng::new(1);
         let greedy = SamplerConfig { temperature: 0.0, ..Default::default() };
-        assert_eq!(sample(&logits, &[], greedy, &mut rng), 2);
+        assert_eq!(sample(&logits, &[], &greedy, &mut rng), 2);
         let cold = SamplerConfig { temperature: 0.01, ..Default::default() };
-        assert!((0..100).all(|_| sample(&logits, &[], cold, &mut rng) == 2));
+        assert!((0..100).all(|_| sample(&logits, &[], &cold, &mut rng) == 2));
         let c = draws(&logits, SamplerConfig { top_k: 2, ..Default::default() });
         assert_eq!((c[0], c[3]), (0, 0), "{c:?}");
         assert!((c[2] as f64 / 4000.0 - 0.625).abs() < 0.03, "{c:?}"); // 0.5 / (0.5 + 0.3)
@@ -202,11 +210,23 @@ mod tests {
     }
 
     #[test]
+    fn logit_bias_bans_and_forces_tokens() {
+        let logits = four();
+        let ban = SamplerConfig { logit_bias: vec![(2, -100.0)], temperature: 0.0, ..Default::default() };
+        assert_eq!(sample(&logits, &[], &ban, &mut Rng::new(1)), 1);
+        let c = draws(&logits, SamplerConfig { logit_bias: vec![(3, 100.0)], ..Default::default() });
+        assert_eq!(c[3], 4000, "{c:?}");
+        let c =
+            draws(&logits, SamplerConfig { logit_bias: vec![(2, -100.0), (9, 5.0)], ..Default::default() });
+        assert_eq!(c[2], 0, "{c:?}"); // and an id outside the vocabulary is ignored
+    }
+
+    #[test]
     fn the_same_seed_gives_the_same_draws() {
         let logits = four();
         let run = |seed| {
             let mut rng = Rng::new(seed);
-            (0..50).map(|_| sample(&logits, &[], SamplerConfig::default(), &mut rng)).collect::<Vec<_>>()
+            (0..50).map(|_| sample(&logits, &[], &SamplerConfig::default(), &mut rng)).collect::<Vec<_>>()
         };
         assert_eq!(run(3), run(3));
         assert_ne!(run(3), run(4));

@@ -5,6 +5,7 @@ use super::adamw::{AdamW, AdamWConfig};
 use super::data::{Loader, read_shard, tokenizer_hash};
 use super::schedule::Schedule;
 use crate::error::{Error, Result};
+use crate::eval::score_windows;
 use crate::fsutil::{atomic_write, read_text};
 use crate::io::{load_model, safetensors as st, save_model};
 use crate::model::{Gpt, ModelConfig};
@@ -276,32 +277,15 @@ impl Trainer {
     }
 
     /// Mean loss per token over validation windows (all of them when `eval_batches` is 0), in
-    /// batches of the training shape; the last batch is filled up with ignored rows.
+    /// batches of the training shape.
     pub fn evaluate(&mut self) -> Result<EvalStats> {
         let (b, t) = (self.config.batch_size, self.model.config.block_size);
-        self.model.training = false;
         let total = self.val.windows(t).count();
         let limit =
             if self.config.eval_batches == 0 { total } else { (self.config.eval_batches * b).min(total) };
-        let (mut sum, mut counted) = (0.0f64, 0usize);
-        let mut windows = self.val.windows(t).take(limit).peekable();
-        while windows.peek().is_some() {
-            let mut rows = 0;
-            for (r, (x, y)) in windows.by_ref().take(b).enumerate() {
-                self.inputs[r * t..(r + 1) * t].copy_from_slice(x);
-                self.targets[r * t..(r + 1) * t].copy_from_slice(y);
-                rows = r + 1;
-            }
-            // A short last batch keeps the training shape: repeat row 0, with nothing to score.
-            for r in rows..b {
-                self.inputs.copy_within(0..t, r * t);
-                self.targets[r * t..(r + 1) * t].fill(crate::model::layers::loss::IGNORE);
-            }
-            let loss = self.model.forward(&self.inputs, Some(&self.targets), (b, t))?.unwrap_or(f32::NAN);
-            sum += loss as f64 * (rows * t) as f64;
-            counted += rows * t;
-        }
-        self.model.training = true;
+        let windows = self.val.windows(t).take(limit);
+        let (sum, counted) =
+            score_windows(&mut self.model, windows, (b, t), &mut self.inputs, &mut self.targets)?;
         let val_loss = (sum / counted.max(1) as f64) as f32;
         let bits_per_byte = (val_loss as f64 / std::f64::consts::LN_2 / self.val_bytes_per_token) as f32;
         if self.best_val.is_none_or(|best| val_loss < best) {
@@ -324,10 +308,10 @@ impl Trainer {
             &mut self.model,
             &prompt,
             self.config.sample_tokens,
-            config,
+            &config,
             &mut rng,
             None,
-            |_| true,
+            |_, _| true,
         );
         self.model.training = true;
         Ok(Some(self.tokenizer.decode(&ids?)?))

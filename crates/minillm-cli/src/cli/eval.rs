@@ -1,0 +1,65 @@
+//! `minillm eval`: a model's loss, perplexity and bits per byte on held-out text.
+
+use super::display::count;
+use super::session::load;
+use anyhow::{Context, Result, bail};
+use clap::Args as ClapArgs;
+use minillm::SpecialTokens;
+use minillm::train::data::{read_shard, tokenizer_hash};
+use std::path::{Path, PathBuf};
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// A run directory, a checkpoint, or a model directory.
+    #[arg(long, value_name = "RUN_OR_DIR")]
+    model: PathBuf,
+    /// A text file, a token shard (.bin from `minillm prepare`), or a prepared directory
+    /// (its val.bin is used).
+    #[arg(long, value_name = "FILE_OR_SHARDS")]
+    data: PathBuf,
+    /// Windows of the model's context run together.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let mut loaded = load(&a.model)?;
+    let (tokens, what) = read_tokens(&a.data, &loaded.tok)?;
+    let bytes = loaded.tok.decoded_len(tokens.get(1..).unwrap_or_default());
+    let score = minillm::eval::evaluate(&mut loaded.model, &tokens, a.batch, bytes)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&score)?);
+        return Ok(());
+    }
+    println!("{what}: {} tokens scored ({} bytes)", count(score.tokens), count(score.bytes));
+    println!("  loss           {:.4} nats per token", score.loss);
+    println!("  perplexity     {:.2}", score.perplexity);
+    println!("  bits per byte  {:.4}", score.bits_per_byte);
+    Ok(())
+}
+
+/// The tokens to score, and a description of where they came from.
+fn read_tokens(path: &Path, tok: &minillm::Tokenizer) -> Result<(Vec<u32>, String)> {
+    let shard = if path.is_dir() { path.join("val.bin") } else { path.to_path_buf() };
+    if shard.extension().is_some_and(|e| e == "bin") {
+        let (ids, info) = read_shard(&shard)?;
+        if info.tokenizer_hash != tokenizer_hash(tok) {
+            bail!(
+                "{} was tokenized with a different tokenizer than the model's; prepare the text again with the model's tokenizer.json, or pass the text file",
+                shard.display()
+            );
+        }
+        return Ok((ids, shard.display().to_string()));
+    }
+    if path.is_dir() {
+        bail!(
+            "{} holds no val.bin; pass a text file or a directory made by `minillm prepare`",
+            path.display()
+        );
+    }
+    let text = minillm::fsutil::read_text(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok((tok.encode(&text, SpecialTokens::AsText)?, path.display().to_string()))
+}

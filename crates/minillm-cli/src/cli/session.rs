@@ -1,0 +1,182 @@
+//! What `generate`, `chat`, `inspect` and `eval` share: a model loaded with its tokenizer, the
+//! sampling flags, fitting a prompt into the context window, and streaming generation that
+//! stops at stop strings without printing them.
+
+use anyhow::{Context, Result, bail};
+use clap::Args as ClapArgs;
+use minillm::model::Gpt;
+use minillm::rng::Rng;
+use minillm::sample::stop::StopMatcher;
+use minillm::sample::{SamplerConfig, generate};
+use minillm::tokenizer::stream::StreamDecoder;
+use minillm::{Tokenizer, io};
+use std::path::Path;
+
+pub struct Loaded {
+    pub model: Gpt,
+    pub tok: Tokenizer,
+}
+
+/// Loads a run directory (its latest checkpoint), a checkpoint, or a model directory.
+pub fn load(path: &Path) -> Result<Loaded> {
+    let dir = io::model_dir(path)?;
+    let model = io::load_model(&dir)?;
+    let tok = minillm::tokenizer::formats::read_hf_json(&dir.join("tokenizer.json"))?;
+    if tok.vocab_size() != model.config.vocab_size {
+        bail!(
+            "the tokenizer has {} ids but the model {}; they do not belong together",
+            tok.vocab_size(),
+            model.config.vocab_size
+        );
+    }
+    Ok(Loaded { model, tok })
+}
+
+#[derive(ClapArgs, Clone)]
+pub struct SamplingArgs {
+    #[arg(long, default_value_t = 100)]
+    pub max_new_tokens: usize,
+    /// 0 picks the most likely token every time (greedy).
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Sample only among the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Sample only from the smallest set of tokens whose probability reaches p (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Drop tokens less likely than this fraction of the most likely one (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// Divide (or multiply, if negative) the logits of tokens already in the text (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Subtract this times each token's count so far from its logit.
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// Subtract this from the logit of every token already in the text.
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    /// Add BIAS to token ID's logit before sampling (repeatable; -100 bans it).
+    #[arg(long, value_name = "ID=BIAS")]
+    logit_bias: Vec<String>,
+    #[arg(long, default_value_t = 1337)]
+    pub seed: u64,
+    /// Stop before this text appears (repeatable); it is not printed.
+    #[arg(long, value_name = "TEXT")]
+    pub stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    /// The sampler these flags describe, checked against a vocabulary of `vocab` ids.
+    pub fn config(&self, vocab: usize) -> Result<SamplerConfig> {
+        let valid = self.top_p > 0.0
+            && self.top_p <= 1.0
+            && (0.0..=1.0).contains(&self.min_p)
+            && self.repetition_penalty > 0.0;
+        if !valid {
+            bail!("--top-p must be in (0, 1], --min-p in [0, 1] and --repetition-penalty above 0");
+        }
+        let logit_bias = self
+            .logit_bias
+            .iter()
+            .map(|spec| {
+                let parsed =
+                    spec.split_once('=').and_then(|(id, b)| Some((id.parse::<u32>().ok()?, b.parse().ok()?)));
+                match parsed {
+                    Some((id, b)) if (id as usize) < vocab && f32::is_finite(b) => Ok((id, b)),
+                    Some((id, _)) if id as usize >= vocab => {
+                        bail!("--logit-bias {spec}: token id {id} is outside the vocabulary of {vocab}")
+                    }
+                    _ => bail!("--logit-bias takes ID=BIAS, such as 198=-100, not `{spec}`"),
+                }
+            })
+            .collect::<Result<_>>()?;
+        Ok(SamplerConfig {
+            temperature: self.temperature.max(0.0),
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            logit_bias,
+        })
+    }
+}
+
+/// Makes room in a `window`-token context for a prompt and at least one new token: refuses an
+/// overlong prompt, or with `truncate` = "left" keeps its end.
+pub fn fit_context(mut prompt: Vec<u32>, window: usize, truncate: Option<&str>) -> Result<Vec<u32>> {
+    if prompt.is_empty() {
+        bail!("the prompt is empty");
+    }
+    if prompt.len() >= window {
+        match truncate {
+            Some("left") => drop(prompt.drain(..prompt.len() + 1 - window)),
+            Some(other) => bail!("--truncate takes `left`, not `{other}`"),
+            None => bail!(
+                "the prompt is {} tokens but the model's context holds {window}; shorten it or pass --truncate left to keep its end",
+                prompt.len()
+            ),
+        }
+    }
+    Ok(prompt)
+}
+
+/// What one generation produced.
+pub struct Streamed {
+    /// The new tokens, with the model's probability for each (softmax of its logits, before
+    /// any sampler reshaped them).
+    pub tokens: Vec<(u32, f64)>,
+    /// The new text, up to (not including) a stop string.
+    pub text: String,
+    pub hit_stop: bool,
+}
+
+/// Generates after `prompt`, handing each piece of text to `show` once it is whole UTF-8 and
+/// cannot be the start of a stop string.
+pub fn stream(
+    loaded: &mut Loaded,
+    prompt: &[u32],
+    s: &SamplingArgs,
+    rng: &mut Rng,
+    mut show: impl FnMut(&str) -> Result<()>,
+) -> Result<Streamed> {
+    let config = s.config(loaded.model.config.vocab_size)?;
+    let eos = loaded.tok.special_id("<|endoftext|>");
+    let mut decoder = StreamDecoder::new(&loaded.tok);
+    let mut stops = StopMatcher::new(s.stop.clone());
+    let mut out = Streamed { tokens: Vec::new(), text: String::new(), hit_stop: false };
+    let mut failed: Option<anyhow::Error> = None;
+    generate(&mut loaded.model, prompt, s.max_new_tokens, &config, rng, eos, |id, logits| {
+        out.tokens.push((id, probability(logits, id)));
+        let step = decoder.push(id).map_err(anyhow::Error::from).and_then(|piece| {
+            let (safe, hit) = stops.push(&piece);
+            out.hit_stop = hit;
+            out.text.push_str(&safe);
+            show(&safe)
+        });
+        failed = step.err();
+        failed.is_none() && !out.hit_stop
+    })
+    .context("generation failed")?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if !out.hit_stop {
+        // Generation ended another way: release what was held back.
+        let (safe, _) = stops.push(&decoder.finish());
+        let tail = safe + &stops.finish();
+        show(&tail)?;
+        out.text.push_str(&tail);
+    }
+    Ok(out)
+}
+
+/// softmax(logits)[id], without building the whole distribution.
+fn probability(logits: &[f32], id: u32) -> f64 {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    let total: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
+    (logits[id as usize] as f64 - max).exp() / total
+}

@@ -1,0 +1,92 @@
+//! How well a model predicts held-out text: mean loss per token, perplexity and bits per byte.
+//!
+//! Perplexity (e^loss) depends on the tokenizer: a tokenizer with longer tokens has fewer, harder
+//! predictions. Bits per byte divides the total loss by the text's length in bytes, so models
+//! with different tokenizers can be compared on the same text.
+
+use crate::error::{Error, Result};
+use crate::model::Gpt;
+use crate::model::layers::loss::IGNORE;
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Score {
+    /// Tokens predicted (every token of the text but the first).
+    pub tokens: usize,
+    /// Bytes those tokens stand for.
+    pub bytes: usize,
+    /// Mean cross-entropy per token, in nats.
+    pub loss: f64,
+    pub perplexity: f64,
+    pub bits_per_byte: f64,
+}
+
+/// Sums the loss (nats) over `windows` (inputs, targets of `t` tokens each), run `b` rows at a
+/// time through `inputs` and `targets` (b * t each); a short last batch repeats row 0 with
+/// nothing to score. Returns (sum, tokens scored).
+pub fn score_windows<'a>(
+    model: &mut Gpt,
+    windows: impl Iterator<Item = (&'a [u32], &'a [u32])>,
+    (b, t): (usize, usize),
+    inputs: &mut [u32],
+    targets: &mut [u32],
+) -> Result<(f64, usize)> {
+    let training = std::mem::replace(&mut model.training, false);
+    let mut windows = windows.peekable();
+    let (mut sum, mut counted) = (0.0f64, 0usize);
+    let mut run = || -> Result<()> {
+        while windows.peek().is_some() {
+            let mut rows = 0;
+            for (r, (x, y)) in windows.by_ref().take(b).enumerate() {
+                inputs[r * t..(r + 1) * t].copy_from_slice(x);
+                targets[r * t..(r + 1) * t].copy_from_slice(y);
+                rows = r + 1;
+            }
+            for r in rows..b {
+                inputs.copy_within(0..t, r * t);
+                targets[r * t..(r + 1) * t].fill(IGNORE);
+            }
+            let loss = model.forward(&inputs[..b * t], Some(&targets[..b * t]), (b, t))?.unwrap_or(f32::NAN);
+            sum += loss as f64 * (rows * t) as f64;
+            counted += rows * t;
+        }
+        Ok(())
+    };
+    let result = run();
+    model.training = training;
+    result.map(|()| (sum, counted))
+}
+
+/// Scores every token of `tokens` after the first: windows of the model's full context, `batch`
+/// at a time, and the remainder as one shorter window. `bytes` is the length of the scored text
+/// (for bits per byte).
+pub fn evaluate(model: &mut Gpt, tokens: &[u32], batch: usize, bytes: usize) -> Result<Score> {
+    if tokens.len() < 2 {
+        return Err(Error::Invalid(format!(
+            "{} token(s): at least 2 are needed to score one prediction",
+            tokens.len()
+        )));
+    }
+    let t = model.config.block_size.min(tokens.len() - 1);
+    let b = batch.max(1);
+    let full = (tokens.len() - 1) / t;
+    let windows = (0..full).map(|i| (&tokens[i * t..(i + 1) * t], &tokens[i * t + 1..(i + 1) * t + 1]));
+    let (mut inputs, mut targets) = (vec![0u32; b * t], vec![0u32; b * t]);
+    let (mut sum, mut counted) = score_windows(model, windows, (b, t), &mut inputs, &mut targets)?;
+    let rest = tokens.len() - 1 - full * t;
+    if rest > 0 {
+        let start = full * t;
+        let tail = (&tokens[start..start + rest], &tokens[start + 1..]);
+        let (s, n) = score_windows(model, std::iter::once(tail), (1, rest), &mut inputs, &mut targets)?;
+        sum += s;
+        counted += n;
+    }
+    let loss = sum / counted as f64;
+    Ok(Score {
+        tokens: counted,
+        bytes,
+        loss,
+        perplexity: loss.exp(),
+        bits_per_byte: sum / std::f64::consts::LN_2 / bytes.max(1) as f64,
+    })
+}

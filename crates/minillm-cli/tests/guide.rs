@@ -4,8 +4,9 @@
 //! In a chapter, a ```console block holds `$ minillm ...` lines, each followed by the output it
 //! must print (stdout, then stderr). In expected output, a line `...` stands for any number of
 //! lines and `[..]` for any text within a line. Output that starts with `error:` means the
-//! command must fail; otherwise it must succeed. The commands of one chapter run in order in one
-//! fresh temporary directory, so later commands can use files earlier ones wrote.
+//! command must fail; otherwise it must succeed. All chapters run in order in one fresh
+//! temporary directory, as a reader working through the guide would, so later commands (and
+//! chapters) can use files earlier ones wrote.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -102,24 +103,17 @@ fn trimmed(lines: &[String]) -> Vec<String> {
     out
 }
 
-fn run_chapter(path: &Path) -> Vec<String> {
+fn run_chapter(path: &Path, dir: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap();
     let steps = parse_chapter(&text);
     assert!(!steps.is_empty(), "{} shows no commands", path.display());
-    let dir = std::env::temp_dir().join(format!(
-        "minillm-guide-{}-{}",
-        std::process::id(),
-        path.file_stem().unwrap().to_string_lossy()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
     let mut failures = Vec::new();
     for step in steps {
         let words = split_words(&step.command);
         assert_eq!(words[0], "minillm", "{}:{}: only minillm commands run", path.display(), step.line);
         let out = Command::new(env!("CARGO_BIN_EXE_minillm"))
             .args(&words[1..])
-            .current_dir(&dir)
+            .current_dir(dir)
             .env("NO_COLOR", "1")
             .output()
             .unwrap();
@@ -142,7 +136,6 @@ fn run_chapter(path: &Path) -> Vec<String> {
             ));
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     failures
 }
 
@@ -156,7 +149,11 @@ fn every_guide_command_prints_what_the_guide_shows() {
         .collect();
     chapters.sort();
     assert!(!chapters.is_empty(), "no chapters in {}", guide.display());
-    let failures: Vec<String> = chapters.iter().flat_map(|c| run_chapter(c)).collect();
+    let dir = std::env::temp_dir().join(format!("minillm-guide-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let failures: Vec<String> = chapters.iter().flat_map(|c| run_chapter(c, &dir)).collect();
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{} guide commands differ:\n\n{}", failures.len(), failures.join("\n"));
 }
 

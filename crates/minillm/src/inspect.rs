@@ -74,9 +74,9 @@ pub fn inspect(
         && (w.layer >= cfg.n_layer || w.head.is_some_and(|h| h >= nh))
     {
         return Err(Error::Invalid(format!(
-            "the model has layers 0..{} and heads 0..{}; there is no layer {}{}",
-            cfg.n_layer - 1,
-            nh - 1,
+            "the model has {} layer(s) of {} head(s), counted from 0; there is no layer {}{}",
+            cfg.n_layer,
+            nh,
             w.layer,
             w.head.map_or(String::new(), |h| format!(" head {h}"))
         )));

@@ -43,6 +43,12 @@ pub fn run(a: Args) -> Result<()> {
 
 /// The tokens to score, and a description of where they came from.
 fn read_tokens(path: &Path, tok: &minillm::Tokenizer) -> Result<(Vec<u32>, String)> {
+    if path.is_dir() && !path.join("val.bin").is_file() {
+        bail!(
+            "{} holds no val.bin; pass a text file or a directory made by `minillm prepare`",
+            path.display()
+        );
+    }
     let shard = if path.is_dir() { path.join("val.bin") } else { path.to_path_buf() };
     if shard.extension().is_some_and(|e| e == "bin") {
         let (ids, info) = read_shard(&shard)?;

@@ -31,6 +31,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut loaded = load(&a.model)?;
     let prompt = loaded.tok.encode(&a.prompt, SpecialTokens::AsText)?;
     let prompt = fit_context(prompt, loaded.model.config.block_size, a.truncate.as_deref())?;
+    a.sampling.config(loaded.model.config.vocab_size)?; // bad flags fail before any output
     let mut rng = Rng::new(a.sampling.seed);
     let mut out = std::io::stdout().lock();
     if !a.json {

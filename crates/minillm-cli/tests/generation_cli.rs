@@ -1,0 +1,137 @@
+//! generate, chat, inspect and eval as a user runs them, on a tiny model trained here.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn minillm(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_minillm")).args(args).current_dir(dir).output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
+/// A character-level model trained for a few steps, shared by the tests of this file.
+fn trained() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("minillm-generation-cli-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("text.txt"), &minillm::corpus::builtin()[..60_000]).unwrap();
+        ok(&minillm(&dir, &["prepare", "--input", "text.txt", "--tokenizer", "bytes", "--out", "data"]));
+        let train = ["train", "--data", "data", "--out", "run", "--model", "d1", "--context", "32"];
+        ok(&minillm(
+            &dir,
+            &[&train[..], &["--max-steps", "40", "--eval-every", "40", "--eval-batches", "2"]].concat(),
+        ));
+        dir
+    })
+    .clone()
+}
+
+#[test]
+fn generate_json_gives_probabilities_and_logit_bias_bans_tokens() {
+    let dir = trained();
+    let args =
+        ["generate", "--model", "run", "Once", "--temperature", "0", "--max-new-tokens", "6", "--json"];
+    let doc = json(&minillm(&dir, &args));
+    let tokens = doc["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 6);
+    let text: String = tokens.iter().map(|t| t["text"].as_str().unwrap()).collect();
+    assert_eq!(text, doc["text"].as_str().unwrap());
+    for t in tokens {
+        let p = t["prob"].as_f64().unwrap();
+        assert!(p > 0.0 && p <= 1.0, "{p}");
+    }
+    let first = tokens[0]["id"].as_u64().unwrap().to_string();
+    let ban = format!("{first}=-100");
+    let banned = json(&minillm(&dir, &[&args[..], &["--logit-bias", &ban]].concat()));
+    assert_ne!(banned["tokens"][0]["id"].as_u64().unwrap().to_string(), first, "a banned token was chosen");
+    for bad in ["7", "x=1", "999=1", "3=inf"] {
+        let out = minillm(&dir, &[&args[..], &["--logit-bias", bad]].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("--logit-bias"), "{bad}: {err}");
+        assert!(out.stdout.is_empty(), "{bad}: printed before failing");
+    }
+}
+
+#[test]
+fn chat_answers_each_line_and_forgets_on_reset() {
+    let dir = trained();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_minillm"))
+        .args(["chat", "--model", "run", "--max-new-tokens", "8", "--temperature", "0"])
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Hello there\n\n/reset\nHello there\n/quit\nnot read\n").unwrap();
+    let out = ok(&child.wait_with_output().unwrap());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with("assistant>") && lines[2].starts_with("assistant>"), "{out}");
+    assert_eq!(lines[1], "(conversation forgotten)");
+    // After /reset, the same question in the same state gets the same greedy answer.
+    assert_eq!(lines[0], lines[2]);
+}
+
+#[test]
+fn inspect_json_holds_tokens_probabilities_attention_and_surprisal() {
+    let dir = trained();
+    let text = "The cat";
+    let out = minillm(
+        &dir,
+        &["inspect", "--model", "run", text, "--top-k", "256", "--layer", "0", "--head", "0", "--json"],
+    );
+    let doc = json(&out);
+    let tokens = doc["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), text.len()); // bytes tokenizer: a token per character
+    let probs: Vec<f64> =
+        doc["next"].as_array().unwrap().iter().map(|c| c["prob"].as_f64().unwrap()).collect();
+    assert_eq!(probs.len(), 256);
+    assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    assert!(probs.windows(2).all(|w| w[0] >= w[1]));
+    let weights = doc["attention"]["weights"].as_array().unwrap();
+    for (i, row) in weights.iter().enumerate() {
+        let row: Vec<f64> = row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-5, "row {i}: {row:?}");
+        assert!(row[i + 1..].iter().all(|&x| x == 0.0), "row {i} sees the future");
+    }
+    let surprisal = doc["surprisal"].as_array().unwrap();
+    assert!(surprisal[0].is_null() && surprisal[1..].iter().all(|s| s.as_f64().unwrap() >= 0.0));
+    let err = minillm(&dir, &["inspect", "--model", "run", text, "--layer", "0", "--head", "9"]);
+    assert!(String::from_utf8_lossy(&err.stderr).contains("there is no layer 0 head 9"));
+    let long = "x".repeat(100);
+    let err = minillm(&dir, &["inspect", "--model", "run", &long]);
+    assert!(
+        String::from_utf8_lossy(&err.stderr)
+            .contains("the text is 100 tokens but the model's context holds 32")
+    );
+}
+
+#[test]
+fn eval_scores_text_files_and_shards_alike() {
+    let dir = trained();
+    let shards = json(&minillm(&dir, &["eval", "--model", "run", "--data", "data", "--json"]));
+    let loss = shards["loss"].as_f64().unwrap();
+    assert!(loss > 0.0 && loss < (256f64).ln() + 1.0, "{loss}");
+    let bpb = shards["bits_per_byte"].as_f64().unwrap();
+    // A byte per token: bits per byte is the loss in bits.
+    assert!((bpb - loss / std::f64::consts::LN_2).abs() < 1e-9);
+    std::fs::write(dir.join("held_out.txt"), &minillm::corpus::builtin()[100_000..110_000]).unwrap();
+    let text = json(&minillm(&dir, &["eval", "--model", "run", "--data", "held_out.txt", "--json"]));
+    assert_eq!(text["tokens"].as_u64().unwrap(), 9_999);
+    for (data, message) in [("missing.txt", "missing.txt"), ("run", "holds no val.bin")] {
+        let out = minillm(&dir, &["eval", "--model", "run", "--data", data]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(message), "{data}: {err}");
+    }
+}

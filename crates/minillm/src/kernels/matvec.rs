@@ -14,11 +14,11 @@ use std::ops::Range;
 /// Below this many weights a product runs on the calling thread: waking others costs more.
 const PARALLEL_MIN: usize = 1 << 16;
 /// Rows of `w` folded into one pass over the output in [`times`].
-const FOLD: usize = 4;
+const FOLD: usize = 8;
 /// Floats per SIMD register on AVX-512 (two registers on AVX2).
 const LANES: usize = 16;
 /// Output columns handled together in [`times`], so a tile of each row stays in L1.
-const TILE: usize = 128;
+const TILE: usize = 1024;
 /// Rows of `w` handled per task in [`times_transposed`].
 const BLOCK: usize = 256;
 
@@ -81,13 +81,8 @@ multiversion! {
             let fold = FOLD.min(rows.end - i);
             for j0 in (0..n).step_by(TILE) {
                 let tile = (i, fold, j0, TILE.min(n - j0));
-                let mut b = 0;
-                while b + 4 <= m {
-                    fold_rows::<4>(out, x, w, b, tile, shape);
-                    b += 4;
-                }
-                for b in b..m {
-                    fold_rows::<1>(out, x, w, b, tile, shape);
+                for b in 0..m {
+                    fold_rows(out, x, w, b, tile, shape);
                 }
             }
             i += fold;
@@ -95,62 +90,37 @@ multiversion! {
     }
 }
 
-/// Adds rows i..i + fold of w, columns j0..j0 + len, into rows b0..b0 + B of out. Each weight
-/// loaded into a register serves B rows of x; the B x FOLD multipliers stay in registers.
+/// Adds rows i..i + fold of w, columns j0..j0 + len, into row b of out. For more than one row
+/// of x, the caller runs this per row over the same tile of w, which stays in L1 meanwhile.
 #[inline(always)]
-fn fold_rows<const B: usize>(
+fn fold_rows(
     out: &mut [f32],
     x: &[f32],
     w: &[f32],
-    b0: usize,
+    b: usize,
     (i, fold, j0, len): (usize, usize, usize, usize),
     (_, k, n): (usize, usize, usize),
 ) {
-    let mut o: [&mut [f32]; B] = out
-        .get_disjoint_mut(std::array::from_fn(|bb| (b0 + bb) * n + j0..(b0 + bb) * n + j0 + len))
-        .expect("rows of out are disjoint");
+    let o = &mut out[b * n + j0..][..len];
+    let a = &x[b * k + i..][..fold];
     if fold < FOLD {
-        for q in 0..fold {
-            let wq = &w[(i + q) * n + j0..][..len];
-            for (bb, o) in o.iter_mut().enumerate() {
-                let a = x[(b0 + bb) * k + i + q];
-                for (o, &wv) in o.iter_mut().zip(wq) {
-                    *o = a.mul_add(wv, *o);
-                }
+        for (q, &a) in a.iter().enumerate() {
+            for (o, &wv) in o.iter_mut().zip(&w[(i + q) * n + j0..][..len]) {
+                *o = a.mul_add(wv, *o);
             }
         }
         return;
     }
-    let a: [[f32; FOLD]; B] = std::array::from_fn(|bb| std::array::from_fn(|q| x[(b0 + bb) * k + i + q]));
-    let wr: [&[f32]; FOLD] = std::array::from_fn(|q| &w[(i + q) * n + j0..][..len]);
-    let full = len / LANES * LANES;
-    for j in (0..full).step_by(LANES) {
-        // Fixed-size chunks: the compiler sees the lengths and keeps each in one register.
-        let wc: [[f32; LANES]; FOLD] = std::array::from_fn(|q| lanes(wr[q], j));
-        for (o, a) in o.iter_mut().zip(&a) {
-            let oc: &mut [f32; LANES] = (&mut o[j..j + LANES]).try_into().expect("LANES");
-            for l in 0..LANES {
-                let mut acc = oc[l];
-                for q in 0..FOLD {
-                    acc = a[q].mul_add(wc[q][l], acc);
-                }
-                oc[l] = acc;
-            }
-        }
+    let r = |q: usize| &w[(i + q) * n + j0..][..len];
+    let (w0, w1, w2, w3, w4, w5, w6, w7) = (r(0), r(1), r(2), r(3), r(4), r(5), r(6), r(7));
+    // A plain loop over equal-length slices with no reduction: the form the compiler's loop
+    // vectorizer handles every time (fixed-size inner loops left it to fragile heuristics).
+    // Two chains of four multiply-adds halve the latency each element waits for.
+    for j in 0..len {
+        let lo = a[3].mul_add(w3[j], a[2].mul_add(w2[j], a[1].mul_add(w1[j], a[0].mul_add(w0[j], o[j]))));
+        let hi = a[7].mul_add(w7[j], a[6].mul_add(w6[j], a[5].mul_add(w5[j], a[4] * w4[j])));
+        o[j] = lo + hi;
     }
-    for j in full..len {
-        for (o, a) in o.iter_mut().zip(&a) {
-            for q in 0..FOLD {
-                o[j] = a[q].mul_add(wr[q][j], o[j]);
-            }
-        }
-    }
-}
-
-/// s[j..j + LANES] as an array.
-#[inline(always)]
-fn lanes(s: &[f32], j: usize) -> [f32; LANES] {
-    s[j..j + LANES].try_into().expect("LANES")
 }
 
 multiversion! {
@@ -195,67 +165,48 @@ pub fn times_transposed(out: &mut [f32], x: &[f32], w: &[f32], (m, k, n): (usize
 }
 
 multiversion! {
-    /// out[b, j] = x[b] . w[j] for j in `rows`, four rows of w at a time.
+    /// out[b, j] = x[b] . w[j] for j in `rows`, four rows of w at a time; for more than one
+    /// row of x, the four rows of w stay in L1 while each row of x passes over them.
     fn dots(out: *mut f32, x: &[f32], w: &[f32], rows: Range<usize>, shape: (usize, usize, usize)) {
         let (m, k, n) = shape;
         let mut j = rows.start;
         while j < rows.end {
             let four = 4.min(rows.end - j);
             let wr: [&[f32]; 4] = std::array::from_fn(|q| &w[(j + q.min(four - 1)) * k..][..k]);
-            let store = |b: usize, sums: [f32; 4]| {
+            for b in 0..m {
+                let sums = dot4(&x[b * k..][..k], wr);
                 for (q, &s) in sums.iter().enumerate().take(four) {
                     // SAFETY: the caller guarantees out holds m * n and j + q < n.
                     unsafe { *out.add(b * n + j + q) = s };
                 }
-            };
-            let mut b = 0;
-            while b + 4 <= m {
-                let sums = dot_tile::<4>(std::array::from_fn(|bb| &x[(b + bb) * k..][..k]), wr);
-                for (bb, s) in sums.into_iter().enumerate() {
-                    store(b + bb, s);
-                }
-                b += 4;
-            }
-            for b in b..m {
-                store(b, dot_tile::<1>([&x[b * k..][..k]], wr)[0]);
             }
             j += four;
         }
     }
 }
 
-/// The dot products of B rows of x with four rows of w: each chunk of x and of w loaded into a
-/// register serves several products.
+/// The dot products of `x` with four rows at once, so x is read once for all four. Thirty-two
+/// lanes per row keep enough independent multiply-adds in flight to hide their latency.
 #[inline(always)]
-fn dot_tile<const B: usize>(x: [&[f32]; B], w: [&[f32]; 4]) -> [[f32; 4]; B] {
-    let k = w[0].len();
-    let full = k / LANES * LANES;
-    let mut acc = [[[0.0f32; LANES]; 4]; B];
-    for c in (0..full).step_by(LANES) {
-        let wc: [[f32; LANES]; 4] = std::array::from_fn(|q| lanes(w[q], c));
-        for bb in 0..B {
-            let xc = lanes(x[bb], c);
-            for q in 0..4 {
-                for l in 0..LANES {
-                    acc[bb][q][l] = xc[l].mul_add(wc[q][l], acc[bb][q][l]);
-                }
-            }
+fn dot4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
+    const L: usize = 2 * LANES;
+    let (mut a0, mut a1, mut a2, mut a3) = ([0.0f32; L], [0.0f32; L], [0.0f32; L], [0.0f32; L]);
+    let full = x.len() / L * L;
+    for c in (0..full).step_by(L) {
+        // Fixed-size chunks: the compiler sees the lengths and vectorizes the lane loop.
+        let chunk = |s: &[f32]| -> [f32; L] { s[c..c + L].try_into().expect("chunk of L") };
+        let (xs, w0, w1, w2, w3) = (chunk(x), chunk(w[0]), chunk(w[1]), chunk(w[2]), chunk(w[3]));
+        for l in 0..L {
+            a0[l] = xs[l].mul_add(w0[l], a0[l]);
+            a1[l] = xs[l].mul_add(w1[l], a1[l]);
+            a2[l] = xs[l].mul_add(w2[l], a2[l]);
+            a3[l] = xs[l].mul_add(w3[l], a3[l]);
         }
     }
-    let mut sums = [[0.0f32; 4]; B];
-    for bb in 0..B {
-        for q in 0..4 {
-            let mut s = 0.0;
-            for &a in &acc[bb][q] {
-                s += a;
-            }
-            for (a, b) in x[bb][full..].iter().zip(&w[q][full..]) {
-                s += a * b;
-            }
-            sums[bb][q] = s;
-        }
-    }
-    sums
+    let tail = |acc: &[f32; L], w: &[f32]| {
+        acc.iter().sum::<f32>() + x[full..].iter().zip(&w[full..]).map(|(a, b)| a * b).sum::<f32>()
+    };
+    [tail(&a0, w[0]), tail(&a1, w[1]), tail(&a2, w[2]), tail(&a3, w[3])]
 }
 
 #[cfg(test)]

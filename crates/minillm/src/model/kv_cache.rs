@@ -10,8 +10,9 @@ use super::gpt::{Gpt, opt};
 use super::layers::{gelu, layernorm};
 use crate::error::{Error, Result};
 use crate::kernels::matvec;
-use crate::kernels::simd::softmax_inline;
+use crate::kernels::simd::{multiversion, softmax_inline};
 use crate::kernels::vec::{axpy_inline, dot_inline};
+use rayon::prelude::*;
 
 pub struct KvCache {
     slots: usize,
@@ -56,7 +57,7 @@ impl KvCache {
             proj: z(slots * c),
             fch: z(slots * 4 * c),
             fch_gelu: z(slots * 4 * c),
-            scores: z(t),
+            scores: z(slots * cfg.n_head * t),
             logits: z(slots * cfg.vocab_size),
         }
     }
@@ -91,6 +92,23 @@ impl KvCache {
 
     fn row(&self, layer: usize, slot: usize, pos: usize) -> usize {
         ((layer * self.slots + slot) * self.capacity + pos) * self.c
+    }
+}
+
+multiversion! {
+    /// y = softmax(q . k_t * scale over stored positions t) . v_t for one head, whose lanes
+    /// start at `offset` in each stored row of `width` floats.
+    fn attend(y: &mut [f32], scores: &mut [f32], q: &[f32], k: &[f32], v: &[f32], layout: (usize, usize), scale: f32) {
+        let (width, offset) = layout;
+        let hs = y.len();
+        for (t, sc) in scores.iter_mut().enumerate() {
+            *sc = dot_inline(q, &k[t * width + offset..][..hs]) * scale;
+        }
+        softmax_inline(scores);
+        y.fill(0.0);
+        for (t, &w) in scores.iter().enumerate() {
+            axpy_inline(y, w, &v[t * width + offset..][..hs]);
+        }
     }
 }
 
@@ -171,25 +189,31 @@ impl Gpt {
             kc.normalize(n, &p[o.ln_1_w.clone()], opt(p, &o.ln_1_b));
             matvec::times(&mut kc.qkv, &kc.ln, &p[o.attn_w.clone()], opt(p, &o.attn_b), (n, c, 3 * c));
             for (i, &s) in slots.iter().enumerate() {
-                let pos = kc.lens[s];
-                let at = kc.row(layer, s, pos);
+                let at = kc.row(layer, s, kc.lens[s]);
                 kc.k[at..at + c].copy_from_slice(&kc.qkv[i * 3 * c + c..][..c]);
                 kc.v[at..at + c].copy_from_slice(&kc.qkv[i * 3 * c + 2 * c..][..c]);
-                let base = kc.row(layer, s, 0);
-                for h in 0..nh {
-                    let q = &kc.qkv[i * 3 * c + h * hs..][..hs];
-                    let scores = &mut kc.scores[..=pos];
-                    for (t2, sc) in scores.iter_mut().enumerate() {
-                        *sc = dot_inline(q, &kc.k[base + t2 * c + h * hs..][..hs]) * scale;
-                    }
-                    softmax_inline(scores);
-                    let y = &mut kc.atty[i * c + h * hs..][..hs];
-                    y.fill(0.0);
-                    for (t2, &w) in scores.iter().enumerate() {
-                        axpy_inline(y, w, &kc.v[base + t2 * c + h * hs..][..hs]);
-                    }
-                }
             }
+            // Every (sequence, head) pair attends independently: one task each.
+            let (cache_k, cache_v, qkv, lens) = (&kc.k, &kc.v, &kc.qkv, &kc.lens);
+            let (n_slots, width) = (kc.slots, kc.capacity);
+            let rows = |s: usize| ((layer * n_slots + s) * width) * c;
+            kc.atty[..n * c].par_chunks_mut(hs).zip(kc.scores.par_chunks_mut(width)).enumerate().for_each(
+                |(task, (y, scores))| {
+                    let (i, h) = (task / nh, task % nh);
+                    let (s, base) = (slots[i], rows(slots[i]));
+                    let q = &qkv[i * 3 * c + h * hs..][..hs];
+                    let span = base..base + (lens[s] + 1) * c;
+                    attend(
+                        y,
+                        &mut scores[..=lens[s]],
+                        q,
+                        &cache_k[span.clone()],
+                        &cache_v[span],
+                        (c, h * hs),
+                        scale,
+                    );
+                },
+            );
             matvec::times(
                 &mut kc.proj,
                 &kc.atty,

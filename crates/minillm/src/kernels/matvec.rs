@@ -81,7 +81,12 @@ multiversion! {
             let fold = FOLD.min(rows.end - i);
             for j0 in (0..n).step_by(TILE) {
                 let tile = (i, fold, j0, TILE.min(n - j0));
-                for b in 0..m {
+                let mut b = 0;
+                while b + 2 <= m && fold == FOLD {
+                    fold_row_pair(out, x, w, b, tile, shape);
+                    b += 2;
+                }
+                for b in b..m {
                     fold_rows(out, x, w, b, tile, shape);
                 }
             }
@@ -115,11 +120,40 @@ fn fold_rows(
     let (w0, w1, w2, w3, w4, w5, w6, w7) = (r(0), r(1), r(2), r(3), r(4), r(5), r(6), r(7));
     // A plain loop over equal-length slices with no reduction: the form the compiler's loop
     // vectorizer handles every time (fixed-size inner loops left it to fragile heuristics).
-    // Two chains of four multiply-adds halve the latency each element waits for.
     for j in 0..len {
-        let lo = a[3].mul_add(w3[j], a[2].mul_add(w2[j], a[1].mul_add(w1[j], a[0].mul_add(w0[j], o[j]))));
-        let hi = a[7].mul_add(w7[j], a[6].mul_add(w6[j], a[5].mul_add(w5[j], a[4] * w4[j])));
-        o[j] = lo + hi;
+        o[j] = fold8(a, [w0[j], w1[j], w2[j], w3[j], w4[j], w5[j], w6[j], w7[j]], o[j]);
+    }
+}
+
+/// acc + a . v, as two chains of four multiply-adds (half the latency of one chain of eight).
+#[inline(always)]
+fn fold8(a: &[f32], v: [f32; FOLD], acc: f32) -> f32 {
+    let lo = a[3].mul_add(v[3], a[2].mul_add(v[2], a[1].mul_add(v[1], a[0].mul_add(v[0], acc))));
+    let hi = a[7].mul_add(v[7], a[6].mul_add(v[6], a[5].mul_add(v[5], a[4] * v[4])));
+    lo + hi
+}
+
+/// [`fold_rows`] for rows b and b + 1 of x at once (a full fold only): each weight loaded serves
+/// both, which halves the loads per multiply-add when decoding several sequences.
+#[inline(always)]
+fn fold_row_pair(
+    out: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    b: usize,
+    (i, _, j0, len): (usize, usize, usize, usize),
+    (_, k, n): (usize, usize, usize),
+) {
+    let (first, second) = out.split_at_mut((b + 1) * n);
+    let (o, p) = (&mut first[b * n + j0..][..len], &mut second[j0..][..len]);
+    let a = &x[b * k + i..][..FOLD];
+    let c = &x[(b + 1) * k + i..][..FOLD];
+    let r = |q: usize| &w[(i + q) * n + j0..][..len];
+    let (w0, w1, w2, w3, w4, w5, w6, w7) = (r(0), r(1), r(2), r(3), r(4), r(5), r(6), r(7));
+    for j in 0..len {
+        let v = [w0[j], w1[j], w2[j], w3[j], w4[j], w5[j], w6[j], w7[j]];
+        o[j] = fold8(a, v, o[j]);
+        p[j] = fold8(c, v, p[j]);
     }
 }
 

@@ -24,7 +24,7 @@ struct Args {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
-    /// Run the tour: make the built-in corpus, train a tokenizer on it and compare tokenizers.
+    /// Run the tour: corpus, tokenizer, a small GPT trained and sampled, its next-token probabilities.
     Demo,
     /// Write or show the built-in corpus of generated stories, dialogues and facts.
     Corpus(cli::corpus::Args),

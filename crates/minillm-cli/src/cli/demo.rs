@@ -59,7 +59,9 @@ pub fn run() -> Result<()> {
         minillm::tokenizer::simple::UNK
     );
     train_and_talk(&trio.bpe, corpus)?;
-    println!("\nRead more: docs/guide/ (tokenization, the transformer, pretraining); try `minillm --help`.");
+    println!(
+        "\nRead more: docs/guide/ (tokenization, the transformer, pretraining, generation, looking inside); try `minillm --help`."
+    );
     Ok(())
 }
 
@@ -126,8 +128,19 @@ fn train_and_talk(bpe: &minillm::Tokenizer, corpus: &str) -> Result<()> {
     super::train::train_loop(&mut trainer, &run, &stop)?;
     println!("\n== 7. After training, it writes the corpus's kind of sentences:");
     samples(&mut trainer.model, bpe)?;
-    println!("\nThe run is in {} (checkpoint, metrics.jsonl); continue it with", run.display());
-    println!("`minillm train --data {} --resume {} --max-steps 2000`,", data.display(), run.display());
-    println!("and talk to it with `minillm generate --model {} \"Once upon a time\"`.", run.display());
+    println!("\n== 8. Every token is a draw from the model's next-token probabilities:");
+    let text = "Question: What is the capital of France?\nAnswer: The capital of France is";
+    let ids = bpe.encode(text, minillm::SpecialTokens::AsText)?;
+    let seen = minillm::inspect::inspect(&mut trainer.model, bpe, &ids, 5, None)?;
+    super::inspect::print_next(&seen, text);
+    let r = run.display();
+    println!("\nThe run is in {r} (checkpoint, metrics.jsonl); continue it with");
+    println!("`minillm train --data {} --resume {r} --max-steps 2000`;", data.display());
+    println!(
+        "talk to it with `minillm chat --model {r}` or `minillm generate --model {r} \"Once upon a time\"`;"
+    );
+    println!(
+        "look inside with `minillm inspect --model {r} \"The capital of France is\" --layer 0 --head 0`."
+    );
     Ok(())
 }

@@ -58,7 +58,7 @@ fn print_tokens(seen: &Inspection) {
     }
 }
 
-fn print_next(seen: &Inspection, text: &str) {
+pub fn print_next(seen: &Inspection, text: &str) {
     println!("next token after \"{}\":", visible(text));
     const WIDTH: f64 = 40.0;
     for c in &seen.next {

@@ -34,6 +34,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
 
 #[derive(ClapArgs, Clone)]
 pub struct SamplingArgs {
+    /// Stop after this many new tokens.
     #[arg(long, default_value_t = 100)]
     pub max_new_tokens: usize,
     /// 0 picks the most likely token every time (greedy).

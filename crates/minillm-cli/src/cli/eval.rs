@@ -34,7 +34,8 @@ pub fn run(a: Args) -> Result<()> {
         println!("{}", serde_json::to_string(&score)?);
         return Ok(());
     }
-    println!("{what}: {} tokens scored ({} bytes)", count(score.tokens), count(score.bytes));
+    let plural = |n: usize, what: &str| format!("{} {what}{}", count(n), if n == 1 { "" } else { "s" });
+    println!("{what}: {} scored ({})", plural(score.tokens, "token"), plural(score.bytes, "byte"));
     println!("  loss           {:.4} nats per token", score.loss);
     println!("  perplexity     {:.2}", score.perplexity);
     println!("  bits per byte  {:.4}", score.bits_per_byte);

@@ -54,6 +54,12 @@ fn generate_json_gives_probabilities_and_logit_bias_bans_tokens() {
     let ban = format!("{first}=-100");
     let banned = json(&minillm(&dir, &[&args[..], &["--logit-bias", &ban]].concat()));
     assert_ne!(banned["tokens"][0]["id"].as_u64().unwrap().to_string(), first, "a banned token was chosen");
+    // Batched samples: sample 0 is the single run (same seed), each line one JSON object.
+    let many = ok(&minillm(&dir, &[&args[..], &["-n", "3"]].concat()));
+    let docs: Vec<serde_json::Value> = many.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(docs.len(), 3);
+    assert_eq!(docs[0]["tokens"], doc["tokens"]);
+    assert_eq!(docs[2]["sample"], 2);
     for bad in ["7", "x=1", "999=1", "3=inf"] {
         let out = minillm(&dir, &[&args[..], &["--logit-bias", bad]].concat());
         let err = String::from_utf8_lossy(&out.stderr);

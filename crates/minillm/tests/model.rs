@@ -266,3 +266,31 @@ fn eval_scores_every_token_once_whatever_the_batching() {
     assert!(model.training, "evaluation leaves the model as it found it");
     assert!(minillm::eval::evaluate(&mut model, &tokens[..1], 1, 1).is_err());
 }
+
+#[test]
+fn batched_generation_gives_each_sequence_what_it_would_get_alone() {
+    use minillm::sample::{SamplerConfig, generate, generate_batch};
+    let mut model = Gpt::new(tiny(0.0), 21).unwrap();
+    // Prompts of different lengths; 10 new tokens with a context of 8, so windows slide at
+    // different steps; temperature sampling, so the generators must stay paired with sequences.
+    let prompts = vec![vec![1u32, 2, 3], vec![4u32], vec![5u32, 6, 7, 8, 9, 10]];
+    let config = SamplerConfig { temperature: 1.0, top_k: 10, ..Default::default() };
+    let mut rngs: Vec<Rng> = (0..3).map(|i| Rng::new(100 + i)).collect();
+    // The second sequence is cut after 4 tokens by its callback; the others run to the end.
+    let mut counts = [0usize; 3];
+    let batched = generate_batch(&mut model, &prompts, 10, &config, &mut rngs, None, |i, _, _| {
+        counts[i] += 1;
+        !(i == 1 && counts[i] == 4)
+    })
+    .unwrap();
+    for (i, prompt) in prompts.iter().enumerate() {
+        let mut n = 0;
+        let alone = generate(&mut model, prompt, 10, &config, &mut Rng::new(100 + i as u64), None, |_, _| {
+            n += 1;
+            !(i == 1 && n == 4)
+        })
+        .unwrap();
+        assert_eq!(batched[i], alone, "sequence {i}");
+    }
+    assert_eq!(batched[1].len(), 1 + 4);
+}

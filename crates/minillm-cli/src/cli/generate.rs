@@ -1,7 +1,7 @@
 //! `minillm generate`: continue a prompt with a trained model, streaming the text as it comes.
 
-use super::session::{SamplingArgs, fit_context, load, stream};
-use anyhow::Result;
+use super::session::{SamplingArgs, fit_context, load, stream_many};
+use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
 use minillm::SpecialTokens;
 use minillm::rng::Rng;
@@ -25,6 +25,10 @@ pub struct Args {
     /// Print the new tokens with their ids and probabilities as JSON instead of streaming text.
     #[arg(long)]
     json: bool,
+    /// Continuations to generate, decoded together in one batch (sample i draws with seed + i,
+    /// so sample 0 is what a single run with this seed gives).
+    #[arg(long, short = 'n', default_value_t = 1, value_name = "N")]
+    num_samples: usize,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -32,35 +36,48 @@ pub fn run(a: Args) -> Result<()> {
     let prompt = loaded.tok.encode(&a.prompt, SpecialTokens::AsText)?;
     let prompt = fit_context(prompt, loaded.model.config.block_size, a.truncate.as_deref())?;
     a.sampling.config(loaded.model.config.vocab_size)?; // bad flags fail before any output
-    let mut rng = Rng::new(a.sampling.seed);
+    if a.num_samples == 0 || a.num_samples > 64 {
+        bail!("--num-samples must be 1..=64, not {}", a.num_samples);
+    }
+    let mut rngs: Vec<Rng> =
+        (0..a.num_samples as u64).map(|i| Rng::new(a.sampling.seed.wrapping_add(i))).collect();
     let mut out = std::io::stdout().lock();
-    if !a.json {
+    // One continuation streams as it is made; several are printed when all are done.
+    let streaming = !a.json && a.num_samples == 1;
+    if streaming {
         write!(out, "{}", a.prompt)?;
     }
-    let result = stream(&mut loaded, &prompt, &a.sampling, &mut rng, |piece| {
-        if !a.json {
+    let results = stream_many(&mut loaded, &prompt, &a.sampling, &mut rngs, |_, piece| {
+        if streaming {
             write!(out, "{piece}")?;
             out.flush()?;
         }
         Ok(())
     })?;
-    if a.json {
-        let tok = &loaded.tok;
-        let tokens: Vec<serde_json::Value> = result
-            .tokens
-            .iter()
-            .map(|&(id, prob)| {
-                let text = String::from_utf8_lossy(tok.token_bytes(id).unwrap_or_default());
-                serde_json::json!({"id": id, "text": text, "prob": prob})
-            })
-            .collect();
-        let doc = serde_json::json!({
-            "prompt_tokens": prompt.len(), "tokens": tokens, "text": result.text,
-            "stopped_at_stop_string": result.hit_stop,
-        });
-        writeln!(out, "{doc}")?;
-    } else {
-        writeln!(out)?;
+    for (i, result) in results.iter().enumerate() {
+        if a.json {
+            let tok = &loaded.tok;
+            let tokens: Vec<serde_json::Value> = result
+                .tokens
+                .iter()
+                .map(|&(id, prob)| {
+                    let text = String::from_utf8_lossy(tok.token_bytes(id).unwrap_or_default());
+                    serde_json::json!({"id": id, "text": text, "prob": prob})
+                })
+                .collect();
+            let mut doc = serde_json::json!({
+                "prompt_tokens": prompt.len(), "tokens": tokens, "text": result.text,
+                "stopped_at_stop_string": result.hit_stop,
+            });
+            if a.num_samples > 1 {
+                doc["sample"] = i.into();
+            }
+            writeln!(out, "{doc}")?;
+        } else if streaming {
+            writeln!(out)?;
+        } else {
+            writeln!(out, "--- sample {} of {} ---\n{}{}", i + 1, a.num_samples, a.prompt, result.text)?;
+        }
     }
     Ok(())
 }

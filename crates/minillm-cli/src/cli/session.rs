@@ -7,7 +7,7 @@ use clap::Args as ClapArgs;
 use minillm::model::Gpt;
 use minillm::rng::Rng;
 use minillm::sample::stop::StopMatcher;
-use minillm::sample::{SamplerConfig, generate};
+use minillm::sample::{SamplerConfig, generate_batch};
 use minillm::tokenizer::stream::StreamDecoder;
 use minillm::{Tokenizer, io};
 use std::path::Path;
@@ -144,35 +144,58 @@ pub fn stream(
     rng: &mut Rng,
     mut show: impl FnMut(&str) -> Result<()>,
 ) -> Result<Streamed> {
+    let mut rngs = [rng.clone()];
+    let mut out = stream_many(loaded, prompt, s, &mut rngs, |_, piece| show(piece))?;
+    *rng = rngs[0].clone();
+    Ok(out.pop().expect("one continuation"))
+}
+
+/// [`stream`] for one continuation per generator in `rngs`, decoded together in one batched
+/// pass per step; `show(i, piece)` receives continuation i's text.
+pub fn stream_many(
+    loaded: &mut Loaded,
+    prompt: &[u32],
+    s: &SamplingArgs,
+    rngs: &mut [Rng],
+    mut show: impl FnMut(usize, &str) -> Result<()>,
+) -> Result<Vec<Streamed>> {
     let config = s.config(loaded.model.config.vocab_size)?;
     let eos = loaded.tok.special_id("<|endoftext|>");
-    let mut decoder = StreamDecoder::new(&loaded.tok);
-    let mut stops = StopMatcher::new(s.stop.clone());
-    let mut out = Streamed { tokens: Vec::new(), text: String::new(), hit_stop: false };
+    let n = rngs.len();
+    let mut decoders: Vec<StreamDecoder> = (0..n).map(|_| StreamDecoder::new(&loaded.tok)).collect();
+    let mut stops: Vec<StopMatcher> = (0..n).map(|_| StopMatcher::new(s.stop.clone())).collect();
+    let mut outs: Vec<Streamed> =
+        (0..n).map(|_| Streamed { tokens: Vec::new(), text: String::new(), hit_stop: false }).collect();
     let mut failed: Option<anyhow::Error> = None;
-    generate(&mut loaded.model, prompt, s.max_new_tokens, &config, rng, eos, |id, logits| {
+    let prompts = vec![prompt.to_vec(); n];
+    generate_batch(&mut loaded.model, &prompts, s.max_new_tokens, &config, rngs, eos, |i, id, logits| {
+        let out = &mut outs[i];
         out.tokens.push((id, probability(logits, id)));
-        let step = decoder.push(id).map_err(anyhow::Error::from).and_then(|piece| {
-            let (safe, hit) = stops.push(&piece);
+        let step = decoders[i].push(id).map_err(anyhow::Error::from).and_then(|piece| {
+            let (safe, hit) = stops[i].push(&piece);
             out.hit_stop = hit;
             out.text.push_str(&safe);
-            show(&safe)
+            show(i, &safe)
         });
-        failed = step.err();
+        if let Err(e) = step {
+            failed = Some(e);
+        }
         failed.is_none() && !out.hit_stop
     })
     .context("generation failed")?;
     if let Some(e) = failed {
         return Err(e);
     }
-    if !out.hit_stop {
-        // Generation ended another way: release what was held back.
-        let (safe, _) = stops.push(&decoder.finish());
-        let tail = safe + &stops.finish();
-        show(&tail)?;
-        out.text.push_str(&tail);
+    for (i, ((out, decoder), mut stops)) in outs.iter_mut().zip(decoders).zip(stops).enumerate() {
+        if !out.hit_stop {
+            // Generation ended another way: release what was held back.
+            let (safe, _) = stops.push(&decoder.finish());
+            let tail = safe + &stops.finish();
+            show(i, &tail)?;
+            out.text.push_str(&tail);
+        }
     }
-    Ok(out)
+    Ok(outs)
 }
 
 /// softmax(logits)[id], without building the whole distribution.

@@ -130,24 +130,68 @@ pub fn generate(
     stop: Option<u32>,
     mut on_token: impl FnMut(u32, &[f32]) -> bool,
 ) -> Result<Vec<u32>> {
-    let mut ids = prompt.to_vec();
+    let prompts = [prompt.to_vec()];
+    let rngs = std::slice::from_mut(rng);
+    let mut out = generate_batch(model, &prompts, max_new, config, rngs, stop, |_, id, l| on_token(id, l))?;
+    Ok(out.pop().expect("one continuation per prompt"))
+}
+
+/// Several continuations decoded together, one cache slot each, in one batched pass per step:
+/// continuation i continues `prompts[i]` drawing with `rngs[i]`, so it is the same text
+/// [`generate`] gives for that prompt and generator. `on_token(i, id, logits)` sees each new
+/// token; returning false ends that continuation, as `stop` and `max_new` do; the others go on.
+pub fn generate_batch(
+    model: &mut Gpt,
+    prompts: &[Vec<u32>],
+    max_new: usize,
+    config: &SamplerConfig,
+    rngs: &mut [Rng],
+    stop: Option<u32>,
+    mut on_token: impl FnMut(usize, u32, &[f32]) -> bool,
+) -> Result<Vec<Vec<u32>>> {
+    assert_eq!(prompts.len(), rngs.len(), "one generator per prompt");
     let window = model.config.block_size;
-    let mut cache = KvCache::new(model, 1);
-    let mut logits = model.prefill(&mut cache, 0, &ids[ids.len().saturating_sub(window)..])?;
+    let v = model.config.vocab_size;
+    let mut cache = KvCache::new(model, prompts.len());
+    let mut ids: Vec<Vec<u32>> = prompts.to_vec();
+    let mut logits = Vec::with_capacity(prompts.len());
+    for (slot, p) in prompts.iter().enumerate() {
+        logits.push(model.prefill(&mut cache, slot, &p[p.len().saturating_sub(window)..])?);
+    }
+    let mut live: Vec<usize> = (0..prompts.len()).collect();
     for _ in 0..max_new {
-        let next = sample(&logits, &ids, config, rng);
-        if Some(next) == stop {
+        let mut next = Vec::with_capacity(live.len());
+        live.retain(|&i| {
+            let id = sample(&logits[i], &ids[i], config, &mut rngs[i]);
+            if Some(id) == stop {
+                return false;
+            }
+            ids[i].push(id);
+            let go_on = on_token(i, id, &logits[i]);
+            if go_on {
+                next.push(id);
+            }
+            go_on
+        });
+        if live.is_empty() {
             break;
         }
-        ids.push(next);
-        if !on_token(next, &logits) {
-            break;
+        // A slot whose window is full slides: it is prefilled again with its last tokens.
+        let (mut step_slots, mut step_tokens) = (Vec::new(), Vec::new());
+        for (&i, &id) in live.iter().zip(&next) {
+            if cache.len(i) < window {
+                step_slots.push(i);
+                step_tokens.push(id);
+            } else {
+                cache.clear(i);
+                logits[i] = model.prefill(&mut cache, i, &ids[i][ids[i].len() - window..])?;
+            }
         }
-        if cache.len(0) < window {
-            logits.copy_from_slice(model.decode(&mut cache, &[0], &[next])?);
-        } else {
-            cache.clear(0);
-            logits = model.prefill(&mut cache, 0, &ids[ids.len() - window..])?;
+        if !step_slots.is_empty() {
+            let rows = model.decode(&mut cache, &step_slots, &step_tokens)?;
+            for (&i, row) in step_slots.iter().zip(rows.chunks_exact(v)) {
+                logits[i].copy_from_slice(row);
+            }
         }
     }
     Ok(ids)

@@ -278,7 +278,15 @@ mod tests {
         let mut rng = Rng::new(7);
         // Shapes that are not multiples of the fold, tile, block or lane counts, on one
         // thread and split across threads.
-        for &(m, k, n) in &[(1, 5, 3), (3, 37, 1030), (1, 300, 777), (8, 259, 600), (2, 1000, 70)] {
+        for &(m, k, n) in &[
+            (1, 5, 3),
+            (3, 37, 1030),
+            (1, 300, 777),
+            (8, 259, 600),
+            (2, 1000, 70),
+            (5, 200, 96),
+            (11, 90, 32),
+        ] {
             let x = random(m * k, &mut rng);
             let w = random(k * n, &mut rng);
             let bias = random(n, &mut rng);

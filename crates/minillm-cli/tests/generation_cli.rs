@@ -141,3 +141,41 @@ fn eval_scores_text_files_and_shards_alike() {
         assert!(!out.status.success() && err.contains(message), "{data}: {err}");
     }
 }
+
+#[test]
+fn a_hub_id_loads_from_the_hf_cache_with_a_vocab_and_merges_tokenizer() {
+    let dir = trained();
+    let checkpoint = minillm::io::model_dir(&dir.join("run")).unwrap();
+    let snapshot = dir.join("hub/models--acme--tiny/snapshots/r1");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(dir.join("hub/models--acme--tiny/refs")).unwrap();
+    std::fs::write(dir.join("hub/models--acme--tiny/refs/main"), "r1\n").unwrap();
+    for name in ["config.json", "model.safetensors"] {
+        std::fs::copy(checkpoint.join(name), snapshot.join(name)).unwrap();
+    }
+    let tok = minillm::tokenizer::formats::read_hf_json(&checkpoint.join("tokenizer.json")).unwrap();
+    std::fs::write(snapshot.join("vocab.json"), minillm::tokenizer::formats::to_vocab_json(&tok)).unwrap();
+    std::fs::write(snapshot.join("merges.txt"), minillm::tokenizer::formats::to_merges_txt(&tok)).unwrap();
+    let run = |model: &str| {
+        Command::new(env!("CARGO_BIN_EXE_minillm"))
+            .args([
+                "generate",
+                "--model",
+                model,
+                "Once",
+                "--temperature",
+                "0",
+                "--max-new-tokens",
+                "6",
+                "--json",
+            ])
+            .current_dir(&dir)
+            .env("HF_HUB_CACHE", dir.join("hub"))
+            .output()
+            .unwrap()
+    };
+    assert_eq!(json(&run("acme/tiny"))["tokens"], json(&run("run"))["tokens"]);
+    let missing = run("acme/absent");
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success() && err.contains("HF cache holds no copy"), "{err}");
+}

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// A run directory, a checkpoint, or a model directory.
+    /// A run directory, a checkpoint, a model directory, or an HF hub id in the local HF cache.
     #[arg(long, value_name = "RUN_OR_DIR")]
     model: PathBuf,
     #[command(flatten)]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// A run directory, a checkpoint, or a model directory.
+    /// A run directory, a checkpoint, a model directory, or an HF hub id in the local HF cache.
     #[arg(long, value_name = "RUN_OR_DIR")]
     model: PathBuf,
     /// A text file, a token shard (.bin from `minillm prepare`), or a prepared directory

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// A run directory (its latest checkpoint), a checkpoint, or a model directory with
-    /// config.json, model.safetensors and tokenizer.json.
+    /// A run directory (its latest checkpoint), a checkpoint, a model directory (config.json,
+    /// model.safetensors or shards, tokenizer.json or vocab.json + merges.txt), or an HF hub id
+    /// such as openai-community/gpt2 in the local HF cache.
     #[arg(long, value_name = "RUN_OR_DIR")]
     model: PathBuf,
     /// The text to continue.

@@ -17,11 +17,13 @@ pub struct Loaded {
     pub tok: Tokenizer,
 }
 
-/// Loads a run directory (its latest checkpoint), a checkpoint, or a model directory.
+/// Loads a run directory (its latest checkpoint), a checkpoint, a model directory, or an HF hub
+/// id from the local HF cache.
 pub fn load(path: &Path) -> Result<Loaded> {
     let dir = io::model_dir(path)?;
     let model = io::load_model(&dir)?;
-    let tok = minillm::tokenizer::formats::read_hf_json(&dir.join("tokenizer.json"))?;
+    // tokenizer.json, or GPT-2's vocab.json + merges.txt.
+    let tok = minillm::tokenizer::formats::load(&dir.to_string_lossy())?;
     if tok.vocab_size() != model.config.vocab_size {
         bail!(
             "the tokenizer has {} ids but the model {}; they do not belong together",

@@ -1,6 +1,7 @@
 //! Model files in the ecosystem's formats: safetensors with HF GPT-2 names, and config.json.
 
 pub mod hf_config;
+pub mod hub;
 pub mod safetensors;
 
 use crate::error::{Error, Result};
@@ -9,7 +10,8 @@ use crate::model::Gpt;
 use std::path::{Path, PathBuf};
 
 /// The directory holding a model's files: a run directory resolves to its latest checkpoint
-/// (through `latest.json`); a checkpoint or HF-style model directory is itself.
+/// (through `latest.json`); a checkpoint or HF-style model directory is itself; anything else
+/// that looks like a hub id (`gpt2`, `openai-community/gpt2`) is looked up in the HF cache.
 pub fn model_dir(path: &Path) -> Result<PathBuf> {
     let latest = path.join("latest.json");
     if latest.is_file() {
@@ -21,25 +23,69 @@ pub fn model_dir(path: &Path) -> Result<PathBuf> {
     if path.join("config.json").is_file() {
         return Ok(path.to_path_buf());
     }
+    let spec = path.to_string_lossy();
+    if !path.exists()
+        && hub::is_hub_id(&spec)
+        && let Some(cache) = hub::cache_dir()
+    {
+        return hub::find_in_cache(&spec, &cache);
+    }
     Err(Error::Invalid(format!(
-        "{} is not a model: expected a run directory (latest.json) or a model directory (config.json + model.safetensors)",
+        "{} is not a model: expected a run directory (latest.json), a model directory (config.json + model.safetensors) or an HF hub id",
         path.display()
     )))
 }
 
-/// Loads a model from a directory holding `config.json` and `model.safetensors`, or from a
-/// `.safetensors` file with `config.json` beside it.
+/// Loads a model from a directory holding `config.json` and `model.safetensors` (or shards
+/// listed in `model.safetensors.index.json`), or from a `.safetensors` file with `config.json`
+/// beside it.
 pub fn load_model(path: &Path) -> Result<Gpt> {
-    let (dir, weights): (PathBuf, PathBuf) = if path.is_dir() {
-        (path.to_path_buf(), path.join("model.safetensors"))
+    let (dir, weights): (PathBuf, Vec<PathBuf>) = if path.is_dir() {
+        (path.to_path_buf(), weight_files(path)?)
     } else {
-        (path.parent().unwrap_or(Path::new(".")).to_path_buf(), path.to_path_buf())
+        (path.parent().unwrap_or(Path::new(".")).to_path_buf(), vec![path.to_path_buf()])
     };
     let config_path = dir.join("config.json");
     let config = hf_config::from_json(&read_text(&config_path)?, &config_path)?;
-    let bytes = std::fs::read(&weights).map_err(|cause| Error::Read { path: weights.clone(), cause })?;
-    let params = safetensors::from_bytes(&bytes, &config, &weights)?;
+    let mut files = Vec::with_capacity(weights.len());
+    for w in &weights {
+        files.push(std::fs::read(w).map_err(|cause| Error::Read { path: w.clone(), cause })?);
+    }
+    let shards: Vec<(&[u8], &Path)> =
+        files.iter().zip(&weights).map(|(b, p)| (b.as_slice(), p.as_path())).collect();
+    let params = safetensors::from_shards(&shards, &config)?;
     Gpt::from_params(config, params, 0)
+}
+
+/// The safetensors files of a model directory: `model.safetensors`, or the shards its index
+/// names. A pickled `pytorch_model.bin` is refused: loading a pickle runs code from the file.
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let v: serde_json::Value = serde_json::from_str(&read_text(&index)?)
+            .map_err(|e| Error::format(&index, format!("not valid JSON: {e}")))?;
+        let map = v["weight_map"].as_object().ok_or_else(|| Error::format(&index, "has no weight_map"))?;
+        let mut names: Vec<&str> = map.values().filter_map(|f| f.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.iter().any(|n| n.contains('/') || n.contains('\\') || n.starts_with('.')) {
+            return Err(Error::format(&index, "names a shard outside its directory"));
+        }
+        return Ok(names.into_iter().map(|n| dir.join(n)).collect());
+    }
+    if dir.join("pytorch_model.bin").is_file() {
+        return Err(Error::Invalid(format!(
+            "{} holds only pytorch_model.bin, a Python pickle: loading one can run any code it contains, so minillm does not. Convert it once where you trust it: `python -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('{}').save_pretrained('{}', safe_serialization=True)\"`",
+            dir.display(),
+            dir.display(),
+            dir.display()
+        )));
+    }
+    Err(Error::Invalid(format!("{} has no model.safetensors (or shards with their index)", dir.display())))
 }
 
 /// Writes `config.json` and `model.safetensors` into `dir` (created if needed), each atomically.

@@ -59,12 +59,22 @@ pub fn save(path: &Path, config: &ModelConfig, params: &[f32]) -> Result<()> {
 
 /// Reads parameters for `config` from safetensors bytes; `path` only names the file in errors.
 pub fn from_bytes(bytes: &[u8], config: &ModelConfig, path: &Path) -> Result<Vec<f32>> {
-    let file = SafeTensors::deserialize(bytes)
-        .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
+    from_shards(&[(bytes, path)], config)
+}
+
+/// [`from_bytes`] for a checkpoint split over several files (HF's sharded safetensors).
+pub fn from_shards(shards: &[(&[u8], &Path)], config: &ModelConfig) -> Result<Vec<f32>> {
+    let mut files = Vec::with_capacity(shards.len());
+    for &(bytes, path) in shards {
+        let file = SafeTensors::deserialize(bytes)
+            .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
+        files.push((file, path));
+    }
+    let path = shards.first().map_or(Path::new("model.safetensors"), |s| s.1);
     let layout = Layout::new(config);
     let mut params = vec![0.0f32; layout.total];
     let mut found: HashMap<String, TensorView> = HashMap::new();
-    for (name, view) in file.tensors() {
+    for (name, view) in files.iter().flat_map(|(f, _)| f.tensors()) {
         let short = name.strip_prefix(PREFIX).unwrap_or(&name).to_string();
         let is_buffer = short.starts_with("h.")
             && (short.ends_with(".attn.bias") || short.ends_with(".attn.masked_bias"));

@@ -1,0 +1,105 @@
+//! Models from an HF hub cache built here from the fixture model, sharded checkpoints, and the
+//! refusal of pickles.
+
+use minillm::io::{hub, load_model};
+use std::path::{Path, PathBuf};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2_tiny")
+}
+
+/// The error of a load that must fail.
+fn load_error(dir: &Path) -> String {
+    match load_model(dir) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("minillm-hub-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A cache holding the fixture as `repo` at commit `rev`, as huggingface_hub lays it out
+/// (files in blobs/, linked from the snapshot).
+fn cache_with(cache: &Path, repo: &str, rev: &str, refs_main: bool) -> PathBuf {
+    let root = cache.join(format!("models--{}", repo.replace('/', "--")));
+    let snapshot = root.join("snapshots").join(rev);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(root.join("blobs")).unwrap();
+    for name in ["config.json", "model.safetensors"] {
+        let blob = root.join("blobs").join(format!("{rev}-{name}"));
+        std::fs::copy(fixture().join(name), &blob).unwrap();
+        std::os::unix::fs::symlink(&blob, snapshot.join(name)).unwrap();
+    }
+    if refs_main {
+        std::fs::create_dir_all(root.join("refs")).unwrap();
+        std::fs::write(root.join("refs/main"), rev).unwrap();
+    }
+    snapshot
+}
+
+#[test]
+fn hub_ids_resolve_through_refs_main_to_the_snapshot() {
+    let cache = temp_dir("cache");
+    let snapshot = cache_with(&cache, "acme/tiny-gpt", "0123abcd", true);
+    cache_with(&cache, "acme/tiny-gpt", "older", false); // another snapshot: refs/main decides
+    assert_eq!(hub::find_in_cache("acme/tiny-gpt", &cache).unwrap(), snapshot);
+    let want = load_model(&fixture()).unwrap();
+    assert_eq!(load_model(&snapshot).unwrap().params, want.params);
+    // An id without an organisation, and a cache without refs/main but one snapshot.
+    let solo = cache_with(&cache, "tiny", "feed", false);
+    assert_eq!(hub::find_in_cache("tiny", &cache).unwrap(), solo);
+    // Two snapshots and no refs/main: ambiguous, said so.
+    cache_with(&cache, "tiny", "beef", false);
+    let err = hub::find_in_cache("tiny", &cache).unwrap_err().to_string();
+    assert!(err.contains("2 snapshots and no refs/main"), "{err}");
+    let err = hub::find_in_cache("acme/absent", &cache).unwrap_err().to_string();
+    assert!(err.contains("models--acme--absent") && err.contains("does not download"), "{err}");
+    for (id, ok) in
+        [("gpt2", true), ("openai-community/gpt2", true), ("a/b/c", false), ("../x", false), ("", false)]
+    {
+        assert_eq!(hub::is_hub_id(id), ok, "{id}");
+    }
+}
+
+#[test]
+fn sharded_checkpoints_load_like_one_file() {
+    let dir = temp_dir("shards");
+    std::fs::copy(fixture().join("config.json"), dir.join("config.json")).unwrap();
+    let bytes = std::fs::read(fixture().join("model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names = file.names();
+    names.sort();
+    let mut weight_map = serde_json::Map::new();
+    for (i, half) in names.chunks(names.len().div_ceil(2)).enumerate() {
+        let shard = format!("model-0000{}-of-00002.safetensors", i + 1);
+        let tensors: Vec<(String, safetensors::tensor::TensorView)> =
+            half.iter().map(|n| (n.to_string(), file.tensor(n).unwrap())).collect();
+        safetensors::serialize_to_file(tensors, None, &dir.join(&shard)).unwrap();
+        for n in half {
+            weight_map.insert(n.to_string(), shard.clone().into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    assert_eq!(load_model(&dir).unwrap().params, load_model(&fixture()).unwrap().params);
+    // A missing shard and an index that points outside the directory are refused.
+    std::fs::remove_file(dir.join("model-00002-of-00002.safetensors")).unwrap();
+    assert!(load_error(&dir).contains("model-00002-of-00002.safetensors"));
+    let escape = serde_json::json!({"weight_map": {"wte.weight": "../elsewhere.safetensors"}});
+    std::fs::write(dir.join("model.safetensors.index.json"), escape.to_string()).unwrap();
+    assert!(load_error(&dir).contains("outside its directory"));
+}
+
+#[test]
+fn pickled_checkpoints_are_refused_with_the_way_to_convert() {
+    let dir = temp_dir("pickle");
+    std::fs::copy(fixture().join("config.json"), dir.join("config.json")).unwrap();
+    std::fs::write(dir.join("pytorch_model.bin"), b"PK\x03\x04 not really").unwrap();
+    let err = load_error(&dir);
+    assert!(err.contains("pickle") && err.contains("safe_serialization=True"), "{err}");
+}

@@ -1,0 +1,82 @@
+//! Damaged or mismatched model files: each gets one clear error naming the file or tensor,
+//! never a panic.
+
+use minillm::io::load_model;
+use std::path::{Path, PathBuf};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2_tiny")
+}
+
+/// A model directory holding the fixture's config.json (edited by `config`) and `weights`.
+fn model_with(name: &str, weights: &[u8], config: impl Fn(&mut serde_json::Value)) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("minillm-malformed-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap()).unwrap();
+    config(&mut cfg);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    std::fs::write(dir.join("model.safetensors"), weights).unwrap();
+    dir
+}
+
+fn error_of(dir: &Path) -> String {
+    match load_model(dir) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The fixture's weights with one tensor replaced by `tensor` (name, dtype, shape, bytes).
+fn with_tensor(name: &str, dtype: safetensors::Dtype, shape: Vec<usize>, data: &[u8]) -> Vec<u8> {
+    let bytes = std::fs::read(fixture().join("model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, safetensors::tensor::TensorView)> =
+        file.tensors().into_iter().filter(|(n, _)| n != name).collect();
+    tensors.push((name.to_string(), safetensors::tensor::TensorView::new(dtype, shape, data).unwrap()));
+    safetensors::serialize(tensors, None).unwrap()
+}
+
+#[test]
+fn damaged_and_mismatched_checkpoints_are_explained() {
+    let good = std::fs::read(fixture().join("model.safetensors")).unwrap();
+    let same = |_: &mut serde_json::Value| {};
+
+    let err = error_of(&model_with("truncated", &good[..good.len() / 2], same));
+    assert!(err.contains("model.safetensors") && err.contains("not a safetensors file"), "{err}");
+
+    // A header that claims more bytes than the file has.
+    let mut past_end = good.clone();
+    let header_len = u64::from_le_bytes(good[..8].try_into().unwrap());
+    past_end[..8].copy_from_slice(&(header_len + 1_000_000).to_le_bytes());
+    let err = error_of(&model_with("past-end", &past_end, same));
+    assert!(err.contains("not a safetensors file"), "{err}");
+
+    let err = error_of(&model_with("garbage", b"hello", same));
+    assert!(err.contains("not a safetensors file"), "{err}");
+
+    let err = error_of(&model_with("shape", &good, |c| c["n_embd"] = 32.into()));
+    assert!(err.contains("has shape") && err.contains("the configuration needs"), "{err}");
+
+    let err = error_of(&model_with("missing-field", &good, |c| {
+        c.as_object_mut().unwrap().remove("n_layer");
+    }));
+    assert!(err.contains("config.json") && err.contains("n_layer"), "{err}");
+
+    let err = error_of(&model_with("architecture", &good, |c| c["model_type"] = "llama".into()));
+    assert!(err.contains("model_type is 'llama'"), "{err}");
+
+    // A tensor in a type minillm does not read (f64 here), and one that is missing.
+    let ln = "transformer.ln_f.weight";
+    let f64s: Vec<u8> = (0..64).flat_map(|_| 1.0f64.to_le_bytes()).collect();
+    let err =
+        error_of(&model_with("dtype", &with_tensor(ln, safetensors::Dtype::F64, vec![64], &f64s), same));
+    assert!(err.contains(ln) && err.contains("F64") && err.contains("reads F32"), "{err}");
+    let bytes = std::fs::read(fixture().join("model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let without: Vec<(String, safetensors::tensor::TensorView)> =
+        file.tensors().into_iter().filter(|(n, _)| n != ln).collect();
+    let err = error_of(&model_with("missing-tensor", &safetensors::serialize(without, None).unwrap(), same));
+    assert!(err.contains(ln) && err.contains("missing"), "{err}");
+}

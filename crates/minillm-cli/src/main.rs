@@ -43,6 +43,8 @@ enum Command {
     Inspect(cli::inspect::Args),
     /// Loss, perplexity and bits per byte of a model on held-out text.
     Eval(cli::eval::Args),
+    /// Write a model in another tool's format (an HF transformers directory).
+    Export(cli::export::Args),
     /// Draw a run's train and validation loss curves (SVG).
     Plot(cli::plot::Args),
     /// Inspect model shapes: parameters, memory, FLOPs.
@@ -87,6 +89,7 @@ fn main() -> ExitCode {
         Command::Chat(a) => cli::chat::run(a),
         Command::Inspect(a) => cli::inspect::run(a),
         Command::Eval(a) => cli::eval::run(a),
+        Command::Export(a) => cli::export::run(a),
         Command::Plot(a) => cli::plot::run(a),
         Command::Model(c) => cli::model::run(c),
         Command::Bench(c) => cli::bench::run(c),

@@ -179,3 +179,52 @@ fn a_hub_id_loads_from_the_hf_cache_with_a_vocab_and_merges_tokenizer() {
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(!missing.status.success() && err.contains("HF cache holds no copy"), "{err}");
 }
+
+#[test]
+fn export_to_hf_round_trips_weights_tokenizer_and_generations() {
+    let dir = trained();
+    let out = minillm(&dir, &["export", "--model", "run", "--format", "hf", "--out", "hf-export"]);
+    assert!(ok(&out).contains("wrote hf-export"));
+    let checkpoint = minillm::io::model_dir(&dir.join("run")).unwrap();
+    let (ours, theirs) = (
+        minillm::io::load_model(&checkpoint).unwrap(),
+        minillm::io::load_model(&dir.join("hf-export")).unwrap(),
+    );
+    assert_eq!(ours.params, theirs.params);
+    assert_eq!(ours.config, theirs.config);
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "generation_config.json",
+    ] {
+        assert!(dir.join("hf-export").join(file).is_file(), "{file} missing");
+    }
+    let continuation = |model: &str| {
+        json(&minillm(
+            &dir,
+            &["generate", "--model", model, "Once", "--temperature", "0", "--max-new-tokens", "8", "--json"],
+        ))
+    };
+    assert_eq!(continuation("hf-export")["tokens"], continuation("run")["tokens"]);
+    // The slow-tokenizer files alone give the same ids.
+    let tok = minillm::tokenizer::formats::read_hf_json(&checkpoint.join("tokenizer.json")).unwrap();
+    let slow =
+        minillm::tokenizer::formats::load(&dir.join("hf-export/vocab.json").to_string_lossy()).unwrap();
+    let text = "Once upon a time, 42 cats!";
+    let all = minillm::SpecialTokens::AsText;
+    assert_eq!(tok.encode(text, all).unwrap(), slow.encode(text, all).unwrap());
+    // An existing directory is never written into.
+    let again = minillm(&dir, &["export", "--model", "run", "--format", "hf", "--out", "hf-export"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
+        .collect();
+    assert!(leftovers.is_empty(), "a partial export was left behind");
+}

@@ -5,6 +5,7 @@ pub mod corpus;
 pub mod demo;
 pub mod display;
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod inspect;
 pub mod model;

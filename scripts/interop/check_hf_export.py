@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Checks that an HF export of a minillm model means the same thing to HF transformers.
+
+    minillm export --model RUN --format hf --out DIR
+    python3 scripts/interop/check_hf_export.py DIR RUN ["some text"]
+
+Loads DIR offline with AutoModelForCausalLM and AutoTokenizer (both the fast tokenizer from
+tokenizer.json and the slow one from vocab.json + merges.txt), and compares with minillm's own
+view of RUN (`minillm inspect --json`): the token ids, and the next-token probabilities of the
+top 20 tokens (from the full softmax) within 1e-4. Needs `pip install torch transformers`.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+MINILLM = Path(__file__).resolve().parents[2] / "target" / "release" / "minillm"
+
+
+def main(out_dir, run, text):
+    ours = json.loads(subprocess.run([str(MINILLM), "inspect", "--model", run, text, "--top-k", "20", "--json"],
+                                     check=True, capture_output=True, text=True).stdout)
+    our_ids = [t["id"] for t in ours["tokens"]]
+    for use_fast in (True, False):
+        ids = AutoTokenizer.from_pretrained(out_dir, use_fast=use_fast)(text)["input_ids"]
+        assert ids == our_ids, f"token ids differ (use_fast={use_fast}): {ids} vs {our_ids}"
+    model = AutoModelForCausalLM.from_pretrained(out_dir).eval()
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.tensor([our_ids])).logits[0, -1].double(), dim=-1)
+    worst = max(abs(probs[c["id"]].item() - c["prob"]) for c in ours["next"])
+    assert worst < 1e-4, f"next-token probabilities differ by {worst:.2e}"
+    print(f"{len(our_ids)} token ids equal (fast and slow tokenizers); top-20 next-token probabilities "
+          f"within {worst:.1e} of HF transformers")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "The capital of France is")

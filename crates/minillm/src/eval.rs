@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 use crate::model::Gpt;
 use crate::model::layers::loss::IGNORE;
+use crate::train::data::windows;
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -70,9 +71,8 @@ pub fn evaluate(model: &mut Gpt, tokens: &[u32], batch: usize, bytes: usize) -> 
     let t = model.config.block_size.min(tokens.len() - 1);
     let b = batch.max(1);
     let full = (tokens.len() - 1) / t;
-    let windows = (0..full).map(|i| (&tokens[i * t..(i + 1) * t], &tokens[i * t + 1..(i + 1) * t + 1]));
     let (mut inputs, mut targets) = (vec![0u32; b * t], vec![0u32; b * t]);
-    let (mut sum, mut counted) = score_windows(model, windows, (b, t), &mut inputs, &mut targets)?;
+    let (mut sum, mut counted) = score_windows(model, windows(tokens, t), (b, t), &mut inputs, &mut targets)?;
     let rest = tokens.len() - 1 - full * t;
     if rest > 0 {
         let start = full * t;

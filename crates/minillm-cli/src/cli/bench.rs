@@ -10,6 +10,7 @@ use minillm::kernels::simd;
 use minillm::model::Gpt;
 use minillm::model::kv_cache::KvCache;
 use minillm::rng::Rng;
+use minillm::sample::argmax;
 use rayon::prelude::*;
 use std::time::Instant;
 
@@ -142,17 +143,6 @@ fn read_bandwidth() -> f64 {
         std::hint::black_box(total);
     }
     (buf.len() * 4) as f64 / best / 1e9
-}
-
-/// Index of the largest value (greedy decoding).
-fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// Seconds for prefill + decoding, and for the decoding steps alone, of `batch` sequences.

@@ -91,7 +91,7 @@ impl KvCache {
     }
 
     fn row(&self, layer: usize, slot: usize, pos: usize) -> usize {
-        ((layer * self.slots + slot) * self.capacity + pos) * self.c
+        row_offset((self.slots, self.capacity, self.c), layer, slot, pos)
     }
 }
 
@@ -110,6 +110,12 @@ multiversion! {
             axpy_inline(y, w, &v[t * width + offset..][..hs]);
         }
     }
+}
+
+/// Where the stored row of (layer, slot, pos) starts in `k` and `v`, for a cache of
+/// (slots, capacity, C). (A function, so that code holding other fields mutably can use it.)
+fn row_offset((slots, capacity, c): (usize, usize, usize), layer: usize, slot: usize, pos: usize) -> usize {
+    ((layer * slots + slot) * capacity + pos) * c
 }
 
 /// x += y (the residual connection).
@@ -195,12 +201,14 @@ impl Gpt {
             }
             // Every (sequence, head) pair attends independently: one task each.
             let (cache_k, cache_v, qkv, lens) = (&kc.k, &kc.v, &kc.qkv, &kc.lens);
-            let (n_slots, width) = (kc.slots, kc.capacity);
-            let rows = |s: usize| ((layer * n_slots + s) * width) * c;
-            kc.atty[..n * c].par_chunks_mut(hs).zip(kc.scores.par_chunks_mut(width)).enumerate().for_each(
-                |(task, (y, scores))| {
+            let geometry = (kc.slots, kc.capacity, c);
+            kc.atty[..n * c]
+                .par_chunks_mut(hs)
+                .zip(kc.scores.par_chunks_mut(kc.capacity))
+                .enumerate()
+                .for_each(|(task, (y, scores))| {
                     let (i, h) = (task / nh, task % nh);
-                    let (s, base) = (slots[i], rows(slots[i]));
+                    let (s, base) = (slots[i], row_offset(geometry, layer, slots[i], 0));
                     let q = &qkv[i * 3 * c + h * hs..][..hs];
                     let span = base..base + (lens[s] + 1) * c;
                     attend(
@@ -212,8 +220,7 @@ impl Gpt {
                         (c, h * hs),
                         scale,
                     );
-                },
-            );
+                });
             matvec::times(
                 &mut kc.proj,
                 &kc.atty,

@@ -65,6 +65,11 @@ pub fn apply_penalties(logits: &mut [f32], history: &[u32], config: &SamplerConf
     }
 }
 
+/// The id of the largest logit: greedy decoding (the last of equal maxima).
+pub fn argmax(logits: &[f32]) -> u32 {
+    logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32)
+}
+
 /// Draws the next token from `logits` (the real vocabulary only), given the tokens so far.
 /// Order: logit bias, penalties, temperature, top-k, top-p, min-p, then a draw from what remains.
 pub fn sample(logits: &[f32], history: &[u32], config: &SamplerConfig, rng: &mut Rng) -> u32 {
@@ -75,9 +80,8 @@ pub fn sample(logits: &[f32], history: &[u32], config: &SamplerConfig, rng: &mut
         }
     }
     apply_penalties(&mut logits, history, config);
-    let argmax = || logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
     if config.temperature <= 0.0 {
-        return argmax();
+        return argmax(&logits);
     }
     // Sort indices, never the values themselves, so each probability keeps its token id.
     let mut ids: Vec<u32> = (0..logits.len() as u32).collect();

@@ -142,9 +142,15 @@ impl Loader {
     /// Consecutive non-overlapping windows covering the whole split (the last partial one
     /// dropped), for evaluation.
     pub fn windows(&self, t: usize) -> impl Iterator<Item = (&[u32], &[u32])> {
-        let n = (self.tokens.len() - 1) / t;
-        (0..n).map(move |i| (&self.tokens[i * t..(i + 1) * t], &self.tokens[i * t + 1..(i + 1) * t + 1]))
+        windows(&self.tokens, t)
     }
+}
+
+/// Consecutive non-overlapping windows of `t` tokens with their next-token targets (the last
+/// partial window dropped).
+pub fn windows(tokens: &[u32], t: usize) -> impl Iterator<Item = (&[u32], &[u32])> {
+    let n = tokens.len().saturating_sub(1) / t;
+    (0..n).map(move |i| (&tokens[i * t..(i + 1) * t], &tokens[i * t + 1..(i + 1) * t + 1]))
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ impl PlainDialogue {
 pub fn run(a: Args) -> Result<()> {
     let mut loaded = load(&a.model)?;
     let template = PlainDialogue;
-    let mut sampling = a.sampling.clone();
+    let mut sampling = a.sampling.resolve(loaded.model.config.vocab_size)?;
     sampling.stop.extend(template.stops());
     let mut rng = Rng::new(sampling.seed);
     let interactive = std::io::stdin().is_terminal();

@@ -36,19 +36,19 @@ pub fn run(a: Args) -> Result<()> {
     let mut loaded = load(&a.model)?;
     let prompt = loaded.tok.encode(&a.prompt, SpecialTokens::AsText)?;
     let prompt = fit_context(prompt, loaded.model.config.block_size, a.truncate.as_deref())?;
-    a.sampling.config(loaded.model.config.vocab_size)?; // bad flags fail before any output
+    let sampling = a.sampling.resolve(loaded.model.config.vocab_size)?;
     if a.num_samples == 0 || a.num_samples > 64 {
         bail!("--num-samples must be 1..=64, not {}", a.num_samples);
     }
     let mut rngs: Vec<Rng> =
-        (0..a.num_samples as u64).map(|i| Rng::new(a.sampling.seed.wrapping_add(i))).collect();
+        (0..a.num_samples as u64).map(|i| Rng::new(sampling.seed.wrapping_add(i))).collect();
     let mut out = std::io::stdout().lock();
     // One continuation streams as it is made; several are printed when all are done.
     let streaming = !a.json && a.num_samples == 1;
     if streaming {
         write!(out, "{}", a.prompt)?;
     }
-    let results = stream_many(&mut loaded, &prompt, &a.sampling, &mut rngs, |_, piece| {
+    let results = stream_many(&mut loaded, &prompt, &sampling, &mut rngs, |_, piece| {
         if streaming {
             write!(out, "{piece}")?;
             out.flush()?;

@@ -34,11 +34,11 @@ pub fn load(path: &Path) -> Result<Loaded> {
     Ok(Loaded { model, tok })
 }
 
-#[derive(ClapArgs, Clone)]
+#[derive(ClapArgs)]
 pub struct SamplingArgs {
     /// Stop after this many new tokens.
     #[arg(long, default_value_t = 100)]
-    pub max_new_tokens: usize,
+    max_new_tokens: usize,
     /// 0 picks the most likely token every time (greedy).
     #[arg(long, default_value_t = 0.8)]
     temperature: f32,
@@ -64,15 +64,24 @@ pub struct SamplingArgs {
     #[arg(long, value_name = "ID=BIAS")]
     logit_bias: Vec<String>,
     #[arg(long, default_value_t = 1337)]
-    pub seed: u64,
+    seed: u64,
     /// Stop before this text appears (repeatable); it is not printed.
     #[arg(long, value_name = "TEXT")]
+    stop: Vec<String>,
+}
+
+/// The sampling flags, checked: the sampler, and when to stop.
+pub struct Sampling {
+    pub config: SamplerConfig,
+    pub max_new_tokens: usize,
     pub stop: Vec<String>,
+    pub seed: u64,
 }
 
 impl SamplingArgs {
-    /// The sampler these flags describe, checked against a vocabulary of `vocab` ids.
-    pub fn config(&self, vocab: usize) -> Result<SamplerConfig> {
+    /// What these flags describe, checked against a vocabulary of `vocab` ids (once, before
+    /// any output, so that a bad flag never leaves half a line behind).
+    pub fn resolve(&self, vocab: usize) -> Result<Sampling> {
         let valid = self.top_p > 0.0
             && self.top_p <= 1.0
             && (0.0..=1.0).contains(&self.min_p)
@@ -95,7 +104,7 @@ impl SamplingArgs {
                 }
             })
             .collect::<Result<_>>()?;
-        Ok(SamplerConfig {
+        let config = SamplerConfig {
             temperature: self.temperature.max(0.0),
             top_k: self.top_k,
             top_p: self.top_p,
@@ -104,7 +113,8 @@ impl SamplingArgs {
             frequency_penalty: self.frequency_penalty,
             presence_penalty: self.presence_penalty,
             logit_bias,
-        })
+        };
+        Ok(Sampling { config, max_new_tokens: self.max_new_tokens, stop: self.stop.clone(), seed: self.seed })
     }
 }
 
@@ -142,13 +152,11 @@ pub struct Streamed {
 pub fn stream(
     loaded: &mut Loaded,
     prompt: &[u32],
-    s: &SamplingArgs,
+    s: &Sampling,
     rng: &mut Rng,
     mut show: impl FnMut(&str) -> Result<()>,
 ) -> Result<Streamed> {
-    let mut rngs = [rng.clone()];
-    let mut out = stream_many(loaded, prompt, s, &mut rngs, |_, piece| show(piece))?;
-    *rng = rngs[0].clone();
+    let mut out = stream_many(loaded, prompt, s, std::slice::from_mut(rng), |_, piece| show(piece))?;
     Ok(out.pop().expect("one continuation"))
 }
 
@@ -157,11 +165,10 @@ pub fn stream(
 pub fn stream_many(
     loaded: &mut Loaded,
     prompt: &[u32],
-    s: &SamplingArgs,
+    s: &Sampling,
     rngs: &mut [Rng],
     mut show: impl FnMut(usize, &str) -> Result<()>,
 ) -> Result<Vec<Streamed>> {
-    let config = s.config(loaded.model.config.vocab_size)?;
     let eos = loaded.tok.special_id("<|endoftext|>");
     let n = rngs.len();
     let mut decoders: Vec<StreamDecoder> = (0..n).map(|_| StreamDecoder::new(&loaded.tok)).collect();
@@ -170,7 +177,7 @@ pub fn stream_many(
         (0..n).map(|_| Streamed { tokens: Vec::new(), text: String::new(), hit_stop: false }).collect();
     let mut failed: Option<anyhow::Error> = None;
     let prompts = vec![prompt.to_vec(); n];
-    generate_batch(&mut loaded.model, &prompts, s.max_new_tokens, &config, rngs, eos, |i, id, logits| {
+    generate_batch(&mut loaded.model, &prompts, s.max_new_tokens, &s.config, rngs, eos, |i, id, logits| {
         let out = &mut outs[i];
         out.tokens.push((id, probability(logits, id)));
         let step = decoders[i].push(id).map_err(anyhow::Error::from).and_then(|piece| {

@@ -228,3 +228,37 @@ fn export_to_hf_round_trips_weights_tokenizer_and_generations() {
         .collect();
     assert!(leftovers.is_empty(), "a partial export was left behind");
 }
+
+#[test]
+fn export_to_gguf_round_trips_and_runs_everywhere_a_model_does() {
+    let dir = trained();
+    for (ty, file) in [("f32", "tiny.gguf"), ("f16", "tiny-f16.gguf")] {
+        let out =
+            minillm(&dir, &["export", "--model", "run", "--format", "gguf", "--type", ty, "--out", file]);
+        assert!(ok(&out).contains(&format!("wrote {file} (GGUF")), "{}", ok(&out));
+    }
+    let continuation = |model: &str| {
+        json(&minillm(
+            &dir,
+            &["generate", "--model", model, "Once", "--temperature", "0", "--max-new-tokens", "8", "--json"],
+        ))["tokens"]
+            .clone()
+    };
+    assert_eq!(continuation("tiny.gguf"), continuation("run"));
+    let ids =
+        |doc: serde_json::Value| doc.as_array().unwrap().iter().map(|t| t["id"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(continuation("tiny-f16.gguf")).len(), 8);
+    let checkpoint = minillm::io::model_dir(&dir.join("run")).unwrap();
+    let (ours, _) = minillm::io::load(&checkpoint).unwrap();
+    let (theirs, _) = minillm::io::load(&dir.join("tiny.gguf")).unwrap();
+    assert_eq!(ours.params, theirs.params);
+    // eval and inspect take the GGUF file too, and agree with the checkpoint.
+    let score = |model: &str| ok(&minillm(&dir, &["eval", "--model", model, "--data", "data"]));
+    assert_eq!(score("tiny.gguf"), score("run"));
+    // Refusals: an existing file, and a GGUF name without .gguf.
+    let again = minillm(&dir, &["export", "--model", "run", "--format", "gguf", "--out", "tiny.gguf"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let bad = minillm(&dir, &["export", "--model", "run", "--format", "gguf", "--out", "tiny.bin"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("ending in .gguf"));
+    assert!(!dir.join("tiny.bin").exists());
+}

@@ -17,20 +17,10 @@ pub struct Loaded {
     pub tok: Tokenizer,
 }
 
-/// Loads a run directory (its latest checkpoint), a checkpoint, a model directory, or an HF hub
-/// id from the local HF cache.
+/// Loads a run directory (its latest checkpoint), a checkpoint, a model directory, a `.gguf`
+/// file, or an HF hub id from the local HF cache.
 pub fn load(path: &Path) -> Result<Loaded> {
-    let dir = io::model_dir(path)?;
-    let model = io::load_model(&dir)?;
-    // tokenizer.json, or GPT-2's vocab.json + merges.txt.
-    let tok = minillm::tokenizer::formats::load(&dir.to_string_lossy())?;
-    if tok.vocab_size() != model.config.vocab_size {
-        bail!(
-            "the tokenizer has {} ids but the model {}; they do not belong together",
-            tok.vocab_size(),
-            model.config.vocab_size
-        );
-    }
+    let (model, tok) = io::load(path)?;
     Ok(Loaded { model, tok })
 }
 

@@ -1,5 +1,7 @@
 //! Model files in the ecosystem's formats: safetensors with HF GPT-2 names, and config.json.
 
+pub mod gguf;
+pub mod gguf_gpt2;
 pub mod hf_config;
 pub mod hub;
 pub mod safetensors;
@@ -7,6 +9,7 @@ pub mod safetensors;
 use crate::error::{Error, Result};
 use crate::fsutil::{atomic_write, read_text};
 use crate::model::Gpt;
+use crate::tokenizer::{Tokenizer, formats};
 use std::path::{Path, PathBuf};
 
 /// The directory holding a model's files: a run directory resolves to its latest checkpoint
@@ -34,6 +37,28 @@ pub fn model_dir(path: &Path) -> Result<PathBuf> {
         "{} is not a model: expected a run directory (latest.json), a model directory (config.json + model.safetensors) or an HF hub id",
         path.display()
     )))
+}
+
+/// A model and its tokenizer from anything `--model` accepts: a run directory, a checkpoint or
+/// HF-style model directory, an HF hub id in the local cache, or a `.gguf` file.
+pub fn load(spec: &Path) -> Result<(Gpt, Tokenizer)> {
+    if spec.extension().is_some_and(|e| e == "gguf") {
+        let bytes = std::fs::read(spec).map_err(|cause| Error::Read { path: spec.to_path_buf(), cause })?;
+        return gguf_gpt2::from_bytes(&bytes, spec);
+    }
+    let dir = model_dir(spec)?;
+    let model = load_model(&dir)?;
+    // tokenizer.json, or GPT-2's vocab.json + merges.txt.
+    let tok = formats::load(&dir.to_string_lossy())?;
+    if tok.vocab_size() != model.config.vocab_size {
+        return Err(Error::Invalid(format!(
+            "{}: the tokenizer has {} ids but the model {}; they do not belong together",
+            dir.display(),
+            tok.vocab_size(),
+            model.config.vocab_size
+        )));
+    }
+    Ok((model, tok))
 }
 
 /// Loads a model from a directory holding `config.json` and `model.safetensors` (or shards

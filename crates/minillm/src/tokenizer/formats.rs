@@ -203,6 +203,23 @@ fn build(
     Tokenizer::new(bpe, pattern, specials).map_err(|e| Error::format(path, e.to_string()))
 }
 
+/// A tokenizer from its token texts listed by id (GPT-2's byte-to-character form) and its merges,
+/// as GGUF stores one. Tokens that are neither a byte nor made by a merge are special.
+pub fn from_token_list(
+    tokens: &[String],
+    merges: &[(String, String)],
+    pattern: Pattern,
+    path: &Path,
+) -> Result<Tokenizer> {
+    let mut vocab = HashMap::with_capacity(tokens.len());
+    for (id, t) in tokens.iter().enumerate() {
+        if vocab.insert(t.clone(), id as u32).is_some() {
+            return Err(Error::format(path, format!("token {t:?} is listed twice")));
+        }
+    }
+    build(&vocab, merges, pattern, &[], path)
+}
+
 /// Reads an HF `tokenizer.json` file holding a byte-level BPE model.
 pub fn read_hf_json(path: &Path) -> Result<Tokenizer> {
     from_hf_json(&read_text(path)?, path)
@@ -332,7 +349,7 @@ pub fn to_hf_json(tok: &Tokenizer) -> String {
 }
 
 /// (id, text) of every BPE token and special token, by id.
-fn vocab_entries(tok: &Tokenizer) -> Vec<(u32, String)> {
+pub(crate) fn vocab_entries(tok: &Tokenizer) -> Vec<(u32, String)> {
     (0..tok.vocab_size() as u32)
         .filter_map(|id| {
             let bytes = tok.bpe().token_bytes(id)?;
@@ -345,7 +362,7 @@ fn vocab_entries(tok: &Tokenizer) -> Vec<(u32, String)> {
         .collect()
 }
 
-fn merge_texts(tok: &Tokenizer) -> Vec<[String; 2]> {
+pub(crate) fn merge_texts(tok: &Tokenizer) -> Vec<[String; 2]> {
     let text = |id: u32| bytes_to_token_text(tok.bpe().token_bytes(id).expect("merge parts exist"));
     tok.bpe().merges().iter().map(|m| [text(m.left), text(m.right)]).collect()
 }

@@ -1,0 +1,283 @@
+//! A GPT-2 model and its tokenizer as llama.cpp's `gpt2` architecture in GGUF, the way
+//! llama.cpp's `convert_hf_to_gguf.py` writes one: its tensor names (`blk.N.attn_qkv.weight` ...),
+//! matrices stored (out, in) (HF's Conv1D (in, out), transposed), no `output.weight` (llama.cpp
+//! ties it to `token_embd`), and the BPE tokenizer as token and merge lists.
+//!
+//! f16 files keep 1-D tensors (LayerNorms, biases) in f32, as llama.cpp's converter does.
+
+use super::gguf::{Gguf, TensorOut, TensorType, Value, ValueType};
+use crate::error::{Error, Result};
+use crate::model::layers::layernorm::EPS;
+use crate::model::params::Layout;
+use crate::model::{Gpt, ModelConfig};
+use crate::tokenizer::formats::{from_token_list, merge_texts, vocab_entries};
+use crate::tokenizer::{Pattern, Tokenizer};
+use std::path::Path;
+
+const ARCH: &str = "gpt2";
+/// llama.cpp's token types.
+const NORMAL: i32 = 1;
+const CONTROL: i32 = 3;
+
+/// llama.cpp's name for a tensor of ours (HF name without `transformer.`), and whether HF stores
+/// it transposed relative to GGUF.
+fn gguf_name(name: &str) -> (String, bool) {
+    match name {
+        "wte.weight" => return ("token_embd.weight".into(), false),
+        "wpe.weight" => return ("position_embd.weight".into(), false),
+        "ln_f.weight" => return ("output_norm.weight".into(), false),
+        "ln_f.bias" => return ("output_norm.bias".into(), false),
+        _ => {}
+    }
+    let rest = name.strip_prefix("h.").expect("block tensors start with h.");
+    let (block, part) = rest.split_once('.').expect("h.N.part");
+    let (module, kind) = part.rsplit_once('.').expect("module.weight or module.bias");
+    let target = match module {
+        "ln_1" => "attn_norm",
+        "attn.c_attn" => "attn_qkv",
+        "attn.c_proj" => "attn_output",
+        "ln_2" => "ffn_norm",
+        "mlp.c_fc" => "ffn_up",
+        "mlp.c_proj" => "ffn_down",
+        other => unreachable!("GPT-2 has no module {other}"),
+    };
+    (format!("blk.{block}.{target}.{kind}"), kind == "weight" && !module.starts_with("ln_"))
+}
+
+/// llama.cpp's `general.file_type` for a file whose matrices are `ty`.
+fn file_type(ty: TensorType) -> u32 {
+    match ty {
+        TensorType::F32 => 0,
+        TensorType::F16 => 1,
+    }
+}
+
+/// llama.cpp's pre-tokenizer name for our split patterns (`llama-bpe` is the cl100k pattern).
+fn pre_name(p: Pattern) -> &'static str {
+    match p {
+        Pattern::Gpt2 => "gpt-2",
+        Pattern::Gpt4 => "llama-bpe",
+    }
+}
+
+/// Encodes `model` and `tok` as a GGUF file with matrices in `ty`.
+pub fn to_bytes(model: &Gpt, tok: &Tokenizer, ty: TensorType, name: &str) -> Result<Vec<u8>> {
+    let c = &model.config;
+    let entries = vocab_entries(tok);
+    if entries.len() != c.vocab_size || entries.iter().enumerate().any(|(i, e)| e.0 as usize != i) {
+        return Err(Error::Invalid(format!(
+            "GGUF lists every token id from 0 to {}, but this tokenizer's ids have gaps",
+            c.vocab_size
+        )));
+    }
+    let u32v = |x: usize| Value::U32(x as u32);
+    let mut metadata: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(ARCH.into())),
+        ("general.name".into(), Value::String(name.into())),
+        ("general.file_type".into(), Value::U32(file_type(ty))),
+        ("gpt2.context_length".into(), u32v(c.block_size)),
+        ("gpt2.embedding_length".into(), u32v(c.n_embd)),
+        ("gpt2.feed_forward_length".into(), u32v(4 * c.n_embd)),
+        ("gpt2.block_count".into(), u32v(c.n_layer)),
+        ("gpt2.attention.head_count".into(), u32v(c.n_head)),
+        ("gpt2.attention.layer_norm_epsilon".into(), Value::F32(EPS)),
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String(pre_name(tok.pattern()).into())),
+        ("tokenizer.ggml.tokens".into(), Value::strings(entries.iter().map(|e| e.1.clone()))),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(
+                ValueType::I32,
+                entries
+                    .iter()
+                    .map(|e| Value::I32(if tok.is_special(e.0) { CONTROL } else { NORMAL }))
+                    .collect(),
+            ),
+        ),
+        (
+            "tokenizer.ggml.merges".into(),
+            Value::strings(merge_texts(tok).into_iter().map(|[l, r]| format!("{l} {r}"))),
+        ),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+    ];
+    if let Some(eot) = tok.special_id("<|endoftext|>") {
+        for key in ["bos", "eos"] {
+            metadata.push((format!("tokenizer.ggml.{key}_token_id"), Value::U32(eot)));
+        }
+    }
+
+    let layout = Layout::new(c);
+    let mut tensors = Vec::new();
+    let mut add = |name: &str, shape: &[usize], data: &[f32]| {
+        let (gname, transposed) = gguf_name(name);
+        let ty = if shape.len() == 1 { TensorType::F32 } else { ty };
+        let (dims, values) = match *shape {
+            [n] => (vec![n as u64], data.to_vec()),
+            [rows, cols] if transposed => (vec![rows as u64, cols as u64], transpose(data, rows, cols)),
+            [rows, cols] => (vec![cols as u64, rows as u64], data.to_vec()),
+            _ => unreachable!("GPT-2 tensors are 1-D or 2-D"),
+        };
+        tensors.push(TensorOut { name: gname, dims, ty, data: encode(&values, ty) });
+    };
+    for t in &layout.tensors {
+        let mut shape = t.shape.clone();
+        let mut data = &model.params[t.range()];
+        if t.name == "wte.weight" {
+            shape[0] = c.vocab_size;
+            data = &data[..c.vocab_size * c.n_embd];
+        }
+        add(&t.name, &shape, data);
+    }
+    if !c.bias {
+        // llama.cpp's gpt2 requires biases; zeros are the same model.
+        for t in &layout.tensors {
+            if let Some(stem) = t.name.strip_suffix(".weight").filter(|s| *s != "wte" && *s != "wpe") {
+                let len = if t.shape.len() == 2 { t.shape[1] } else { t.shape[0] };
+                add(&format!("{stem}.bias"), &[len], &vec![0.0; len]);
+            }
+        }
+    }
+    Ok(super::gguf::to_bytes(&metadata, &tensors))
+}
+
+/// (rows, cols) row-major to (cols, rows) row-major.
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for r in 0..rows {
+        for (col, &x) in data[r * cols..(r + 1) * cols].iter().enumerate() {
+            out[col * rows + r] = x;
+        }
+    }
+    out
+}
+
+fn encode(values: &[f32], ty: TensorType) -> Vec<u8> {
+    match ty {
+        TensorType::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        TensorType::F16 => values.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+    }
+}
+
+/// Reads a `gpt2`-architecture GGUF file into a model and its tokenizer; `path` names the file
+/// in errors.
+pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Gpt, Tokenizer)> {
+    let file = Gguf::parse(bytes, path)?;
+    let arch = file.get("general.architecture").and_then(Value::as_str);
+    if arch != Some(ARCH) {
+        return Err(Error::format(
+            path,
+            format!(
+                "architecture is {}; minillm runs GPT-2-architecture models (gpt2)",
+                arch.map_or("missing".to_string(), |a| format!("'{a}'"))
+            ),
+        ));
+    }
+    let tok = tokenizer(&file, path)?;
+    let size = |key: &str| -> Result<usize> {
+        file.get(key)
+            .and_then(Value::as_u64)
+            .map(|x| x as usize)
+            .ok_or_else(|| Error::format(path, format!("metadata '{key}' is missing or not a whole number")))
+    };
+    let config = ModelConfig {
+        n_layer: size("gpt2.block_count")?,
+        n_head: size("gpt2.attention.head_count")?,
+        n_embd: size("gpt2.embedding_length")?,
+        block_size: size("gpt2.context_length")?,
+        vocab_size: tok.vocab_size(),
+        dropout: 0.0,
+        bias: true,
+    };
+    config.validate().map_err(|e| Error::format(path, e.to_string()))?;
+    if size("gpt2.feed_forward_length")? != 4 * config.n_embd {
+        return Err(Error::format(path, "gpt2.feed_forward_length is not 4 * embedding_length"));
+    }
+    if let Some(eps) = file.get("gpt2.attention.layer_norm_epsilon").and_then(Value::as_f64)
+        && (eps - f64::from(EPS)).abs() > 1e-9
+    {
+        return Err(Error::format(
+            path,
+            format!("layer_norm_epsilon is {eps}; minillm's LayerNorm uses {EPS}"),
+        ));
+    }
+    let layout = Layout::new(&config);
+    let mut params = vec![0.0f32; layout.total];
+    for t in &layout.tensors {
+        let (gname, transposed) = gguf_name(&t.name);
+        let info =
+            file.tensor(&gname).ok_or_else(|| Error::format(path, format!("tensor '{gname}' is missing")))?;
+        let mut shape = t.shape.clone();
+        if t.name == "wte.weight" {
+            shape[0] = config.vocab_size;
+        }
+        let want: Vec<u64> = match *shape.as_slice() {
+            [n] => vec![n as u64],
+            [rows, cols] if transposed => vec![rows as u64, cols as u64],
+            [rows, cols] => vec![cols as u64, rows as u64],
+            _ => unreachable!("GPT-2 tensors are 1-D or 2-D"),
+        };
+        if info.dims != want {
+            return Err(Error::format(
+                path,
+                format!("tensor '{gname}' has dims {:?}, the metadata needs {want:?}", info.dims),
+            ));
+        }
+        let n: usize = shape.iter().product();
+        let dst = &mut params[t.offset..t.offset + n];
+        if transposed {
+            let mut stored = vec![0.0f32; n];
+            file.read_f32(info, &mut stored);
+            dst.copy_from_slice(&transpose(&stored, shape[1], shape[0]));
+        } else {
+            file.read_f32(info, dst);
+        }
+    }
+    Ok((Gpt::from_params(config, params, 0)?, tok))
+}
+
+fn tokenizer(file: &Gguf, path: &Path) -> Result<Tokenizer> {
+    match file.get("tokenizer.ggml.model").and_then(Value::as_str) {
+        Some("gpt2") => {}
+        other => {
+            return Err(Error::format(
+                path,
+                format!(
+                    "tokenizer.ggml.model is {other:?}; minillm reads byte-level BPE ('gpt2') tokenizers"
+                ),
+            ));
+        }
+    }
+    let strings = |key: &str| -> Result<Vec<String>> {
+        let items = file
+            .get(key)
+            .and_then(Value::as_array)
+            .ok_or_else(|| Error::format(path, format!("metadata '{key}' is missing or not an array")))?;
+        items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::format(path, format!("'{key}' holds a non-string")))
+            })
+            .collect()
+    };
+    let tokens = strings("tokenizer.ggml.tokens")?;
+    let mut merges = Vec::new();
+    for (i, m) in strings("tokenizer.ggml.merges")?.into_iter().enumerate() {
+        let (l, r) = m
+            .split_once(' ')
+            .ok_or_else(|| Error::format(path, format!("merge {i} ({m:?}) is not 'left right'")))?;
+        merges.push((l.to_string(), r.to_string()));
+    }
+    let pattern = match file.get("tokenizer.ggml.pre").and_then(Value::as_str) {
+        None | Some("gpt-2" | "default") => Pattern::Gpt2,
+        Some("llama-bpe" | "dbrx") => Pattern::Gpt4,
+        Some(other) => {
+            return Err(Error::format(
+                path,
+                format!("pre-tokenizer '{other}' is not one minillm implements (gpt-2, llama-bpe)"),
+            ));
+        }
+    };
+    from_token_list(&tokens, &merges, pattern, path)
+}

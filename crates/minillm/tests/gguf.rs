@@ -1,0 +1,189 @@
+//! GGUF: reading the file llama.cpp's own `gguf` package wrote (scripts/reference/gguf_tiny.py),
+//! writing ours and reading it back, and damaged files.
+
+use minillm::io::gguf::{Gguf, TensorType};
+use minillm::io::{gguf_gpt2, load_model};
+use minillm::model::{Gpt, ModelConfig};
+use minillm::tokenizer::{SpecialTokens, Tokenizer, formats};
+use safetensors::SafeTensors;
+use std::path::{Path, PathBuf};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2_tiny")
+}
+
+fn logits(model: &mut Gpt, tokens: &[u32]) -> Vec<f32> {
+    model.forward(tokens, None, (1, tokens.len())).unwrap();
+    let (v, vp) = (model.config.vocab_size, model.config.padded_vocab_size());
+    model.logits().chunks(vp).flat_map(|row| &row[..v]).copied().collect()
+}
+
+fn reference_tokens() -> (Vec<u32>, Vec<f32>, usize) {
+    let bytes = std::fs::read(fixture().join("reference.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let ints = |n: &str| -> Vec<u32> {
+        st.tensor(n)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as u32)
+            .collect()
+    };
+    let floats: Vec<f32> = st
+        .tensor("logits")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let tokens = ints("tokens");
+    let t = st.tensor("tokens").unwrap().shape()[1];
+    (tokens[..t].to_vec(), floats, t)
+}
+
+fn fixture_model_and_tokenizer() -> (Gpt, Tokenizer) {
+    (load_model(&fixture()).unwrap(), formats::read_hf_json(&fixture().join("tokenizer.json")).unwrap())
+}
+
+#[test]
+fn reads_the_file_llama_cpps_gguf_package_wrote() {
+    let path = fixture().join("gpt2_tiny.gguf");
+    let (mut model, tok) = gguf_gpt2::from_bytes(&std::fs::read(&path).unwrap(), &path).unwrap();
+    let (mut safetensors_model, hf_tok) = fixture_model_and_tokenizer();
+    assert_eq!(model.config, safetensors_model.config);
+    assert!(model.params == safetensors_model.params, "weights differ from model.safetensors");
+
+    // PyTorch's logits for the first reference sequence.
+    let (tokens, want, t) = reference_tokens();
+    let v = model.config.vocab_size;
+    let got = logits(&mut model, &tokens);
+    let worst = got.iter().zip(&want[..t * v]).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst < 1e-4, "logits differ from PyTorch by {worst}");
+    assert_eq!(got, logits(&mut safetensors_model, &tokens));
+
+    // The tokenizer from the GGUF token and merge lists gives HF tokenizers' ids.
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("gguf_reference.json")).unwrap())
+            .unwrap();
+    let sample = reference["sample"].as_str().unwrap();
+    let want_ids: Vec<u32> =
+        reference["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    assert_eq!(tok.encode(sample, SpecialTokens::Refuse).unwrap(), want_ids);
+    assert_eq!(hf_tok.encode(sample, SpecialTokens::Refuse).unwrap(), want_ids);
+    assert_eq!(tok.decode(&want_ids).unwrap(), sample);
+    assert_eq!(tok.special_id("<|endoftext|>"), hf_tok.special_id("<|endoftext|>"));
+}
+
+#[test]
+fn f32_export_reads_back_identical_and_rewrites_byte_for_byte() {
+    let (mut model, tok) = fixture_model_and_tokenizer();
+    let bytes = gguf_gpt2::to_bytes(&model, &tok, TensorType::F32, "tiny").unwrap();
+    let path = Path::new("tiny.gguf");
+    let file = Gguf::parse(&bytes, path).unwrap();
+    for t in &file.tensors {
+        assert_eq!(t.start % 32, 0, "{} is not aligned to 32 bytes", t.name);
+    }
+    assert!(file.tensor("output.weight").is_none(), "llama.cpp ties the output to token_embd");
+    assert_eq!(file.tensor("blk.0.attn_qkv.weight").unwrap().dims, [64, 192], "ne = [in, out]");
+
+    let (mut back, back_tok) = gguf_gpt2::from_bytes(&bytes, path).unwrap();
+    assert!(back.params == model.params);
+    assert_eq!(formats::to_hf_json(&back_tok), formats::to_hf_json(&tok));
+    let (tokens, _, _) = reference_tokens();
+    assert_eq!(logits(&mut back, &tokens), logits(&mut model, &tokens));
+    assert!(gguf_gpt2::to_bytes(&back, &back_tok, TensorType::F32, "tiny").unwrap() == bytes);
+}
+
+#[test]
+fn f16_export_rounds_matrices_only() {
+    let (mut model, tok) = fixture_model_and_tokenizer();
+    let bytes = gguf_gpt2::to_bytes(&model, &tok, TensorType::F16, "tiny").unwrap();
+    let f32_len = gguf_gpt2::to_bytes(&model, &tok, TensorType::F32, "tiny").unwrap().len();
+    assert!(bytes.len() < f32_len * 6 / 10, "f16 file {} vs f32 {f32_len}", bytes.len());
+    let path = Path::new("tiny16.gguf");
+    let file = Gguf::parse(&bytes, path).unwrap();
+    for t in &file.tensors {
+        let want = if t.dims.len() == 1 { TensorType::F32 } else { TensorType::F16 };
+        assert_eq!(t.ty, want, "{}", t.name);
+    }
+    let (mut back, _) = gguf_gpt2::from_bytes(&bytes, path).unwrap();
+    let layout = minillm::model::params::Layout::new(&model.config);
+    for t in &layout.tensors {
+        for (&b, &a) in back.params[t.range()].iter().zip(&model.params[t.range()]) {
+            let want = if t.shape.len() == 1 { a } else { half::f16::from_f32(a).to_f32() };
+            assert_eq!(b, want, "{}", t.name);
+        }
+    }
+    let (tokens, _, _) = reference_tokens();
+    let (a, b) = (logits(&mut model, &tokens), logits(&mut back, &tokens));
+    let worst = a.iter().zip(&b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(worst > 0.0 && worst < 2e-2, "f16 changed the logits by {worst}");
+}
+
+#[test]
+fn a_model_without_biases_exports_with_zero_biases() {
+    let config = ModelConfig { bias: false, ..ModelConfig::depth(1, 512) };
+    let mut model = Gpt::new(config, 7).unwrap();
+    let tok = formats::read_hf_json(&fixture().join("tokenizer.json")).unwrap();
+    let bytes = gguf_gpt2::to_bytes(&model, &tok, TensorType::F32, "nobias").unwrap();
+    let (mut back, _) = gguf_gpt2::from_bytes(&bytes, Path::new("nobias.gguf")).unwrap();
+    assert!(back.config.bias);
+    let tokens = [1u32, 5, 9, 200, 3];
+    assert_eq!(logits(&mut back, &tokens), logits(&mut model, &tokens));
+}
+
+fn error_of(bytes: &[u8]) -> String {
+    match gguf_gpt2::from_bytes(bytes, Path::new("bad.gguf")) {
+        Ok(_) => panic!("a damaged file loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// `bytes` with the first occurrence of `from` replaced by `to` (same length).
+fn patched(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let at = bytes.windows(from.len()).position(|w| w == from).expect("pattern present");
+    let mut out = bytes.to_vec();
+    out[at..at + to.len()].copy_from_slice(to);
+    out
+}
+
+#[test]
+fn damaged_files_get_clear_errors() {
+    let (model, tok) = fixture_model_and_tokenizer();
+    let good = gguf_gpt2::to_bytes(&model, &tok, TensorType::F32, "tiny").unwrap();
+
+    assert!(error_of(b"PK\x03\x04 not gguf").contains("not a GGUF file"));
+    assert!(error_of(&good[..good.len() - 100]).contains("past the end of the file"));
+    assert!(error_of(&good[..1000]).contains("truncated"));
+    assert!(
+        error_of(&patched(
+            &good,
+            b"\x04\x00\x00\x00\x00\x00\x00\x00gpt2",
+            b"\x04\x00\x00\x00\x00\x00\x00\x00opt2"
+        ))
+        .contains("architecture is 'opt2'")
+    );
+    assert!(
+        error_of(&patched(&good, b"blk.1.ffn_up.weight", b"blk.1.ffn_xx.weight"))
+            .contains("'blk.1.ffn_up.weight' is missing")
+    );
+    // The ggml type of the first tensor (after its name, n_dims and two dims) set to Q4_0.
+    let name = b"token_embd.weight";
+    let at = good.windows(name.len()).position(|w| w == name).unwrap() + name.len() + 4 + 16;
+    let mut q4 = good.clone();
+    q4[at..at + 4].copy_from_slice(&2u32.to_le_bytes());
+    assert!(error_of(&q4).contains("ggml type 2"));
+    // A version we do not know, and a tensor count larger than the file.
+    let mut v9 = good.clone();
+    v9[4..8].copy_from_slice(&9u32.to_le_bytes());
+    assert!(error_of(&v9).contains("version 9"));
+    let mut huge = good.clone();
+    huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(error_of(&huge).contains("more than the file can hold"));
+
+    // Cut anywhere: an error, never a panic.
+    for cut in (0..good.len()).step_by(997) {
+        assert!(gguf_gpt2::from_bytes(&good[..cut], Path::new("cut.gguf")).is_err(), "cut at {cut}");
+    }
+}

@@ -103,3 +103,42 @@ fn pickled_checkpoints_are_refused_with_the_way_to_convert() {
     let err = load_error(&dir);
     assert!(err.contains("pickle") && err.contains("safe_serialization=True"), "{err}");
 }
+
+/// HF checkpoints saved with `torch_dtype=float16` or `bfloat16` load, widened to f32.
+#[test]
+fn half_precision_checkpoints_load_widened_to_f32() {
+    use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+    let reference = load_model(&fixture()).unwrap();
+    let bytes = std::fs::read(fixture().join("model.safetensors")).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let narrowed = |dtype: Dtype, round: fn(f32) -> [u8; 2]| -> Vec<u8> {
+        let data: Vec<(String, Vec<usize>, Vec<u8>)> = file
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let halves = view
+                    .data()
+                    .chunks_exact(4)
+                    .flat_map(|c| round(f32::from_le_bytes(c.try_into().unwrap())))
+                    .collect();
+                (name, view.shape().to_vec(), halves)
+            })
+            .collect();
+        let views: Vec<(String, TensorView)> =
+            data.iter().map(|(n, s, d)| (n.clone(), TensorView::new(dtype, s.clone(), d).unwrap())).collect();
+        safetensors::serialize(views, None).unwrap()
+    };
+    let cases: [(Dtype, fn(f32) -> [u8; 2], fn(f32) -> f32); 2] = [
+        (Dtype::F16, |x| half::f16::from_f32(x).to_le_bytes(), |x| half::f16::from_f32(x).to_f32()),
+        (Dtype::BF16, |x| half::bf16::from_f32(x).to_le_bytes(), |x| half::bf16::from_f32(x).to_f32()),
+    ];
+    for (dtype, round, widened) in cases {
+        let dir = temp_dir(&format!("{dtype:?}"));
+        std::fs::copy(fixture().join("config.json"), dir.join("config.json")).unwrap();
+        std::fs::write(dir.join("model.safetensors"), narrowed(dtype, round)).unwrap();
+        let model = load_model(&dir).unwrap();
+        let want: Vec<f32> = reference.params.iter().map(|&x| widened(x)).collect();
+        assert!(model.params == want, "{dtype:?} weights were not widened exactly");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -64,6 +64,9 @@ fn damaged_and_mismatched_checkpoints_are_explained() {
     }));
     assert!(err.contains("config.json") && err.contains("n_layer"), "{err}");
 
+    let err = error_of(&model_with("epsilon", &good, |c| c["layer_norm_epsilon"] = 1e-6.into()));
+    assert!(err.contains("layer_norm_epsilon is 0.000001"), "{err}");
+
     let err = error_of(&model_with("architecture", &good, |c| c["model_type"] = "llama".into()));
     assert!(err.contains("model_type is 'llama'"), "{err}");
 
@@ -72,7 +75,7 @@ fn damaged_and_mismatched_checkpoints_are_explained() {
     let f64s: Vec<u8> = (0..64).flat_map(|_| 1.0f64.to_le_bytes()).collect();
     let err =
         error_of(&model_with("dtype", &with_tensor(ln, safetensors::Dtype::F64, vec![64], &f64s), same));
-    assert!(err.contains(ln) && err.contains("F64") && err.contains("reads F32"), "{err}");
+    assert!(err.contains(ln) && err.contains("F64") && err.contains("reads F32, F16 and BF16"), "{err}");
     let bytes = std::fs::read(fixture().join("model.safetensors")).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let without: Vec<(String, safetensors::tensor::TensorView)> =

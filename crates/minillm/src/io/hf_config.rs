@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
+use crate::model::layers::layernorm::EPS;
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -46,6 +47,12 @@ pub fn from_json(text: &str, path: &Path) -> Result<ModelConfig> {
         return Err(Error::format(
             path,
             format!("n_inner {inner} is not 4 * n_embd; minillm's MLP is 4x wide"),
+        ));
+    }
+    if let Some(eps) = v["layer_norm_epsilon"].as_f64().filter(|e| (e - f64::from(EPS)).abs() > 1e-9) {
+        return Err(Error::format(
+            path,
+            format!("layer_norm_epsilon is {eps}; minillm's LayerNorm uses {EPS}"),
         ));
     }
     config.validate().map_err(|e| Error::format(path, e.to_string()))?;

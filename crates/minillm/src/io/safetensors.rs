@@ -108,15 +108,34 @@ pub fn from_shards(shards: &[(&[u8], &Path)], config: &ModelConfig) -> Result<Ve
                 ),
             ));
         }
-        if view.dtype() != Dtype::F32 {
-            return Err(Error::format(
-                path,
-                format!("tensor '{PREFIX}{}' is {:?}; minillm reads F32 checkpoints", t.name, view.dtype()),
-            ));
-        }
         let dst = &mut params[t.offset..t.offset + want.iter().product::<usize>()];
-        for (d, chunk) in dst.iter_mut().zip(view.data().chunks_exact(4)) {
-            *d = f32::from_le_bytes(chunk.try_into().expect("4 bytes"));
+        let data = view.data();
+        match view.dtype() {
+            Dtype::F32 => {
+                for (d, c) in dst.iter_mut().zip(data.chunks_exact(4)) {
+                    *d = f32::from_le_bytes(c.try_into().expect("4 bytes"));
+                }
+            }
+            // Half-precision checkpoints are widened: minillm computes in f32.
+            Dtype::F16 => {
+                for (d, c) in dst.iter_mut().zip(data.chunks_exact(2)) {
+                    *d = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+            Dtype::BF16 => {
+                for (d, c) in dst.iter_mut().zip(data.chunks_exact(2)) {
+                    *d = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+            other => {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "tensor '{PREFIX}{}' is {other:?}; minillm reads F32, F16 and BF16 checkpoints",
+                        t.name
+                    ),
+                ));
+            }
         }
     }
     Ok(params)

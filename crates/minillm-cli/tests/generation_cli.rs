@@ -249,8 +249,8 @@ fn export_to_gguf_round_trips_and_runs_everywhere_a_model_does() {
         |doc: serde_json::Value| doc.as_array().unwrap().iter().map(|t| t["id"].clone()).collect::<Vec<_>>();
     assert_eq!(ids(continuation("tiny-f16.gguf")).len(), 8);
     let checkpoint = minillm::io::model_dir(&dir.join("run")).unwrap();
-    let (ours, _) = minillm::io::load(&checkpoint).unwrap();
-    let (theirs, _) = minillm::io::load(&dir.join("tiny.gguf")).unwrap();
+    let ours = minillm::io::load(&checkpoint).unwrap().model;
+    let theirs = minillm::io::load(&dir.join("tiny.gguf")).unwrap().model;
     assert_eq!(ours.params, theirs.params);
     // eval and inspect take the GGUF file too, and agree with the checkpoint.
     let score = |model: &str| ok(&minillm(&dir, &["eval", "--model", model, "--data", "data"]));
@@ -261,4 +261,30 @@ fn export_to_gguf_round_trips_and_runs_everywhere_a_model_does() {
     let bad = minillm(&dir, &["export", "--model", "run", "--format", "gguf", "--out", "tiny.bin"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("ending in .gguf"));
     assert!(!dir.join("tiny.bin").exists());
+}
+
+#[test]
+fn generation_config_json_sets_defaults_that_flags_override() {
+    let dir = trained();
+    let model = dir.join("genconfig-model");
+    let _ = std::fs::remove_dir_all(&model);
+    ok(&minillm(&dir, &["export", "--model", "run", "--format", "hf", "--out", "genconfig-model"]));
+    std::fs::write(model.join("generation_config.json"), r#"{"do_sample": false, "max_new_tokens": 5}"#)
+        .unwrap();
+    let tokens = |extra: &[&str]| {
+        let args = [&["generate", "--model", "genconfig-model", "Once", "--json"][..], extra].concat();
+        json(&minillm(&dir, &args))["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].clone())
+            .collect::<Vec<_>>()
+    };
+    let by_file = tokens(&[]);
+    assert_eq!(by_file.len(), 5, "max_new_tokens from the file");
+    assert_eq!(by_file, tokens(&["--temperature", "0"]), "do_sample false = greedy");
+    assert_eq!(tokens(&["--max-new-tokens", "7"]).len(), 7, "a flag beats the file");
+    let sampled: Vec<Vec<_>> =
+        (0..4).map(|s| tokens(&["--temperature", "1.5", "--seed", &s.to_string()])).collect();
+    assert!(sampled.iter().any(|t| *t != by_file), "--temperature should override do_sample false");
 }

@@ -128,7 +128,9 @@ fn half_precision_checkpoints_load_widened_to_f32() {
             data.iter().map(|(n, s, d)| (n.clone(), TensorView::new(dtype, s.clone(), d).unwrap())).collect();
         safetensors::serialize(views, None).unwrap()
     };
-    let cases: [(Dtype, fn(f32) -> [u8; 2], fn(f32) -> f32); 2] = [
+    type Narrow = fn(f32) -> [u8; 2];
+    type Widen = fn(f32) -> f32;
+    let cases: [(Dtype, Narrow, Widen); 2] = [
         (Dtype::F16, |x| half::f16::from_f32(x).to_le_bytes(), |x| half::f16::from_f32(x).to_f32()),
         (Dtype::BF16, |x| half::bf16::from_f32(x).to_le_bytes(), |x| half::bf16::from_f32(x).to_f32()),
     ];

@@ -50,14 +50,14 @@ fn broken_checkpoints_say_what_is_wrong() {
     assert!(load(&good, &shallower).contains("unexpected tensor 'transformer.h.1"));
     assert!(load(b"not a safetensors file", &config).contains("not a safetensors file"));
 
-    // A half-precision tensor is named, not misread.
+    // An integer tensor is named, not misread.
     let file = safetensors::SafeTensors::deserialize(&good).unwrap();
     let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = file.tensors();
-    let half = vec![0u8; 2 * 16];
+    let ints = vec![0u8; 4 * 16];
     let i = tensors.iter().position(|(n, _)| n == "transformer.ln_f.weight").unwrap();
-    tensors[i].1 = safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![16], &half).unwrap();
-    let f16_file = safetensors::serialize(tensors, None).unwrap();
-    assert!(load(&f16_file, &config).contains("'transformer.ln_f.weight' is F16"));
+    tensors[i].1 = safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![16], &ints).unwrap();
+    let int_file = safetensors::serialize(tensors, None).unwrap();
+    assert!(load(&int_file, &config).contains("'transformer.ln_f.weight' is I32"));
 
     let json = |text: &str| hf_config::from_json(text, &dir.join("config.json")).unwrap_err().to_string();
     assert!(json(r#"{"model_type": "llama"}"#).contains("model_type is 'llama'"));

@@ -1,6 +1,6 @@
 //! `minillm chat`: talk to a model in a loop; each reply sees the conversation so far.
 
-use super::session::{Loaded, SamplingArgs, fit_context, load, stream};
+use super::session::{Loaded, MODEL_HELP, SamplingArgs, fit_context, load, stream};
 use anyhow::Result;
 use clap::Args as ClapArgs;
 use minillm::SpecialTokens;
@@ -10,8 +10,7 @@ use std::path::PathBuf;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// A run directory, a checkpoint, a model directory, or an HF hub id in the local HF cache.
-    #[arg(long, value_name = "RUN_OR_DIR")]
+    #[arg(long, value_name = "MODEL", help = MODEL_HELP)]
     model: PathBuf,
     #[command(flatten)]
     sampling: SamplingArgs,
@@ -41,7 +40,7 @@ impl PlainDialogue {
 pub fn run(a: Args) -> Result<()> {
     let mut loaded = load(&a.model)?;
     let template = PlainDialogue;
-    let mut sampling = a.sampling.resolve(loaded.model.config.vocab_size)?;
+    let mut sampling = a.sampling.resolve(loaded.model.config.vocab_size, &loaded.generation)?;
     sampling.stop.extend(template.stops());
     let mut rng = Rng::new(sampling.seed);
     let interactive = std::io::stdin().is_terminal();

@@ -1,7 +1,7 @@
 //! `minillm eval`: a model's loss, perplexity and bits per byte on held-out text.
 
 use super::display::count;
-use super::session::load;
+use super::session::{MODEL_HELP, load};
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
 use minillm::SpecialTokens;
@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// A run directory, a checkpoint, a model directory, or an HF hub id in the local HF cache.
-    #[arg(long, value_name = "RUN_OR_DIR")]
+    #[arg(long, value_name = "MODEL", help = MODEL_HELP)]
     model: PathBuf,
     /// A text file, a token shard (.bin from `minillm prepare`), or a prepared directory
     /// (its val.bin is used).

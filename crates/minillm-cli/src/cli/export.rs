@@ -3,7 +3,7 @@
 //! `AutoTokenizer.from_pretrained(DIR)` load offline; `--format gguf` writes one file that
 //! llama.cpp runs.
 
-use super::session::load;
+use super::session::{MODEL_HELP, load};
 use anyhow::{Context, Result, bail};
 use clap::{Args as ClapArgs, ValueEnum};
 use minillm::fsutil::atomic_write;
@@ -29,8 +29,7 @@ enum GgufType {
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// A run directory, a checkpoint, a model directory, a .gguf file, or an HF hub id in the local HF cache.
-    #[arg(long, value_name = "RUN_OR_DIR")]
+    #[arg(long, value_name = "MODEL", help = MODEL_HELP)]
     model: PathBuf,
     #[arg(long, value_enum)]
     format: Format,

@@ -1,6 +1,6 @@
 //! `minillm generate`: continue a prompt with a trained model, streaming the text as it comes.
 
-use super::session::{SamplingArgs, fit_context, load, stream_many};
+use super::session::{MODEL_HELP, SamplingArgs, fit_context, load, stream_many};
 use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
 use minillm::SpecialTokens;
@@ -10,10 +10,7 @@ use std::path::PathBuf;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// A run directory (its latest checkpoint), a checkpoint, a model directory (config.json,
-    /// model.safetensors or shards, tokenizer.json or vocab.json + merges.txt), or an HF hub id
-    /// such as openai-community/gpt2 in the local HF cache.
-    #[arg(long, value_name = "RUN_OR_DIR")]
+    #[arg(long, value_name = "MODEL", help = MODEL_HELP)]
     model: PathBuf,
     /// The text to continue.
     prompt: String,
@@ -36,7 +33,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut loaded = load(&a.model)?;
     let prompt = loaded.tok.encode(&a.prompt, SpecialTokens::AsText)?;
     let prompt = fit_context(prompt, loaded.model.config.block_size, a.truncate.as_deref())?;
-    let sampling = a.sampling.resolve(loaded.model.config.vocab_size)?;
+    let sampling = a.sampling.resolve(loaded.model.config.vocab_size, &loaded.generation)?;
     if a.num_samples == 0 || a.num_samples > 64 {
         bail!("--num-samples must be 1..=64, not {}", a.num_samples);
     }

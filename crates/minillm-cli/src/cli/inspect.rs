@@ -2,7 +2,7 @@
 //! next tokens as a bar chart, and one attention head's weights as a table.
 
 use super::display::visible;
-use super::session::load;
+use super::session::{MODEL_HELP, load};
 use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
 use minillm::SpecialTokens;
@@ -11,8 +11,7 @@ use std::path::PathBuf;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// A run directory, a checkpoint, a model directory, or an HF hub id in the local HF cache.
-    #[arg(long, value_name = "RUN_OR_DIR")]
+    #[arg(long, value_name = "MODEL", help = MODEL_HELP)]
     model: PathBuf,
     /// The text to look at (at most the model's context).
     text: String,

@@ -4,46 +4,52 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
-use minillm::model::Gpt;
+use minillm::io;
+use minillm::io::generation_config::GenerationConfig;
 use minillm::rng::Rng;
 use minillm::sample::stop::StopMatcher;
 use minillm::sample::{SamplerConfig, generate_batch};
 use minillm::tokenizer::stream::StreamDecoder;
-use minillm::{Tokenizer, io};
 use std::path::Path;
 
-pub struct Loaded {
-    pub model: Gpt,
-    pub tok: Tokenizer,
-}
+pub use minillm::io::Loaded;
+
+/// What `--model` accepts, said once for every command that takes it.
+pub const MODEL_HELP: &str = "A run directory (its latest checkpoint), a checkpoint, a model directory \
+(config.json, model.safetensors or shards, tokenizer.json or vocab.json + merges.txt), a .gguf file, \
+or an HF hub id such as openai-community/gpt2 in the local HF cache";
 
 /// Loads a run directory (its latest checkpoint), a checkpoint, a model directory, a `.gguf`
 /// file, or an HF hub id from the local HF cache.
 pub fn load(path: &Path) -> Result<Loaded> {
-    let (model, tok) = io::load(path)?;
-    Ok(Loaded { model, tok })
+    Ok(io::load(path)?)
 }
 
+/// The sampling flags. Those marked "model's default" take the value in the model's
+/// `generation_config.json` when the flag is not given, and minillm's otherwise.
 #[derive(ClapArgs)]
 pub struct SamplingArgs {
-    /// Stop after this many new tokens.
-    #[arg(long, default_value_t = 100)]
-    max_new_tokens: usize,
-    /// 0 picks the most likely token every time (greedy).
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f32,
-    /// Sample only among the k most likely tokens (0 = all).
-    #[arg(long, default_value_t = 40)]
-    top_k: usize,
-    /// Sample only from the smallest set of tokens whose probability reaches p (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// Drop tokens less likely than this fraction of the most likely one (0 = off).
-    #[arg(long, default_value_t = 0.0)]
-    min_p: f32,
-    /// Divide (or multiply, if negative) the logits of tokens already in the text (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    repetition_penalty: f32,
+    /// Stop after this many new tokens [default: 100, or the model's default].
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// 0 picks the most likely token every time (greedy) [default: 0.8, or the model's default].
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Sample only among the k most likely tokens, 0 = all [default: 40, or the model's default].
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Sample only from the smallest set of tokens whose probability reaches p, 1 = off
+    /// [default: 1, or the model's default].
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Drop tokens less likely than this fraction of the most likely one, 0 = off
+    /// [default: 0, or the model's default].
+    #[arg(long)]
+    min_p: Option<f32>,
+    /// Divide (or multiply, if negative) the logits of tokens already in the text, 1 = off
+    /// [default: 1, or the model's default].
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
     /// Subtract this times each token's count so far from its logit.
     #[arg(long, default_value_t = 0.0)]
     frequency_penalty: f32,
@@ -71,11 +77,14 @@ pub struct Sampling {
 impl SamplingArgs {
     /// What these flags describe, checked against a vocabulary of `vocab` ids (once, before
     /// any output, so that a bad flag never leaves half a line behind).
-    pub fn resolve(&self, vocab: usize) -> Result<Sampling> {
-        let valid = self.top_p > 0.0
-            && self.top_p <= 1.0
-            && (0.0..=1.0).contains(&self.min_p)
-            && self.repetition_penalty > 0.0;
+    pub fn resolve(&self, vocab: usize, model: &GenerationConfig) -> Result<Sampling> {
+        let temperature = self.temperature.or(model.temperature).unwrap_or(0.8);
+        let top_k = self.top_k.or(model.top_k).unwrap_or(40);
+        let top_p = self.top_p.or(model.top_p).unwrap_or(1.0);
+        let min_p = self.min_p.or(model.min_p).unwrap_or(0.0);
+        let repetition_penalty = self.repetition_penalty.or(model.repetition_penalty).unwrap_or(1.0);
+        let max_new_tokens = self.max_new_tokens.or(model.max_new_tokens).unwrap_or(100);
+        let valid = top_p > 0.0 && top_p <= 1.0 && (0.0..=1.0).contains(&min_p) && repetition_penalty > 0.0;
         if !valid {
             bail!("--top-p must be in (0, 1], --min-p in [0, 1] and --repetition-penalty above 0");
         }
@@ -95,16 +104,16 @@ impl SamplingArgs {
             })
             .collect::<Result<_>>()?;
         let config = SamplerConfig {
-            temperature: self.temperature.max(0.0),
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-            repetition_penalty: self.repetition_penalty,
+            temperature: temperature.max(0.0),
+            top_k,
+            top_p,
+            min_p,
+            repetition_penalty,
             frequency_penalty: self.frequency_penalty,
             presence_penalty: self.presence_penalty,
             logit_bias,
         };
-        Ok(Sampling { config, max_new_tokens: self.max_new_tokens, stop: self.stop.clone(), seed: self.seed })
+        Ok(Sampling { config, max_new_tokens, stop: self.stop.clone(), seed: self.seed })
     }
 }
 
@@ -159,7 +168,7 @@ pub fn stream_many(
     rngs: &mut [Rng],
     mut show: impl FnMut(usize, &str) -> Result<()>,
 ) -> Result<Vec<Streamed>> {
-    let eos = loaded.tok.special_id("<|endoftext|>");
+    let eos = loaded.generation.eos_token_id.or_else(|| loaded.tok.special_id("<|endoftext|>"));
     let n = rngs.len();
     let mut decoders: Vec<StreamDecoder> = (0..n).map(|_| StreamDecoder::new(&loaded.tok)).collect();
     let mut stops: Vec<StopMatcher> = (0..n).map(|_| StopMatcher::new(s.stop.clone())).collect();

@@ -1,5 +1,6 @@
 //! Model files in the ecosystem's formats: safetensors with HF GPT-2 names, and config.json.
 
+pub mod generation_config;
 pub mod gguf;
 pub mod gguf_gpt2;
 pub mod hf_config;
@@ -10,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::{atomic_write, read_text};
 use crate::model::Gpt;
 use crate::tokenizer::{Tokenizer, formats};
+use generation_config::GenerationConfig;
 use std::path::{Path, PathBuf};
 
 /// The directory holding a model's files: a run directory resolves to its latest checkpoint
@@ -39,12 +41,20 @@ pub fn model_dir(path: &Path) -> Result<PathBuf> {
     )))
 }
 
-/// A model and its tokenizer from anything `--model` accepts: a run directory, a checkpoint or
+/// A model ready to run: its weights, its tokenizer, and the generation settings it came with.
+pub struct Loaded {
+    pub model: Gpt,
+    pub tok: Tokenizer,
+    pub generation: GenerationConfig,
+}
+
+/// A model with its tokenizer from anything `--model` accepts: a run directory, a checkpoint or
 /// HF-style model directory, an HF hub id in the local cache, or a `.gguf` file.
-pub fn load(spec: &Path) -> Result<(Gpt, Tokenizer)> {
+pub fn load(spec: &Path) -> Result<Loaded> {
     if spec.extension().is_some_and(|e| e == "gguf") {
         let bytes = std::fs::read(spec).map_err(|cause| Error::Read { path: spec.to_path_buf(), cause })?;
-        return gguf_gpt2::from_bytes(&bytes, spec);
+        let (model, tok) = gguf_gpt2::from_bytes(&bytes, spec)?;
+        return Ok(Loaded { model, tok, generation: GenerationConfig::default() });
     }
     let dir = model_dir(spec)?;
     let model = load_model(&dir)?;
@@ -58,7 +68,14 @@ pub fn load(spec: &Path) -> Result<(Gpt, Tokenizer)> {
             model.config.vocab_size
         )));
     }
-    Ok((model, tok))
+    let generation = GenerationConfig::read(&dir)?;
+    if let Some(eos) = generation.eos_token_id.filter(|&id| id as usize >= tok.vocab_size()) {
+        return Err(Error::format(
+            dir.join("generation_config.json"),
+            format!("eos_token_id {eos} is outside the vocabulary of {}", tok.vocab_size()),
+        ));
+    }
+    Ok(Loaded { model, tok, generation })
 }
 
 /// Loads a model from a directory holding `config.json` and `model.safetensors` (or shards

@@ -58,7 +58,7 @@ fn hub_ids_resolve_through_refs_main_to_the_snapshot() {
     let err = hub::find_in_cache("tiny", &cache).unwrap_err().to_string();
     assert!(err.contains("2 snapshots and no refs/main"), "{err}");
     let err = hub::find_in_cache("acme/absent", &cache).unwrap_err().to_string();
-    assert!(err.contains("models--acme--absent") && err.contains("does not download"), "{err}");
+    assert!(err.contains("models--acme--absent") && err.contains("HF cache holds no copy"), "{err}");
     for (id, ok) in
         [("gpt2", true), ("openai-community/gpt2", true), ("a/b/c", false), ("../x", false), ("", false)]
     {

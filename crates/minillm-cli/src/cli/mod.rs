@@ -4,6 +4,7 @@ pub mod compare;
 pub mod corpus;
 pub mod demo;
 pub mod display;
+pub mod download;
 pub mod eval;
 pub mod export;
 pub mod generate;

@@ -9,7 +9,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::fsutil::read_text;
+use crate::fsutil::{atomic_write, read_text};
 use std::path::{Path, PathBuf};
 
 /// Where the HF cache is, by the same rules as `huggingface_hub`.
@@ -33,12 +33,43 @@ pub fn is_hub_id(spec: &str) -> bool {
     (1..=2).contains(&parts.len()) && parts.iter().all(|p| ok(p))
 }
 
+/// The cache directory of hub model `id`.
+pub fn repo_dir(cache: &Path, id: &str) -> PathBuf {
+    cache.join(format!("models--{}", id.replace('/', "--")))
+}
+
+/// Where the file whose hub ETag is `etag` is stored (each distinct content once).
+pub fn blob_path(cache: &Path, id: &str, etag: &str) -> PathBuf {
+    repo_dir(cache, id).join("blobs").join(etag)
+}
+
+/// Makes `file` of the snapshot at `commit` point at its blob, as `huggingface_hub` does (a
+/// relative symbolic link; a copy where there are no links).
+pub fn link_snapshot(cache: &Path, id: &str, commit: &str, file: &str, etag: &str) -> Result<()> {
+    let snapshot = repo_dir(cache, id).join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).map_err(|cause| Error::Write { path: snapshot.clone(), cause })?;
+    let link = snapshot.join(file);
+    let _ = std::fs::remove_file(&link);
+    #[cfg(unix)]
+    let made = std::os::unix::fs::symlink(Path::new("../../blobs").join(etag), &link);
+    #[cfg(not(unix))]
+    let made = std::fs::copy(blob_path(cache, id, etag), &link).map(|_| ());
+    made.map_err(|cause| Error::Write { path: link, cause })
+}
+
+/// Records `commit` as what `main` points at.
+pub fn set_main(cache: &Path, id: &str, commit: &str) -> Result<()> {
+    let refs = repo_dir(cache, id).join("refs");
+    std::fs::create_dir_all(&refs).map_err(|cause| Error::Write { path: refs.clone(), cause })?;
+    atomic_write(&refs.join("main"), commit.as_bytes())
+}
+
 /// The snapshot directory of hub model `id` at `main` in the cache at `cache`.
 pub fn find_in_cache(id: &str, cache: &Path) -> Result<PathBuf> {
-    let repo = cache.join(format!("models--{}", id.replace('/', "--")));
+    let repo = repo_dir(cache, id);
     let not_cached = || {
         Error::Invalid(format!(
-            "'{id}' is not a file or directory, and the HF cache holds no copy of it (looked for {}; set HF_HUB_CACHE or HF_HOME if your cache is elsewhere). minillm does not download yet: fetch it with `huggingface-cli download {id}` where there is network",
+            "'{id}' is not a file or directory here, and the HF cache holds no copy of it (looked for {}; set HF_HUB_CACHE or HF_HOME if your cache is elsewhere)",
             repo.display()
         ))
     };

@@ -1,0 +1,235 @@
+//! Downloading a model by hub id, against a small HTTP server on loopback that answers the way
+//! huggingface.co does (HEAD/GET on /REPO/resolve/REV/FILE, X-Repo-Commit, ETag, weights behind a
+//! redirect to a storage host carrying X-Linked-Etag, renamed repositories redirected).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+const COMMIT: &str = "c0ffee0123456789";
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../minillm/tests/fixtures/gpt2_tiny")
+}
+
+/// Repositories by id: file name -> contents.
+type Repos = HashMap<String, HashMap<String, Vec<u8>>>;
+
+struct FakeHub {
+    url: String,
+    /// "METHOD PATH authorized?" for every request, in order.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+fn serve(repos: Repos) -> FakeHub {
+    // The hub, and the storage host its redirects point at (another origin, as on huggingface.co).
+    let (hub, storage) =
+        (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
+    let url = format!("http://{}", hub.local_addr().unwrap());
+    let storage_url = format!("http://{}", storage.local_addr().unwrap());
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let repos = Arc::new(repos);
+    for listener in [hub, storage] {
+        let (repos, base, seen) = (repos.clone(), storage_url.clone(), log.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                answer(stream, &repos, &base, &seen);
+            }
+        });
+    }
+    FakeHub { url, log }
+}
+
+fn answer(mut stream: TcpStream, repos: &Repos, storage: &str, log: &Mutex<Vec<String>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request = String::new();
+    reader.read_line(&mut request).unwrap();
+    let mut authorized = false;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+            break;
+        }
+        authorized |= line.to_ascii_lowercase().starts_with("authorization: bearer secret");
+    }
+    let mut parts = request.split_whitespace();
+    let (method, path) = (parts.next().unwrap().to_string(), parts.next().unwrap().to_string());
+    log.lock().unwrap().push(format!("{method} {path} {authorized}"));
+    let send = |stream: &mut TcpStream, status: &str, headers: &[(String, String)], body: &[u8]| {
+        let mut head =
+            format!("HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        if method == "GET" {
+            stream.write_all(body).unwrap();
+        }
+    };
+    if let Some(rest) = path.strip_prefix("/storage/") {
+        let (repo, file) = rest.rsplit_once("/").unwrap();
+        let body = &repos[&repo.replace('~', "/")][file];
+        return send(&mut stream, "200 OK", &[], body);
+    }
+    let Some((repo, rest)) = path[1..].split_once("/resolve/") else {
+        return send(&mut stream, "404 Not Found", &[], b"");
+    };
+    if repo == "tiny" {
+        // Renamed: the hub redirects on its own host.
+        return send(
+            &mut stream,
+            "307 Temporary Redirect",
+            &[("Location".into(), format!("/acme/tiny/resolve/{rest}"))],
+            b"",
+        );
+    }
+    if repo == "acme/gated" {
+        return send(&mut stream, "401 Unauthorized", &[], b"");
+    }
+    let (_rev, file) = rest.split_once('/').unwrap();
+    let Some(body) = repos.get(repo).and_then(|r| r.get(file)) else {
+        return send(&mut stream, "404 Not Found", &[("X-Error-Code".into(), "EntryNotFound".into())], b"");
+    };
+    let commit = ("X-Repo-Commit".to_string(), COMMIT.to_string());
+    if file.ends_with(".safetensors") || file.ends_with(".bin") {
+        // Large files live elsewhere: a redirect whose headers say what the file is.
+        let location = format!("{storage}/storage/{}/{file}", repo.replace('/', "~"));
+        let headers = [
+            commit,
+            ("Location".into(), location),
+            ("X-Linked-Etag".into(), format!("\"sha256-{}\"", file.replace('.', "-"))),
+            ("X-Linked-Size".into(), body.len().to_string()),
+        ];
+        return send(&mut stream, "302 Found", &headers, b"");
+    }
+    let headers = [commit, ("ETag".into(), format!("W/\"etag-{}\"", file.replace('.', "-")))];
+    send(&mut stream, "200 OK", &headers, body);
+}
+
+fn files(names: &[&str]) -> HashMap<String, Vec<u8>> {
+    names.iter().map(|n| (n.to_string(), std::fs::read(fixture().join(n)).unwrap())).collect()
+}
+
+fn minillm(dir: &Path, hub: &str, args: &[&str], offline: bool) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_minillm"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env("HF_HUB_CACHE", dir.join("cache"))
+        .env("HF_ENDPOINT", hub)
+        .env("HF_TOKEN", "secret")
+        .env_remove("HF_HUB_OFFLINE");
+    if offline {
+        cmd.env("HF_HUB_OFFLINE", "1");
+    }
+    cmd.output().unwrap()
+}
+
+fn greedy(model: &str) -> Vec<String> {
+    vec!["generate", "--model", model, "It was the", "--temperature", "0", "--max-new-tokens", "6", "--json"]
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+fn stdout_json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failure");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_hub_id_downloads_into_the_hf_cache_then_runs_offline() {
+    let dir = std::env::temp_dir().join(format!("minillm-hub-download-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut llama = files(&["config.json", "model.safetensors"]);
+    let config = String::from_utf8(llama["config.json"].clone()).unwrap().replace("\"gpt2\"", "\"llama\"");
+    llama.insert("config.json".into(), config.into_bytes());
+    let repos: Repos = [
+        (
+            "acme/tiny".to_string(),
+            files(&["config.json", "model.safetensors", "tokenizer.json", "generation_config.json"]),
+        ),
+        ("acme/llama".to_string(), llama),
+        ("acme/pickle".to_string(), {
+            let mut f = files(&["config.json"]);
+            f.insert("pytorch_model.bin".into(), b"pickle".to_vec());
+            f
+        }),
+    ]
+    .into();
+    let hub = serve(repos);
+    let local = fixture().to_string_lossy().into_owned();
+    let want = stdout_json(&minillm(&dir, &hub.url, &as_strs(&greedy(&local)), false))["tokens"].clone();
+
+    // The first use downloads; the answer equals the local model's.
+    let got = stdout_json(&minillm(&dir, &hub.url, &as_strs(&greedy("acme/tiny")), false));
+    assert_eq!(got["tokens"], want);
+    let repo = dir.join("cache/models--acme--tiny");
+    assert_eq!(std::fs::read_to_string(repo.join("refs/main")).unwrap(), COMMIT);
+    let link = repo.join("snapshots").join(COMMIT).join("model.safetensors");
+    assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("../../blobs/sha256-model-safetensors"));
+    assert_eq!(std::fs::read(&link).unwrap(), std::fs::read(fixture().join("model.safetensors")).unwrap());
+    assert!(repo.join("blobs/etag-config-json").is_file());
+    {
+        let log = hub.log.lock().unwrap();
+        let config_at =
+            log.iter().position(|l| l.starts_with("GET /acme/tiny/resolve/main/config.json")).unwrap();
+        let weights_at = log.iter().position(|l| l.starts_with("GET /storage/")).unwrap();
+        assert!(config_at < weights_at, "config.json is checked before weights move: {log:?}");
+        assert!(
+            log.iter().filter(|l| l.contains("/resolve/")).all(|l| l.ends_with("true")),
+            "token sent to the hub"
+        );
+        assert!(
+            log.iter().filter(|l| l.contains("/storage/")).all(|l| l.ends_with("false")),
+            "token leaked: {log:?}"
+        );
+    }
+
+    // Offline, from the cache; and the cache alone, with the hub gone.
+    let requests = hub.log.lock().unwrap().len();
+    assert_eq!(stdout_json(&minillm(&dir, &hub.url, &as_strs(&greedy("acme/tiny")), true))["tokens"], want);
+    assert_eq!(
+        stdout_json(&minillm(&dir, "http://127.0.0.1:9", &as_strs(&greedy("acme/tiny")), false))["tokens"],
+        want
+    );
+    assert_eq!(hub.log.lock().unwrap().len(), requests, "a cached model went back to the network");
+
+    // A renamed repository follows the hub's redirect.
+    assert_eq!(stdout_json(&minillm(&dir, &hub.url, &as_strs(&greedy("tiny")), false))["tokens"], want);
+
+    // Each failure is one clear line, and leaves no snapshot behind.
+    let err = stderr(&minillm(&dir, &hub.url, &as_strs(&greedy("acme/absent")), true));
+    assert!(err.contains("HF_HUB_OFFLINE is set"), "{err}");
+    let err = stderr(&minillm(&dir, &hub.url, &as_strs(&greedy("acme/absent")), false));
+    assert!(err.contains("neither a file or directory here nor a model on"), "{err}");
+    let err = stderr(&minillm(&dir, &hub.url, &as_strs(&greedy("acme/gated")), false));
+    assert!(err.contains("gated or private") && err.contains("HF_TOKEN"), "{err}");
+    let err = stderr(&minillm(&dir, &hub.url, &as_strs(&greedy("acme/llama")), false));
+    assert!(err.contains("model_type is 'llama'"), "{err}");
+    assert!(
+        !hub.log.lock().unwrap().iter().any(|l| l.contains("acme~llama")),
+        "llama weights were downloaded"
+    );
+    let err = stderr(&minillm(&dir, &hub.url, &as_strs(&greedy("acme/pickle")), false));
+    assert!(err.contains("pickle") && err.contains("safe_serialization"), "{err}");
+    let err = stderr(&minillm(&dir, "http://127.0.0.1:9", &as_strs(&greedy("acme/other")), false));
+    assert!(err.contains("http://127.0.0.1:9 cannot be reached"), "{err}");
+    for id in ["llama", "pickle", "other"] {
+        assert!(!dir.join(format!("cache/models--acme--{id}/refs")).exists(), "{id} looks downloaded");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}

@@ -2,7 +2,8 @@
 //! from the tool.
 //!
 //! In a chapter, a ```console block holds `$ minillm ...` lines, each followed by the output it
-//! must print (stdout, then stderr). In expected output, a line `...` stands for any number of
+//! must print (stdout, then stderr); `NAME=value` words before `minillm` set its environment.
+//! In expected output, a line `...` stands for any number of
 //! lines and `[..]` for any text within a line. Output that starts with `error:` means the
 //! command must fail; otherwise it must succeed. All chapters run in order in one fresh
 //! temporary directory, as a reader working through the guide would, so later commands (and
@@ -110,13 +111,15 @@ fn run_chapter(path: &Path, dir: &Path) -> Vec<String> {
     let mut failures = Vec::new();
     for step in steps {
         let words = split_words(&step.command);
-        assert_eq!(words[0], "minillm", "{}:{}: only minillm commands run", path.display(), step.line);
-        let out = Command::new(env!("CARGO_BIN_EXE_minillm"))
-            .args(&words[1..])
-            .current_dir(dir)
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap();
+        // Leading NAME=value words set the command's environment, as in a shell.
+        let n_env = words.iter().take_while(|w| w.contains('=') && !w.starts_with('-')).count();
+        assert_eq!(words[n_env], "minillm", "{}:{}: only minillm commands run", path.display(), step.line);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_minillm"));
+        for assignment in &words[..n_env] {
+            let (name, value) = assignment.split_once('=').unwrap();
+            command.env(name, value);
+        }
+        let out = command.args(&words[n_env + 1..]).current_dir(dir).env("NO_COLOR", "1").output().unwrap();
         let actual_text =
             format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         let actual = trimmed(&actual_text.lines().map(str::to_string).collect::<Vec<_>>());

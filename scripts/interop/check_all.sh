@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The Python interop checks end to end: trains a small BPE model with minillm, exports it to an
+# HF directory and to GGUF (f32 and f16), and checks them with HF transformers and llama.cpp's
+# gguf package.
+#
+#   scripts/interop/check_all.sh PYTHON
+#
+# PYTHON must have torch, transformers, safetensors, numpy and gguf installed; the minillm
+# binary is target/release/minillm (build it first).
+set -euo pipefail
+python=${1:?usage: check_all.sh PYTHON}
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+minillm="$root/target/release/minillm"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+"$minillm" corpus --out corpus.txt > /dev/null
+"$minillm" tokenizer train --input corpus.txt --vocab-size 512 --special '<|endoftext|>' --out tok.json > /dev/null
+"$minillm" prepare --input corpus.txt --tokenizer tok.json --out data > /dev/null
+"$minillm" train --data data --out run --model d2 --context 64 --batch-size 8 --max-steps 60 \
+    --eval-every 60 --eval-batches 2 --sample-tokens 0 > /dev/null 2>&1
+"$minillm" export --model run --format hf --out hf
+"$minillm" export --model run --format gguf --out model.gguf
+"$minillm" export --model run --format gguf --type f16 --out model-f16.gguf
+
+"$python" "$root/scripts/interop/check_hf_export.py" hf run "Once upon a time, the capital of France was Paris."
+"$python" "$root/scripts/interop/check_gguf.py" model.gguf hf
+"$python" "$root/scripts/interop/check_gguf.py" model-f16.gguf hf
+echo "interop checks passed"

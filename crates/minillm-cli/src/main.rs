@@ -35,6 +35,12 @@ enum Command {
     Prepare(cli::prepare::Args),
     /// Pretrain a model on prepared shards, with checkpoints you can resume.
     Train(cli::train::Args),
+    /// Supervised fine-tuning: teach a trained model to answer in the chat format, with the loss
+    /// on the assistant's replies only.
+    Sft(cli::finetune::Args),
+    /// Preference tuning (DPO): make a fine-tuned model prefer the chosen reply over the
+    /// rejected one, relative to where it started.
+    Dpo(cli::finetune::DpoArgs),
     /// Continue a prompt with a trained model, streaming the text.
     Generate(cli::generate::Args),
     /// Talk to a model in a loop, with the conversation as its context.
@@ -85,6 +91,8 @@ fn main() -> ExitCode {
         Command::Tokenizer(c) => cli::tokenizer::run(c),
         Command::Prepare(a) => cli::prepare::run(a),
         Command::Train(a) => cli::train::run(a),
+        Command::Sft(a) => cli::finetune::run_sft(a),
+        Command::Dpo(a) => cli::finetune::run_dpo(a),
         Command::Generate(a) => cli::generate::run(a),
         Command::Chat(a) => cli::chat::run(a),
         Command::Inspect(a) => cli::inspect::run(a),

@@ -11,6 +11,7 @@
 //! - [`rng`]: the seeded random number generator every stage shares.
 //! - [`fsutil`]: atomic writes, so nothing a user owns is ever half-written.
 
+pub mod chat;
 pub mod corpus;
 pub mod error;
 pub mod eval;

@@ -7,6 +7,7 @@ pub mod display;
 pub mod download;
 pub mod eval;
 pub mod export;
+pub mod finetune;
 pub mod generate;
 pub mod inspect;
 pub mod model;

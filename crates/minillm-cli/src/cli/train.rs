@@ -5,7 +5,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
 use indicatif::{ProgressBar, ProgressStyle};
 use minillm::fsutil::atomic_write;
-use minillm::train::trainer::{TrainConfig, Trainer};
+use minillm::train::finetune::DpoStats;
+use minillm::train::trainer::{Stage, TrainConfig, Trainer};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,19 +27,20 @@ pub struct Args {
     /// A TOML file with any of the settings below (flags win).
     #[arg(long, value_name = "FILE.toml")]
     config: Option<PathBuf>,
-    #[command(flatten)]
-    flags: Flags,
-}
-
-/// Every TrainConfig setting as an optional flag.
-#[derive(ClapArgs)]
-struct Flags {
     /// Model shape: a preset (baby, gpt2, ...) or the depth dial (d4).
     #[arg(long)]
     model: Option<String>,
     /// Context length (tokens per window; default: the preset's).
     #[arg(long)]
     context: Option<usize>,
+    #[command(flatten)]
+    flags: Flags,
+}
+
+/// Every TrainConfig setting but the model's shape, as an optional flag (shared by train, sft
+/// and dpo).
+#[derive(ClapArgs)]
+pub struct Flags {
     /// Dropout probability during training.
     #[arg(long)]
     dropout: Option<f32>,
@@ -96,11 +98,11 @@ struct Flags {
 }
 
 impl Flags {
-    fn apply(&self, c: &mut TrainConfig) {
+    pub fn apply(&self, c: &mut TrainConfig) {
         macro_rules! set {
             ($($field:ident),*) => { $(if let Some(v) = &self.$field { c.$field = v.clone(); })* };
         }
-        set!(model, dropout, batch_size, grad_accum, max_steps, lr, min_lr, warmup_steps, beta1, beta2);
+        set!(dropout, batch_size, grad_accum, max_steps, lr, min_lr, warmup_steps, beta1, beta2);
         set!(
             weight_decay,
             grad_clip,
@@ -111,9 +113,6 @@ impl Flags {
             sample_prompt,
             sample_tokens
         );
-        if self.context.is_some() {
-            c.context = self.context;
-        }
         if self.decay_steps.is_some() {
             c.decay_steps = self.decay_steps;
         }
@@ -125,6 +124,9 @@ pub fn run(a: Args) -> Result<()> {
         Some(run) => {
             let mut t = Trainer::resume(run, &a.data)?;
             a.flags.apply(&mut t.config);
+            if a.model.is_some() || a.context.is_some() {
+                bail!("--model and --context are fixed when a run starts; --resume keeps them");
+            }
             (t, run.clone())
         }
         None => {
@@ -140,6 +142,12 @@ pub fn run(a: Args) -> Result<()> {
                 None => TrainConfig::default(),
             };
             a.flags.apply(&mut config);
+            if let Some(model) = &a.model {
+                config.model = model.clone();
+            }
+            if a.context.is_some() {
+                config.context = a.context;
+            }
             let trainer = Trainer::new(config, &a.data)?;
             std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
             (trainer, out)
@@ -158,7 +166,8 @@ pub fn run(a: Args) -> Result<()> {
 pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> Result<()> {
     let c = trainer.config.clone();
     let m = &trainer.model.config;
-    let tokens_per_step = c.batch_size * c.grad_accum * m.block_size;
+    let rows = if c.stage == Stage::Dpo { 2 * c.batch_size } else { c.batch_size };
+    let tokens_per_step = rows * c.grad_accum * m.block_size;
     println!(
         "training {} ({} layers, {} heads, width {}, context {}): {} parameters, vocabulary {}",
         c.model,
@@ -201,6 +210,9 @@ pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> R
             "step": stats.step, "loss": stats.loss, "lr": stats.lr, "grad_norm": stats.grad_norm,
             "tokens_per_s": tokens_per_s, "elapsed_s": started.elapsed().as_secs_f64(),
         });
+        if let Some(d) = &stats.dpo {
+            add_rewards(&mut line, "", d);
+        }
         let last = trainer.step == c.max_steps;
         if trainer.step.is_multiple_of(c.eval_every) || last {
             let previous_best = trainer.best_val;
@@ -209,12 +221,27 @@ pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> R
                 trainer.save_best(run_dir)?;
             }
             line["val_loss"] = e.val_loss.into();
-            line["val_perplexity"] = e.perplexity.into();
-            line["val_bits_per_byte"] = e.bits_per_byte.into();
-            let report = format!(
-                "step {:>6}: train loss {:.4}, val loss {:.4}, perplexity {:.2}, {:.3} bits per byte",
-                stats.step, stats.loss, e.val_loss, e.perplexity, e.bits_per_byte
-            );
+            let report = match &e.dpo {
+                Some(d) => {
+                    add_rewards(&mut line, "eval_", d);
+                    format!(
+                        "step {:>6}: train loss {:.4}, held-out DPO loss {:.4}, preference accuracy {:.1}%, reward margin {:.3}",
+                        stats.step,
+                        stats.loss,
+                        e.val_loss,
+                        100.0 * d.accuracy,
+                        d.margin
+                    )
+                }
+                None => {
+                    line["val_perplexity"] = e.perplexity.into();
+                    line["val_bits_per_byte"] = e.bits_per_byte.into();
+                    format!(
+                        "step {:>6}: train loss {:.4}, val loss {:.4}, perplexity {:.2}, {:.3} bits per byte",
+                        stats.step, stats.loss, e.val_loss, e.perplexity, e.bits_per_byte
+                    )
+                }
+            };
             let sample = trainer.sample()?;
             let report = match &sample {
                 Some(text) => format!("{report}\n  sample: {}", super::display::visible(text.trim())),
@@ -228,7 +255,16 @@ pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> R
         }
         writeln!(metrics, "{line}")?;
         bar.set_position(trainer.step as u64);
-        bar.set_message(format!("loss {:.4} lr {:.2e} {:.0} tok/s", stats.loss, stats.lr, tokens_per_s));
+        bar.set_message(match &stats.dpo {
+            Some(d) => format!(
+                "loss {:.4} acc {:.0}% margin {:.3} lr {:.2e}",
+                stats.loss,
+                100.0 * d.accuracy,
+                d.margin,
+                stats.lr
+            ),
+            None => format!("loss {:.4} lr {:.2e} {:.0} tok/s", stats.loss, stats.lr, tokens_per_s),
+        });
         let interrupted = stop.load(Ordering::SeqCst);
         if trainer.step.is_multiple_of(c.checkpoint_every) || last || interrupted {
             trainer.save_checkpoint(run_dir)?;
@@ -255,4 +291,16 @@ pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> R
         run_dir.display()
     );
     Ok(())
+}
+
+/// DPO's numbers under TRL's names (`rewards/chosen`, ...), with `prefix` for held-out ones.
+fn add_rewards(line: &mut serde_json::Value, prefix: &str, d: &DpoStats) {
+    for (name, value) in [
+        ("rewards/chosen", d.chosen_reward),
+        ("rewards/rejected", d.rejected_reward),
+        ("rewards/accuracies", d.accuracy),
+        ("rewards/margins", d.margin),
+    ] {
+        line[format!("{prefix}{name}")] = value.into();
+    }
 }

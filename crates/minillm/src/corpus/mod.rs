@@ -6,6 +6,7 @@
 //! contradict each other, so a small model can learn them; phrasings vary, so it must learn
 //! grammar rather than copy. `builtin()` is about 1.3 MB of text, the same on every machine.
 
+pub mod tasks;
 mod words;
 
 use crate::rng::Rng;

@@ -288,9 +288,25 @@ impl Gpt {
         }
     }
 
+    /// Each position's loss -log p(target) from the last forward with targets (0 where the
+    /// target is ignored), (B, T).
+    pub fn token_losses(&self) -> &[f32] {
+        self.acts.as_ref().filter(|a| a.has_targets).map_or(&[], |a| &a.losses[..a.b * a.t])
+    }
+
     /// Accumulates d(loss)/d(params) into `grads` for the last forward, which must have had
     /// targets. Call [`zero_grad`](Self::zero_grad) first, once per step.
     pub fn backward(&mut self) -> Result<()> {
+        self.backward_from(None)
+    }
+
+    /// [`backward`](Self::backward) for the objective sum_i `weights[i]` * loss_i over the
+    /// positions of the last forward (one weight per position).
+    pub fn backward_weighted(&mut self, weights: &[f32]) -> Result<()> {
+        self.backward_from(Some(weights))
+    }
+
+    fn backward_from(&mut self, weights: Option<&[f32]>) -> Result<()> {
         let acts = match self.acts.as_mut() {
             Some(a) if a.has_targets => a,
             _ => {
@@ -307,7 +323,14 @@ impl Gpt {
         let l = &self.layout;
         let dropout_on = !acts.encoded_mask.is_empty() && self.training && cfg.dropout > 0.0;
 
-        loss::backward(&mut acts.logits, &acts.targets, v, vp);
+        match weights {
+            Some(w) if w.len() == n => loss::backward_weighted(&mut acts.logits, &acts.targets, w, v, vp),
+            Some(w) => {
+                acts.has_targets = true;
+                return Err(Error::Invalid(format!("{} weights for {n} positions", w.len())));
+            }
+            None => loss::backward(&mut acts.logits, &acts.targets, v, vp),
+        }
         // LM head: logits = lnf . wte^T
         let d_lnf = &mut acts.d_a;
         matmul(d_lnf, &acts.logits, Stored::Normal, &p[l.wte.clone()], Stored::Normal, (n, vp, c), false);

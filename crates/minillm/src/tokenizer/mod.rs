@@ -119,6 +119,18 @@ impl Tokenizer {
         }
     }
 
+    /// This tokenizer with `names` added as special tokens after the existing ids (names it
+    /// already has are skipped); every existing id keeps its meaning.
+    pub fn with_added_specials(&self, names: &[&str]) -> Result<Tokenizer> {
+        let new: Vec<&str> = names.iter().copied().filter(|n| self.special_id(n).is_none()).collect();
+        let n_ids = self.vocab_size() + new.len();
+        let bpe =
+            Bpe::new(*self.bpe.byte_ids(), self.bpe.merges().to_vec(), n_ids).map_err(Error::Invalid)?;
+        let mut specials = self.specials.clone();
+        specials.extend(new.iter().enumerate().map(|(i, n)| (n.to_string(), (self.vocab_size() + i) as u32)));
+        Tokenizer::new(bpe, self.pattern, specials)
+    }
+
     pub fn is_special(&self, id: u32) -> bool {
         self.specials.iter().any(|s| s.1 == id)
     }

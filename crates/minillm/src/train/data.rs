@@ -131,6 +131,10 @@ impl Loader {
     }
 
     /// The state of the random stream, for exact resume.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
     pub fn rng(&self) -> &Rng {
         &self.rng
     }

@@ -2,5 +2,6 @@
 
 pub mod adamw;
 pub mod data;
+pub mod finetune;
 pub mod schedule;
 pub mod trainer;

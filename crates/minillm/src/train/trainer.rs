@@ -1,13 +1,18 @@
-//! The pretraining loop: batches from the shards, forward, backward, clip, AdamW, evaluation and
-//! crash-safe checkpoints that resume bit for bit.
+//! The training loop, one for every stage: batches, forward, backward, clip, AdamW, evaluation
+//! and crash-safe checkpoints that resume bit for bit. Pretraining draws windows from token
+//! shards; SFT draws whole conversations with the loss on the assistant's tokens; DPO draws
+//! preference pairs and weights each token's gradient by the DPO loss (see [`Data`]).
 
 use super::adamw::{AdamW, AdamWConfig};
 use super::data::{Loader, read_shard, tokenizer_hash};
+use super::finetune::{DpoStats, Sampler, Sequence, dpo, row_logps};
 use super::schedule::Schedule;
+use crate::chat::{ChatTemplate, Message, Role};
 use crate::error::{Error, Result};
 use crate::eval::score_windows;
 use crate::fsutil::{atomic_write, read_text};
 use crate::io::{load_model, safetensors as st, save_model};
+use crate::model::layers::loss::IGNORE;
 use crate::model::{Gpt, ModelConfig};
 use crate::rng::Rng;
 use crate::tokenizer::{Tokenizer, formats};
@@ -48,6 +53,21 @@ pub struct TrainConfig {
     pub sample_prompt: String,
     pub sample_tokens: usize,
     pub seed: u64,
+    /// What is trained: `pretrain`, `sft` or `dpo`.
+    pub stage: Stage,
+    /// DPO's beta: how far the policy may move from the reference (higher = less).
+    pub beta: f32,
+    /// The model a fine-tuning run started from (DPO's frozen reference).
+    pub base_model: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    #[default]
+    Pretrain,
+    Sft,
+    Dpo,
 }
 
 impl Default for TrainConfig {
@@ -73,6 +93,9 @@ impl Default for TrainConfig {
             sample_prompt: "\n".into(),
             sample_tokens: 64,
             seed: 1337,
+            stage: Stage::Pretrain,
+            beta: 0.1,
+            base_model: None,
         }
     }
 }
@@ -122,20 +145,63 @@ impl TrainConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug)]
 pub struct StepStats {
     pub step: usize,
     pub loss: f32,
     pub lr: f32,
     pub grad_norm: f32,
+    /// DPO's rewards and accuracy for this step's pairs.
+    pub dpo: Option<DpoStats>,
 }
 
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug)]
 pub struct EvalStats {
     pub val_loss: f32,
     pub perplexity: f32,
     /// Tokenizer-independent: nats per token / ln 2 / bytes per token.
     pub bits_per_byte: f32,
+    /// DPO's numbers on the held-out pairs (`val_loss` is then the DPO loss).
+    pub dpo: Option<DpoStats>,
+}
+
+/// A preference pair as two sequences, with the frozen reference model's log-probabilities.
+pub struct Pair {
+    pub chosen: Sequence,
+    pub rejected: Sequence,
+    pub ref_chosen: f64,
+    pub ref_rejected: f64,
+}
+
+/// What a run trains on, which decides its loss.
+pub enum Data {
+    /// Pretraining: random windows of token shards, every token counted.
+    Stream { train: Loader, val: Loader },
+    /// SFT: whole conversations; only the assistant's tokens are targets.
+    Chats { train: Vec<Sequence>, val: Vec<Sequence>, sampler: Sampler },
+    /// DPO: preference pairs against a frozen reference.
+    Pairs { train: Vec<Pair>, val: Vec<Pair>, sampler: Sampler },
+}
+
+impl Data {
+    fn rng(&self) -> &Rng {
+        match self {
+            Data::Stream { train, .. } => train.rng(),
+            Data::Chats { sampler, .. } | Data::Pairs { sampler, .. } => sampler.rng(),
+        }
+    }
+
+    fn set_rng(&mut self, rng: Rng) {
+        match self {
+            Data::Stream { train, .. } => train.set_rng(rng),
+            Data::Chats { sampler, .. } | Data::Pairs { sampler, .. } => sampler.set_rng(rng),
+        }
+    }
+
+    /// Rows per micro-batch: a pair takes two.
+    fn rows(&self, batch: usize) -> usize {
+        if matches!(self, Data::Pairs { .. }) { 2 * batch } else { batch }
+    }
 }
 
 /// Saved beside the weights in each checkpoint.
@@ -156,11 +222,12 @@ pub struct Trainer {
     pub step: usize,
     pub best_val: Option<f32>,
     opt: AdamW,
-    train: Loader,
-    val: Loader,
+    data: Data,
     val_bytes_per_token: f64,
     inputs: Vec<u32>,
     targets: Vec<u32>,
+    /// DPO's per-position gradient weights.
+    weights: Vec<f32>,
 }
 
 fn load_split(data: &Path, name: &str, tok: &Tokenizer) -> Result<Vec<u32>> {
@@ -197,15 +264,30 @@ impl Trainer {
     }
 
     fn assemble(config: TrainConfig, model: Gpt, tokenizer: Tokenizer, data: &Path) -> Result<Trainer> {
+        let data = stream_data(&config, model.config.block_size, &tokenizer, data)?;
+        Trainer::with_data(config, model, tokenizer, data)
+    }
+
+    /// A run of any stage on `data`, starting from `model` (SFT and DPO start from a trained one).
+    pub fn with_data(
+        mut config: TrainConfig,
+        model: Gpt,
+        tokenizer: Tokenizer,
+        data: Data,
+    ) -> Result<Trainer> {
+        config.validate()?;
+        config.decay_steps.get_or_insert(config.max_steps);
         let t = model.config.block_size;
-        let train_ids = load_split(data, "train.bin", &tokenizer)?;
-        let val_ids = load_split(data, "val.bin", &tokenizer)?;
-        let val_bytes = tokenizer.decoded_len(&val_ids);
-        let val_bytes_per_token = val_bytes as f64 / val_ids.len().max(1) as f64;
-        let train = Loader::new(train_ids, t, config.seed)
-            .map_err(|e| Error::Invalid(format!("training data: {e}")))?;
-        let val = Loader::new(val_ids, t, config.seed ^ 1)
-            .map_err(|e| Error::Invalid(format!("validation data: {e}")))?;
+        let (tokens, bytes) = match &data {
+            Data::Stream { val, .. } => (val.tokens().len(), tokenizer.decoded_len(val.tokens())),
+            Data::Chats { val, .. } => {
+                let ids: Vec<u32> =
+                    val.iter().flat_map(|s| s.targets.iter().copied().filter(|&x| x != IGNORE)).collect();
+                (ids.len(), tokenizer.decoded_len(&ids))
+            }
+            Data::Pairs { .. } => (1, 1),
+        };
+        let val_bytes_per_token = bytes as f64 / tokens.max(1) as f64;
         let adam = AdamWConfig {
             lr: config.lr,
             beta1: config.beta1,
@@ -214,7 +296,7 @@ impl Trainer {
             weight_decay: config.weight_decay,
         };
         let opt = AdamW::new(adam, &model.layout);
-        let n = config.batch_size * t;
+        let n = data.rows(config.batch_size) * t;
         Ok(Trainer {
             config,
             model,
@@ -222,11 +304,11 @@ impl Trainer {
             step: 0,
             best_val: None,
             opt,
-            train,
-            val,
+            data,
             val_bytes_per_token,
             inputs: vec![0; n],
             targets: vec![0; n],
+            weights: vec![0.0; n],
         })
     }
 
@@ -237,9 +319,37 @@ impl Trainer {
         self.model.training = true;
         self.model.zero_grad();
         let mut loss_sum = 0.0f64;
+        let mut dpo_stats = Vec::new();
         for _ in 0..self.config.grad_accum {
-            self.train.next_batch(&mut self.inputs, &mut self.targets, t);
-            let loss = self.model.forward(&self.inputs, Some(&self.targets), (b, t))?.unwrap_or(f32::NAN);
+            let loss = match &mut self.data {
+                Data::Stream { train, .. } => {
+                    train.next_batch(&mut self.inputs, &mut self.targets, t);
+                    self.model.forward(&self.inputs, Some(&self.targets), (b, t))?
+                }
+                Data::Chats { train, sampler, .. } => {
+                    for row in 0..b {
+                        let r = row * t..(row + 1) * t;
+                        train[sampler.next_index()].fill(&mut self.inputs[r.clone()], &mut self.targets[r]);
+                    }
+                    self.model.forward(&self.inputs, Some(&self.targets), (b, t))?
+                }
+                Data::Pairs { train, sampler, .. } => {
+                    let picked: Vec<usize> = (0..b).map(|_| sampler.next_index()).collect();
+                    let stats = dpo_forward(
+                        &mut self.model,
+                        train,
+                        &picked,
+                        self.config.beta,
+                        &mut self.inputs,
+                        &mut self.targets,
+                        &mut self.weights,
+                        t,
+                    )?;
+                    dpo_stats.push((stats, b));
+                    Some(stats.loss)
+                }
+            }
+            .unwrap_or(f32::NAN);
             if !loss.is_finite() {
                 return Err(Error::Invalid(format!(
                     "the loss became {loss} at step {}; stopping (the last checkpoint is kept). Try a lower lr or grad_clip",
@@ -247,7 +357,10 @@ impl Trainer {
                 )));
             }
             loss_sum += loss as f64;
-            self.model.backward()?;
+            match &self.data {
+                Data::Pairs { .. } => self.model.backward_weighted(&self.weights)?,
+                _ => self.model.backward()?,
+            }
         }
         let grads = &mut self.model.grads;
         let accum = self.config.grad_accum as f32;
@@ -273,25 +386,72 @@ impl Trainer {
             loss: (loss_sum / self.config.grad_accum as f64) as f32,
             lr,
             grad_norm: norm,
+            dpo: mean_dpo(&dpo_stats),
         })
     }
 
     /// Mean loss per token over validation windows (all of them when `eval_batches` is 0), in
-    /// batches of the training shape.
+    /// batches of the training shape; for SFT over the held-out replies' tokens, for DPO the DPO
+    /// loss and rewards on the held-out pairs.
     pub fn evaluate(&mut self) -> Result<EvalStats> {
         let (b, t) = (self.config.batch_size, self.model.config.block_size);
-        let total = self.val.windows(t).count();
-        let limit =
-            if self.config.eval_batches == 0 { total } else { (self.config.eval_batches * b).min(total) };
-        let windows = self.val.windows(t).take(limit);
-        let (sum, counted) =
-            score_windows(&mut self.model, windows, (b, t), &mut self.inputs, &mut self.targets)?;
-        let val_loss = (sum / counted.max(1) as f64) as f32;
+        let limit = |total: usize| {
+            if self.config.eval_batches == 0 { total } else { (self.config.eval_batches * b).min(total) }
+        };
+        let was_training = std::mem::replace(&mut self.model.training, false);
+        let (val_loss, dpo_stats) = match &self.data {
+            Data::Stream { val, .. } => {
+                let windows = val.windows(t).take(limit(val.windows(t).count()));
+                let (sum, counted) =
+                    score_windows(&mut self.model, windows, (b, t), &mut self.inputs, &mut self.targets)?;
+                ((sum / counted.max(1) as f64) as f32, None)
+            }
+            Data::Chats { val, .. } => {
+                let (mut sum, mut counted) = (0.0f64, 0usize);
+                for chunk in val[..limit(val.len())].chunks(b) {
+                    for (row, seq) in chunk.iter().enumerate() {
+                        let r = row * t..(row + 1) * t;
+                        seq.fill(&mut self.inputs[r.clone()], &mut self.targets[r]);
+                    }
+                    let n = chunk.len() * t;
+                    let mean = self
+                        .model
+                        .forward(&self.inputs[..n], Some(&self.targets[..n]), (chunk.len(), t))?
+                        .unwrap_or(0.0);
+                    let c: usize = chunk.iter().map(Sequence::counted).sum();
+                    sum += mean as f64 * c as f64;
+                    counted += c;
+                }
+                ((sum / counted.max(1) as f64) as f32, None)
+            }
+            Data::Pairs { val, .. } => {
+                let picked: Vec<usize> = (0..limit(val.len())).collect();
+                let mut all = Vec::new();
+                for chunk in picked.chunks(b) {
+                    all.push((
+                        dpo_forward(
+                            &mut self.model,
+                            val,
+                            chunk,
+                            self.config.beta,
+                            &mut self.inputs,
+                            &mut self.targets,
+                            &mut self.weights,
+                            t,
+                        )?,
+                        chunk.len(),
+                    ));
+                }
+                let s = mean_dpo(&all);
+                (s.map_or(f32::NAN, |s| s.loss), s)
+            }
+        };
+        self.model.training = was_training;
         let bits_per_byte = (val_loss as f64 / std::f64::consts::LN_2 / self.val_bytes_per_token) as f32;
         if self.best_val.is_none_or(|best| val_loss < best) {
             self.best_val = Some(val_loss);
         }
-        Ok(EvalStats { val_loss, perplexity: val_loss.exp(), bits_per_byte })
+        Ok(EvalStats { val_loss, perplexity: val_loss.exp(), bits_per_byte, dpo: dpo_stats })
     }
 
     /// A short continuation of `sample_prompt` (greedy-ish: temperature 0.8, top-k 40, fixed
@@ -300,7 +460,15 @@ impl Trainer {
         if self.config.sample_prompt.is_empty() || self.config.sample_tokens == 0 {
             return Ok(None);
         }
-        let prompt = self.tokenizer.encode(&self.config.sample_prompt, crate::SpecialTokens::AsText)?;
+        // Fine-tuned models are asked as a user would ask them: through the chat template.
+        let template = ChatTemplate::of(&self.tokenizer).filter(|_| self.config.stage != Stage::Pretrain);
+        let (prompt, stop) = match &template {
+            Some(t) => {
+                let ask = [Message::new(Role::User, self.config.sample_prompt.clone())];
+                (t.render(&self.tokenizer, &ask, true).ids, Some(t.end_id()))
+            }
+            None => (self.tokenizer.encode(&self.config.sample_prompt, crate::SpecialTokens::AsText)?, None),
+        };
         let config = crate::sample::SamplerConfig { temperature: 0.8, top_k: 40, ..Default::default() };
         let mut rng = Rng::new(self.config.seed);
         self.model.training = false;
@@ -310,11 +478,14 @@ impl Trainer {
             self.config.sample_tokens,
             &config,
             &mut rng,
-            None,
+            stop,
             |_, _| true,
         );
         self.model.training = true;
-        Ok(Some(self.tokenizer.decode(&ids?)?))
+        let ids = ids?;
+        // A chat model's sample is its reply alone.
+        let shown = if template.is_some() { &ids[prompt.len()..] } else { &ids[..] };
+        Ok(Some(self.tokenizer.decode(shown)?))
     }
 
     /// Writes `run/ckpt-STEP/` (weights, optimizer, state, tokenizer) under a temporary name,
@@ -341,7 +512,7 @@ impl Trainer {
         formats::save(&self.tokenizer, &tmp.join("tokenizer.json"))?;
         let state = State {
             step: self.step,
-            loader_rng: self.train.rng().state(),
+            loader_rng: self.data.rng().state(),
             dropout_rng: self.model.dropout_rng().state(),
             adam_step,
             best_val: self.best_val,
@@ -368,6 +539,17 @@ impl Trainer {
     /// Continues the run in `run` from its latest checkpoint, exactly: same weights, optimizer
     /// moments, data position and dropout masks as if it had never stopped.
     pub fn resume(run: &Path, data: &Path) -> Result<Trainer> {
+        Trainer::resume_with(run, |config, model, tok| {
+            stream_data(config, model.config.block_size, tok, data)
+        })
+    }
+
+    /// [`resume`](Self::resume) for any stage: `make_data` rebuilds the run's data for its
+    /// saved config, checkpointed model and tokenizer.
+    pub fn resume_with(
+        run: &Path,
+        make_data: impl FnOnce(&TrainConfig, &mut Gpt, &Tokenizer) -> Result<Data>,
+    ) -> Result<Trainer> {
         let latest_path = run.join("latest.json");
         if !latest_path.is_file() {
             return Err(Error::Invalid(format!(
@@ -381,10 +563,11 @@ impl Trainer {
             .map_err(|e| Error::format(&state_path, format!("not a training state: {e}")))?;
         let mut model = load_model(&dir)?;
         model.config.dropout = state.config.dropout;
-        let model = Gpt::from_params(model.config.clone(), model.params, state.config.seed)?;
+        let mut model = Gpt::from_params(model.config.clone(), model.params, state.config.seed)?;
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = formats::read_hf_json(&tok_path)?;
-        let mut trainer = Trainer::assemble(state.config.clone(), model, tokenizer, data)?;
+        let data = make_data(&state.config, &mut model, &tokenizer)?;
+        let mut trainer = Trainer::with_data(state.config.clone(), model, tokenizer, data)?;
         let read_moment = |file: &str| -> Result<Vec<f32>> {
             let path = dir.join(file);
             let bytes = std::fs::read(&path).map_err(|cause| Error::Read { path: path.clone(), cause })?;
@@ -392,10 +575,96 @@ impl Trainer {
         };
         let (m, v) = (read_moment("optimizer_m.safetensors")?, read_moment("optimizer_v.safetensors")?);
         trainer.opt.set_state(m, v, state.adam_step)?;
-        trainer.train.set_rng(Rng::from_state(state.loader_rng));
+        trainer.data.set_rng(Rng::from_state(state.loader_rng));
         trainer.model.set_dropout_rng(Rng::from_state(state.dropout_rng));
         trainer.step = state.step;
         trainer.best_val = state.best_val;
         Ok(trainer)
     }
+}
+
+/// Pretraining data: the `train.bin` and `val.bin` shards in `dir`, cut into windows of `t`.
+fn stream_data(config: &TrainConfig, t: usize, tokenizer: &Tokenizer, dir: &Path) -> Result<Data> {
+    let train_ids = load_split(dir, "train.bin", tokenizer)?;
+    let val_ids = load_split(dir, "val.bin", tokenizer)?;
+    let train =
+        Loader::new(train_ids, t, config.seed).map_err(|e| Error::Invalid(format!("training data: {e}")))?;
+    let val = Loader::new(val_ids, t, config.seed ^ 1)
+        .map_err(|e| Error::Invalid(format!("validation data: {e}")))?;
+    Ok(Data::Stream { train, val })
+}
+
+/// DPO's forward for the pairs `picked` of `pairs`: chosen sequences in the first rows, rejected
+/// in the next, one forward pass; fills `weights` with d(DPO loss)/d(each position's loss) for
+/// a following [`Gpt::backward_weighted`], and returns the batch's numbers.
+#[allow(clippy::too_many_arguments)]
+fn dpo_forward(
+    model: &mut Gpt,
+    pairs: &[Pair],
+    picked: &[usize],
+    beta: f32,
+    inputs: &mut [u32],
+    targets: &mut [u32],
+    weights: &mut [f32],
+    t: usize,
+) -> Result<DpoStats> {
+    let n = picked.len();
+    for (row, &i) in picked.iter().enumerate() {
+        let (c, r) = (row * t..(row + 1) * t, (n + row) * t..(n + row + 1) * t);
+        pairs[i].chosen.fill(&mut inputs[c.clone()], &mut targets[c]);
+        pairs[i].rejected.fill(&mut inputs[r.clone()], &mut targets[r]);
+    }
+    let rows = 2 * n * t;
+    model.forward(&inputs[..rows], Some(&targets[..rows]), (2 * n, t))?;
+    let logps = row_logps(model.token_losses(), t);
+    let (ref_w, ref_l): (Vec<f64>, Vec<f64>) =
+        picked.iter().map(|&i| (pairs[i].ref_chosen, pairs[i].ref_rejected)).unzip();
+    let (stats, d_w, d_l) = dpo(beta, &logps[..n], &logps[n..], &ref_w, &ref_l);
+    // log p(sequence) = -sum of its positions' losses, so d/d loss_i = -d/d logp.
+    for (row, d) in d_w.iter().chain(&d_l).enumerate() {
+        weights[row * t..(row + 1) * t].fill(-*d as f32);
+    }
+    weights[rows..].fill(0.0);
+    Ok(stats)
+}
+
+/// The mean of several batches' DPO numbers, each batch weighted by its pairs.
+fn mean_dpo(all: &[(DpoStats, usize)]) -> Option<DpoStats> {
+    let total: usize = all.iter().map(|a| a.1).sum();
+    if total == 0 {
+        return None;
+    }
+    let mean =
+        |f: fn(&DpoStats) -> f32| all.iter().map(|(s, n)| f(s) * *n as f32).sum::<f32>() / total as f32;
+    Some(DpoStats {
+        loss: mean(|s| s.loss),
+        chosen_reward: mean(|s| s.chosen_reward),
+        rejected_reward: mean(|s| s.rejected_reward),
+        accuracy: mean(|s| s.accuracy),
+        margin: mean(|s| s.margin),
+    })
+}
+
+/// Each pair's log-probabilities under `model` (the frozen reference), computed once before
+/// DPO starts.
+pub fn reference_logps(model: &mut Gpt, pairs: &mut [Pair], batch: usize) -> Result<()> {
+    let t = model.config.block_size;
+    let was_training = std::mem::replace(&mut model.training, false);
+    let (mut inputs, mut targets) = (vec![0u32; 2 * batch * t], vec![0u32; 2 * batch * t]);
+    for chunk in pairs.chunks_mut(batch) {
+        let n = chunk.len();
+        for (row, p) in chunk.iter().enumerate() {
+            let (c, r) = (row * t..(row + 1) * t, (n + row) * t..(n + row + 1) * t);
+            p.chosen.fill(&mut inputs[c.clone()], &mut targets[c]);
+            p.rejected.fill(&mut inputs[r.clone()], &mut targets[r]);
+        }
+        let rows = 2 * n * t;
+        model.forward(&inputs[..rows], Some(&targets[..rows]), (2 * n, t))?;
+        let logps = row_logps(model.token_losses(), t);
+        for (row, p) in chunk.iter_mut().enumerate() {
+            (p.ref_chosen, p.ref_rejected) = (logps[row], logps[n + row]);
+        }
+    }
+    model.training = was_training;
+    Ok(())
 }

@@ -32,16 +32,27 @@ pub fn forward(logits: &mut [f32], losses: &mut [f32], targets: &[u32], v: usize
 /// rows, zero on ignored rows and padding columns.
 pub fn backward(probs: &mut [f32], targets: &[u32], v: usize, vp: usize) {
     let counted = targets.iter().filter(|&&t| t != IGNORE).count().max(1);
-    let scale = 1.0 / counted as f32;
-    probs.par_chunks_mut(vp).zip(targets.par_iter()).for_each(|(row, &target)| {
-        if target == IGNORE {
+    weighted(probs, targets, |_| 1.0 / counted as f32, v, vp);
+}
+
+/// Turns `probs` into d(sum_i weights_i * loss_i)/d(logits): the gradient of any objective that
+/// is linear in the per-position losses at this point, such as DPO's (whose weights come from
+/// the sequence log-probabilities).
+pub fn backward_weighted(probs: &mut [f32], targets: &[u32], weights: &[f32], v: usize, vp: usize) {
+    weighted(probs, targets, |i| weights[i], v, vp);
+}
+
+fn weighted(probs: &mut [f32], targets: &[u32], weight: impl Fn(usize) -> f32 + Sync, v: usize, vp: usize) {
+    probs.par_chunks_mut(vp).zip(targets.par_iter()).enumerate().for_each(|(i, (row, &target))| {
+        let w = weight(i);
+        if target == IGNORE || w == 0.0 {
             row.fill(0.0);
             return;
         }
         for x in &mut row[..v] {
-            *x *= scale;
+            *x *= w;
         }
-        row[target as usize] -= scale;
+        row[target as usize] -= w;
         row[v..].fill(0.0);
     });
 }

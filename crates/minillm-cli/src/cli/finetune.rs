@@ -1,0 +1,365 @@
+//! `minillm sft` and `minillm dpo`: fine-tuning a trained model on conversations (loss on the
+//! assistant's replies only) and on preference pairs, through the same loop as pretraining.
+
+use super::session::{Loaded, MODEL_HELP, load};
+use super::train::{Flags, train_loop};
+use anyhow::{Context, Result, bail};
+use clap::Args as ClapArgs;
+use minillm::chat::{ChatTemplate, Message, Role, add_chat_tokens};
+use minillm::fsutil::atomic_write;
+use minillm::model::Gpt;
+use minillm::rng::Rng;
+use minillm::sample::{SamplerConfig, generate};
+use minillm::tokenizer::Tokenizer;
+use minillm::train::finetune::{
+    Chat, Preference, Sampler, Sequence, parse_chat, parse_preference, read_jsonl, sequence,
+};
+use minillm::train::trainer::{Data, Pair, Stage, TrainConfig, Trainer, reference_logps};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(ClapArgs)]
+pub struct Args {
+    #[arg(long, value_name = "MODEL", help = MODEL_HELP, required_unless_present = "resume")]
+    model: Option<PathBuf>,
+    /// Training examples, one JSON object per line.
+    #[arg(long, value_name = "FILE.jsonl")]
+    data: PathBuf,
+    /// Held-out examples (default: every tenth line of --data is held out).
+    #[arg(long, value_name = "FILE.jsonl")]
+    val_data: Option<PathBuf>,
+    /// Run directory for checkpoints, metrics.jsonl and the resolved config.
+    #[arg(long, value_name = "RUN_DIR", required_unless_present = "resume")]
+    out: Option<PathBuf>,
+    /// Continue the run in RUN_DIR from its latest checkpoint.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["out", "model"])]
+    resume: Option<PathBuf>,
+    /// Skip (and count) malformed lines instead of stopping at the first.
+    #[arg(long)]
+    skip_bad_lines: bool,
+    #[command(flatten)]
+    flags: Flags,
+}
+
+#[derive(ClapArgs)]
+pub struct DpoArgs {
+    #[command(flatten)]
+    common: Args,
+    /// How far the policy may move from the reference: higher keeps it closer.
+    #[arg(long)]
+    beta: Option<f32>,
+}
+
+/// What a fine-tuning run reads: parsed examples, and the checks that need them.
+struct Examples<T> {
+    train: Vec<T>,
+    val: Vec<T>,
+}
+
+fn read<T>(a: &Args, parse: fn(&serde_json::Value) -> Result<T, String>) -> Result<Examples<T>> {
+    let (all, skipped) = read_jsonl(&a.data, a.skip_bad_lines, parse)?;
+    report_skipped(&a.data, &skipped);
+    let (train, val) = match &a.val_data {
+        Some(path) => {
+            let (val, skipped) = read_jsonl(path, a.skip_bad_lines, parse)?;
+            report_skipped(path, &skipped);
+            (all, val)
+        }
+        None => {
+            let (train, val): (Vec<_>, Vec<_>) = all.into_iter().enumerate().partition(|(i, _)| i % 10 != 9);
+            (train.into_iter().map(|x| x.1).collect(), val.into_iter().map(|x| x.1).collect())
+        }
+    };
+    if val.is_empty() || train.is_empty() {
+        bail!("need training and held-out examples: pass --val-data, or give --data at least 10 lines");
+    }
+    Ok(Examples { train, val })
+}
+
+fn report_skipped(path: &Path, skipped: &[(usize, String)]) {
+    if let Some((line, why)) = skipped.first() {
+        eprintln!(
+            "{}: skipped {} malformed line(s), the first at line {line}: {why}",
+            path.display(),
+            skipped.len()
+        );
+    }
+}
+
+/// Renders conversations into sequences that fit `context`, saying how many did not.
+fn fit<T>(
+    items: &[T],
+    what: &str,
+    context: usize,
+    make: impl Fn(&T) -> Option<Sequence>,
+) -> Result<Vec<Sequence>> {
+    let out: Vec<Sequence> = items.iter().filter_map(&make).collect();
+    if out.len() < items.len() {
+        eprintln!(
+            "{} of {} {what} examples are longer than the model's context of {context} tokens; left out",
+            items.len() - out.len(),
+            items.len()
+        );
+    }
+    if out.is_empty() {
+        bail!("none of the {what} examples fits the model's context of {context} tokens");
+    }
+    Ok(out)
+}
+
+/// The base model with the chat template's tokens, and a run config for `stage`: fine-tuning's
+/// defaults, then `defaults` for the stage, then the user's flags.
+fn start(
+    a: &Args,
+    stage: Stage,
+    defaults: impl FnOnce(&mut TrainConfig),
+) -> Result<(Loaded, TrainConfig, PathBuf)> {
+    let base = a.model.as_ref().expect("clap requires --model without --resume");
+    let out = a.out.clone().expect("clap requires --out without --resume");
+    if out.join("latest.json").exists() {
+        bail!(
+            "the run directory {} already holds a run; continue it with --resume {0} or choose another --out",
+            out.display()
+        );
+    }
+    let loaded = load(base)?;
+    let (tok, model) = add_chat_tokens(&loaded.tok, &loaded.model)?;
+    let mut config = TrainConfig {
+        model: base.display().to_string(),
+        stage,
+        base_model: Some(base.display().to_string()),
+        lr: 3e-4,
+        min_lr: 3e-5,
+        warmup_steps: 20,
+        max_steps: 100,
+        eval_every: 50,
+        checkpoint_every: 100,
+        batch_size: 16,
+        weight_decay: 0.0,
+        sample_tokens: 32,
+        ..TrainConfig::default()
+    };
+    defaults(&mut config);
+    a.flags.apply(&mut config);
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    Ok((Loaded { model, tok, generation: loaded.generation }, config, out))
+}
+
+fn run_loop(mut trainer: Trainer, run_dir: &Path) -> Result<Trainer> {
+    atomic_write(&run_dir.join("config.toml"), trainer.config.to_toml().as_bytes())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot install the Ctrl-C handler")?;
+    train_loop(&mut trainer, run_dir, &stop)?;
+    Ok(trainer)
+}
+
+fn chat_data(
+    chats: &Examples<Chat>,
+    template: &ChatTemplate,
+    tok: &Tokenizer,
+    t: usize,
+    seed: u64,
+) -> Result<Data> {
+    let seq = |c: &Chat| sequence(template, tok, &c.messages, t);
+    let train = fit(&chats.train, "training", t, seq)?;
+    let val = fit(&chats.val, "held-out", t, seq)?;
+    let sampler = Sampler::new(train.len(), seed);
+    Ok(Data::Chats { train, val, sampler })
+}
+
+pub fn run_sft(a: Args) -> Result<()> {
+    let chats = read(&a, parse_chat)?;
+    let (trainer, run_dir, base) = match &a.resume {
+        Some(run) => {
+            let trainer = Trainer::resume_with(run, |config, model, tok| {
+                let template = ChatTemplate::of(tok)
+                    .ok_or_else(|| minillm::Error::Invalid("the checkpoint has no chat tokens".into()))?;
+                chat_data(&chats, &template, tok, model.config.block_size, config.seed)
+                    .map_err(|e| minillm::Error::Invalid(e.to_string()))
+            })?;
+            (trainer, run.clone(), None)
+        }
+        None => {
+            let ask = first_question(&chats.val[0].messages);
+            let (loaded, config, out) = start(&a, Stage::Sft, |c| c.sample_prompt = ask)?;
+            let template = ChatTemplate::of(&loaded.tok).expect("add_chat_tokens gave the tokens");
+            let data =
+                chat_data(&chats, &template, &loaded.tok, loaded.model.config.block_size, config.seed)?;
+            let base = Gpt::from_params(loaded.model.config.clone(), loaded.model.params.clone(), 0)?;
+            (Trainer::with_data(config, loaded.model, loaded.tok, data)?, out, Some(base))
+        }
+    };
+    let mut trainer = run_loop(trainer, &run_dir)?;
+    // Held-out task accuracy: greedy answers to held-out questions that name their answer.
+    let asked: Vec<&Chat> = chats.val.iter().filter(|c| c.answer.is_some()).collect();
+    if asked.is_empty() {
+        return Ok(());
+    }
+    let tok = trainer.tokenizer.clone();
+    let after = accuracy(&mut trainer.model, &tok, &asked)?;
+    let n = asked.len();
+    let mut doc = serde_json::json!({"examples": n, "after": after.to_json()});
+    println!("held-out instructions ({n}, about items SFT never showed), answered greedily:");
+    println!("  after SFT:  {}", after.summary(n));
+    if let Some(mut base) = base {
+        let before = accuracy(&mut base, &tok, &asked)?;
+        println!("  base model: {}", before.summary(n));
+        doc["base"] = before.to_json();
+    }
+    println!("  asked {:?}, the fine-tuned model answers {:?}", asked[0].messages[0].content, after.first);
+    atomic_write(&run_dir.join("heldout.json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    Ok(())
+}
+
+/// How a model did on held-out questions.
+struct Accuracy {
+    correct: usize,
+    /// Replies that ended with `<|end|>` within the token budget: the template's format.
+    ended: usize,
+    first: String,
+}
+
+impl Accuracy {
+    fn summary(&self, n: usize) -> String {
+        format!(
+            "{}/{n} correct ({:.1}%), {}/{n} replies end their turn with <|end|>",
+            self.correct,
+            pct(self.correct, n),
+            self.ended
+        )
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"correct": self.correct, "ended_turn": self.ended, "first_reply": self.first})
+    }
+}
+
+fn pct(k: usize, n: usize) -> f64 {
+    100.0 * k as f64 / n.max(1) as f64
+}
+
+/// How many of `chats` the model answers (greedy, up to 32 tokens) with a reply containing
+/// their answer, and how many replies end their turn.
+fn accuracy(model: &mut Gpt, tok: &Tokenizer, chats: &[&Chat]) -> Result<Accuracy> {
+    const BUDGET: usize = 32;
+    let template = ChatTemplate::of(tok).context("the model has no chat template")?;
+    let greedy = SamplerConfig { temperature: 0.0, ..Default::default() };
+    model.training = false;
+    let mut acc = Accuracy { correct: 0, ended: 0, first: String::new() };
+    for (i, chat) in chats.iter().enumerate() {
+        let last = chat.messages.iter().rposition(|m| m.role == Role::Assistant).expect("parse_chat checked");
+        let prompt = template.render(tok, &chat.messages[..last], true).ids;
+        let ids =
+            generate(model, &prompt, BUDGET, &greedy, &mut Rng::new(0), Some(template.end_id()), |_, _| {
+                true
+            })?;
+        let new = &ids[prompt.len()..];
+        let reply = tok.decode(new)?;
+        acc.correct += usize::from(reply.contains(chat.answer.as_deref().expect("filtered")));
+        // generate leaves the stop token out: a reply shorter than the budget stopped at it.
+        acc.ended += usize::from(new.len() < BUDGET);
+        if i == 0 {
+            acc.first = reply;
+        }
+    }
+    Ok(acc)
+}
+
+fn pair_data(
+    prefs: &Examples<Preference>,
+    tok: &Tokenizer,
+    reference: &mut Gpt,
+    config: &TrainConfig,
+) -> Result<Data> {
+    let template = ChatTemplate::of(tok)
+        .context("the model has no chat template: fine-tune it with `minillm sft` first")?;
+    let t = reference.config.block_size;
+    let pairs = |items: &[Preference], what: &str| -> Result<Vec<Pair>> {
+        let whole = |p: &Preference, reply: &[Message]| -> Option<Sequence> {
+            let messages: Vec<Message> = p.prompt.iter().chain(reply).cloned().collect();
+            sequence(&template, tok, &messages, t)
+        };
+        let out: Vec<Pair> = items
+            .iter()
+            .filter_map(|p| {
+                Some(Pair {
+                    chosen: whole(p, &p.chosen)?,
+                    rejected: whole(p, &p.rejected)?,
+                    ref_chosen: 0.0,
+                    ref_rejected: 0.0,
+                })
+            })
+            .collect();
+        if out.len() < items.len() {
+            eprintln!(
+                "{} of {} {what} pairs do not fit the context of {t} tokens; left out",
+                items.len() - out.len(),
+                items.len()
+            );
+        }
+        if out.is_empty() {
+            bail!("none of the {what} pairs fits the model's context of {t} tokens");
+        }
+        Ok(out)
+    };
+    let (mut train, mut val) = (pairs(&prefs.train, "training")?, pairs(&prefs.val, "held-out")?);
+    reference_logps(reference, &mut train, config.batch_size)?;
+    reference_logps(reference, &mut val, config.batch_size)?;
+    let sampler = Sampler::new(train.len(), config.seed);
+    Ok(Data::Pairs { train, val, sampler })
+}
+
+pub fn run_dpo(a: DpoArgs) -> Result<()> {
+    let prefs = read(&a.common, parse_preference)?;
+    let (mut trainer, run_dir) = match &a.common.resume {
+        Some(run) => {
+            let trainer = Trainer::resume_with(run, |config, _, tok| {
+                // The reference is the model the run started from, not the checkpoint.
+                let base = config
+                    .base_model
+                    .as_deref()
+                    .context("the run names no base model")
+                    .map_err(|e| minillm::Error::Invalid(e.to_string()))?;
+                let loaded = minillm::io::load(Path::new(base))?;
+                let (_, mut reference) = add_chat_tokens(&loaded.tok, &loaded.model)?;
+                pair_data(&prefs, tok, &mut reference, config)
+                    .map_err(|e| minillm::Error::Invalid(e.to_string()))
+            })?;
+            (trainer, run.clone())
+        }
+        None => {
+            let ask = first_question(&prefs.val[0].prompt);
+            let (mut loaded, mut config, out) = start(&a.common, Stage::Dpo, |c| {
+                (c.lr, c.min_lr, c.max_steps, c.eval_every, c.sample_prompt) = (5e-5, 5e-6, 50, 25, ask);
+            })?;
+            config.beta = a.beta.unwrap_or(config.beta);
+            // DPO compares log-probabilities with the reference's: dropout would make them noise.
+            config.dropout = 0.0;
+            let data = pair_data(&prefs, &loaded.tok, &mut loaded.model, &config)?;
+            (Trainer::with_data(config, loaded.model, loaded.tok, data)?, out)
+        }
+    };
+    let before = trainer.evaluate()?.dpo.expect("DPO data evaluates to DPO numbers");
+    trainer.best_val = None;
+    println!("held-out preference accuracy before DPO: {:.1}% (policy = reference)", 100.0 * before.accuracy);
+    trainer = run_loop(trainer, &run_dir)?;
+    let after = trainer.evaluate()?.dpo.expect("DPO data evaluates to DPO numbers");
+    println!(
+        "held-out preference accuracy: {:.1}% before DPO, {:.1}% after (reward margin {:.3}, chosen {:.3}, rejected {:.3})",
+        100.0 * before.accuracy,
+        100.0 * after.accuracy,
+        after.margin,
+        after.chosen_reward,
+        after.rejected_reward
+    );
+    let doc = serde_json::json!({"accuracy_before": before.accuracy, "accuracy_after": after.accuracy, "margin_after": after.margin});
+    atomic_write(&run_dir.join("heldout.json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    Ok(())
+}
+
+fn first_question(messages: &[Message]) -> String {
+    messages.iter().find(|m| m.role == Role::User).map_or_else(String::new, |m| m.content.clone())
+}

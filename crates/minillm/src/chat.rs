@@ -1,0 +1,158 @@
+//! The chat template: how a conversation becomes tokens, defined once for `chat`, `generate`,
+//! fine-tuning and the server.
+//!
+//! Each message is its role's special token, a newline and the content, closed by `<|end|>` and
+//! a newline:
+//!
+//! ```text
+//! <|system|>\nYou are helpful.<|end|>\n<|user|>\nHi!<|end|>\n<|assistant|>\nHello.<|end|>\n
+//! ```
+//!
+//! A prompt for the model to answer ends with `<|assistant|>\n`; generation stops at `<|end|>`.
+//! The role tokens are special, so text typed by a user can never forge a turn. A model has this
+//! template when its tokenizer has the four tokens ([`add_chat_tokens`] gives them to a base
+//! model); HF exports carry the same template in Jinja ([`JINJA`]) for `apply_chat_template`.
+
+use crate::error::{Error, Result};
+use crate::model::Gpt;
+use crate::model::params::Layout;
+use crate::tokenizer::Tokenizer;
+use serde::{Deserialize, Serialize};
+
+pub const SYSTEM: &str = "<|system|>";
+pub const USER: &str = "<|user|>";
+pub const ASSISTANT: &str = "<|assistant|>";
+pub const END: &str = "<|end|>";
+const ROLE_TOKENS: [&str; 4] = [SYSTEM, USER, ASSISTANT, END];
+
+/// The template in Jinja, for HF `tokenizer_config.json`: renders exactly what [`ChatTemplate`]
+/// encodes.
+pub const JINJA: &str = "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: Role, content: impl Into<String>) -> Message {
+        Message { role, content: content.into() }
+    }
+}
+
+/// A conversation as tokens, with which tokens the model should learn to write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rendered {
+    pub ids: Vec<u32>,
+    /// True for the tokens of assistant replies and the `<|end|>` closing each.
+    pub trainable: Vec<bool>,
+}
+
+/// The role and end token ids of one tokenizer.
+#[derive(Clone, Copy, Debug)]
+pub struct ChatTemplate {
+    system: u32,
+    user: u32,
+    assistant: u32,
+    end: u32,
+    newline: u32,
+}
+
+impl ChatTemplate {
+    /// The template, if `tok` has its four special tokens.
+    pub fn of(tok: &Tokenizer) -> Option<ChatTemplate> {
+        let newline = match tok.encode_ordinary("\n").as_slice() {
+            [id] => *id,
+            _ => return None,
+        };
+        Some(ChatTemplate {
+            system: tok.special_id(SYSTEM)?,
+            user: tok.special_id(USER)?,
+            assistant: tok.special_id(ASSISTANT)?,
+            end: tok.special_id(END)?,
+            newline,
+        })
+    }
+
+    /// The token that closes a turn: where generation stops.
+    pub fn end_id(&self) -> u32 {
+        self.end
+    }
+
+    /// Encodes `messages`; with `generation_prompt`, ends with the opening of an assistant turn.
+    /// Content is ordinary text: special-token text inside it stays text.
+    pub fn render(&self, tok: &Tokenizer, messages: &[Message], generation_prompt: bool) -> Rendered {
+        let mut out = Rendered { ids: Vec::new(), trainable: Vec::new() };
+        let mut push = |ids: &[u32], trainable: bool| {
+            out.ids.extend_from_slice(ids);
+            out.trainable.extend(std::iter::repeat_n(trainable, ids.len()));
+        };
+        for m in messages {
+            let role = match m.role {
+                Role::System => self.system,
+                Role::User => self.user,
+                Role::Assistant => self.assistant,
+            };
+            push(&[role], false);
+            // The newline and content are encoded together, as HF tokenizes the rendered text
+            // between special tokens; the newline itself is part of the turn's opening.
+            let body = tok.encode_ordinary(&format!("\n{}", m.content));
+            let reply = m.role == Role::Assistant;
+            let (opening, rest) = match body.split_first() {
+                Some((&first, rest)) if first == self.newline => (&body[..1], rest),
+                _ => (&body[..0], body.as_slice()),
+            };
+            push(opening, false);
+            push(rest, reply);
+            push(&[self.end], reply);
+            push(&[self.newline], false);
+        }
+        if generation_prompt {
+            push(&[self.assistant, self.newline], false);
+        }
+        out
+    }
+}
+
+/// Gives a base model and its tokenizer the template's special tokens, if they lack them: new ids
+/// after the existing ones (which keep their meaning), and new embedding rows set to the mean of
+/// the existing rows, so the new tokens start as an "average token" rather than noise.
+pub fn add_chat_tokens(tok: &Tokenizer, model: &Gpt) -> Result<(Tokenizer, Gpt)> {
+    let missing: Vec<&str> = ROLE_TOKENS.into_iter().filter(|t| tok.special_id(t).is_none()).collect();
+    if missing.is_empty() {
+        return Ok((tok.clone(), Gpt::from_params(model.config.clone(), model.params.clone(), 0)?));
+    }
+    if tok.vocab_size() != model.config.vocab_size {
+        return Err(Error::Invalid("the tokenizer and the model disagree on the vocabulary size".into()));
+    }
+    let grown_tok = tok.with_added_specials(&missing)?;
+    let old = &model.config;
+    let config = crate::model::ModelConfig { vocab_size: grown_tok.vocab_size(), ..old.clone() };
+    let (old_layout, layout) = (Layout::new(old), Layout::new(&config));
+    let mut params = vec![0.0f32; layout.total];
+    for (src, dst) in old_layout.tensors.iter().zip(&layout.tensors) {
+        let n = src.len().min(dst.len());
+        params[dst.offset..dst.offset + n].copy_from_slice(&model.params[src.offset..src.offset + n]);
+    }
+    let c = old.n_embd;
+    let rows = &model.params[old_layout.wte.start..old_layout.wte.start + old.vocab_size * c];
+    let mut mean = vec![0.0f64; c];
+    for row in rows.chunks_exact(c) {
+        mean.iter_mut().zip(row).for_each(|(m, &x)| *m += x as f64);
+    }
+    let mean: Vec<f32> = mean.iter().map(|m| (m / old.vocab_size as f64) as f32).collect();
+    for id in old.vocab_size..config.vocab_size {
+        let at = layout.wte.start + id * c;
+        params[at..at + c].copy_from_slice(&mean);
+    }
+    Ok((grown_tok, Gpt::from_params(config, params, 0)?))
+}

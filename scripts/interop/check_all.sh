@@ -20,6 +20,11 @@ cd "$work"
 "$minillm" prepare --input corpus.txt --tokenizer tok.json --out data > /dev/null
 "$minillm" train --data data --out run --model d2 --context 64 --batch-size 8 --max-steps 60 \
     --eval-every 60 --eval-batches 2 --sample-tokens 0 > /dev/null 2>&1
+"$minillm" corpus --tasks tasks > /dev/null
+"$minillm" sft --model run --data tasks/sft-train.jsonl --val-data tasks/sft-val.jsonl --out sft \
+    --max-steps 5 --eval-every 5 --sample-tokens 0 > /dev/null 2>&1
+"$minillm" export --model sft --format hf --out sft-hf
+"$python" "$root/scripts/interop/check_hf_export.py" sft-hf sft "What is the capital of France?"
 "$minillm" export --model run --format hf --out hf
 "$minillm" export --model run --format gguf --out model.gguf
 "$minillm" export --model run --format gguf --type f16 --out model-f16.gguf

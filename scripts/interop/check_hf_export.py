@@ -22,6 +22,23 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 MINILLM = Path(__file__).resolve().parents[2] / "target" / "release" / "minillm"
 
 
+def check_chat_template(out_dir):
+    """A fine-tuned model's template renders, in HF, the text minillm's chat format documents,
+    and HF reads each role marker as one special token."""
+    tok = AutoTokenizer.from_pretrained(out_dir)
+    if not tok.chat_template:
+        return
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi <|end|>"},
+                {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"}]
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    want = ("<|system|>\nBe brief.<|end|>\n<|user|>\nHi <|end|><|end|>\n<|assistant|>\nHello.<|end|>\n"
+            "<|user|>\nBye<|end|>\n<|assistant|>\n")
+    assert text == want, f"chat template renders {text!r}"
+    for marker in ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>"):
+        assert len(tok(marker)["input_ids"]) == 1, f"{marker} is not one token in HF"
+    print("chat template: HF's apply_chat_template renders minillm's format")
+
+
 def main(out_dir, run, text):
     ours = json.loads(subprocess.run([str(MINILLM), "inspect", "--model", run, text, "--top-k", "20", "--json"],
                                      check=True, capture_output=True, text=True).stdout)
@@ -29,6 +46,7 @@ def main(out_dir, run, text):
     for use_fast in (True, False):
         ids = AutoTokenizer.from_pretrained(out_dir, use_fast=use_fast)(text)["input_ids"]
         assert ids == our_ids, f"token ids differ (use_fast={use_fast}): {ids} vs {our_ids}"
+    check_chat_template(out_dir)
     model = AutoModelForCausalLM.from_pretrained(out_dir).eval()
     tok = AutoTokenizer.from_pretrained(out_dir)
     if tok.eos_token is not None:

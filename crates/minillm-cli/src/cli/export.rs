@@ -6,6 +6,7 @@
 use super::session::{MODEL_HELP, load};
 use anyhow::{Context, Result, bail};
 use clap::{Args as ClapArgs, ValueEnum};
+use minillm::chat::ChatTemplate;
 use minillm::fsutil::atomic_write;
 use minillm::io::gguf::TensorType;
 use minillm::io::{gguf_gpt2, save_model};
@@ -102,13 +103,17 @@ fn write_hf(loaded: &super::session::Loaded, dir: &Path) -> Result<()> {
     atomic_write(&dir.join("vocab.json"), formats::to_vocab_json(tok).as_bytes())?;
     atomic_write(&dir.join("merges.txt"), formats::to_merges_txt(tok).as_bytes())?;
     let special = eos.map(|_| "<|endoftext|>");
-    let tokenizer_config = serde_json::json!({
+    let mut tokenizer_config = serde_json::json!({
         "tokenizer_class": "GPT2Tokenizer",
         "model_max_length": model.config.block_size,
         "add_prefix_space": false,
         "clean_up_tokenization_spaces": false,
         "bos_token": special, "eos_token": special, "unk_token": special,
     });
+    // A fine-tuned model's chat template, for `apply_chat_template`, rendering what minillm does.
+    if ChatTemplate::of(tok).is_some() {
+        tokenizer_config["chat_template"] = minillm::chat::JINJA.into();
+    }
     let special_map = serde_json::json!({"bos_token": special, "eos_token": special, "unk_token": special});
     let generation = serde_json::json!({"bos_token_id": eos, "eos_token_id": eos});
     for (file, doc) in [

@@ -4,8 +4,8 @@ use super::session::{Loaded, MODEL_HELP, SamplingArgs, fit_context, load, stream
 use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
 use minillm::chat::{ChatTemplate, Message, Role};
-use minillm::{SpecialTokens, Tokenizer};
 use minillm::rng::Rng;
+use minillm::{SpecialTokens, Tokenizer};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -62,7 +62,9 @@ pub fn run(a: Args) -> Result<()> {
             loaded.generation.eos_token_id = Some(t.end_id());
             Format::Template(t, a.system.clone())
         }
-        None if a.system.is_some() => bail!("--system needs a model with a chat template (fine-tune it with `minillm sft`)"),
+        None if a.system.is_some() => {
+            bail!("--system needs a model with a chat template (fine-tune it with `minillm sft`)")
+        }
         None => {
             sampling.stop.push("\n".into());
             Format::PlainDialogue

@@ -24,8 +24,9 @@ struct Args {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
-    /// Run the tour: corpus, tokenizer, a small GPT trained and sampled, its next-token probabilities.
-    Demo,
+    /// Run the tour: corpus, tokenizer, a small GPT trained and sampled, its next-token probabilities
+    /// (with --full, then fine-tuned into an assistant with SFT and DPO).
+    Demo(cli::demo::Args),
     /// Write or show the built-in corpus of generated stories, dialogues and facts.
     Corpus(cli::corpus::Args),
     /// Train, run and inspect byte-level BPE tokenizers.
@@ -86,7 +87,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = match args.command {
-        Command::Demo => cli::demo::run(),
+        Command::Demo(a) => cli::demo::run(a),
         Command::Corpus(a) => cli::corpus::run(a),
         Command::Tokenizer(c) => cli::tokenizer::run(c),
         Command::Prepare(a) => cli::prepare::run(a),

@@ -15,7 +15,15 @@ use std::time::Instant;
 
 const VOCAB: usize = 1024;
 
-pub fn run() -> Result<()> {
+#[derive(clap::Args)]
+pub struct Args {
+    /// Go on past pretraining: supervised fine-tuning on instructions, DPO on preferences, and
+    /// a short scripted chat with the result.
+    #[arg(long)]
+    full: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
     let corpus = minillm::corpus::builtin();
     let split = corpus.len() * 9 / 10;
     let split = corpus[split..].find("\n\n").map_or(split, |i| split + i + 2);
@@ -58,9 +66,16 @@ pub fn run() -> Result<()> {
          shortest\nbut turn every unseen word into {}; BPE keeps sequences short with no unknowns.",
         minillm::tokenizer::simple::UNK
     );
-    train_and_talk(&trio.bpe, corpus)?;
+    let run = train_and_talk(&trio.bpe, corpus)?;
+    if a.full {
+        fine_tune(&run)?;
+    } else {
+        println!(
+            "\n`minillm demo --full` goes on to fine-tune this model into an assistant (SFT, then DPO)."
+        );
+    }
     println!(
-        "\nRead more: docs/guide/ (tokenization, the transformer, pretraining, generation, looking inside); try `minillm --help`."
+        "\nRead more: docs/guide/ (tokenization, the transformer, pretraining, generation, looking inside, fine-tuning, interop); try `minillm --help`."
     );
     Ok(())
 }
@@ -88,7 +103,7 @@ fn samples(model: &mut Gpt, bpe: &minillm::Tokenizer) -> Result<()> {
 
 /// Stages 2 and 3: a small GPT over that vocabulary, trained on the corpus, with samples before
 /// and after. Leaves the run in ./minillm-demo for the other commands.
-fn train_and_talk(bpe: &minillm::Tokenizer, corpus: &str) -> Result<()> {
+fn train_and_talk(bpe: &minillm::Tokenizer, corpus: &str) -> Result<PathBuf> {
     let root = PathBuf::from("minillm-demo");
     let (data, run) = (root.join("data"), root.join("run"));
     if run.join("latest.json").exists() {
@@ -142,5 +157,60 @@ fn train_and_talk(bpe: &minillm::Tokenizer, corpus: &str) -> Result<()> {
     println!(
         "look inside with `minillm inspect --model {r} \"The capital of France is\" --layer 0 --head 0`."
     );
+    Ok(run)
+}
+
+/// Stages 4 and 5 of the seed's picture: SFT and DPO on data about the corpus's world, then a
+/// scripted chat on questions neither stage showed.
+fn fine_tune(base: &std::path::Path) -> Result<()> {
+    let root = PathBuf::from("minillm-demo");
+    for stale in ["sft", "dpo"] {
+        if root.join(stale).exists() {
+            std::fs::remove_dir_all(root.join(stale))?;
+        }
+    }
+    let tasks = root.join("tasks");
+    std::fs::create_dir_all(&tasks)?;
+    let data = minillm::corpus::tasks::generate(minillm::corpus::SEED);
+    for (name, lines) in [
+        ("sft-train.jsonl", &data.sft_train),
+        ("sft-val.jsonl", &data.sft_val),
+        ("dpo-train.jsonl", &data.dpo_train),
+        ("dpo-val.jsonl", &data.dpo_val),
+    ] {
+        let text: String = lines.iter().map(|v| format!("{v}\n")).collect();
+        minillm::fsutil::atomic_write(&tasks.join(name), text.as_bytes())?;
+    }
+    println!("\n== 9. Supervised fine-tuning: {} instructions in the chat template", data.sft_train.len());
+    println!(
+        "(questions about capitals, animals, colours, opposites and sums; the loss counts only the replies)"
+    );
+    let dpo = super::finetune::sft_then_dpo(base, &tasks, &root)?;
+    println!("\n== 10. A short chat with the fine-tuned model, on questions it was never trained on:");
+    let mut loaded = super::session::load(&dpo)?;
+    let template = minillm::chat::ChatTemplate::of(&loaded.tok).expect("SFT added the chat tokens");
+    let greedy = SamplerConfig { temperature: 0.0, ..Default::default() };
+    let held_out = &data.sft_val;
+    for v in [
+        &held_out[0],
+        &held_out[held_out.len() / 3],
+        &held_out[2 * held_out.len() / 3],
+        &held_out[held_out.len() - 1],
+    ] {
+        let q = v["messages"][0]["content"].as_str().unwrap_or_default();
+        let ask = [minillm::chat::Message::new(minillm::chat::Role::User, q)];
+        let prompt = template.render(&loaded.tok, &ask, true).ids;
+        let out = generate(
+            &mut loaded.model,
+            &prompt,
+            32,
+            &greedy,
+            &mut Rng::new(0),
+            Some(template.end_id()),
+            |_, _| true,
+        )?;
+        println!("    you> {q}\n    assistant> {}", loaded.tok.decode(&out[prompt.len()..])?);
+    }
+    println!("\nTalk to it: `minillm chat --model {}`.", dpo.display());
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! assistant's replies only) and on preference pairs, through the same loop as pretraining.
 
 use super::session::{Loaded, MODEL_HELP, load};
-use super::train::{Flags, train_loop};
+use super::train::{Flags, interrupted, train_loop};
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
 use minillm::chat::{ChatTemplate, Message, Role, add_chat_tokens};
@@ -16,8 +16,6 @@ use minillm::train::finetune::{
 };
 use minillm::train::trainer::{Data, Pair, Stage, TrainConfig, Trainer, reference_logps};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -124,7 +122,7 @@ fn start(
         );
     }
     let loaded = load(base)?;
-    let (tok, model) = add_chat_tokens(&loaded.tok, &loaded.model)?;
+    let (tok, mut model) = add_chat_tokens(&loaded.tok, &loaded.model)?;
     let mut config = TrainConfig {
         model: base.display().to_string(),
         stage,
@@ -142,16 +140,14 @@ fn start(
     };
     defaults(&mut config);
     a.flags.apply(&mut config);
+    model.config.dropout = config.dropout;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     Ok((Loaded { model, tok, generation: loaded.generation }, config, out))
 }
 
 fn run_loop(mut trainer: Trainer, run_dir: &Path) -> Result<Trainer> {
     atomic_write(&run_dir.join("config.toml"), trainer.config.to_toml().as_bytes())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .context("cannot install the Ctrl-C handler")?;
+    let stop = interrupted()?;
     train_loop(&mut trainer, run_dir, &stop)?;
     Ok(trainer)
 }
@@ -333,11 +329,12 @@ pub fn run_dpo(a: DpoArgs) -> Result<()> {
         None => {
             let ask = first_question(&prefs.val[0].prompt);
             let (mut loaded, mut config, out) = start(&a.common, Stage::Dpo, |c| {
-                (c.lr, c.min_lr, c.max_steps, c.eval_every, c.sample_prompt) = (5e-5, 5e-6, 50, 25, ask);
+                (c.lr, c.min_lr, c.max_steps, c.eval_every, c.sample_prompt) = (5e-5, 5e-6, 25, 5, ask);
             })?;
             config.beta = a.beta.unwrap_or(config.beta);
             // DPO compares log-probabilities with the reference's: dropout would make them noise.
             config.dropout = 0.0;
+            loaded.model.config.dropout = 0.0;
             let data = pair_data(&prefs, &loaded.tok, &mut loaded.model, &config)?;
             (Trainer::with_data(config, loaded.model, loaded.tok, data)?, out)
         }
@@ -362,4 +359,22 @@ pub fn run_dpo(a: DpoArgs) -> Result<()> {
 
 fn first_question(messages: &[Message]) -> String {
     messages.iter().find(|m| m.role == Role::User).map_or_else(String::new, |m| m.content.clone())
+}
+
+/// SFT then DPO with their defaults, for `minillm demo --full`: `tasks` holds the files that
+/// `minillm corpus --tasks` writes; the runs go to `out/sft` and `out/dpo`.
+pub fn sft_then_dpo(base: &Path, tasks: &Path, out: &Path) -> Result<PathBuf> {
+    let args = |model: &Path, kind: &str, run: &str| Args {
+        model: Some(model.to_path_buf()),
+        data: tasks.join(format!("{kind}-train.jsonl")),
+        val_data: Some(tasks.join(format!("{kind}-val.jsonl"))),
+        out: Some(out.join(run)),
+        resume: None,
+        skip_bad_lines: false,
+        flags: Flags::default(),
+    };
+    run_sft(args(base, "sft", "sft"))?;
+    println!();
+    run_dpo(DpoArgs { common: args(&out.join("sft"), "dpo", "dpo"), beta: None })?;
+    Ok(out.join("dpo"))
 }

@@ -1,9 +1,10 @@
 //! `minillm generate`: continue a prompt with a trained model, streaming the text as it comes.
 
 use super::session::{MODEL_HELP, SamplingArgs, fit_context, load, stream_many};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
 use minillm::SpecialTokens;
+use minillm::chat::{ChatTemplate, Message, Role};
 use minillm::rng::Rng;
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,8 +13,12 @@ use std::path::PathBuf;
 pub struct Args {
     #[arg(long, value_name = "MODEL", help = MODEL_HELP)]
     model: PathBuf,
-    /// The text to continue.
+    /// The text to continue (with --chat, the user's message to answer).
     prompt: String,
+    /// Ask a fine-tuned model: the prompt becomes a user message in the model's chat template,
+    /// and the reply (only) is printed, ending where the model closes its turn.
+    #[arg(long)]
+    chat: bool,
     #[command(flatten)]
     sampling: SamplingArgs,
     /// What to do with a prompt longer than the model's context: refuse (default) or keep its
@@ -31,7 +36,14 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let mut loaded = load(&a.model)?;
-    let prompt = loaded.tok.encode(&a.prompt, SpecialTokens::AsText)?;
+    let (prompt, echo) = if a.chat {
+        let template = ChatTemplate::of(&loaded.tok)
+            .context("--chat needs a model with a chat template; fine-tune one with `minillm sft`")?;
+        loaded.generation.eos_token_id = Some(template.end_id());
+        (template.render(&loaded.tok, &[Message::new(Role::User, a.prompt.clone())], true).ids, "")
+    } else {
+        (loaded.tok.encode(&a.prompt, SpecialTokens::AsText)?, a.prompt.as_str())
+    };
     let prompt = fit_context(prompt, loaded.model.config.block_size, a.truncate.as_deref())?;
     let sampling = a.sampling.resolve(loaded.model.config.vocab_size, &loaded.generation)?;
     if a.num_samples == 0 || a.num_samples > 64 {
@@ -43,7 +55,7 @@ pub fn run(a: Args) -> Result<()> {
     // One continuation streams as it is made; several are printed when all are done.
     let streaming = !a.json && a.num_samples == 1;
     if streaming {
-        write!(out, "{}", a.prompt)?;
+        write!(out, "{echo}")?;
     }
     let results = stream_many(&mut loaded, &prompt, &sampling, &mut rngs, |_, piece| {
         if streaming {
@@ -74,7 +86,7 @@ pub fn run(a: Args) -> Result<()> {
         } else if streaming {
             writeln!(out)?;
         } else {
-            writeln!(out, "--- sample {} of {} ---\n{}{}", i + 1, a.num_samples, a.prompt, result.text)?;
+            writeln!(out, "--- sample {} of {} ---\n{echo}{}", i + 1, a.num_samples, result.text)?;
         }
     }
     Ok(())

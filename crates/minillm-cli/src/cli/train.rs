@@ -38,8 +38,8 @@ pub struct Args {
 }
 
 /// Every TrainConfig setting but the model's shape, as an optional flag (shared by train, sft
-/// and dpo).
-#[derive(ClapArgs)]
+/// and dpo). The default sets nothing.
+#[derive(ClapArgs, Default)]
 pub struct Flags {
     /// Dropout probability during training.
     #[arg(long)]
@@ -154,10 +154,7 @@ pub fn run(a: Args) -> Result<()> {
         }
     };
     atomic_write(&run_dir.join("config.toml"), trainer.config.to_toml().as_bytes())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .context("cannot install the Ctrl-C handler")?;
+    let stop = interrupted()?;
     train_loop(&mut trainer, &run_dir, &stop)
 }
 
@@ -303,4 +300,18 @@ fn add_rewards(line: &mut serde_json::Value, prefix: &str, d: &DpoStats) {
     ] {
         line[format!("{prefix}{name}")] = value.into();
     }
+}
+
+/// Set by Ctrl-C: the loop saves a checkpoint and stops. Installed once per process (the demo
+/// runs several stages).
+pub fn interrupted() -> Result<Arc<AtomicBool>> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    if let Some(flag) = FLAG.get() {
+        return Ok(flag.clone());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot install the Ctrl-C handler")?;
+    Ok(FLAG.get_or_init(|| stop).clone())
 }

@@ -23,7 +23,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     if let Some(dir) = &a.tasks {
-        return write_tasks(dir);
+        return write_tasks(dir).map(|_| ());
     }
     let text = minillm::corpus::builtin();
     if let Some(path) = &a.out {
@@ -44,7 +44,8 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-fn write_tasks(dir: &Path) -> Result<()> {
+/// Writes the fine-tuning data sets into `dir`, saying what it wrote; returns them.
+pub fn write_tasks(dir: &Path) -> Result<minillm::corpus::tasks::TaskData> {
     std::fs::create_dir_all(dir)?;
     let data = minillm::corpus::tasks::generate(minillm::corpus::SEED);
     for (name, lines) in [
@@ -57,5 +58,5 @@ fn write_tasks(dir: &Path) -> Result<()> {
         minillm::fsutil::atomic_write(&dir.join(name), text.as_bytes())?;
         println!("wrote {} ({} examples)", dir.join(name).display(), lines.len());
     }
-    Ok(())
+    Ok(data)
 }

@@ -170,17 +170,7 @@ fn fine_tune(base: &std::path::Path) -> Result<()> {
         }
     }
     let tasks = root.join("tasks");
-    std::fs::create_dir_all(&tasks)?;
-    let data = minillm::corpus::tasks::generate(minillm::corpus::SEED);
-    for (name, lines) in [
-        ("sft-train.jsonl", &data.sft_train),
-        ("sft-val.jsonl", &data.sft_val),
-        ("dpo-train.jsonl", &data.dpo_train),
-        ("dpo-val.jsonl", &data.dpo_val),
-    ] {
-        let text: String = lines.iter().map(|v| format!("{v}\n")).collect();
-        minillm::fsutil::atomic_write(&tasks.join(name), text.as_bytes())?;
-    }
+    let data = super::corpus::write_tasks(&tasks)?;
     println!("\n== 9. Supervised fine-tuning: {} instructions in the chat template", data.sft_train.len());
     println!(
         "(questions about capitals, animals, colours, opposites and sums; the loss counts only the replies)"

@@ -169,12 +169,12 @@ fn fine_tune(base: &std::path::Path) -> Result<()> {
             std::fs::remove_dir_all(root.join(stale))?;
         }
     }
+    println!("\n== 9. Supervised fine-tuning on instructions in a chat template, then DPO on preferences");
+    println!(
+        "(questions about capitals, animals, colours, opposites and sums; SFT's loss counts only the replies)"
+    );
     let tasks = root.join("tasks");
     let data = super::corpus::write_tasks(&tasks)?;
-    println!("\n== 9. Supervised fine-tuning: {} instructions in the chat template", data.sft_train.len());
-    println!(
-        "(questions about capitals, animals, colours, opposites and sums; the loss counts only the replies)"
-    );
     let dpo = super::finetune::sft_then_dpo(base, &tasks, &root)?;
     println!("\n== 10. A short chat with the fine-tuned model, on questions it was never trained on:");
     let mut loaded = super::session::load(&dpo)?;

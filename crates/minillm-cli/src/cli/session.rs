@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
+use minillm::chat::{ChatTemplate, Message, Role};
 use minillm::io;
 use minillm::io::generation_config::GenerationConfig;
 use minillm::rng::Rng;
@@ -212,4 +213,54 @@ fn probability(logits: &[f32], id: u32) -> f64 {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
     let total: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
     (logits[id as usize] as f64 - max).exp() / total
+}
+
+/// How a conversation becomes the tokens a model continues: the model's chat template when it
+/// has one (`minillm sft` gives it one), otherwise plain dialogue lines (`User: ...` /
+/// `Assistant: ...`), the way the built-in corpus writes dialogues, a reply ending with its line.
+/// `chat` and `serve` both render through this, so they cannot disagree.
+pub enum Dialogue {
+    Template(ChatTemplate),
+    Plain,
+}
+
+impl Dialogue {
+    pub fn of(tok: &minillm::Tokenizer) -> Dialogue {
+        ChatTemplate::of(tok).map_or(Dialogue::Plain, Dialogue::Template)
+    }
+
+    /// The conversation, ending where the assistant's reply begins.
+    pub fn render(&self, tok: &minillm::Tokenizer, messages: &[Message]) -> Result<Vec<u32>> {
+        match self {
+            Dialogue::Template(t) => Ok(t.render(tok, messages, true).ids),
+            Dialogue::Plain => {
+                let mut text = String::new();
+                for m in messages {
+                    match m.role {
+                        Role::System => text.push_str(&format!("{}\n", m.content)),
+                        Role::User => text.push_str(&format!("User: {}\n", m.content)),
+                        Role::Assistant => text.push_str(&format!("Assistant: {}\n", m.content)),
+                    }
+                }
+                text.push_str("Assistant:");
+                Ok(tok.encode(&text, minillm::SpecialTokens::AsText)?)
+            }
+        }
+    }
+
+    /// The token that ends a reply, if the format has one.
+    pub fn end_id(&self) -> Option<u32> {
+        match self {
+            Dialogue::Template(t) => Some(t.end_id()),
+            Dialogue::Plain => None,
+        }
+    }
+
+    /// Text that ends a reply.
+    pub fn stops(&self) -> Vec<String> {
+        match self {
+            Dialogue::Template(_) => Vec::new(),
+            Dialogue::Plain => vec!["\n".into()],
+        }
+    }
 }

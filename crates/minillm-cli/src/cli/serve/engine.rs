@@ -1,0 +1,190 @@
+//! Continuous batching: one thread owns the model and a KV cache with a slot per concurrent
+//! request. Each step it admits waiting requests into free slots (prefill), draws one token for
+//! every active request, sends it, and runs one batched decode step for all of them. A request
+//! joins and leaves between steps; one whose client went away (its receiver dropped) is freed at
+//! its next token. Nothing is locked across a generation: handlers only send requests and read
+//! their own channel.
+
+use minillm::model::Gpt;
+use minillm::model::kv_cache::KvCache;
+use minillm::rng::Rng;
+use minillm::sample::{SamplerConfig, sample};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// One generation to run.
+pub struct Job {
+    pub prompt: Vec<u32>,
+    /// Already capped so that prompt + new tokens fit the context.
+    pub max_new: usize,
+    pub sampler: SamplerConfig,
+    pub seed: u64,
+    /// How many alternatives to report with each token's log-probability (0 = none).
+    pub top_logprobs: usize,
+    pub events: UnboundedSender<Event>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// The model ended its turn (end token).
+    Stop,
+    /// The token budget ran out.
+    Length,
+}
+
+pub enum Event {
+    Token { id: u32, logprob: f32, top: Vec<(u32, f32)> },
+    Done(Finish),
+    Failed(String),
+}
+
+/// The handle the HTTP handlers share.
+pub struct Engine {
+    jobs: mpsc::Sender<Job>,
+    in_flight: Arc<AtomicUsize>,
+    /// Requests decoding together plus those waiting for a slot; more are refused (429).
+    limit: usize,
+}
+
+struct Active {
+    job: Job,
+    ids: Vec<u32>,
+    logits: Vec<f32>,
+    rng: Rng,
+    made: usize,
+}
+
+impl Engine {
+    /// Starts the engine thread with `slots` requests decoded together; as many again may wait.
+    pub fn start(mut model: Gpt, end: Option<u32>, slots: usize) -> Engine {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let done = in_flight.clone();
+        model.training = false;
+        std::thread::Builder::new()
+            .name("minillm-engine".into())
+            .spawn(move || run(model, end, slots, rx, done))
+            .expect("the engine thread starts");
+        Engine { jobs, in_flight, limit: 2 * slots }
+    }
+
+    /// Queues `job`, or gives it back when the server is at capacity.
+    pub fn submit(&self, job: Job) -> Result<(), Job> {
+        if self.in_flight.fetch_add(1, Ordering::SeqCst) >= self.limit {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(job);
+        }
+        self.jobs.send(job).map_err(|e| {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            e.0
+        })
+    }
+}
+
+fn run(mut model: Gpt, end: Option<u32>, slots: usize, rx: mpsc::Receiver<Job>, in_flight: Arc<AtomicUsize>) {
+    let v = model.config.vocab_size;
+    let mut cache = KvCache::new(&model, slots);
+    let mut active: Vec<Option<Active>> = (0..slots).map(|_| None).collect();
+    let mut waiting: VecDeque<Job> = VecDeque::new();
+    let finish = |slot: &mut Option<Active>| {
+        *slot = None;
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+    };
+    loop {
+        // Block only when there is nothing to do.
+        if active.iter().all(Option::is_none) && waiting.is_empty() {
+            match rx.recv() {
+                Ok(job) => waiting.push_back(job),
+                Err(_) => return, // the server is gone
+            }
+        }
+        waiting.extend(rx.try_iter());
+        // Admit waiting jobs into free slots.
+        for (slot, entry) in active.iter_mut().enumerate() {
+            if entry.is_some() {
+                continue;
+            }
+            let Some(job) = waiting.pop_front() else { break };
+            if job.events.is_closed() {
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+            cache.clear(slot);
+            match model.prefill(&mut cache, slot, &job.prompt) {
+                Ok(logits) => {
+                    let rng = Rng::new(job.seed);
+                    *entry = Some(Active { ids: job.prompt.clone(), logits, rng, made: 0, job });
+                }
+                Err(e) => {
+                    let _ = job.events.send(Event::Failed(e.to_string()));
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        }
+        // One token for every active request.
+        let (mut step_slots, mut step_tokens) = (Vec::new(), Vec::new());
+        for (slot, entry) in active.iter_mut().enumerate() {
+            let Some(a) = entry.as_mut() else { continue };
+            let id = sample(&a.logits, &a.ids, &a.job.sampler, &mut a.rng);
+            if Some(id) == end {
+                let _ = a.job.events.send(Event::Done(Finish::Stop));
+                finish(entry);
+                continue;
+            }
+            let (logprob, top) = logprobs(&a.logits, id, a.job.top_logprobs);
+            if a.job.events.send(Event::Token { id, logprob, top }).is_err() {
+                finish(entry); // the client went away: free the slot now
+                continue;
+            }
+            a.ids.push(id);
+            a.made += 1;
+            if a.made >= a.job.max_new {
+                let _ = a.job.events.send(Event::Done(Finish::Length));
+                finish(entry);
+                continue;
+            }
+            step_slots.push(slot);
+            step_tokens.push(id);
+        }
+        if step_slots.is_empty() {
+            continue;
+        }
+        match model.decode(&mut cache, &step_slots, &step_tokens) {
+            Ok(rows) => {
+                for (&slot, row) in step_slots.iter().zip(rows.chunks_exact(v)) {
+                    if let Some(a) = active[slot].as_mut() {
+                        a.logits.copy_from_slice(row);
+                    }
+                }
+            }
+            Err(e) => {
+                for &slot in &step_slots {
+                    if let Some(a) = active[slot].as_ref() {
+                        let _ = a.job.events.send(Event::Failed(e.to_string()));
+                    }
+                    finish(&mut active[slot]);
+                }
+            }
+        }
+    }
+}
+
+/// log softmax(logits)[id], and the `k` most likely tokens with theirs.
+fn logprobs(logits: &[f32], id: u32, k: usize) -> (f32, Vec<(u32, f32)>) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_z = max + logits.iter().map(|&x| ((x - max) as f64).exp()).sum::<f64>().ln() as f32;
+    let top = if k == 0 {
+        Vec::new()
+    } else {
+        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+        let k = k.min(order.len());
+        order.select_nth_unstable_by(k - 1, |&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        order.truncate(k);
+        order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        order.into_iter().map(|t| (t, logits[t as usize] - log_z)).collect()
+    };
+    (logits[id as usize] - log_z, top)
+}

@@ -52,6 +52,9 @@ enum Command {
     Eval(cli::eval::Args),
     /// Write a model in another tool's format (an HF transformers directory).
     Export(cli::export::Args),
+    /// Serve a model over HTTP with OpenAI's and Anthropic's APIs (chat, completions, messages;
+    /// streaming; concurrent requests decoded in one batch).
+    Serve(cli::serve::Args),
     /// Draw a run's train and validation loss curves (SVG).
     Plot(cli::plot::Args),
     /// Inspect model shapes: parameters, memory, FLOPs.
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cli::inspect::run(a),
         Command::Eval(a) => cli::eval::run(a),
         Command::Export(a) => cli::export::run(a),
+        Command::Serve(a) => cli::serve::run(a),
         Command::Plot(a) => cli::plot::run(a),
         Command::Model(c) => cli::model::run(c),
         Command::Bench(c) => cli::bench::run(c),

@@ -57,7 +57,8 @@ pub fn run(a: Args) -> Result<()> {
             }
             _ => {}
         }
-        let prompt = fit_turns(&loaded, &dialogue, a.system.as_deref(), &mut turns, user, sampling.max_new_tokens)?;
+        let prompt =
+            fit_turns(&loaded, &dialogue, a.system.as_deref(), &mut turns, user, sampling.max_new_tokens)?;
         let mut out = std::io::stdout().lock();
         write!(out, "assistant>")?;
         let reply = stream(&mut loaded, &prompt, &sampling, &mut rng, |piece| {

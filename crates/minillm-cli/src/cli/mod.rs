@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod model;
 pub mod plot;
 pub mod prepare;
+pub mod serve;
 pub mod session;
 pub mod tokenizer;
 pub mod train;

@@ -1,0 +1,65 @@
+"""The seed's client calls, unchanged but for base_url, against `minillm serve` (tests/serve.rs runs it).
+
+    python clients.py http://127.0.0.1:PORT
+"""
+import sys
+
+import anthropic
+import openai
+from openai import OpenAI
+
+base = sys.argv[1]
+MODEL = "tiny"
+
+client = OpenAI(base_url=f"{base}/v1", api_key="not-needed")
+r = client.chat.completions.create(
+    model=MODEL,
+    messages=[{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Hello!"}],
+    max_tokens=8, temperature=0, seed=1,
+)
+assert r.choices[0].message.role == "assistant" and r.choices[0].finish_reason in ("stop", "length")
+assert r.usage.completion_tokens == 8 or r.choices[0].finish_reason == "stop", r
+print("openai chat ok:", repr(r.choices[0].message.content))
+
+pieces = []
+for chunk in client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hello!"}],
+                                            max_tokens=8, temperature=0, seed=1, stream=True,
+                                            stream_options={"include_usage": True}):
+    if chunk.choices and chunk.choices[0].delta.content:
+        pieces.append(chunk.choices[0].delta.content)
+    if chunk.usage:
+        assert chunk.usage.completion_tokens > 0
+streamed = "".join(pieces)
+plain = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hello!"}],
+                                       max_tokens=8, temperature=0, seed=1).choices[0].message.content
+assert streamed == plain, (streamed, plain)
+print("openai stream ok:", repr(streamed))
+
+c = client.completions.create(model=MODEL, prompt="It was the", max_tokens=5, temperature=0)
+assert c.choices[0].text and c.usage.prompt_tokens > 0
+print("openai completions ok:", repr(c.choices[0].text))
+
+a = anthropic.Anthropic(base_url=base, api_key="not-needed")
+m = a.messages.create(model=MODEL, max_tokens=8, system="Be brief.",
+                      messages=[{"role": "user", "content": "Hello, Claude"}])
+assert m.role == "assistant" and m.content[0].type == "text" and m.stop_reason in ("end_turn", "max_tokens")
+assert m.usage.output_tokens > 0
+print("anthropic ok:", repr(m.content[0].text))
+
+with a.messages.stream(model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "Hello, Claude"}]) as stream:
+    text = "".join(stream.text_stream)
+    final = stream.get_final_message()
+assert final.stop_reason in ("end_turn", "max_tokens") and final.usage.output_tokens > 0
+print("anthropic stream ok:", repr(text))
+
+try:
+    client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    raise SystemExit("an unknown model was accepted")
+except openai.NotFoundError:
+    pass
+try:
+    a.messages.create(model="no-such-model", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    raise SystemExit("an unknown model was accepted")
+except anthropic.NotFoundError:
+    pass
+print("errors ok")

@@ -1,0 +1,338 @@
+//! `minillm serve` on a free loopback port: every endpoint, the streaming formats, every error
+//! case, concurrent streams, and the real `openai` and `anthropic` Python clients.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../minillm/tests/fixtures/gpt2_tiny")
+}
+
+/// A running server, stopped when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(extra: &[&str]) -> Server {
+    let model = fixture();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_minillm"))
+        .args(["serve", "--model", &model.to_string_lossy(), "--port", "0", "--model-name", "tiny"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("the server prints its address")
+        .to_string();
+    Server { child, url }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// POSTs `body` (raw text); returns the status and the body text.
+fn post(url: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut req = agent().post(&format!("{url}{path}")).header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.send(body).unwrap();
+    let status = resp.status().as_u16();
+    let mut text = String::new();
+    resp.body_mut().as_reader().read_to_string(&mut text).unwrap();
+    (status, text)
+}
+
+fn post_json(url: &str, path: &str, body: Value) -> (u16, Value) {
+    let (status, text) = post(url, path, &body.to_string(), &[]);
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
+}
+
+/// The `data:` payloads of a server-sent event stream, with their `event:` names.
+fn events(text: &str) -> Vec<(Option<String>, String)> {
+    let mut out = Vec::new();
+    let mut name = None;
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = Some(n.to_string());
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            out.push((name.take(), d.to_string()));
+        }
+    }
+    out
+}
+
+fn ask(content: &str) -> Value {
+    json!([{"role": "user", "content": content}])
+}
+
+#[test]
+fn endpoints_answer_in_each_apis_format() {
+    let s = serve(&[]);
+    let mut resp = agent().get(&format!("{}/v1/models", s.url)).call().unwrap();
+    let models: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(models["data"][0]["id"], "tiny");
+    assert_eq!(agent().get(&format!("{}/health", s.url)).call().unwrap().status().as_u16(), 200);
+
+    // Chat: usage, finish reason, logprobs with alternatives, n choices decoded together.
+    let body = json!({"model": "tiny", "messages": ask("Hello"), "max_tokens": 5, "temperature": 0,
+        "logprobs": true, "top_logprobs": 3, "n": 2});
+    let (status, r) = post_json(&s.url, "/v1/chat/completions", body);
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["object"], "chat.completion");
+    assert_eq!(r["choices"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        r["choices"][0]["message"]["content"], r["choices"][1]["message"]["content"],
+        "greedy choices agree"
+    );
+    assert_eq!(r["choices"][0]["finish_reason"], "length");
+    assert_eq!(r["usage"]["completion_tokens"], 10);
+    assert_eq!(r["usage"]["total_tokens"].as_u64(), Some(r["usage"]["prompt_tokens"].as_u64().unwrap() + 10));
+    let lp = &r["choices"][0]["logprobs"]["content"];
+    assert_eq!(lp.as_array().unwrap().len(), 5);
+    assert_eq!(lp[0]["top_logprobs"].as_array().unwrap().len(), 3);
+    assert_eq!(lp[0]["top_logprobs"][0]["logprob"], lp[0]["logprob"], "greedy picks the most likely");
+
+    // Streaming chat: role first, pieces that add up to the non-streamed text, the finish
+    // reason, usage on request, then [DONE].
+    let plain = json!({"model": "tiny", "messages": ask("Hello"), "max_tokens": 6, "temperature": 0});
+    let (_, whole) = post_json(&s.url, "/v1/chat/completions", plain.clone());
+    let mut streamed = plain.clone();
+    streamed["stream"] = true.into();
+    streamed["stream_options"] = json!({"include_usage": true});
+    let (status, text) = post(&s.url, "/v1/chat/completions", &streamed.to_string(), &[]);
+    assert_eq!(status, 200);
+    let data = events(&text);
+    assert_eq!(data.last().unwrap().1, "[DONE]");
+    let chunks: Vec<Value> =
+        data[..data.len() - 1].iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let joined: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(joined, whole["choices"][0]["message"]["content"].as_str().unwrap());
+    assert_eq!(chunks[chunks.len() - 2]["choices"][0]["finish_reason"], "length");
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 6);
+
+    // Completions, and a stop string that is cut from the text.
+    let (_, c) = post_json(
+        &s.url,
+        "/v1/completions",
+        json!({"model": "tiny", "prompt": "It was the", "max_tokens": 8, "temperature": 0}),
+    );
+    assert_eq!(c["object"], "text_completion");
+    let text = c["choices"][0]["text"].as_str().unwrap().to_string();
+    let stop: String = text.chars().skip(2).take(2).collect();
+    if !stop.trim().is_empty() {
+        let (_, cut) = post_json(
+            &s.url,
+            "/v1/completions",
+            json!({"model": "tiny", "prompt": "It was the", "max_tokens": 8, "temperature": 0, "stop": [stop]}),
+        );
+        assert_eq!(cut["choices"][0]["text"].as_str().unwrap(), &text[..text.find(&stop).unwrap()]);
+        assert_eq!(cut["choices"][0]["finish_reason"], "stop");
+    }
+
+    // Anthropic messages, plain and streamed with its event sequence.
+    let m = json!({"model": "tiny", "max_tokens": 5, "system": "Be brief.", "messages": ask("Hello"), "temperature": 0});
+    let (status, r) = post_json(&s.url, "/v1/messages", m.clone());
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (r["type"].as_str(), r["role"].as_str(), r["stop_reason"].as_str()),
+        (Some("message"), Some("assistant"), Some("max_tokens"))
+    );
+    assert_eq!(r["usage"]["output_tokens"], 5);
+    let mut ms = m.clone();
+    ms["stream"] = true.into();
+    let (_, text) = post(&s.url, "/v1/messages", &ms.to_string(), &[]);
+    let names: Vec<String> = events(&text).into_iter().map(|(n, _)| n.unwrap()).collect();
+    let mut expected = vec!["message_start", "content_block_start"];
+    let deltas = names.iter().filter(|n| *n == "content_block_delta").count();
+    expected.extend(std::iter::repeat_n("content_block_delta", deltas));
+    expected.extend(["content_block_stop", "message_delta", "message_stop"]);
+    assert_eq!(names, expected);
+    let joined: String = events(&text)
+        .iter()
+        .filter(|(n, _)| n.as_deref() == Some("content_block_delta"))
+        .map(|(_, d)| {
+            serde_json::from_str::<Value>(d).unwrap()["delta"]["text"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(joined, r["content"][0]["text"].as_str().unwrap());
+}
+
+#[test]
+fn bad_requests_get_each_apis_error_shape_and_status() {
+    let s = serve(&["--api-key", "secret"]);
+    let key = [("authorization", "Bearer secret")];
+    let openai_error = |status: u16, text: &str| -> (u16, Value) {
+        let v: Value = serde_json::from_str(text).unwrap();
+        assert!(v["error"]["message"].is_string(), "{v}");
+        (status, v)
+    };
+    // Missing or wrong key: 401 in both shapes.
+    let (status, text) = post(
+        &s.url,
+        "/v1/chat/completions",
+        &json!({"model": "tiny", "messages": ask("hi")}).to_string(),
+        &[],
+    );
+    assert_eq!(openai_error(status, &text).0, 401);
+    let (status, text) = post(&s.url, "/v1/messages", "{}", &[("x-api-key", "wrong")]);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (status, v["type"].as_str(), v["error"]["type"].as_str()),
+        (401, Some("error"), Some("authentication_error"))
+    );
+    // Malformed JSON, wrong field types (named), unknown model, overlong prompt.
+    let cases: Vec<(String, u16, Option<&str>)> = vec![
+        ("{not json".into(), 400, None),
+        (json!({"model": "tiny", "messages": "hi"}).to_string(), 400, Some("messages")),
+        (
+            json!({"model": "tiny", "messages": ask("hi"), "temperature": "hot"}).to_string(),
+            400,
+            Some("temperature"),
+        ),
+        (
+            json!({"model": "tiny", "messages": ask("hi"), "max_tokens": -1}).to_string(),
+            400,
+            Some("max_tokens"),
+        ),
+        (json!({"model": "tiny", "messages": ask("hi"), "stop": 5}).to_string(), 400, Some("stop")),
+        (json!({"model": "gpt-4", "messages": ask("hi")}).to_string(), 404, Some("model")),
+        (json!({"model": "tiny", "messages": ask(&"word ".repeat(400))}).to_string(), 400, Some("messages")),
+    ];
+    for (body, want, param) in cases {
+        let (status, text) = post(&s.url, "/v1/chat/completions", &body, &key);
+        let (status, v) = openai_error(status, &text);
+        assert_eq!(status, want, "{body}: {v}");
+        assert_eq!(v["error"]["param"].as_str(), param, "{body}: {v}");
+    }
+    let (status, text) = post(
+        &s.url,
+        "/v1/chat/completions",
+        &json!({"model": "tiny", "messages": ask(&"word ".repeat(400))}).to_string(),
+        &key,
+    );
+    assert!(status == 400 && text.contains("context holds 64"), "{text}");
+    // Anthropic requires max_tokens; a body over the size limit is refused.
+    let (status, text) =
+        post(&s.url, "/v1/messages", &json!({"model": "tiny", "messages": ask("hi")}).to_string(), &key);
+    assert!(status == 400 && text.contains("'max_tokens' is required"), "{text}");
+    // Over the size limit: 413, or the connection closed before the whole body was sent.
+    let huge = json!({"model": "tiny", "prompt": "x".repeat(2 << 20)}).to_string();
+    match agent()
+        .post(&format!("{}/v1/completions", s.url))
+        .header("authorization", "Bearer secret")
+        .send(&huge)
+    {
+        Ok(resp) => assert_eq!(resp.status().as_u16(), 413),
+        Err(e) => assert!(matches!(e, ureq::Error::Io(_)), "{e}"),
+    }
+    // max_tokens beyond the context is capped, not an error.
+    let (status, text) = post(
+        &s.url,
+        "/v1/completions",
+        &json!({"model": "tiny", "prompt": "It", "max_tokens": 100000, "temperature": 0}).to_string(),
+        &key,
+    );
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert!(status == 200 && v["usage"]["total_tokens"].as_u64().unwrap() <= 64, "{v}");
+}
+
+#[test]
+fn thirty_two_concurrent_streams_all_complete() {
+    let s = serve(&["--max-concurrent", "16"]);
+    let url = s.url.clone();
+    let handles: Vec<_> = (0..32)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let body = json!({"model": "tiny", "messages": ask(&format!("Request {i}")), "max_tokens": 12,
+                    "temperature": 0.8, "seed": i, "stream": true});
+                let (status, text) = post(&url, "/v1/chat/completions", &body.to_string(), &[]);
+                (status, text)
+            })
+        })
+        .collect();
+    let (mut ok, mut busy) = (0, 0);
+    for h in handles {
+        let (status, text) = h.join().unwrap();
+        match status {
+            200 => {
+                let data = events(&text);
+                assert_eq!(data.last().unwrap().1, "[DONE]", "{text}");
+                let finish: Vec<Value> =
+                    data[..data.len() - 1].iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
+                assert!(finish.iter().any(|c| c["choices"][0]["finish_reason"].is_string()), "{text}");
+                ok += 1;
+            }
+            429 => busy += 1,
+            other => panic!("status {other}: {text}"),
+        }
+    }
+    // 16 decode together and 16 may wait: none is refused or lost.
+    assert_eq!((ok, busy), (32, 0));
+}
+
+/// The seed's example calls through the real client libraries.
+#[test]
+fn the_real_openai_and_anthropic_clients_work() {
+    let python = client_python();
+    let s = serve(&[]);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients.py");
+    let out = Command::new(&python).arg(&script).arg(&s.url).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for line in [
+        "openai chat ok",
+        "openai stream ok",
+        "openai completions ok",
+        "anthropic ok",
+        "anthropic stream ok",
+        "errors ok",
+    ] {
+        assert!(stdout.contains(line), "missing '{line}' in:\n{stdout}");
+    }
+}
+
+/// A Python with the `openai` and `anthropic` packages: $MINILLM_PYTHON (.ci/run sets it), or a
+/// virtual environment made under target/ on first use. Fails loudly when neither works.
+fn client_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MINILLM_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("client-venv");
+    let python = venv.join("bin/python");
+    let has = |p: &Path| {
+        Command::new(p).args(["-c", "import openai, anthropic"]).output().is_ok_and(|o| o.status.success())
+    };
+    if !has(&python) {
+        let made = Command::new("python3").args(["-m", "venv"]).arg(&venv).status();
+        let installed = made.is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "openai", "anthropic"])
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(
+            installed && has(&python),
+            "\n\n!!! The real-client test needs Python 3 with the `openai` and `anthropic` packages and could not install them into {}.\n!!! Set MINILLM_PYTHON to a Python that has them (bash .ci/run does).\n",
+            venv.display()
+        );
+    }
+    python
+}

@@ -26,7 +26,8 @@ impl Drop for Server {
 fn serve(extra: &[&str]) -> Server {
     let model = fixture();
     let mut child = Command::new(env!("CARGO_BIN_EXE_minillm"))
-        .args(["serve", "--model", &model.to_string_lossy(), "--port", "0", "--model-name", "tiny"])
+        .args(["serve", "--model", &model.to_string_lossy(), "--port", "0"])
+        .args(if extra.contains(&"--model-name") { &[][..] } else { &["--model-name", "tiny"][..] })
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -307,6 +308,27 @@ fn the_real_openai_and_anthropic_clients_work() {
         "errors ok",
     ] {
         assert!(stdout.contains(line), "missing '{line}' in:\n{stdout}");
+    }
+}
+
+/// The guide's Python snippets (docs/guide/07-serving.md), as printed, against a live server.
+#[test]
+fn the_guides_client_snippets_run() {
+    let python = client_python();
+    let s = serve(&["--model-name", "talker-dpo"]);
+    let guide = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/guide/07-serving.md"),
+    )
+    .unwrap();
+    let blocks: Vec<&str> =
+        guide.split("```python\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+    assert_eq!(blocks.len(), 2, "the chapter shows an OpenAI and an Anthropic snippet");
+    for block in blocks {
+        assert!(block.contains("http://127.0.0.1:8080"));
+        let code = block.replace("http://127.0.0.1:8080", &s.url);
+        let out = Command::new(&python).args(["-c", &code]).output().unwrap();
+        assert!(out.status.success(), "{code}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!out.stdout.is_empty());
     }
 }
 

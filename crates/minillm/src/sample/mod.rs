@@ -83,6 +83,23 @@ pub fn sample(logits: &[f32], history: &[u32], config: &SamplerConfig, rng: &mut
     if config.temperature <= 0.0 {
         return argmax(&logits);
     }
+    let whole_vocabulary =
+        (config.top_k == 0 || config.top_k >= logits.len()) && config.top_p >= 1.0 && config.min_p <= 0.0;
+    if whole_vocabulary {
+        // Nothing is cut, so nothing needs sorting: one pass for the maximum, one to draw (a full
+        // sort of GPT-2's 50,257 logits would cost milliseconds per token).
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let weight = |x: f32| (((x - max) / config.temperature) as f64).exp();
+        let total: f64 = logits.iter().map(|&x| weight(x)).sum();
+        let mut r = rng.uniform() * total;
+        for (id, &x) in logits.iter().enumerate() {
+            r -= weight(x);
+            if r <= 0.0 {
+                return id as u32;
+            }
+        }
+        return argmax(&logits);
+    }
     // Sort indices, never the values themselves, so each probability keeps its token id.
     let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
     let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));

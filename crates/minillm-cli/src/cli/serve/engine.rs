@@ -9,6 +9,7 @@ use minillm::model::Gpt;
 use minillm::model::kv_cache::KvCache;
 use minillm::rng::Rng;
 use minillm::sample::{SamplerConfig, sample};
+use rayon::prelude::*;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +23,8 @@ pub struct Job {
     pub max_new: usize,
     pub sampler: SamplerConfig,
     pub seed: u64,
-    /// How many alternatives to report with each token's log-probability (0 = none).
+    /// Whether to compute each token's log-probability (with `top_logprobs` alternatives).
+    pub logprobs: bool,
     pub top_logprobs: usize,
     pub events: UnboundedSender<Event>,
 }
@@ -124,18 +126,31 @@ fn run(mut model: Gpt, end: Option<u32>, slots: usize, rx: mpsc::Receiver<Job>, 
                 }
             }
         }
-        // One token for every active request.
+        // One token for every active request: drawn in parallel (each request has its own
+        // generator, so the order cannot change an answer), then sent in slot order.
+        let picks: Vec<Option<Event>> = active
+            .par_iter_mut()
+            .map(|entry| {
+                let a = entry.as_mut()?;
+                let id = sample(&a.logits, &a.ids, &a.job.sampler, &mut a.rng);
+                let (logprob, top) = if a.job.logprobs {
+                    logprobs(&a.logits, id, a.job.top_logprobs)
+                } else {
+                    (0.0, Vec::new())
+                };
+                Some(Event::Token { id, logprob, top })
+            })
+            .collect();
         let (mut step_slots, mut step_tokens) = (Vec::new(), Vec::new());
-        for (slot, entry) in active.iter_mut().enumerate() {
-            let Some(a) = entry.as_mut() else { continue };
-            let id = sample(&a.logits, &a.ids, &a.job.sampler, &mut a.rng);
+        for (slot, (entry, pick)) in active.iter_mut().zip(picks).enumerate() {
+            let (Some(a), Some(token)) = (entry.as_mut(), pick) else { continue };
+            let Event::Token { id, .. } = token else { unreachable!("picks are tokens") };
             if Some(id) == end {
                 let _ = a.job.events.send(Event::Done(Finish::Stop));
                 finish(entry);
                 continue;
             }
-            let (logprob, top) = logprobs(&a.logits, id, a.job.top_logprobs);
-            if a.job.events.send(Event::Token { id, logprob, top }).is_err() {
+            if a.job.events.send(token).is_err() {
                 finish(entry); // the client went away: free the slot now
                 continue;
             }

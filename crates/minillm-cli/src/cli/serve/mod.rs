@@ -240,6 +240,7 @@ impl Shared {
             max_new: req.max_tokens.unwrap_or(left).min(left),
             sampler: req.sampler.clone(),
             seed: req.seed.wrapping_add(seed_offset),
+            logprobs: req.logprobs,
             top_logprobs: req.top_logprobs,
             events: tx,
         };
@@ -259,6 +260,7 @@ pub struct Generation {
     pub seed: u64,
     pub stop: Vec<String>,
     pub stream: bool,
+    pub logprobs: bool,
     pub top_logprobs: usize,
 }
 
@@ -345,6 +347,7 @@ impl Fields<'_> {
             seed: self.whole("seed")?.unwrap_or(0),
             stop,
             stream: self.flag("stream")?,
+            logprobs: false,
             top_logprobs: 0,
         })
     }

@@ -91,6 +91,7 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) ->
         Kind::Chat => fields.flag("logprobs")?,
         Kind::Text => fields.whole("logprobs")?.is_some(),
     };
+    generation.logprobs = wants_logprobs;
     generation.top_logprobs = match kind {
         Kind::Chat => fields.whole("top_logprobs")?.unwrap_or(0) as usize,
         Kind::Text => fields.whole("logprobs")?.unwrap_or(0) as usize,

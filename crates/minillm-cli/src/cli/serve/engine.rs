@@ -203,3 +203,70 @@ fn logprobs(logits: &[f32], id: u32, k: usize) -> (f32, Vec<(u32, f32)>) {
     };
     (logits[id as usize] - log_z, top)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minillm::model::ModelConfig;
+    use std::time::{Duration, Instant};
+
+    /// A job that cannot finish by itself during the test: no end token, no budget, and a context
+    /// far longer than the test could decode.
+    fn endless(events: UnboundedSender<Event>) -> Job {
+        let sampler = SamplerConfig { temperature: 0.0, ..Default::default() };
+        Job {
+            prompt: vec![1, 2, 3],
+            max_new: usize::MAX,
+            sampler,
+            seed: 0,
+            logprobs: false,
+            top_logprobs: 0,
+            events,
+        }
+    }
+
+    fn submit_within(engine: &Engine, mut job: Job, limit: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            match engine.submit(job) {
+                Ok(()) => return true,
+                Err(j) if start.elapsed() < limit => {
+                    job = j;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    #[test]
+    fn capacity_is_refused_and_a_dropped_client_frees_its_slot_at_once() {
+        let config = ModelConfig {
+            n_layer: 1,
+            n_head: 1,
+            n_embd: 16,
+            block_size: 100_000,
+            vocab_size: 32,
+            dropout: 0.0,
+            bias: true,
+        };
+        let engine = Engine::start(Gpt::new(config, 1).unwrap(), None, 1); // 1 decoding, 1 waiting
+        let (a_tx, mut a) = tokio::sync::mpsc::unbounded_channel();
+        let (b_tx, b) = tokio::sync::mpsc::unbounded_channel();
+        assert!(engine.submit(endless(a_tx)).is_ok());
+        assert!(engine.submit(endless(b_tx)).is_ok());
+        // A is decoding (its tokens arrive), B waits: a third is over capacity.
+        assert!(matches!(a.blocking_recv(), Some(Event::Token { .. })));
+        let (c_tx, mut c) = tokio::sync::mpsc::unbounded_channel();
+        let c_job = endless(c_tx);
+        let c_job = engine.submit(c_job).expect_err("a third request is over capacity");
+        // A's client goes away: its slot goes to B at once, which makes room for C.
+        drop(a);
+        assert!(
+            submit_within(&engine, c_job, Duration::from_secs(2)),
+            "the dropped request's slot was not freed"
+        );
+        drop(b);
+        assert!(matches!(c.blocking_recv(), Some(Event::Token { .. })), "C never started");
+    }
+}

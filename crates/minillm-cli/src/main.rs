@@ -50,7 +50,7 @@ enum Command {
     Inspect(cli::inspect::Args),
     /// Loss, perplexity and bits per byte of a model on held-out text.
     Eval(cli::eval::Args),
-    /// Write a model in another tool's format (an HF transformers directory).
+    /// Write a model in another tool's format: an HF transformers directory, or GGUF for llama.cpp.
     Export(cli::export::Args),
     /// Serve a model over HTTP with OpenAI's and Anthropic's APIs (chat, completions, messages;
     /// streaming; concurrent requests decoded in one batch).

@@ -85,23 +85,19 @@ fn report_skipped(path: &Path, skipped: &[(usize, String)]) {
     }
 }
 
-/// Renders conversations into sequences that fit `context`, saying how many did not.
-fn fit<T>(
-    items: &[T],
-    what: &str,
-    context: usize,
-    make: impl Fn(&T) -> Option<Sequence>,
-) -> Result<Vec<Sequence>> {
-    let out: Vec<Sequence> = items.iter().filter_map(&make).collect();
+/// Renders examples (`what`: "training examples", "held-out pairs", ...) into what fits the
+/// model's `context`, saying how many did not.
+fn fit<T, U>(items: &[T], what: &str, context: usize, make: impl Fn(&T) -> Option<U>) -> Result<Vec<U>> {
+    let out: Vec<U> = items.iter().filter_map(&make).collect();
     if out.len() < items.len() {
         eprintln!(
-            "{} of {} {what} examples are longer than the model's context of {context} tokens; left out",
+            "{} of {} {what} do not fit the model's context of {context} tokens; left out",
             items.len() - out.len(),
             items.len()
         );
     }
     if out.is_empty() {
-        bail!("none of the {what} examples fits the model's context of {context} tokens");
+        bail!("none of the {what} fits the model's context of {context} tokens");
     }
     Ok(out)
 }
@@ -160,8 +156,8 @@ fn chat_data(
     seed: u64,
 ) -> Result<Data> {
     let seq = |c: &Chat| sequence(template, tok, &c.messages, t);
-    let train = fit(&chats.train, "training", t, seq)?;
-    let val = fit(&chats.val, "held-out", t, seq)?;
+    let train = fit(&chats.train, "training examples", t, seq)?;
+    let val = fit(&chats.val, "held-out examples", t, seq)?;
     let sampler = Sampler::new(train.len(), seed);
     Ok(Data::Chats { train, val, sampler })
 }
@@ -273,35 +269,20 @@ fn pair_data(
     let template = ChatTemplate::of(tok)
         .context("the model has no chat template: fine-tune it with `minillm sft` first")?;
     let t = reference.config.block_size;
-    let pairs = |items: &[Preference], what: &str| -> Result<Vec<Pair>> {
-        let whole = |p: &Preference, reply: &[Message]| -> Option<Sequence> {
-            let messages: Vec<Message> = p.prompt.iter().chain(reply).cloned().collect();
-            sequence(&template, tok, &messages, t)
-        };
-        let out: Vec<Pair> = items
-            .iter()
-            .filter_map(|p| {
-                Some(Pair {
-                    chosen: whole(p, &p.chosen)?,
-                    rejected: whole(p, &p.rejected)?,
-                    ref_chosen: 0.0,
-                    ref_rejected: 0.0,
-                })
-            })
-            .collect();
-        if out.len() < items.len() {
-            eprintln!(
-                "{} of {} {what} pairs do not fit the context of {t} tokens; left out",
-                items.len() - out.len(),
-                items.len()
-            );
-        }
-        if out.is_empty() {
-            bail!("none of the {what} pairs fits the model's context of {t} tokens");
-        }
-        Ok(out)
+    let whole = |p: &Preference, reply: &[Message]| -> Option<Sequence> {
+        let messages: Vec<Message> = p.prompt.iter().chain(reply).cloned().collect();
+        sequence(&template, tok, &messages, t)
     };
-    let (mut train, mut val) = (pairs(&prefs.train, "training")?, pairs(&prefs.val, "held-out")?);
+    let pair = |p: &Preference| {
+        Some(Pair {
+            chosen: whole(p, &p.chosen)?,
+            rejected: whole(p, &p.rejected)?,
+            ref_chosen: 0.0,
+            ref_rejected: 0.0,
+        })
+    };
+    let (mut train, mut val) =
+        (fit(&prefs.train, "training pairs", t, pair)?, fit(&prefs.val, "held-out pairs", t, pair)?);
     reference_logps(reference, &mut train, config.batch_size)?;
     reference_logps(reference, &mut val, config.batch_size)?;
     let sampler = Sampler::new(train.len(), config.seed);

@@ -1,7 +1,7 @@
 //! Anthropic's Messages API: `/v1/messages`, with its streaming event sequence.
 
 use super::engine::{Event, Finish};
-use super::{Api, ApiError, Fields, Reply, Shared, SharedState, collect, content_text, new_id};
+use super::{Api, ApiError, Fields, Reply, Shared, SharedState, collect, content_text, message_list, new_id};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -25,27 +25,12 @@ fn conversation(body: &Value) -> Result<Vec<Message>, ApiError> {
         None | Some(Value::Null) => {}
         Some(system) => out.push(Message::new(Role::System, content_text(API, "system", system)?)),
     }
-    let list = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::bad(API, "messages", "'messages' must be a list"))?;
-    if list.is_empty() {
-        return Err(ApiError::bad(API, "messages", "'messages' must not be empty"));
-    }
-    for m in list {
-        let role = match m.get("role").and_then(Value::as_str) {
-            Some("user") => Role::User,
-            Some("assistant") => Role::Assistant,
-            other => {
-                return Err(ApiError::bad(
-                    API,
-                    "messages",
-                    format!("role {other:?} is not user or assistant"),
-                ));
-            }
-        };
-        out.push(Message::new(role, content_text(API, "content", m.get("content").unwrap_or(&Value::Null))?));
-    }
+    let role_of = |name: &str| match name {
+        "user" => Some(Role::User),
+        "assistant" => Some(Role::Assistant),
+        _ => None,
+    };
+    out.extend(message_list(API, body, role_of, "user or assistant")?);
     Ok(out)
 }
 

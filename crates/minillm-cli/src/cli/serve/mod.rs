@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use engine::{Engine, Event, Finish, Job};
 use minillm::Tokenizer;
+use minillm::chat::{Message, Role};
 use minillm::sample::SamplerConfig;
 use minillm::sample::stop::StopMatcher;
 use serde_json::{Value, json};
@@ -489,6 +490,32 @@ pub async fn collect(
         ));
     }
     Ok(reply)
+}
+
+/// The body's `messages`: a non-empty list of `{"role", "content"}`, each role named by `role_of`
+/// (`roles` lists the accepted ones for the error).
+pub fn message_list(
+    api: Api,
+    body: &Value,
+    role_of: fn(&str) -> Option<Role>,
+    roles: &str,
+) -> Result<Vec<Message>, ApiError> {
+    let list = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::bad(api, "messages", "'messages' must be a list"))?;
+    if list.is_empty() {
+        return Err(ApiError::bad(api, "messages", "'messages' must not be empty"));
+    }
+    list.iter()
+        .map(|m| {
+            let name = m.get("role").and_then(Value::as_str);
+            let role = name
+                .and_then(role_of)
+                .ok_or_else(|| ApiError::bad(api, "messages", format!("role {name:?} is not {roles}")))?;
+            Ok(Message::new(role, content_text(api, "content", m.get("content").unwrap_or(&Value::Null))?))
+        })
+        .collect()
 }
 
 /// Parses a message's content: a string, or a list of `{"type": "text", "text": ...}` blocks.

@@ -1,7 +1,7 @@
 //! OpenAI's API: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
 
 use super::engine::{Event, Finish};
-use super::{Api, ApiError, Fields, Generation, Reply, Shared, SharedState, collect, content_text, new_id};
+use super::{Api, ApiError, Fields, Generation, Reply, Shared, SharedState, collect, message_list, new_id};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -39,30 +39,13 @@ pub async fn completions(State(s): SharedState, headers: HeaderMap, body: Bytes)
 }
 
 fn messages(body: &Value) -> Result<Vec<Message>, ApiError> {
-    let list = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::bad(API, "messages", "'messages' must be a list"))?;
-    if list.is_empty() {
-        return Err(ApiError::bad(API, "messages", "'messages' must not be empty"));
-    }
-    list.iter()
-        .map(|m| {
-            let role = match m.get("role").and_then(Value::as_str) {
-                Some("system" | "developer") => Role::System,
-                Some("user") => Role::User,
-                Some("assistant") => Role::Assistant,
-                other => {
-                    return Err(ApiError::bad(
-                        API,
-                        "messages",
-                        format!("role {other:?} is not system, user or assistant"),
-                    ));
-                }
-            };
-            Ok(Message::new(role, content_text(API, "content", m.get("content").unwrap_or(&Value::Null))?))
-        })
-        .collect()
+    let role_of = |name: &str| match name {
+        "system" | "developer" => Some(Role::System),
+        "user" => Some(Role::User),
+        "assistant" => Some(Role::Assistant),
+        _ => None,
+    };
+    message_list(API, body, role_of, "system, user or assistant")
 }
 
 async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) -> Result<Response, ApiError> {

@@ -172,7 +172,7 @@ pub fn stream_many(
 ) -> Result<Vec<Streamed>> {
     let eos = loaded.generation.eos_token_id.or_else(|| loaded.tok.special_id("<|endoftext|>"));
     let n = rngs.len();
-    let mut decoders: Vec<StreamDecoder> = (0..n).map(|_| StreamDecoder::new(&loaded.tok)).collect();
+    let mut decoders: Vec<StreamDecoder<_>> = (0..n).map(|_| StreamDecoder::new(&loaded.tok)).collect();
     let mut stops: Vec<StopMatcher> = (0..n).map(|_| StopMatcher::new(s.stop.clone())).collect();
     let mut outs: Vec<Streamed> =
         (0..n).map(|_| Streamed { tokens: Vec::new(), text: String::new(), hit_stop: false }).collect();

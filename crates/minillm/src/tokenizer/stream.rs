@@ -6,14 +6,17 @@
 
 use super::Tokenizer;
 use crate::error::Result;
+use std::ops::Deref;
 
-pub struct StreamDecoder<'t> {
-    tokenizer: &'t Tokenizer,
+/// `T` is how the decoder holds its tokenizer: a reference, or an `Arc` where the decoder must
+/// outlive the borrow (a streaming HTTP response).
+pub struct StreamDecoder<T: Deref<Target = Tokenizer>> {
+    tokenizer: T,
     pending: Vec<u8>,
 }
 
-impl<'t> StreamDecoder<'t> {
-    pub fn new(tokenizer: &'t Tokenizer) -> Self {
+impl<T: Deref<Target = Tokenizer>> StreamDecoder<T> {
+    pub fn new(tokenizer: T) -> Self {
         StreamDecoder { tokenizer, pending: Vec::new() }
     }
 

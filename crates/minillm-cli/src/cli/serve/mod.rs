@@ -22,6 +22,7 @@ use minillm::Tokenizer;
 use minillm::chat::{Message, Role};
 use minillm::sample::SamplerConfig;
 use minillm::sample::stop::StopMatcher;
+use minillm::tokenizer::stream::StreamDecoder;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -364,8 +365,9 @@ pub struct TokenLogprob {
 /// Turns the engine's tokens into text: whole UTF-8 only, stop strings held back and cut.
 pub struct Reply {
     tok: Arc<Tokenizer>,
-    ids: Vec<u32>,
-    sent: usize,
+    /// Tokens received (only counted: the decoder holds what text needs).
+    tokens: usize,
+    decoder: StreamDecoder<Arc<Tokenizer>>,
     stops: Option<StopMatcher>,
     stop_list: Vec<String>,
     raw: String,
@@ -380,9 +382,9 @@ pub struct Reply {
 impl Reply {
     pub fn new(tok: Arc<Tokenizer>, stop: Vec<String>) -> Reply {
         Reply {
+            decoder: StreamDecoder::new(tok.clone()),
             tok,
-            ids: Vec::new(),
-            sent: 0,
+            tokens: 0,
             stops: Some(StopMatcher::new(stop.clone())),
             stop_list: stop,
             raw: String::new(),
@@ -395,7 +397,7 @@ impl Reply {
     }
 
     pub fn tokens(&self) -> usize {
-        self.ids.len()
+        self.tokens
     }
 
     pub fn done(&self) -> bool {
@@ -406,7 +408,7 @@ impl Reply {
     pub fn take(&mut self, event: Event) -> String {
         match event {
             Event::Token { id, logprob, top } => {
-                self.ids.push(id);
+                self.tokens += 1;
                 let piece = |t: u32| {
                     String::from_utf8_lossy(self.tok.token_bytes(t).unwrap_or_default()).into_owned()
                 };
@@ -415,14 +417,8 @@ impl Reply {
                     logprob,
                     top: top.into_iter().map(|(t, lp)| (piece(t), lp)).collect(),
                 });
-                let bytes = self.tok.decode_bytes(&self.ids).unwrap_or_default();
-                let whole = match std::str::from_utf8(&bytes[self.sent..]) {
-                    Ok(s) => s.to_string(),
-                    Err(e) => {
-                        String::from_utf8_lossy(&bytes[self.sent..self.sent + e.valid_up_to()]).into_owned()
-                    }
-                };
-                self.sent += whole.len();
+                // Only the new token's bytes, with any character it completes.
+                let whole = self.decoder.push(id).unwrap_or_default();
                 self.raw.push_str(&whole);
                 let Some(stops) = self.stops.as_mut() else { return String::new() };
                 let (safe, hit) = stops.push(&whole);
@@ -450,9 +446,13 @@ impl Reply {
         }
     }
 
-    /// The text held back in case it began a stop string, once the reply ended otherwise.
+    /// The text held back (an unfinished character, or what might have begun a stop string),
+    /// once the reply ended otherwise; as `session::stream_many` releases it.
     fn release(&mut self) -> String {
-        let tail = self.stops.take().map(StopMatcher::finish).unwrap_or_default();
+        let rest = std::mem::replace(&mut self.decoder, StreamDecoder::new(self.tok.clone())).finish();
+        let Some(mut stops) = self.stops.take() else { return String::new() };
+        let (safe, _) = stops.push(&rest);
+        let tail = safe + &stops.finish();
         self.text.push_str(&tail);
         tail
     }

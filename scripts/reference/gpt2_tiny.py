@@ -11,7 +11,8 @@ Builds a small GPT2LMHeadModel from a fixed seed and writes, into the output dir
                                    loss, every parameter's gradient ("grad.<name>") and the loss
                                    before each of 10 torch.optim.AdamW steps ("adamw_losses"),
                                    the attention probabilities of the first sequence
-                                   ("attentions.<layer>", heads x T x T) and HF's greedy
+                                   ("attentions.<layer>", heads x T x T), the residual
+                                   stream's norm per stage ("residual_norms") and HF's greedy
                                    continuation of its first 8 tokens ("greedy_tokens",
                                    `generate(do_sample=False, use_cache=True)`, 24 new tokens;
                                    "greedy_penalized_tokens" with repetition_penalty 2.0)
@@ -71,6 +72,16 @@ def main(out: Path) -> None:
         attentions = model(tokens[:1], output_attentions=True).attentions
         for layer, att in enumerate(attentions):
             tensors[f"attentions.{layer}"] = att[0].contiguous()
+        # The length of the residual stream at each stage ("residual_norms", (n_layer + 1) x T):
+        # the embedding, then each block's output. HF's last hidden state has ln_f applied, so
+        # the last block's own output is caught with a hook.
+        caught = []
+        hook = model.transformer.h[-1].register_forward_hook(
+            lambda module, args, out: caught.append(out[0] if isinstance(out, tuple) else out))
+        hidden = model(tokens[:1], output_hidden_states=True).hidden_states
+        hook.remove()
+        stages = list(hidden[:-1]) + [caught[0]]
+        tensors["residual_norms"] = torch.stack([h[0].norm(dim=-1) for h in stages]).contiguous()
         prompt = tokens[:1, :GREEDY_PROMPT]
         greedy = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, use_cache=True,
                                 max_new_tokens=GREEDY_NEW, min_new_tokens=GREEDY_NEW, pad_token_id=0)

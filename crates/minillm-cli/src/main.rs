@@ -52,6 +52,9 @@ enum Command {
     Eval(cli::eval::Args),
     /// Write a model in another tool's format: an HF transformers directory, or GGUF for llama.cpp.
     Export(cli::export::Args),
+    /// Open the lab in a browser: tokens, next-token probabilities, sampling, attention and
+    /// training curves of your model, served on 127.0.0.1.
+    Lab(cli::lab::Args),
     /// Serve a model over HTTP with OpenAI's and Anthropic's APIs (chat, completions, messages;
     /// streaming; concurrent requests decoded in one batch).
     Serve(cli::serve::Args),
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cli::eval::run(a),
         Command::Export(a) => cli::export::run(a),
         Command::Serve(a) => cli::serve::run(a),
+        Command::Lab(a) => cli::lab::run(a),
         Command::Plot(a) => cli::plot::run(a),
         Command::Model(c) => cli::model::run(c),
         Command::Bench(c) => cli::bench::run(c),

@@ -1,83 +1,12 @@
 //! `minillm serve` on a free loopback port: every endpoint, the streaming formats, every error
 //! case, concurrent streams, and the real `openai` and `anthropic` Python clients.
 
+mod common;
+
+use common::{agent, events, post, post_json, serve};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../minillm/tests/fixtures/gpt2_tiny")
-}
-
-/// A running server, stopped when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(extra: &[&str]) -> Server {
-    let model = fixture();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_minillm"))
-        .args(["serve", "--model", &model.to_string_lossy(), "--port", "0"])
-        .args(if extra.contains(&"--model-name") { &[][..] } else { &["--model-name", "tiny"][..] })
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("the server prints its address")
-        .to_string();
-    Server { child, url }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).build().into()
-}
-
-/// POSTs `body` (raw text); returns the status and the body text.
-fn post(url: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut req = agent().post(&format!("{url}{path}")).header("content-type", "application/json");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let mut resp = req.send(body).unwrap();
-    let status = resp.status().as_u16();
-    let mut text = String::new();
-    resp.body_mut().as_reader().read_to_string(&mut text).unwrap();
-    (status, text)
-}
-
-fn post_json(url: &str, path: &str, body: Value) -> (u16, Value) {
-    let (status, text) = post(url, path, &body.to_string(), &[]);
-    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
-}
-
-/// The `data:` payloads of a server-sent event stream, with their `event:` names.
-fn events(text: &str) -> Vec<(Option<String>, String)> {
-    let mut out = Vec::new();
-    let mut name = None;
-    for line in text.lines() {
-        if let Some(n) = line.strip_prefix("event: ") {
-            name = Some(n.to_string());
-        } else if let Some(d) = line.strip_prefix("data: ") {
-            out.push((name.take(), d.to_string()));
-        }
-    }
-    out
-}
+use std::process::Command;
 
 fn ask(content: &str) -> Value {
     json!([{"role": "user", "content": content}])

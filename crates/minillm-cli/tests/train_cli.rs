@@ -61,6 +61,10 @@ fn a_killed_run_always_leaves_a_checkpoint_that_resumes() {
         assert!(loaded.params.iter().all(|p| p.is_finite()));
     }
     assert!(last_step > 0, "the runs never got to checkpoint");
+    // A run is also a tokenizer: its latest checkpoint's, as `--model run` finds the model.
+    let out = minillm(&dir, &["tokenizer", "encode", "--tokenizer", "run", "hi"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("104 105\n"));
 }
 
 #[cfg(unix)]

@@ -41,6 +41,9 @@ pub struct Inspection {
     /// -log2 p(token i | tokens before it), in bits; null for the first token, which has no
     /// context to be predicted from.
     pub surprisal: Vec<Option<f64>>,
+    /// residual_norms[s][i]: the length (L2 norm) of token i's residual stream at stage s: 0 is
+    /// the embedding, s the stream after block s. How much each layer writes into the stream.
+    pub residual_norms: Vec<Vec<f32>>,
 }
 
 /// Which attention map to return: a layer, and a head or the mean over heads.
@@ -112,8 +115,15 @@ pub fn inspect(
             .collect();
         AttentionMap { layer: w.layer, head: w.head, weights }
     });
+    let (c, n_layer) = (model.config.n_embd, model.config.n_layer);
+    let residual_norms = (0..=n_layer)
+        .map(|stage| {
+            let stream = model.residual(stage).expect("the forward above ran every layer");
+            stream[..t * c].chunks_exact(c).map(|x| x.iter().map(|v| v * v).sum::<f32>().sqrt()).collect()
+        })
+        .collect();
     let tokens = ids.iter().map(|&id| Token { id, text: text(id) }).collect();
-    Ok(Inspection { tokens, next, attention, surprisal })
+    Ok(Inspection { tokens, next, attention, surprisal, residual_norms })
 }
 
 /// Probabilities from logits, in f64 so that tiny ones keep their digits.

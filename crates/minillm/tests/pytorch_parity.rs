@@ -167,6 +167,13 @@ fn inspect_matches_pytorch_attention_and_softmax() {
             want[c.id as usize]
         );
     }
+    // The residual stream's length at each stage, against HF's hidden states.
+    let norms = f32s(&reference, "residual_norms");
+    assert_eq!(seen.residual_norms.len(), layers + 1);
+    for (stage, ours) in seen.residual_norms.iter().enumerate() {
+        let err = rel_error(ours, &norms[stage * t..(stage + 1) * t]);
+        assert!(err < 1e-5, "residual norm at stage {stage} differs by {err:.2e}");
+    }
     assert_eq!(seen.surprisal[0], None);
     for i in 1..t {
         let p = softmax(&logits[(i - 1) * v..i * v])[tokens[i] as usize];

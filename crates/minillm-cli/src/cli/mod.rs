@@ -10,6 +10,7 @@ pub mod export;
 pub mod finetune;
 pub mod generate;
 pub mod inspect;
+pub mod lab;
 pub mod model;
 pub mod plot;
 pub mod prepare;

@@ -159,6 +159,16 @@ impl Gpt {
         self.acts.as_ref().and_then(|a| a.blocks.get(layer)).map(|k| k.att.as_slice())
     }
 
+    /// The residual stream (B, T, C) of the last forward at `stage`: 0 is the embedding (token +
+    /// position), `l` the stream after block `l` (1-based), up to `n_layer`.
+    pub fn residual(&self, stage: usize) -> Option<&[f32]> {
+        let acts = self.acts.as_ref()?;
+        match stage {
+            0 => Some(&acts.encoded),
+            l => acts.blocks.get(l - 1).map(|k| k.resid3.as_slice()),
+        }
+    }
+
     /// The inference path: runs the blocks, then the final LayerNorm and the LM head only at
     /// `positions` of each sequence. Returns logits (B, positions, V), padding removed.
     pub fn logits_at(

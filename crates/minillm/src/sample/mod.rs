@@ -73,13 +73,7 @@ pub fn argmax(logits: &[f32]) -> u32 {
 /// Draws the next token from `logits` (the real vocabulary only), given the tokens so far.
 /// Order: logit bias, penalties, temperature, top-k, top-p, min-p, then a draw from what remains.
 pub fn sample(logits: &[f32], history: &[u32], config: &SamplerConfig, rng: &mut Rng) -> u32 {
-    let mut logits = logits.to_vec();
-    for &(id, bias) in &config.logit_bias {
-        if let Some(x) = logits.get_mut(id as usize) {
-            *x += bias;
-        }
-    }
-    apply_penalties(&mut logits, history, config);
+    let logits = adjusted(logits, history, config);
     if config.temperature <= 0.0 {
         return argmax(&logits);
     }
@@ -100,6 +94,45 @@ pub fn sample(logits: &[f32], history: &[u32], config: &SamplerConfig, rng: &mut
         }
         return argmax(&logits);
     }
+    let (ids, probs) = kept(&logits, config);
+    let mut r = rng.uniform() * probs.iter().sum::<f64>();
+    for (&id, &p) in ids.iter().zip(&probs) {
+        r -= p;
+        if r <= 0.0 {
+            return id;
+        }
+    }
+    ids[ids.len() - 1]
+}
+
+/// The distribution [`sample`] draws from: every token it could pick with its probability
+/// (summing to 1), most likely first. What the lab's bars show; the sampler and the bars share
+/// every step but the draw.
+pub fn distribution(logits: &[f32], history: &[u32], config: &SamplerConfig) -> Vec<(u32, f64)> {
+    let logits = adjusted(logits, history, config);
+    if config.temperature <= 0.0 {
+        return vec![(argmax(&logits), 1.0)];
+    }
+    let (ids, probs) = kept(&logits, config);
+    let total: f64 = probs.iter().sum();
+    ids.into_iter().zip(probs).map(|(id, p)| (id, p / total)).collect()
+}
+
+/// The logits after the logit bias and the penalties.
+fn adjusted(logits: &[f32], history: &[u32], config: &SamplerConfig) -> Vec<f32> {
+    let mut logits = logits.to_vec();
+    for &(id, bias) in &config.logit_bias {
+        if let Some(x) = logits.get_mut(id as usize) {
+            *x += bias;
+        }
+    }
+    apply_penalties(&mut logits, history, config);
+    logits
+}
+
+/// The tokens that survive top-k, top-p and min-p at the temperature (most likely first), with
+/// their probabilities after temperature and top-k (not yet renormalised over the survivors).
+fn kept(logits: &[f32], config: &SamplerConfig) -> (Vec<u32>, Vec<f64>) {
     // Sort indices, never the values themselves, so each probability keeps its token id.
     let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
     let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
@@ -128,14 +161,9 @@ pub fn sample(logits: &[f32], history: &[u32], config: &SamplerConfig, rng: &mut
         let floor = probs[0] * config.min_p as f64;
         keep = keep.min(probs.iter().take_while(|&&p| p >= floor).count().max(1));
     }
-    let mut r = rng.uniform() * probs[..keep].iter().sum::<f64>();
-    for (&id, &p) in ids[..keep].iter().zip(&probs) {
-        r -= p;
-        if r <= 0.0 {
-            return id;
-        }
-    }
-    ids[keep - 1]
+    ids.truncate(keep);
+    probs.truncate(keep);
+    (ids, probs)
 }
 
 /// Appends up to `max_new` tokens to `prompt`, calling `on_token` with each and the model's
@@ -234,6 +262,46 @@ mod tests {
     /// Logits whose probabilities are 0.5, 0.3, 0.15, 0.05 (token 2 most likely, and so on).
     fn four() -> Vec<f32> {
         [0.15f32, 0.3, 0.5, 0.05].iter().map(|p| p.ln()).collect()
+    }
+
+    #[test]
+    fn distribution_is_what_sample_draws_from() {
+        let logits = four();
+        let close = |d: Vec<(u32, f64)>, want: &[(u32, f64)]| {
+            assert_eq!(d.len(), want.len(), "{d:?}");
+            for ((id, p), (wid, wp)) in d.iter().zip(want) {
+                assert!(id == wid && (p - wp).abs() < 1e-6, "{d:?} vs {want:?}");
+            }
+        };
+        let greedy = SamplerConfig { temperature: 0.0, ..Default::default() };
+        close(distribution(&logits, &[], &greedy), &[(2, 1.0)]);
+        close(
+            distribution(&logits, &[], &SamplerConfig::default()),
+            &[(2, 0.5), (1, 0.3), (0, 0.15), (3, 0.05)],
+        );
+        for cut in [
+            SamplerConfig { top_k: 2, ..Default::default() },
+            SamplerConfig { top_p: 0.75, ..Default::default() },
+            SamplerConfig { min_p: 0.5, ..Default::default() },
+        ] {
+            close(distribution(&logits, &[], &cut), &[(2, 0.625), (1, 0.375)]);
+        }
+        // Temperature 2 takes square roots of the probabilities before renormalising.
+        let hot = SamplerConfig { temperature: 2.0, ..Default::default() };
+        let roots: Vec<f64> = [0.5f64, 0.3, 0.15, 0.05].iter().map(|p| p.sqrt()).collect();
+        let z: f64 = roots.iter().sum();
+        close(
+            distribution(&logits, &[], &hot),
+            &[(2, roots[0] / z), (1, roots[1] / z), (0, roots[2] / z), (3, roots[3] / z)],
+        );
+        // And the draws follow it.
+        let mixed = SamplerConfig { temperature: 0.7, top_p: 0.9, ..Default::default() };
+        let d = distribution(&logits, &[], &mixed);
+        let c = draws(&logits, mixed);
+        for (id, count) in c.iter().enumerate() {
+            let p = d.iter().find(|e| e.0 == id as u32).map_or(0.0, |e| e.1);
+            assert!((*count as f64 / 4000.0 - p).abs() < 0.03, "{c:?} vs {d:?}");
+        }
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub fn load(spec: &str) -> Result<Tokenizer> {
         )));
     }
     if path.is_dir() {
+        // A training run: its latest checkpoint holds the tokenizer, as `--model RUN` finds it.
+        if path.join("latest.json").is_file() {
+            return load_dir(&crate::io::model_dir(path)?);
+        }
         return load_dir(path);
     }
     let text = read_text(path)?;

@@ -43,9 +43,18 @@ pub enum Event {
     Failed(String),
 }
 
+/// A short piece of work that needs the model itself (the lab's forward passes with attention
+/// maps): run on the engine thread between two decode steps, so the model is never shared.
+pub type Look = Box<dyn FnOnce(&mut Gpt) + Send>;
+
+enum Work {
+    Generate(Job),
+    Look(Look),
+}
+
 /// The handle the HTTP handlers share.
 pub struct Engine {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Work>,
     in_flight: Arc<AtomicUsize>,
     /// Requests decoding together plus those waiting for a slot; more are refused (429).
     limit: usize,
@@ -62,7 +71,7 @@ struct Active {
 impl Engine {
     /// Starts the engine thread with `slots` requests decoded together; as many again may wait.
     pub fn start(mut model: Gpt, end: Option<u32>, slots: usize) -> Engine {
-        let (jobs, rx) = mpsc::channel::<Job>();
+        let (jobs, rx) = mpsc::channel::<Work>();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let done = in_flight.clone();
         model.training = false;
@@ -79,14 +88,33 @@ impl Engine {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             return Err(job);
         }
-        self.jobs.send(job).map_err(|e| {
+        self.jobs.send(Work::Generate(job)).map_err(|e| {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            e.0
+            match e.0 {
+                Work::Generate(job) => job,
+                Work::Look(_) => unreachable!("a generation was sent"),
+            }
         })
+    }
+
+    /// Runs `f` on the model between two decode steps and returns its result.
+    pub async fn look<R: Send + 'static>(&self, f: impl FnOnce(&mut Gpt) -> R + Send + 'static) -> Option<R> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let work: Look = Box::new(move |model| {
+            let _ = tx.send(f(model));
+        });
+        self.jobs.send(Work::Look(work)).ok()?;
+        rx.await.ok()
     }
 }
 
-fn run(mut model: Gpt, end: Option<u32>, slots: usize, rx: mpsc::Receiver<Job>, in_flight: Arc<AtomicUsize>) {
+fn run(
+    mut model: Gpt,
+    end: Option<u32>,
+    slots: usize,
+    rx: mpsc::Receiver<Work>,
+    in_flight: Arc<AtomicUsize>,
+) {
     let v = model.config.vocab_size;
     let mut cache = KvCache::new(&model, slots);
     let mut active: Vec<Option<Active>> = (0..slots).map(|_| None).collect();
@@ -99,11 +127,17 @@ fn run(mut model: Gpt, end: Option<u32>, slots: usize, rx: mpsc::Receiver<Job>, 
         // Block only when there is nothing to do.
         if active.iter().all(Option::is_none) && waiting.is_empty() {
             match rx.recv() {
-                Ok(job) => waiting.push_back(job),
+                Ok(Work::Generate(job)) => waiting.push_back(job),
+                Ok(Work::Look(f)) => f(&mut model),
                 Err(_) => return, // the server is gone
             }
         }
-        waiting.extend(rx.try_iter());
+        for work in rx.try_iter() {
+            match work {
+                Work::Generate(job) => waiting.push_back(job),
+                Work::Look(f) => f(&mut model),
+            }
+        }
         // Admit waiting jobs into free slots.
         for (slot, entry) in active.iter_mut().enumerate() {
             if entry.is_some() {

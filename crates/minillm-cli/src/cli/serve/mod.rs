@@ -6,9 +6,10 @@
 //! turn the tokens coming back into each API's JSON or server-sent events.
 
 mod anthropic;
-mod engine;
+pub mod engine;
 mod openai;
 
+use super::lab::{self, Lab};
 use super::session::{Dialogue, MODEL_HELP, load};
 use anyhow::{Context, Result};
 use axum::Router;
@@ -32,45 +33,56 @@ use tokio::sync::mpsc::UnboundedReceiver;
 #[derive(clap::Args)]
 pub struct Args {
     #[arg(long, value_name = "MODEL", help = MODEL_HELP)]
-    model: PathBuf,
+    pub model: PathBuf,
     /// Address to listen on (loopback by default: only this machine can connect).
     #[arg(long, default_value = "127.0.0.1")]
-    host: String,
+    pub host: String,
     #[arg(long, default_value_t = 8080)]
-    port: u16,
+    pub port: u16,
     /// Require this key (as `Authorization: Bearer KEY` or `x-api-key: KEY`).
     #[arg(long, value_name = "KEY")]
-    api_key: Option<String>,
+    pub api_key: Option<String>,
     /// Requests decoded together in one batch; as many again may wait, more get 429.
     #[arg(long, default_value_t = 16, value_name = "N")]
-    max_concurrent: usize,
+    pub max_concurrent: usize,
     /// The name clients use for the model (default: the model path's last component).
     #[arg(long, value_name = "NAME")]
-    model_name: Option<String>,
+    pub model_name: Option<String>,
     /// Seconds a request may take before it is cut off.
     #[arg(long, default_value_t = 300)]
-    timeout: u64,
+    pub timeout: u64,
 }
 
 /// Request bodies larger than this are refused.
 const BODY_LIMIT: usize = 1 << 20;
 
 pub struct Shared {
-    engine: Engine,
-    tok: Arc<Tokenizer>,
+    pub engine: Engine,
+    pub tok: Arc<Tokenizer>,
     dialogue: Dialogue,
-    name: String,
-    context: usize,
+    pub name: String,
+    pub context: usize,
     api_key: Option<String>,
     timeout: Duration,
     created: u64,
+    /// What the lab's pages need besides the model.
+    pub lab: Lab,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    // A run directory given as the model also feeds the lab's training view.
+    let run_dir = a.model.join("metrics.jsonl").is_file().then(|| a.model.clone());
+    launch(a, run_dir, "serving")
+}
+
+/// Loads the model and serves the APIs and the lab until Ctrl-C; `verb` begins the line that
+/// announces the address.
+pub fn launch(a: Args, run_dir: Option<PathBuf>, verb: &str) -> Result<()> {
     if a.max_concurrent == 0 || a.max_concurrent > 256 {
         anyhow::bail!("--max-concurrent must be 1..=256");
     }
     let loaded = load(&a.model)?;
+    let lab = Lab::new(&a.model, &loaded.model.config, run_dir);
     let dialogue = Dialogue::of(&loaded.tok);
     let end = dialogue
         .end_id()
@@ -91,6 +103,7 @@ pub fn run(a: Args) -> Result<()> {
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        lab,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -98,7 +111,9 @@ pub fn run(a: Args) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}:{}", a.host, a.port))?;
         let address = listener.local_addr()?;
-        println!("serving {name} on http://{address} (OpenAI: /v1/chat/completions, /v1/completions; Anthropic: /v1/messages)");
+        println!(
+            "{verb} {name} on http://{address}/ (the lab: open it in a browser; OpenAI: /v1/chat/completions, /v1/completions; Anthropic: /v1/messages)"
+        );
         axum::serve(listener, router(shared))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
@@ -109,7 +124,7 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    lab::routes()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::chat))
@@ -141,7 +156,7 @@ impl ApiError {
         ApiError { api, status: StatusCode::BAD_REQUEST, message: message.into(), param: Some(param.into()) }
     }
 
-    fn status(api: Api, status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub fn status(api: Api, status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError { api, status, message: message.into(), param: None }
     }
 }
@@ -175,16 +190,22 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Parses a request body that must be a JSON object.
+pub fn parse_object(api: Api, body: &Bytes) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::status(api, StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}"))
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::status(api, StatusCode::BAD_REQUEST, "the body must be a JSON object"));
+    }
+    Ok(value)
+}
+
 impl Shared {
     /// Checks the key (when the server has one) and parses the body as a JSON object.
     pub fn accept(&self, api: Api, headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
         self.accept_key(api, headers)?;
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            ApiError::status(api, StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}"))
-        })?;
-        if !value.is_object() {
-            return Err(ApiError::status(api, StatusCode::BAD_REQUEST, "the body must be a JSON object"));
-        }
+        let value = parse_object(api, body)?;
         match value.get("model").map(|m| m.as_str()) {
             None => return Err(ApiError::bad(api, "model", "'model' is required")),
             Some(None) => return Err(ApiError::bad(api, "model", "'model' must be a string")),
@@ -314,6 +335,31 @@ impl Fields<'_> {
         }
     }
 
+    /// The sampler settings: temperature, top_k, top_p, min_p and OpenAI's two penalties.
+    pub fn sampler(&self) -> Result<SamplerConfig, ApiError> {
+        let temperature = self.number("temperature")?.unwrap_or(1.0);
+        let top_p = self.number("top_p")?.unwrap_or(1.0);
+        let min_p = self.number("min_p")?.unwrap_or(0.0);
+        if !(0.0..=2.0).contains(&temperature) {
+            return Err(ApiError::bad(self.api, "temperature", "'temperature' must be between 0 and 2"));
+        }
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(ApiError::bad(self.api, "top_p", "'top_p' must be in (0, 1]"));
+        }
+        if !(0.0..=1.0).contains(&min_p) {
+            return Err(ApiError::bad(self.api, "min_p", "'min_p' must be between 0 and 1"));
+        }
+        Ok(SamplerConfig {
+            temperature: temperature as f32,
+            top_k: self.whole("top_k")?.unwrap_or(0) as usize,
+            top_p: top_p as f32,
+            min_p: min_p as f32,
+            frequency_penalty: self.number("frequency_penalty")?.unwrap_or(0.0) as f32,
+            presence_penalty: self.number("presence_penalty")?.unwrap_or(0.0) as f32,
+            ..Default::default()
+        })
+    }
+
     /// The settings common to every endpoint; `max_keys` names the token-budget fields.
     pub fn generation(&self, max_keys: &[&str], stop_key: &str) -> Result<Generation, ApiError> {
         let mut max_tokens = None;
@@ -322,22 +368,7 @@ impl Fields<'_> {
                 max_tokens = Some(n as usize);
             }
         }
-        let temperature = self.number("temperature")?.unwrap_or(1.0);
-        let top_p = self.number("top_p")?.unwrap_or(1.0);
-        if !(0.0..=2.0).contains(&temperature) {
-            return Err(ApiError::bad(self.api, "temperature", "'temperature' must be between 0 and 2"));
-        }
-        if !(top_p > 0.0 && top_p <= 1.0) {
-            return Err(ApiError::bad(self.api, "top_p", "'top_p' must be in (0, 1]"));
-        }
-        let sampler = SamplerConfig {
-            temperature: temperature as f32,
-            top_k: self.whole("top_k")?.unwrap_or(0) as usize,
-            top_p: top_p as f32,
-            frequency_penalty: self.number("frequency_penalty")?.unwrap_or(0.0) as f32,
-            presence_penalty: self.number("presence_penalty")?.unwrap_or(0.0) as f32,
-            ..Default::default()
-        };
+        let sampler = self.sampler()?;
         let stop = self.strings(stop_key)?;
         if stop.iter().any(String::is_empty) {
             return Err(ApiError::bad(self.api, stop_key, "stop strings must not be empty"));

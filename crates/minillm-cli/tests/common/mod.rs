@@ -1,0 +1,92 @@
+//! What the server tests share: the fixture model, a server on a free loopback port, and small
+//! HTTP helpers.
+#![allow(dead_code)] // each test file uses its own part of this module
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+pub fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../minillm/tests/fixtures/gpt2_tiny")
+}
+
+/// A running server, stopped when dropped.
+pub struct Server {
+    child: Child,
+    pub url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `minillm serve` on the fixture model (named "tiny" unless `extra` names it) on a free port.
+pub fn serve(extra: &[&str]) -> Server {
+    let model = fixture();
+    let mut args: Vec<String> =
+        ["serve", "--model", &model.to_string_lossy(), "--port", "0"].map(String::from).to_vec();
+    if !extra.contains(&"--model-name") {
+        args.extend(["--model-name".into(), "tiny".into()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    start(&args)
+}
+
+/// Starts `minillm ARGS` (a server given `--port 0`) and reads the address it prints.
+pub fn start(args: &[String]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_minillm"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("the server prints its address")
+        .trim_end_matches('/')
+        .to_string();
+    Server { child, url }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// POSTs `body` (raw text); returns the status and the body text.
+pub fn post(url: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut req = agent().post(&format!("{url}{path}")).header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.send(body).unwrap();
+    let status = resp.status().as_u16();
+    let mut text = String::new();
+    resp.body_mut().as_reader().read_to_string(&mut text).unwrap();
+    (status, text)
+}
+
+pub fn post_json(url: &str, path: &str, body: Value) -> (u16, Value) {
+    let (status, text) = post(url, path, &body.to_string(), &[]);
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
+}
+
+/// The `data:` payloads of a server-sent event stream, with their `event:` names.
+pub fn events(text: &str) -> Vec<(Option<String>, String)> {
+    let mut out = Vec::new();
+    let mut name = None;
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = Some(n.to_string());
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            out.push((name.take(), d.to_string()));
+        }
+    }
+    out
+}

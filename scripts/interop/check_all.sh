@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Python interop checks end to end: trains a small BPE model with minillm, exports it to an
-# HF directory and to GGUF (f32 and f16), and checks them with HF transformers and llama.cpp's
+# HF directory and to GGUF (f32, f16, q8_0 and q4_0), and checks them with HF transformers and llama.cpp's
 # gguf package.
 #
 #   scripts/interop/check_all.sh PYTHON
@@ -32,4 +32,9 @@ cd "$work"
 "$python" "$root/scripts/interop/check_hf_export.py" hf run "Once upon a time, the capital of France was Paris."
 "$python" "$root/scripts/interop/check_gguf.py" model.gguf hf
 "$python" "$root/scripts/interop/check_gguf.py" model-f16.gguf hf
+for ty in q8_0 q4_0; do
+    "$minillm" quantize --model run --type "$ty" --out "model-$ty.gguf"
+    "$minillm" export --model "model-$ty.gguf" --format hf --out "hf-$ty"
+    "$python" "$root/scripts/interop/check_gguf.py" "model-$ty.gguf" hf "hf-$ty"
+done
 echo "interop checks passed"

@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """Checks a GGUF file written by `minillm export --format gguf` with llama.cpp's own `gguf` package.
 
-    python3 scripts/interop/check_gguf.py MODEL.gguf HF_DIR
+    python3 scripts/interop/check_gguf.py MODEL.gguf HF_DIR [DEQUANTIZED_HF_DIR]
 
 HF_DIR is the same model exported with `minillm export --format hf` (config.json,
-model.safetensors, vocab.json, merges.txt). Checks, against it:
+model.safetensors, vocab.json, merges.txt). For a quantized file (q8_0 / q4_0), DEQUANTIZED_HF_DIR
+is the GGUF file itself exported back with `minillm export --format hf`: the weights minillm
+computes with. Checks, against them:
   - the metadata llama.cpp's `gpt2` architecture reads (block count, context, width, heads,
     feed-forward width, LayerNorm epsilon, file type);
   - the tokenizer: every token text by id (= vocab.json), every merge (= merges.txt), token types;
   - every tensor: llama.cpp's name, its shape, and its values (HF's Conv1D weights transposed),
-    exactly for f32 and as numpy's float16 rounding of the same values for f16.
+    exactly for f32 and as numpy's float16 rounding of the same values for f16;
+  - quantized tensors: the blocks are byte for byte what the gguf package's own quantizer (its
+    numpy port of llama.cpp's) makes of HF_DIR's weights, and the gguf package's dequantization
+    of them equals minillm's dequantized weights exactly.
 Needs `pip install gguf safetensors numpy`. Exits non-zero on the first difference.
 """
 import json
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from gguf import GGUFReader, GGMLQuantizationType
+from gguf.quants import dequantize, quantize
 from safetensors.numpy import load_file
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -43,7 +49,7 @@ def fail(msg: str) -> None:
     sys.exit(1)
 
 
-def main(gguf_path: Path, hf_dir: Path) -> None:
+def main(gguf_path: Path, hf_dir: Path, dequantized_dir: Path | None) -> None:
     reader = GGUFReader(gguf_path)
     meta = {k: f.contents() for k, f in reader.fields.items()}
     config = json.loads((hf_dir / "config.json").read_text())
@@ -82,29 +88,46 @@ def main(gguf_path: Path, hf_dir: Path) -> None:
     tensors = {t.name: t for t in reader.tensors}
     if len(tensors) != len(hf):
         fail(f"{len(tensors)} tensors in the GGUF file, {len(hf)} in the HF model")
-    worst = 0.0
+    dequantized = load_file(dequantized_dir / "model.safetensors") if dequantized_dir else None
+    worst, quantized = 0.0, 0
     for name, value in hf.items():
         t = tensors.get(gguf_name(name))
         if t is None:
             fail(f"{gguf_name(name)} (from {name}) is missing")
         expected = value.T if name.endswith(CONV1D) else value
+        if t.tensor_type in (GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_0):
+            if dequantized is None:
+                fail(f"{t.name} is {t.tensor_type.name}: pass the dequantized HF export too")
+            blocks = np.asarray(t.data)
+            theirs = quantize(np.ascontiguousarray(expected, dtype=np.float32), t.tensor_type)
+            if blocks.tobytes() != theirs.tobytes():
+                fail(f"{t.name}: {t.tensor_type.name} blocks differ from the gguf package's quantization")
+            ours = dequantized[name].T if name.endswith(CONV1D) else dequantized[name]
+            back = dequantize(blocks, t.tensor_type).reshape(expected.shape)
+            if not np.array_equal(back, ours):
+                fail(f"{t.name}: the gguf package dequantizes to other values than minillm's")
+            err = float(np.max(np.abs(back - expected)))
+            print(f"  {t.name}: {t.tensor_type.name}, blocks identical, largest rounding {err:.2e}")
+            quantized += 1
+            continue
         got = np.asarray(t.data).reshape(expected.shape)
         if t.tensor_type == GGMLQuantizationType.F16:
             expected = expected.astype(np.float16)
         elif t.tensor_type != GGMLQuantizationType.F32:
-            fail(f"{t.name} has type {t.tensor_type.name}; expected F32 or F16")
+            fail(f"{t.name} has type {t.tensor_type.name}; expected F32, F16, Q8_0 or Q4_0")
         if expected.ndim == 1 and t.tensor_type != GGMLQuantizationType.F32:
             fail(f"{t.name} is 1-D but not F32 (llama.cpp keeps norms and biases in F32)")
         diff = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
         worst = max(worst, diff)
         if diff != 0.0:
             fail(f"{t.name} differs from {name} by up to {diff}")
-    print(f"tensors: all {len(hf)} match HF's model.safetensors exactly (largest difference {worst})")
+    print(f"tensors: all {len(hf)} match ({quantized} quantized as llama.cpp does; the others exactly, "
+          f"largest difference {worst})")
     print("OK")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         print(__doc__)
         sys.exit(2)
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) == 4 else None)

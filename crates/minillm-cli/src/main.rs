@@ -52,6 +52,9 @@ enum Command {
     Eval(cli::eval::Args),
     /// Write a model in another tool's format: an HF transformers directory, or GGUF for llama.cpp.
     Export(cli::export::Args),
+    /// Quantize a model's matrices (q8_0, q4_0 or f16, GGUF's block formats) into one .gguf file
+    /// that every --model accepts: smaller, and faster to decode.
+    Quantize(cli::export::QuantizeArgs),
     /// Open the lab in a browser: tokens, next-token probabilities, sampling, attention and
     /// training curves of your model, served on 127.0.0.1.
     Lab(cli::lab::Args),
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
         Command::Export(a) => cli::export::run(a),
         Command::Serve(a) => cli::serve::run(a),
         Command::Lab(a) => cli::lab::run(a),
+        Command::Quantize(a) => cli::export::quantize(a),
         Command::Plot(a) => cli::plot::run(a),
         Command::Model(c) => cli::model::run(c),
         Command::Bench(c) => cli::bench::run(c),

@@ -61,7 +61,9 @@ fn the_page_its_files_and_the_model_card_are_served() {
     assert_eq!(card["config"]["n_layer"], 2);
     let bytes: Vec<f64> =
         card["memory"].as_array().unwrap().iter().map(|m| m["bytes"].as_f64().unwrap()).collect();
-    assert_eq!(bytes, [4.0, 2.0, 1.0, 0.5].map(|b| b * params as f64));
+    let want = [32.0, 16.0, 8.5, 8.0, 4.5, 4.0].map(|bits| (bits / 8.0 * params as f64).round());
+    assert_eq!(bytes, want);
+    assert_eq!(card["weights"], "f32");
     assert_eq!(card["run"], Value::Null);
     let (status, _, body) = get(&s.url, "/lab/api/run");
     assert_eq!(status, 404);
@@ -238,5 +240,33 @@ fn the_run_view_reads_metrics_while_they_grow() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not a training run: it has no metrics.jsonl"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_quantized_model_is_served_and_shown_as_such() {
+    let dir = std::env::temp_dir().join(format!("minillm-lab-q4-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tiny-q4.gguf");
+    let out = Command::new(env!("CARGO_BIN_EXE_minillm"))
+        .args(["quantize", "--model", &fixture().to_string_lossy(), "--type", "q4_0", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = start(&["lab", "--model", &file.to_string_lossy(), "--port", "0"].map(String::from));
+    let (_, _, card) = get(&s.url, "/lab/api/model");
+    let card: Value = serde_json::from_str(&card).unwrap();
+    assert_eq!(card["weights"], "q4_0 (LM head q8_0)");
+    // The lab's forward pass and the server's decoding both run on it.
+    let (status, r) = post_json(&s.url, "/lab/api/inspect", json!({"text": TEXT, "top": 3}));
+    assert_eq!(status, 200, "{r}");
+    let want = cli(&["inspect", "--model", &file.to_string_lossy(), "--json", "--top-k", "3", TEXT]);
+    assert_eq!(r["tokens"], want["tokens"]);
+    let body = json!({"model": "tiny-q4.gguf", "prompt": TEXT, "max_tokens": 5, "temperature": 0});
+    let (status, c) = post_json(&s.url, "/v1/completions", body);
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["usage"]["completion_tokens"], 5);
+    drop(s);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -271,7 +271,7 @@ async function showInside() {
     ["model", m.name], ["loaded from", m.source],
     ["layers × heads", `${c.n_layer} × ${c.n_head} (head size ${m.head_size})`],
     ["width (n_embd)", c.n_embd], ["context", c.block_size], ["vocabulary", c.vocab_size.toLocaleString()],
-    ["parameters", m.params.toLocaleString()],
+    ["parameters", m.params.toLocaleString()], ["weights stored as", m.weights],
     ["  embeddings (token + position)", m.params_embeddings.toLocaleString()],
     ["  per block", m.params_per_block.toLocaleString()],
     ...m.memory.map((x) => [`weights at ${x.type} (${x.bits} bits)`, mb(x.bytes)]),

@@ -20,6 +20,7 @@ pub mod inspect;
 pub mod io;
 pub mod kernels;
 pub mod model;
+pub mod quant;
 pub mod rng;
 pub mod sample;
 pub mod tokenizer;

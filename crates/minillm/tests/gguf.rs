@@ -121,6 +121,71 @@ fn f16_export_rounds_matrices_only() {
 }
 
 #[test]
+fn quantized_exports_keep_their_blocks_and_decode_as_they_evaluate() {
+    use minillm::model::kv_cache::KvCache;
+    use minillm::quant::{QMatrix, QuantType};
+    let (mut model, tok) = fixture_model_and_tokenizer();
+    let (tokens, _, _) = reference_tokens();
+    let f32_logits = logits(&mut model, &tokens[..12]);
+    for (ty, body, head) in [
+        (TensorType::Q8_0, TensorType::Q8_0, TensorType::Q8_0),
+        (TensorType::Q4_0, TensorType::Q4_0, TensorType::Q8_0),
+    ] {
+        let bytes = gguf_gpt2::to_bytes(&model, &tok, ty, "tiny").unwrap();
+        let path = Path::new("tinyq.gguf");
+        let file = Gguf::parse(&bytes, path).unwrap();
+        for t in &file.tensors {
+            let want = match t.name.as_str() {
+                "token_embd.weight" => head,
+                "position_embd.weight" => TensorType::F32,
+                _ if t.dims.len() == 2 => body,
+                _ => TensorType::F32,
+            };
+            assert_eq!(t.ty, want, "{}", t.name);
+        }
+        let (mut back, _) = gguf_gpt2::from_bytes(&bytes, path).unwrap();
+        let q = back.quantized().expect("the blocks are kept for decoding");
+        let qkv = q.blocks[0][0].as_ref().unwrap();
+        assert_eq!((qkv.ty.name(), qkv.rows, qkv.cols), (body.quant().unwrap().name(), 3 * 64, 64));
+        // The f32 weights are the blocks' dequantized values, exactly.
+        let mut stored = vec![0.0f32; 3 * 64 * 64];
+        file.read_f32(file.tensor("blk.0.attn_qkv.weight").unwrap(), &mut stored);
+        assert_eq!(stored, qkv.dequantize());
+        let again = QMatrix::quantize(qkv.ty, &qkv.dequantize(), qkv.rows, qkv.cols).unwrap();
+        assert_eq!(again.bytes(), qkv.bytes(), "quantizing dequantized blocks changes nothing");
+        // Re-exporting writes the same blocks: no second rounding.
+        assert_eq!(gguf_gpt2::to_bytes(&back, &tok, ty, "tiny").unwrap(), bytes);
+        // Decoding through the blocks gives the logits the f32 forward gives on the
+        // dequantized weights (prefill runs that forward; each decode step runs the blocks).
+        let full = logits(&mut back, &tokens[..12]);
+        let v = back.config.vocab_size;
+        let mut cache = KvCache::new(&back, 1);
+        back.prefill(&mut cache, 0, &tokens[..4]).unwrap();
+        for pos in 4..12 {
+            let row = back.decode(&mut cache, &[0], &[tokens[pos]]).unwrap();
+            let want = &full[pos * v..(pos + 1) * v];
+            let worst = row.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(worst < 1e-4, "{ty:?} position {pos}: decode differs from forward by {worst}");
+        }
+        // And quantization moved the logits, by a little.
+        let moved = full.iter().zip(&f32_logits).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(moved > 0.0 && moved < 0.5, "{ty:?} moved the logits by {moved}");
+        // Training takes the model back to f32 decoding.
+        back.zero_grad();
+        assert!(back.quantized().is_none());
+    }
+    // A quantized tensor whose rows are not whole blocks is refused, naming it.
+    let q8 = gguf_gpt2::to_bytes(&model, &tok, TensorType::Q8_0, "tiny").unwrap();
+    let name = b"blk.0.attn_qkv.weight";
+    let at = q8.windows(name.len()).position(|w| w == name).unwrap() + name.len() + 4;
+    let mut bad = q8.clone();
+    bad[at..at + 8].copy_from_slice(&48u64.to_le_bytes());
+    let err = gguf_gpt2::from_bytes(&bad, Path::new("bad.gguf")).err().unwrap().to_string();
+    assert!(err.contains("rows must be whole blocks of 32"), "{err}");
+    assert_eq!(QuantType::parse("q8_0").unwrap(), TensorType::Q8_0.quant().unwrap());
+}
+
+#[test]
 fn a_model_without_biases_exports_with_zero_biases() {
     let config = ModelConfig { bias: false, ..ModelConfig::depth(1, 512) };
     let mut model = Gpt::new(config, 7).unwrap();
@@ -168,12 +233,13 @@ fn damaged_files_get_clear_errors() {
         error_of(&patched(&good, b"blk.1.ffn_up.weight", b"blk.1.ffn_xx.weight"))
             .contains("'blk.1.ffn_up.weight' is missing")
     );
-    // The ggml type of the first tensor (after its name, n_dims and two dims) set to Q4_0.
+    // The ggml type of the first tensor (after its name, n_dims and two dims) set to Q5_0,
+    // a block format minillm does not read.
     let name = b"token_embd.weight";
     let at = good.windows(name.len()).position(|w| w == name).unwrap() + name.len() + 4 + 16;
-    let mut q4 = good.clone();
-    q4[at..at + 4].copy_from_slice(&2u32.to_le_bytes());
-    assert!(error_of(&q4).contains("ggml type 2"));
+    let mut q5 = good.clone();
+    q5[at..at + 4].copy_from_slice(&6u32.to_le_bytes());
+    assert!(error_of(&q5).contains("ggml type 6; minillm reads F32 (0), F16 (1), Q4_0 (2) and Q8_0 (8)"));
     // A version we do not know, and a tensor count larger than the file.
     let mut v9 = good.clone();
     v9[4..8].copy_from_slice(&9u32.to_le_bytes());

@@ -3,15 +3,21 @@
 //! speed through the KV cache, next to this machine's memory read bandwidth.
 
 use super::model::ShapeChoice;
+use super::session::{MODEL_HELP, load};
 use anyhow::{Result, bail};
 use clap::{Args as ClapArgs, Subcommand};
+use minillm::Tokenizer;
+use minillm::io::gguf::TensorType;
+use minillm::io::gguf_gpt2;
 use minillm::kernels::matmul::{Stored, matmul};
 use minillm::kernels::simd;
 use minillm::model::Gpt;
+use minillm::model::ModelConfig;
 use minillm::model::kv_cache::KvCache;
 use minillm::rng::Rng;
 use minillm::sample::argmax;
 use rayon::prelude::*;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Subcommand)]
@@ -20,6 +26,33 @@ pub enum Command {
     TrainStep(TrainStepArgs),
     /// Time generation (prefill + KV-cached decoding) of a model shape with random weights.
     Decode(DecodeArgs),
+    /// File size, batch-1 decoding speed and perplexity of a model at f32, f16, q8_0 and q4_0.
+    Quant(QuantArgs),
+}
+
+#[derive(ClapArgs)]
+pub struct QuantArgs {
+    #[arg(long, value_name = "MODEL", help = MODEL_HELP, required_unless_present = "preset")]
+    model: Option<PathBuf>,
+    /// Instead of a model: a preset shape with random weights and GPT-2's tokenizer (size and
+    /// speed only; the perplexity of random weights means nothing).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["model", "data"])]
+    preset: Option<String>,
+    /// Held-out text for perplexity: a text file, a .bin shard or a prepared directory.
+    #[arg(long, value_name = "FILE_OR_SHARDS")]
+    data: Option<PathBuf>,
+    /// Prompt tokens before decoding.
+    #[arg(long, default_value_t = 16)]
+    prompt: usize,
+    /// Tokens decoded per timed run.
+    #[arg(long, default_value_t = 128)]
+    new_tokens: usize,
+    /// Timed runs per type, taken in turns; the best counts.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(ClapArgs)]
@@ -64,6 +97,7 @@ pub fn run(command: Command) -> Result<()> {
     match command {
         Command::TrainStep(a) => rayon::ThreadPoolBuilder::new().build()?.install(|| train_step(a)),
         Command::Decode(a) => decode(a),
+        Command::Quant(a) => quant(a),
     }
 }
 
@@ -228,6 +262,108 @@ fn decode(a: DecodeArgs) -> Result<()> {
             r["ms_per_step"].as_f64().unwrap_or(0.0),
             r["weights_gb_per_s"].as_f64().unwrap_or(0.0),
             100.0 * r["fraction_of_bandwidth"].as_f64().unwrap_or(0.0),
+        );
+    }
+    Ok(())
+}
+
+/// Each type's model is made the way a user makes it (written to GGUF bytes and read back), so
+/// the sizes are real file sizes and decoding runs through the blocks the file holds.
+fn quant(a: QuantArgs) -> Result<()> {
+    let (name, base, tok) = match (&a.model, &a.preset) {
+        (Some(path), _) => {
+            let loaded = load(path)?;
+            (path.display().to_string(), loaded.model, loaded.tok)
+        }
+        (None, Some(preset)) => {
+            let config = ModelConfig::preset(preset)?;
+            if config.vocab_size != 50257 {
+                bail!(
+                    "--preset {preset} has a vocabulary of {}; random-weight runs use GPT-2's tokenizer (50257)",
+                    config.vocab_size
+                );
+            }
+            (format!("{preset} (random weights)"), Gpt::new(config, 1)?, Tokenizer::gpt2().clone())
+        }
+        (None, None) => bail!("give --model or --preset"),
+    };
+    let context = base.config.block_size;
+    if a.prompt == 0 || a.new_tokens < 2 || a.prompt + a.new_tokens > context || a.rounds == 0 {
+        bail!(
+            "--prompt and --rounds must be at least 1 and --new-tokens at least 2, prompt + new tokens at most the context ({context})"
+        );
+    }
+    let tokens = match &a.data {
+        Some(path) => Some(super::eval::read_tokens(path, &tok)?.0),
+        None => None,
+    };
+    let types = [TensorType::F32, TensorType::F16, TensorType::Q8_0, TensorType::Q4_0];
+    let mut models = Vec::new();
+    for ty in types {
+        let bytes = gguf_gpt2::to_bytes(&base, &tok, ty, "bench")?;
+        let (model, _) = gguf_gpt2::from_bytes(&bytes, Path::new("bench.gguf"))?;
+        models.push((ty, bytes.len(), model));
+    }
+    drop(base);
+    // Weights read per decoded token: the blocks, plus f32 for the rest (minus the position
+    // table, of which one row is read).
+    let read = |m: &Gpt| {
+        let c = &m.config;
+        m.quantized().map_or(4 * c.num_params(), |q| q.bytes(m)) - 4 * (c.block_size - 1) * c.n_embd
+    };
+    let mut best = vec![f64::INFINITY; models.len()];
+    for _ in 0..a.rounds {
+        for ((_, _, model), best) in models.iter_mut().zip(&mut best) {
+            let (total, _) = time_generation(model, 1, a.prompt, a.new_tokens)?;
+            *best = best.min(total);
+        }
+    }
+    let mut rows = Vec::new();
+    for ((ty, size, model), secs) in models.iter_mut().zip(best) {
+        let score = match &tokens {
+            Some(t) => {
+                Some(minillm::eval::evaluate(model, t, 8, tok.decoded_len(t.get(1..).unwrap_or_default()))?)
+            }
+            None => None,
+        };
+        rows.push(serde_json::json!({
+            "type": format!("{ty:?}").to_lowercase(),
+            "weights": model.weight_type(),
+            "file_mb": *size as f64 / 1e6,
+            "read_mb_per_token": read(model) as f64 / 1e6,
+            "tokens_per_s": a.new_tokens as f64 / secs,
+            "perplexity": score.as_ref().map(|s| s.perplexity),
+            "bits_per_byte": score.as_ref().map(|s| s.bits_per_byte),
+        }));
+    }
+    let threads = rayon::current_num_threads();
+    if a.json {
+        let doc = serde_json::json!({"model": name, "threads": threads, "prompt": a.prompt,
+            "new_tokens": a.new_tokens, "rounds": a.rounds, "rows": rows});
+        println!("{doc}");
+        return Ok(());
+    }
+    println!(
+        "{name}: batch-1 decoding of {} tokens after a {}-token prompt, {threads} threads, best of {} runs in turns",
+        a.new_tokens, a.prompt, a.rounds
+    );
+    println!("| type | weights | file MB | MB read per token | tokens/s | perplexity | vs f32 |");
+    println!("|---|---|---|---|---|---|---|");
+    let base_ppl = rows[0]["perplexity"].as_f64();
+    for r in &rows {
+        let ppl = r["perplexity"].as_f64();
+        let change = match (ppl, base_ppl) {
+            (Some(p), Some(b)) => format!("{:+.3}%", 100.0 * (p / b - 1.0)),
+            _ => "-".into(),
+        };
+        println!(
+            "| {} | {} | {:.2} | {:.1} | {:.1} | {} | {change} |",
+            r["type"].as_str().unwrap_or(""),
+            r["weights"].as_str().unwrap_or(""),
+            r["file_mb"].as_f64().unwrap_or(0.0),
+            r["read_mb_per_token"].as_f64().unwrap_or(0.0),
+            r["tokens_per_s"].as_f64().unwrap_or(0.0),
+            ppl.map_or("-".into(), |p| format!("{p:.4}")),
         );
     }
     Ok(())

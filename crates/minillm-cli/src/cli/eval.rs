@@ -42,7 +42,7 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 /// The tokens to score, and a description of where they came from.
-fn read_tokens(path: &Path, tok: &minillm::Tokenizer) -> Result<(Vec<u32>, String)> {
+pub fn read_tokens(path: &Path, tok: &minillm::Tokenizer) -> Result<(Vec<u32>, String)> {
     if path.is_dir() && !path.join("val.bin").is_file() {
         bail!(
             "{} holds no val.bin; pass a text file or a directory made by `minillm prepare`",

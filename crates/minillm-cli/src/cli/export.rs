@@ -23,9 +23,26 @@ enum Format {
 
 /// The element type of the GGUF file's matrices (LayerNorms and biases stay f32).
 #[derive(Clone, Copy, ValueEnum)]
-enum GgufType {
+pub enum GgufType {
     F32,
     F16,
+    /// 8.5 bits per weight: blocks of 32 int8 with an f16 scale.
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// 4.5 bits per weight: blocks of 32 4-bit integers with an f16 scale (LM head in q8_0).
+    #[value(name = "q4_0")]
+    Q4_0,
+}
+
+impl GgufType {
+    fn tensor_type(self) -> TensorType {
+        match self {
+            GgufType::F32 => TensorType::F32,
+            GgufType::F16 => TensorType::F16,
+            GgufType::Q8_0 => TensorType::Q8_0,
+            GgufType::Q4_0 => TensorType::Q4_0,
+        }
+    }
 }
 
 #[derive(ClapArgs)]
@@ -37,9 +54,30 @@ pub struct Args {
     /// What to create (it must not exist yet): a directory for hf, a .gguf file for gguf.
     #[arg(long, value_name = "PATH")]
     out: PathBuf,
-    /// GGUF only: store matrices as f32 or f16.
+    /// GGUF only: how to store the matrices (see `minillm quantize`).
     #[arg(long = "type", value_enum, default_value = "f32")]
     ty: GgufType,
+}
+
+/// `minillm quantize`: the model as one GGUF file with quantized matrices, which every command's
+/// `--model` accepts and llama.cpp runs.
+#[derive(ClapArgs)]
+pub struct QuantizeArgs {
+    #[arg(long, value_name = "MODEL", help = MODEL_HELP)]
+    model: PathBuf,
+    /// q8_0 (8.5 bits per weight), q4_0 (4.5; its LM head stays q8_0) or f16.
+    #[arg(long = "type", value_enum)]
+    ty: GgufType,
+    /// The .gguf file to write (it must not exist yet).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+pub fn quantize(a: QuantizeArgs) -> Result<()> {
+    if matches!(a.ty, GgufType::F32) {
+        bail!("f32 is not a quantized type; `minillm export --format gguf` writes f32 files");
+    }
+    run(Args { model: a.model, format: Format::Gguf, out: a.out, ty: a.ty })
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -57,18 +95,24 @@ fn export_gguf(loaded: &super::session::Loaded, out: &Path, ty: GgufType) -> Res
     if out.extension().is_none_or(|e| e != "gguf") {
         bail!("--out for GGUF should be a file name ending in .gguf, e.g. model.gguf");
     }
-    let ty = match ty {
-        GgufType::F32 => TensorType::F32,
-        GgufType::F16 => TensorType::F16,
-    };
+    let ty = ty.tensor_type();
     let name = out.file_stem().map_or("minillm".into(), |s| s.to_string_lossy().into_owned());
     let bytes = gguf_gpt2::to_bytes(&loaded.model, &loaded.tok, ty, &name)?;
     atomic_write(out, &bytes)?;
+    let matrices = match ty.quant() {
+        Some(q) if gguf_gpt2::head_type(q) != q => {
+            format!("{} matrices, LM head {}", q.name(), gguf_gpt2::head_type(q).name())
+        }
+        Some(q) => format!("{} matrices", q.name()),
+        None => "f32 matrices".into(),
+    };
+    let smaller = 4.0 * loaded.model.config.num_params() as f64 / bytes.len() as f64;
+    let ratio =
+        if ty.quant().is_some() { format!(", {smaller:.2}x smaller than f32") } else { String::new() };
     println!(
-        "wrote {} (GGUF, llama.cpp architecture gpt2, {} matrices, {:.1} MB)",
+        "wrote {} (GGUF, llama.cpp architecture gpt2, {matrices}; {:.2} MB{ratio})",
         out.display(),
-        if ty == TensorType::F16 { "f16" } else { "f32" },
-        bytes.len() as f64 / 1e6
+        bytes.len() as f64 / 1e6,
     );
     Ok(())
 }

@@ -60,6 +60,9 @@ pub struct InfoArgs {
     /// Context length for FLOPs and activation memory (default: the model's context).
     #[arg(long)]
     context: Option<usize>,
+    /// Just a parameter count (e.g. 70B for LLaMA 2 70B): the weights' memory at each type.
+    #[arg(long, value_name = "N", conflicts_with_all = ["preset", "config", "model"])]
+    params: Option<String>,
 }
 
 pub fn run(command: Command) -> Result<()> {
@@ -81,7 +84,45 @@ fn flops(n: u64) -> String {
     }
 }
 
+/// The weights' memory at each type: the plain bit widths and GGUF's block formats, whose f16
+/// scale per 32 weights adds half a bit to each.
+fn print_memory(n: f64) {
+    println!("weights in memory:");
+    for (label, bits, note) in [
+        ("fp32", 32.0, ""),
+        ("fp16", 16.0, ""),
+        ("q8_0", 8.5, "  (8 bits + a 16-bit scale per block of 32 = 8.5 bits)"),
+        ("int8", 8.0, "  (plain 8-bit, no scales)"),
+        ("q4_0", 4.5, "  (4 bits + a 16-bit scale per block of 32 = 4.5 bits)"),
+        ("int4", 4.0, "  (plain 4-bit, no scales)"),
+    ] {
+        println!("  {label}  {:>10}{note}", size(n * bits / 8.0));
+    }
+}
+
+/// "70B", "124M", "7e9" or "1500000": a parameter count.
+fn parse_count(text: &str) -> Result<f64> {
+    let t = text.trim().replace(['_', ','], "");
+    let (digits, scale) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 1e3),
+        Some('M') => (&t[..t.len() - 1], 1e6),
+        Some('B') => (&t[..t.len() - 1], 1e9),
+        Some('T') => (&t[..t.len() - 1], 1e12),
+        _ => (t.as_str(), 1.0),
+    };
+    match digits.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x * scale),
+        _ => bail!("--params {text}: give a count such as 70B, 124M or 7e9"),
+    }
+}
+
 fn info(a: InfoArgs) -> Result<()> {
+    if let Some(text) = &a.params {
+        let n = parse_count(text)?;
+        println!("{} parameters (any architecture: only the count matters here)", count(n.round() as usize));
+        print_memory(n);
+        return Ok(());
+    }
     let (name, c) = a.shape.resolve()?;
     let t = a.context.unwrap_or(c.block_size);
     if t == 0 || t > c.block_size || a.batch == 0 {
@@ -122,10 +163,7 @@ fn info(a: InfoArgs) -> Result<()> {
     );
     println!("    attention {}, MLP {}, LayerNorms {} per block", count(attention), count(mlp), count(norms));
     println!("  final LayerNorm        {:>15}", count(e + b * e));
-    println!("weights in memory:");
-    for (label, bits) in [("fp32", 32.0), ("fp16", 16.0), ("int8", 8.0), ("int4", 4.0)] {
-        println!("  {label}  {:>10}", size(n as f64 * bits / 8.0));
-    }
+    print_memory(n as f64);
     println!(
         "FLOPs per token at context {}: {} forward, {} training",
         count(t),

@@ -12,6 +12,7 @@
 //! written `[in, out]`. Everything is little-endian.
 
 use crate::error::{Error, Result};
+use crate::quant::{BLOCK, QMatrix, QuantType};
 use std::path::Path;
 
 const MAGIC: &[u8; 4] = b"GGUF";
@@ -127,28 +128,55 @@ impl Value {
 pub enum TensorType {
     F32,
     F16,
+    Q8_0,
+    Q4_0,
 }
 
 impl TensorType {
     pub fn code(self) -> u32 {
-        match self {
-            TensorType::F32 => 0,
-            TensorType::F16 => 1,
+        match self.quant() {
+            None => 0,
+            Some(q) => q.ggml_type(),
         }
     }
 
     fn from_code(code: u32) -> Option<TensorType> {
         match code {
             0 => Some(TensorType::F32),
-            1 => Some(TensorType::F16),
-            _ => None,
+            _ => QuantType::from_ggml_type(code).map(TensorType::from),
         }
     }
 
-    pub fn bytes_per_element(self) -> usize {
+    /// The block format, for every type but f32.
+    pub fn quant(self) -> Option<QuantType> {
         match self {
-            TensorType::F32 => 4,
-            TensorType::F16 => 2,
+            TensorType::F32 => None,
+            TensorType::F16 => Some(QuantType::F16),
+            TensorType::Q8_0 => Some(QuantType::Q8_0),
+            TensorType::Q4_0 => Some(QuantType::Q4_0),
+        }
+    }
+
+    /// Bytes of a tensor of `dims`; `None` when the first (fastest) dimension does not split
+    /// into whole blocks, or on overflow.
+    fn byte_len(self, dims: &[u64]) -> Option<u64> {
+        let elements = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d))?;
+        match self.quant() {
+            None => elements.checked_mul(4),
+            Some(q) => {
+                let whole_blocks = dims.first().is_some_and(|d| d % BLOCK as u64 == 0);
+                whole_blocks.then(|| elements / BLOCK as u64 * q.block_bytes() as u64)
+            }
+        }
+    }
+}
+
+impl From<QuantType> for TensorType {
+    fn from(q: QuantType) -> TensorType {
+        match q {
+            QuantType::F16 => TensorType::F16,
+            QuantType::Q8_0 => TensorType::Q8_0,
+            QuantType::Q4_0 => TensorType::Q4_0,
         }
     }
 }
@@ -282,7 +310,9 @@ impl<'a> Gguf<'a> {
             let ty = TensorType::from_code(code).ok_or_else(|| {
                 Error::format(
                     path,
-                    format!("tensor '{name}' has ggml type {code}; minillm reads F32 (0) and F16 (1)"),
+                    format!(
+                        "tensor '{name}' has ggml type {code}; minillm reads F32 (0), F16 (1), Q4_0 (2) and Q8_0 (8)"
+                    ),
                 )
             })?;
             let offset = r.u64()?;
@@ -298,8 +328,13 @@ impl<'a> Gguf<'a> {
         let data_start = align(r.pos, alignment);
         let mut tensors = Vec::with_capacity(infos.len());
         for (name, dims, ty, offset) in infos {
-            let elements = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
-            let len = elements.and_then(|n| n.checked_mul(ty.bytes_per_element() as u64));
+            if ty.quant().is_some() && dims.first().is_none_or(|d| d % BLOCK as u64 != 0) {
+                return Err(Error::format(
+                    path,
+                    format!("tensor '{name}' {dims:?} is {ty:?}, whose rows must be whole blocks of {BLOCK}"),
+                ));
+            }
+            let len = ty.byte_len(&dims);
             let start = (data_start as u64).checked_add(offset);
             let end = start.zip(len).and_then(|(s, l)| s.checked_add(l));
             match (start, len, end) {
@@ -325,19 +360,30 @@ impl<'a> Gguf<'a> {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    /// A tensor's elements as f32 (F16 converted).
+    /// A tensor's bytes as stored.
+    pub fn data(&self, t: &TensorInfo) -> &'a [u8] {
+        &self.bytes[t.start..t.start + t.len]
+    }
+
+    /// A tensor's elements as f32 (F16 converted, blocks dequantized).
     pub fn read_f32(&self, t: &TensorInfo, out: &mut [f32]) {
-        let data = &self.bytes[t.start..t.start + t.len];
-        match t.ty {
-            TensorType::F32 => {
+        let data = self.data(t);
+        match t.ty.quant() {
+            None => {
                 for (o, c) in out.iter_mut().zip(data.chunks_exact(4)) {
                     *o = f32::from_le_bytes(c.try_into().expect("4 bytes"));
                 }
             }
-            TensorType::F16 => {
-                for (o, c) in out.iter_mut().zip(data.chunks_exact(2)) {
-                    *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
-                }
+            Some(q) => {
+                let cols = t.dims[0] as usize;
+                let matrix = QMatrix::from_bytes(
+                    q,
+                    data.len() / (cols / BLOCK * q.block_bytes()),
+                    cols,
+                    data.to_vec(),
+                )
+                .expect("parse checked the tensor's size");
+                out.copy_from_slice(&matrix.dequantize());
             }
         }
     }

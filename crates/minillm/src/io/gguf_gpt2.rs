@@ -9,7 +9,9 @@ use super::gguf::{Gguf, TensorOut, TensorType, Value, ValueType};
 use crate::error::{Error, Result};
 use crate::model::layers::layernorm::EPS;
 use crate::model::params::Layout;
+use crate::model::quantized::{Matrix, Quantized, transpose};
 use crate::model::{Gpt, ModelConfig};
+use crate::quant::{QMatrix, QuantType};
 use crate::tokenizer::formats::{from_token_list, merge_texts, vocab_entries};
 use crate::tokenizer::{Pattern, Tokenizer};
 use std::path::Path;
@@ -44,11 +46,13 @@ fn gguf_name(name: &str) -> (String, bool) {
     (format!("blk.{block}.{target}.{kind}"), kind == "weight" && !module.starts_with("ln_"))
 }
 
-/// llama.cpp's `general.file_type` for a file whose matrices are `ty`.
+/// llama.cpp's `general.file_type` (`LLAMA_FTYPE_MOSTLY_*`) for a file whose matrices are `ty`.
 fn file_type(ty: TensorType) -> u32 {
     match ty {
         TensorType::F32 => 0,
         TensorType::F16 => 1,
+        TensorType::Q4_0 => 2,
+        TensorType::Q8_0 => 7,
     }
 }
 
@@ -60,8 +64,14 @@ fn pre_name(p: Pattern) -> &'static str {
     }
 }
 
-/// Encodes `model` and `tok` as a GGUF file with matrices in `ty`.
+/// Encodes `model` and `tok` as a GGUF file with matrices in `ty`. Quantized types quantize the
+/// blocks' matrices and the token embedding (the LM head, see [`head_type`]); the position
+/// embedding, LayerNorms and biases stay f32, as llama.cpp's converter keeps them.
 pub fn to_bytes(model: &Gpt, tok: &Tokenizer, ty: TensorType, name: &str) -> Result<Vec<u8>> {
+    let quantized = match ty.quant() {
+        Some(q) => Some(model.quantized_as(q, Some(head_type(q)))?),
+        None => None,
+    };
     let c = &model.config;
     let entries = vocab_entries(tok);
     if entries.len() != c.vocab_size || entries.iter().enumerate().any(|(i, e)| e.0 as usize != i) {
@@ -110,6 +120,18 @@ pub fn to_bytes(model: &Gpt, tok: &Tokenizer, ty: TensorType, name: &str) -> Res
     let mut tensors = Vec::new();
     let mut add = |name: &str, shape: &[usize], data: &[f32]| {
         let (gname, transposed) = gguf_name(name);
+        let blocks = quantized.as_ref().and_then(|q| match Matrix::of(name) {
+            Some((layer, m)) => q.blocks[layer][m as usize].as_ref(),
+            None if name == "wte.weight" => q.lm_head.as_ref(),
+            None => None,
+        });
+        if let Some(m) = blocks {
+            let dims = vec![m.cols as u64, m.rows as u64];
+            tensors.push(TensorOut { name: gname, dims, ty: m.ty.into(), data: m.bytes().to_vec() });
+            return;
+        }
+        // Everything else that is 2-D (the position embedding) stays f32 in quantized files.
+        let ty = if ty.quant().is_some_and(|q| q != QuantType::F16) { TensorType::F32 } else { ty };
         let ty = if shape.len() == 1 { TensorType::F32 } else { ty };
         let (dims, values) = match *shape {
             [n] => (vec![n as u64], data.to_vec()),
@@ -140,21 +162,20 @@ pub fn to_bytes(model: &Gpt, tok: &Tokenizer, ty: TensorType, name: &str) -> Res
     Ok(super::gguf::to_bytes(&metadata, &tensors))
 }
 
-/// (rows, cols) row-major to (cols, rows) row-major.
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; data.len()];
-    for r in 0..rows {
-        for (col, &x) in data[r * cols..(r + 1) * cols].iter().enumerate() {
-            out[col * rows + r] = x;
-        }
+/// The LM head's type in a file whose matrices are `ty`. llama.cpp gives the output layer more
+/// bits than the rest (q6_K for its 4-bit types); minillm has no k-quants, so a q4_0 model keeps
+/// its head (also the token embedding) in q8_0.
+pub fn head_type(ty: QuantType) -> QuantType {
+    match ty {
+        QuantType::Q4_0 => QuantType::Q8_0,
+        other => other,
     }
-    out
 }
 
 fn encode(values: &[f32], ty: TensorType) -> Vec<u8> {
     match ty {
-        TensorType::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
         TensorType::F16 => values.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+        _ => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
     }
 }
 
@@ -202,6 +223,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Gpt, Tokenizer)> {
     }
     let layout = Layout::new(&config);
     let mut params = vec![0.0f32; layout.total];
+    let mut quantized = Quantized { blocks: vec![Default::default(); config.n_layer], lm_head: None };
     for t in &layout.tensors {
         let (gname, transposed) = gguf_name(&t.name);
         let info =
@@ -222,6 +244,19 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Gpt, Tokenizer)> {
                 format!("tensor '{gname}' has dims {:?}, the metadata needs {want:?}", info.dims),
             ));
         }
+        // A quantized matrix is kept as its blocks, for decoding; set_quantized below fills in
+        // the f32 weights they stand for.
+        let matrix = Matrix::of(&t.name).map(Some).or((t.name == "wte.weight").then_some(None));
+        if let (Some(q), Some(which)) = (info.ty.quant(), matrix) {
+            let (rows, cols) = (info.dims[1] as usize, info.dims[0] as usize);
+            let m = QMatrix::from_bytes(q, rows, cols, file.data(info).to_vec())
+                .map_err(|e| Error::format(path, format!("tensor '{gname}': {e}")))?;
+            match which {
+                Some((layer, w)) => quantized.blocks[layer][w as usize] = Some(m),
+                None => quantized.lm_head = Some(m),
+            }
+            continue;
+        }
         let n: usize = shape.iter().product();
         let dst = &mut params[t.offset..t.offset + n];
         if transposed {
@@ -232,7 +267,9 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Gpt, Tokenizer)> {
             file.read_f32(info, dst);
         }
     }
-    Ok((Gpt::from_params(config, params, 0)?, tok))
+    let mut model = Gpt::from_params(config, params, 0)?;
+    model.set_quantized(quantized);
+    Ok((model, tok))
 }
 
 fn tokenizer(file: &Gguf, path: &Path) -> Result<Tokenizer> {

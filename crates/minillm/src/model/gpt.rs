@@ -26,6 +26,8 @@ pub struct Gpt {
     pub training: bool,
     acts: Option<Activations>,
     dropout_rng: Rng,
+    /// Quantized matrices for decoding, when the model came quantized (see `quantized.rs`).
+    pub(super) quantized: Option<super::quantized::Quantized>,
 }
 
 pub(super) fn opt<'a>(buf: &'a [f32], r: &Option<Range<usize>>) -> Option<&'a [f32]> {
@@ -60,6 +62,7 @@ impl Gpt {
             training: true,
             acts: None,
             dropout_rng: Rng::new(seed ^ 0xD809_0D70),
+            quantized: None,
         })
     }
 
@@ -77,8 +80,11 @@ impl Gpt {
         self.dropout_rng = rng;
     }
 
+    /// Starts a training step. The step will change the weights, so quantized blocks would no
+    /// longer match them: a trained model decodes in f32.
     pub fn zero_grad(&mut self) {
         self.grads.fill(0.0);
+        self.quantized = None;
     }
 
     fn check_input(&self, tokens: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Result<()> {

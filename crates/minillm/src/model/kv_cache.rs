@@ -8,10 +8,12 @@
 
 use super::gpt::{Gpt, opt};
 use super::layers::{gelu, layernorm};
+use super::quantized::Matrix;
 use crate::error::{Error, Result};
 use crate::kernels::matvec;
 use crate::kernels::simd::{multiversion, softmax_inline};
 use crate::kernels::vec::{axpy_inline, dot_inline};
+use crate::quant::QMatrix;
 use rayon::prelude::*;
 
 pub struct KvCache {
@@ -119,6 +121,22 @@ fn row_offset((slots, capacity, c): (usize, usize, usize), layer: usize, slot: u
 }
 
 /// x += y (the residual connection).
+/// `out (n x m) = x (n x k) . W + b`: through the quantized matrix when the model has one
+/// (what makes a quantized model decode faster), else the f32 weights (HF's (k x m) layout).
+fn project(
+    q: Option<&QMatrix>,
+    out: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    (n, k, m): (usize, usize, usize),
+) {
+    match q {
+        Some(q) => q.times(out, x, b, n),
+        None => matvec::times(out, x, w, b, (n, k, m)),
+    }
+}
+
 fn add_into(x: &mut [f32], y: &[f32]) {
     for (x, &y) in x.iter_mut().zip(y) {
         *x += y;
@@ -193,7 +211,15 @@ impl Gpt {
         for (layer, o) in l.blocks.iter().enumerate() {
             let kc = &mut *cache;
             kc.normalize(n, &p[o.ln_1_w.clone()], opt(p, &o.ln_1_b));
-            matvec::times(&mut kc.qkv, &kc.ln, &p[o.attn_w.clone()], opt(p, &o.attn_b), (n, c, 3 * c));
+            let q = |m: Matrix| self.quantized.as_ref().and_then(|q| q.blocks[layer][m as usize].as_ref());
+            project(
+                q(Matrix::Qkv),
+                &mut kc.qkv,
+                &kc.ln,
+                &p[o.attn_w.clone()],
+                opt(p, &o.attn_b),
+                (n, c, 3 * c),
+            );
             for (i, &s) in slots.iter().enumerate() {
                 let at = kc.row(layer, s, kc.lens[s]);
                 kc.k[at..at + c].copy_from_slice(&kc.qkv[i * 3 * c + c..][..c]);
@@ -221,7 +247,8 @@ impl Gpt {
                         scale,
                     );
                 });
-            matvec::times(
+            project(
+                q(Matrix::AttnProj),
                 &mut kc.proj,
                 &kc.atty,
                 &p[o.attn_proj_w.clone()],
@@ -230,9 +257,10 @@ impl Gpt {
             );
             add_into(&mut kc.x[..n * c], &kc.proj[..n * c]);
             kc.normalize(n, &p[o.ln_2_w.clone()], opt(p, &o.ln_2_b));
-            matvec::times(&mut kc.fch, &kc.ln, &p[o.fc_w.clone()], opt(p, &o.fc_b), (n, c, 4 * c));
+            project(q(Matrix::Fc), &mut kc.fch, &kc.ln, &p[o.fc_w.clone()], opt(p, &o.fc_b), (n, c, 4 * c));
             gelu::forward(&mut kc.fch_gelu[..n * 4 * c], &kc.fch[..n * 4 * c]);
-            matvec::times(
+            project(
+                q(Matrix::FcProj),
                 &mut kc.proj,
                 &kc.fch_gelu,
                 &p[o.fc_proj_w.clone()],
@@ -243,7 +271,10 @@ impl Gpt {
         }
         let kc = &mut *cache;
         kc.normalize(n, &p[l.ln_f_w.clone()], opt(p, &l.ln_f_b));
-        matvec::times_transposed(&mut kc.logits, &kc.ln, &wte[..v * c], (n, c, v));
+        match self.quantized.as_ref().and_then(|q| q.lm_head.as_ref()) {
+            Some(head) => head.times(&mut kc.logits, &kc.ln, None, n),
+            None => matvec::times_transposed(&mut kc.logits, &kc.ln, &wte[..v * c], (n, c, v)),
+        }
         for &s in slots {
             kc.lens[s] += 1;
         }

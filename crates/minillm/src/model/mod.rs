@@ -8,5 +8,6 @@ pub use config::ModelConfig;
 pub mod activations;
 pub mod gpt;
 pub mod kv_cache;
+pub mod quantized;
 
 pub use gpt::Gpt;

@@ -19,15 +19,19 @@ const MAX_TOKENS_TEXT: usize = 20_000;
 
 type Answer = Result<Json<Value>, ApiError>;
 
-/// The model card: shapes, parameters and the memory its weights take at each precision.
+/// The model card: shapes, parameters and the memory its weights take at each precision (GGUF's
+/// q8_0 and q4_0 carry an f16 scale per 32 weights: half a bit more than int8 and int4).
 pub async fn model(State(s): SharedState, headers: HeaderMap) -> Answer {
     s.accept_key(API, &headers)?;
     let c = &s.lab.config;
     let n = c.num_params();
-    let memory: Vec<Value> = [("fp32", 32.0), ("fp16", 16.0), ("int8", 8.0), ("int4", 4.0)]
-        .iter()
-        .map(|&(name, bits)| json!({"type": name, "bits": bits, "bytes": (n as f64 * bits / 8.0).round()}))
-        .collect();
+    let memory: Vec<Value> =
+        [("fp32", 32.0), ("fp16", 16.0), ("q8_0", 8.5), ("int8", 8.0), ("q4_0", 4.5), ("int4", 4.0)]
+            .iter()
+            .map(
+                |&(name, bits)| json!({"type": name, "bits": bits, "bytes": (n as f64 * bits / 8.0).round()}),
+            )
+            .collect();
     let embeddings = (c.vocab_size + c.block_size) * c.n_embd;
     Ok(Json(json!({
         "name": s.name,
@@ -39,6 +43,7 @@ pub async fn model(State(s): SharedState, headers: HeaderMap) -> Answer {
         "params_per_block": (n - embeddings - (1 + usize::from(c.bias)) * c.n_embd) / c.n_layer.max(1),
         "memory": memory,
         "vocab_size": s.tok.vocab_size(),
+        "weights": s.lab.weights,
         "run": s.lab.run_dir.as_ref().map(|d| d.display().to_string()),
     })))
 }

@@ -61,6 +61,8 @@ pub struct Lab {
     /// Where the model came from, for the model card.
     pub source: String,
     pub config: ModelConfig,
+    /// How the weights are stored: "f32", or the quantized types.
+    pub weights: String,
     /// The run whose metrics the training view shows.
     pub run_dir: Option<PathBuf>,
     /// Char- and word-level tokenizers fitted to the built-in corpus, made on first use.
@@ -68,8 +70,14 @@ pub struct Lab {
 }
 
 impl Lab {
-    pub fn new(source: &Path, config: &ModelConfig, run_dir: Option<PathBuf>) -> Lab {
-        Lab { source: source.display().to_string(), config: config.clone(), run_dir, simple: OnceLock::new() }
+    pub fn new(source: &Path, model: &minillm::model::Gpt, run_dir: Option<PathBuf>) -> Lab {
+        Lab {
+            source: source.display().to_string(),
+            config: model.config.clone(),
+            weights: model.weight_type(),
+            run_dir,
+            simple: OnceLock::new(),
+        }
     }
 
     pub fn simple_tokenizers(&self) -> &(CharTokenizer, WordTokenizer) {

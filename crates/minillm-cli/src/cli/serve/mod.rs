@@ -82,7 +82,7 @@ pub fn launch(a: Args, run_dir: Option<PathBuf>, verb: &str) -> Result<()> {
         anyhow::bail!("--max-concurrent must be 1..=256");
     }
     let loaded = load(&a.model)?;
-    let lab = Lab::new(&a.model, &loaded.model.config, run_dir);
+    let lab = Lab::new(&a.model, &loaded.model, run_dir);
     let dialogue = Dialogue::of(&loaded.tok);
     let end = dialogue
         .end_id()

@@ -1,0 +1,105 @@
+//! The three block formats: how one block of 32 weights becomes bytes and back, and the
+//! portable dot product of a row of blocks with f32 activations.
+
+use super::BLOCK;
+use half::f16;
+
+/// One way of storing blocks of [`BLOCK`] weights.
+pub trait BlockFormat {
+    /// Bytes per block.
+    const BYTES: usize;
+
+    /// Writes the block for `x` into `out` (`BYTES` long).
+    fn quantize(x: &[f32; BLOCK], out: &mut [u8]);
+
+    /// The weights a block stands for.
+    fn dequantize(block: &[u8], out: &mut [f32; BLOCK]);
+
+    /// sum_i w_i * x_i over a row of blocks, portably: each block dequantized, then multiplied
+    /// in order. The reference the SIMD kernels are tested against.
+    fn dot_reference(row: &[u8], x: &[f32]) -> f32 {
+        let mut w = [0.0f32; BLOCK];
+        let mut sum = 0.0f32;
+        for (block, xs) in row.chunks_exact(Self::BYTES).zip(x.chunks_exact(BLOCK)) {
+            Self::dequantize(block, &mut w);
+            sum += w.iter().zip(xs).map(|(a, b)| a * b).sum::<f32>();
+        }
+        sum
+    }
+}
+
+fn scale(block: &[u8]) -> f32 {
+    f16::from_le_bytes([block[0], block[1]]).to_f32()
+}
+
+/// Half precision: 32 f16 per block, no scale.
+pub struct F16;
+
+impl BlockFormat for F16 {
+    const BYTES: usize = 2 * BLOCK;
+
+    fn quantize(x: &[f32; BLOCK], out: &mut [u8]) {
+        for (o, &v) in out.chunks_exact_mut(2).zip(x) {
+            o.copy_from_slice(&f16::from_f32(v).to_le_bytes());
+        }
+    }
+
+    fn dequantize(block: &[u8], out: &mut [f32; BLOCK]) {
+        for (o, b) in out.iter_mut().zip(block.chunks_exact(2)) {
+            *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
+        }
+    }
+}
+
+/// 8-bit: d = max|x| / 127, q = round(x / d), stored as f16 d and 32 int8.
+pub struct Q8_0;
+
+impl BlockFormat for Q8_0 {
+    const BYTES: usize = 2 + BLOCK;
+
+    fn quantize(x: &[f32; BLOCK], out: &mut [u8]) {
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+        for (o, &v) in out[2..].iter_mut().zip(x) {
+            *o = (v * inverse).round() as i8 as u8;
+        }
+    }
+
+    fn dequantize(block: &[u8], out: &mut [f32; BLOCK]) {
+        let d = scale(block);
+        for (o, &q) in out.iter_mut().zip(&block[2..]) {
+            *o = q as i8 as f32 * d;
+        }
+    }
+}
+
+/// 4-bit: the weight of largest magnitude m sets d = m / -8, so it maps to -8 exactly and
+/// q = round(x / d) + 8 lies in 0..=15 (its mirror image, +8, is clipped to 7). Element j sits in
+/// the low nibble of byte j, element j + 16 in the high nibble.
+pub struct Q4_0;
+
+impl BlockFormat for Q4_0 {
+    const BYTES: usize = 2 + BLOCK / 2;
+
+    fn quantize(x: &[f32; BLOCK], out: &mut [u8]) {
+        let m = x.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+        let d = m / -8.0;
+        let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+        // x / d + 8.5 lies in [0.5, 16.5]; truncating it rounds x / d + 8 to the nearest.
+        let nibble = |v: f32| ((v * inverse + 8.5) as u8).min(15);
+        for j in 0..BLOCK / 2 {
+            out[2 + j] = nibble(x[j]) | (nibble(x[j + BLOCK / 2]) << 4);
+        }
+    }
+
+    fn dequantize(block: &[u8], out: &mut [f32; BLOCK]) {
+        let d = scale(block);
+        for (j, &b) in block[2..].iter().enumerate() {
+            out[j] = ((b & 0x0f) as i32 - 8) as f32 * d;
+            out[j + BLOCK / 2] = ((b >> 4) as i32 - 8) as f32 * d;
+        }
+    }
+}

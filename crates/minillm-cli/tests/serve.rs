@@ -287,3 +287,52 @@ fn client_python() -> PathBuf {
     }
     python
 }
+
+/// A request still generating at the deadline: a plain one gets 504, a stream ends as if its
+/// budget ran out, and either way the slot is free again. The model has a context far longer than
+/// the deadline lets it fill.
+#[test]
+fn requests_are_cut_off_at_the_timeout_and_free_their_slot() {
+    let dir = std::env::temp_dir().join(format!("minillm-serve-timeout-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = minillm::model::ModelConfig {
+        n_layer: 1,
+        n_head: 1,
+        n_embd: 32,
+        block_size: 60_000,
+        vocab_size: 512,
+        dropout: 0.0,
+        bias: true,
+    };
+    let model = minillm::model::Gpt::new(config, 3).unwrap();
+    minillm::io::save_model(&dir, &model, None).unwrap();
+    std::fs::copy(common::fixture().join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let args = ["serve", "--model", &dir.to_string_lossy(), "--port", "0", "--model-name", "long"];
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string())
+        .chain(["--timeout", "0.3", "--max-concurrent", "1"].map(String::from))
+        .collect();
+    let s = common::start(&args);
+    let body = json!({"model": "long", "prompt": "Once", "temperature": 0});
+    let started = std::time::Instant::now();
+    let (status, r) = post_json(&s.url, "/v1/completions", body.clone());
+    assert_eq!(status, 504, "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("timeout"), "{r}");
+    assert!(started.elapsed().as_secs_f64() >= 0.3);
+    let mut streamed = body.clone();
+    streamed["stream"] = true.into();
+    let (status, text) = post(&s.url, "/v1/completions", &streamed.to_string(), &[]);
+    assert_eq!(status, 200);
+    let data = events(&text);
+    assert_eq!(data.last().unwrap().1, "[DONE]");
+    let last: Value = serde_json::from_str(&data[data.len() - 2].1).unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "length");
+    // One slot, and it is free: a short request goes through.
+    let (status, r) =
+        post_json(&s.url, "/v1/completions", json!({"model": "long", "prompt": "Once", "max_tokens": 3}));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["usage"]["completion_tokens"], 3);
+    drop(s);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -51,7 +51,7 @@ pub fn run(a: Args) -> Result<()> {
         api_key: None,
         max_concurrent: 4,
         model_name: None,
-        timeout: 300,
+        timeout: 300.0,
     };
     serve::launch(options, run_dir, "lab for")
 }

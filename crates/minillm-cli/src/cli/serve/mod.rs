@@ -48,9 +48,10 @@ pub struct Args {
     /// The name clients use for the model (default: the model path's last component).
     #[arg(long, value_name = "NAME")]
     pub model_name: Option<String>,
-    /// Seconds a request may take before it is cut off.
-    #[arg(long, default_value_t = 300)]
-    pub timeout: u64,
+    /// Seconds a request may take before it is cut off (a stream then ends as if its token
+    /// budget ran out; a plain request gets 504). Fractions allowed.
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    pub timeout: f64,
 }
 
 /// Request bodies larger than this are refused.
@@ -81,6 +82,9 @@ pub fn launch(a: Args, run_dir: Option<PathBuf>, verb: &str) -> Result<()> {
     if a.max_concurrent == 0 || a.max_concurrent > 256 {
         anyhow::bail!("--max-concurrent must be 1..=256");
     }
+    if !(a.timeout > 0.0 && a.timeout <= 1e7) {
+        anyhow::bail!("--timeout must be a positive number of seconds");
+    }
     let loaded = load(&a.model)?;
     let lab = Lab::new(&a.model, &loaded.model, run_dir);
     let dialogue = Dialogue::of(&loaded.tok);
@@ -99,7 +103,7 @@ pub fn launch(a: Args, run_dir: Option<PathBuf>, verb: &str) -> Result<()> {
         name: name.clone(),
         context,
         api_key: a.api_key.clone(),
-        timeout: Duration::from_secs(a.timeout.max(1)),
+        timeout: Duration::from_secs_f64(a.timeout),
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),

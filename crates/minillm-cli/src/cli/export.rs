@@ -55,7 +55,7 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     out: PathBuf,
     /// GGUF only: how to store the matrices (see `minillm quantize`).
-    #[arg(long = "type", value_enum, default_value = "f32")]
+    #[arg(long = "type", value_enum, default_value = "f32", value_name = "TYPE")]
     ty: GgufType,
 }
 
@@ -66,7 +66,7 @@ pub struct QuantizeArgs {
     #[arg(long, value_name = "MODEL", help = MODEL_HELP)]
     model: PathBuf,
     /// q8_0 (8.5 bits per weight), q4_0 (4.5; its LM head stays q8_0) or f16.
-    #[arg(long = "type", value_enum)]
+    #[arg(long = "type", value_enum, value_name = "TYPE")]
     ty: GgufType,
     /// The .gguf file to write (it must not exist yet).
     #[arg(long, value_name = "FILE")]

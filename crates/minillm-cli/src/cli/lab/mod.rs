@@ -53,7 +53,7 @@ pub fn run(a: Args) -> Result<()> {
         model_name: None,
         timeout: 300.0,
     };
-    serve::launch(options, run_dir, "lab for")
+    serve::launch(options, run_dir, true)
 }
 
 /// What the pages need besides the model and its tokenizer.

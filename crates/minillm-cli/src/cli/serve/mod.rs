@@ -73,12 +73,12 @@ pub struct Shared {
 pub fn run(a: Args) -> Result<()> {
     // A run directory given as the model also feeds the lab's training view.
     let run_dir = a.model.join("metrics.jsonl").is_file().then(|| a.model.clone());
-    launch(a, run_dir, "serving")
+    launch(a, run_dir, false)
 }
 
-/// Loads the model and serves the APIs and the lab until Ctrl-C; `verb` begins the line that
-/// announces the address.
-pub fn launch(a: Args, run_dir: Option<PathBuf>, verb: &str) -> Result<()> {
+/// Loads the model and serves the APIs and the lab until Ctrl-C. `lab_first` announces the
+/// address as the lab's (for `minillm lab`) rather than the APIs'.
+pub fn launch(a: Args, run_dir: Option<PathBuf>, lab_first: bool) -> Result<()> {
     if a.max_concurrent == 0 || a.max_concurrent > 256 {
         anyhow::bail!("--max-concurrent must be 1..=256");
     }
@@ -115,9 +115,13 @@ pub fn launch(a: Args, run_dir: Option<PathBuf>, verb: &str) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}:{}", a.host, a.port))?;
         let address = listener.local_addr()?;
-        println!(
-            "{verb} {name} on http://{address}/ (the lab: open it in a browser; OpenAI: /v1/chat/completions, /v1/completions; Anthropic: /v1/messages)"
-        );
+        if lab_first {
+            println!("the lab for {}: open http://{address}/ in a browser (Ctrl-C stops it)", a.model.display());
+        } else {
+            println!(
+                "serving {name} on http://{address}/ (the lab: open it in a browser; OpenAI: /v1/chat/completions, /v1/completions; Anthropic: /v1/messages)"
+            );
+        }
         axum::serve(listener, router(shared))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;

@@ -88,7 +88,6 @@ pub fn inspect(
     let run = model.forward(ids, None, (1, t));
     model.training = training;
     run?;
-    let text = |id: u32| String::from_utf8_lossy(tok.token_bytes(id).unwrap_or_default()).into_owned();
     let rows: Vec<Vec<f64>> = model.logits().chunks_exact(vp).map(|row| softmax(&row[..v])).collect();
     let mut surprisal = vec![None];
     surprisal.extend(ids[1..].iter().zip(&rows).map(|(&next, probs)| Some(-probs[next as usize].log2())));
@@ -99,7 +98,7 @@ pub fn inspect(
     let next = order
         .iter()
         .take(top_k)
-        .map(|&id| Candidate { id, text: text(id), prob: last[id as usize] })
+        .map(|&id| Candidate { id, text: tok.token_text(id), prob: last[id as usize] })
         .collect();
     let attention = attention.map(|w| {
         let att = model.attention(w.layer).expect("the forward above ran every layer");
@@ -122,7 +121,7 @@ pub fn inspect(
             stream[..t * c].chunks_exact(c).map(|x| x.iter().map(|v| v * v).sum::<f32>().sqrt()).collect()
         })
         .collect();
-    let tokens = ids.iter().map(|&id| Token { id, text: text(id) }).collect();
+    let tokens = ids.iter().map(|&id| Token { id, text: tok.token_text(id) }).collect();
     Ok(Inspection { tokens, next, attention, surprisal, residual_norms })
 }
 

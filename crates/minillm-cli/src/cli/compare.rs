@@ -51,10 +51,7 @@ impl Trio {
         let words: Vec<String> =
             self.words.encode(text).iter().map(|&i| self.words.token(i).to_string()).collect();
         let bpe_ids = self.bpe.encode(text, minillm::SpecialTokens::AsText)?;
-        let bpe: Vec<String> = bpe_ids
-            .iter()
-            .map(|&i| String::from_utf8_lossy(self.bpe.token_bytes(i).unwrap_or_default()).into_owned())
-            .collect();
+        let bpe: Vec<String> = bpe_ids.iter().map(|&i| self.bpe.token_text(i)).collect();
         println!("{text:?}");
         for (name, vocab, tokens) in [
             ("char", self.chars.vocab_size(), chars),

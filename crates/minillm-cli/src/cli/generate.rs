@@ -70,10 +70,7 @@ pub fn run(a: Args) -> Result<()> {
             let tokens: Vec<serde_json::Value> = result
                 .tokens
                 .iter()
-                .map(|&(id, prob)| {
-                    let text = String::from_utf8_lossy(tok.token_bytes(id).unwrap_or_default());
-                    serde_json::json!({"id": id, "text": text, "prob": prob})
-                })
+                .map(|&(id, prob)| serde_json::json!({"id": id, "text": tok.token_text(id), "prob": prob}))
                 .collect();
             let mut doc = serde_json::json!({
                 "prompt_tokens": prompt.len(), "tokens": tokens, "text": result.text,

@@ -119,6 +119,12 @@ impl Tokenizer {
         }
     }
 
+    /// A token's bytes as text, for showing it: a token that is part of a character shows
+    /// U+FFFD, an unknown id the empty string.
+    pub fn token_text(&self, id: u32) -> String {
+        String::from_utf8_lossy(self.token_bytes(id).unwrap_or_default()).into_owned()
+    }
+
     /// This tokenizer with `names` added as special tokens after the existing ids (names it
     /// already has are skipped); every existing id keeps its meaning.
     pub fn with_added_specials(&self, names: &[&str]) -> Result<Tokenizer> {

@@ -168,8 +168,7 @@ pub async fn inspect(
             let next = seen.next.into_iter().map(|n| Bar { shaped: shaped(n.id), next: n }).collect();
             let sampled = seed.map(|seed| {
                 let id = sample(last, &ids, &sampler, &mut Rng::new(seed));
-                let text = String::from_utf8_lossy(tok.token_bytes(id).unwrap_or_default()).into_owned();
-                Sampled { id, text, shaped: shaped(id) }
+                Sampled { id, text: tok.token_text(id), shaped: shaped(id) }
             });
             Ok(Looked {
                 tokens: seen.tokens,

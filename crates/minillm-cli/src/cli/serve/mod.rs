@@ -448,13 +448,10 @@ impl Reply {
         match event {
             Event::Token { id, logprob, top } => {
                 self.tokens += 1;
-                let piece = |t: u32| {
-                    String::from_utf8_lossy(self.tok.token_bytes(t).unwrap_or_default()).into_owned()
-                };
                 self.logprobs.push(TokenLogprob {
-                    text: piece(id),
+                    text: self.tok.token_text(id),
                     logprob,
-                    top: top.into_iter().map(|(t, lp)| (piece(t), lp)).collect(),
+                    top: top.into_iter().map(|(t, lp)| (self.tok.token_text(t), lp)).collect(),
                 });
                 // Only the new token's bytes, with any character it completes.
                 let whole = self.decoder.push(id).unwrap_or_default();

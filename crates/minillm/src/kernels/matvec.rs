@@ -6,6 +6,7 @@
 //! kernels read every weight exactly once, in address order, each thread a contiguous part, and
 //! use it for every row while it is in a register.
 
+use super::SharedOut;
 use super::simd::multiversion;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -165,25 +166,11 @@ multiversion! {
     }
 }
 
-/// Where tasks write disjoint columns of one output.
-#[derive(Clone, Copy)]
-struct Columns(*mut f32);
-// SAFETY: every task writes only the columns of its own block (see `times_transposed`).
-unsafe impl Send for Columns {}
-unsafe impl Sync for Columns {}
-
-impl Columns {
-    /// (A method, so that closures capture the whole `Columns`, not its bare pointer field.)
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// `out (m x n) = x (m x k) . w^T` where `w` is stored (n x k): output j is the dot product of
 /// each row of x with row j of w. This is the LM head, whose weight is the token embedding.
 pub fn times_transposed(out: &mut [f32], x: &[f32], w: &[f32], (m, k, n): (usize, usize, usize)) {
     assert!(out.len() >= m * n && x.len() >= m * k && w.len() >= k * n, "matvec shapes");
-    let dst = Columns(out.as_mut_ptr());
+    let dst = SharedOut(out.as_mut_ptr());
     let blocks = n.div_ceil(BLOCK);
     let task = |blk: usize| {
         let rows = blk * BLOCK..((blk + 1) * BLOCK).min(n);

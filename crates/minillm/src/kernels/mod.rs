@@ -4,3 +4,18 @@ pub mod matmul;
 pub mod matvec;
 pub mod simd;
 pub mod vec;
+
+/// One output buffer that parallel tasks write through, each to its own disjoint elements (the
+/// columns of one block in `matvec::times_transposed`, the rows of a quantized product).
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut(pub(crate) *mut f32);
+// SAFETY: every user writes disjoint elements from each task; the buffer outlives the tasks.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// (A method, so that closures capture the whole `SharedOut`, not its bare pointer field.)
+    pub(crate) fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}

@@ -120,7 +120,6 @@ fn row_offset((slots, capacity, c): (usize, usize, usize), layer: usize, slot: u
     ((layer * slots + slot) * capacity + pos) * c
 }
 
-/// x += y (the residual connection).
 /// `out (n x m) = x (n x k) . W + b`: through the quantized matrix when the model has one
 /// (what makes a quantized model decode faster), else the f32 weights (HF's (k x m) layout).
 fn project(
@@ -137,6 +136,7 @@ fn project(
     }
 }
 
+/// x += y (the residual connection).
 fn add_into(x: &mut [f32], y: &[f32]) {
     for (x, &y) in x.iter_mut().zip(y) {
         *x += y;

@@ -3,6 +3,7 @@
 use super::formats::{BlockFormat, F16, Q4_0, Q8_0};
 use super::{BLOCK, QuantType, simd};
 use crate::error::{Error, Result};
+use crate::kernels::SharedOut;
 use rayon::prelude::*;
 
 /// Output rows per parallel task: a few kilobytes of weights each.
@@ -98,7 +99,7 @@ impl QMatrix {
         assert!(out.len() >= m * n && x.len() >= m * k, "quantized product shapes");
         let (dot, _) = simd::kernel(self.ty);
         let row_bytes = k / BLOCK * self.ty.block_bytes();
-        let out = SendPtr(out.as_mut_ptr());
+        let out = SharedOut(out.as_mut_ptr());
         let task = |(t, rows): (usize, &[u8])| {
             let first = t * ROWS_PER_TASK;
             for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
@@ -108,7 +109,7 @@ impl QMatrix {
                 for i in 0..m {
                     let v = dot(row, &x[i * k..(i + 1) * k]) + b;
                     // SAFETY: out holds m * n and each (i, j) is written by exactly one task.
-                    unsafe { *out.get().add(i * n + j) = v };
+                    unsafe { *out.ptr().add(i * n + j) = v };
                 }
             }
         };
@@ -128,17 +129,4 @@ fn check_shape(ty: QuantType, rows: usize, cols: usize) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// The output pointer, shared by tasks that write disjoint elements.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: the tasks write disjoint elements (see `times`).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }

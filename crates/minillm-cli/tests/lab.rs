@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, agent, fixture, post, post_json, serve, start};
+use common::{Server, agent, cli, fixture, post, post_json, serve, start};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
@@ -12,12 +12,6 @@ fn get(url: &str, path: &str) -> (u16, String, String) {
     let mut resp = agent().get(&format!("{url}{path}")).call().unwrap();
     let kind = resp.headers().get("content-type").map_or("", |v| v.to_str().unwrap()).to_string();
     (resp.status().as_u16(), kind, resp.body_mut().read_to_string().unwrap())
-}
-
-fn cli(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_minillm")).args(args).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn lab(run: Option<&Path>) -> Server {

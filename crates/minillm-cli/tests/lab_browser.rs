@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{fixture, start};
+use common::{cli, fixture, start};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -144,12 +144,6 @@ fn the_lab_works_in_a_real_browser() {
     for view in ["tokens", "next-token", "attention", "inside", "training", "narrow"] {
         assert!(shots.join(format!("{view}.png")).is_file(), "no screenshot of {view}");
     }
-}
-
-fn cli(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_minillm")).args(args).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The directory to run the browser script in, with playwright-core installed; `None` (after

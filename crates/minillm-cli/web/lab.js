@@ -16,10 +16,16 @@ const state = {
 
 // ---- talking to the server ----
 
+// JSON in and out, with the API key once the server asked for one.
+function headers() {
+  const h = { "content-type": "application/json" };
+  if (state.apiKey) h.authorization = "Bearer " + state.apiKey;
+  return h;
+}
+
 async function api(path, body) {
-  const headers = { "content-type": "application/json" };
-  if (state.apiKey) headers.authorization = "Bearer " + state.apiKey;
-  const resp = await fetch(path, body === undefined ? { headers } : { method: "POST", headers, body: JSON.stringify(body) });
+  const init = body === undefined ? {} : { method: "POST", body: JSON.stringify(body) };
+  const resp = await fetch(path, { ...init, headers: headers() });
   if (resp.status === 401 && !state.askedKey) {
     state.askedKey = true;
     const key = prompt("This server needs its API key:");
@@ -161,10 +167,8 @@ async function generate() {
   const prompt = $("text").value;
   out.replaceChildren(el("span", { class: "prompt", text: prompt }));
   const body = { model: state.model.name, prompt, max_tokens: 80, stream: true, ...samplerSettings() };
-  const headers = { "content-type": "application/json" };
-  if (state.apiKey) headers.authorization = "Bearer " + state.apiKey;
   try {
-    const resp = await fetch("/v1/completions", { method: "POST", headers, body: JSON.stringify(body), signal: controller.signal });
+    const resp = await fetch("/v1/completions", { method: "POST", headers: headers(), body: JSON.stringify(body), signal: controller.signal });
     if (!resp.ok) throw new Error((await resp.json()).error.message);
     const reader = resp.body.getReader();
     const decoder = new TextDecoder();

@@ -55,6 +55,13 @@ pub fn start(args: &[String]) -> Server {
     Server { child, url }
 }
 
+/// Runs `minillm ARGS`, which must succeed, and parses what it printed as JSON.
+pub fn cli(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_minillm")).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).build().into()
 }

@@ -156,7 +156,9 @@ fn quantized_exports_keep_their_blocks_and_decode_as_they_evaluate() {
         // Re-exporting writes the same blocks: no second rounding.
         assert_eq!(gguf_gpt2::to_bytes(&back, &tok, ty, "tiny").unwrap(), bytes);
         // Decoding through the blocks gives the logits the f32 forward gives on the
-        // dequantized weights (prefill runs that forward; each decode step runs the blocks).
+        // dequantized weights (prefill runs that forward; each decode step runs the blocks),
+        // up to the rounding of the activations to 8 bits (bounded per product in the library's
+        // quant tests): here under 0.005, as much as q8_0's rounding of the weights moves them.
         let full = logits(&mut back, &tokens[..12]);
         let v = back.config.vocab_size;
         let mut cache = KvCache::new(&back, 1);
@@ -165,7 +167,7 @@ fn quantized_exports_keep_their_blocks_and_decode_as_they_evaluate() {
             let row = back.decode(&mut cache, &[0], &[tokens[pos]]).unwrap();
             let want = &full[pos * v..(pos + 1) * v];
             let worst = row.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(worst < 1e-4, "{ty:?} position {pos}: decode differs from forward by {worst}");
+            assert!(worst < 1e-2, "{ty:?} position {pos}: decode differs from forward by {worst}");
         }
         // And quantization moved the logits, by a little.
         let moved = full.iter().zip(&f32_logits).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));

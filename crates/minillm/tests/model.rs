@@ -263,8 +263,16 @@ fn eval_scores_every_token_once_whatever_the_batching() {
         assert!((score.bits_per_byte - want / std::f64::consts::LN_2 / 100.0).abs() < 1e-4);
         assert!((score.perplexity - score.loss.exp()).abs() < 1e-9);
     }
+    // Token by token through the KV cache, the same windows score the same.
+    for batch in [1, 3] {
+        let score = minillm::eval::evaluate_decoding(&mut model, &tokens, batch, 100).unwrap();
+        assert_eq!(score.tokens, tokens.len() - 1);
+        let got = score.loss * score.tokens as f64;
+        assert!((got - want).abs() < 1e-3 * want, "decoding, batch {batch}: {got} vs {want}");
+    }
     assert!(model.training, "evaluation leaves the model as it found it");
     assert!(minillm::eval::evaluate(&mut model, &tokens[..1], 1, 1).is_err());
+    assert!(minillm::eval::evaluate_decoding(&mut model, &tokens[..1], 1, 1).is_err());
 }
 
 #[test]

@@ -322,7 +322,8 @@ fn quant(a: QuantArgs) -> Result<()> {
     for ((ty, size, model), secs) in models.iter_mut().zip(best) {
         let score = match &tokens {
             Some(t) => {
-                Some(minillm::eval::evaluate(model, t, 8, tok.decoded_len(t.get(1..).unwrap_or_default()))?)
+                let bytes = tok.decoded_len(t.get(1..).unwrap_or_default());
+                Some(minillm::eval::evaluate_decoding(model, t, 8, bytes)?)
             }
             None => None,
         };

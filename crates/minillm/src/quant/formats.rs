@@ -28,6 +28,21 @@ pub trait BlockFormat {
     }
 }
 
+/// A format whose block is one scale times small integers (q8_0, q4_0): the weights can be
+/// multiplied with 8-bit activations in integer arithmetic, the scales applied once per block.
+pub trait IntegerBlocks: BlockFormat {
+    /// The block's integers into `out`; returns its scale d (weight j = d * out[j]).
+    fn integers(block: &[u8], out: &mut [i8; BLOCK]) -> f32;
+}
+
+fn dequantize_integers<F: IntegerBlocks>(block: &[u8], out: &mut [f32; BLOCK]) {
+    let mut q = [0i8; BLOCK];
+    let d = F::integers(block, &mut q);
+    for (o, q) in out.iter_mut().zip(q) {
+        *o = q as f32 * d;
+    }
+}
+
 fn scale(block: &[u8]) -> f32 {
     f16::from_le_bytes([block[0], block[1]]).to_f32()
 }
@@ -68,10 +83,16 @@ impl BlockFormat for Q8_0 {
     }
 
     fn dequantize(block: &[u8], out: &mut [f32; BLOCK]) {
-        let d = scale(block);
+        dequantize_integers::<Self>(block, out)
+    }
+}
+
+impl IntegerBlocks for Q8_0 {
+    fn integers(block: &[u8], out: &mut [i8; BLOCK]) -> f32 {
         for (o, &q) in out.iter_mut().zip(&block[2..]) {
-            *o = q as i8 as f32 * d;
+            *o = q as i8;
         }
+        scale(block)
     }
 }
 
@@ -96,10 +117,16 @@ impl BlockFormat for Q4_0 {
     }
 
     fn dequantize(block: &[u8], out: &mut [f32; BLOCK]) {
-        let d = scale(block);
+        dequantize_integers::<Self>(block, out)
+    }
+}
+
+impl IntegerBlocks for Q4_0 {
+    fn integers(block: &[u8], out: &mut [i8; BLOCK]) -> f32 {
         for (j, &b) in block[2..].iter().enumerate() {
-            out[j] = ((b & 0x0f) as i32 - 8) as f32 * d;
-            out[j + BLOCK / 2] = ((b >> 4) as i32 - 8) as f32 * d;
+            out[j] = (b & 0x0f) as i8 - 8;
+            out[j + BLOCK / 2] = (b >> 4) as i8 - 8;
         }
+        scale(block)
     }
 }

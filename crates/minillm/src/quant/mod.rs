@@ -11,17 +11,21 @@
 //! | q4_0 | 18 | 4.5 | f16 scale d, then 16 bytes: w_j = d * (low nibble - 8), w_{j+16} = d * (high nibble - 8) |
 //!
 //! The bytes are exactly llama.cpp's (`block_q8_0`, `block_q4_0`), so a matrix goes into a GGUF
-//! file as it is. Activations stay f32: the dot product of a quantized row with x equals the
-//! dot product of the dequantized row with x up to float rounding, which the tests check.
+//! file as it is.
 //!
 //! Each format is one [`BlockFormat`]: quantize and dequantize one block, and a portable
-//! reference dot product beside the SIMD one ([`simd`]: AVX2 + FMA + F16C, chosen at run time).
+//! reference dot product beside the SIMD ones ([`simd`]: AVX-512 or AVX2, chosen at run time).
+//! q8_0 and q4_0 rows are multiplied with activations rounded to 8 bits ([`activations`]), as in
+//! llama.cpp: the result is the dot product of the dequantized row with the dequantized
+//! activations up to float rounding, and within the activations' rounding of the f32 product;
+//! the tests check both.
 
+pub mod activations;
 mod formats;
 mod matrix;
 pub mod simd;
 
-pub use formats::{BlockFormat, F16, Q4_0, Q8_0};
+pub use formats::{BlockFormat, F16, IntegerBlocks, Q4_0, Q8_0};
 pub use matrix::QMatrix;
 
 use crate::error::{Error, Result};

@@ -1,89 +1,69 @@
-//! The dot product of a row of blocks with f32 activations, in AVX-512 and AVX2 (with FMA and
-//! F16C for the scales), chosen at run time; [`BlockFormat::dot_reference`] elsewhere.
+//! The dot product of a row of blocks with a row of activations, in AVX-512 and AVX2, chosen at
+//! run time; the portable references are [`BlockFormat::dot_reference`] and
+//! [`activations::rows_reference`].
 //!
-//! Each kernel widens a block's integers to floats in registers (never to memory), multiplies
-//! them by x, and adds scale * (block sum) into the running total, so weights are read once,
-//! as bytes.
+//! f16 rows meet f32 activations: each half float is widened in registers and multiplied.
+//! q8_0 and q4_0 rows meet 8-bit activations ([`Int8Row`]): 32 integer products per block summed
+//! in 8 lanes of i32 by one instruction (three without VNNI), then the block's two scales applied
+//! once. Weights are read once, as bytes, and never written out widened.
 
+use super::activations::{self, Int8Row, LANES};
 use super::formats::{BlockFormat, F16, Q4_0, Q8_0};
 use super::{BLOCK, QuantType};
 
-/// A row-times-vector kernel: `row` holds `x.len() / 32` blocks.
+/// f16 row times f32 activations: `row` holds `x.len() / 32` blocks.
 pub type Dot = fn(&[u8], &[f32]) -> f32;
+/// q8_0 / q4_0 rows times 8-bit activations: `rows` holds `out.len()` (1 to 4) consecutive rows
+/// of `x.q.len() / 32` blocks each, whose products go to `out`.
+pub type IntDot = fn(&[u8], Int8Row, &mut [f32]);
+
+/// A kernel for one weight type: which kind of activations it takes follows from the type.
+#[derive(Clone, Copy)]
+pub enum Kernel {
+    /// f16 weights, f32 activations.
+    Float(Dot),
+    /// q8_0 or q4_0 weights, 8-bit activations.
+    Int8(IntDot),
+}
 
 /// The fastest kernel this CPU runs for `ty`, and the instruction set it uses.
-pub fn kernel(ty: QuantType) -> (Dot, &'static str) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let has = |f: &str| match f {
-            "avx512" => std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw"),
-            _ => {
-                std::is_x86_feature_detected!("avx2")
-                    && std::is_x86_feature_detected!("fma")
-                    && std::is_x86_feature_detected!("f16c")
-            }
-        };
-        // The AVX-512 kernels also use F16C for the scales.
-        if has("avx512") && has("avx2") {
-            return (
-                match ty {
-                    QuantType::F16 => x86::f16_avx512,
-                    QuantType::Q8_0 => x86::q8_0_avx512,
-                    QuantType::Q4_0 => x86::q4_0_avx512,
-                },
-                "AVX-512",
-            );
-        }
-        if has("avx2") {
-            return (
-                match ty {
-                    QuantType::F16 => x86::f16_avx2,
-                    QuantType::Q8_0 => x86::q8_0_avx2,
-                    QuantType::Q4_0 => x86::q4_0_avx2,
-                },
-                "AVX2",
-            );
-        }
-    }
-    (reference(ty), "portable")
+pub fn kernel(ty: QuantType) -> (Kernel, &'static str) {
+    use std::sync::OnceLock;
+    static CHOSEN: [OnceLock<(Kernel, &str)>; 3] = [const { OnceLock::new() }; 3];
+    *CHOSEN[ty as usize].get_or_init(|| all_kernels(ty).pop().expect("the portable kernel is always there"))
 }
 
 /// The portable kernel for `ty`.
-pub fn reference(ty: QuantType) -> Dot {
+pub fn reference(ty: QuantType) -> Kernel {
     match ty {
-        QuantType::F16 => F16::dot_reference,
-        QuantType::Q8_0 => Q8_0::dot_reference,
-        QuantType::Q4_0 => Q4_0::dot_reference,
+        QuantType::F16 => Kernel::Float(F16::dot_reference),
+        QuantType::Q8_0 => Kernel::Int8(activations::rows_reference::<Q8_0>),
+        QuantType::Q4_0 => Kernel::Int8(activations::rows_reference::<Q4_0>),
     }
 }
 
-/// Every kernel this CPU can run for `ty`, with its name: for the tests.
-pub fn all_kernels(ty: QuantType) -> Vec<(Dot, &'static str)> {
+/// Every kernel this CPU can run for `ty`, slowest first, with its instruction set's name; the
+/// first is the portable reference.
+pub fn all_kernels(ty: QuantType) -> Vec<(Kernel, &'static str)> {
     let mut found = vec![(reference(ty), "portable")];
     #[cfg(target_arch = "x86_64")]
     {
-        let avx2 = std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c");
-        if avx2 {
-            found.push((
-                match ty {
-                    QuantType::F16 => x86::f16_avx2,
-                    QuantType::Q8_0 => x86::q8_0_avx2,
-                    QuantType::Q4_0 => x86::q4_0_avx2,
-                },
-                "AVX2",
-            ));
+        use std::is_x86_feature_detected as has;
+        let avx2 = has!("avx2") && has!("fma") && has!("f16c");
+        let avx512 = avx2 && has!("avx512f") && has!("avx512bw");
+        let vnni = avx512 && has!("avx512vnni") && has!("avx512vl");
+        let (float, int) = (Kernel::Float, Kernel::Int8);
+        match ty {
+            QuantType::F16 if avx2 => found.push((float(x86::f16_avx2), "AVX2")),
+            QuantType::Q8_0 if avx2 => found.push((int(x86::q8_0_avx2), "AVX2")),
+            QuantType::Q4_0 if avx2 => found.push((int(x86::q4_0_avx2), "AVX2")),
+            _ => {}
         }
-        if avx2 && std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw") {
-            found.push((
-                match ty {
-                    QuantType::F16 => x86::f16_avx512,
-                    QuantType::Q8_0 => x86::q8_0_avx512,
-                    QuantType::Q4_0 => x86::q4_0_avx512,
-                },
-                "AVX-512",
-            ));
+        match ty {
+            QuantType::F16 if avx512 => found.push((float(x86::f16_avx512), "AVX-512")),
+            QuantType::Q8_0 if vnni => found.push((int(x86::q8_0_vnni), "AVX-512 VNNI")),
+            QuantType::Q4_0 if vnni => found.push((int(x86::q4_0_vnni), "AVX-512 VNNI")),
+            _ => {}
         }
     }
     found
@@ -100,46 +80,40 @@ fn f16_table() -> &'static [f32] {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    //! Safe wrappers are handed out only by `kernel` / `all_kernels`, after the CPU was checked
-    //! for the features each one is compiled with. Helpers are macros, not closures: a closure
-    //! does not inherit its function's target features, and its intrinsics would not inline.
-    use super::{BLOCK, f16_table};
+    //! Safe wrappers are handed out only by `all_kernels`, after the CPU was checked for the
+    //! features each one is compiled with. Helpers are macros, not closures: a closure does not
+    //! inherit its function's target features, and its intrinsics would not inline.
+    use super::{BLOCK, Int8Row, LANES, f16_table};
     use std::arch::x86_64::*;
 
+    // SAFETY (the wrappers): only returned after the features were detected (see the module
+    // doc); lengths are checked inside.
     macro_rules! safe {
         ($($name:ident => $imp:ident),*) => {$(
             pub fn $name(row: &[u8], x: &[f32]) -> f32 {
-                // SAFETY: only returned after the features were detected (see the module doc);
-                // lengths are checked inside.
                 unsafe { $imp(row, x) }
             }
         )*};
     }
-    safe!(f16_avx2 => f16_v3, q8_0_avx2 => q8_0_v3, q4_0_avx2 => q4_0_v3,
-          f16_avx512 => f16_v4, q8_0_avx512 => q8_0_v4, q4_0_avx512 => q4_0_v4);
+    safe!(f16_avx2 => f16_v3, f16_avx512 => f16_v4);
 
-    /// A block's f16 scale (its first two bytes) as f32, from the table, in all lanes.
-    macro_rules! scale256 {
-        ($table:expr, $block:expr) => {
-            _mm256_set1_ps(*$table.get_unchecked(std::ptr::read_unaligned($block as *const u16) as usize))
-        };
+    /// The integer kernels are compiled for 1 to 4 rows at a time; `out`'s length picks one.
+    macro_rules! safe_rows {
+        ($($name:ident => $imp:ident),*) => {$(
+            pub fn $name(rows: &[u8], x: Int8Row, out: &mut [f32]) {
+                unsafe {
+                    match out.len() {
+                        1 => out.copy_from_slice(&$imp::<1>(rows, x)),
+                        2 => out.copy_from_slice(&$imp::<2>(rows, x)),
+                        3 => out.copy_from_slice(&$imp::<3>(rows, x)),
+                        4 => out.copy_from_slice(&$imp::<4>(rows, x)),
+                        n => panic!("the integer kernels take 1 to 4 rows, not {n}"),
+                    }
+                }
+            }
+        )*};
     }
-    macro_rules! scale512 {
-        ($table:expr, $block:expr) => {
-            _mm512_set1_ps(*$table.get_unchecked(std::ptr::read_unaligned($block as *const u16) as usize))
-        };
-    }
-    /// Eight int8 at `p` as eight f32 (AVX2), sixteen (AVX-512).
-    macro_rules! i8x8 {
-        ($p:expr) => {
-            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64($p as *const __m128i)))
-        };
-    }
-    macro_rules! i8x16 {
-        ($v:expr) => {
-            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32($v))
-        };
-    }
+    safe_rows!(q8_0_avx2 => q8_0_v3, q4_0_avx2 => q4_0_v3, q8_0_vnni => q8_0_v4, q4_0_vnni => q4_0_v4);
 
     #[target_feature(enable = "avx2,fma")]
     fn sum8(v: __m256) -> f32 {
@@ -183,63 +157,6 @@ mod x86 {
         sum8(_mm256_add_ps(a, b))
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q8_0_v3(row: &[u8], x: &[f32]) -> f32 {
-        let blocks = check(row, x, 34);
-        let table = f16_table();
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        unsafe {
-            for k in 0..blocks {
-                let (block, xs) = (row.as_ptr().add(k * 34), x.as_ptr().add(k * BLOCK));
-                let s0 = _mm256_fmadd_ps(
-                    i8x8!(block.add(10)),
-                    _mm256_loadu_ps(xs.add(8)),
-                    _mm256_mul_ps(i8x8!(block.add(2)), _mm256_loadu_ps(xs)),
-                );
-                let s1 = _mm256_fmadd_ps(
-                    i8x8!(block.add(26)),
-                    _mm256_loadu_ps(xs.add(24)),
-                    _mm256_mul_ps(i8x8!(block.add(18)), _mm256_loadu_ps(xs.add(16))),
-                );
-                let d = scale256!(table, block);
-                acc0 = _mm256_fmadd_ps(d, s0, acc0);
-                acc1 = _mm256_fmadd_ps(d, s1, acc1);
-            }
-        }
-        sum8(_mm256_add_ps(acc0, acc1))
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_0_v3(row: &[u8], x: &[f32]) -> f32 {
-        let blocks = check(row, x, 18);
-        let table = f16_table();
-        let (mask, eight) = (_mm_set1_epi8(0x0f), _mm_set1_epi8(8));
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        unsafe {
-            for k in 0..blocks {
-                let (block, xs) = (row.as_ptr().add(k * 18), x.as_ptr().add(k * BLOCK));
-                let bytes = _mm_loadu_si128(block.add(2) as *const __m128i);
-                let lo = _mm_sub_epi8(_mm_and_si128(bytes, mask), eight); // elements 0..16
-                let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask), eight); // 16..32
-                let (l1, h1) = (_mm_srli_si128(lo, 8), _mm_srli_si128(hi, 8));
-                let s0 = _mm256_fmadd_ps(
-                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(l1)),
-                    _mm256_loadu_ps(xs.add(8)),
-                    _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), _mm256_loadu_ps(xs)),
-                );
-                let s1 = _mm256_fmadd_ps(
-                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(h1)),
-                    _mm256_loadu_ps(xs.add(24)),
-                    _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), _mm256_loadu_ps(xs.add(16))),
-                );
-                let d = scale256!(table, block);
-                acc0 = _mm256_fmadd_ps(d, s0, acc0);
-                acc1 = _mm256_fmadd_ps(d, s1, acc1);
-            }
-        }
-        sum8(_mm256_add_ps(acc0, acc1))
-    }
-
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
     unsafe fn f16_v4(row: &[u8], x: &[f32]) -> f32 {
         let blocks = check(row, x, 64);
@@ -262,50 +179,84 @@ mod x86 {
         _mm512_reduce_add_ps(_mm512_add_ps(a, b))
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
-    unsafe fn q8_0_v4(row: &[u8], x: &[f32]) -> f32 {
-        let blocks = check(row, x, 34);
-        let table = f16_table();
-        let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        unsafe {
-            for k in 0..blocks {
-                let (block, xs) = (row.as_ptr().add(k * 34), x.as_ptr().add(k * BLOCK));
-                let q0 = i8x16!(_mm_loadu_si128(block.add(2) as *const __m128i));
-                let q1 = i8x16!(_mm_loadu_si128(block.add(18) as *const __m128i));
-                // The block's sum first, scaled once: three multiply-adds per block, not four.
-                let s =
-                    _mm512_fmadd_ps(q1, _mm512_loadu_ps(xs.add(16)), _mm512_mul_ps(q0, _mm512_loadu_ps(xs)));
-                if k % 2 == 0 {
-                    acc0 = _mm512_fmadd_ps(scale512!(table, block), s, acc0);
-                } else {
-                    acc1 = _mm512_fmadd_ps(scale512!(table, block), s, acc1);
-                }
-            }
-        }
-        _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
+    /// 32 products of unsigned bytes `u` with signed bytes `s`, added in groups of four to the
+    /// eight i32 lanes of `init`: one VNNI instruction...
+    macro_rules! vnni {
+        ($init:expr, $u:expr, $s:expr) => {
+            _mm256_dpbusd_epi32($init, $u, $s)
+        };
+    }
+    /// ...or, in AVX2, pairs to i16 (no overflow: |u| <= 128 and |s| <= 127 here), then to i32.
+    macro_rules! avx2 {
+        ($init:expr, $u:expr, $s:expr) => {
+            _mm256_add_epi32($init, _mm256_madd_epi16(_mm256_maddubs_epi16($u, $s), _mm256_set1_epi16(1)))
+        };
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
-    unsafe fn q4_0_v4(row: &[u8], x: &[f32]) -> f32 {
-        let blocks = check(row, x, 18);
-        let table = f16_table();
-        let (mask, eight) = (_mm_set1_epi8(0x0f), _mm_set1_epi8(8));
-        let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        unsafe {
-            for k in 0..blocks {
-                let (block, xs) = (row.as_ptr().add(k * 18), x.as_ptr().add(k * BLOCK));
-                let bytes = _mm_loadu_si128(block.add(2) as *const __m128i);
-                let lo = i8x16!(_mm_sub_epi8(_mm_and_si128(bytes, mask), eight));
-                let hi = i8x16!(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask), eight));
-                let s =
-                    _mm512_fmadd_ps(hi, _mm512_loadu_ps(xs.add(16)), _mm512_mul_ps(lo, _mm512_loadu_ps(xs)));
-                if k % 2 == 0 {
-                    acc0 = _mm512_fmadd_ps(scale512!(table, block), s, acc0);
-                } else {
-                    acc1 = _mm512_fmadd_ps(scale512!(table, block), s, acc1);
+    /// For each of R consecutive rows: sum over blocks of d_w * d_x * (the block's integer sum),
+    /// where `$sum` makes a block's sum in 8 lanes from its address `$block` and index `$k`.
+    /// The R rows share each block of activations (loaded once) and keep one accumulator each,
+    /// so consecutive multiply-adds do not wait on each other.
+    macro_rules! blocks {
+        ($rows:expr, $x:expr, $bytes:expr, |$block:ident, $k:ident| $sum:expr) => {{
+            let (rows, x) = ($rows, $x);
+            let blocks = x.q.len() / BLOCK;
+            let stride = blocks * $bytes;
+            assert!(
+                rows.len() >= R * stride && x.scales.len() >= blocks && x.offsets.len() >= blocks,
+                "{} bytes for {R} rows of {} inputs",
+                rows.len(),
+                x.q.len()
+            );
+            let table = f16_table();
+            let mut acc = [_mm256_setzero_ps(); R];
+            // SAFETY: block k < blocks of row r < R lies inside rows; the activations' block k,
+            // its scale and offsets inside x.
+            unsafe {
+                for $k in 0..blocks {
+                    let dx = _mm256_broadcast_ss(x.scales.get_unchecked($k));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let $block = rows.as_ptr().add(r * stride + $k * $bytes);
+                        let s: __m256i = $sum;
+                        let dw = table.get_unchecked(std::ptr::read_unaligned($block as *const u16) as usize);
+                        let d = _mm256_mul_ps(_mm256_broadcast_ss(dw), dx);
+                        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, *acc);
+                    }
                 }
             }
-        }
-        _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
+            acc.map(|a| sum8(a))
+        }};
     }
+
+    /// The q8_0 and q4_0 kernels for one instruction set. q8_0: w * q = |w| * (q with w's
+    /// sign), making the unsigned operand. q4_0: the stored nibbles (w + 8) are the unsigned
+    /// operand as they are; the lanes start from the activations' offsets, which take the 8 off.
+    macro_rules! int_kernels {
+        ($q8:ident, $q4:ident, $features:literal, $products:ident) => {
+            #[target_feature(enable = $features)]
+            unsafe fn $q8<const R: usize>(rows: &[u8], x: Int8Row) -> [f32; R] {
+                blocks!(rows, x, 34, |block, k| {
+                    let w = _mm256_loadu_si256(block.add(2) as *const __m256i);
+                    let q = _mm256_loadu_si256(x.q.as_ptr().add(k * BLOCK) as *const __m256i);
+                    $products!(_mm256_setzero_si256(), _mm256_abs_epi8(w), _mm256_sign_epi8(q, w))
+                })
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn $q4<const R: usize>(rows: &[u8], x: Int8Row) -> [f32; R] {
+                const _: () = assert!(LANES == 8);
+                let mask = _mm256_set1_epi8(0x0f);
+                blocks!(rows, x, 18, |block, k| {
+                    // Elements 0..16 are the low nibbles, 16..32 the high ones.
+                    let bytes = _mm_loadu_si128(block.add(2) as *const __m128i);
+                    let w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(bytes, 4), bytes), mask);
+                    let q = _mm256_loadu_si256(x.q.as_ptr().add(k * BLOCK) as *const __m256i);
+                    let offset = _mm256_loadu_si256(x.offsets.as_ptr().add(k) as *const __m256i);
+                    $products!(offset, w, q)
+                })
+            }
+        };
+    }
+    int_kernels!(q8_0_v3, q4_0_v3, "avx2,fma,f16c", avx2);
+    int_kernels!(q8_0_v4, q4_0_v4, "avx2,fma,f16c,avx512f,avx512vnni,avx512vl", vnni);
 }

@@ -1,3 +1,4 @@
+use super::activations::Int8Activations;
 use super::*;
 use crate::rng::Rng;
 
@@ -89,40 +90,100 @@ fn blocks_have_llama_cpps_bytes() {
     assert_eq!((b[2] as i8, b[2 + 16] as i8, b[33] as i8), (-127, 0, 119)); // 15 * 127 / 16 = 119.06
 }
 
+/// sum |a_i * b_i|: the scale of a dot product's rounding error.
+fn magnitude(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum()
+}
+
+fn dot64(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(a, b)| *a as f64 * *b as f64).sum()
+}
+
 #[test]
 fn simd_kernels_equal_the_portable_reference() {
     let mut rng = Rng::new(9);
     for ty in QuantType::ALL {
         let kernels = simd::all_kernels(ty);
+        assert!(kernels.len() > 1 || !cfg!(target_arch = "x86_64") || !std::is_x86_feature_detected!("avx2"));
         for blocks in [1, 2, 3, 7, 24, 96] {
             let k = blocks * BLOCK;
-            let w = normals(k, &mut rng, 0.05);
+            let rows = 4;
+            let w = normals(rows * k, &mut rng, 0.05);
             let x = normals(k, &mut rng, 1.0);
-            let q = QMatrix::quantize(ty, &w, 1, k).unwrap();
-            let want = (kernels[0].0)(q.bytes(), &x);
+            let q = QMatrix::quantize(ty, &w, rows, k).unwrap();
             let deq = q.dequantize();
-            let magnitude: f32 = deq.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
-            for &(dot, name) in &kernels[1..] {
-                let got = dot(q.bytes(), &x);
-                // Same products, summed in another order: equal up to float rounding.
-                assert!(
-                    (got - want).abs() <= 1e-6 * magnitude + 1e-7,
-                    "{} {name}: {got} vs {want}",
-                    ty.name()
-                );
+            let mut x8 = Int8Activations::default();
+            x8.quantize(&x, 1, k);
+            let xs = if ty == QuantType::F16 { x.clone() } else { x8.row(0).dequantize() };
+            // Each kernel for 1 to 4 rows at a time, against the portable one.
+            for n in 1..=rows {
+                let run = |kernel: simd::Kernel| -> Vec<f32> {
+                    let mut out = vec![f32::NAN; n];
+                    match kernel {
+                        simd::Kernel::Float(dot) => {
+                            let row_bytes = q.bytes().len() / rows;
+                            for (o, row) in out.iter_mut().zip(q.bytes().chunks(row_bytes)) {
+                                *o = dot(row, &x);
+                            }
+                        }
+                        simd::Kernel::Int8(dot) => dot(q.bytes(), x8.row(0), &mut out),
+                    }
+                    out
+                };
+                let want = run(kernels[0].0);
+                for &(kernel, name) in &kernels[1..] {
+                    for (r, (got, want)) in run(kernel).iter().zip(&want).enumerate() {
+                        // Same products, summed in another order: equal up to float rounding.
+                        let scale = magnitude(&deq[r * k..(r + 1) * k], &xs);
+                        assert!(
+                            ((got - want).abs() as f64) <= 1e-6 * scale + 1e-7,
+                            "{} {name}, {n} rows, row {r}: {got} vs {want}",
+                            ty.name()
+                        );
+                    }
+                }
             }
         }
     }
 }
 
 #[test]
+fn activations_round_to_8_bits_within_half_a_step() {
+    let mut rng = Rng::new(13);
+    let mut x = normals(3 * 96, &mut rng, 2.0);
+    x[5] = 40.0; // an outlier coarsens only its own block
+    x[64..96].fill(0.0); // scale 0, no division by it
+    let mut x8 = Int8Activations::default();
+    x8.quantize(&x, 3, 96);
+    for i in 0..3 {
+        let row = x8.row(i);
+        let back = row.dequantize();
+        for (b, (xs, got)) in x[i * 96..(i + 1) * 96].chunks(BLOCK).zip(back.chunks(BLOCK)).enumerate() {
+            let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let d = row.scales[b];
+            assert_eq!(d, amax / 127.0);
+            let q = &row.q[b * BLOCK..(b + 1) * BLOCK];
+            assert!(q.iter().all(|&q| q != i8::MIN));
+            assert_eq!(row.offsets[b], [-q.iter().map(|&q| q as i32).sum::<i32>(); 8]);
+            for (a, g) in xs.iter().zip(got) {
+                assert!((a - g).abs() <= d * 0.5001 + 1e-7, "{a} came back as {g} (step {d})");
+            }
+        }
+    }
+    assert!(x8.row(0).q[BLOCK * 2..].iter().all(|&q| q == 0) && x8.row(0).scales[2] == 0.0);
+}
+
+#[test]
 fn the_quantized_product_is_the_dequantized_product() {
     let mut rng = Rng::new(11);
-    // Small (one thread) and large (split across threads) shapes, with and without bias.
-    for &(m, n, k) in &[(1, 5, 64), (3, 40, 96), (1, 700, 256), (4, 300, 320)] {
+    // Small (one thread) and large (split across threads) shapes, row counts that do and do not
+    // fill the kernels' four rows, with and without bias.
+    for &(m, n, k) in &[(1, 5, 64), (3, 42, 96), (1, 701, 256), (4, 300, 320)] {
         let w = normals(n * k, &mut rng, 0.05);
         let x = normals(m * k, &mut rng, 1.0);
         let bias = normals(n, &mut rng, 0.1);
+        let mut x8 = Int8Activations::default();
+        x8.quantize(&x, m, k);
         for ty in QuantType::ALL {
             let q = QMatrix::quantize(ty, &w, n, k).unwrap();
             let deq = q.dequantize();
@@ -130,15 +191,33 @@ fn the_quantized_product_is_the_dequantized_product() {
                 let mut out = vec![f32::NAN; m * n];
                 q.times(&mut out, &x, b, m);
                 for i in 0..m {
+                    let x = &x[i * k..(i + 1) * k];
+                    // f16 multiplies x as it is; q8_0 and q4_0 multiply x rounded to 8 bits.
+                    let xs = if ty == QuantType::F16 { x.to_vec() } else { x8.row(i).dequantize() };
                     for j in 0..n {
-                        let terms = deq[j * k..(j + 1) * k].iter().zip(&x[i * k..(i + 1) * k]);
-                        let want: f64 = terms.clone().map(|(a, b)| *a as f64 * *b as f64).sum::<f64>()
-                            + b.map_or(0.0, |b| b[j] as f64);
-                        let magnitude: f64 = terms.map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+                        let row = &deq[j * k..(j + 1) * k];
+                        let bias = b.map_or(0.0, |b| b[j] as f64);
                         let got = out[i * n + j] as f64;
+                        let want = dot64(row, &xs) + bias;
                         assert!(
-                            (got - want).abs() <= 1e-6 * magnitude + 1e-6,
+                            (got - want).abs() <= 1e-6 * magnitude(row, &xs) + 1e-6,
                             "{} ({i}, {j}): {got} vs {want}",
+                            ty.name()
+                        );
+                        // And the rounding of x moves the product by at most half a step of
+                        // each block of x times the weights it meets.
+                        let steps: f64 = row
+                            .chunks(BLOCK)
+                            .zip(x.chunks(BLOCK))
+                            .map(|(w, xb)| {
+                                let d = xb.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64 / 127.0;
+                                d / 2.0 * w.iter().map(|w| w.abs() as f64).sum::<f64>()
+                            })
+                            .sum();
+                        let exact = dot64(row, x) + bias;
+                        assert!(
+                            (got - exact).abs() <= steps * 1.001 + 1e-6 * magnitude(row, x) + 1e-6,
+                            "{} ({i}, {j}): {got} vs f32 activations' {exact}, bound {steps}",
                             ty.name()
                         );
                     }

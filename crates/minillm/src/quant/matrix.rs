@@ -9,8 +9,9 @@ use crate::kernels::SharedOut;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-/// Output rows per parallel task: a few kilobytes of weights each.
-const ROWS_PER_TASK: usize = 16;
+/// Parallel tasks per thread in one product: enough for the threads to even out, few enough
+/// that handing them out costs little next to the work (the LM head has 50,257 rows).
+const TASKS_PER_THREAD: usize = 4;
 /// Matrix rows per kernel call: the integer kernels work on four rows at once, so that each
 /// block of activations is loaded once for four rows of weights.
 const ROWS_PER_CALL: usize = 4;
@@ -138,12 +139,14 @@ impl QMatrix {
         let (n, k) = (self.rows, self.cols);
         let row_bytes = k / BLOCK * self.ty.block_bytes();
         let out = SharedOut(out.as_mut_ptr());
+        let tasks = TASKS_PER_THREAD * rayon::current_num_threads();
+        let rows_per_task = n.div_ceil(tasks).next_multiple_of(ROWS_PER_CALL);
         let task = |(t, rows): (usize, &[u8])| {
             let mut products = [0.0f32; ROWS_PER_CALL];
             for (c, call) in rows.chunks(ROWS_PER_CALL * row_bytes).enumerate() {
                 let ahead = (c * ROWS_PER_CALL + PREFETCH_ROWS) * row_bytes;
                 prefetch(rows.get(ahead..(ahead + ROWS_PER_CALL * row_bytes).min(rows.len())));
-                let first = t * ROWS_PER_TASK + c * ROWS_PER_CALL;
+                let first = t * rows_per_task + c * ROWS_PER_CALL;
                 let products = &mut products[..call.len() / row_bytes];
                 for i in 0..m {
                     dot(call, i, products);
@@ -156,9 +159,9 @@ impl QMatrix {
             }
         };
         if n * k < 1 << 15 {
-            self.data.chunks(ROWS_PER_TASK * row_bytes).enumerate().for_each(task);
+            self.data.chunks(rows_per_task * row_bytes).enumerate().for_each(task);
         } else {
-            self.data.par_chunks(ROWS_PER_TASK * row_bytes).enumerate().for_each(task);
+            self.data.par_chunks(rows_per_task * row_bytes).enumerate().for_each(task);
         }
     }
 }

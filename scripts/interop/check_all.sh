@@ -32,9 +32,11 @@ cd "$work"
 "$python" "$root/scripts/interop/check_hf_export.py" hf run "Once upon a time, the capital of France was Paris."
 "$python" "$root/scripts/interop/check_gguf.py" model.gguf hf
 "$python" "$root/scripts/interop/check_gguf.py" model-f16.gguf hf
-for ty in q8_0 q4_0; do
-    "$minillm" quantize --model run --type "$ty" --out "model-$ty.gguf"
-    "$minillm" export --model "model-$ty.gguf" --format hf --out "hf-$ty"
-    "$python" "$root/scripts/interop/check_gguf.py" "model-$ty.gguf" hf "hf-$ty"
+# q8_0, q4_0 (LM head q8_0), and q4_0 throughout (--head-type q4_0).
+for types in q8_0:q8_0 q4_0:q8_0 q4_0:q4_0; do
+    ty=${types%:*} head=${types#*:}
+    "$minillm" quantize --model run --type "$ty" --head-type "$head" --out "model-$ty-$head.gguf"
+    "$minillm" export --model "model-$ty-$head.gguf" --format hf --out "hf-$ty-$head"
+    "$python" "$root/scripts/interop/check_gguf.py" "model-$ty-$head.gguf" hf "hf-$ty-$head"
 done
 echo "interop checks passed"

@@ -130,8 +130,13 @@ fn quantized_exports_keep_their_blocks_and_decode_as_they_evaluate() {
     for (ty, body, head) in [
         (TensorType::Q8_0, TensorType::Q8_0, TensorType::Q8_0),
         (TensorType::Q4_0, TensorType::Q4_0, TensorType::Q8_0),
+        (TensorType::Q4_0, TensorType::Q4_0, TensorType::Q4_0), // --head-type q4_0
     ] {
-        let bytes = gguf_gpt2::to_bytes(&model, &tok, ty, "tiny").unwrap();
+        let head_type = head.quant();
+        let bytes = gguf_gpt2::to_bytes_with_head(&model, &tok, ty, head_type, "tiny").unwrap();
+        if head_type == ty.quant().map(gguf_gpt2::head_type) {
+            assert_eq!(bytes, gguf_gpt2::to_bytes(&model, &tok, ty, "tiny").unwrap(), "the default head");
+        }
         let path = Path::new("tinyq.gguf");
         let file = Gguf::parse(&bytes, path).unwrap();
         for t in &file.tensors {
@@ -154,7 +159,7 @@ fn quantized_exports_keep_their_blocks_and_decode_as_they_evaluate() {
         let again = QMatrix::quantize(qkv.ty, &qkv.dequantize(), qkv.rows, qkv.cols).unwrap();
         assert_eq!(again.bytes(), qkv.bytes(), "quantizing dequantized blocks changes nothing");
         // Re-exporting writes the same blocks: no second rounding.
-        assert_eq!(gguf_gpt2::to_bytes(&back, &tok, ty, "tiny").unwrap(), bytes);
+        assert_eq!(gguf_gpt2::to_bytes_with_head(&back, &tok, ty, head_type, "tiny").unwrap(), bytes);
         // Decoding through the blocks gives the logits the f32 forward gives on the
         // dequantized weights (prefill runs that forward; each decode step runs the blocks),
         // up to the rounding of the activations to 8 bits (bounded per product in the library's

@@ -14,6 +14,7 @@ use minillm::kernels::simd;
 use minillm::model::Gpt;
 use minillm::model::ModelConfig;
 use minillm::model::kv_cache::KvCache;
+use minillm::quant::QuantType;
 use minillm::rng::Rng;
 use minillm::sample::argmax;
 use rayon::prelude::*;
@@ -297,12 +298,19 @@ fn quant(a: QuantArgs) -> Result<()> {
         Some(path) => Some(super::eval::read_tokens(path, &tok)?.0),
         None => None,
     };
-    let types = [TensorType::F32, TensorType::F16, TensorType::Q8_0, TensorType::Q4_0];
+    // What `minillm quantize --type T [--head-type H]` writes; the last is all 4-bit.
+    let types = [
+        ("f32", TensorType::F32, None),
+        ("f16", TensorType::F16, Some(QuantType::F16)),
+        ("q8_0", TensorType::Q8_0, Some(QuantType::Q8_0)),
+        ("q4_0", TensorType::Q4_0, Some(gguf_gpt2::head_type(QuantType::Q4_0))),
+        ("q4_0, head q4_0", TensorType::Q4_0, Some(QuantType::Q4_0)),
+    ];
     let mut models = Vec::new();
-    for ty in types {
-        let bytes = gguf_gpt2::to_bytes(&base, &tok, ty, "bench")?;
+    for (label, ty, head) in types {
+        let bytes = gguf_gpt2::to_bytes_with_head(&base, &tok, ty, head, "bench")?;
         let (model, _) = gguf_gpt2::from_bytes(&bytes, Path::new("bench.gguf"))?;
-        models.push((ty, bytes.len(), model));
+        models.push((label, bytes.len(), model));
     }
     drop(base);
     // Weights read per decoded token: the blocks, plus f32 for the rest (minus the position
@@ -319,7 +327,7 @@ fn quant(a: QuantArgs) -> Result<()> {
         }
     }
     let mut rows = Vec::new();
-    for ((ty, size, model), secs) in models.iter_mut().zip(best) {
+    for ((label, size, model), secs) in models.iter_mut().zip(best) {
         let score = match &tokens {
             Some(t) => {
                 let bytes = tok.decoded_len(t.get(1..).unwrap_or_default());
@@ -328,7 +336,7 @@ fn quant(a: QuantArgs) -> Result<()> {
             None => None,
         };
         rows.push(serde_json::json!({
-            "type": format!("{ty:?}").to_lowercase(),
+            "type": label,
             "weights": model.weight_type(),
             "file_mb": *size as f64 / 1e6,
             "read_mb_per_token": read(model) as f64 / 1e6,

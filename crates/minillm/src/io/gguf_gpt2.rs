@@ -68,8 +68,21 @@ fn pre_name(p: Pattern) -> &'static str {
 /// blocks' matrices and the token embedding (the LM head, see [`head_type`]); the position
 /// embedding, LayerNorms and biases stay f32, as llama.cpp's converter keeps them.
 pub fn to_bytes(model: &Gpt, tok: &Tokenizer, ty: TensorType, name: &str) -> Result<Vec<u8>> {
+    to_bytes_with_head(model, tok, ty, ty.quant().map(head_type), name)
+}
+
+/// [`to_bytes`] with the LM head (the token embedding) in `head` whatever the matrices are
+/// (`None`: f32), like llama.cpp's `llama-quantize --output-tensor-type`. Ignored for f32 and
+/// f16 files.
+pub fn to_bytes_with_head(
+    model: &Gpt,
+    tok: &Tokenizer,
+    ty: TensorType,
+    head: Option<QuantType>,
+    name: &str,
+) -> Result<Vec<u8>> {
     let quantized = match ty.quant() {
-        Some(q) => Some(model.quantized_as(q, Some(head_type(q)))?),
+        Some(q) => Some(model.quantized_as(q, head)?),
         None => None,
     };
     let c = &model.config;

@@ -50,7 +50,7 @@ fn bad_inputs_fail_clearly() {
         ("model info", "say which model"),
         ("model info --preset gpt2 --context 2048", "--context must be 1..=1024"),
         ("model info --config text.txt", "not valid JSON"),
-        ("model info --model nowhere", "cannot read nowhere: No such file"),
+        ("model info --model nowhere", "'nowhere' is not a file or directory here"),
         ("model info --preset d4 --vocab-size 0", "at least 1"),
         ("bench train-step --preset baby --context 65", "--context must be 1..=64"),
     ];

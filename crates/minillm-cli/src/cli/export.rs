@@ -30,7 +30,7 @@ pub enum GgufType {
     /// 8.5 bits per weight: blocks of 32 int8 with an f16 scale.
     #[value(name = "q8_0")]
     Q8_0,
-    /// 4.5 bits per weight: blocks of 32 4-bit integers with an f16 scale (LM head in q8_0).
+    /// 4.5 bits per weight: blocks of 32 4-bit integers with an f16 scale (LM head q8_0 by default).
     #[value(name = "q4_0")]
     Q4_0,
 }
@@ -70,7 +70,7 @@ pub struct Args {
 pub struct QuantizeArgs {
     #[arg(long, value_name = "MODEL", help = MODEL_HELP)]
     model: PathBuf,
-    /// q8_0 (8.5 bits per weight), q4_0 (4.5; its LM head stays q8_0) or f16.
+    /// q8_0 (8.5 bits per weight), q4_0 (4.5; its LM head q8_0 unless --head-type says) or f16.
     #[arg(long = "type", value_enum, value_name = "TYPE")]
     ty: GgufType,
     /// The .gguf file to write (it must not exist yet).

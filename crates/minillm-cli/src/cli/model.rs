@@ -23,8 +23,9 @@ pub struct ShapeChoice {
     /// A config.json (HF GPT-2) file.
     #[arg(long, value_name = "FILE", conflicts_with = "model")]
     config: Option<PathBuf>,
-    /// A model directory holding config.json.
-    #[arg(long, value_name = "DIR")]
+    /// A model directory holding config.json, or any model other commands take (a run, a
+    /// checkpoint, a .gguf file, an HF hub id), loaded to read its shape.
+    #[arg(long, value_name = "MODEL")]
     model: Option<PathBuf>,
     /// Override the vocabulary size (e.g. for a preset with your own tokenizer).
     #[arg(long, value_name = "N")]
@@ -35,12 +36,15 @@ impl ShapeChoice {
     pub fn resolve(&self) -> Result<(String, ModelConfig)> {
         let (name, mut config) = match (&self.preset, &self.config, &self.model) {
             (Some(p), _, _) => (p.clone(), ModelConfig::preset(p)?),
+            (_, _, Some(path)) if !path.join("config.json").is_file() => {
+                (path.display().to_string(), super::session::load(path)?.model.config)
+            }
             (_, Some(path), _) | (_, _, Some(path)) => {
                 let file = if path.is_dir() { path.join("config.json") } else { path.clone() };
                 let text = minillm::fsutil::read_text(&file)?;
                 (file.display().to_string(), minillm::io::hf_config::from_json(&text, &file)?)
             }
-            _ => bail!("say which model: --preset NAME, --config FILE or --model DIR"),
+            _ => bail!("say which model: --preset NAME, --config FILE or --model MODEL"),
         };
         if let Some(v) = self.vocab_size {
             config.vocab_size = v;

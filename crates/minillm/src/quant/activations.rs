@@ -2,9 +2,10 @@
 //!
 //! Widening every weight to f32 costs more instructions than reading it: with f32 activations the
 //! kernels were bound by that widening, not by memory. llama.cpp instead rounds the activation
-//! row to q8_0 blocks once per product (its "vec_dot_type") and multiplies 8-bit integers, four
-//! pairs per instruction (AVX-512 VNNI `vpdpbusd`, or AVX2 `vpmaddubsw`). A block's integer sum
-//! is exact; the scales are applied once per block:
+//! row to q8_0 blocks once per product (its "vec_dot_type") and multiplies 8-bit integers: one
+//! AVX-512 VNNI `vpdpbusd` multiplies 32 byte pairs and adds them in fours into 8 i32 lanes (AVX2
+//! takes `vpmaddubsw` + `vpmaddwd`). A block's integer sum is exact; the scales are applied once
+//! per block:
 //!
 //! sum_j w_j x_j ~ sum_blocks d_w * d_x * sum_j qw_j * qx_j
 //!

@@ -26,7 +26,7 @@ fn failure(out: &Output) -> String {
 }
 
 fn setup() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("minillm-finetune-cli-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("finetune-cli");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("text.txt"), &minillm::corpus::builtin()[..200_000]).unwrap();
@@ -150,7 +150,7 @@ fn sft_then_dpo_then_chat() {
 
 #[test]
 fn bad_fine_tuning_data_is_reported_by_line() {
-    let dir = std::env::temp_dir().join(format!("minillm-finetune-bad-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("finetune-bad");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let good = r#"{"prompt": "What is one plus one?", "completion": "Two.", "answer": "Two"}"#;

@@ -21,7 +21,7 @@ fn json(out: &Output) -> serde_json::Value {
 fn trained() -> PathBuf {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("minillm-generation-cli-{}", std::process::id()));
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("generation-cli");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("text.txt"), &minillm::corpus::builtin()[..60_000]).unwrap();

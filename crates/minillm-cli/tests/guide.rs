@@ -152,7 +152,7 @@ fn every_guide_command_prints_what_the_guide_shows() {
         .collect();
     chapters.sort();
     assert!(!chapters.is_empty(), "no chapters in {}", guide.display());
-    let dir = std::env::temp_dir().join(format!("minillm-guide-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("guide");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let failures: Vec<String> = chapters.iter().flat_map(|c| run_chapter(c, &dir)).collect();

@@ -147,7 +147,7 @@ fn stderr(out: &Output) -> String {
 
 #[test]
 fn a_hub_id_downloads_into_the_hf_cache_then_runs_offline() {
-    let dir = std::env::temp_dir().join(format!("minillm-hub-download-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("hub-download");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let mut llama = files(&["config.json", "model.safetensors"]);

@@ -198,7 +198,8 @@ fn serve_has_the_lab_at_its_root_behind_its_api_key() {
 
 #[test]
 fn the_run_view_reads_metrics_while_they_grow() {
-    let dir = std::env::temp_dir().join(format!("minillm-lab-run-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-run");
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let metrics = dir.join("metrics.jsonl");
     let rows = [
@@ -222,7 +223,7 @@ fn the_run_view_reads_metrics_while_they_grow() {
     let (_, _, body) = get(&s.url, "/lab/api/run");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["rows"].as_array().unwrap().len(), 3);
     let (_, _, card) = get(&s.url, "/lab/api/model");
-    assert!(card.contains("minillm-lab-run"), "{card}");
+    assert!(card.contains("target/tmp/lab-run"), "{card}");
     drop(s);
 
     // A directory that is not a run is refused before anything starts.
@@ -239,7 +240,8 @@ fn the_run_view_reads_metrics_while_they_grow() {
 
 #[test]
 fn a_quantized_model_is_served_and_shown_as_such() {
-    let dir = std::env::temp_dir().join(format!("minillm-lab-q4-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-q4");
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("tiny-q4.gguf");
     let out = Command::new(env!("CARGO_BIN_EXE_minillm"))

@@ -293,7 +293,7 @@ fn client_python() -> PathBuf {
 /// the deadline lets it fill.
 #[test]
 fn requests_are_cut_off_at_the_timeout_and_free_their_slot() {
-    let dir = std::env::temp_dir().join(format!("minillm-serve-timeout-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-timeout");
     let _ = std::fs::remove_dir_all(&dir);
     let config = minillm::model::ModelConfig {
         n_layer: 1,

@@ -10,7 +10,7 @@ fn fixture() -> PathBuf {
 
 /// A model directory holding the fixture's config.json (edited by `config`) and `weights`.
 fn model_with(name: &str, weights: &[u8], config: impl Fn(&mut serde_json::Value)) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("minillm-malformed-{}-{name}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("malformed-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let mut cfg: serde_json::Value =

@@ -15,9 +15,10 @@ const TASKS_PER_THREAD: usize = 4;
 /// Matrix rows per kernel call: the integer kernels work on four rows at once, so that each
 /// block of activations is loaded once for four rows of weights.
 const ROWS_PER_CALL: usize = 4;
-/// How many rows ahead the next weights are requested from memory. The kernels spend more time
-/// per byte than f32 code does (widening integers), so the hardware prefetcher alone does not
-/// keep enough reads in flight to stream from DRAM at full speed.
+/// How many rows ahead the next weights are requested from memory (one kernel call). A byte of
+/// q8_0 or q4_0 holds one or two weights, so the kernels spend more time per byte than f32 code
+/// does, and the hardware prefetcher alone does not keep enough reads in flight to stream at
+/// full speed (measured: without this, decoding GPT-2 small is slower in 5 of 6 A/B pairs).
 const PREFETCH_ROWS: usize = 4;
 
 /// Asks the CPU to start loading `bytes` into cache.

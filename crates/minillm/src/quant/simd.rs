@@ -70,9 +70,8 @@ pub fn all_kernels(ty: QuantType) -> Vec<(Kernel, &'static str)> {
 }
 
 /// Every f16 bit pattern's f32 value (256 KB). Looking a block's scale up is one load, which
-/// the load ports do; converting it with F16C would take three instructions on the same ports
-/// that widen the weights, and those ports are what limits the kernels (llama.cpp keeps the same
-/// table).
+/// the load ports do; converting it with F16C would take three vector instructions per block
+/// and row, on the ports the products need (llama.cpp keeps the same table).
 fn f16_table() -> &'static [f32] {
     static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| (0..=u16::MAX).map(|bits| half::f16::from_bits(bits).to_f32()).collect())

@@ -1,5 +1,7 @@
 //! Bad input gets one clear error line, a non-zero exit, no panic, and no half-written file.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -8,10 +10,7 @@ fn minillm(dir: &PathBuf, args: &[&str]) -> Output {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::temp_dir(&format!("cli-{name}"))
 }
 
 fn assert_clear_failure(out: &Output, needle: &str) {

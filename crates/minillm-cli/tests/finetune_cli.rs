@@ -1,6 +1,8 @@
 //! Pretraining, SFT and DPO end to end through the CLI, on a tiny model: the stages chain, report
 //! their held-out figures, resume, and refuse bad data clearly.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -26,9 +28,7 @@ fn failure(out: &Output) -> String {
 }
 
 fn setup() -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("finetune-cli");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir("finetune-cli");
     std::fs::write(dir.join("text.txt"), &minillm::corpus::builtin()[..200_000]).unwrap();
     ok(&minillm(
         &dir,
@@ -150,9 +150,7 @@ fn sft_then_dpo_then_chat() {
 
 #[test]
 fn bad_fine_tuning_data_is_reported_by_line() {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("finetune-bad");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir("finetune-bad");
     let good = r#"{"prompt": "What is one plus one?", "completion": "Two.", "answer": "Two"}"#;
     let lines: Vec<&str> = (0..12).map(|i| if i == 3 { "{not json" } else { good }).collect();
     std::fs::write(dir.join("bad.jsonl"), lines.join("\n")).unwrap();

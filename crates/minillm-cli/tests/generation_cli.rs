@@ -1,5 +1,7 @@
 //! generate, chat, inspect and eval as a user runs them, on a tiny model trained here.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -21,9 +23,7 @@ fn json(out: &Output) -> serde_json::Value {
 fn trained() -> PathBuf {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("generation-cli");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = common::temp_dir("generation-cli");
         std::fs::write(dir.join("text.txt"), &minillm::corpus::builtin()[..60_000]).unwrap();
         ok(&minillm(&dir, &["prepare", "--input", "text.txt", "--tokenizer", "bytes", "--out", "data"]));
         let train = ["train", "--data", "data", "--out", "run", "--model", "d1", "--context", "32"];

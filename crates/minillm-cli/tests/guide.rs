@@ -9,6 +9,8 @@
 //! temporary directory, as a reader working through the guide would, so later commands (and
 //! chapters) can use files earlier ones wrote.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -152,9 +154,7 @@ fn every_guide_command_prints_what_the_guide_shows() {
         .collect();
     chapters.sort();
     assert!(!chapters.is_empty(), "no chapters in {}", guide.display());
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("guide");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir("guide");
     let failures: Vec<String> = chapters.iter().flat_map(|c| run_chapter(c, &dir)).collect();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{} guide commands differ:\n\n{}", failures.len(), failures.join("\n"));

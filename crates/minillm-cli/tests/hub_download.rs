@@ -2,6 +2,8 @@
 //! huggingface.co does (HEAD/GET on /REPO/resolve/REV/FILE, X-Repo-Commit, ETag, weights behind a
 //! redirect to a storage host carrying X-Linked-Etag, renamed repositories redirected).
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -147,9 +149,7 @@ fn stderr(out: &Output) -> String {
 
 #[test]
 fn a_hub_id_downloads_into_the_hf_cache_then_runs_offline() {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("hub-download");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir("hub-download");
     let mut llama = files(&["config.json", "model.safetensors"]);
     let config = String::from_utf8(llama["config.json"].clone()).unwrap().replace("\"gpt2\"", "\"llama\"");
     llama.insert("config.json".into(), config.into_bytes());

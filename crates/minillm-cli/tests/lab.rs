@@ -198,9 +198,7 @@ fn serve_has_the_lab_at_its_root_behind_its_api_key() {
 
 #[test]
 fn the_run_view_reads_metrics_while_they_grow() {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-run");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir("lab-run-view");
     let metrics = dir.join("metrics.jsonl");
     let rows = [
         json!({"step": 1, "loss": 6.2, "lr": 0.001, "tokens_per_s": 100.0}),
@@ -223,7 +221,7 @@ fn the_run_view_reads_metrics_while_they_grow() {
     let (_, _, body) = get(&s.url, "/lab/api/run");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["rows"].as_array().unwrap().len(), 3);
     let (_, _, card) = get(&s.url, "/lab/api/model");
-    assert!(card.contains("target/tmp/lab-run"), "{card}");
+    assert!(card.contains("target/tmp/lab-run-view"), "{card}");
     drop(s);
 
     // A directory that is not a run is refused before anything starts.
@@ -240,9 +238,7 @@ fn the_run_view_reads_metrics_while_they_grow() {
 
 #[test]
 fn a_quantized_model_is_served_and_shown_as_such() {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-q4");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir("lab-q4");
     let file = dir.join("tiny-q4.gguf");
     let out = Command::new(env!("CARGO_BIN_EXE_minillm"))
         .args(["quantize", "--model", &fixture().to_string_lossy(), "--type", "q4_0", "--out"])

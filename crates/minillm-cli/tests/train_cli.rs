@@ -1,16 +1,15 @@
 //! `minillm train` as a process: killed with SIGKILL at random moments (including while it writes
 //! checkpoints) it always leaves a loadable checkpoint; Ctrl-C saves one and exits cleanly.
 
+mod common;
+
 use minillm::train::trainer::Trainer;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("train-cli-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::temp_dir(&format!("train-cli-{name}"))
 }
 
 fn minillm(dir: &Path, args: &[&str]) -> Command {

@@ -1,6 +1,8 @@
 //! Models from an HF hub cache built here from the fixture model, sharded checkpoints, and the
 //! refusal of pickles.
 
+mod common;
+
 use minillm::io::{hub, load_model};
 use std::path::{Path, PathBuf};
 
@@ -17,10 +19,7 @@ fn load_error(dir: &Path) -> String {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hub-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::temp_dir(&format!("hub-{name}"))
 }
 
 /// A cache holding the fixture as `repo` at commit `rev`, as huggingface_hub lays it out

@@ -1,6 +1,8 @@
 //! Damaged or mismatched model files: each gets one clear error naming the file or tensor,
 //! never a panic.
 
+mod common;
+
 use minillm::io::load_model;
 use std::path::{Path, PathBuf};
 
@@ -10,9 +12,7 @@ fn fixture() -> PathBuf {
 
 /// A model directory holding the fixture's config.json (edited by `config`) and `weights`.
 fn model_with(name: &str, weights: &[u8], config: impl Fn(&mut serde_json::Value)) -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("malformed-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir(&format!("malformed-{name}"));
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap()).unwrap();
     config(&mut cfg);

@@ -1,11 +1,20 @@
-//! What the server tests share: the fixture model, a server on a free loopback port, and small
-//! HTTP helpers.
+//! What the CLI tests share: a fresh directory, the fixture model, a server on a free loopback
+//! port, and small HTTP helpers.
 #![allow(dead_code)] // each test file uses its own part of this module
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+
+/// A fresh, empty directory for one test under target/tmp: the next run reuses it and
+/// `cargo clean` removes it (nothing piles up in /tmp).
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
 
 pub fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../minillm/tests/fixtures/gpt2_tiny")

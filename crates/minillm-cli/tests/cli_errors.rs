@@ -52,6 +52,9 @@ fn bad_inputs_fail_clearly() {
         ("model info --model nowhere", "'nowhere' is not a file or directory here"),
         ("model info --preset d4 --vocab-size 0", "at least 1"),
         ("bench train-step --preset baby --context 65", "--context must be 1..=64"),
+        ("bench decode --preset baby --prompt 60 --new-tokens 10", "at most the context (64)"),
+        ("bench decode --preset baby --new-tokens 16 --batch 0", "--batch values must be at least 1"),
+        ("bench quant --preset gpt2 --rounds 0", "--rounds must be at least 1"),
     ];
     for (command, needle) in cases {
         let args: Vec<&str> = command.split(' ').collect();

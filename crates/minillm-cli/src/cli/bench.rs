@@ -42,18 +42,8 @@ pub struct QuantArgs {
     /// Held-out text for perplexity: a text file, a .bin shard or a prepared directory.
     #[arg(long, value_name = "FILE_OR_SHARDS")]
     data: Option<PathBuf>,
-    /// Prompt tokens before decoding.
-    #[arg(long, default_value_t = 16)]
-    prompt: usize,
-    /// Tokens decoded per timed run.
-    #[arg(long, default_value_t = 128)]
-    new_tokens: usize,
-    /// Timed runs per type, taken in turns; the best counts.
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    timing: Timing,
 }
 
 #[derive(ClapArgs)]
@@ -63,18 +53,41 @@ pub struct DecodeArgs {
     /// Sequences decoded together, one run per value (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     batch: Vec<usize>,
-    /// Prompt tokens per sequence.
+    #[command(flatten)]
+    timing: Timing,
+}
+
+/// How `bench decode` and `bench quant` time generation.
+#[derive(ClapArgs)]
+struct Timing {
+    /// Prompt tokens per sequence, prefilled before decoding.
     #[arg(long, default_value_t = 16)]
     prompt: usize,
-    /// Tokens generated per sequence.
+    /// Tokens decoded per sequence in each timed run.
     #[arg(long, default_value_t = 128)]
     new_tokens: usize,
-    /// Timed runs per batch size; the best counts.
+    /// Timed runs of each batch size or type (bench quant takes the types in turns); the best
+    /// counts.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+impl Timing {
+    fn check(&self, context: usize) -> Result<()> {
+        if self.prompt == 0
+            || self.new_tokens < 2
+            || self.prompt + self.new_tokens > context
+            || self.rounds == 0
+        {
+            bail!(
+                "--prompt and --rounds must be at least 1 and --new-tokens at least 2, prompt + new tokens at most the context ({context})"
+            );
+        }
+        Ok(())
+    }
 }
 
 #[derive(ClapArgs)]
@@ -204,14 +217,9 @@ fn time_generation(model: &mut Gpt, batch: usize, prompt: usize, new_tokens: usi
 
 fn decode(a: DecodeArgs) -> Result<()> {
     let (name, config) = a.shape.resolve()?;
-    if a.prompt == 0 || a.new_tokens < 2 || a.prompt + a.new_tokens > config.block_size {
-        bail!(
-            "--prompt must be at least 1 and --new-tokens at least 2, together at most the context ({})",
-            config.block_size
-        );
-    }
-    if a.batch.contains(&0) || a.rounds == 0 {
-        bail!("--batch values and --rounds must be at least 1");
+    a.timing.check(config.block_size)?;
+    if a.batch.contains(&0) {
+        bail!("--batch values must be at least 1");
     }
     let mut model = Gpt::new(config.clone(), 1)?;
     let bandwidth = read_bandwidth();
@@ -222,24 +230,24 @@ fn decode(a: DecodeArgs) -> Result<()> {
     let mut runs = Vec::new();
     for &b in &a.batch {
         let (mut total, mut steps) = (f64::INFINITY, f64::INFINITY);
-        for _ in 0..a.rounds {
-            let (t, s) = time_generation(&mut model, b, a.prompt, a.new_tokens)?;
+        for _ in 0..a.timing.rounds {
+            let (t, s) = time_generation(&mut model, b, a.timing.prompt, a.timing.new_tokens)?;
             total = total.min(t);
             steps = steps.min(s);
         }
-        let step = steps / (a.new_tokens - 1) as f64;
+        let step = steps / (a.timing.new_tokens - 1) as f64;
         let achieved = step_bytes as f64 / step / 1e9;
         runs.push(serde_json::json!({
             "batch": b,
-            "tokens_per_s": (b * a.new_tokens) as f64 / total,
+            "tokens_per_s": (b * a.timing.new_tokens) as f64 / total,
             "ms_per_step": step * 1e3,
             "weights_gb_per_s": achieved,
             "fraction_of_bandwidth": achieved / bandwidth,
         }));
     }
-    if a.json {
+    if a.timing.json {
         let doc = serde_json::json!({
-            "model": name, "threads": threads, "prompt": a.prompt, "new_tokens": a.new_tokens,
+            "model": name, "threads": threads, "prompt": a.timing.prompt, "new_tokens": a.timing.new_tokens,
             "weights_mb": step_bytes as f64 / 1e6, "read_bandwidth_gb_per_s": bandwidth, "runs": runs,
         });
         println!("{doc}");
@@ -247,7 +255,7 @@ fn decode(a: DecodeArgs) -> Result<()> {
     }
     println!(
         "{name}: prompt {} + {} new tokens, {threads} threads, best of {} runs",
-        a.prompt, a.new_tokens, a.rounds
+        a.timing.prompt, a.timing.new_tokens, a.timing.rounds
     );
     println!(
         "  memory read bandwidth {bandwidth:.1} GB/s; a step reads {:.0} MB of weights, so batch 1 \
@@ -288,12 +296,7 @@ fn quant(a: QuantArgs) -> Result<()> {
         }
         (None, None) => bail!("give --model or --preset"),
     };
-    let context = base.config.block_size;
-    if a.prompt == 0 || a.new_tokens < 2 || a.prompt + a.new_tokens > context || a.rounds == 0 {
-        bail!(
-            "--prompt and --rounds must be at least 1 and --new-tokens at least 2, prompt + new tokens at most the context ({context})"
-        );
-    }
+    a.timing.check(base.config.block_size)?;
     let tokens = match &a.data {
         Some(path) => Some(super::eval::read_tokens(path, &tok)?.0),
         None => None,
@@ -320,9 +323,9 @@ fn quant(a: QuantArgs) -> Result<()> {
         m.quantized().map_or(4 * c.num_params(), |q| q.bytes(m)) - 4 * (c.block_size - 1) * c.n_embd
     };
     let mut best = vec![f64::INFINITY; models.len()];
-    for _ in 0..a.rounds {
+    for _ in 0..a.timing.rounds {
         for ((_, _, model), best) in models.iter_mut().zip(&mut best) {
-            let (total, _) = time_generation(model, 1, a.prompt, a.new_tokens)?;
+            let (total, _) = time_generation(model, 1, a.timing.prompt, a.timing.new_tokens)?;
             *best = best.min(total);
         }
     }
@@ -340,21 +343,21 @@ fn quant(a: QuantArgs) -> Result<()> {
             "weights": model.weight_type(),
             "file_mb": *size as f64 / 1e6,
             "read_mb_per_token": read(model) as f64 / 1e6,
-            "tokens_per_s": a.new_tokens as f64 / secs,
+            "tokens_per_s": a.timing.new_tokens as f64 / secs,
             "perplexity": score.as_ref().map(|s| s.perplexity),
             "bits_per_byte": score.as_ref().map(|s| s.bits_per_byte),
         }));
     }
     let threads = rayon::current_num_threads();
-    if a.json {
-        let doc = serde_json::json!({"model": name, "threads": threads, "prompt": a.prompt,
-            "new_tokens": a.new_tokens, "rounds": a.rounds, "rows": rows});
+    if a.timing.json {
+        let doc = serde_json::json!({"model": name, "threads": threads, "prompt": a.timing.prompt,
+            "new_tokens": a.timing.new_tokens, "rounds": a.timing.rounds, "rows": rows});
         println!("{doc}");
         return Ok(());
     }
     println!(
         "{name}: batch-1 decoding of {} tokens after a {}-token prompt, {threads} threads, best of {} runs in turns",
-        a.new_tokens, a.prompt, a.rounds
+        a.timing.new_tokens, a.timing.prompt, a.timing.rounds
     );
     println!("| type | weights | file MB | MB read per token | tokens/s | perplexity | vs f32 |");
     println!("|---|---|---|---|---|---|---|");

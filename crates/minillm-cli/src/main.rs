@@ -16,6 +16,10 @@ struct Args {
     /// Worker threads for parallel work (default: all cores).
     #[arg(long, global = true, value_name = "N")]
     threads: Option<usize>,
+    /// On finishing, print the process's peak resident memory to stderr (the kernel's count,
+    /// VmHWM; Linux only): what a command really took.
+    #[arg(long, global = true)]
+    report_memory: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -115,6 +119,12 @@ fn main() -> ExitCode {
         Command::Model(c) => cli::model::run(c),
         Command::Bench(c) => cli::bench::run(c),
     };
+    if args.report_memory {
+        match peak_memory() {
+            Some(bytes) => eprintln!("peak resident memory: {:.1} MB", bytes as f64 / 1e6),
+            None => eprintln!("peak resident memory: unknown here (it is read from /proc/self/status)"),
+        }
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -122,4 +132,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// This process's peak resident memory in bytes, from Linux's /proc/self/status (VmHWM, which
+/// starts afresh at exec, unlike getrusage's figure, which also counts the parent's memory a
+/// fork copied).
+fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

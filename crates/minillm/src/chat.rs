@@ -128,8 +128,9 @@ impl ChatTemplate {
 /// the existing rows, so the new tokens start as an "average token" rather than noise.
 pub fn add_chat_tokens(tok: &Tokenizer, model: &Gpt) -> Result<(Tokenizer, Gpt)> {
     let missing: Vec<&str> = ROLE_TOKENS.into_iter().filter(|t| tok.special_id(t).is_none()).collect();
+    let old_params = model.full_params();
     if missing.is_empty() {
-        return Ok((tok.clone(), Gpt::from_params(model.config.clone(), model.params.clone(), 0)?));
+        return Ok((tok.clone(), Gpt::from_params(model.config.clone(), old_params.into_owned())?));
     }
     if tok.vocab_size() != model.config.vocab_size {
         return Err(Error::Invalid("the tokenizer and the model disagree on the vocabulary size".into()));
@@ -141,10 +142,10 @@ pub fn add_chat_tokens(tok: &Tokenizer, model: &Gpt) -> Result<(Tokenizer, Gpt)>
     let mut params = vec![0.0f32; layout.total];
     for (src, dst) in old_layout.tensors.iter().zip(&layout.tensors) {
         let n = src.len().min(dst.len());
-        params[dst.offset..dst.offset + n].copy_from_slice(&model.params[src.offset..src.offset + n]);
+        params[dst.offset..dst.offset + n].copy_from_slice(&old_params[src.offset..src.offset + n]);
     }
     let c = old.n_embd;
-    let rows = &model.params[old_layout.wte.start..old_layout.wte.start + old.vocab_size * c];
+    let rows = &old_params[old_layout.wte.start..old_layout.wte.start + old.vocab_size * c];
     let mut mean = vec![0.0f64; c];
     for row in rows.chunks_exact(c) {
         mean.iter_mut().zip(row).for_each(|(m, &x)| *m += x as f64);
@@ -154,5 +155,5 @@ pub fn add_chat_tokens(tok: &Tokenizer, model: &Gpt) -> Result<(Tokenizer, Gpt)>
         let at = layout.wte.start + id * c;
         params[at..at + c].copy_from_slice(&mean);
     }
-    Ok((grown_tok, Gpt::from_params(config, params, 0)?))
+    Ok((grown_tok, Gpt::from_params(config, params)?))
 }

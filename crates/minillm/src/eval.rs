@@ -5,10 +5,9 @@
 //! with different tokenizers can be compared on the same text.
 
 use crate::error::{Error, Result};
-use crate::model::Gpt;
-use crate::model::kv_cache::KvCache;
+use crate::model::kv_cache::{CacheShape, KvCache};
 use crate::model::layers::loss::IGNORE;
-use crate::train::data::windows;
+use crate::model::{Gpt, Trainable};
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -24,10 +23,11 @@ pub struct Score {
 }
 
 /// Sums the loss (nats) over `windows` (inputs, targets of `t` tokens each), run `b` rows at a
-/// time through `inputs` and `targets` (b * t each); a short last batch repeats row 0 with
-/// nothing to score. Returns (sum, tokens scored).
+/// time through the training forward with `inputs` and `targets` (b * t each): a training run's
+/// validation. A short last batch repeats row 0 with nothing to score. Returns (sum, tokens
+/// scored).
 pub fn score_windows<'a>(
-    model: &mut Gpt,
+    model: &mut Trainable,
     windows: impl Iterator<Item = (&'a [u32], &'a [u32])>,
     (b, t): (usize, usize),
     inputs: &mut [u32],
@@ -59,54 +59,33 @@ pub fn score_windows<'a>(
     result.map(|()| (sum, counted))
 }
 
-/// Scores every token of `tokens` after the first: windows of the model's full context, `batch`
-/// at a time, and the remainder as one shorter window. `bytes` is the length of the scored text
-/// (for bits per byte).
-pub fn evaluate(model: &mut Gpt, tokens: &[u32], batch: usize, bytes: usize) -> Result<Score> {
-    if tokens.len() < 2 {
-        return Err(Error::Invalid(format!(
-            "{} token(s): at least 2 are needed to score one prediction",
-            tokens.len()
-        )));
-    }
+/// Scores every token of `tokens` after the first, in windows of the model's full context (the
+/// remainder as one shorter window), through the inference path with the weights as stored: for
+/// a quantized model, the kernels and 8-bit activations generation uses. `bytes` is the length
+/// of the scored text (for bits per byte).
+pub fn evaluate(model: &Gpt, tokens: &[u32], bytes: usize) -> Result<Score> {
+    at_least_two(tokens)?;
     let t = model.config.block_size.min(tokens.len() - 1);
-    let b = batch.max(1);
-    let full = (tokens.len() - 1) / t;
-    let (mut inputs, mut targets) = (vec![0u32; b * t], vec![0u32; b * t]);
-    let (mut sum, mut counted) = score_windows(model, windows(tokens, t), (b, t), &mut inputs, &mut targets)?;
-    let rest = tokens.len() - 1 - full * t;
-    if rest > 0 {
-        let start = full * t;
-        let tail = (&tokens[start..start + rest], &tokens[start + 1..]);
-        let (s, n) = score_windows(model, std::iter::once(tail), (1, rest), &mut inputs, &mut targets)?;
-        sum += s;
-        counted += n;
+    let mut cache = KvCache::with_shape(model, CacheShape::scoring(&model.config, t));
+    let (mut sum, mut counted) = (0.0f64, 0usize);
+    for start in (0..tokens.len() - 1).step_by(t) {
+        let inputs = &tokens[start..(start + t).min(tokens.len() - 1)];
+        let targets = &tokens[start + 1..];
+        model.score(&mut cache, inputs, None, |i, logits| sum += surprise(logits, targets[i]))?;
+        counted += inputs.len();
     }
     Ok(Score::new(sum, counted, bytes))
 }
 
-/// Scores the same windows as [`evaluate`], through the path generation takes: each window's
-/// first token prefilled, then one token at a time through the KV cache ([`Gpt::decode`]),
-/// `batch` windows side by side. For a quantized model that path runs the block kernels with
-/// activations rounded to 8 bits, where [`evaluate`] runs the f32 forward on the dequantized
-/// weights: this is the perplexity of what the model generates with.
-pub fn evaluate_decoding(model: &mut Gpt, tokens: &[u32], batch: usize, bytes: usize) -> Result<Score> {
-    if tokens.len() < 2 {
-        return Err(Error::Invalid(format!(
-            "{} token(s): at least 2 are needed to score one prediction",
-            tokens.len()
-        )));
-    }
-    let training = std::mem::replace(&mut model.training, false);
-    let score = decode_windows(model, tokens, batch.max(1), bytes);
-    model.training = training;
-    score
-}
-
-fn decode_windows(model: &mut Gpt, tokens: &[u32], batch: usize, bytes: usize) -> Result<Score> {
+/// Scores the same windows as [`evaluate`] one token at a time: each window's first token
+/// prefilled, then [`Gpt::decode`] through the KV cache, `batch` windows side by side. The
+/// check that scoring a text in chunks computes what generating it token by token does.
+pub fn evaluate_decoding(model: &Gpt, tokens: &[u32], batch: usize, bytes: usize) -> Result<Score> {
+    at_least_two(tokens)?;
+    let batch = batch.max(1);
     let (t, v) = (model.config.block_size.min(tokens.len() - 1), model.config.vocab_size);
     let starts: Vec<usize> = (0..tokens.len() - 1).step_by(t).collect();
-    let mut cache = KvCache::new(model, batch);
+    let mut cache = KvCache::with_shape(model, CacheShape::generating(&model.config, batch, t));
     let (mut sum, mut counted) = (0.0f64, 0usize);
     for group in starts.chunks(batch) {
         let lens: Vec<usize> = group.iter().map(|&s| t.min(tokens.len() - 1 - s)).collect();
@@ -127,6 +106,16 @@ fn decode_windows(model: &mut Gpt, tokens: &[u32], batch: usize, bytes: usize) -
         }
     }
     Ok(Score::new(sum, counted, bytes))
+}
+
+fn at_least_two(tokens: &[u32]) -> Result<()> {
+    if tokens.len() < 2 {
+        return Err(Error::Invalid(format!(
+            "{} token(s): at least 2 are needed to score one prediction",
+            tokens.len()
+        )));
+    }
+    Ok(())
 }
 
 /// -ln softmax(logits)[target], in f64.

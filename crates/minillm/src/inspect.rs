@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::Gpt;
+use crate::model::kv_cache::{CacheShape, KvCache, Probe};
 use crate::tokenizer::Tokenizer;
 use serde::Serialize;
 
@@ -44,6 +45,9 @@ pub struct Inspection {
     /// residual_norms[s][i]: the length (L2 norm) of token i's residual stream at stage s: 0 is
     /// the embedding, s the stream after block s. How much each layer writes into the stream.
     pub residual_norms: Vec<Vec<f32>>,
+    /// The logits (V) after the whole text, for a sampler to draw from.
+    #[serde(skip)]
+    pub logits: Vec<f32>,
 }
 
 /// Which attention map to return: a layer, and a head or the mean over heads.
@@ -53,17 +57,18 @@ pub struct Which {
     pub head: Option<usize>,
 }
 
-/// Runs `ids` (at most the model's context) through the model once and reads off the top
-/// `top_k` next tokens, the surprisal of each token, and optionally one attention map.
+/// Runs `ids` (at most the model's context) through the model once, on the inference path with
+/// the weights as stored, and reads off the top `top_k` next tokens, the surprisal of each
+/// token, and optionally one attention map.
 pub fn inspect(
-    model: &mut Gpt,
+    model: &Gpt,
     tok: &Tokenizer,
     ids: &[u32],
     top_k: usize,
     attention: Option<Which>,
 ) -> Result<Inspection> {
     let cfg = &model.config;
-    let (t, v, vp, nh) = (ids.len(), cfg.vocab_size, cfg.padded_vocab_size(), cfg.n_head);
+    let (t, nh) = (ids.len(), cfg.n_head);
     if t == 0 {
         return Err(Error::Invalid("the text is empty: nothing to inspect".into()));
     }
@@ -84,14 +89,18 @@ pub fn inspect(
             w.head.map_or(String::new(), |h| format!(" head {h}"))
         )));
     }
-    let training = std::mem::replace(&mut model.training, false);
-    let run = model.forward(ids, None, (1, t));
-    model.training = training;
-    run?;
-    let rows: Vec<Vec<f64>> = model.logits().chunks_exact(vp).map(|row| softmax(&row[..v])).collect();
+    let mut cache = KvCache::with_shape(model, CacheShape::scoring(cfg, t));
+    let mut probe = Probe::new(attention.map(|w| w.layer), t);
     let mut surprisal = vec![None];
-    surprisal.extend(ids[1..].iter().zip(&rows).map(|(&next, probs)| Some(-probs[next as usize].log2())));
-    let last = &rows[t - 1];
+    let (mut last, mut last_logits) = (Vec::new(), Vec::new());
+    model.score(&mut cache, ids, Some(&mut probe), |i, logits| {
+        let probs = softmax(logits);
+        match ids.get(i + 1) {
+            Some(&next) => surprisal.push(Some(-probs[next as usize].log2())),
+            None => (last, last_logits) = (probs, logits.to_vec()),
+        }
+    })?;
+    let v = last.len();
     let mut order: Vec<u32> = (0..v as u32).collect();
     // Sort ids by their probability (never the probabilities themselves), ties by id.
     order.sort_unstable_by(|&a, &b| last[b as usize].total_cmp(&last[a as usize]).then(a.cmp(&b)));
@@ -101,7 +110,7 @@ pub fn inspect(
         .map(|&id| Candidate { id, text: tok.token_text(id), prob: last[id as usize] })
         .collect();
     let attention = attention.map(|w| {
-        let att = model.attention(w.layer).expect("the forward above ran every layer");
+        let att = &probe.attention;
         let heads: Vec<usize> = w.head.map_or((0..nh).collect(), |h| vec![h]);
         let weights = (0..t)
             .map(|i| {
@@ -114,15 +123,9 @@ pub fn inspect(
             .collect();
         AttentionMap { layer: w.layer, head: w.head, weights }
     });
-    let (c, n_layer) = (model.config.n_embd, model.config.n_layer);
-    let residual_norms = (0..=n_layer)
-        .map(|stage| {
-            let stream = model.residual(stage).expect("the forward above ran every layer");
-            stream[..t * c].chunks_exact(c).map(|x| x.iter().map(|v| v * v).sum::<f32>().sqrt()).collect()
-        })
-        .collect();
+    let residual_norms = probe.norms;
     let tokens = ids.iter().map(|&id| Token { id, text: tok.token_text(id) }).collect();
-    Ok(Inspection { tokens, next, attention, surprisal, residual_norms })
+    Ok(Inspection { tokens, next, attention, surprisal, residual_norms, logits: last_logits })
 }
 
 /// Probabilities from logits, in f64 so that tiny ones keep their digits.

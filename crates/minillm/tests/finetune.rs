@@ -4,7 +4,7 @@
 use minillm::chat::{ASSISTANT, ChatTemplate, END, Message, Role, USER, add_chat_tokens};
 use minillm::io::load_model;
 use minillm::model::layers::loss::IGNORE;
-use minillm::model::{Gpt, ModelConfig};
+use minillm::model::{Gpt, ModelConfig, Trainable};
 use minillm::tokenizer::formats;
 use minillm::train::finetune::{Sampler, Sequence, sequence};
 use minillm::train::trainer::{Data, Pair, Stage, TrainConfig, Trainer};
@@ -29,7 +29,8 @@ fn conversation() -> Vec<Message> {
 fn only_the_assistants_tokens_are_targets() {
     let tok = formats::read_hf_json(&fixture().join("tokenizer.json")).unwrap();
     let model = load_model(&fixture()).unwrap();
-    let (tok, mut model) = add_chat_tokens(&tok, &model).unwrap();
+    let (tok, model) = add_chat_tokens(&tok, &model).unwrap();
+    let mut model = Trainable::new(model, 0).0;
     let template = ChatTemplate::of(&tok).unwrap();
     let r = template.render(&tok, &conversation(), false);
     // The rendering is the documented text, with role tokens as single special ids.
@@ -69,8 +70,9 @@ fn only_the_assistants_tokens_are_targets() {
 #[test]
 fn adding_chat_tokens_keeps_every_old_id_and_its_logits() {
     let tok = formats::read_hf_json(&fixture().join("tokenizer.json")).unwrap();
-    let mut model = load_model(&fixture()).unwrap();
-    let (grown_tok, mut grown) = add_chat_tokens(&tok, &model).unwrap();
+    let model = load_model(&fixture()).unwrap();
+    let (grown_tok, grown) = add_chat_tokens(&tok, &model).unwrap();
+    let (mut model, mut grown) = (Trainable::new(model, 0).0, Trainable::new(grown, 0).0);
     assert_eq!(grown_tok.vocab_size(), tok.vocab_size() + 4);
     assert_eq!(grown.config.vocab_size, grown_tok.vocab_size());
     let text = "It was the best of times";
@@ -224,8 +226,7 @@ fn dpo_gradients_match_finite_differences_through_the_model() {
     };
     let tok = minillm::Tokenizer::bytes();
     let train = |params: &[f32]| -> (f32, Vec<f32>) {
-        let mut m = Gpt::from_params(model.config.clone(), params.to_vec(), 0).unwrap();
-        m.training = false;
+        let m = Gpt::from_params(model.config.clone(), params.to_vec()).unwrap();
         let cfg = TrainConfig {
             stage: Stage::Dpo,
             beta: 0.5,

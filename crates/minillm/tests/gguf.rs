@@ -3,7 +3,7 @@
 
 use minillm::io::gguf::{Gguf, TensorType};
 use minillm::io::{gguf_gpt2, load_model};
-use minillm::model::{Gpt, ModelConfig};
+use minillm::model::{Gpt, ModelConfig, Trainable};
 use minillm::tokenizer::{SpecialTokens, Tokenizer, formats};
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,11 @@ fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2_tiny")
 }
 
-fn logits(model: &mut Gpt, tokens: &[u32]) -> Vec<f32> {
+/// Every position's logits from the training forward on the model's weights in f32 (the
+/// dequantized ones, for a quantized model): an independent path to check inference against.
+fn logits(model: &Gpt, tokens: &[u32]) -> Vec<f32> {
+    let f32_model = Gpt::from_params(model.config.clone(), model.full_params().into_owned()).unwrap();
+    let mut model = Trainable::new(f32_model, 0).0;
     model.forward(tokens, None, (1, tokens.len())).unwrap();
     let (v, vp) = (model.config.vocab_size, model.config.padded_vocab_size());
     model.logits().chunks(vp).flat_map(|row| &row[..v]).copied().collect()
@@ -48,18 +52,18 @@ fn fixture_model_and_tokenizer() -> (Gpt, Tokenizer) {
 #[test]
 fn reads_the_file_llama_cpps_gguf_package_wrote() {
     let path = fixture().join("gpt2_tiny.gguf");
-    let (mut model, tok) = gguf_gpt2::from_bytes(&std::fs::read(&path).unwrap(), &path).unwrap();
-    let (mut safetensors_model, hf_tok) = fixture_model_and_tokenizer();
+    let (model, tok) = gguf_gpt2::from_bytes(&std::fs::read(&path).unwrap(), &path).unwrap();
+    let (safetensors_model, hf_tok) = fixture_model_and_tokenizer();
     assert_eq!(model.config, safetensors_model.config);
     assert!(model.params == safetensors_model.params, "weights differ from model.safetensors");
 
     // PyTorch's logits for the first reference sequence.
     let (tokens, want, t) = reference_tokens();
     let v = model.config.vocab_size;
-    let got = logits(&mut model, &tokens);
+    let got = logits(&model, &tokens);
     let worst = got.iter().zip(&want[..t * v]).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(worst < 1e-4, "logits differ from PyTorch by {worst}");
-    assert_eq!(got, logits(&mut safetensors_model, &tokens));
+    assert_eq!(got, logits(&safetensors_model, &tokens));
 
     // The tokenizer from the GGUF token and merge lists gives HF tokenizers' ids.
     let reference: serde_json::Value =
@@ -76,7 +80,7 @@ fn reads_the_file_llama_cpps_gguf_package_wrote() {
 
 #[test]
 fn f32_export_reads_back_identical_and_rewrites_byte_for_byte() {
-    let (mut model, tok) = fixture_model_and_tokenizer();
+    let (model, tok) = fixture_model_and_tokenizer();
     let bytes = gguf_gpt2::to_bytes(&model, &tok, TensorType::F32, "tiny").unwrap();
     let path = Path::new("tiny.gguf");
     let file = Gguf::parse(&bytes, path).unwrap();
@@ -86,17 +90,17 @@ fn f32_export_reads_back_identical_and_rewrites_byte_for_byte() {
     assert!(file.tensor("output.weight").is_none(), "llama.cpp ties the output to token_embd");
     assert_eq!(file.tensor("blk.0.attn_qkv.weight").unwrap().dims, [64, 192], "ne = [in, out]");
 
-    let (mut back, back_tok) = gguf_gpt2::from_bytes(&bytes, path).unwrap();
+    let (back, back_tok) = gguf_gpt2::from_bytes(&bytes, path).unwrap();
     assert!(back.params == model.params);
     assert_eq!(formats::to_hf_json(&back_tok), formats::to_hf_json(&tok));
     let (tokens, _, _) = reference_tokens();
-    assert_eq!(logits(&mut back, &tokens), logits(&mut model, &tokens));
+    assert_eq!(logits(&back, &tokens), logits(&model, &tokens));
     assert!(gguf_gpt2::to_bytes(&back, &back_tok, TensorType::F32, "tiny").unwrap() == bytes);
 }
 
 #[test]
 fn f16_export_rounds_matrices_only() {
-    let (mut model, tok) = fixture_model_and_tokenizer();
+    let (model, tok) = fixture_model_and_tokenizer();
     let bytes = gguf_gpt2::to_bytes(&model, &tok, TensorType::F16, "tiny").unwrap();
     let f32_len = gguf_gpt2::to_bytes(&model, &tok, TensorType::F32, "tiny").unwrap().len();
     assert!(bytes.len() < f32_len * 6 / 10, "f16 file {} vs f32 {f32_len}", bytes.len());
@@ -106,16 +110,19 @@ fn f16_export_rounds_matrices_only() {
         let want = if t.dims.len() == 1 { TensorType::F32 } else { TensorType::F16 };
         assert_eq!(t.ty, want, "{}", t.name);
     }
-    let (mut back, _) = gguf_gpt2::from_bytes(&bytes, path).unwrap();
-    let layout = minillm::model::params::Layout::new(&model.config);
+    let (back, _) = gguf_gpt2::from_bytes(&bytes, path).unwrap();
+    // The matrices stay 16-bit (no f32 copy); what they stand for is the f32 weights rounded.
+    assert_eq!(back.weight_type(), "f16");
+    assert!(back.weight_bytes() < model.weight_bytes() * 6 / 10);
+    let (layout, widened) = (minillm::model::params::Layout::new(&model.config), back.full_params());
     for t in &layout.tensors {
-        for (&b, &a) in back.params[t.range()].iter().zip(&model.params[t.range()]) {
+        for (&b, &a) in widened[t.range()].iter().zip(&model.params[t.range()]) {
             let want = if t.shape.len() == 1 { a } else { half::f16::from_f32(a).to_f32() };
             assert_eq!(b, want, "{}", t.name);
         }
     }
     let (tokens, _, _) = reference_tokens();
-    let (a, b) = (logits(&mut model, &tokens), logits(&mut back, &tokens));
+    let (a, b) = (logits(&model, &tokens), logits(&back, &tokens));
     let worst = a.iter().zip(&b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
     assert!(worst > 0.0 && worst < 2e-2, "f16 changed the logits by {worst}");
 }
@@ -124,9 +131,9 @@ fn f16_export_rounds_matrices_only() {
 fn quantized_exports_keep_their_blocks_and_decode_as_they_evaluate() {
     use minillm::model::kv_cache::KvCache;
     use minillm::quant::{QMatrix, QuantType};
-    let (mut model, tok) = fixture_model_and_tokenizer();
+    let (model, tok) = fixture_model_and_tokenizer();
     let (tokens, _, _) = reference_tokens();
-    let f32_logits = logits(&mut model, &tokens[..12]);
+    let f32_logits = logits(&model, &tokens[..12]);
     for (ty, body, head) in [
         (TensorType::Q8_0, TensorType::Q8_0, TensorType::Q8_0),
         (TensorType::Q4_0, TensorType::Q4_0, TensorType::Q8_0),
@@ -148,7 +155,7 @@ fn quantized_exports_keep_their_blocks_and_decode_as_they_evaluate() {
             };
             assert_eq!(t.ty, want, "{}", t.name);
         }
-        let (mut back, _) = gguf_gpt2::from_bytes(&bytes, path).unwrap();
+        let (back, _) = gguf_gpt2::from_bytes(&bytes, path).unwrap();
         let q = back.quantized().expect("the blocks are kept for decoding");
         let qkv = q.blocks[0][0].as_ref().unwrap();
         assert_eq!((qkv.ty.name(), qkv.rows, qkv.cols), (body.quant().unwrap().name(), 3 * 64, 64));
@@ -160,14 +167,18 @@ fn quantized_exports_keep_their_blocks_and_decode_as_they_evaluate() {
         assert_eq!(again.bytes(), qkv.bytes(), "quantizing dequantized blocks changes nothing");
         // Re-exporting writes the same blocks: no second rounding.
         assert_eq!(gguf_gpt2::to_bytes_with_head(&back, &tok, ty, head_type, "tiny").unwrap(), bytes);
-        // Decoding through the blocks gives the logits the f32 forward gives on the
-        // dequantized weights (prefill runs that forward; each decode step runs the blocks),
-        // up to the rounding of the activations to 8 bits (bounded per product in the library's
-        // quant tests): here under 0.005, as much as q8_0's rounding of the weights moves them.
-        let full = logits(&mut back, &tokens[..12]);
+        // The model holds the blocks and no f32 copy of them: it is smaller than the f32 one.
+        assert!(back.weight_bytes() < model.weight_bytes() / 3, "{ty:?}: {}", back.weight_bytes());
+        // Prefill and decoding through the blocks give the logits the f32 forward gives on the
+        // dequantized weights, up to the rounding of the activations to 8 bits (bounded per
+        // product in the library's quant tests): here under 0.005, as much as q8_0's rounding
+        // of the weights moves them.
+        let full = logits(&back, &tokens[..12]);
         let v = back.config.vocab_size;
         let mut cache = KvCache::new(&back, 1);
-        back.prefill(&mut cache, 0, &tokens[..4]).unwrap();
+        let first = back.prefill(&mut cache, 0, &tokens[..4]).unwrap();
+        let worst = first.iter().zip(&full[3 * v..4 * v]).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst < 1e-2, "{ty:?}: prefill differs from forward by {worst}");
         for pos in 4..12 {
             let row = back.decode(&mut cache, &[0], &[tokens[pos]]).unwrap();
             let want = &full[pos * v..(pos + 1) * v];
@@ -177,9 +188,10 @@ fn quantized_exports_keep_their_blocks_and_decode_as_they_evaluate() {
         // And quantization moved the logits, by a little.
         let moved = full.iter().zip(&f32_logits).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(moved > 0.0 && moved < 0.5, "{ty:?} moved the logits by {moved}");
-        // Training takes the model back to f32 decoding.
-        back.zero_grad();
-        assert!(back.quantized().is_none());
+        // Training widens the blocks to f32, and says so.
+        let (trained, note) = Trainable::new(back, 0);
+        assert!(trained.quantized().is_none() && trained.params.len() == model.params.len());
+        assert!(note.unwrap().contains("widened to f32"));
     }
     // A quantized tensor whose rows are not whole blocks is refused, naming it.
     let q8 = gguf_gpt2::to_bytes(&model, &tok, TensorType::Q8_0, "tiny").unwrap();
@@ -195,13 +207,13 @@ fn quantized_exports_keep_their_blocks_and_decode_as_they_evaluate() {
 #[test]
 fn a_model_without_biases_exports_with_zero_biases() {
     let config = ModelConfig { bias: false, ..ModelConfig::depth(1, 512) };
-    let mut model = Gpt::new(config, 7).unwrap();
+    let model = Gpt::new(config, 7).unwrap();
     let tok = formats::read_hf_json(&fixture().join("tokenizer.json")).unwrap();
     let bytes = gguf_gpt2::to_bytes(&model, &tok, TensorType::F32, "nobias").unwrap();
-    let (mut back, _) = gguf_gpt2::from_bytes(&bytes, Path::new("nobias.gguf")).unwrap();
+    let (back, _) = gguf_gpt2::from_bytes(&bytes, Path::new("nobias.gguf")).unwrap();
     assert!(back.config.bias);
     let tokens = [1u32, 5, 9, 200, 3];
-    assert_eq!(logits(&mut back, &tokens), logits(&mut model, &tokens));
+    assert_eq!(logits(&back, &tokens), logits(&model, &tokens));
 }
 
 fn error_of(bytes: &[u8]) -> String {

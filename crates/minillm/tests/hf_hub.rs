@@ -103,9 +103,11 @@ fn pickled_checkpoints_are_refused_with_the_way_to_convert() {
     assert!(err.contains("pickle") && err.contains("safe_serialization=True"), "{err}");
 }
 
-/// HF checkpoints saved with `torch_dtype=float16` or `bfloat16` load, widened to f32.
+/// HF checkpoints saved with `torch_dtype=float16` or `bfloat16` load with their matrices kept in
+/// 16 bits (f16 blocks, no f32 copy): f16 exactly, bf16 exactly but for values under f16's
+/// smallest normal, which move by at most half its subnormal step.
 #[test]
-fn half_precision_checkpoints_load_widened_to_f32() {
+fn half_precision_checkpoints_stay_16_bit() {
     use safetensors::{Dtype, SafeTensors, tensor::TensorView};
     let reference = load_model(&fixture()).unwrap();
     let bytes = std::fs::read(fixture().join("model.safetensors")).unwrap();
@@ -138,8 +140,13 @@ fn half_precision_checkpoints_load_widened_to_f32() {
         std::fs::copy(fixture().join("config.json"), dir.join("config.json")).unwrap();
         std::fs::write(dir.join("model.safetensors"), narrowed(dtype, round)).unwrap();
         let model = load_model(&dir).unwrap();
+        assert_eq!(model.weight_type(), "f16", "{dtype:?}");
+        assert!(model.weight_bytes() < reference.weight_bytes() * 6 / 10, "{dtype:?}: no f32 copy");
         let want: Vec<f32> = reference.params.iter().map(|&x| widened(x)).collect();
-        assert!(model.params == want, "{dtype:?} weights were not widened exactly");
+        let got = model.full_params();
+        let worst = got.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let bound = if dtype == Dtype::F16 { 0.0 } else { 2f32.powi(-25) };
+        assert!(worst <= bound, "{dtype:?}: weights moved by {worst}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use minillm::io::{hf_config, load_model, safetensors as st, save_model};
-use minillm::model::{Gpt, ModelConfig};
+use minillm::model::{Gpt, ModelConfig, Trainable};
 use minillm::rng::Rng;
 
 fn tiny(dropout: f32) -> ModelConfig {
@@ -65,29 +65,35 @@ fn broken_checkpoints_say_what_is_wrong() {
     assert!(json("{").contains("not valid JSON"));
 }
 
+/// The training forward's logits (V each) at `positions` of one sequence, with dropout off: the
+/// reference the inference path is checked against.
+fn forward_logits(model: &mut Trainable, seq: &[u32], positions: &[usize]) -> Vec<f32> {
+    let training = std::mem::replace(&mut model.training, false);
+    model.forward(seq, None, (1, seq.len())).unwrap();
+    model.training = training;
+    let (v, vp) = (model.config.vocab_size, model.config.padded_vocab_size());
+    positions.iter().flat_map(|&p| model.logits()[p * vp..p * vp + v].to_vec()).collect()
+}
+
 #[test]
-fn logits_at_selected_positions_equal_the_full_forward() {
-    let mut model = Gpt::new(tiny(0.0), 6).unwrap();
-    let (tokens, _) = batch(1, 2, 8, 50);
-    model.forward(&tokens, None, (2, 8)).unwrap();
-    let vp = model.config.padded_vocab_size();
-    let full = model.logits().to_vec();
-    let some = model.logits_at(&tokens, (2, 8), &[7, 2]).unwrap();
-    for (i, (b, t)) in [(0, 7), (0, 2), (1, 7), (1, 2)].into_iter().enumerate() {
-        let want = &full[(b * 8 + t) * vp..][..50];
-        let got = &some[i * 50..][..50];
-        for (x, y) in want.iter().zip(got) {
-            assert!((x - y).abs() < 1e-5);
-        }
-    }
+fn loading_for_inference_allocates_no_training_state() {
+    let (tokens, targets) = batch(1, 1, 8, 50);
+    let mut model = Trainable::init(tiny(0.0), 6).unwrap();
+    assert!(model.grads.is_empty(), "gradients wait for the first step");
+    model.zero_grad();
+    model.forward(&tokens, Some(&targets), (1, 8)).unwrap();
+    model.backward().unwrap();
+    assert_eq!(model.grads.len(), model.params.len());
+    // The model alone is its configuration and weights: nothing else to drop or forget.
+    let gpt: Gpt = model.into_model();
+    assert_eq!(gpt.weight_bytes(), 4 * gpt.params.len());
 }
 
 #[test]
 fn dropout_is_seeded_and_off_at_inference() {
     let (tokens, targets) = batch(2, 2, 8, 50);
-    let plain = Gpt::new(tiny(0.0), 7).unwrap();
-    let mut dropped = Gpt::from_params(tiny(0.3), plain.params.clone(), 7).unwrap();
-    let mut plain = plain;
+    let mut plain = Trainable::init(tiny(0.0), 7).unwrap();
+    let mut dropped = Trainable::new(Gpt::from_params(tiny(0.3), plain.params.clone()).unwrap(), 7).0;
     let base = plain.forward(&tokens, Some(&targets), (2, 8)).unwrap().unwrap();
     dropped.training = false;
     assert_eq!(dropped.forward(&tokens, Some(&targets), (2, 8)).unwrap().unwrap(), base);
@@ -95,7 +101,7 @@ fn dropout_is_seeded_and_off_at_inference() {
     let a = dropped.forward(&tokens, Some(&targets), (2, 8)).unwrap().unwrap();
     let b = dropped.forward(&tokens, Some(&targets), (2, 8)).unwrap().unwrap();
     assert!(a != base && a != b, "fresh masks each step");
-    let mut again = Gpt::from_params(tiny(0.3), plain.params.clone(), 7).unwrap();
+    let mut again = Trainable::new(Gpt::from_params(tiny(0.3), plain.params.clone()).unwrap(), 7).0;
     assert_eq!(again.forward(&tokens, Some(&targets), (2, 8)).unwrap().unwrap(), a, "same seed, same masks");
     again.zero_grad();
     again.backward().unwrap();
@@ -104,7 +110,7 @@ fn dropout_is_seeded_and_off_at_inference() {
 
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
-    let mut model = Gpt::new(tiny(0.0), 8).unwrap();
+    let mut model = Trainable::init(tiny(0.0), 8).unwrap();
     let err = |r: minillm::Result<Option<f32>>| r.unwrap_err().to_string();
     assert!(
         err(model.forward(&[1, 2, 50], None, (1, 3))).contains("token id 50 is outside the vocabulary of 50")
@@ -129,9 +135,9 @@ fn models_without_biases_train_and_save_as_hf_gpt2() {
     gradient_check(config.clone());
     // Saved with zero biases (HF's GPT-2 always has them), the model loads and computes the same.
     let dir = common::temp_dir("no-bias");
-    let mut model = Gpt::new(config, 3).unwrap();
+    let mut model = Trainable::init(config, 3).unwrap();
     save_model(&dir, &model, None).unwrap();
-    let mut loaded = load_model(&dir).unwrap();
+    let mut loaded = Trainable::new(load_model(&dir).unwrap(), 0).0;
     assert!(loaded.config.bias);
     let (tokens, _) = batch(5, 1, 8, 50);
     model.forward(&tokens, None, (1, 8)).unwrap();
@@ -142,7 +148,7 @@ fn models_without_biases_train_and_save_as_hf_gpt2() {
 fn gradient_check(config: ModelConfig) {
     let (tokens, mut targets) = batch(3, 2, 6, 50);
     targets[1] = minillm::model::layers::loss::IGNORE;
-    let mut model = Gpt::new(config, 9).unwrap();
+    let mut model = Trainable::init(config, 9).unwrap();
     model.zero_grad();
     model.forward(&tokens, Some(&targets), (2, 6)).unwrap();
     model.backward().unwrap();
@@ -180,7 +186,7 @@ fn gradient_check(config: ModelConfig) {
 #[test]
 fn cached_decoding_equals_the_full_forward_across_batched_sequences() {
     use minillm::model::kv_cache::KvCache;
-    let mut model = Gpt::new(tiny(0.0), 11).unwrap();
+    let mut model = Trainable::init(tiny(0.0), 11).unwrap();
     let v = 50;
     let mut rng = Rng::new(12);
     // Three sequences with prompts of different lengths, decoded together.
@@ -188,8 +194,8 @@ fn cached_decoding_equals_the_full_forward_across_batched_sequences() {
         [1usize, 3, 5].iter().map(|&n| (0..n).map(|_| rng.below(v) as u32).collect()).collect();
     let mut cache = KvCache::new(&model, 3);
     let mut worst = 0.0f32;
-    let mut compare = |model: &mut Gpt, seq: &[u32], cached: &[f32]| {
-        let full = model.logits_at(seq, (1, seq.len()), &[seq.len() - 1]).unwrap();
+    let mut compare = |model: &mut Trainable, seq: &[u32], cached: &[f32]| {
+        let full = forward_logits(model, seq, &[seq.len() - 1]);
         let scale = full.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
         for (a, b) in cached.iter().zip(&full) {
             worst = worst.max((a - b).abs() / scale);
@@ -221,15 +227,15 @@ fn cached_decoding_equals_the_full_forward_across_batched_sequences() {
 #[test]
 fn generation_through_the_cache_equals_rereading_the_window() {
     use minillm::sample::{SamplerConfig, generate};
-    let mut model = Gpt::new(tiny(0.0), 13).unwrap();
+    let mut model = Trainable::init(tiny(0.0), 13).unwrap();
     let prompt = [3u32, 14, 15];
     let greedy = SamplerConfig { temperature: 0.0, ..Default::default() };
     // 12 new tokens with a context of 8: the window slides after the fifth.
-    let cached = generate(&mut model, &prompt, 12, &greedy, &mut Rng::new(1), None, |_, _| true).unwrap();
+    let cached = generate(&model, &prompt, 12, &greedy, &mut Rng::new(1), None, |_, _| true).unwrap();
     let mut naive = prompt.to_vec();
     for _ in 0..12 {
         let window = &naive[naive.len().saturating_sub(8)..];
-        let logits = model.logits_at(window, (1, window.len()), &[window.len() - 1]).unwrap();
+        let logits = forward_logits(&mut model, window, &[window.len() - 1]);
         let next = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
         naive.push(next);
     }
@@ -238,7 +244,7 @@ fn generation_through_the_cache_equals_rereading_the_window() {
 
 #[test]
 fn eval_scores_every_token_once_whatever_the_batching() {
-    let mut model = Gpt::new(tiny(0.1), 5).unwrap();
+    let mut model = Trainable::init(tiny(0.1), 5).unwrap();
     let t = model.config.block_size;
     let v = model.config.vocab_size;
     let mut rng = Rng::new(9);
@@ -249,36 +255,33 @@ fn eval_scores_every_token_once_whatever_the_batching() {
         let end = (start + t).min(tokens.len() - 1);
         let window = &tokens[start..end];
         let positions: Vec<usize> = (0..window.len()).collect();
-        let logits = model.logits_at(window, (1, window.len()), &positions).unwrap();
+        let logits = forward_logits(&mut model, window, &positions);
         for (i, row) in logits.chunks_exact(v).enumerate() {
             let p = minillm::inspect::softmax(row)[tokens[start + i + 1] as usize];
             want -= p.ln();
         }
     }
-    for batch in [1, 2, 8] {
-        let score = minillm::eval::evaluate(&mut model, &tokens, batch, 100).unwrap();
-        assert_eq!(score.tokens, tokens.len() - 1);
-        let got = score.loss * score.tokens as f64;
-        assert!((got - want).abs() < 1e-3 * want, "batch {batch}: {got} vs {want}");
-        assert!((score.bits_per_byte - want / std::f64::consts::LN_2 / 100.0).abs() < 1e-4);
-        assert!((score.perplexity - score.loss.exp()).abs() < 1e-9);
-    }
+    let score = minillm::eval::evaluate(&model, &tokens, 100).unwrap();
+    assert_eq!(score.tokens, tokens.len() - 1);
+    let got = score.loss * score.tokens as f64;
+    assert!((got - want).abs() < 1e-3 * want, "{got} vs {want}");
+    assert!((score.bits_per_byte - want / std::f64::consts::LN_2 / 100.0).abs() < 1e-4);
+    assert!((score.perplexity - score.loss.exp()).abs() < 1e-9);
     // Token by token through the KV cache, the same windows score the same.
     for batch in [1, 3] {
-        let score = minillm::eval::evaluate_decoding(&mut model, &tokens, batch, 100).unwrap();
+        let score = minillm::eval::evaluate_decoding(&model, &tokens, batch, 100).unwrap();
         assert_eq!(score.tokens, tokens.len() - 1);
         let got = score.loss * score.tokens as f64;
         assert!((got - want).abs() < 1e-3 * want, "decoding, batch {batch}: {got} vs {want}");
     }
-    assert!(model.training, "evaluation leaves the model as it found it");
-    assert!(minillm::eval::evaluate(&mut model, &tokens[..1], 1, 1).is_err());
-    assert!(minillm::eval::evaluate_decoding(&mut model, &tokens[..1], 1, 1).is_err());
+    assert!(minillm::eval::evaluate(&model, &tokens[..1], 1).is_err());
+    assert!(minillm::eval::evaluate_decoding(&model, &tokens[..1], 1, 1).is_err());
 }
 
 #[test]
 fn batched_generation_gives_each_sequence_what_it_would_get_alone() {
     use minillm::sample::{SamplerConfig, generate, generate_batch};
-    let mut model = Gpt::new(tiny(0.0), 21).unwrap();
+    let model = Gpt::new(tiny(0.0), 21).unwrap();
     // Prompts of different lengths; 10 new tokens with a context of 8, so windows slide at
     // different steps; temperature sampling, so the generators must stay paired with sequences.
     let prompts = vec![vec![1u32, 2, 3], vec![4u32], vec![5u32, 6, 7, 8, 9, 10]];
@@ -286,14 +289,14 @@ fn batched_generation_gives_each_sequence_what_it_would_get_alone() {
     let mut rngs: Vec<Rng> = (0..3).map(|i| Rng::new(100 + i)).collect();
     // The second sequence is cut after 4 tokens by its callback; the others run to the end.
     let mut counts = [0usize; 3];
-    let batched = generate_batch(&mut model, &prompts, 10, &config, &mut rngs, None, |i, _, _| {
+    let batched = generate_batch(&model, &prompts, 10, &config, &mut rngs, None, |i, _, _| {
         counts[i] += 1;
         !(i == 1 && counts[i] == 4)
     })
     .unwrap();
     for (i, prompt) in prompts.iter().enumerate() {
         let mut n = 0;
-        let alone = generate(&mut model, prompt, 10, &config, &mut Rng::new(100 + i as u64), None, |_, _| {
+        let alone = generate(&model, prompt, 10, &config, &mut Rng::new(100 + i as u64), None, |_, _| {
             n += 1;
             !(i == 1 && n == 4)
         })

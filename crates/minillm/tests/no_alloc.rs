@@ -1,18 +1,33 @@
-//! A training step allocates nothing once the activations for its shape exist: counted with a
-//! global allocator that tallies every allocation in this test binary. The one exception is the
-//! `gemm` crate, which allocates packing buffers inside each matrix product; those are counted
-//! apart (while a product is in flight) and reported.
+//! A training step and a decoding step allocate nothing once their buffers exist, and loading a
+//! model to run it allocates its weights and nothing of training: counted with a global
+//! allocator that tallies every allocation in this test binary (and the bytes live at the
+//! peak). The one exception is the `gemm` crate, which allocates packing buffers inside each
+//! matrix product; those are counted apart (while a product is in flight) and reported.
+
+mod common;
 
 use minillm::kernels::matmul::IN_FLIGHT;
-use minillm::model::{Gpt, ModelConfig};
+use minillm::model::kv_cache::KvCache;
+use minillm::model::{Gpt, ModelConfig, Trainable};
+use minillm::quant::QuantType;
 use minillm::train::adamw::{AdamW, AdamWConfig};
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 struct Counting;
 
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 static GEMM_ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// The counters are global: the tests take turns.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn grow(bytes: usize) {
+    let live = LIVE.fetch_add(bytes, Ordering::SeqCst) + bytes;
+    PEAK.fetch_max(live, Ordering::SeqCst);
+}
 
 fn count() {
     if IN_FLIGHT.load(Ordering::SeqCst) > 0 {
@@ -25,13 +40,17 @@ fn count() {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count();
+        grow(layout.size());
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count();
+        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
+        grow(new_size);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -41,8 +60,9 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn a_training_step_allocates_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let config = ModelConfig { dropout: 0.1, ..ModelConfig::preset("baby").unwrap() };
-    let mut model = Gpt::new(config, 1).unwrap();
+    let mut model = Trainable::init(config, 1).unwrap();
     let mut opt = AdamW::new(
         AdamWConfig { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 },
         &model.layout,
@@ -51,7 +71,7 @@ fn a_training_step_allocates_nothing() {
     let tokens: Vec<u32> = (0..b * t).map(|i| (i * 7 % 65) as u32).collect();
     let targets: Vec<u32> = (0..b * t).map(|i| (i * 11 % 65) as u32).collect();
     let mut params = std::mem::take(&mut model.params);
-    let mut step = |model: &mut Gpt, params: &mut Vec<f32>| {
+    let mut step = |model: &mut Trainable, params: &mut Vec<f32>| {
         model.params = std::mem::take(params);
         model.zero_grad();
         model.forward(&tokens, Some(&targets), (b, t)).unwrap();
@@ -77,4 +97,64 @@ fn a_training_step_allocates_nothing() {
     let gemm = (GEMM_ALLOCATIONS.load(Ordering::Relaxed) - before.1) as f64 / steps;
     println!("allocations per training step: {ours} by minillm, {gemm} inside the gemm crate");
     assert_eq!(ours, 0.0);
+}
+
+#[test]
+fn a_decoding_step_allocates_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let mut f32_model = Gpt::new(ModelConfig::preset("d4").unwrap(), 1).unwrap();
+    let steps = 40;
+    for quantized in [false, true] {
+        if quantized {
+            f32_model.quantize(QuantType::Q4_0, Some(QuantType::Q8_0)).unwrap();
+        }
+        let model = &f32_model;
+        let mut cache = KvCache::new(model, 2);
+        let per_step = pool.install(|| {
+            model.prefill(&mut cache, 0, &[1, 2, 3]).unwrap();
+            model.prefill(&mut cache, 1, &[4]).unwrap();
+            model.decode(&mut cache, &[0, 1], &[5, 6]).unwrap(); // warm-up: per-thread buffers
+            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            for i in 0..steps {
+                model.decode(&mut cache, &[0, 1], &[i as u32 % 50, 7]).unwrap();
+            }
+            (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / steps as f64
+        });
+        println!("allocations per decoding step (quantized: {quantized}): {per_step}");
+        assert_eq!(per_step, 0.0, "quantized: {quantized}");
+    }
+}
+
+#[test]
+fn loading_a_model_to_run_it_allocates_its_weights_and_nothing_more() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = common::temp_dir("load-peak");
+    let config = ModelConfig::depth(4, 256);
+    let model = Gpt::new(config, 3).unwrap();
+    minillm::io::save_model(&dir, &model, None).unwrap();
+    let mut quantized = Gpt::new(model.config.clone(), 3).unwrap();
+    quantized.quantize(QuantType::Q4_0, Some(QuantType::Q8_0)).unwrap();
+    let tok = minillm::tokenizer::Tokenizer::bytes();
+    let gguf = dir.join("model.gguf");
+    let bytes =
+        minillm::io::gguf_gpt2::to_bytes(&quantized, &tok, minillm::io::gguf::TensorType::Q4_0, "t").unwrap();
+    std::fs::write(&gguf, &bytes).unwrap();
+    drop((model, quantized, bytes));
+
+    let measure = |load: &dyn Fn() -> Gpt| {
+        let base = LIVE.load(Ordering::SeqCst);
+        PEAK.store(base, Ordering::SeqCst);
+        let loaded = load();
+        let peak = PEAK.load(Ordering::SeqCst) - base;
+        (loaded.weight_bytes(), peak)
+    };
+    // f32 safetensors: the flat buffer, no second copy of the file, no gradients.
+    let (weights, peak) = measure(&|| minillm::io::load_model(&dir).unwrap());
+    println!("f32: weights {weights} B, peak allocated while loading {peak} B");
+    assert!(peak < weights + weights / 20, "f32 load peaked at {peak} B for {weights} B of weights");
+    // q4_0 GGUF: the blocks stay in the mapped file; only the small f32 tensors are allocated.
+    let (weights, peak) = measure(&|| minillm::io::load(&gguf).unwrap().model);
+    println!("q4_0: weights {weights} B (mapped), peak allocated while loading {peak} B");
+    assert!(peak < weights / 2, "q4_0 load allocated {peak} B for {weights} B of blocks");
 }

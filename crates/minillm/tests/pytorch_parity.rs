@@ -2,6 +2,7 @@
 //! and ten AdamW steps, from fixtures written by scripts/reference/gpt2_tiny.py.
 
 use minillm::io::load_model;
+use minillm::model::Trainable;
 use minillm::model::layers::loss::IGNORE;
 use minillm::train::adamw::{AdamW, AdamWConfig};
 use safetensors::SafeTensors;
@@ -46,7 +47,7 @@ fn logits_loss_gradients_and_adamw_match_pytorch() {
     let targets: Vec<u32> =
         i32s(&reference, "targets").into_iter().map(|x| if x < 0 { IGNORE } else { x as u32 }).collect();
 
-    let mut model = load_model(&dir).unwrap();
+    let mut model = Trainable::new(load_model(&dir).unwrap(), 0).0;
     let (v, vp, c) = (model.config.vocab_size, model.config.padded_vocab_size(), model.config.n_embd);
     model.forward(&tokens, None, (b, t)).unwrap();
     let logits: Vec<f32> = model.logits().chunks(vp).flat_map(|row| &row[..v]).copied().collect();
@@ -76,7 +77,7 @@ fn logits_loss_gradients_and_adamw_match_pytorch() {
         eps: f("eps"),
         weight_decay: f("weight_decay"),
     };
-    let mut model = load_model(&dir).unwrap();
+    let mut model = Trainable::new(load_model(&dir).unwrap(), 0).0;
     let mut opt = AdamW::new(config.clone(), &model.layout);
     let mut losses = Vec::new();
     for _ in 0..10 {
@@ -116,13 +117,12 @@ fn greedy_generation_matches_hf_generate_token_for_token() {
     let n_prompt = settings["greedy_prompt"].as_u64().unwrap() as usize;
     let n_new = settings["greedy_new"].as_u64().unwrap() as usize;
     let penalty = settings["repetition_penalty"].as_f64().unwrap() as f32;
-    let mut model = load_model(&fixture()).unwrap();
+    let model = load_model(&fixture()).unwrap();
     for (name, repetition_penalty) in [("greedy_tokens", 1.0), ("greedy_penalized_tokens", penalty)] {
         let want: Vec<u32> = i32s(&reference, name).into_iter().map(|x| x as u32).collect();
         let config = SamplerConfig { temperature: 0.0, repetition_penalty, ..Default::default() };
         let got =
-            generate(&mut model, &want[..n_prompt], n_new, &config, &mut Rng::new(0), None, |_, _| true)
-                .unwrap();
+            generate(&model, &want[..n_prompt], n_new, &config, &mut Rng::new(0), None, |_, _| true).unwrap();
         assert_eq!(got, want, "{name}: HF transformers generated otherwise");
     }
 }
@@ -135,25 +135,24 @@ fn inspect_matches_pytorch_attention_and_softmax() {
     let t = settings["context"].as_u64().unwrap() as usize;
     let tokens: Vec<u32> = i32s(&reference, "tokens")[..t].iter().map(|&x| x as u32).collect();
     let logits = f32s(&reference, "logits");
-    let mut model = load_model(&fixture()).unwrap();
+    let model = load_model(&fixture()).unwrap();
     let (v, nh, layers) = (model.config.vocab_size, model.config.n_head, model.config.n_layer);
     let tok = minillm::Tokenizer::bytes(); // any tokenizer: only the texts of tokens depend on it
     for layer in 0..layers {
         let theirs = f32s(&reference, &format!("attentions.{layer}"));
         for head in 0..nh {
-            let seen =
-                inspect(&mut model, &tok, &tokens, v, Some(Which { layer, head: Some(head) })).unwrap();
+            let seen = inspect(&model, &tok, &tokens, v, Some(Which { layer, head: Some(head) })).unwrap();
             let ours: Vec<f32> = seen.attention.unwrap().weights.concat();
             let err = rel_error(&ours, &theirs[head * t * t..(head + 1) * t * t]);
             assert!(err < 1e-5, "layer {layer} head {head}: attention differs by {err:.2e}");
         }
         // The mean over heads is the mean of the heads.
-        let seen = inspect(&mut model, &tok, &tokens, 1, Some(Which { layer, head: None })).unwrap();
+        let seen = inspect(&model, &tok, &tokens, 1, Some(Which { layer, head: None })).unwrap();
         let mean = &seen.attention.unwrap().weights;
         let want = (0..nh).map(|h| theirs[h * t * t + (t - 1) * t]).sum::<f32>() / nh as f32;
         assert!((mean[t - 1][0] - want).abs() < 1e-5);
     }
-    let seen = inspect(&mut model, &tok, &tokens, v, None).unwrap();
+    let seen = inspect(&model, &tok, &tokens, v, None).unwrap();
     let want = softmax(&logits[(t - 1) * v..t * v]);
     let total: f64 = seen.next.iter().map(|c| c.prob).sum();
     assert!((total - 1.0).abs() < 1e-9, "probabilities sum to {total}");

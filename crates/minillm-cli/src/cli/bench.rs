@@ -11,9 +11,9 @@ use minillm::io::gguf::TensorType;
 use minillm::io::gguf_gpt2;
 use minillm::kernels::matmul::{Stored, matmul};
 use minillm::kernels::simd;
-use minillm::model::Gpt;
 use minillm::model::ModelConfig;
 use minillm::model::kv_cache::KvCache;
+use minillm::model::{Gpt, Trainable};
 use minillm::quant::QuantType;
 use minillm::rng::Rng;
 use minillm::sample::argmax;
@@ -137,7 +137,7 @@ fn train_step(a: TrainStepArgs) -> Result<()> {
         bail!("--context must be 1..={}, --batch and --steps at least 1", config.block_size);
     }
     let b = a.batch;
-    let mut model = Gpt::new(config.clone(), 1)?;
+    let mut model = Trainable::init(config.clone(), 1)?;
     let mut rng = Rng::new(2);
     let v = config.vocab_size;
     let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(v) as u32).collect();
@@ -309,45 +309,58 @@ fn quant(a: QuantArgs) -> Result<()> {
         ("q4_0", TensorType::Q4_0, Some(gguf_gpt2::head_type(QuantType::Q4_0))),
         ("q4_0, head q4_0", TensorType::Q4_0, Some(QuantType::Q4_0)),
     ];
+    // Each file is also written out, for a separate `minillm generate` whose peak memory the
+    // kernel reports: what a user's process takes, measured, not computed.
+    let dir = std::env::temp_dir().join(format!("minillm-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
     let mut models = Vec::new();
-    for (label, ty, head) in types {
+    for (i, (label, ty, head)) in types.into_iter().enumerate() {
         let bytes = gguf_gpt2::to_bytes_with_head(&base, &tok, ty, head, "bench")?;
         let (model, _) = gguf_gpt2::from_bytes(&bytes, Path::new("bench.gguf"))?;
-        models.push((label, bytes.len(), model));
+        let file = dir.join(format!("{i}.gguf"));
+        std::fs::write(&file, &bytes)?;
+        models.push((label, bytes.len(), model, file));
     }
     drop(base);
     // Weights read per decoded token: the blocks, plus f32 for the rest (minus the position
     // table, of which one row is read).
     let read = |m: &Gpt| {
-        let c = &m.config;
-        m.quantized().map_or(4 * c.num_params(), |q| q.bytes(m)) - 4 * (c.block_size - 1) * c.n_embd
+        let (c, wte) = (&m.config, m.layout.wte.len());
+        let padding = wte - wte.min(c.vocab_size * c.n_embd);
+        m.weight_bytes() - 4 * (c.block_size - 1) * c.n_embd - 4 * padding
     };
     let mut best = vec![f64::INFINITY; models.len()];
     for _ in 0..a.timing.rounds {
-        for ((_, _, model), best) in models.iter_mut().zip(&mut best) {
+        for ((_, _, model, _), best) in models.iter_mut().zip(&mut best) {
             let (total, _) = time_generation(model, 1, a.timing.prompt, a.timing.new_tokens)?;
             *best = best.min(total);
         }
     }
     let mut rows = Vec::new();
-    for ((label, size, model), secs) in models.iter_mut().zip(best) {
+    let new = a.timing.new_tokens.to_string();
+    for ((label, size, model, file), secs) in models.iter_mut().zip(best) {
         let score = match &tokens {
             Some(t) => {
                 let bytes = tok.decoded_len(t.get(1..).unwrap_or_default());
-                Some(minillm::eval::evaluate_decoding(model, t, 8, bytes)?)
+                Some(minillm::eval::evaluate(model, t, bytes)?)
             }
             None => None,
         };
+        let file = file.display().to_string();
+        let peak =
+            peak_rss(&["generate", "--model", &file, "--max-new-tokens", &new, "--seed", "1", "Hello"])?;
         rows.push(serde_json::json!({
             "type": label,
             "weights": model.weight_type(),
             "file_mb": *size as f64 / 1e6,
             "read_mb_per_token": read(model) as f64 / 1e6,
             "tokens_per_s": a.timing.new_tokens as f64 / secs,
+            "peak_mb": peak.map(|b| b as f64 / 1e6),
             "perplexity": score.as_ref().map(|s| s.perplexity),
             "bits_per_byte": score.as_ref().map(|s| s.bits_per_byte),
         }));
     }
+    let _ = std::fs::remove_dir_all(&dir);
     let threads = rayon::current_num_threads();
     if a.timing.json {
         let doc = serde_json::json!({"model": name, "threads": threads, "prompt": a.timing.prompt,
@@ -359,8 +372,8 @@ fn quant(a: QuantArgs) -> Result<()> {
         "{name}: batch-1 decoding of {} tokens after a {}-token prompt, {threads} threads, best of {} runs in turns",
         a.timing.new_tokens, a.timing.prompt, a.timing.rounds
     );
-    println!("| type | weights | file MB | MB read per token | tokens/s | perplexity | vs f32 |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| type | weights | file MB | MB read per token | tokens/s | peak MB | perplexity | vs f32 |");
+    println!("|---|---|---|---|---|---|---|---|");
     let base_ppl = rows[0]["perplexity"].as_f64();
     for r in &rows {
         let ppl = r["perplexity"].as_f64();
@@ -369,14 +382,33 @@ fn quant(a: QuantArgs) -> Result<()> {
             _ => "-".into(),
         };
         println!(
-            "| {} | {} | {:.2} | {:.1} | {:.1} | {} | {change} |",
+            "| {} | {} | {:.2} | {:.1} | {:.1} | {} | {} | {change} |",
             r["type"].as_str().unwrap_or(""),
             r["weights"].as_str().unwrap_or(""),
             r["file_mb"].as_f64().unwrap_or(0.0),
             r["read_mb_per_token"].as_f64().unwrap_or(0.0),
             r["tokens_per_s"].as_f64().unwrap_or(0.0),
+            r["peak_mb"].as_f64().map_or("-".into(), |p| format!("{p:.1}")),
             ppl.map_or("-".into(), |p| format!("{p:.4}")),
         );
     }
     Ok(())
+}
+
+/// The peak resident memory (bytes) of `minillm ARGS` run as a child process, as it reports
+/// it (`--report-memory`); `None` where the system does not say.
+fn peak_rss(args: &[&str]) -> Result<Option<usize>> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .arg("--report-memory")
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("minillm {} failed: {stderr}", args.join(" "));
+    }
+    let mb = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("peak resident memory: ")?.strip_suffix(" MB")?.parse::<f64>().ok());
+    Ok(mb.map(|mb| (mb * 1e6) as usize))
 }

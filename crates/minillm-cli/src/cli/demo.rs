@@ -146,7 +146,7 @@ fn train_and_talk(bpe: &minillm::Tokenizer, corpus: &str) -> Result<PathBuf> {
     println!("\n== 8. Every token is a draw from the model's next-token probabilities:");
     let text = "Question: What is the capital of France?\nAnswer: The capital of France is";
     let ids = bpe.encode(text, minillm::SpecialTokens::AsText)?;
-    let seen = minillm::inspect::inspect(&mut trainer.model, bpe, &ids, 5, None)?;
+    let seen = minillm::inspect::inspect(&trainer.model, bpe, &ids, 5, None)?;
     super::inspect::print_next(&seen, text);
     let r = run.display();
     println!("\nThe run is in {r} (checkpoint, metrics.jsonl); continue it with");
@@ -177,7 +177,7 @@ fn fine_tune(base: &std::path::Path) -> Result<()> {
     let data = super::corpus::write_tasks(&tasks)?;
     let dpo = super::finetune::sft_then_dpo(base, &tasks, &root)?;
     println!("\n== 10. A short chat with the fine-tuned model, on questions it was never trained on:");
-    let mut loaded = super::session::load(&dpo)?;
+    let loaded = super::session::load(&dpo)?;
     let template = minillm::chat::ChatTemplate::of(&loaded.tok).expect("SFT added the chat tokens");
     let greedy = SamplerConfig { temperature: 0.0, ..Default::default() };
     let held_out = &data.sft_val;
@@ -191,7 +191,7 @@ fn fine_tune(base: &std::path::Path) -> Result<()> {
         let ask = [minillm::chat::Message::new(minillm::chat::Role::User, q)];
         let prompt = template.render(&loaded.tok, &ask, true).ids;
         let out = generate(
-            &mut loaded.model,
+            &loaded.model,
             &prompt,
             32,
             &greedy,

@@ -16,19 +16,16 @@ pub struct Args {
     /// (its val.bin is used).
     #[arg(long, value_name = "FILE_OR_SHARDS")]
     data: PathBuf,
-    /// Windows of the model's context run together.
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut loaded = load(&a.model)?;
+    let loaded = load(&a.model)?;
     let (tokens, what) = read_tokens(&a.data, &loaded.tok)?;
     let bytes = loaded.tok.decoded_len(tokens.get(1..).unwrap_or_default());
-    let score = minillm::eval::evaluate(&mut loaded.model, &tokens, a.batch, bytes)?;
+    let score = minillm::eval::evaluate(&loaded.model, &tokens, bytes)?;
     if a.json {
         println!("{}", serde_json::to_string(&score)?);
         return Ok(());

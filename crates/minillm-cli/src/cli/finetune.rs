@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
 use minillm::chat::{ChatTemplate, Message, Role, add_chat_tokens};
 use minillm::fsutil::atomic_write;
-use minillm::model::Gpt;
+use minillm::model::{Gpt, Trainable};
 use minillm::rng::Rng;
 use minillm::sample::{SamplerConfig, generate};
 use minillm::tokenizer::Tokenizer;
@@ -118,6 +118,13 @@ fn start(
         );
     }
     let loaded = load(base)?;
+    if loaded.model.quantized().is_some() {
+        eprintln!(
+            "{}: the weights are {}; widened to f32 for training",
+            base.display(),
+            loaded.model.weight_type()
+        );
+    }
     let (tok, mut model) = add_chat_tokens(&loaded.tok, &loaded.model)?;
     let mut config = TrainConfig {
         model: base.display().to_string(),
@@ -180,24 +187,24 @@ pub fn run_sft(a: Args) -> Result<()> {
             let template = ChatTemplate::of(&loaded.tok).expect("add_chat_tokens gave the tokens");
             let data =
                 chat_data(&chats, &template, &loaded.tok, loaded.model.config.block_size, config.seed)?;
-            let base = Gpt::from_params(loaded.model.config.clone(), loaded.model.params.clone(), 0)?;
+            let base = Gpt::from_params(loaded.model.config.clone(), loaded.model.params.clone())?;
             (Trainer::with_data(config, loaded.model, loaded.tok, data)?, out, Some(base))
         }
     };
-    let mut trainer = run_loop(trainer, &run_dir)?;
+    let trainer = run_loop(trainer, &run_dir)?;
     // Held-out task accuracy: greedy answers to held-out questions that name their answer.
     let asked: Vec<&Chat> = chats.val.iter().filter(|c| c.answer.is_some()).collect();
     if asked.is_empty() {
         return Ok(());
     }
     let tok = trainer.tokenizer.clone();
-    let after = accuracy(&mut trainer.model, &tok, &asked)?;
+    let after = accuracy(&trainer.model, &tok, &asked)?;
     let n = asked.len();
     let mut doc = serde_json::json!({"examples": n, "after": after.to_json()});
     println!("held-out instructions ({n}, about items SFT never showed), answered greedily:");
     println!("  after SFT:  {}", after.summary(n));
-    if let Some(mut base) = base {
-        let before = accuracy(&mut base, &tok, &asked)?;
+    if let Some(base) = base {
+        let before = accuracy(&base, &tok, &asked)?;
         println!("  base model: {}", before.summary(n));
         doc["base"] = before.to_json();
     }
@@ -235,11 +242,10 @@ fn pct(k: usize, n: usize) -> f64 {
 
 /// How many of `chats` the model answers (greedy, up to 32 tokens) with a reply containing
 /// their answer, and how many replies end their turn.
-fn accuracy(model: &mut Gpt, tok: &Tokenizer, chats: &[&Chat]) -> Result<Accuracy> {
+fn accuracy(model: &Gpt, tok: &Tokenizer, chats: &[&Chat]) -> Result<Accuracy> {
     const BUDGET: usize = 32;
     let template = ChatTemplate::of(tok).context("the model has no chat template")?;
     let greedy = SamplerConfig { temperature: 0.0, ..Default::default() };
-    model.training = false;
     let mut acc = Accuracy { correct: 0, ended: 0, first: String::new() };
     for (i, chat) in chats.iter().enumerate() {
         let last = chat.messages.iter().rposition(|m| m.role == Role::Assistant).expect("parse_chat checked");
@@ -263,7 +269,7 @@ fn accuracy(model: &mut Gpt, tok: &Tokenizer, chats: &[&Chat]) -> Result<Accurac
 fn pair_data(
     prefs: &Examples<Preference>,
     tok: &Tokenizer,
-    reference: &mut Gpt,
+    reference: &mut Trainable,
     config: &TrainConfig,
 ) -> Result<Data> {
     let template = ChatTemplate::of(tok)
@@ -301,7 +307,8 @@ pub fn run_dpo(a: DpoArgs) -> Result<()> {
                     .context("the run names no base model")
                     .map_err(|e| minillm::Error::Invalid(e.to_string()))?;
                 let loaded = minillm::io::load(Path::new(base))?;
-                let (_, mut reference) = add_chat_tokens(&loaded.tok, &loaded.model)?;
+                let (_, reference) = add_chat_tokens(&loaded.tok, &loaded.model)?;
+                let mut reference = Trainable::new(reference, config.seed).0;
                 pair_data(&prefs, tok, &mut reference, config)
                     .map_err(|e| minillm::Error::Invalid(e.to_string()))
             })?;
@@ -316,8 +323,9 @@ pub fn run_dpo(a: DpoArgs) -> Result<()> {
             // DPO compares log-probabilities with the reference's: dropout would make them noise.
             config.dropout = 0.0;
             loaded.model.config.dropout = 0.0;
-            let data = pair_data(&prefs, &loaded.tok, &mut loaded.model, &config)?;
-            (Trainer::with_data(config, loaded.model, loaded.tok, data)?, out)
+            let mut reference = Trainable::new(loaded.model, config.seed).0;
+            let data = pair_data(&prefs, &loaded.tok, &mut reference, &config)?;
+            (Trainer::with_data(config, reference.into_model(), loaded.tok, data)?, out)
         }
     };
     let before = trainer.evaluate()?.dpo.expect("DPO data evaluates to DPO numbers");

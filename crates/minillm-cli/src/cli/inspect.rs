@@ -30,13 +30,13 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut loaded = load(&a.model)?;
+    let loaded = load(&a.model)?;
     let ids = loaded.tok.encode(&a.text, SpecialTokens::AsText)?;
     if a.top_k == 0 {
         bail!("--top-k must be at least 1");
     }
     let which = a.layer.map(|layer| Which { layer, head: a.head });
-    let seen = inspect(&mut loaded.model, &loaded.tok, &ids, a.top_k, which)?;
+    let seen = inspect(&loaded.model, &loaded.tok, &ids, a.top_k, which)?;
     if a.json {
         println!("{}", serde_json::to_string(&seen)?);
         return Ok(());

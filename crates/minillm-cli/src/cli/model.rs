@@ -6,12 +6,31 @@ use clap::{Args as ClapArgs, Subcommand};
 use minillm::model::ModelConfig;
 use minillm::model::activations::Activations;
 use minillm::model::config::PRESETS;
+use minillm::model::kv_cache::CacheShape;
+use minillm::sample::SAMPLER_BYTES_PER_TOKEN;
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Parameter count, memory at each precision, FLOPs per token and activation memory.
+    /// Parameter count, memory at each precision and to generate, FLOPs per token and
+    /// activation memory.
     Info(InfoArgs),
+    /// Write a preset shape with GPT-2's random initialisation and GPT-2's tokenizer, as a
+    /// model directory every --model takes: for measuring speed and memory at a size you have
+    /// not trained (it writes nonsense).
+    Init(InitArgs),
+}
+
+#[derive(ClapArgs)]
+pub struct InitArgs {
+    /// The shape: gpt2, gpt2-medium, gpt2-large or gpt2-xl (GPT-2's vocabulary, 50257).
+    #[arg(long, value_name = "NAME")]
+    preset: String,
+    /// The model directory to write (config.json, model.safetensors, tokenizer.json).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 /// Where a model's shape comes from: a preset, a config file, or a model directory.
@@ -32,14 +51,29 @@ pub struct ShapeChoice {
     vocab_size: Option<usize>,
 }
 
+/// How a loaded model's weights are stored: their type and bytes.
+pub struct Stored {
+    pub weight_type: String,
+    pub bytes: usize,
+}
+
 impl ShapeChoice {
     pub fn resolve(&self) -> Result<(String, ModelConfig)> {
+        self.resolve_stored().map(|(name, config, _)| (name, config))
+    }
+
+    /// [`resolve`](Self::resolve), and for `--model` how its weights are stored (the model is
+    /// loaded: mapped, so this is quick).
+    pub fn resolve_stored(&self) -> Result<(String, ModelConfig, Option<Stored>)> {
+        let mut stored = None;
         let (name, mut config) = match (&self.preset, &self.config, &self.model) {
             (Some(p), _, _) => (p.clone(), ModelConfig::preset(p)?),
-            (_, _, Some(path)) if !path.join("config.json").is_file() => {
-                (path.display().to_string(), super::session::load(path)?.model.config)
+            (_, _, Some(path)) => {
+                let model = super::session::load(path)?.model;
+                stored = Some(Stored { weight_type: model.weight_type(), bytes: model.weight_bytes() });
+                (path.display().to_string(), model.config)
             }
-            (_, Some(path), _) | (_, _, Some(path)) => {
+            (_, Some(path), _) => {
                 let file = if path.is_dir() { path.join("config.json") } else { path.clone() };
                 let text = minillm::fsutil::read_text(&file)?;
                 (file.display().to_string(), minillm::io::hf_config::from_json(&text, &file)?)
@@ -50,7 +84,7 @@ impl ShapeChoice {
             config.vocab_size = v;
         }
         config.validate().context("the model's shape is not usable")?;
-        Ok((name, config))
+        Ok((name, config, stored))
     }
 }
 
@@ -72,6 +106,7 @@ pub struct InfoArgs {
 pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Info(a) => info(a),
+        Command::Init(a) => init(a),
     }
 }
 
@@ -127,7 +162,7 @@ fn info(a: InfoArgs) -> Result<()> {
         print_memory(n);
         return Ok(());
     }
-    let (name, c) = a.shape.resolve()?;
+    let (name, c, stored) = a.shape.resolve_stored()?;
     let t = a.context.unwrap_or(c.block_size);
     if t == 0 || t > c.block_size || a.batch == 0 {
         bail!("--context must be 1..={} and --batch at least 1", c.block_size);
@@ -174,6 +209,7 @@ fn info(a: InfoArgs) -> Result<()> {
         flops(c.forward_flops_per_token(t)),
         flops(c.train_flops_per_token(t))
     );
+    print_generating(&c, stored, a.batch, t);
     let state = 4.0 * 4.0 * n as f64; // weights, gradients, two AdamW moments, fp32
     println!(
         "training memory at batch {} x {}: {} for weights, gradients and AdamW moments + {} of activations",
@@ -181,6 +217,58 @@ fn info(a: InfoArgs) -> Result<()> {
         count(t),
         size(state),
         size(Activations::bytes(&c, a.batch, t) as f64)
+    );
+    Ok(())
+}
+
+/// What generating `batch` sequences of up to `t` tokens takes: the weights as stored, the KV
+/// cache and the working buffers (one pass's activations and scores, the logits and what the
+/// sampler sorts). The program and its tokenizer come on top.
+fn print_generating(c: &ModelConfig, stored: Option<Stored>, batch: usize, t: usize) {
+    let (weight_type, weights) = match stored {
+        Some(s) => (s.weight_type, s.bytes),
+        None => ("f32".into(), 4 * c.num_params()),
+    };
+    let shape = CacheShape::generating(c, batch, t);
+    let (kv, work) =
+        (shape.kv_bytes(c), shape.scratch_bytes(c) + batch * SAMPLER_BYTES_PER_TOKEN * c.vocab_size);
+    println!(
+        "memory to generate, batch {batch} x context {} (the program and tokenizer come on top):",
+        count(t)
+    );
+    let line =
+        |label: &str, bytes: usize, note: String| println!("  {label:<32}{:>10}{note}", size(bytes as f64));
+    line(&format!("weights as stored ({weight_type})"), weights, String::new());
+    let kv_note =
+        format!("  (2 x {} layers x {} positions x {} x 4 bytes x {batch})", c.n_layer, count(t), c.n_embd);
+    line("KV cache", kv, kv_note);
+    line("working buffers", work, String::new());
+    line("total", weights + kv + work, String::new());
+}
+
+fn init(a: InitArgs) -> Result<()> {
+    let config = ModelConfig::preset(&a.preset)?;
+    let tok = minillm::Tokenizer::gpt2();
+    if config.vocab_size != tok.vocab_size() {
+        bail!(
+            "--preset {} has a vocabulary of {}; init writes GPT-2's tokenizer ({}), so choose a GPT-2 shape",
+            a.preset,
+            config.vocab_size,
+            tok.vocab_size()
+        );
+    }
+    if a.out.join("config.json").exists() {
+        bail!("{} already holds a model; choose another --out", a.out.display());
+    }
+    let model = minillm::model::Gpt::new(config, a.seed)?;
+    let eos = tok.special_id("<|endoftext|>");
+    minillm::io::save_model(&a.out, &model, eos)?;
+    minillm::tokenizer::formats::save(tok, &a.out.join("tokenizer.json"))?;
+    println!(
+        "wrote {} ({} parameters, random weights) to {}",
+        a.preset,
+        count(model.config.num_params()),
+        a.out.display()
     );
     Ok(())
 }

@@ -178,7 +178,7 @@ pub fn stream_many(
         (0..n).map(|_| Streamed { tokens: Vec::new(), text: String::new(), hit_stop: false }).collect();
     let mut failed: Option<anyhow::Error> = None;
     let prompts = vec![prompt.to_vec(); n];
-    generate_batch(&mut loaded.model, &prompts, s.max_new_tokens, &s.config, rngs, eos, |i, id, logits| {
+    generate_batch(&loaded.model, &prompts, s.max_new_tokens, &s.config, rngs, eos, |i, id, logits| {
         let out = &mut outs[i];
         out.tokens.push((id, probability(logits, id)));
         let step = decoders[i].push(id).map_err(anyhow::Error::from).and_then(|piece| {

@@ -7,14 +7,16 @@
 
 use super::gguf::{Gguf, TensorOut, TensorType, Value, ValueType};
 use crate::error::{Error, Result};
+use crate::model::gpt::transpose;
 use crate::model::layers::layernorm::EPS;
 use crate::model::params::Layout;
-use crate::model::quantized::{Matrix, Quantized, transpose};
+use crate::model::quantized::{Matrix, Quantized};
 use crate::model::{Gpt, ModelConfig};
 use crate::quant::{QMatrix, QuantType};
 use crate::tokenizer::formats::{from_token_list, merge_texts, vocab_entries};
 use crate::tokenizer::{Pattern, Tokenizer};
 use std::path::Path;
+use std::sync::Arc;
 
 const ARCH: &str = "gpt2";
 /// llama.cpp's token types.
@@ -156,12 +158,14 @@ pub fn to_bytes_with_head(
     };
     for t in &layout.tensors {
         let mut shape = t.shape.clone();
-        let mut data = &model.params[t.range()];
         if t.name == "wte.weight" {
             shape[0] = c.vocab_size;
-            data = &data[..c.vocab_size * c.n_embd];
         }
-        add(&t.name, &shape, data);
+        if quantized.as_ref().is_some_and(|q| q.holds(&t.name)) {
+            add(&t.name, &shape, &[]); // written from its blocks
+        } else {
+            add(&t.name, &shape, &model.tensor_f32(&t.name).expect("a tensor of the model"));
+        }
     }
     if !c.bias {
         // llama.cpp's gpt2 requires biases; zeros are the same model.
@@ -195,6 +199,13 @@ fn encode(values: &[f32], ty: TensorType) -> Vec<u8> {
 /// Reads a `gpt2`-architecture GGUF file into a model and its tokenizer; `path` names the file
 /// in errors.
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Gpt, Tokenizer)> {
+    from_shared(Arc::new(bytes.to_vec()), path)
+}
+
+/// [`from_bytes`] for a file the model may keep a share of (a mapped file): its quantized and
+/// 16-bit matrices stay where they lie in it, with no copy; the small f32 tensors are read out.
+pub fn from_shared(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, path: &Path) -> Result<(Gpt, Tokenizer)> {
+    let bytes: &[u8] = (*owner).as_ref();
     let file = Gguf::parse(bytes, path)?;
     let arch = file.get("general.architecture").and_then(Value::as_str);
     if arch != Some(ARCH) {
@@ -234,10 +245,11 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Gpt, Tokenizer)> {
             format!("layer_norm_epsilon is {eps}; minillm's LayerNorm uses {EPS}"),
         ));
     }
-    let layout = Layout::new(&config);
-    let mut params = vec![0.0f32; layout.total];
+    // Matrices stored in blocks stay blocks (no f32 copy); the other tensors are read as f32.
+    let full = Layout::new(&config);
     let mut quantized = Quantized { blocks: vec![Default::default(); config.n_layer], lm_head: None };
-    for t in &layout.tensors {
+    let mut found = Vec::with_capacity(full.tensors.len());
+    for t in &full.tensors {
         let (gname, transposed) = gguf_name(&t.name);
         let info =
             file.tensor(&gname).ok_or_else(|| Error::format(path, format!("tensor '{gname}' is missing")))?;
@@ -257,12 +269,12 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Gpt, Tokenizer)> {
                 format!("tensor '{gname}' has dims {:?}, the metadata needs {want:?}", info.dims),
             ));
         }
-        // A quantized matrix is kept as its blocks, for decoding; set_quantized below fills in
-        // the f32 weights they stand for.
         let matrix = Matrix::of(&t.name).map(Some).or((t.name == "wte.weight").then_some(None));
         if let (Some(q), Some(which)) = (info.ty.quant(), matrix) {
             let (rows, cols) = (info.dims[1] as usize, info.dims[0] as usize);
-            let m = QMatrix::from_bytes(q, rows, cols, file.data(info).to_vec())
+            let start = file.data(info).as_ptr() as usize - bytes.as_ptr() as usize;
+            let range = start..start + file.data(info).len();
+            let m = QMatrix::from_shared(q, (rows, cols), owner.clone(), range)
                 .map_err(|e| Error::format(path, format!("tensor '{gname}': {e}")))?;
             match which {
                 Some((layer, w)) => quantized.blocks[layer][w as usize] = Some(m),
@@ -270,8 +282,14 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Gpt, Tokenizer)> {
             }
             continue;
         }
+        found.push((t.name.clone(), info, shape, transposed));
+    }
+    let layout = Layout::without(&config, |name| quantized.holds(name));
+    let mut params = vec![0.0f32; layout.total];
+    for (name, info, shape, transposed) in found {
+        let offset = layout.get(&name).expect("a tensor left in f32").offset;
         let n: usize = shape.iter().product();
-        let dst = &mut params[t.offset..t.offset + n];
+        let dst = &mut params[offset..offset + n];
         if transposed {
             let mut stored = vec![0.0f32; n];
             file.read_f32(info, &mut stored);
@@ -280,9 +298,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Gpt, Tokenizer)> {
             file.read_f32(info, dst);
         }
     }
-    let mut model = Gpt::from_params(config, params, 0)?;
-    model.set_quantized(quantized);
-    Ok((model, tok))
+    Ok((Gpt::from_parts(config, params, quantized)?, tok))
 }
 
 fn tokenizer(file: &Gguf, path: &Path) -> Result<Tokenizer> {

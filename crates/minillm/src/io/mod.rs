@@ -5,6 +5,7 @@ pub mod gguf;
 pub mod gguf_gpt2;
 pub mod hf_config;
 pub mod hub;
+pub mod mapped;
 pub mod safetensors;
 
 use crate::error::{Error, Result};
@@ -12,7 +13,9 @@ use crate::fsutil::{atomic_write, read_text};
 use crate::model::Gpt;
 use crate::tokenizer::{Tokenizer, formats};
 use generation_config::GenerationConfig;
+use mapped::Mapped;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The directory holding a model's files: a run directory resolves to its latest checkpoint
 /// (through `latest.json`); a checkpoint or HF-style model directory is itself; anything else
@@ -52,8 +55,7 @@ pub struct Loaded {
 /// HF-style model directory, an HF hub id in the local cache, or a `.gguf` file.
 pub fn load(spec: &Path) -> Result<Loaded> {
     if spec.extension().is_some_and(|e| e == "gguf") {
-        let bytes = std::fs::read(spec).map_err(|cause| Error::Read { path: spec.to_path_buf(), cause })?;
-        let (model, tok) = gguf_gpt2::from_bytes(&bytes, spec)?;
+        let (model, tok) = gguf_gpt2::from_shared(Arc::new(Mapped::open(spec)?), spec)?;
         return Ok(Loaded { model, tok, generation: GenerationConfig::default() });
     }
     let dir = model_dir(spec)?;
@@ -89,14 +91,10 @@ pub fn load_model(path: &Path) -> Result<Gpt> {
     };
     let config_path = dir.join("config.json");
     let config = hf_config::from_json(&read_text(&config_path)?, &config_path)?;
-    let mut files = Vec::with_capacity(weights.len());
-    for w in &weights {
-        files.push(std::fs::read(w).map_err(|cause| Error::Read { path: w.clone(), cause })?);
-    }
-    let shards: Vec<(&[u8], &Path)> =
-        files.iter().zip(&weights).map(|(b, p)| (b.as_slice(), p.as_path())).collect();
-    let params = safetensors::from_shards(&shards, &config)?;
-    Gpt::from_params(config, params, 0)
+    let files = weights.iter().map(|w| Mapped::open(w)).collect::<Result<Vec<_>>>()?;
+    let shards: Vec<(&[u8], &Path)> = files.iter().map(|f| (f.bytes(), f.path.as_path())).collect();
+    let release = |bytes: &[u8]| files.iter().for_each(|f| f.release(bytes));
+    safetensors::load(&shards, config, &release)
 }
 
 /// The safetensors files of a model directory: `model.safetensors`, or the shards its index
@@ -133,6 +131,6 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Writes `config.json` and `model.safetensors` into `dir` (created if needed), each atomically.
 pub fn save_model(dir: &Path, model: &Gpt, eos: Option<u32>) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|cause| Error::Write { path: dir.to_path_buf(), cause })?;
-    safetensors::save(&dir.join("model.safetensors"), &model.config, &model.params)?;
+    safetensors::save(&dir.join("model.safetensors"), &model.config, &model.full_params())?;
     atomic_write(&dir.join("config.json"), hf_config::to_json(&model.config, eos).as_bytes())
 }

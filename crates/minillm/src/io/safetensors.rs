@@ -5,8 +5,10 @@
 
 use crate::error::{Error, Result};
 use crate::fsutil::atomic_write;
-use crate::model::ModelConfig;
-use crate::model::params::Layout;
+use crate::model::params::{Layout, TensorInfo};
+use crate::model::quantized::{Matrix, Quantized};
+use crate::model::{Gpt, ModelConfig};
+use crate::quant::{QMatrix, QuantType};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
@@ -62,8 +64,133 @@ pub fn from_bytes(bytes: &[u8], config: &ModelConfig, path: &Path) -> Result<Vec
     from_shards(&[(bytes, path)], config)
 }
 
-/// [`from_bytes`] for a checkpoint split over several files (HF's sharded safetensors).
+/// [`from_bytes`] for a checkpoint split over several files (HF's sharded safetensors): every
+/// tensor widened to f32, in [`Layout::new`]'s layout (the optimizer's moments, a trainer's
+/// resume).
 pub fn from_shards(shards: &[(&[u8], &Path)], config: &ModelConfig) -> Result<Vec<f32>> {
+    let (found, _) = tensors(shards, config)?;
+    let layout = Layout::new(config);
+    let mut params = vec![0.0f32; layout.total];
+    for t in &layout.tensors {
+        read_f32(&mut params[t.offset..t.offset + stored_len(config, t)], &found[&t.name], &|_| {});
+    }
+    Ok(params)
+}
+
+/// A model from safetensors shards, its weights kept in the type they are stored in: the f32
+/// tensors go into the flat buffer; 16-bit matrices (f16, and bf16 ones within f16's range) stay
+/// 16-bit, as f16 blocks of one row per output (HF's Conv1D stores them (in, out), so they are
+/// transposed once here). Small 1-D tensors and the position embedding are widened to f32.
+/// `release` is handed each stretch of file bytes once it has been read, for a mapped file to
+/// give its pages back.
+pub fn load(shards: &[(&[u8], &Path)], config: ModelConfig, release: &dyn Fn(&[u8])) -> Result<Gpt> {
+    let (found, _) = tensors(shards, &config)?;
+    let full = Layout::new(&config);
+    let mut quantized = Quantized { blocks: vec![Default::default(); config.n_layer], lm_head: None };
+    for t in &full.tensors {
+        let view = &found[&t.name];
+        let sixteen = matches!(view.dtype(), Dtype::F16 | Dtype::BF16) && fits_f16(view);
+        let (rows, cols, transposed) = match Matrix::of(&t.name) {
+            Some((_, m)) => {
+                let (inputs, outputs) = m.shape(config.n_embd);
+                (outputs, inputs, true)
+            }
+            None if t.name == "wte.weight" => (config.vocab_size, config.n_embd, false),
+            None => continue,
+        };
+        if !sixteen || !cols.is_multiple_of(crate::quant::BLOCK) {
+            continue;
+        }
+        let halves = f16_rows(view, rows, cols, transposed, release);
+        let m = QMatrix::from_bytes(QuantType::F16, rows, cols, halves)?;
+        match Matrix::of(&t.name) {
+            Some((layer, which)) => quantized.blocks[layer][which as usize] = Some(m),
+            None => quantized.lm_head = Some(m),
+        }
+    }
+    let layout = Layout::without(&config, |name| quantized.holds(name));
+    let mut params = vec![0.0f32; layout.total];
+    for t in &layout.tensors {
+        read_f32(&mut params[t.offset..t.offset + stored_len(&config, t)], &found[&t.name], release);
+    }
+    Gpt::from_parts(config, params, quantized)
+}
+
+/// Elements of `t` in the file: the embedding has no padding rows there.
+fn stored_len(config: &ModelConfig, t: &TensorInfo) -> usize {
+    if t.name == "wte.weight" { config.vocab_size * config.n_embd } else { t.len() }
+}
+
+/// Whether every value of a 16-bit tensor is one f16 holds: always for f16; for bf16, when none
+/// exceeds f16's largest (65504). bf16 has fewer mantissa bits than f16, so such values convert
+/// exactly, but for those under f16's smallest normal (6.1e-5), which move by at most 3e-8.
+fn fits_f16(view: &TensorView) -> bool {
+    view.dtype() == Dtype::F16
+        || view
+            .data()
+            .chunks_exact(2)
+            .all(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32().abs() <= 65504.0)
+}
+
+/// The f16 bytes of a (rows x cols) matrix, one row per output: `transposed` when the file
+/// holds it (cols x rows), as HF's Conv1D does.
+fn f16_rows(
+    view: &TensorView,
+    rows: usize,
+    cols: usize,
+    transposed: bool,
+    release: &dyn Fn(&[u8]),
+) -> Vec<u8> {
+    let data = view.data();
+    let half = |i: usize| -> [u8; 2] {
+        let b = [data[2 * i], data[2 * i + 1]];
+        match view.dtype() {
+            Dtype::BF16 => half::f16::from_f32(half::bf16::from_le_bytes(b).to_f32()).to_le_bytes(),
+            _ => b,
+        }
+    };
+    let mut out = vec![0u8; 2 * rows * cols];
+    for (i, o) in out.chunks_exact_mut(2).enumerate() {
+        let (r, c) = (i / cols, i % cols);
+        o.copy_from_slice(&half(if transposed { c * rows + r } else { i }));
+    }
+    release(data);
+    out
+}
+
+/// Reads a tensor of any float type into `dst` as f32, a stretch at a time, releasing each
+/// stretch of the file once read.
+fn read_f32(dst: &mut [f32], view: &TensorView, release: &dyn Fn(&[u8])) {
+    const STRETCH: usize = 1 << 20;
+    let width = view.dtype().bitsize() / 8;
+    for (d, bytes) in dst.chunks_mut(STRETCH).zip(view.data().chunks(STRETCH * width)) {
+        match view.dtype() {
+            Dtype::F32 => {
+                for (d, c) in d.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *d = f32::from_le_bytes(c.try_into().expect("4 bytes"));
+                }
+            }
+            Dtype::F16 => {
+                for (d, c) in d.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *d = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+            _ => {
+                for (d, c) in d.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *d = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+        }
+        release(bytes);
+    }
+}
+
+/// Every tensor of the shards by its short name, each checked against `config` (name, shape,
+/// float type), and the first shard's path.
+fn tensors<'a>(
+    shards: &[(&'a [u8], &'a Path)],
+    config: &ModelConfig,
+) -> Result<(HashMap<String, TensorView<'a>>, &'a Path)> {
     let mut files = Vec::with_capacity(shards.len());
     for &(bytes, path) in shards {
         let file = SafeTensors::deserialize(bytes)
@@ -72,7 +199,6 @@ pub fn from_shards(shards: &[(&[u8], &Path)], config: &ModelConfig) -> Result<Ve
     }
     let path = shards.first().map_or(Path::new("model.safetensors"), |s| s.1);
     let layout = Layout::new(config);
-    let mut params = vec![0.0f32; layout.total];
     let mut found: HashMap<String, TensorView> = HashMap::new();
     for (name, view) in files.iter().flat_map(|(f, _)| f.tensors()) {
         let short = name.strip_prefix(PREFIX).unwrap_or(&name).to_string();
@@ -108,35 +234,16 @@ pub fn from_shards(shards: &[(&[u8], &Path)], config: &ModelConfig) -> Result<Ve
                 ),
             ));
         }
-        let dst = &mut params[t.offset..t.offset + want.iter().product::<usize>()];
-        let data = view.data();
-        match view.dtype() {
-            Dtype::F32 => {
-                for (d, c) in dst.iter_mut().zip(data.chunks_exact(4)) {
-                    *d = f32::from_le_bytes(c.try_into().expect("4 bytes"));
-                }
-            }
-            // Half-precision checkpoints are widened: minillm computes in f32.
-            Dtype::F16 => {
-                for (d, c) in dst.iter_mut().zip(data.chunks_exact(2)) {
-                    *d = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
-                }
-            }
-            Dtype::BF16 => {
-                for (d, c) in dst.iter_mut().zip(data.chunks_exact(2)) {
-                    *d = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
-                }
-            }
-            other => {
-                return Err(Error::format(
-                    path,
-                    format!(
-                        "tensor '{PREFIX}{}' is {other:?}; minillm reads F32, F16 and BF16 checkpoints",
-                        t.name
-                    ),
-                ));
-            }
+        if !matches!(view.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(Error::format(
+                path,
+                format!(
+                    "tensor '{PREFIX}{}' is {:?}; minillm reads F32, F16 and BF16 checkpoints",
+                    t.name,
+                    view.dtype()
+                ),
+            ));
         }
     }
-    Ok(params)
+    Ok((found, path))
 }

@@ -8,6 +8,7 @@
 
 use super::SharedOut;
 use super::simd::multiversion;
+use super::vec::add_into;
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::ops::Range;
@@ -57,7 +58,7 @@ pub fn times(out: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, (m, k,
             },
         );
         for part in partials.chunks_exact(m * n) {
-            add(out, part);
+            add_into(out, part);
         }
     };
     // A thread waiting inside `join` may run another product: then the buffer is in use and
@@ -155,14 +156,6 @@ fn fold_row_pair(
         let v = [w0[j], w1[j], w2[j], w3[j], w4[j], w5[j], w6[j], w7[j]];
         o[j] = fold8(a, v, o[j]);
         p[j] = fold8(c, v, p[j]);
-    }
-}
-
-multiversion! {
-    fn add(out: &mut [f32], part: &[f32]) {
-        for (o, &p) in out.iter_mut().zip(part) {
-            *o += p;
-        }
     }
 }
 

@@ -10,6 +10,24 @@ multiversion! {
 }
 
 multiversion! {
+    /// out = a + b (a residual connection written to a new buffer).
+    pub fn add(out: &mut [f32], a: &[f32], b: &[f32]) {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = x + y;
+        }
+    }
+}
+
+multiversion! {
+    /// x += y (a residual connection in place).
+    pub fn add_into(x: &mut [f32], y: &[f32]) {
+        for (x, &y) in x.iter_mut().zip(y) {
+            *x += y;
+        }
+    }
+}
+
+multiversion! {
     /// y += alpha * x
     pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
         axpy_inline(y, alpha, x)

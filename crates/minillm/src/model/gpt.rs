@@ -1,33 +1,36 @@
-//! The GPT: forward through the blocks, backward through them in reverse.
+//! The GPT as it is stored: its configuration and its weights, in the type they came in.
 //!
-//! ```text
-//! tokens -> wte + wpe -> [dropout] -> L x block -> ln_f -> . wte^T -> logits -> loss
-//! block:  x -> ln_1 -> c_attn -> attention -> c_proj -> [dropout] -> + x
-//!           -> ln_2 -> c_fc -> gelu -> c_proj -> [dropout] -> +
-//! ```
+//! f32 tensors live in one flat buffer with HF GPT-2's names ([`Layout`]); a matrix stored in
+//! 16 bits or quantized lives in its blocks ([`QMatrix`], see `quantized.rs`) and has no f32
+//! copy: its range in the flat buffer is empty. Inference reads a matrix through [`Weight`],
+//! whichever way it is stored. Training state (gradients, activations for backward) is not
+//! here: see [`super::training::Trainable`].
 
-use super::activations::{Activations, BlockActs};
 use super::config::ModelConfig;
-use super::layers::attention::{self, Shape};
 use super::layers::loss::IGNORE;
-use super::layers::{dropout, embedding, gelu, layernorm, linear, loss};
-use super::params::{BlockOffsets, Layout, init};
+use super::params::{Layout, init};
+use super::quantized::{Matrix, Quantized};
 use crate::error::{Error, Result};
-use crate::kernels::matmul::{Stored, matmul};
-use crate::rng::Rng;
+use crate::quant::QMatrix;
+use std::borrow::Cow;
 use std::ops::Range;
 
 pub struct Gpt {
     pub config: ModelConfig,
     pub layout: Layout,
+    /// The f32 tensors, as `layout` places them.
     pub params: Vec<f32>,
-    pub grads: Vec<f32>,
-    /// Dropout is applied only while training.
-    pub training: bool,
-    acts: Option<Activations>,
-    dropout_rng: Rng,
-    /// Quantized matrices for decoding, when the model came quantized (see `quantized.rs`).
-    pub(super) quantized: Option<super::quantized::Quantized>,
+    /// Matrices kept in a 16-bit or quantized type, when the model came that way.
+    pub(super) quantized: Option<Quantized>,
+}
+
+/// One of the model's matrices, as stored.
+#[derive(Clone, Copy)]
+pub enum Weight<'a> {
+    /// f32, in HF's Conv1D layout (inputs x outputs); for the LM head, the embedding (V x C).
+    F32(&'a [f32]),
+    /// Blocks, one row per output (GGUF's layout).
+    Blocks(&'a QMatrix),
 }
 
 pub(super) fn opt<'a>(buf: &'a [f32], r: &Option<Range<usize>>) -> Option<&'a [f32]> {
@@ -40,54 +43,34 @@ impl Gpt {
         config.validate()?;
         let layout = Layout::new(&config);
         let params = init(&config, &layout, seed);
-        Gpt::from_params(config, params, seed)
+        Gpt::from_params(config, params)
     }
 
-    /// A model around existing parameters laid out as [`Layout::new`] says.
-    pub fn from_params(config: ModelConfig, params: Vec<f32>, seed: u64) -> Result<Gpt> {
+    /// A model around existing f32 parameters laid out as [`Layout::new`] says.
+    pub fn from_params(config: ModelConfig, params: Vec<f32>) -> Result<Gpt> {
         config.validate()?;
         let layout = Layout::new(&config);
-        if params.len() != layout.total {
-            return Err(Error::Invalid(format!(
-                "{} parameters given, the configuration needs {}",
-                params.len(),
-                layout.total
-            )));
-        }
-        Ok(Gpt {
-            grads: vec![0.0; layout.total],
-            config,
-            layout,
-            params,
-            training: true,
-            acts: None,
-            dropout_rng: Rng::new(seed ^ 0xD809_0D70),
-            quantized: None,
-        })
+        check_len(params.len(), layout.total)?;
+        Ok(Gpt { config, layout, params, quantized: None })
     }
 
-    /// The fused q, k, v of block `layer` from the last forward pass, (B, T, 3C).
-    pub(super) fn block_qkv(&self, layer: usize) -> &[f32] {
-        self.acts.as_ref().map_or(&[], |a| &a.blocks[layer].qkv)
+    /// A model whose matrices in `quantized` are kept as blocks; `params` holds the other
+    /// tensors, laid out by [`Layout::without`] for those matrices.
+    pub fn from_parts(config: ModelConfig, params: Vec<f32>, quantized: Quantized) -> Result<Gpt> {
+        config.validate()?;
+        let layout = Layout::without(&config, |name| quantized.holds(name));
+        check_len(params.len(), layout.total)?;
+        let quantized = (!quantized.is_empty()).then_some(quantized);
+        Ok(Gpt { config, layout, params, quantized })
     }
 
-    /// The dropout random stream, saved with checkpoints so a resumed run draws the same masks.
-    pub fn dropout_rng(&self) -> &Rng {
-        &self.dropout_rng
-    }
-
-    pub fn set_dropout_rng(&mut self, rng: Rng) {
-        self.dropout_rng = rng;
-    }
-
-    /// Starts a training step. The step will change the weights, so quantized blocks would no
-    /// longer match them: a trained model decodes in f32.
-    pub fn zero_grad(&mut self) {
-        self.grads.fill(0.0);
-        self.quantized = None;
-    }
-
-    fn check_input(&self, tokens: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Result<()> {
+    pub(super) fn check_input(
+        &self,
+        tokens: &[u32],
+        targets: Option<&[u32]>,
+        b: usize,
+        t: usize,
+    ) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(m));
         if b == 0 || t == 0 || tokens.len() != b * t {
             return bad(format!("{} tokens do not make a batch of {b} x {t}", tokens.len()));
@@ -113,383 +96,120 @@ impl Gpt {
         Ok(())
     }
 
-    /// Runs the blocks over `tokens` (B, T). Returns the mean loss when `targets` are given
-    /// ([`IGNORE`] skips a position); otherwise [`logits`](Self::logits) holds the logits.
-    pub fn forward(
-        &mut self,
-        tokens: &[u32],
-        targets: Option<&[u32]>,
-        (b, t): (usize, usize),
-    ) -> Result<Option<f32>> {
-        self.check_input(tokens, targets, b, t)?;
-        self.run_blocks(tokens, b, t);
-        let (c, v, vp) = (self.config.n_embd, self.config.vocab_size, self.config.padded_vocab_size());
-        let acts = self.acts.as_mut().expect("run_blocks allocated the activations");
-        let last = acts.blocks.last().map_or(&acts.encoded, |k| &k.resid3);
-        let p = &self.params;
-        let l = &self.layout;
-        layernorm::forward(
-            &mut acts.lnf,
-            &mut acts.lnf_mean,
-            &mut acts.lnf_rstd,
-            last,
-            &p[l.ln_f_w.clone()],
-            opt(p, &l.ln_f_b),
-            c,
-        );
-        matmul(
-            &mut acts.logits,
-            &acts.lnf,
-            Stored::Normal,
-            &p[l.wte.clone()],
-            Stored::Transposed,
-            (b * t, c, vp),
-            false,
-        );
-        acts.has_targets = targets.is_some();
-        Ok(targets.map(|targets| {
-            acts.targets.copy_from_slice(targets);
-            loss::forward(&mut acts.logits, &mut acts.losses, targets, v, vp)
-        }))
-    }
-
-    /// Logits (B, T, Vp) of the last forward without targets; only the first V columns of each
-    /// row are real.
-    pub fn logits(&self) -> &[f32] {
-        self.acts.as_ref().map_or(&[], |a| &a.logits[..a.b * a.t * self.config.padded_vocab_size()])
-    }
-
-    /// Attention probabilities (B, NH, T, T) of `layer` in the last forward: row i holds how
-    /// much position i attends to each position, zero after i (the causal mask).
-    pub fn attention(&self, layer: usize) -> Option<&[f32]> {
-        self.acts.as_ref().and_then(|a| a.blocks.get(layer)).map(|k| k.att.as_slice())
-    }
-
-    /// The residual stream (B, T, C) of the last forward at `stage`: 0 is the embedding (token +
-    /// position), `l` the stream after block `l` (1-based), up to `n_layer`.
-    pub fn residual(&self, stage: usize) -> Option<&[f32]> {
-        let acts = self.acts.as_ref()?;
-        match stage {
-            0 => Some(&acts.encoded),
-            l => acts.blocks.get(l - 1).map(|k| k.resid3.as_slice()),
+    /// Block `layer`'s matrix `m`, as stored.
+    pub fn matrix(&self, layer: usize, m: Matrix) -> Weight<'_> {
+        match self.quantized.as_ref().and_then(|q| q.blocks[layer][m as usize].as_ref()) {
+            Some(q) => Weight::Blocks(q),
+            None => Weight::F32(&self.params[m.range(&self.layout.blocks[layer]).clone()]),
         }
     }
 
-    /// The inference path: runs the blocks, then the final LayerNorm and the LM head only at
-    /// `positions` of each sequence. Returns logits (B, positions, V), padding removed.
-    pub fn logits_at(
-        &mut self,
-        tokens: &[u32],
-        (b, t): (usize, usize),
-        positions: &[usize],
-    ) -> Result<Vec<f32>> {
-        self.check_input(tokens, None, b, t)?;
-        if let Some(&p) = positions.iter().find(|&&p| p >= t) {
-            return Err(Error::Invalid(format!("position {p} is outside the sequence of {t}")));
-        }
-        let training = std::mem::replace(&mut self.training, false);
-        self.run_blocks(tokens, b, t);
-        self.training = training;
-        let (c, v) = (self.config.n_embd, self.config.vocab_size);
-        let acts = self.acts.as_mut().expect("allocated");
-        let last = acts.blocks.last().map_or(&acts.encoded, |k| &k.resid3);
-        let rows: Vec<f32> = (0..b)
-            .flat_map(|bi| positions.iter().flat_map(move |&p| &last[(bi * t + p) * c..][..c]))
-            .copied()
-            .collect();
-        let n = rows.len() / c;
-        let p = &self.params;
-        let l = &self.layout;
-        let mut normed = vec![0.0; rows.len()];
-        let (mut mean, mut rstd) = (vec![0.0; n], vec![0.0; n]);
-        layernorm::forward(
-            &mut normed,
-            &mut mean,
-            &mut rstd,
-            &rows,
-            &p[l.ln_f_w.clone()],
-            opt(p, &l.ln_f_b),
-            c,
-        );
-        let mut logits = vec![0.0; n * v];
-        matmul(
-            &mut logits,
-            &normed,
-            Stored::Normal,
-            &p[l.wte.clone()][..v * c],
-            Stored::Transposed,
-            (n, c, v),
-            false,
-        );
-        Ok(logits)
-    }
-
-    fn run_blocks(&mut self, tokens: &[u32], b: usize, t: usize) {
-        if self.acts.as_ref().is_none_or(|a| a.b != b || a.t != t) {
-            self.acts = Some(Activations::new(&self.config, b, t));
-        }
-        let cfg = &self.config;
-        let (c, nh) = (cfg.n_embd, cfg.n_head);
-        let n = b * t;
-        let drop = if self.training { cfg.dropout } else { 0.0 };
-        let acts = self.acts.as_mut().expect("just allocated");
-        let p = &self.params;
-        let l = &self.layout;
-        let rng = &mut self.dropout_rng;
-        acts.tokens.copy_from_slice(tokens);
-        embedding::forward(&mut acts.encoded, tokens, &p[l.wte.clone()], &p[l.wpe.clone()], t, c);
-        if drop > 0.0 {
-            dropout::fill_mask(&mut acts.encoded_mask, drop, rng);
-            dropout::apply(&mut acts.encoded, &acts.encoded_mask);
-        }
-        let shape = Shape { b, t, c, nh };
-        for i in 0..cfg.n_layer {
-            let (done, rest) = acts.blocks.split_at_mut(i);
-            let input = done.last().map_or(&acts.encoded, |k| &k.resid3);
-            let k = &mut rest[0];
-            let o = &l.blocks[i];
-            layernorm::forward(
-                &mut k.ln1,
-                &mut k.ln1_mean,
-                &mut k.ln1_rstd,
-                input,
-                &p[o.ln_1_w.clone()],
-                opt(p, &o.ln_1_b),
-                c,
-            );
-            linear::forward(&mut k.qkv, &k.ln1, &p[o.attn_w.clone()], opt(p, &o.attn_b), (n, c, 3 * c));
-            let att_mask = if drop > 0.0 {
-                dropout::fill_mask(&mut k.att_mask, drop, rng);
-                Some(k.att_mask.as_slice())
-            } else {
-                None
-            };
-            let scratch = attention::Scratch { tt: &mut acts.tt, heads: &mut acts.heads };
-            attention::forward(&mut k.atty, &mut k.att, &k.qkv, att_mask, scratch, shape);
-            linear::forward(
-                &mut k.attproj,
-                &k.atty,
-                &p[o.attn_proj_w.clone()],
-                opt(p, &o.attn_proj_b),
-                (n, c, c),
-            );
-            if drop > 0.0 {
-                dropout::fill_mask(&mut k.attproj_mask, drop, rng);
-                dropout::apply(&mut k.attproj, &k.attproj_mask);
+    /// The output layer, which is the token embedding (tied): the first V rows of `wte`.
+    pub fn head(&self) -> Weight<'_> {
+        match self.quantized.as_ref().and_then(|q| q.lm_head.as_ref()) {
+            Some(q) => Weight::Blocks(q),
+            None => {
+                let n = self.config.vocab_size * self.config.n_embd;
+                Weight::F32(&self.params[self.layout.wte.clone()][..n])
             }
-            add(&mut k.resid2, input, &k.attproj);
-            layernorm::forward(
-                &mut k.ln2,
-                &mut k.ln2_mean,
-                &mut k.ln2_rstd,
-                &k.resid2,
-                &p[o.ln_2_w.clone()],
-                opt(p, &o.ln_2_b),
-                c,
-            );
-            linear::forward(&mut k.fch, &k.ln2, &p[o.fc_w.clone()], opt(p, &o.fc_b), (n, c, 4 * c));
-            gelu::forward(&mut k.fch_gelu, &k.fch);
-            linear::forward(
-                &mut k.fcproj,
-                &k.fch_gelu,
-                &p[o.fc_proj_w.clone()],
-                opt(p, &o.fc_proj_b),
-                (n, 4 * c, c),
-            );
-            if drop > 0.0 {
-                dropout::fill_mask(&mut k.fcproj_mask, drop, rng);
-                dropout::apply(&mut k.fcproj, &k.fcproj_mask);
+        }
+    }
+
+    /// Block `layer`'s matrix `m` in f32, in HF's (inputs x outputs) layout: the stored weights,
+    /// or the weights the blocks stand for.
+    pub fn matrix_f32(&self, layer: usize, m: Matrix) -> Cow<'_, [f32]> {
+        match self.matrix(layer, m) {
+            Weight::F32(w) => Cow::Borrowed(w),
+            Weight::Blocks(q) => Cow::Owned(transpose(&q.dequantize(), q.rows, q.cols)),
+        }
+    }
+
+    /// The token embedding (V x C) in f32, without padding rows.
+    pub fn embedding_f32(&self) -> Cow<'_, [f32]> {
+        match self.head() {
+            Weight::F32(w) => Cow::Borrowed(w),
+            Weight::Blocks(q) => Cow::Owned(q.dequantize()),
+        }
+    }
+
+    /// The tensor HF calls `name` (without `transformer.`) in f32, as [`Layout::new`] shapes it
+    /// (the embedding without its padding rows); `None` for a name the model does not have.
+    pub fn tensor_f32(&self, name: &str) -> Option<Cow<'_, [f32]>> {
+        if name == "wte.weight" {
+            return Some(self.embedding_f32());
+        }
+        if let Some((layer, m)) = Matrix::of(name).filter(|(layer, _)| *layer < self.config.n_layer) {
+            return Some(self.matrix_f32(layer, m));
+        }
+        self.layout.get(name).map(|t| Cow::Borrowed(&self.params[t.range()]))
+    }
+
+    /// Token `id`'s embedding into `out` (C).
+    pub fn embed(&self, id: u32, out: &mut [f32]) {
+        let c = self.config.n_embd;
+        match self.head() {
+            Weight::F32(w) => out.copy_from_slice(&w[id as usize * c..][..c]),
+            Weight::Blocks(q) => q.dequantize_row(id as usize, out),
+        }
+    }
+
+    /// Every parameter in f32, in [`Layout::new`]'s full layout: the buffer itself, or (for a
+    /// model with blocks) a new one with the weights the blocks stand for.
+    pub fn full_params(&self) -> Cow<'_, [f32]> {
+        if self.quantized.is_none() {
+            return Cow::Borrowed(&self.params);
+        }
+        let layout = Layout::new(&self.config);
+        let mut params = vec![0.0f32; layout.total];
+        for t in &layout.tensors {
+            if let Some(own) = self.layout.get(&t.name) {
+                params[t.range()].copy_from_slice(&self.params[own.range()]);
             }
-            add(&mut k.resid3, &k.resid2, &k.fcproj);
         }
-    }
-
-    /// Each position's loss -log p(target) from the last forward with targets (0 where the
-    /// target is ignored), (B, T).
-    pub fn token_losses(&self) -> &[f32] {
-        self.acts.as_ref().filter(|a| a.has_targets).map_or(&[], |a| &a.losses[..a.b * a.t])
-    }
-
-    /// Accumulates d(loss)/d(params) into `grads` for the last forward, which must have had
-    /// targets. Call [`zero_grad`](Self::zero_grad) first, once per step.
-    pub fn backward(&mut self) -> Result<()> {
-        self.backward_from(None)
-    }
-
-    /// [`backward`](Self::backward) for the objective sum_i `weights[i]` * loss_i over the
-    /// positions of the last forward (one weight per position).
-    pub fn backward_weighted(&mut self, weights: &[f32]) -> Result<()> {
-        self.backward_from(Some(weights))
-    }
-
-    fn backward_from(&mut self, weights: Option<&[f32]>) -> Result<()> {
-        let acts = match self.acts.as_mut() {
-            Some(a) if a.has_targets => a,
-            _ => {
-                return Err(Error::Invalid("backward needs a forward pass with targets first".into()));
+        for layer in 0..self.config.n_layer {
+            for m in Matrix::ALL {
+                if let Cow::Owned(w) = self.matrix_f32(layer, m) {
+                    params[m.range(&layout.blocks[layer]).clone()].copy_from_slice(&w);
+                }
             }
-        };
-        acts.has_targets = false; // the logits buffer is about to become their gradient
-        let cfg = &self.config;
-        let (b, t) = (acts.b, acts.t);
-        let (c, nh, v, vp) = (cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.padded_vocab_size());
-        let n = b * t;
-        let p = &self.params;
-        let g = &mut self.grads;
-        let l = &self.layout;
-        let dropout_on = !acts.encoded_mask.is_empty() && self.training && cfg.dropout > 0.0;
+        }
+        if let Cow::Owned(wte) = self.embedding_f32() {
+            params[layout.wte.start..][..wte.len()].copy_from_slice(&wte);
+        }
+        Cow::Owned(params)
+    }
 
-        match weights {
-            Some(w) if w.len() == n => loss::backward_weighted(&mut acts.logits, &acts.targets, w, v, vp),
-            Some(w) => {
-                acts.has_targets = true;
-                return Err(Error::Invalid(format!("{} weights for {n} positions", w.len())));
-            }
-            None => loss::backward(&mut acts.logits, &acts.targets, v, vp),
-        }
-        // LM head: logits = lnf . wte^T
-        let d_lnf = &mut acts.d_a;
-        matmul(d_lnf, &acts.logits, Stored::Normal, &p[l.wte.clone()], Stored::Normal, (n, vp, c), false);
-        matmul(
-            &mut g[l.wte.clone()],
-            &acts.logits,
-            Stored::Transposed,
-            &acts.lnf,
-            Stored::Normal,
-            (vp, n, c),
-            true,
-        );
-        let last = acts.blocks.last().map_or(&acts.encoded, |k| &k.resid3);
-        acts.d_resid.fill(0.0);
-        let (gw, gb) = param_pair(g, &l.ln_f_w, &l.ln_f_b);
-        layernorm::backward(
-            &mut acts.d_resid,
-            gw,
-            gb,
-            d_lnf,
-            last,
-            &p[l.ln_f_w.clone()],
-            &acts.lnf_mean,
-            &acts.lnf_rstd,
-            c,
-        );
+    /// Turns every 16-bit or quantized matrix into f32, in the full layout (what training
+    /// needs). Returns the type the weights had, if any was widened.
+    pub fn widen(&mut self) -> Option<String> {
+        self.quantized.as_ref()?;
+        let from = self.weight_type();
+        self.params = self.full_params().into_owned();
+        self.layout = Layout::new(&self.config);
+        self.quantized = None;
+        Some(from)
+    }
 
-        let shape = Shape { b, t, c, nh };
-        for i in (0..cfg.n_layer).rev() {
-            let (done, rest) = acts.blocks.split_at(i);
-            let input = done.last().map_or(&acts.encoded, |k| &k.resid3);
-            let k = &rest[0];
-            let o = &l.blocks[i];
-            let d = Scratch {
-                a: &mut acts.d_a,
-                b: &mut acts.d_b,
-                qkv: &mut acts.d_qkv,
-                fch: &mut acts.d_fch,
-                fch_gelu: &mut acts.d_fch_gelu,
-                heads: &mut acts.heads,
-                tt: &mut acts.tt,
-            };
-            block_backward(&mut acts.d_resid, d, k, input, p, g, o, shape, dropout_on);
-        }
-        if dropout_on {
-            dropout::apply(&mut acts.d_resid, &acts.encoded_mask);
-        }
-        let (dwte, rest) = g.split_at_mut(l.wpe.start);
-        embedding::backward(
-            &mut dwte[l.wte.clone()],
-            &mut rest[..l.wpe.len()],
-            &acts.d_resid,
-            &acts.tokens,
-            t,
-            c,
-        );
-        Ok(())
+    /// Bytes the weights take as stored: the f32 buffer and every matrix's blocks.
+    pub fn weight_bytes(&self) -> usize {
+        4 * self.params.len() + self.quantized.as_ref().map_or(0, Quantized::block_bytes)
     }
 }
 
-/// out = a + b
-fn add(out: &mut [f32], a: &[f32], b: &[f32]) {
-    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-        *o = x + y;
+fn check_len(given: usize, needed: usize) -> Result<()> {
+    if given != needed {
+        return Err(Error::Invalid(format!("{given} parameters given, the configuration needs {needed}")));
     }
+    Ok(())
 }
 
-/// The gradient slices of a weight and its optional bias, which are adjacent in the layout.
-fn param_pair<'a>(
-    g: &'a mut [f32],
-    w: &Range<usize>,
-    b: &Option<Range<usize>>,
-) -> (&'a mut [f32], Option<&'a mut [f32]>) {
-    match b {
-        Some(b) => {
-            debug_assert_eq!(w.end, b.start);
-            let (gw, gb) = g[w.start..b.end].split_at_mut(w.len());
-            (gw, Some(gb))
+/// (rows, cols) row-major to (cols, rows) row-major.
+pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for r in 0..rows {
+        for (col, &x) in data[r * cols..(r + 1) * cols].iter().enumerate() {
+            out[col * rows + r] = x;
         }
-        None => (&mut g[w.clone()], None),
     }
-}
-
-struct Scratch<'a> {
-    a: &'a mut [f32],
-    b: &'a mut [f32],
-    qkv: &'a mut [f32],
-    fch: &'a mut [f32],
-    fch_gelu: &'a mut [f32],
-    heads: &'a mut [f32],
-    tt: &'a mut [f32],
-}
-
-/// The gradient reaching a residual branch's output: `d_resid` itself, or (with dropout) a copy
-/// in `scratch` with the dropped positions zeroed.
-fn through_dropout<'a>(d_resid: &'a [f32], scratch: &'a mut [f32], mask: &[f32], on: bool) -> &'a [f32] {
-    if !on {
-        return d_resid;
-    }
-    scratch.copy_from_slice(d_resid);
-    dropout::apply(scratch, mask);
-    scratch
-}
-
-/// One block in reverse. `d_resid` holds d(loss)/d(block output) and leaves holding
-/// d(loss)/d(block input): the residual connections pass it through, the branches add to it.
-/// Input gradients of the layers are written, not accumulated, so no scratch is zeroed.
-#[allow(clippy::too_many_arguments)]
-fn block_backward(
-    d_resid: &mut [f32],
-    d: Scratch,
-    k: &BlockActs,
-    input: &[f32],
-    p: &[f32],
-    g: &mut [f32],
-    o: &BlockOffsets,
-    s: Shape,
-    dropout_on: bool,
-) {
-    let (n, c) = (s.b * s.t, s.c);
-    // resid3 = resid2 + dropout(fcproj): the MLP branch gets d_resid through the mask.
-    let d_fcproj = through_dropout(d_resid, d.a, &k.fcproj_mask, dropout_on);
-    let (gw, gb) = param_pair(g, &o.fc_proj_w, &o.fc_proj_b);
-    let w = &p[o.fc_proj_w.clone()];
-    linear::backward(d.fch_gelu, gw, gb, d_fcproj, &k.fch_gelu, w, (n, 4 * c, c));
-    gelu::backward(d.fch, &k.fch, d.fch_gelu);
-    let (gw, gb) = param_pair(g, &o.fc_w, &o.fc_b);
-    linear::backward(d.b, gw, gb, d.fch, &k.ln2, &p[o.fc_w.clone()], (n, c, 4 * c));
-    let (gw, gb) = param_pair(g, &o.ln_2_w, &o.ln_2_b);
-    let w = &p[o.ln_2_w.clone()];
-    layernorm::backward(d_resid, gw, gb, d.b, &k.resid2, w, &k.ln2_mean, &k.ln2_rstd, c);
-
-    // resid2 = input + dropout(attproj): the attention branch.
-    let d_attproj = through_dropout(d_resid, d.a, &k.attproj_mask, dropout_on);
-    let (gw, gb) = param_pair(g, &o.attn_proj_w, &o.attn_proj_b);
-    let w = &p[o.attn_proj_w.clone()];
-    linear::backward(d.b, gw, gb, d_attproj, &k.atty, w, (n, c, c));
-    let mask = dropout_on.then_some(k.att_mask.as_slice());
-    let scratch = attention::Scratch { tt: d.tt, heads: d.heads };
-    attention::backward(d.qkv, d.b, &k.qkv, &k.att, mask, scratch, s);
-    let (gw, gb) = param_pair(g, &o.attn_w, &o.attn_b);
-    linear::backward(d.a, gw, gb, d.qkv, &k.ln1, &p[o.attn_w.clone()], (n, c, 3 * c));
-    let (gw, gb) = param_pair(g, &o.ln_1_w, &o.ln_1_b);
-    let w = &p[o.ln_1_w.clone()];
-    layernorm::backward(d_resid, gw, gb, d.a, input, w, &k.ln1_mean, &k.ln1_rstd, c);
+    out
 }

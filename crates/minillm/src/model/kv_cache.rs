@@ -1,30 +1,48 @@
-//! The KV cache: generating token by token without recomputing the past.
+//! The inference path: the KV cache, and one pass that runs new tokens through the model into it.
 //!
 //! Position t's keys and values never change once computed (the causal mask keeps later tokens
 //! out of them), so a decoder stores them and, for each new token, computes only that token's q,
-//! k, v and attends over the stored rows: one token's worth of work per step instead of the
-//! whole window's. The cache has slots for several sequences of different lengths, decoded
-//! together in one batched pass per step.
+//! k, v and attends over the stored rows. The cache has slots for several sequences of different
+//! lengths. One pass takes any mix of new tokens: a prompt (prefill: many rows of one slot, in
+//! chunks), or the next token of several sequences (decoding: one row per slot). Both run the
+//! same code, with the weights in the type they are stored in ([`Weight`]): f32 through GEMM or
+//! the matrix-vector kernels, blocks through the quantized kernels, several rows per pass over
+//! the weights. Nothing here keeps what training needs; buffers are sized once, when the cache
+//! is made, for the slots and context it serves.
 
-use super::gpt::{Gpt, opt};
-use super::layers::{gelu, layernorm};
+use super::gpt::{Gpt, Weight, opt};
+use super::layers::{gelu, layernorm, linear};
 use super::quantized::Matrix;
 use crate::error::{Error, Result};
+use crate::kernels::matmul::{Stored, matmul};
 use crate::kernels::matvec;
 use crate::kernels::simd::{multiversion, softmax_inline};
-use crate::kernels::vec::{axpy_inline, dot_inline};
-use crate::quant::QMatrix;
+use crate::kernels::vec::{add_into, axpy_inline, dot_inline};
+use crate::model::ModelConfig;
 use rayon::prelude::*;
+
+/// Most rows one pass takes: a longer prompt is prefilled in chunks of this many tokens, each
+/// attending to the chunks before it through the cache. Enough rows for GEMM to run near its
+/// best, few enough that the scratch stays small beside the weights.
+const PASS_ROWS: usize = 64;
+/// From this many rows on, f32 products go through GEMM; below, through the matrix-vector
+/// kernels (which read each weight once and beat GEMM's packing for a few rows).
+const GEMM_ROWS: usize = 16;
 
 pub struct KvCache {
     slots: usize,
     capacity: usize,
     c: usize,
+    vocab: usize,
     /// Keys and values, (layer, slot, position, C) each.
     k: Vec<f32>,
     v: Vec<f32>,
     lens: Vec<usize>,
-    // Scratch for one decode step of up to `slots` tokens: allocated once.
+    /// Most rows in one pass, and most rows whose logits one pass returns.
+    rows: usize,
+    logit_rows: usize,
+    // Scratch for one pass: allocated once.
+    at: Vec<(usize, usize)>,
     x: Vec<f32>,
     ln: Vec<f32>,
     mean: Vec<f32>,
@@ -35,32 +53,85 @@ pub struct KvCache {
     fch: Vec<f32>,
     fch_gelu: Vec<f32>,
     scores: Vec<f32>,
+    picked: Vec<f32>,
     logits: Vec<f32>,
 }
 
+/// What a cache holds, counted without making one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheShape {
+    pub slots: usize,
+    /// Positions each slot holds (at most the model's context).
+    pub context: usize,
+    /// Rows whose logits one pass returns: one per slot to generate, every row to score a text.
+    pub logit_rows: usize,
+}
+
+impl CacheShape {
+    /// For generating `slots` sequences of up to `context` tokens.
+    pub fn generating(config: &ModelConfig, slots: usize, context: usize) -> CacheShape {
+        let context = context.clamp(1, config.block_size);
+        CacheShape { slots: slots.max(1), context, logit_rows: slots.max(1) }
+    }
+
+    /// For scoring one text of up to `context` tokens (every position's logits).
+    pub fn scoring(config: &ModelConfig, context: usize) -> CacheShape {
+        let context = context.clamp(1, config.block_size);
+        CacheShape { slots: 1, context, logit_rows: PASS_ROWS.min(context) }
+    }
+
+    fn rows(&self) -> usize {
+        self.slots.max(PASS_ROWS.min(self.context)).max(self.logit_rows)
+    }
+
+    /// Bytes of the keys and values.
+    pub fn kv_bytes(&self, config: &ModelConfig) -> usize {
+        4 * 2 * config.n_layer * self.slots * self.context * config.n_embd
+    }
+
+    /// Bytes of the scratch one pass works in (activations of its rows, attention scores,
+    /// logits).
+    pub fn scratch_bytes(&self, config: &ModelConfig) -> usize {
+        let (rows, c) = (self.rows(), config.n_embd);
+        let per_row = 14 * c + 2 + config.n_head * self.context;
+        4 * (rows * per_row + self.logit_rows * (c + config.vocab_size)) + 16 * rows
+    }
+}
+
 impl KvCache {
+    /// A cache for `slots` sequences of the model's full context.
     pub fn new(model: &Gpt, slots: usize) -> KvCache {
+        KvCache::with_shape(model, CacheShape::generating(&model.config, slots, model.config.block_size))
+    }
+
+    pub fn with_shape(model: &Gpt, shape: CacheShape) -> KvCache {
         let cfg = &model.config;
-        let (c, t, l) = (cfg.n_embd, cfg.block_size, cfg.n_layer);
+        let (c, l, t) = (cfg.n_embd, cfg.n_layer, shape.context);
+        let (slots, rows) = (shape.slots, shape.rows());
         let z = |n: usize| vec![0.0f32; n];
         KvCache {
             slots,
             capacity: t,
             c,
+            vocab: cfg.vocab_size,
             k: z(l * slots * t * c),
             v: z(l * slots * t * c),
             lens: vec![0; slots],
-            x: z(slots * c),
-            ln: z(slots * c),
-            mean: z(slots),
-            rstd: z(slots),
-            qkv: z(slots * 3 * c),
-            atty: z(slots * c),
-            proj: z(slots * c),
-            fch: z(slots * 4 * c),
-            fch_gelu: z(slots * 4 * c),
-            scores: z(slots * cfg.n_head * t),
-            logits: z(slots * cfg.vocab_size),
+            rows,
+            logit_rows: shape.logit_rows,
+            at: vec![(0, 0); rows],
+            x: z(rows * c),
+            ln: z(rows * c),
+            mean: z(rows),
+            rstd: z(rows),
+            qkv: z(rows * 3 * c),
+            atty: z(rows * c),
+            proj: z(rows * c),
+            fch: z(rows * 4 * c),
+            fch_gelu: z(rows * 4 * c),
+            scores: z(rows * cfg.n_head * t),
+            picked: z(shape.logit_rows * c),
+            logits: z(shape.logit_rows * cfg.vocab_size),
         }
     }
 
@@ -73,6 +144,11 @@ impl KvCache {
         self.lens[slot] == 0
     }
 
+    /// Positions each slot holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Forgets `slot`'s tokens, so it can hold a new sequence.
     pub fn clear(&mut self, slot: usize) {
         self.lens[slot] = 0;
@@ -81,19 +157,104 @@ impl KvCache {
     /// ln = LayerNorm(x) over the first `n` rows.
     fn normalize(&mut self, n: usize, w: &[f32], b: Option<&[f32]>) {
         let c = self.c;
-        layernorm::forward(
-            &mut self.ln[..n * c],
-            &mut self.mean[..n],
-            &mut self.rstd[..n],
-            &self.x[..n * c],
-            w,
-            b,
-            c,
-        );
+        let (ln, mean, rstd) = (&mut self.ln[..n * c], &mut self.mean[..n], &mut self.rstd[..n]);
+        layernorm::forward(ln, mean, rstd, &self.x[..n * c], w, b, c);
     }
 
-    fn row(&self, layer: usize, slot: usize, pos: usize) -> usize {
-        row_offset((self.slots, self.capacity, self.c), layer, slot, pos)
+    /// Checks a pass of `tokens`, cut into `runs` of (slot, count), before anything changes.
+    fn check(&self, tokens: &[u32], runs: Runs, every_row: bool) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(m));
+        let n = tokens.len();
+        let runs = runs.iter(n);
+        let count = runs.clone().count();
+        if n == 0 || runs.clone().map(|r| r.1).sum::<usize>() != n {
+            return bad("nothing to run: every sequence needs at least one token".into());
+        }
+        if n > self.rows || (if every_row { n } else { count }) > self.logit_rows {
+            return bad(format!("{n} tokens in one pass; this cache takes {}", self.rows));
+        }
+        for (i, (s, len)) in runs.clone().enumerate() {
+            if s >= self.slots || runs.clone().take(i).any(|r| r.0 == s) {
+                return bad(format!("slot {s} is out of range or listed twice"));
+            }
+            if self.lens[s] + len > self.capacity {
+                return bad(format!("slot {s} is full: the context holds {} tokens", self.capacity));
+            }
+        }
+        if let Some(&tok) = tokens.iter().find(|&&t| t as usize >= self.vocab) {
+            return bad(format!("token id {tok} is outside the vocabulary of {}", self.vocab));
+        }
+        Ok(())
+    }
+}
+
+/// Whose tokens a pass runs.
+#[derive(Clone, Copy)]
+enum Runs<'a> {
+    /// The next token of each of these slots (decoding).
+    Each(&'a [usize]),
+    /// Every token for one slot (prefill, scoring).
+    One(usize),
+}
+
+impl<'a> Runs<'a> {
+    /// (slot, tokens) for each run, in the order of the pass's rows; `n` tokens in all. (An
+    /// iterator, so that a decoding step builds no list.)
+    fn iter(self, n: usize) -> impl Iterator<Item = (usize, usize)> + Clone + 'a {
+        let (each, one): (&[usize], _) = match self {
+            Runs::Each(slots) => (slots, None),
+            Runs::One(slot) => (&[], Some(slot)),
+        };
+        each.iter().map(|&s| (s, 1)).chain(one.map(move |s| (s, n)))
+    }
+}
+
+/// What a pass can record on the way, for looking inside (`inspect`, the lab).
+#[derive(Debug, Default)]
+pub struct Probe {
+    /// Whose attention to keep: this layer's, for every head.
+    pub layer: Option<usize>,
+    /// Positions recorded: the text's length.
+    pub t: usize,
+    /// The probed layer's attention (NH, T, T) for positions 0..T of the slot: row i holds how
+    /// much position i attends to each position, zero after i.
+    pub attention: Vec<f32>,
+    /// norms[s][i]: the L2 norm of position i's residual stream at stage s (0 the embedding,
+    /// s after block s).
+    pub norms: Vec<Vec<f32>>,
+}
+
+impl Probe {
+    /// A probe for a text of `t` tokens, keeping `layer`'s attention if given.
+    pub fn new(layer: Option<usize>, t: usize) -> Probe {
+        Probe { layer, t, ..Probe::default() }
+    }
+
+    fn record_norms(&mut self, stage: usize, x: &[f32], at: &[(usize, usize)], c: usize) {
+        if self.norms.len() <= stage {
+            self.norms.resize(stage + 1, Vec::new());
+        }
+        let norms = &mut self.norms[stage];
+        for (row, &(_, pos)) in x.chunks_exact(c).zip(at) {
+            if norms.len() <= pos {
+                norms.resize(pos + 1, 0.0);
+            }
+            norms[pos] = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        }
+    }
+
+    fn record_attention(&mut self, scores: &[f32], at: &[(usize, usize)], (nh, capacity): (usize, usize)) {
+        let t = self.t;
+        self.attention.resize(nh * t * t, 0.0);
+        for (r, &(_, pos)) in at.iter().enumerate() {
+            for h in 0..nh {
+                let row = &scores[(r * nh + h) * capacity..][..=pos];
+                if pos >= t {
+                    continue;
+                }
+                self.attention[(h * t + pos) * t..][..=pos].copy_from_slice(row);
+            }
+        }
     }
 }
 
@@ -120,164 +281,177 @@ fn row_offset((slots, capacity, c): (usize, usize, usize), layer: usize, slot: u
     ((layer * slots + slot) * capacity + pos) * c
 }
 
-/// `out (n x m) = x (n x k) . W + b`: through the quantized matrix when the model has one
-/// (what makes a quantized model decode faster), else the f32 weights (HF's (k x m) layout).
-fn project(
-    q: Option<&QMatrix>,
-    out: &mut [f32],
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    (n, k, m): (usize, usize, usize),
-) {
-    match q {
-        Some(q) => q.times(out, x, b, n),
-        None => matvec::times(out, x, w, b, (n, k, m)),
+/// `out (n x m) = x (n x k) . W + b`, W as stored.
+fn project(w: Weight, out: &mut [f32], x: &[f32], b: Option<&[f32]>, (n, k, m): (usize, usize, usize)) {
+    let (out, x) = (&mut out[..n * m], &x[..n * k]);
+    match w {
+        Weight::Blocks(q) => q.times(out, x, b, n),
+        Weight::F32(w) if n >= GEMM_ROWS => linear::forward(out, x, w, b, (n, k, m)),
+        Weight::F32(w) => matvec::times(out, x, w, b, (n, k, m)),
     }
 }
 
-/// x += y (the residual connection).
-fn add_into(x: &mut [f32], y: &[f32]) {
-    for (x, &y) in x.iter_mut().zip(y) {
-        *x += y;
+/// `logits (n x V) = x (n x C) . E^T`: the LM head, tied to the embedding E (V x C).
+fn head(w: Weight, out: &mut [f32], x: &[f32], (n, c, v): (usize, usize, usize)) {
+    let (out, x) = (&mut out[..n * v], &x[..n * c]);
+    match w {
+        Weight::Blocks(q) => q.times(out, x, None, n),
+        Weight::F32(e) if n >= GEMM_ROWS => {
+            matmul(out, x, Stored::Normal, e, Stored::Transposed, (n, c, v), false)
+        }
+        Weight::F32(e) => matvec::times_transposed(out, x, e, (n, c, v)),
     }
 }
 
 impl Gpt {
-    /// Runs `prompt` through the model in one pass into an empty `slot` and returns the logits
-    /// (V) for the token after it.
-    pub fn prefill(&mut self, cache: &mut KvCache, slot: usize, prompt: &[u32]) -> Result<Vec<f32>> {
+    /// Runs `prompt` into an empty `slot`, in chunks, and returns the logits (V) for the token
+    /// after it.
+    pub fn prefill(&self, cache: &mut KvCache, slot: usize, prompt: &[u32]) -> Result<Vec<f32>> {
         if slot >= cache.slots || !cache.is_empty(slot) {
             return Err(Error::Invalid(format!("slot {slot} is not a free slot of the cache")));
         }
-        let t = prompt.len();
-        if t == 0 {
+        if prompt.is_empty() {
             return Err(Error::Invalid("the prompt is empty".into()));
         }
-        let logits = self.logits_at(prompt, (1, t), &[t - 1])?;
-        let c = self.config.n_embd;
-        for layer in 0..self.config.n_layer {
-            let qkv = self.block_qkv(layer);
-            for pos in 0..t {
-                let at = cache.row(layer, slot, pos);
-                cache.k[at..at + c].copy_from_slice(&qkv[pos * 3 * c + c..][..c]);
-                cache.v[at..at + c].copy_from_slice(&qkv[pos * 3 * c + 2 * c..][..c]);
-            }
+        if prompt.len() > cache.capacity {
+            return Err(Error::Invalid(format!(
+                "a sequence of {} tokens is longer than the cache's context of {}",
+                prompt.len(),
+                cache.capacity
+            )));
         }
-        cache.lens[slot] = t;
-        Ok(logits)
+        let mut last = 0;
+        for chunk in prompt.chunks(cache.rows) {
+            last = self.pass(cache, chunk, Runs::One(slot), false, None)?;
+        }
+        Ok(cache.logits[..last * cache.vocab].to_vec())
     }
 
     /// One step for several sequences at once: `tokens[i]` is the next token of `slots[i]`.
     /// Returns logits (slots.len(), V), row i for slots[i].
     pub fn decode<'c>(&self, cache: &'c mut KvCache, slots: &[usize], tokens: &[u32]) -> Result<&'c [f32]> {
+        if slots.len() != tokens.len() {
+            return Err(Error::Invalid(format!("{} slots for {} tokens", slots.len(), tokens.len())));
+        }
+        let n = self.pass(cache, tokens, Runs::Each(slots), false, None)?;
+        Ok(&cache.logits[..n * cache.vocab])
+    }
+
+    /// Runs `tokens` into slot 0 of `cache` (emptied first) and hands `each(i, logits)` the
+    /// logits (V) after every position i: scoring a text, token by token, in one pass per chunk.
+    /// `probe` records attention and residual norms on the way.
+    pub fn score(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        mut probe: Option<&mut Probe>,
+        mut each: impl FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        cache.clear(0);
+        if tokens.len() > cache.capacity {
+            return Err(Error::Invalid(format!(
+                "a sequence of {} tokens is longer than the context of {}",
+                tokens.len(),
+                cache.capacity
+            )));
+        }
+        let step = cache.rows.min(cache.logit_rows);
+        for (chunk_index, chunk) in tokens.chunks(step).enumerate() {
+            let n = self.pass(cache, chunk, Runs::One(0), true, probe.as_deref_mut())?;
+            for (r, row) in cache.logits[..n * cache.vocab].chunks_exact(cache.vocab).enumerate() {
+                each(chunk_index * step + r, row);
+            }
+        }
+        Ok(())
+    }
+
+    /// The pass: every run's tokens through the blocks into the cache, then the LM head for the
+    /// last row of each run (or every row). Returns how many rows of `cache.logits` it wrote.
+    fn pass(
+        &self,
+        kc: &mut KvCache,
+        tokens: &[u32],
+        runs: Runs,
+        every_row: bool,
+        mut probe: Option<&mut Probe>,
+    ) -> Result<usize> {
         let cfg = &self.config;
         let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
         let hs = c / nh;
-        let n = slots.len();
-        if n != tokens.len() || n == 0 || n > cache.slots {
-            return Err(Error::Invalid(format!(
-                "{n} slots for {} tokens (the cache has {})",
-                tokens.len(),
-                cache.slots
-            )));
-        }
-        for (&s, &tok) in slots.iter().zip(tokens) {
-            if s >= cache.slots || slots.iter().filter(|&&o| o == s).count() > 1 {
-                return Err(Error::Invalid(format!("slot {s} is out of range or listed twice")));
-            }
-            if cache.lens[s] >= cache.capacity {
-                return Err(Error::Invalid(format!(
-                    "slot {s} is full: the context holds {} tokens",
-                    cache.capacity
-                )));
-            }
-            if tok as usize >= v {
-                return Err(Error::Invalid(format!("token id {tok} is outside the vocabulary of {v}")));
-            }
-        }
+        kc.check(tokens, runs, every_row)?;
+        let n = tokens.len();
         let p = &self.params;
         let l = &self.layout;
-        let (wte, wpe) = (&p[l.wte.clone()], &p[l.wpe.clone()]);
-        for (i, (&s, &tok)) in slots.iter().zip(tokens).enumerate() {
-            let pos = cache.lens[s];
-            for ((x, &a), &b) in
-                cache.x[i * c..(i + 1) * c].iter_mut().zip(&wte[tok as usize * c..]).zip(&wpe[pos * c..])
-            {
-                *x = a + b;
+        let wpe = &p[l.wpe.clone()];
+        let mut row = 0;
+        for (s, len) in runs.iter(n) {
+            for pos in kc.lens[s]..kc.lens[s] + len {
+                kc.at[row] = (s, pos);
+                let x = &mut kc.x[row * c..(row + 1) * c];
+                self.embed(tokens[row], x);
+                add_into(x, &wpe[pos * c..(pos + 1) * c]);
+                row += 1;
             }
+        }
+        if let Some(probe) = probe.as_deref_mut() {
+            probe.record_norms(0, &kc.x[..n * c], &kc.at[..n], c);
         }
         let scale = 1.0 / (hs as f32).sqrt();
         for (layer, o) in l.blocks.iter().enumerate() {
-            let kc = &mut *cache;
             kc.normalize(n, &p[o.ln_1_w.clone()], opt(p, &o.ln_1_b));
-            let q = |m: Matrix| self.quantized.as_ref().and_then(|q| q.blocks[layer][m as usize].as_ref());
-            project(
-                q(Matrix::Qkv),
-                &mut kc.qkv,
-                &kc.ln,
-                &p[o.attn_w.clone()],
-                opt(p, &o.attn_b),
-                (n, c, 3 * c),
-            );
-            for (i, &s) in slots.iter().enumerate() {
-                let at = kc.row(layer, s, kc.lens[s]);
-                kc.k[at..at + c].copy_from_slice(&kc.qkv[i * 3 * c + c..][..c]);
-                kc.v[at..at + c].copy_from_slice(&kc.qkv[i * 3 * c + 2 * c..][..c]);
-            }
-            // Every (sequence, head) pair attends independently: one task each.
-            let (cache_k, cache_v, qkv, lens) = (&kc.k, &kc.v, &kc.qkv, &kc.lens);
+            let w = |m: Matrix| self.matrix(layer, m);
+            project(w(Matrix::Qkv), &mut kc.qkv, &kc.ln, opt(p, &o.attn_b), (n, c, 3 * c));
             let geometry = (kc.slots, kc.capacity, c);
+            for (r, &(s, pos)) in kc.at[..n].iter().enumerate() {
+                let at = row_offset(geometry, layer, s, pos);
+                kc.k[at..at + c].copy_from_slice(&kc.qkv[r * 3 * c + c..][..c]);
+                kc.v[at..at + c].copy_from_slice(&kc.qkv[r * 3 * c + 2 * c..][..c]);
+            }
+            // Every (row, head) pair attends independently over its slot's positions up to its
+            // own: one task each.
+            let (cache_k, cache_v, qkv, at) = (&kc.k, &kc.v, &kc.qkv, &kc.at);
             kc.atty[..n * c]
                 .par_chunks_mut(hs)
                 .zip(kc.scores.par_chunks_mut(kc.capacity))
                 .enumerate()
                 .for_each(|(task, (y, scores))| {
-                    let (i, h) = (task / nh, task % nh);
-                    let (s, base) = (slots[i], row_offset(geometry, layer, slots[i], 0));
-                    let q = &qkv[i * 3 * c + h * hs..][..hs];
-                    let span = base..base + (lens[s] + 1) * c;
-                    attend(
-                        y,
-                        &mut scores[..=lens[s]],
-                        q,
-                        &cache_k[span.clone()],
-                        &cache_v[span],
-                        (c, h * hs),
-                        scale,
-                    );
+                    let (r, h) = (task / nh, task % nh);
+                    let (s, pos) = at[r];
+                    let base = row_offset(geometry, layer, s, 0);
+                    let span = base..base + (pos + 1) * c;
+                    let q = &qkv[r * 3 * c + h * hs..][..hs];
+                    let (k, v) = (&cache_k[span.clone()], &cache_v[span]);
+                    attend(y, &mut scores[..=pos], q, k, v, (c, h * hs), scale);
                 });
-            project(
-                q(Matrix::AttnProj),
-                &mut kc.proj,
-                &kc.atty,
-                &p[o.attn_proj_w.clone()],
-                opt(p, &o.attn_proj_b),
-                (n, c, c),
-            );
+            if let Some(probe) = probe.as_deref_mut().filter(|p| p.layer == Some(layer)) {
+                probe.record_attention(&kc.scores, &kc.at[..n], (nh, kc.capacity));
+            }
+            project(w(Matrix::AttnProj), &mut kc.proj, &kc.atty, opt(p, &o.attn_proj_b), (n, c, c));
             add_into(&mut kc.x[..n * c], &kc.proj[..n * c]);
             kc.normalize(n, &p[o.ln_2_w.clone()], opt(p, &o.ln_2_b));
-            project(q(Matrix::Fc), &mut kc.fch, &kc.ln, &p[o.fc_w.clone()], opt(p, &o.fc_b), (n, c, 4 * c));
+            project(w(Matrix::Fc), &mut kc.fch, &kc.ln, opt(p, &o.fc_b), (n, c, 4 * c));
             gelu::forward(&mut kc.fch_gelu[..n * 4 * c], &kc.fch[..n * 4 * c]);
-            project(
-                q(Matrix::FcProj),
-                &mut kc.proj,
-                &kc.fch_gelu,
-                &p[o.fc_proj_w.clone()],
-                opt(p, &o.fc_proj_b),
-                (n, 4 * c, c),
-            );
+            project(w(Matrix::FcProj), &mut kc.proj, &kc.fch_gelu, opt(p, &o.fc_proj_b), (n, 4 * c, c));
             add_into(&mut kc.x[..n * c], &kc.proj[..n * c]);
+            if let Some(probe) = probe.as_deref_mut() {
+                probe.record_norms(layer + 1, &kc.x[..n * c], &kc.at[..n], c);
+            }
         }
-        let kc = &mut *cache;
+        for (s, len) in runs.iter(n) {
+            kc.lens[s] += len;
+        }
         kc.normalize(n, &p[l.ln_f_w.clone()], opt(p, &l.ln_f_b));
-        match self.quantized.as_ref().and_then(|q| q.lm_head.as_ref()) {
-            Some(head) => head.times(&mut kc.logits, &kc.ln, None, n),
-            None => matvec::times_transposed(&mut kc.logits, &kc.ln, &wte[..v * c], (n, c, v)),
+        if every_row {
+            head(self.head(), &mut kc.logits, &kc.ln, (n, c, v));
+            return Ok(n);
         }
-        for &s in slots {
-            kc.lens[s] += 1;
+        let (mut end, mut count) = (0, 0);
+        for (i, (_, len)) in runs.iter(n).enumerate() {
+            end += len;
+            kc.picked[i * c..(i + 1) * c].copy_from_slice(&kc.ln[(end - 1) * c..end * c]);
+            count += 1;
         }
-        Ok(&kc.logits[..n * v])
+        head(self.head(), &mut kc.logits, &kc.picked, (count, c, v));
+        Ok(count)
     }
 }

@@ -1,13 +1,15 @@
-//! The GPT: configuration, the flat parameter buffer, the layers and the model that runs them.
+//! The GPT: configuration, the flat parameter buffer, the layers, the model as stored, the
+//! inference path through the KV cache, and what training adds.
 
-pub mod config;
-pub mod layers;
-pub mod params;
-
-pub use config::ModelConfig;
 pub mod activations;
+pub mod config;
 pub mod gpt;
 pub mod kv_cache;
+pub mod layers;
+pub mod params;
 pub mod quantized;
+pub mod training;
 
-pub use gpt::Gpt;
+pub use config::ModelConfig;
+pub use gpt::{Gpt, Weight};
+pub use training::Trainable;

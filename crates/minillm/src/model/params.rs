@@ -64,10 +64,19 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(config: &ModelConfig) -> Layout {
+        Layout::without(config, |_| false)
+    }
+
+    /// The layout of the tensors `elsewhere` does not claim: a model whose matrices are kept as
+    /// blocks has no f32 copy of them, and their ranges here are empty.
+    pub fn without(config: &ModelConfig, elsewhere: impl Fn(&str) -> bool) -> Layout {
         let c = config.n_embd;
         let mut tensors = Vec::new();
         let mut add = |name: String, shape: Vec<usize>| -> Range<usize> {
             let offset = tensors.last().map_or(0, |t: &TensorInfo| t.offset + t.len());
+            if elsewhere(&name) {
+                return offset..offset;
+            }
             let info = TensorInfo { name, shape, offset };
             let r = info.range();
             tensors.push(info);

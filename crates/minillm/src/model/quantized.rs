@@ -1,13 +1,15 @@
-//! A model whose matrices are quantized (q8_0, q4_0 or f16 blocks, see [`crate::quant`]).
+//! A model whose matrices are stored in blocks (f16, q8_0 or q4_0, see [`crate::quant`]).
 //!
-//! The blocks are what decoding reads: one token's step multiplies each matrix by a vector, so
-//! its speed is set by the bytes per weight. The flat f32 parameter buffer holds the *dequantized*
-//! weights, so everything else (prefill, `eval`, `inspect`, export) computes with exactly the
-//! weights the blocks stand for, and a quantized model is measured as it is. Training such a
-//! model trains those f32 weights and drops the blocks (they would no longer match).
+//! The blocks are the weights: a quantized or 16-bit model has no f32 copy of its matrices, so
+//! it takes the memory its file says. Everything that runs the model (decoding, prefill, `eval`,
+//! `inspect`, the lab) multiplies through the blocks ([`super::gpt::Weight`]), so a quantized
+//! model is measured as it generates. Training widens the blocks to f32 first
+//! ([`Gpt::widen`]).
 
 use super::Gpt;
-use super::params::{BlockOffsets, Layout};
+use super::gpt::transpose;
+use super::params::BlockOffsets;
+use super::params::Layout;
 use crate::error::Result;
 use crate::quant::{QMatrix, QuantType};
 use std::ops::Range;
@@ -43,7 +45,7 @@ impl Matrix {
     pub const ALL: [Matrix; 4] = [Matrix::Qkv, Matrix::AttnProj, Matrix::Fc, Matrix::FcProj];
 
     /// Its range in the parameter buffer, where HF's Conv1D stores it (in, out).
-    fn range(self, o: &BlockOffsets) -> &Range<usize> {
+    pub(super) fn range(self, o: &BlockOffsets) -> &Range<usize> {
         match self {
             Matrix::Qkv => &o.attn_w,
             Matrix::AttnProj => &o.attn_proj_w,
@@ -83,11 +85,22 @@ impl Quantized {
         if head == body { body } else { format!("{body} (LM head {head})") }
     }
 
-    /// Bytes of the weights as stored: blocks, plus 4 per weight left in f32.
-    pub fn bytes(&self, model: &Gpt) -> usize {
-        let quantized: usize = self.all().map(|m| m.bytes().len()).sum();
-        let left = model.params.len() - self.all().map(|m| m.rows * m.cols).sum::<usize>();
-        quantized + 4 * left
+    /// Bytes of the blocks.
+    pub fn block_bytes(&self) -> usize {
+        self.all().map(|m| m.bytes().len()).sum()
+    }
+
+    /// Whether the HF tensor `name` (without `transformer.`) is kept here, not in f32.
+    pub fn holds(&self, name: &str) -> bool {
+        match Matrix::of(name) {
+            Some((layer, m)) => self.blocks.get(layer).is_some_and(|b| b[m as usize].is_some()),
+            None => name == "wte.weight" && self.lm_head.is_some(),
+        }
+    }
+
+    /// True when no matrix is in blocks.
+    pub fn is_empty(&self) -> bool {
+        self.lm_head.is_none() && self.blocks.iter().flatten().all(Option::is_none)
     }
 
     fn all(&self) -> impl Iterator<Item = &QMatrix> {
@@ -113,7 +126,7 @@ impl Gpt {
         let block = crate::quant::BLOCK;
         let own = |m: Option<&QMatrix>, want: QuantType| m.filter(|m| m.ty == want).cloned();
         let mut q = Quantized::default();
-        for (layer, o) in self.layout.blocks.iter().enumerate() {
+        for layer in 0..self.config.n_layer {
             let mut four: [Option<QMatrix>; 4] = Default::default();
             for m in Matrix::ALL {
                 let (inputs, outputs) = m.shape(c);
@@ -121,7 +134,7 @@ impl Gpt {
                 four[m as usize] = match own(existing, ty) {
                     Some(kept) => Some(kept),
                     None if inputs.is_multiple_of(block) => {
-                        let w = transpose(&self.params[m.range(o).clone()], inputs, outputs);
+                        let w = transpose(&self.matrix_f32(layer, m), inputs, outputs);
                         Some(QMatrix::quantize(ty, &w, outputs, inputs)?)
                     }
                     None => None,
@@ -133,35 +146,26 @@ impl Gpt {
             let existing = self.quantized.as_ref().and_then(|q| q.lm_head.as_ref());
             q.lm_head = match own(existing, head) {
                 Some(kept) => Some(kept),
-                None => {
-                    let wte = &self.params[self.layout.wte.clone()][..self.config.vocab_size * c];
-                    Some(QMatrix::quantize(head, wte, self.config.vocab_size, c)?)
-                }
+                None => Some(QMatrix::quantize(head, &self.embedding_f32(), self.config.vocab_size, c)?),
             };
         }
         Ok(q)
     }
 
-    /// Takes `q` as the model's matrices (shapes as [`Gpt::quantize`] makes them) and writes the
-    /// weights they stand for into the parameter buffer.
+    /// Takes `q` as the model's matrices (shapes as [`Gpt::quantize`] makes them): they are
+    /// kept as blocks, and the f32 buffer keeps only the tensors `q` does not hold.
     pub fn set_quantized(&mut self, q: Quantized) {
-        let c = self.config.n_embd;
-        let layout: &Layout = &self.layout;
-        for (o, four) in layout.blocks.iter().zip(&q.blocks) {
-            for m in Matrix::ALL {
-                if let Some(matrix) = &four[m as usize] {
-                    let (inputs, outputs) = m.shape(c);
-                    let w = transpose(&matrix.dequantize(), outputs, inputs);
-                    self.params[m.range(o).clone()].copy_from_slice(&w);
-                }
-            }
+        self.widen();
+        let layout = Layout::without(&self.config, |name| q.holds(name));
+        let mut params = Vec::with_capacity(layout.total);
+        for t in &layout.tensors {
+            params.extend_from_slice(
+                &self.params[self.layout.get(&t.name).expect("a tensor of the model").range()],
+            );
         }
-        if let Some(head) = &q.lm_head {
-            let n = self.config.vocab_size * c;
-            let start = self.layout.wte.start;
-            self.params[start..start + n].copy_from_slice(&head.dequantize());
-        }
-        self.quantized = (q.lm_head.is_some() || q.blocks.iter().flatten().any(Option::is_some)).then_some(q);
+        self.layout = layout;
+        self.params = params;
+        self.quantized = (!q.is_empty()).then_some(q);
     }
 
     /// The quantized matrices, if the model has any.
@@ -173,15 +177,4 @@ impl Gpt {
     pub fn weight_type(&self) -> String {
         self.quantized.as_ref().map_or("f32".into(), Quantized::describe)
     }
-}
-
-/// (rows, cols) row-major to (cols, rows) row-major.
-pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; data.len()];
-    for r in 0..rows {
-        for (col, &x) in data[r * cols..(r + 1) * cols].iter().enumerate() {
-            out[col * rows + r] = x;
-        }
-    }
-    out
 }

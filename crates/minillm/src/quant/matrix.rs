@@ -8,6 +8,8 @@ use crate::error::{Error, Result};
 use crate::kernels::SharedOut;
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::ops::Range;
+use std::sync::Arc;
 
 /// Parallel tasks per thread in one product: enough for the threads to even out, few enough
 /// that handing them out costs little next to the work (the LM head has 50,257 rows).
@@ -38,12 +40,36 @@ fn prefetch(bytes: Option<&[u8]>) {
 
 /// A (rows x cols) matrix stored row by row in blocks of [`BLOCK`] along each row: GGUF's
 /// layout, where a linear layer's row is one output.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone)]
 pub struct QMatrix {
     pub ty: QuantType,
     pub rows: usize,
     pub cols: usize,
-    data: Vec<u8>,
+    data: Blocks,
+}
+
+/// Where a matrix's blocks live: its own buffer, or a stretch of a buffer it shares (a mapped
+/// file, whose blocks are used where they lie).
+#[derive(Clone)]
+enum Blocks {
+    Owned(Vec<u8>),
+    Shared(Arc<dyn AsRef<[u8]> + Send + Sync>, Range<usize>),
+}
+
+impl std::fmt::Debug for QMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let place = match self.data {
+            Blocks::Owned(_) => "owned",
+            Blocks::Shared(..) => "mapped",
+        };
+        write!(f, "QMatrix({} {} x {}, {place})", self.ty.name(), self.rows, self.cols)
+    }
+}
+
+impl PartialEq for QMatrix {
+    fn eq(&self, other: &QMatrix) -> bool {
+        (self.ty, self.rows, self.cols) == (other.ty, other.rows, other.cols) && self.bytes() == other.bytes()
+    }
 }
 
 impl QMatrix {
@@ -63,40 +89,60 @@ impl QMatrix {
                 quantize(xs.try_into().expect("a block"), o);
             }
         });
-        Ok(QMatrix { ty, rows, cols, data })
+        Ok(QMatrix { ty, rows, cols, data: Blocks::Owned(data) })
     }
 
     /// A matrix from its blocks as stored (in a GGUF file); the length must match the shape.
     pub fn from_bytes(ty: QuantType, rows: usize, cols: usize, data: Vec<u8>) -> Result<QMatrix> {
-        check_shape(ty, rows, cols)?;
-        let want = rows * cols / BLOCK * ty.block_bytes();
-        if data.len() != want {
-            return Err(Error::Invalid(format!(
-                "{} matrix of {rows} x {cols} needs {want} bytes, got {}",
-                ty.name(),
-                data.len()
-            )));
+        check_bytes(ty, rows, cols, data.len())?;
+        Ok(QMatrix { ty, rows, cols, data: Blocks::Owned(data) })
+    }
+
+    /// A matrix whose blocks are `range` of `owner` (a mapped file), used where they lie.
+    pub fn from_shared(
+        ty: QuantType,
+        (rows, cols): (usize, usize),
+        owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+        range: Range<usize>,
+    ) -> Result<QMatrix> {
+        check_bytes(ty, rows, cols, range.len())?;
+        if (*owner).as_ref().get(range.clone()).is_none() {
+            return Err(Error::Invalid(format!("{} matrix's blocks lie outside the file", ty.name())));
         }
-        Ok(QMatrix { ty, rows, cols, data })
+        Ok(QMatrix { ty, rows, cols, data: Blocks::Shared(owner, range) })
     }
 
     /// The blocks, as GGUF stores them.
     pub fn bytes(&self) -> &[u8] {
-        &self.data
+        match &self.data {
+            Blocks::Owned(v) => v,
+            Blocks::Shared(owner, range) => &(**owner).as_ref()[range.clone()],
+        }
     }
 
     /// The weights the blocks stand for (rows x cols).
     pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0.0f32; self.rows * self.cols];
+        self.dequantize_into(self.bytes(), &mut out);
+        out
+    }
+
+    /// Row `r`'s weights into `out` (cols): a token's embedding, when the embedding is stored
+    /// in blocks.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let row_bytes = self.cols / BLOCK * self.ty.block_bytes();
+        self.dequantize_into(&self.bytes()[r * row_bytes..][..row_bytes], &mut out[..self.cols]);
+    }
+
+    fn dequantize_into(&self, blocks: &[u8], out: &mut [f32]) {
         let dequantize: fn(&[u8], &mut [f32; BLOCK]) = match self.ty {
             QuantType::F16 => F16::dequantize,
             QuantType::Q8_0 => Q8_0::dequantize,
             QuantType::Q4_0 => Q4_0::dequantize,
         };
-        let mut out = vec![0.0f32; self.rows * self.cols];
-        for (o, block) in out.chunks_exact_mut(BLOCK).zip(self.data.chunks_exact(self.ty.block_bytes())) {
+        for (o, block) in out.chunks_exact_mut(BLOCK).zip(blocks.chunks_exact(self.ty.block_bytes())) {
             dequantize(block, o.try_into().expect("a block"));
         }
-        out
     }
 
     /// `out (m x rows) = x (m x cols) . W^T + bias`: each output row is one dot product of a
@@ -159,12 +205,25 @@ impl QMatrix {
                 }
             }
         };
+        let data = self.bytes();
         if n * k < 1 << 15 {
-            self.data.chunks(rows_per_task * row_bytes).enumerate().for_each(task);
+            data.chunks(rows_per_task * row_bytes).enumerate().for_each(task);
         } else {
-            self.data.par_chunks(rows_per_task * row_bytes).enumerate().for_each(task);
+            data.par_chunks(rows_per_task * row_bytes).enumerate().for_each(task);
         }
     }
+}
+
+fn check_bytes(ty: QuantType, rows: usize, cols: usize, len: usize) -> Result<()> {
+    check_shape(ty, rows, cols)?;
+    let want = rows * cols / BLOCK * ty.block_bytes();
+    if len != want {
+        return Err(Error::Invalid(format!(
+            "{} matrix of {rows} x {cols} needs {want} bytes, got {len}",
+            ty.name()
+        )));
+    }
+    Ok(())
 }
 
 fn check_shape(ty: QuantType, rows: usize, cols: usize) -> Result<()> {

@@ -6,7 +6,7 @@ pub mod stop;
 
 use crate::error::Result;
 use crate::model::Gpt;
-use crate::model::kv_cache::KvCache;
+use crate::model::kv_cache::{CacheShape, KvCache};
 use crate::rng::Rng;
 
 #[derive(Clone, Debug)]
@@ -166,12 +166,17 @@ fn kept(logits: &[f32], config: &SamplerConfig) -> (Vec<u32>, Vec<f64>) {
     (ids, probs)
 }
 
+/// Bytes per vocabulary entry the sampling of one sequence holds at a step: the logits kept
+/// between steps (f32), the adjusted logits (f32), the candidate ids (u32) and their
+/// probabilities (f64). `model info` counts them in the memory generation takes.
+pub const SAMPLER_BYTES_PER_TOKEN: usize = 4 + 4 + 4 + 8;
+
 /// Appends up to `max_new` tokens to `prompt`, calling `on_token` with each and the model's
 /// logits it was drawn from (it returns false to stop, e.g. at a stop string), and stopping
 /// early at `stop`. The model sees the last `block_size` tokens: once the cache is full, the
 /// window slides (the last `block_size` tokens are prefilled again for each further token).
 pub fn generate(
-    model: &mut Gpt,
+    model: &Gpt,
     prompt: &[u32],
     max_new: usize,
     config: &SamplerConfig,
@@ -190,7 +195,7 @@ pub fn generate(
 /// [`generate`] gives for that prompt and generator. `on_token(i, id, logits)` sees each new
 /// token; returning false ends that continuation, as `stop` and `max_new` do; the others go on.
 pub fn generate_batch(
-    model: &mut Gpt,
+    model: &Gpt,
     prompts: &[Vec<u32>],
     max_new: usize,
     config: &SamplerConfig,
@@ -199,9 +204,14 @@ pub fn generate_batch(
     mut on_token: impl FnMut(usize, u32, &[f32]) -> bool,
 ) -> Result<Vec<Vec<u32>>> {
     assert_eq!(prompts.len(), rngs.len(), "one generator per prompt");
-    let window = model.config.block_size;
-    let v = model.config.vocab_size;
-    let mut cache = KvCache::new(model, prompts.len());
+    let cfg = &model.config;
+    let v = cfg.vocab_size;
+    // The cache holds what this call can need: the longest prompt and what follows it, up to
+    // the model's context (beyond which the window slides).
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let shape = CacheShape::generating(cfg, prompts.len(), longest.saturating_add(max_new));
+    let mut cache = KvCache::with_shape(model, shape);
+    let window = cache.capacity();
     let mut ids: Vec<Vec<u32>> = prompts.to_vec();
     let mut logits = Vec::with_capacity(prompts.len());
     for (slot, p) in prompts.iter().enumerate() {

@@ -13,7 +13,7 @@ use crate::eval::score_windows;
 use crate::fsutil::{atomic_write, read_text};
 use crate::io::{load_model, safetensors as st, save_model};
 use crate::model::layers::loss::IGNORE;
-use crate::model::{Gpt, ModelConfig};
+use crate::model::{Gpt, ModelConfig, Trainable};
 use crate::rng::Rng;
 use crate::tokenizer::{Tokenizer, formats};
 use serde::{Deserialize, Serialize};
@@ -217,7 +217,11 @@ struct State {
 
 pub struct Trainer {
     pub config: TrainConfig,
-    pub model: Gpt,
+    /// The model and its training state (gradients, activations for backward).
+    pub model: Trainable,
+    /// Set when the starting weights were 16-bit or quantized and were widened to f32 to
+    /// train: a line for the user.
+    pub widened: Option<String>,
     pub tokenizer: Tokenizer,
     pub step: usize,
     pub best_val: Option<f32>,
@@ -295,11 +299,13 @@ impl Trainer {
             eps: 1e-8,
             weight_decay: config.weight_decay,
         };
+        let (model, widened) = Trainable::new(model, config.seed);
         let opt = AdamW::new(adam, &model.layout);
         let n = data.rows(config.batch_size) * t;
         Ok(Trainer {
             config,
             model,
+            widened,
             tokenizer,
             step: 0,
             best_val: None,
@@ -379,7 +385,8 @@ impl Trainer {
             grads.iter_mut().for_each(|g| *g *= scale);
         }
         let lr = self.config.schedule().at(self.step);
-        self.opt.step(&mut self.model.params, &self.model.grads, lr);
+        let Trainable { model, grads, .. } = &mut self.model;
+        self.opt.step(&mut model.params, grads, lr);
         self.step += 1;
         Ok(StepStats {
             step: self.step,
@@ -473,7 +480,7 @@ impl Trainer {
         let mut rng = Rng::new(self.config.seed);
         self.model.training = false;
         let ids = crate::sample::generate(
-            &mut self.model,
+            &self.model,
             &prompt,
             self.config.sample_tokens,
             &config,
@@ -563,7 +570,6 @@ impl Trainer {
             .map_err(|e| Error::format(&state_path, format!("not a training state: {e}")))?;
         let mut model = load_model(&dir)?;
         model.config.dropout = state.config.dropout;
-        let mut model = Gpt::from_params(model.config.clone(), model.params, state.config.seed)?;
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = formats::read_hf_json(&tok_path)?;
         let data = make_data(&state.config, &mut model, &tokenizer)?;
@@ -596,10 +602,10 @@ fn stream_data(config: &TrainConfig, t: usize, tokenizer: &Tokenizer, dir: &Path
 
 /// DPO's forward for the pairs `picked` of `pairs`: chosen sequences in the first rows, rejected
 /// in the next, one forward pass; fills `weights` with d(DPO loss)/d(each position's loss) for
-/// a following [`Gpt::backward_weighted`], and returns the batch's numbers.
+/// a following [`Trainable::backward_weighted`], and returns the batch's numbers.
 #[allow(clippy::too_many_arguments)]
 fn dpo_forward(
-    model: &mut Gpt,
+    model: &mut Trainable,
     pairs: &[Pair],
     picked: &[usize],
     beta: f32,
@@ -647,7 +653,7 @@ fn mean_dpo(all: &[(DpoStats, usize)]) -> Option<DpoStats> {
 
 /// Each pair's log-probabilities under `model` (the frozen reference), computed once before
 /// DPO starts.
-pub fn reference_logps(model: &mut Gpt, pairs: &mut [Pair], batch: usize) -> Result<()> {
+pub fn reference_logps(model: &mut Trainable, pairs: &mut [Pair], batch: usize) -> Result<()> {
     let t = model.config.block_size;
     let was_training = std::mem::replace(&mut model.training, false);
     let (mut inputs, mut targets) = (vec![0u32; 2 * batch * t], vec![0u32; 2 * batch * t]);

@@ -161,8 +161,7 @@ pub async fn inspect(
         .engine
         .look(move |model| -> minillm::Result<Looked> {
             let seen = look_inside(model, &tok, &ids, top, which)?;
-            let (v, vp, t) = (model.config.vocab_size, model.config.padded_vocab_size(), ids.len());
-            let last = &model.logits()[(t - 1) * vp..(t - 1) * vp + v];
+            let last = &seen.logits;
             let kept = distribution(last, &ids, &sampler);
             let shaped = |id: u32| kept.iter().find(|k| k.0 == id).map_or(0.0, |k| k.1);
             let next = seen.next.into_iter().map(|n| Bar { shaped: shaped(n.id), next: n }).collect();

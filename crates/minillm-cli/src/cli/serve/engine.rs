@@ -70,11 +70,10 @@ struct Active {
 
 impl Engine {
     /// Starts the engine thread with `slots` requests decoded together; as many again may wait.
-    pub fn start(mut model: Gpt, end: Option<u32>, slots: usize) -> Engine {
+    pub fn start(model: Gpt, end: Option<u32>, slots: usize) -> Engine {
         let (jobs, rx) = mpsc::channel::<Work>();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let done = in_flight.clone();
-        model.training = false;
         std::thread::Builder::new()
             .name("minillm-engine".into())
             .spawn(move || run(model, end, slots, rx, done))

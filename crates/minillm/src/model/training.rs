@@ -1,0 +1,420 @@
+//! What training needs beside the model: gradients, the activations kept for backward, and
+//! dropout's random stream. The forward pass that keeps its activations and the backward pass
+//! that walks them in reverse live here, side by side.
+//!
+//! ```text
+//! tokens -> wte + wpe -> [dropout] -> L x block -> ln_f -> . wte^T -> logits -> loss
+//! block:  x -> ln_1 -> c_attn -> attention -> c_proj -> [dropout] -> + x
+//!           -> ln_2 -> c_fc -> gelu -> c_proj -> [dropout] -> +
+//! ```
+//!
+//! A model loaded to generate never builds one of these (see [`super::kv_cache`] for the path
+//! inference takes): gradients and activations are allocated on first use, as llm.c does, so
+//! only training and the tests that compare with PyTorch pay for them.
+
+use super::Gpt;
+use super::activations::{Activations, BlockActs};
+use super::gpt::opt;
+use super::layers::attention::{self, Shape};
+use super::layers::{dropout, embedding, gelu, layernorm, linear, loss};
+use super::params::BlockOffsets;
+use crate::error::{Error, Result};
+use crate::kernels::matmul::{Stored, matmul};
+use crate::kernels::vec::add;
+use crate::rng::Rng;
+use std::ops::{Deref, DerefMut, Range};
+
+/// A model being trained: the model itself (weights in f32) and what training adds to it.
+pub struct Trainable {
+    pub model: Gpt,
+    /// d(loss)/d(params), in the parameters' layout; empty until the first [`Self::zero_grad`].
+    pub grads: Vec<f32>,
+    /// Dropout is applied only while training (evaluation turns it off).
+    pub training: bool,
+    acts: Option<Activations>,
+    dropout_rng: Rng,
+}
+
+impl Deref for Trainable {
+    type Target = Gpt;
+    fn deref(&self) -> &Gpt {
+        &self.model
+    }
+}
+
+impl DerefMut for Trainable {
+    fn deref_mut(&mut self) -> &mut Gpt {
+        &mut self.model
+    }
+}
+
+impl Trainable {
+    /// Prepares `model` for training, dropout's masks drawn from `seed`. Weights stored in 16
+    /// bits or quantized are widened to f32 first (training updates them in f32); the returned
+    /// note says so, for the caller to show.
+    pub fn new(mut model: Gpt, seed: u64) -> (Trainable, Option<String>) {
+        let widened = model.widen();
+        let note = widened.map(|from| format!("the weights are {from}: widened to f32 for training"));
+        let t = Trainable {
+            model,
+            grads: Vec::new(),
+            training: true,
+            acts: None,
+            dropout_rng: Rng::new(seed ^ 0xD809_0D70),
+        };
+        (t, note)
+    }
+
+    /// A new model with GPT-2's initialisation from `seed`, ready to train.
+    pub fn init(config: super::ModelConfig, seed: u64) -> Result<Trainable> {
+        Ok(Trainable::new(Gpt::new(config, seed)?, seed).0)
+    }
+
+    /// The dropout random stream, saved with checkpoints so a resumed run draws the same masks.
+    pub fn dropout_rng(&self) -> &Rng {
+        &self.dropout_rng
+    }
+
+    pub fn set_dropout_rng(&mut self, rng: Rng) {
+        self.dropout_rng = rng;
+    }
+
+    /// Starts a training step: gradients to zero (allocated on the first call).
+    pub fn zero_grad(&mut self) {
+        if self.grads.len() != self.model.params.len() {
+            self.grads = vec![0.0; self.model.params.len()];
+        } else {
+            self.grads.fill(0.0);
+        }
+    }
+
+    /// Gives the model back, without its training state.
+    pub fn into_model(self) -> Gpt {
+        self.model
+    }
+
+    /// Runs the blocks over `tokens` (B, T). Returns the mean loss when `targets` are given
+    /// ([`IGNORE`] skips a position); otherwise [`logits`](Self::logits) holds the logits.
+    pub fn forward(
+        &mut self,
+        tokens: &[u32],
+        targets: Option<&[u32]>,
+        (b, t): (usize, usize),
+    ) -> Result<Option<f32>> {
+        self.model.check_input(tokens, targets, b, t)?;
+        self.run_blocks(tokens, b, t);
+        let (c, v, vp) =
+            (self.model.config.n_embd, self.model.config.vocab_size, self.model.config.padded_vocab_size());
+        let acts = self.acts.as_mut().expect("run_blocks allocated the activations");
+        let last = acts.blocks.last().map_or(&acts.encoded, |k| &k.resid3);
+        let p = &self.model.params;
+        let l = &self.model.layout;
+        layernorm::forward(
+            &mut acts.lnf,
+            &mut acts.lnf_mean,
+            &mut acts.lnf_rstd,
+            last,
+            &p[l.ln_f_w.clone()],
+            opt(p, &l.ln_f_b),
+            c,
+        );
+        matmul(
+            &mut acts.logits,
+            &acts.lnf,
+            Stored::Normal,
+            &p[l.wte.clone()],
+            Stored::Transposed,
+            (b * t, c, vp),
+            false,
+        );
+        acts.has_targets = targets.is_some();
+        Ok(targets.map(|targets| {
+            acts.targets.copy_from_slice(targets);
+            loss::forward(&mut acts.logits, &mut acts.losses, targets, v, vp)
+        }))
+    }
+
+    /// Logits (B, T, Vp) of the last forward without targets; only the first V columns of each
+    /// row are real.
+    pub fn logits(&self) -> &[f32] {
+        self.acts.as_ref().map_or(&[], |a| &a.logits[..a.b * a.t * self.model.config.padded_vocab_size()])
+    }
+
+    /// Attention probabilities (B, NH, T, T) of `layer` in the last forward: row i holds how
+    /// much position i attends to each position, zero after i (the causal mask).
+    pub fn attention(&self, layer: usize) -> Option<&[f32]> {
+        self.acts.as_ref().and_then(|a| a.blocks.get(layer)).map(|k| k.att.as_slice())
+    }
+
+    /// The residual stream (B, T, C) of the last forward at `stage`: 0 is the embedding (token +
+    /// position), `l` the stream after block `l` (1-based), up to `n_layer`.
+    pub fn residual(&self, stage: usize) -> Option<&[f32]> {
+        let acts = self.acts.as_ref()?;
+        match stage {
+            0 => Some(&acts.encoded),
+            l => acts.blocks.get(l - 1).map(|k| k.resid3.as_slice()),
+        }
+    }
+
+    fn run_blocks(&mut self, tokens: &[u32], b: usize, t: usize) {
+        if self.acts.as_ref().is_none_or(|a| a.b != b || a.t != t) {
+            self.acts = Some(Activations::new(&self.model.config, b, t));
+        }
+        let cfg = &self.model.config;
+        let (c, nh) = (cfg.n_embd, cfg.n_head);
+        let n = b * t;
+        let drop = if self.training { cfg.dropout } else { 0.0 };
+        let acts = self.acts.as_mut().expect("just allocated");
+        let p = &self.model.params;
+        let l = &self.model.layout;
+        let rng = &mut self.dropout_rng;
+        acts.tokens.copy_from_slice(tokens);
+        embedding::forward(&mut acts.encoded, tokens, &p[l.wte.clone()], &p[l.wpe.clone()], t, c);
+        if drop > 0.0 {
+            dropout::fill_mask(&mut acts.encoded_mask, drop, rng);
+            dropout::apply(&mut acts.encoded, &acts.encoded_mask);
+        }
+        let shape = Shape { b, t, c, nh };
+        for i in 0..cfg.n_layer {
+            let (done, rest) = acts.blocks.split_at_mut(i);
+            let input = done.last().map_or(&acts.encoded, |k| &k.resid3);
+            let k = &mut rest[0];
+            let o = &l.blocks[i];
+            layernorm::forward(
+                &mut k.ln1,
+                &mut k.ln1_mean,
+                &mut k.ln1_rstd,
+                input,
+                &p[o.ln_1_w.clone()],
+                opt(p, &o.ln_1_b),
+                c,
+            );
+            linear::forward(&mut k.qkv, &k.ln1, &p[o.attn_w.clone()], opt(p, &o.attn_b), (n, c, 3 * c));
+            let att_mask = if drop > 0.0 {
+                dropout::fill_mask(&mut k.att_mask, drop, rng);
+                Some(k.att_mask.as_slice())
+            } else {
+                None
+            };
+            let scratch = attention::Scratch { tt: &mut acts.tt, heads: &mut acts.heads };
+            attention::forward(&mut k.atty, &mut k.att, &k.qkv, att_mask, scratch, shape);
+            linear::forward(
+                &mut k.attproj,
+                &k.atty,
+                &p[o.attn_proj_w.clone()],
+                opt(p, &o.attn_proj_b),
+                (n, c, c),
+            );
+            if drop > 0.0 {
+                dropout::fill_mask(&mut k.attproj_mask, drop, rng);
+                dropout::apply(&mut k.attproj, &k.attproj_mask);
+            }
+            add(&mut k.resid2, input, &k.attproj);
+            layernorm::forward(
+                &mut k.ln2,
+                &mut k.ln2_mean,
+                &mut k.ln2_rstd,
+                &k.resid2,
+                &p[o.ln_2_w.clone()],
+                opt(p, &o.ln_2_b),
+                c,
+            );
+            linear::forward(&mut k.fch, &k.ln2, &p[o.fc_w.clone()], opt(p, &o.fc_b), (n, c, 4 * c));
+            gelu::forward(&mut k.fch_gelu, &k.fch);
+            linear::forward(
+                &mut k.fcproj,
+                &k.fch_gelu,
+                &p[o.fc_proj_w.clone()],
+                opt(p, &o.fc_proj_b),
+                (n, 4 * c, c),
+            );
+            if drop > 0.0 {
+                dropout::fill_mask(&mut k.fcproj_mask, drop, rng);
+                dropout::apply(&mut k.fcproj, &k.fcproj_mask);
+            }
+            add(&mut k.resid3, &k.resid2, &k.fcproj);
+        }
+    }
+
+    /// Each position's loss -log p(target) from the last forward with targets (0 where the
+    /// target is ignored), (B, T).
+    pub fn token_losses(&self) -> &[f32] {
+        self.acts.as_ref().filter(|a| a.has_targets).map_or(&[], |a| &a.losses[..a.b * a.t])
+    }
+
+    /// Accumulates d(loss)/d(params) into `grads` for the last forward, which must have had
+    /// targets. Call [`zero_grad`](Self::zero_grad) first, once per step.
+    pub fn backward(&mut self) -> Result<()> {
+        self.backward_from(None)
+    }
+
+    /// [`backward`](Self::backward) for the objective sum_i `weights[i]` * loss_i over the
+    /// positions of the last forward (one weight per position).
+    pub fn backward_weighted(&mut self, weights: &[f32]) -> Result<()> {
+        self.backward_from(Some(weights))
+    }
+
+    fn backward_from(&mut self, weights: Option<&[f32]>) -> Result<()> {
+        let acts = match self.acts.as_mut() {
+            Some(a) if a.has_targets => a,
+            _ => {
+                return Err(Error::Invalid("backward needs a forward pass with targets first".into()));
+            }
+        };
+        acts.has_targets = false; // the logits buffer is about to become their gradient
+        let cfg = &self.model.config;
+        let (b, t) = (acts.b, acts.t);
+        let (c, nh, v, vp) = (cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.padded_vocab_size());
+        let n = b * t;
+        let p = &self.model.params;
+        let g = &mut self.grads;
+        let l = &self.model.layout;
+        let dropout_on = !acts.encoded_mask.is_empty() && self.training && cfg.dropout > 0.0;
+
+        match weights {
+            Some(w) if w.len() == n => loss::backward_weighted(&mut acts.logits, &acts.targets, w, v, vp),
+            Some(w) => {
+                acts.has_targets = true;
+                return Err(Error::Invalid(format!("{} weights for {n} positions", w.len())));
+            }
+            None => loss::backward(&mut acts.logits, &acts.targets, v, vp),
+        }
+        // LM head: logits = lnf . wte^T
+        let d_lnf = &mut acts.d_a;
+        matmul(d_lnf, &acts.logits, Stored::Normal, &p[l.wte.clone()], Stored::Normal, (n, vp, c), false);
+        matmul(
+            &mut g[l.wte.clone()],
+            &acts.logits,
+            Stored::Transposed,
+            &acts.lnf,
+            Stored::Normal,
+            (vp, n, c),
+            true,
+        );
+        let last = acts.blocks.last().map_or(&acts.encoded, |k| &k.resid3);
+        acts.d_resid.fill(0.0);
+        let (gw, gb) = param_pair(g, &l.ln_f_w, &l.ln_f_b);
+        layernorm::backward(
+            &mut acts.d_resid,
+            gw,
+            gb,
+            d_lnf,
+            last,
+            &p[l.ln_f_w.clone()],
+            &acts.lnf_mean,
+            &acts.lnf_rstd,
+            c,
+        );
+
+        let shape = Shape { b, t, c, nh };
+        for i in (0..cfg.n_layer).rev() {
+            let (done, rest) = acts.blocks.split_at(i);
+            let input = done.last().map_or(&acts.encoded, |k| &k.resid3);
+            let k = &rest[0];
+            let o = &l.blocks[i];
+            let d = Scratch {
+                a: &mut acts.d_a,
+                b: &mut acts.d_b,
+                qkv: &mut acts.d_qkv,
+                fch: &mut acts.d_fch,
+                fch_gelu: &mut acts.d_fch_gelu,
+                heads: &mut acts.heads,
+                tt: &mut acts.tt,
+            };
+            block_backward(&mut acts.d_resid, d, k, input, p, g, o, shape, dropout_on);
+        }
+        if dropout_on {
+            dropout::apply(&mut acts.d_resid, &acts.encoded_mask);
+        }
+        let (dwte, rest) = g.split_at_mut(l.wpe.start);
+        embedding::backward(
+            &mut dwte[l.wte.clone()],
+            &mut rest[..l.wpe.len()],
+            &acts.d_resid,
+            &acts.tokens,
+            t,
+            c,
+        );
+        Ok(())
+    }
+}
+
+/// The gradient slices of a weight and its optional bias, which are adjacent in the layout.
+fn param_pair<'a>(
+    g: &'a mut [f32],
+    w: &Range<usize>,
+    b: &Option<Range<usize>>,
+) -> (&'a mut [f32], Option<&'a mut [f32]>) {
+    match b {
+        Some(b) => {
+            debug_assert_eq!(w.end, b.start);
+            let (gw, gb) = g[w.start..b.end].split_at_mut(w.len());
+            (gw, Some(gb))
+        }
+        None => (&mut g[w.clone()], None),
+    }
+}
+
+struct Scratch<'a> {
+    a: &'a mut [f32],
+    b: &'a mut [f32],
+    qkv: &'a mut [f32],
+    fch: &'a mut [f32],
+    fch_gelu: &'a mut [f32],
+    heads: &'a mut [f32],
+    tt: &'a mut [f32],
+}
+
+/// The gradient reaching a residual branch's output: `d_resid` itself, or (with dropout) a copy
+/// in `scratch` with the dropped positions zeroed.
+fn through_dropout<'a>(d_resid: &'a [f32], scratch: &'a mut [f32], mask: &[f32], on: bool) -> &'a [f32] {
+    if !on {
+        return d_resid;
+    }
+    scratch.copy_from_slice(d_resid);
+    dropout::apply(scratch, mask);
+    scratch
+}
+
+/// One block in reverse. `d_resid` holds d(loss)/d(block output) and leaves holding
+/// d(loss)/d(block input): the residual connections pass it through, the branches add to it.
+/// Input gradients of the layers are written, not accumulated, so no scratch is zeroed.
+#[allow(clippy::too_many_arguments)]
+fn block_backward(
+    d_resid: &mut [f32],
+    d: Scratch,
+    k: &BlockActs,
+    input: &[f32],
+    p: &[f32],
+    g: &mut [f32],
+    o: &BlockOffsets,
+    s: Shape,
+    dropout_on: bool,
+) {
+    let (n, c) = (s.b * s.t, s.c);
+    // resid3 = resid2 + dropout(fcproj): the MLP branch gets d_resid through the mask.
+    let d_fcproj = through_dropout(d_resid, d.a, &k.fcproj_mask, dropout_on);
+    let (gw, gb) = param_pair(g, &o.fc_proj_w, &o.fc_proj_b);
+    let w = &p[o.fc_proj_w.clone()];
+    linear::backward(d.fch_gelu, gw, gb, d_fcproj, &k.fch_gelu, w, (n, 4 * c, c));
+    gelu::backward(d.fch, &k.fch, d.fch_gelu);
+    let (gw, gb) = param_pair(g, &o.fc_w, &o.fc_b);
+    linear::backward(d.b, gw, gb, d.fch, &k.ln2, &p[o.fc_w.clone()], (n, c, 4 * c));
+    let (gw, gb) = param_pair(g, &o.ln_2_w, &o.ln_2_b);
+    let w = &p[o.ln_2_w.clone()];
+    layernorm::backward(d_resid, gw, gb, d.b, &k.resid2, w, &k.ln2_mean, &k.ln2_rstd, c);
+
+    // resid2 = input + dropout(attproj): the attention branch.
+    let d_attproj = through_dropout(d_resid, d.a, &k.attproj_mask, dropout_on);
+    let (gw, gb) = param_pair(g, &o.attn_proj_w, &o.attn_proj_b);
+    let w = &p[o.attn_proj_w.clone()];
+    linear::backward(d.b, gw, gb, d_attproj, &k.atty, w, (n, c, c));
+    let mask = dropout_on.then_some(k.att_mask.as_slice());
+    let scratch = attention::Scratch { tt: d.tt, heads: d.heads };
+    attention::backward(d.qkv, d.b, &k.qkv, &k.att, mask, scratch, s);
+    let (gw, gb) = param_pair(g, &o.attn_w, &o.attn_b);
+    linear::backward(d.a, gw, gb, d.qkv, &k.ln1, &p[o.attn_w.clone()], (n, c, 3 * c));
+    let (gw, gb) = param_pair(g, &o.ln_1_w, &o.ln_1_b);
+    let w = &p[o.ln_1_w.clone()];
+    layernorm::backward(d_resid, gw, gb, d.a, input, w, &k.ln1_mean, &k.ln1_rstd, c);
+}

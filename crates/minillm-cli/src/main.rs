@@ -120,7 +120,7 @@ fn main() -> ExitCode {
         Command::Bench(c) => cli::bench::run(c),
     };
     if args.report_memory {
-        match peak_memory() {
+        match cli::memory::peak() {
             Some(bytes) => eprintln!("peak resident memory: {:.1} MB", bytes as f64 / 1e6),
             None => eprintln!("peak resident memory: unknown here (it is read from /proc/self/status)"),
         }
@@ -132,14 +132,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// This process's peak resident memory in bytes, from Linux's /proc/self/status (VmHWM, which
-/// starts afresh at exec, unlike getrusage's figure, which also counts the parent's memory a
-/// fork copied).
-fn peak_memory() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }

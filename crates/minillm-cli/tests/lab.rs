@@ -58,6 +58,12 @@ fn the_page_its_files_and_the_model_card_are_served() {
     let want = [32.0, 16.0, 8.5, 8.0, 4.5, 4.0].map(|bits| (bits / 8.0 * params as f64).round());
     assert_eq!(bytes, want);
     assert_eq!(card["weights"], "f32");
+    // What generating takes, as `model info` states it: weights as stored, KV cache, buffers.
+    let (g, c) = (&card["generating"], &model.config);
+    assert_eq!(g["weights"].as_u64(), Some(model.weight_bytes() as u64));
+    assert_eq!(g["kv_cache"].as_u64(), Some((2 * c.n_layer * c.block_size * c.n_embd * 4) as u64));
+    let parts = ["weights", "kv_cache", "working"].map(|k| g[k].as_u64().unwrap());
+    assert!(parts[2] > 0 && g["total"].as_u64() == Some(parts.iter().sum()));
     assert_eq!(card["run"], Value::Null);
     let (status, _, body) = get(&s.url, "/lab/api/run");
     assert_eq!(status, 404);

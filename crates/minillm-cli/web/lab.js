@@ -279,6 +279,10 @@ async function showInside() {
     ["  embeddings (token + position)", m.params_embeddings.toLocaleString()],
     ["  per block", m.params_per_block.toLocaleString()],
     ...m.memory.map((x) => [`weights at ${x.type} (${x.bits} bits)`, mb(x.bytes)]),
+    ["to generate (one sequence, full context)", mb(m.generating.total)],
+    ["  weights as stored", mb(m.generating.weights)],
+    ["  KV cache", mb(m.generating.kv_cache)],
+    ["  working buffers", mb(m.generating.working)],
   ];
   $("card").replaceChildren(el("table", { id: "card-table" },
     ...rows.map(([k, v]) => el("tr", {}, el("th", { scope: "row", text: k }), el("td", { text: String(v) })))));

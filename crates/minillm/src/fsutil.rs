@@ -7,6 +7,12 @@ use std::path::Path;
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// crash or a full disk never leaves a half-written file under the real name.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write_to(path, |tmp| std::fs::File::create(tmp)?.write_all(bytes))
+}
+
+/// [`atomic_write`] for a writer that creates the file itself (`write` is given the temporary
+/// path): a large checkpoint streamed to disk, with no copy of it built in memory.
+pub fn atomic_write_to(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
     let wrap = |cause| Error::Write { path: path.to_path_buf(), cause };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -17,9 +23,8 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     })?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
+        write(&tmp)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

@@ -27,6 +27,8 @@ fn checkpoints_round_trip_with_hf_names() {
     assert_eq!(loaded.params, model.params);
     assert_eq!(loaded.config, model.config);
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    // Streamed to the file, the checkpoint is byte for byte what the in-memory serializer makes.
+    assert_eq!(bytes, st::to_bytes(&model.config, &model.params).unwrap());
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(file.tensor("transformer.wte.weight").unwrap().shape(), [50, 16]); // no padding rows
     assert_eq!(file.tensor("transformer.h.1.mlp.c_fc.weight").unwrap().shape(), [16, 64]);

@@ -222,7 +222,6 @@ fn decode(a: DecodeArgs) -> Result<()> {
         bail!("--batch values must be at least 1");
     }
     let mut model = Gpt::new(config.clone(), 1)?;
-    let bandwidth = read_bandwidth();
     // Weights read per decoding step: every parameter once, except the position table, of
     // which one row is read.
     let step_bytes = 4 * (config.num_params() - (config.block_size - 1) * config.n_embd);
@@ -237,13 +236,20 @@ fn decode(a: DecodeArgs) -> Result<()> {
         }
         let step = steps / (a.timing.new_tokens - 1) as f64;
         let achieved = step_bytes as f64 / step / 1e9;
+        // Batches run in the order given, so with growing batches this is each one's peak.
+        let peak = super::memory::peak().map(|b| b as f64 / 1e6);
         runs.push(serde_json::json!({
             "batch": b,
+            "peak_mb_so_far": peak,
             "tokens_per_s": (b * a.timing.new_tokens) as f64 / total,
             "ms_per_step": step * 1e3,
             "weights_gb_per_s": achieved,
-            "fraction_of_bandwidth": achieved / bandwidth,
         }));
+    }
+    // After the runs: the bandwidth test's 1 GiB buffer would otherwise be the peak.
+    let bandwidth = read_bandwidth();
+    for r in &mut runs {
+        r["fraction_of_bandwidth"] = (r["weights_gb_per_s"].as_f64().unwrap_or(0.0) / bandwidth).into();
     }
     if a.timing.json {
         let doc = serde_json::json!({
@@ -265,12 +271,13 @@ fn decode(a: DecodeArgs) -> Result<()> {
     );
     for r in &runs {
         println!(
-            "  batch {}: {:.1} tokens/s ({:.2} ms per step, weights read at {:.1} GB/s = {:.0}% of bandwidth)",
+            "  batch {}: {:.1} tokens/s ({:.2} ms per step, weights read at {:.1} GB/s = {:.0}% of bandwidth); peak memory so far {}",
             r["batch"],
             r["tokens_per_s"].as_f64().unwrap_or(0.0),
             r["ms_per_step"].as_f64().unwrap_or(0.0),
             r["weights_gb_per_s"].as_f64().unwrap_or(0.0),
             100.0 * r["fraction_of_bandwidth"].as_f64().unwrap_or(0.0),
+            r["peak_mb_so_far"].as_f64().map_or("unknown".into(), |mb| format!("{mb:.1} MB")),
         );
     }
     Ok(())
@@ -347,8 +354,16 @@ fn quant(a: QuantArgs) -> Result<()> {
             None => None,
         };
         let file = file.display().to_string();
-        let peak =
-            peak_rss(&["generate", "--model", &file, "--max-new-tokens", &new, "--seed", "1", "Hello"])?;
+        let peak = super::memory::peak_of(&[
+            "generate",
+            "--model",
+            &file,
+            "--max-new-tokens",
+            &new,
+            "--seed",
+            "1",
+            "Hello",
+        ])?;
         rows.push(serde_json::json!({
             "type": label,
             "weights": model.weight_type(),
@@ -393,22 +408,4 @@ fn quant(a: QuantArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The peak resident memory (bytes) of `minillm ARGS` run as a child process, as it reports
-/// it (`--report-memory`); `None` where the system does not say.
-fn peak_rss(args: &[&str]) -> Result<Option<usize>> {
-    let out = std::process::Command::new(std::env::current_exe()?)
-        .args(args)
-        .arg("--report-memory")
-        .stdin(std::process::Stdio::null())
-        .output()?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        bail!("minillm {} failed: {stderr}", args.join(" "));
-    }
-    let mb = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("peak resident memory: ")?.strip_suffix(" MB")?.parse::<f64>().ok());
-    Ok(mb.map(|mb| (mb * 1e6) as usize))
 }

@@ -11,6 +11,7 @@ pub mod finetune;
 pub mod generate;
 pub mod inspect;
 pub mod lab;
+pub mod memory;
 pub mod model;
 pub mod plot;
 pub mod prepare;

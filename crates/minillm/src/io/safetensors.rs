@@ -4,7 +4,7 @@
 //! Loading checks every name, shape and dtype and names the first one that is wrong.
 
 use crate::error::{Error, Result};
-use crate::fsutil::atomic_write;
+use crate::fsutil::atomic_write_to;
 use crate::model::params::{Layout, TensorInfo};
 use crate::model::quantized::{Matrix, Quantized};
 use crate::model::{Gpt, ModelConfig};
@@ -18,8 +18,42 @@ const PREFIX: &str = "transformer.";
 /// Serializes `params` (laid out for `config`) to safetensors bytes. The padding rows of `wte`
 /// are left out; a model without biases gets zero biases, which HF's GPT-2 expects.
 pub fn to_bytes(config: &ModelConfig, params: &[f32]) -> Result<Vec<u8>> {
+    let zeros = zero_biases(config);
+    safetensors::serialize(views(config, params, &zeros)?, Some(metadata()))
+        .map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// Writes what [`to_bytes`] makes straight into the file at `path` (atomically), without
+/// building it in memory first: a checkpoint costs no second copy of the weights.
+pub fn save(path: &Path, config: &ModelConfig, params: &[f32]) -> Result<()> {
+    let zeros = zero_biases(config);
+    let views = views(config, params, &zeros)?;
+    atomic_write_to(path, |tmp| {
+        safetensors::serialize_to_file(views, Some(metadata()), tmp).map_err(std::io::Error::other)
+    })
+}
+
+fn metadata() -> HashMap<String, String> {
+    HashMap::from([("format".to_string(), "pt".to_string())])
+}
+
+/// The zero biases a model without biases is saved with, one buffer as long as the longest.
+fn zero_biases(config: &ModelConfig) -> Vec<u8> {
+    if config.bias { Vec::new() } else { vec![0u8; 4 * 4 * config.n_embd] }
+}
+
+/// Every tensor as a view of `params`' own bytes (no copy; little-endian f32 is the file's
+/// layout), with HF's names.
+fn views<'a>(
+    config: &ModelConfig,
+    params: &'a [f32],
+    zeros: &'a [u8],
+) -> Result<Vec<(String, TensorView<'a>)>> {
     let layout = Layout::new(config);
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let view = |shape: Vec<usize>, data: &'a [u8]| {
+        TensorView::new(Dtype::F32, shape, data).map_err(|e| Error::Invalid(e.to_string()))
+    };
+    let mut views = Vec::new();
     for t in &layout.tensors {
         let mut shape = t.shape.clone();
         let mut data = &params[t.range()];
@@ -27,36 +61,27 @@ pub fn to_bytes(config: &ModelConfig, params: &[f32]) -> Result<Vec<u8>> {
             shape[0] = config.vocab_size;
             data = &data[..config.vocab_size * config.n_embd];
         }
-        owned.push((format!("{PREFIX}{}", t.name), shape, bytes_of(data)));
+        views.push((format!("{PREFIX}{}", t.name), view(shape, le_bytes(data))?));
     }
     if !config.bias {
         for t in &layout.tensors {
             if let Some(stem) = t.name.strip_suffix(".weight").filter(|s| *s != "wte" && *s != "wpe") {
                 let len = if t.shape.len() == 2 { t.shape[1] } else { t.shape[0] };
-                owned.push((format!("{PREFIX}{stem}.bias"), vec![len], vec![0u8; 4 * len]));
+                views.push((format!("{PREFIX}{stem}.bias"), view(vec![len], &zeros[..4 * len])?));
             }
         }
     }
-    let views: Vec<(String, TensorView)> = owned
-        .iter()
-        .map(|(name, shape, data)| {
-            Ok((
-                name.clone(),
-                TensorView::new(Dtype::F32, shape.clone(), data)
-                    .map_err(|e| Error::Invalid(e.to_string()))?,
-            ))
-        })
-        .collect::<Result<_>>()?;
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Invalid(e.to_string()))
+    Ok(views)
 }
 
-fn bytes_of(data: &[f32]) -> Vec<u8> {
-    data.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
+#[cfg(not(target_endian = "little"))]
+compile_error!("minillm writes its files from memory as they are: it needs a little-endian CPU");
 
-pub fn save(path: &Path, config: &ModelConfig, params: &[f32]) -> Result<()> {
-    atomic_write(path, &to_bytes(config, params)?)
+/// The bytes of `data` as stored in memory, which on a little-endian machine is safetensors'
+/// f32 layout.
+fn le_bytes(data: &[f32]) -> &[u8] {
+    // SAFETY: any f32's bytes are valid u8s; the slice covers exactly the floats' memory.
+    unsafe { std::slice::from_raw_parts(data.as_ptr() as *const u8, std::mem::size_of_val(data)) }
 }
 
 /// Reads parameters for `config` from safetensors bytes; `path` only names the file in errors.

@@ -61,8 +61,9 @@ pub struct Lab {
     /// Where the model came from, for the model card.
     pub source: String,
     pub config: ModelConfig,
-    /// How the weights are stored: "f32", or the quantized types.
+    /// How the weights are stored: "f32", or the quantized types; and their bytes as stored.
     pub weights: String,
+    pub weight_bytes: usize,
     /// The run whose metrics the training view shows.
     pub run_dir: Option<PathBuf>,
     /// Char- and word-level tokenizers fitted to the built-in corpus, made on first use.
@@ -75,6 +76,7 @@ impl Lab {
             source: source.display().to_string(),
             config: model.config.clone(),
             weights: model.weight_type(),
+            weight_bytes: model.weight_bytes(),
             run_dir,
             simple: OnceLock::new(),
         }

@@ -15,16 +15,19 @@ use super::layers::{gelu, layernorm, linear};
 use super::quantized::Matrix;
 use crate::error::{Error, Result};
 use crate::kernels::matmul::{Stored, matmul};
-use crate::kernels::matvec;
 use crate::kernels::simd::{multiversion, softmax_inline};
 use crate::kernels::vec::{add_into, axpy_inline, dot_inline};
+use crate::kernels::{SharedOut, matvec};
 use crate::model::ModelConfig;
 use rayon::prelude::*;
 
 /// Most rows one pass takes: a longer prompt is prefilled in chunks of this many tokens, each
 /// attending to the chunks before it through the cache. Enough rows for GEMM to run near its
-/// best, few enough that the scratch stays small beside the weights.
-const PASS_ROWS: usize = 64;
+/// best (64-row chunks prefilled GPT-2 small 30% slower than the whole prompt at once), few
+/// enough that the scratch stays small beside the weights (11 MB for GPT-2 small).
+const PASS_ROWS: usize = 256;
+/// Rows whose logits one scoring pass returns (`eval`, `inspect`): each is a vocabulary wide.
+const SCORE_ROWS: usize = 64;
 /// From this many rows on, f32 products go through GEMM; below, through the matrix-vector
 /// kernels (which read each weight once and beat GEMM's packing for a few rows).
 const GEMM_ROWS: usize = 16;
@@ -52,7 +55,6 @@ pub struct KvCache {
     proj: Vec<f32>,
     fch: Vec<f32>,
     fch_gelu: Vec<f32>,
-    scores: Vec<f32>,
     picked: Vec<f32>,
     logits: Vec<f32>,
 }
@@ -77,7 +79,7 @@ impl CacheShape {
     /// For scoring one text of up to `context` tokens (every position's logits).
     pub fn scoring(config: &ModelConfig, context: usize) -> CacheShape {
         let context = context.clamp(1, config.block_size);
-        CacheShape { slots: 1, context, logit_rows: PASS_ROWS.min(context) }
+        CacheShape { slots: 1, context, logit_rows: SCORE_ROWS.min(context) }
     }
 
     fn rows(&self) -> usize {
@@ -93,8 +95,9 @@ impl CacheShape {
     /// logits).
     pub fn scratch_bytes(&self, config: &ModelConfig) -> usize {
         let (rows, c) = (self.rows(), config.n_embd);
-        let per_row = 14 * c + 2 + config.n_head * self.context;
-        4 * (rows * per_row + self.logit_rows * (c + config.vocab_size)) + 16 * rows
+        let per_row = 14 * c + 2;
+        let scores = rayon::current_num_threads() * self.context;
+        4 * (rows * per_row + scores + self.logit_rows * (c + config.vocab_size)) + 16 * rows
     }
 }
 
@@ -109,6 +112,14 @@ impl KvCache {
         let (c, l, t) = (cfg.n_embd, cfg.n_layer, shape.context);
         let (slots, rows) = (shape.slots, shape.rows());
         let z = |n: usize| vec![0.0f32; n];
+        // Every worker's attention scores are sized now, so no pass allocates them.
+        rayon::broadcast(|_| {
+            SCORES.with_borrow_mut(|scores| {
+                if scores.len() < t {
+                    scores.resize(t, 0.0);
+                }
+            })
+        });
         KvCache {
             slots,
             capacity: t,
@@ -129,7 +140,6 @@ impl KvCache {
             proj: z(rows * c),
             fch: z(rows * 4 * c),
             fch_gelu: z(rows * 4 * c),
-            scores: z(rows * cfg.n_head * t),
             picked: z(shape.logit_rows * c),
             logits: z(shape.logit_rows * cfg.vocab_size),
         }
@@ -242,20 +252,6 @@ impl Probe {
             norms[pos] = row.iter().map(|v| v * v).sum::<f32>().sqrt();
         }
     }
-
-    fn record_attention(&mut self, scores: &[f32], at: &[(usize, usize)], (nh, capacity): (usize, usize)) {
-        let t = self.t;
-        self.attention.resize(nh * t * t, 0.0);
-        for (r, &(_, pos)) in at.iter().enumerate() {
-            for h in 0..nh {
-                let row = &scores[(r * nh + h) * capacity..][..=pos];
-                if pos >= t {
-                    continue;
-                }
-                self.attention[(h * t + pos) * t..][..=pos].copy_from_slice(row);
-            }
-        }
-    }
 }
 
 multiversion! {
@@ -273,6 +269,11 @@ multiversion! {
             axpy_inline(y, w, &v[t * width + offset..][..hs]);
         }
     }
+}
+
+thread_local! {
+    /// One head's attention scores over the stored positions, per thread: grows once.
+    static SCORES: std::cell::RefCell<Vec<f32>> = std::cell::RefCell::default();
 }
 
 /// Where the stored row of (layer, slot, pos) starts in `k` and `v`, for a cache of
@@ -408,24 +409,34 @@ impl Gpt {
                 kc.v[at..at + c].copy_from_slice(&kc.qkv[r * 3 * c + 2 * c..][..c]);
             }
             // Every (row, head) pair attends independently over its slot's positions up to its
-            // own: one task each.
-            let (cache_k, cache_v, qkv, at) = (&kc.k, &kc.v, &kc.qkv, &kc.at);
-            kc.atty[..n * c]
-                .par_chunks_mut(hs)
-                .zip(kc.scores.par_chunks_mut(kc.capacity))
-                .enumerate()
-                .for_each(|(task, (y, scores))| {
-                    let (r, h) = (task / nh, task % nh);
-                    let (s, pos) = at[r];
-                    let base = row_offset(geometry, layer, s, 0);
-                    let span = base..base + (pos + 1) * c;
-                    let q = &qkv[r * 3 * c + h * hs..][..hs];
-                    let (k, v) = (&cache_k[span.clone()], &cache_v[span]);
+            // own: one task each, its scores in a per-thread buffer. A probe on this layer gets
+            // each task's probabilities in its own row of the (NH, T, T) map.
+            let record = probe.as_deref_mut().filter(|p| p.layer == Some(layer)).map(|p| {
+                p.attention.resize(nh * p.t * p.t, 0.0);
+                (SharedOut(p.attention.as_mut_ptr()), p.t)
+            });
+            let (cache_k, cache_v, qkv, at, capacity) = (&kc.k, &kc.v, &kc.qkv, &kc.at, kc.capacity);
+            kc.atty[..n * c].par_chunks_mut(hs).enumerate().for_each(|(task, y)| {
+                let (r, h) = (task / nh, task % nh);
+                let (s, pos) = at[r];
+                let base = row_offset(geometry, layer, s, 0);
+                let span = base..base + (pos + 1) * c;
+                let q = &qkv[r * 3 * c + h * hs..][..hs];
+                let (k, v) = (&cache_k[span.clone()], &cache_v[span]);
+                SCORES.with_borrow_mut(|scores| {
+                    if scores.len() < capacity {
+                        scores.resize(capacity, 0.0);
+                    }
                     attend(y, &mut scores[..=pos], q, k, v, (c, h * hs), scale);
+                    if let Some((map, t)) = record.filter(|&(_, t)| pos < t) {
+                        // SAFETY: the map holds NH x T x T; row (h, pos) belongs to this task.
+                        let row = unsafe {
+                            std::slice::from_raw_parts_mut(map.ptr().add((h * t + pos) * t), pos + 1)
+                        };
+                        row.copy_from_slice(&scores[..=pos]);
+                    }
                 });
-            if let Some(probe) = probe.as_deref_mut().filter(|p| p.layer == Some(layer)) {
-                probe.record_attention(&kc.scores, &kc.at[..n], (nh, kc.capacity));
-            }
+            });
             project(w(Matrix::AttnProj), &mut kc.proj, &kc.atty, opt(p, &o.attn_proj_b), (n, c, c));
             add_into(&mut kc.x[..n * c], &kc.proj[..n * c]);
             kc.normalize(n, &p[o.ln_2_w.clone()], opt(p, &o.ln_2_b));

@@ -22,6 +22,11 @@ const ROWS_PER_CALL: usize = 4;
 /// does, and the hardware prefetcher alone does not keep enough reads in flight to stream at
 /// full speed (measured: without this, decoding GPT-2 small is slower in 5 of 6 A/B pairs).
 const PREFETCH_ROWS: usize = 4;
+/// From this many rows of activations on, f16 products widen tiles of the matrix and use GEMM
+/// ([`QMatrix::times_widened`]): reused across many rows, a widened weight pays for itself.
+const WIDEN_ROWS: usize = 16;
+/// Matrix rows widened per task: 64 rows of a 3072-wide matrix are 768 KB of f32, in L2.
+const WIDEN_TILE: usize = 64;
 
 /// Asks the CPU to start loading `bytes` into cache.
 fn prefetch(bytes: Option<&[u8]>) {
@@ -155,6 +160,9 @@ impl QMatrix {
     pub fn times(&self, out: &mut [f32], x: &[f32], bias: Option<&[f32]>, m: usize) {
         let k = self.cols;
         assert!(out.len() >= m * self.rows && x.len() >= m * k, "quantized product shapes");
+        if self.ty == QuantType::F16 && m >= WIDEN_ROWS {
+            return self.times_widened(out, x, bias, m);
+        }
         thread_local! {
             static ACTIVATIONS: RefCell<Int8Activations> = RefCell::default();
         }
@@ -172,6 +180,39 @@ impl QMatrix {
                 self.each_output(out, bias, m, |rows, i, out| dot(rows, x8.row(i), out))
             }),
         }
+    }
+
+    /// [`times`](Self::times) for many rows of f16: each task widens a tile of the matrix's rows
+    /// to f32 (exactly: every f16 is an f32) and multiplies it with all of x in one small GEMM,
+    /// so the whole matrix is never widened at once and each weight is widened once per call,
+    /// not once per row of x. The products are the f16 kernel's, summed in another order.
+    fn times_widened(&self, out: &mut [f32], x: &[f32], bias: Option<&[f32]>, m: usize) {
+        use crate::kernels::matmul::{View, matmul_view};
+        thread_local! {
+            static TILE: RefCell<(Vec<f32>, Vec<f32>)> = RefCell::default();
+        }
+        let (n, k) = (self.rows, self.cols);
+        let row_bytes = k / BLOCK * self.ty.block_bytes();
+        let shared = SharedOut(out.as_mut_ptr());
+        let x = &x[..m * k];
+        self.bytes().par_chunks(WIDEN_TILE * row_bytes).enumerate().for_each(|(t, rows)| {
+            let (first, count) = (t * WIDEN_TILE, rows.len() / row_bytes);
+            TILE.with_borrow_mut(|(w, y)| {
+                w.resize(count * k, 0.0);
+                y.resize(m * count, 0.0);
+                self.dequantize_into(rows, w);
+                // y (m x count) = x (m x k) . w^T, w stored (count x k).
+                let wt = View::rows(0, count, k, k).t();
+                matmul_view(y, View::rows(0, m, count, count), x, View::rows(0, m, k, k), w, wt, 1.0, false);
+                for i in 0..m {
+                    for (c, &v) in y[i * count..(i + 1) * count].iter().enumerate() {
+                        let j = first + c;
+                        // SAFETY: out holds m * n and each (i, j) is written by exactly one task.
+                        unsafe { *shared.ptr().add(i * n + j) = v + bias.map_or(0.0, |b| b[j]) };
+                    }
+                }
+            });
+        });
     }
 
     /// out[i][j] = (row j . row i of the activations) + bias[j]. `dot(rows, i, o)` writes the

@@ -276,6 +276,71 @@ thread_local! {
     static SCORES: std::cell::RefCell<Vec<f32>> = std::cell::RefCell::default();
 }
 
+/// One layer's queries (rows of the pass, 3C wide) and one slot's stored keys and values
+/// (from `base`, C wide).
+#[derive(Clone, Copy)]
+struct Heads<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    base: usize,
+}
+
+/// Attention for n consecutive positions `first..first + n` of one slot, a task per head:
+/// scores (n x end) = q . k^T * scale as one GEMM, the causal mask and softmax per row, then
+/// y = p . v as another. The same sums as [`attend`] per row, in another order.
+fn attend_rows(
+    atty: &mut [f32],
+    heads: Heads,
+    first: usize,
+    (nh, hs, c): (usize, usize, usize),
+    scale: f32,
+    record: Option<(SharedOut, usize)>,
+) {
+    use crate::kernels::matmul::{View, matmul_view};
+    let n = atty.len() / c;
+    let end = first + n;
+    let out = SharedOut(atty.as_mut_ptr());
+    (0..nh).into_par_iter().for_each(|h| {
+        thread_local! {
+            static BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = std::cell::RefCell::default();
+        }
+        BUFFERS.with_borrow_mut(|(scores, y)| {
+            scores.resize(n * end, 0.0);
+            y.resize(n * hs, 0.0);
+            let q = View { offset: h * hs, rows: n, cols: hs, row_stride: 3 * c, col_stride: 1 };
+            let kv = View { offset: heads.base + h * hs, rows: end, cols: hs, row_stride: c, col_stride: 1 };
+            matmul_view(scores, View::rows(0, n, end, end), heads.q, q, heads.k, kv.t(), scale, false);
+            for (i, row) in scores.chunks_exact_mut(end).enumerate() {
+                let pos = first + i;
+                softmax_inline(&mut row[..=pos]);
+                row[pos + 1..].fill(0.0);
+                if let Some((map, t)) = record.filter(|&(_, t)| pos < t) {
+                    // SAFETY: the map holds NH x T x T; row (h, pos) belongs to this task.
+                    let dst =
+                        unsafe { std::slice::from_raw_parts_mut(map.ptr().add((h * t + pos) * t), pos + 1) };
+                    dst.copy_from_slice(&row[..=pos]);
+                }
+            }
+            matmul_view(
+                y,
+                View::rows(0, n, hs, hs),
+                scores,
+                View::rows(0, n, end, end),
+                heads.v,
+                kv,
+                1.0,
+                false,
+            );
+            for (i, yr) in y.chunks_exact(hs).enumerate() {
+                // SAFETY: atty holds n x C; row i's lanes of head h belong to this task.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(i * c + h * hs), hs) };
+                dst.copy_from_slice(yr);
+            }
+        });
+    });
+}
+
 /// Where the stored row of (layer, slot, pos) starts in `k` and `v`, for a cache of
 /// (slots, capacity, C). (A function, so that code holding other fields mutably can use it.)
 fn row_offset((slots, capacity, c): (usize, usize, usize), layer: usize, slot: usize, pos: usize) -> usize {
@@ -416,27 +481,34 @@ impl Gpt {
                 (SharedOut(p.attention.as_mut_ptr()), p.t)
             });
             let (cache_k, cache_v, qkv, at, capacity) = (&kc.k, &kc.v, &kc.qkv, &kc.at, kc.capacity);
-            kc.atty[..n * c].par_chunks_mut(hs).enumerate().for_each(|(task, y)| {
-                let (r, h) = (task / nh, task % nh);
-                let (s, pos) = at[r];
-                let base = row_offset(geometry, layer, s, 0);
-                let span = base..base + (pos + 1) * c;
-                let q = &qkv[r * 3 * c + h * hs..][..hs];
-                let (k, v) = (&cache_k[span.clone()], &cache_v[span]);
-                SCORES.with_borrow_mut(|scores| {
-                    if scores.len() < capacity {
-                        scores.resize(capacity, 0.0);
-                    }
-                    attend(y, &mut scores[..=pos], q, k, v, (c, h * hs), scale);
-                    if let Some((map, t)) = record.filter(|&(_, t)| pos < t) {
-                        // SAFETY: the map holds NH x T x T; row (h, pos) belongs to this task.
-                        let row = unsafe {
-                            std::slice::from_raw_parts_mut(map.ptr().add((h * t + pos) * t), pos + 1)
-                        };
-                        row.copy_from_slice(&scores[..=pos]);
-                    }
+            if let (Runs::One(slot), true) = (runs, n >= GEMM_ROWS) {
+                // Many rows of one sequence (prefill): per head, two small GEMMs instead.
+                let heads =
+                    Heads { q: qkv, k: cache_k, v: cache_v, base: row_offset(geometry, layer, slot, 0) };
+                attend_rows(&mut kc.atty[..n * c], heads, at[0].1, (nh, hs, c), scale, record);
+            } else {
+                kc.atty[..n * c].par_chunks_mut(hs).enumerate().for_each(|(task, y)| {
+                    let (r, h) = (task / nh, task % nh);
+                    let (s, pos) = at[r];
+                    let base = row_offset(geometry, layer, s, 0);
+                    let span = base..base + (pos + 1) * c;
+                    let q = &qkv[r * 3 * c + h * hs..][..hs];
+                    let (k, v) = (&cache_k[span.clone()], &cache_v[span]);
+                    SCORES.with_borrow_mut(|scores| {
+                        if scores.len() < capacity {
+                            scores.resize(capacity, 0.0);
+                        }
+                        attend(y, &mut scores[..=pos], q, k, v, (c, h * hs), scale);
+                        if let Some((map, t)) = record.filter(|&(_, t)| pos < t) {
+                            // SAFETY: the map holds NH x T x T; row (h, pos) belongs to this task.
+                            let row = unsafe {
+                                std::slice::from_raw_parts_mut(map.ptr().add((h * t + pos) * t), pos + 1)
+                            };
+                            row.copy_from_slice(&scores[..=pos]);
+                        }
+                    });
                 });
-            });
+            }
             project(w(Matrix::AttnProj), &mut kc.proj, &kc.atty, opt(p, &o.attn_proj_b), (n, c, c));
             add_into(&mut kc.x[..n * c], &kc.proj[..n * c]);
             kc.normalize(n, &p[o.ln_2_w.clone()], opt(p, &o.ln_2_b));

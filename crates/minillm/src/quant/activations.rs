@@ -104,13 +104,17 @@ pub fn dot_reference<F: IntegerBlocks>(row: &[u8], x: Int8Row) -> f32 {
     sum
 }
 
-/// [`dot_reference`] for each of `out.len()` consecutive rows in `rows`: the [`IntDot`] shape.
+/// [`dot_reference`] for each of R consecutive rows in `rows` and each row of activations in
+/// `xs`, into `out[a * R + r]`: the [`IntDot`] shape.
 ///
 /// [`IntDot`]: super::simd::IntDot
-pub fn rows_reference<F: IntegerBlocks>(rows: &[u8], x: Int8Row, out: &mut [f32]) {
-    let row_bytes = x.q.len() / BLOCK * F::BYTES;
-    assert!(rows.len() >= out.len() * row_bytes, "{} bytes for {} rows", rows.len(), out.len());
-    for (o, row) in out.iter_mut().zip(rows.chunks_exact(row_bytes)) {
-        *o = dot_reference::<F>(row, x);
+pub fn rows_reference<F: IntegerBlocks>(rows: &[u8], xs: &[Int8Row], out: &mut [f32]) {
+    let r = out.len() / xs.len().max(1);
+    let row_bytes = xs[0].q.len() / BLOCK * F::BYTES;
+    assert!(r * xs.len() == out.len() && rows.len() >= r * row_bytes, "{} bytes for {r} rows", rows.len());
+    for (outs, &x) in out.chunks_exact_mut(r).zip(xs) {
+        for (o, row) in outs.iter_mut().zip(rows.chunks_exact(row_bytes)) {
+            *o = dot_reference::<F>(row, x);
+        }
     }
 }

@@ -17,6 +17,12 @@ const TASKS_PER_THREAD: usize = 4;
 /// Matrix rows per kernel call: the integer kernels work on four rows at once, so that each
 /// block of activations is loaded once for four rows of weights.
 const ROWS_PER_CALL: usize = 4;
+/// Rows of activations per kernel call, when there are several (prefill): each block of weights
+/// is unpacked once for all of them.
+const ACTIVATION_ROWS: usize = 4;
+/// Matrix rows that every group of activation rows passes over before the next rows load (a
+/// multiple of [`ROWS_PER_CALL`]): 32 rows of 768 weights are 14-26 KB, in L1.
+const TILE_ROWS: usize = 32;
 /// How many rows ahead the next weights are requested from memory (one kernel call). A byte of
 /// q8_0 or q4_0 holds one or two weights, so the kernels spend more time per byte than f32 code
 /// does, and the hardware prefetcher alone does not keep enough reads in flight to stream at
@@ -169,15 +175,21 @@ impl QMatrix {
         match simd::kernel(self.ty).0 {
             Kernel::Float(dot) => {
                 let row_bytes = k / BLOCK * self.ty.block_bytes();
-                self.each_output(out, bias, m, |rows, i, out| {
-                    for (o, row) in out.iter_mut().zip(rows.chunks_exact(row_bytes)) {
-                        *o = dot(row, &x[i * k..(i + 1) * k]);
+                self.each_output(out, bias, m, |rows, (i, a), out| {
+                    let r = out.len() / a;
+                    for (ia, outs) in out.chunks_exact_mut(r).enumerate() {
+                        for (o, row) in outs.iter_mut().zip(rows.chunks_exact(row_bytes)) {
+                            *o = dot(row, &x[(i + ia) * k..(i + ia + 1) * k]);
+                        }
                     }
                 })
             }
             Kernel::Int8(dot) => ACTIVATIONS.with_borrow_mut(|x8| {
                 x8.quantize(x, m, k);
-                self.each_output(out, bias, m, |rows, i, out| dot(rows, x8.row(i), out))
+                self.each_output(out, bias, m, |rows, (i, a), out| {
+                    let xs: [_; ACTIVATION_ROWS] = std::array::from_fn(|ia| x8.row((i + ia).min(m - 1)));
+                    dot(rows, &xs[..a], out)
+                })
             }),
         }
     }
@@ -215,14 +227,15 @@ impl QMatrix {
         });
     }
 
-    /// out[i][j] = (row j . row i of the activations) + bias[j]. `dot(rows, i, o)` writes the
-    /// products of up to [`ROWS_PER_CALL`] consecutive matrix rows with activation row i.
+    /// out[i][j] = (row j . row i of the activations) + bias[j]. `dot(rows, (i, a), o)` writes
+    /// the products of up to [`ROWS_PER_CALL`] consecutive matrix rows (R) with activation rows
+    /// i..i + a (a up to [`ACTIVATION_ROWS`]) into o[ia * R + r].
     fn each_output(
         &self,
         out: &mut [f32],
         bias: Option<&[f32]>,
         m: usize,
-        dot: impl Fn(&[u8], usize, &mut [f32]) + Sync,
+        dot: impl Fn(&[u8], (usize, usize), &mut [f32]) + Sync,
     ) {
         let (n, k) = (self.rows, self.cols);
         let row_bytes = k / BLOCK * self.ty.block_bytes();
@@ -230,18 +243,28 @@ impl QMatrix {
         let tasks = TASKS_PER_THREAD * rayon::current_num_threads();
         let rows_per_task = n.div_ceil(tasks).next_multiple_of(ROWS_PER_CALL);
         let task = |(t, rows): (usize, &[u8])| {
-            let mut products = [0.0f32; ROWS_PER_CALL];
-            for (c, call) in rows.chunks(ROWS_PER_CALL * row_bytes).enumerate() {
-                let ahead = (c * ROWS_PER_CALL + PREFETCH_ROWS) * row_bytes;
-                prefetch(rows.get(ahead..(ahead + ROWS_PER_CALL * row_bytes).min(rows.len())));
-                let first = t * rows_per_task + c * ROWS_PER_CALL;
-                let products = &mut products[..call.len() / row_bytes];
-                for i in 0..m {
-                    dot(call, i, products);
-                    for (r, &v) in products.iter().enumerate() {
-                        let j = first + r;
-                        // SAFETY: out holds m * n and each (i, j) is written by exactly one task.
-                        unsafe { *out.ptr().add(i * n + j) = v + bias.map_or(0.0, |b| b[j]) };
+            let mut products = [0.0f32; ROWS_PER_CALL * ACTIVATION_ROWS];
+            // A tile of matrix rows stays in L1 while every group of activation rows passes
+            // over it: the weights come from memory once, the activations from L2 once per tile.
+            for (tile_index, tile) in rows.chunks(TILE_ROWS * row_bytes).enumerate() {
+                for i in (0..m).step_by(ACTIVATION_ROWS) {
+                    let a = ACTIVATION_ROWS.min(m - i);
+                    for (c, call) in tile.chunks(ROWS_PER_CALL * row_bytes).enumerate() {
+                        let at = tile_index * TILE_ROWS + c * ROWS_PER_CALL;
+                        if i == 0 {
+                            let ahead = (at + PREFETCH_ROWS) * row_bytes;
+                            prefetch(rows.get(ahead..(ahead + ROWS_PER_CALL * row_bytes).min(rows.len())));
+                        }
+                        let (first, r) = (t * rows_per_task + at, call.len() / row_bytes);
+                        let products = &mut products[..r * a];
+                        dot(call, (i, a), products);
+                        for (ia, sums) in products.chunks_exact(r).enumerate() {
+                            for (jr, &v) in sums.iter().enumerate() {
+                                let j = first + jr;
+                                // SAFETY: out holds m * n; each (i, j) is written by one task.
+                                unsafe { *out.ptr().add((i + ia) * n + j) = v + bias.map_or(0.0, |b| b[j]) };
+                            }
+                        }
                     }
                 }
             }

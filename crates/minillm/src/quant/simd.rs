@@ -13,9 +13,12 @@ use super::{BLOCK, QuantType};
 
 /// f16 row times f32 activations: `row` holds `x.len() / 32` blocks.
 pub type Dot = fn(&[u8], &[f32]) -> f32;
-/// q8_0 / q4_0 rows times 8-bit activations: `rows` holds `out.len()` (1 to 4) consecutive rows
-/// of `x.q.len() / 32` blocks each, whose products go to `out`.
-pub type IntDot = fn(&[u8], Int8Row, &mut [f32]);
+/// q8_0 / q4_0 rows times 8-bit activations: `rows` holds R (1 to 4) consecutive rows of
+/// `xs[0].q.len() / 32` blocks each, `xs` 1 to 4 rows of activations, and
+/// `out[a * R + r]` (R = `out.len() / xs.len()`) gets row r times activation row a. Each weight
+/// block is unpacked once for all the activation rows (prefill), each activation block loaded
+/// once for all the weight rows.
+pub type IntDot = fn(&[u8], &[Int8Row], &mut [f32]);
 
 /// A kernel for one weight type: which kind of activations it takes follows from the type.
 #[derive(Clone, Copy)]
@@ -96,21 +99,34 @@ mod x86 {
     }
     safe!(f16_avx2 => f16_v3, f16_avx512 => f16_v4);
 
-    /// The integer kernels are compiled for 1 to 4 rows at a time; `out`'s length picks one.
+    /// The kernel instantiated for `r` weight rows and `a` activation rows.
+    macro_rules! pick {
+        ($imp:ident, $rows:expr, $xs:expr, $out:expr, $r:expr, $a:expr; $(($R:literal, $A:literal)),*) => {
+            match ($r, $a) {
+                $(($R, $A) => put::<$R, $A>($out, unsafe { $imp::<$R, $A>($rows, $xs) }),)*
+                (r, a) => panic!("the integer kernels take 1 to 4 rows and 1 to 4 activation rows, not {r} x {a}"),
+            }
+        };
+    }
+
+    /// The integer kernels are compiled for 1 to 4 weight rows times 1 to 4 activation rows;
+    /// the lengths of `xs` and `out` pick one.
     macro_rules! safe_rows {
         ($($name:ident => $imp:ident),*) => {$(
-            pub fn $name(rows: &[u8], x: Int8Row, out: &mut [f32]) {
-                unsafe {
-                    match out.len() {
-                        1 => out.copy_from_slice(&$imp::<1>(rows, x)),
-                        2 => out.copy_from_slice(&$imp::<2>(rows, x)),
-                        3 => out.copy_from_slice(&$imp::<3>(rows, x)),
-                        4 => out.copy_from_slice(&$imp::<4>(rows, x)),
-                        n => panic!("the integer kernels take 1 to 4 rows, not {n}"),
-                    }
-                }
+            pub fn $name(rows: &[u8], xs: &[Int8Row], out: &mut [f32]) {
+                let a = xs.len();
+                let r = if a == 0 { 0 } else { out.len() / a };
+                assert!(r * a == out.len(), "{} outputs for {a} activation rows", out.len());
+                pick!($imp, rows, xs, out, r, a; (1, 1), (2, 1), (3, 1), (4, 1), (1, 2), (2, 2), (3, 2), (4, 2),
+                      (1, 3), (2, 3), (3, 3), (4, 3), (1, 4), (2, 4), (3, 4), (4, 4))
             }
         )*};
+    }
+
+    fn put<const R: usize, const A: usize>(out: &mut [f32], sums: [[f32; R]; A]) {
+        for (o, s) in out.chunks_exact_mut(R).zip(&sums) {
+            o.copy_from_slice(s);
+        }
     }
     safe_rows!(q8_0_avx2 => q8_0_v3, q4_0_avx2 => q4_0_v3, q8_0_vnni => q8_0_v4, q4_0_vnni => q4_0_v4);
 
@@ -192,38 +208,57 @@ mod x86 {
         };
     }
 
-    /// For each of R consecutive rows: sum over blocks of d_w * d_x * (the block's integer sum),
-    /// where `$sum` makes a block's sum in 8 lanes from its address `$block` and index `$k`.
-    /// The R rows share each block of activations (loaded once) and keep one accumulator each,
-    /// so consecutive multiply-adds do not wait on each other.
+    /// For each of R consecutive rows and A rows of activations: sum over blocks of
+    /// d_w * d_x * (the block's integer sum). Per block, `$load` prepares the weight block at
+    /// `$block` once (its bytes unpacked), and `$sum` makes its integer sum with activation
+    /// row a's block `$q` (lanes starting from `$off`) in 8 lanes. The activations' blocks are
+    /// loaded once for the R rows; each (row, activation) pair keeps its own accumulator, so
+    /// consecutive multiply-adds do not wait on each other.
     macro_rules! blocks {
-        ($rows:expr, $x:expr, $bytes:expr, |$block:ident, $k:ident| $sum:expr) => {{
-            let (rows, x) = ($rows, $x);
-            let blocks = x.q.len() / BLOCK;
+        ($rows:expr, $xs:expr, $bytes:expr, |$block:ident| $load:expr, |$w:ident, $q:ident, $off:ident| $sum:expr) => {{
+            let (rows, xs) = ($rows, $xs);
+            let blocks = xs[0].q.len() / BLOCK;
             let stride = blocks * $bytes;
             assert!(
-                rows.len() >= R * stride && x.scales.len() >= blocks && x.offsets.len() >= blocks,
+                xs.len() >= A && rows.len() >= R * stride,
                 "{} bytes for {R} rows of {} inputs",
                 rows.len(),
-                x.q.len()
+                xs[0].q.len()
             );
+            for x in &xs[..A] {
+                assert!(x.q.len() == blocks * BLOCK && x.scales.len() >= blocks && x.offsets.len() >= blocks);
+            }
             let table = f16_table();
-            let mut acc = [_mm256_setzero_ps(); R];
-            // SAFETY: block k < blocks of row r < R lies inside rows; the activations' block k,
-            // its scale and offsets inside x.
+            let mut acc = [[_mm256_setzero_ps(); R]; A];
+            // SAFETY: block k < blocks of row r < R lies inside rows; activation row a's block
+            // k, its scale and offsets inside xs[a] (all checked above).
             unsafe {
-                for $k in 0..blocks {
-                    let dx = _mm256_broadcast_ss(x.scales.get_unchecked($k));
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let $block = rows.as_ptr().add(r * stride + $k * $bytes);
-                        let s: __m256i = $sum;
-                        let dw = table.get_unchecked(std::ptr::read_unaligned($block as *const u16) as usize);
-                        let d = _mm256_mul_ps(_mm256_broadcast_ss(dw), dx);
-                        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, *acc);
+                for k in 0..blocks {
+                    let mut q = [_mm256_setzero_si256(); A];
+                    let mut off = [_mm256_setzero_si256(); A];
+                    let mut dx = [_mm256_setzero_ps(); A];
+                    for a in 0..A {
+                        let x = xs.get_unchecked(a);
+                        q[a] = _mm256_loadu_si256(x.q.as_ptr().add(k * BLOCK) as *const __m256i);
+                        off[a] = _mm256_loadu_si256(x.offsets.as_ptr().add(k) as *const __m256i);
+                        dx[a] = _mm256_broadcast_ss(x.scales.get_unchecked(k));
+                    }
+                    for r in 0..R {
+                        let $block = rows.as_ptr().add(r * stride + k * $bytes);
+                        let $w = $load;
+                        let dw = _mm256_broadcast_ss(
+                            table.get_unchecked(std::ptr::read_unaligned($block as *const u16) as usize),
+                        );
+                        for a in 0..A {
+                            let ($q, $off) = (q[a], off[a]);
+                            let s: __m256i = $sum;
+                            acc[a][r] =
+                                _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, dx[a]), acc[a][r]);
+                        }
                     }
                 }
             }
-            acc.map(|a| sum8(a))
+            acc.map(|row| row.map(|a| sum8(a)))
         }};
     }
 
@@ -233,26 +268,33 @@ mod x86 {
     macro_rules! int_kernels {
         ($q8:ident, $q4:ident, $features:literal, $products:ident) => {
             #[target_feature(enable = $features)]
-            unsafe fn $q8<const R: usize>(rows: &[u8], x: Int8Row) -> [f32; R] {
-                blocks!(rows, x, 34, |block, k| {
-                    let w = _mm256_loadu_si256(block.add(2) as *const __m256i);
-                    let q = _mm256_loadu_si256(x.q.as_ptr().add(k * BLOCK) as *const __m256i);
-                    $products!(_mm256_setzero_si256(), _mm256_abs_epi8(w), _mm256_sign_epi8(q, w))
-                })
+            unsafe fn $q8<const R: usize, const A: usize>(rows: &[u8], xs: &[Int8Row]) -> [[f32; R]; A] {
+                blocks!(
+                    rows,
+                    xs,
+                    34,
+                    |block| _mm256_loadu_si256(block.add(2) as *const __m256i),
+                    |w, q, _off| {
+                        $products!(_mm256_setzero_si256(), _mm256_abs_epi8(w), _mm256_sign_epi8(q, w))
+                    }
+                )
             }
 
             #[target_feature(enable = $features)]
-            unsafe fn $q4<const R: usize>(rows: &[u8], x: Int8Row) -> [f32; R] {
+            unsafe fn $q4<const R: usize, const A: usize>(rows: &[u8], xs: &[Int8Row]) -> [[f32; R]; A] {
                 const _: () = assert!(LANES == 8);
                 let mask = _mm256_set1_epi8(0x0f);
-                blocks!(rows, x, 18, |block, k| {
-                    // Elements 0..16 are the low nibbles, 16..32 the high ones.
-                    let bytes = _mm_loadu_si128(block.add(2) as *const __m128i);
-                    let w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(bytes, 4), bytes), mask);
-                    let q = _mm256_loadu_si256(x.q.as_ptr().add(k * BLOCK) as *const __m256i);
-                    let offset = _mm256_loadu_si256(x.offsets.as_ptr().add(k) as *const __m256i);
-                    $products!(offset, w, q)
-                })
+                blocks!(
+                    rows,
+                    xs,
+                    18,
+                    |block| {
+                        // Elements 0..16 are the low nibbles, 16..32 the high ones.
+                        let bytes = _mm_loadu_si128(block.add(2) as *const __m128i);
+                        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(bytes, 4), bytes), mask)
+                    },
+                    |w, q, off| $products!(off, w, q)
+                )
             }
         };
     }

@@ -109,12 +109,37 @@ fn simd_kernels_equal_the_portable_reference() {
             let k = blocks * BLOCK;
             let rows = 4;
             let w = normals(rows * k, &mut rng, 0.05);
-            let x = normals(k, &mut rng, 1.0);
+            let acts = 4;
+            let xall = normals(acts * k, &mut rng, 1.0);
+            let x = xall[..k].to_vec();
             let q = QMatrix::quantize(ty, &w, rows, k).unwrap();
             let deq = q.dequantize();
             let mut x8 = Int8Activations::default();
-            x8.quantize(&x, 1, k);
+            x8.quantize(&xall, acts, k);
             let xs = if ty == QuantType::F16 { x.clone() } else { x8.row(0).dequantize() };
+            if let simd::Kernel::Int8(_) = kernels[0].0 {
+                // Several activation rows at once give each row exactly what it gets alone.
+                for &(kernel, name) in &kernels {
+                    let simd::Kernel::Int8(dot) = kernel else { unreachable!() };
+                    for n in 1..=rows {
+                        for a in 1..=acts {
+                            let all: Vec<_> = (0..a).map(|i| x8.row(i)).collect();
+                            let mut together = vec![f32::NAN; n * a];
+                            dot(q.bytes(), &all, &mut together);
+                            for (i, got) in together.chunks(n).enumerate() {
+                                let mut alone = vec![f32::NAN; n];
+                                dot(q.bytes(), &[x8.row(i)], &mut alone);
+                                assert_eq!(
+                                    got,
+                                    &alone[..],
+                                    "{} {name}: {n} rows x {a} activations",
+                                    ty.name()
+                                );
+                            }
+                        }
+                    }
+                }
+            }
             // Each kernel for 1 to 4 rows at a time, against the portable one.
             for n in 1..=rows {
                 let run = |kernel: simd::Kernel| -> Vec<f32> {
@@ -126,7 +151,7 @@ fn simd_kernels_equal_the_portable_reference() {
                                 *o = dot(row, &x);
                             }
                         }
-                        simd::Kernel::Int8(dot) => dot(q.bytes(), x8.row(0), &mut out),
+                        simd::Kernel::Int8(dot) => dot(q.bytes(), &[x8.row(0)], &mut out),
                     }
                     out
                 };
@@ -177,8 +202,9 @@ fn activations_round_to_8_bits_within_half_a_step() {
 fn the_quantized_product_is_the_dequantized_product() {
     let mut rng = Rng::new(11);
     // Small (one thread) and large (split across threads) shapes, row counts that do and do not
-    // fill the kernels' four rows, with and without bias.
-    for &(m, n, k) in &[(1, 5, 64), (3, 42, 96), (1, 701, 256), (4, 300, 320)] {
+    // fill the kernels' four rows, with and without bias; activation rows that do and do not
+    // fill groups of four, and enough of them (m >= 16) for f16 to widen tiles into GEMM.
+    for &(m, n, k) in &[(1, 5, 64), (3, 42, 96), (1, 701, 256), (4, 300, 320), (6, 70, 64), (19, 130, 96)] {
         let w = normals(n * k, &mut rng, 0.05);
         let x = normals(m * k, &mut rng, 1.0);
         let bias = normals(n, &mut rng, 0.1);

@@ -95,9 +95,11 @@ impl CacheShape {
     /// logits).
     pub fn scratch_bytes(&self, config: &ModelConfig) -> usize {
         let (rows, c) = (self.rows(), config.n_embd);
+        // (Each worker thread also keeps attention scores: `context` floats while decoding, a
+        // chunk's rows x `context` while prefilling. Left out, so the figure does not depend on
+        // the machine's core count; a short prompt makes them tiny.)
         let per_row = 14 * c + 2;
-        let scores = rayon::current_num_threads() * self.context;
-        4 * (rows * per_row + scores + self.logit_rows * (c + config.vocab_size)) + 16 * rows
+        4 * (rows * per_row + self.logit_rows * (c + config.vocab_size)) + 16 * rows
     }
 }
 

@@ -23,7 +23,8 @@ pub enum Command {
 
 #[derive(ClapArgs)]
 pub struct InitArgs {
-    /// The shape: gpt2, gpt2-medium, gpt2-large or gpt2-xl (GPT-2's vocabulary, 50257).
+    /// The shape: gpt2, gpt2-medium, gpt2-large, gpt2-xl or the depth dial dN (any preset with
+    /// GPT-2's vocabulary of 50257, since the model gets GPT-2's tokenizer).
     #[arg(long, value_name = "NAME")]
     preset: String,
     /// The model directory to write (config.json, model.safetensors, tokenizer.json).

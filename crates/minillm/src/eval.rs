@@ -120,9 +120,7 @@ fn at_least_two(tokens: &[u32]) -> Result<()> {
 
 /// -ln softmax(logits)[target], in f64.
 fn surprise(logits: &[f32], target: u32) -> f64 {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-    let total: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
-    max + total.ln() - logits[target as usize] as f64
+    -crate::sample::log_prob(logits, target)
 }
 
 impl Score {

@@ -130,9 +130,6 @@ pub fn inspect(
 
 /// Probabilities from logits, in f64 so that tiny ones keep their digits.
 pub fn softmax(logits: &[f32]) -> Vec<f64> {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-    let mut p: Vec<f64> = logits.iter().map(|&x| (x as f64 - max).exp()).collect();
-    let total: f64 = p.iter().sum();
-    p.iter_mut().for_each(|x| *x /= total);
-    p
+    let log_z = crate::sample::log_sum_exp(logits);
+    logits.iter().map(|&x| (x as f64 - log_z).exp()).collect()
 }

@@ -210,9 +210,7 @@ pub fn stream_many(
 
 /// softmax(logits)[id], without building the whole distribution.
 fn probability(logits: &[f32], id: u32) -> f64 {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-    let total: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
-    (logits[id as usize] as f64 - max).exp() / total
+    minillm::sample::log_prob(logits, id).exp()
 }
 
 /// How a conversation becomes the tokens a model continues: the model's chat template when it

@@ -65,6 +65,18 @@ pub fn apply_penalties(logits: &mut [f32], history: &[u32], config: &SamplerConf
     }
 }
 
+/// ln sum_i e^(logits_i), in f64 and shifted by the largest logit so no exponential overflows:
+/// the normaliser of softmax, which every log-probability subtracts.
+pub fn log_sum_exp(logits: &[f32]) -> f64 {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    max + logits.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln()
+}
+
+/// ln softmax(logits)[id].
+pub fn log_prob(logits: &[f32], id: u32) -> f64 {
+    logits[id as usize] as f64 - log_sum_exp(logits)
+}
+
 /// The id of the largest logit: greedy decoding (the last of equal maxima).
 pub fn argmax(logits: &[f32]) -> u32 {
     logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32)
@@ -259,6 +271,19 @@ pub fn generate_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_sum_exp_is_the_softmax_normaliser_without_overflow() {
+        let logits = [1.0f32, 2.0, 3.0];
+        let naive = logits.iter().map(|&x| (x as f64).exp()).sum::<f64>().ln();
+        assert!((log_sum_exp(&logits) - naive).abs() < 1e-12);
+        let total: f64 = (0..3).map(|i| log_prob(&logits, i).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-12);
+        // e^1000 overflows f64; shifted by the maximum it does not.
+        let big = [1000.0f32, 1000.0];
+        assert!((log_sum_exp(&big) - (1000.0 + 2f64.ln())).abs() < 1e-9);
+        assert!((log_prob(&big, 0) + 2f64.ln()).abs() < 1e-12);
+    }
 
     fn draws(logits: &[f32], config: SamplerConfig) -> [u32; 4] {
         let mut rng = Rng::new(1);

@@ -222,8 +222,7 @@ fn run(
 
 /// log softmax(logits)[id], and the `k` most likely tokens with theirs.
 fn logprobs(logits: &[f32], id: u32, k: usize) -> (f32, Vec<(u32, f32)>) {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let log_z = max + logits.iter().map(|&x| ((x - max) as f64).exp()).sum::<f64>().ln() as f32;
+    let log_z = minillm::sample::log_sum_exp(logits) as f32;
     let top = if k == 0 {
         Vec::new()
     } else {

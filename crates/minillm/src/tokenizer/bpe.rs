@@ -34,8 +34,9 @@ pub struct Bpe {
     whole: FxHashMap<Vec<u8>, u32>,
 }
 
+/// A pair of token ids as one hash key (encoding's merge ranks, training's pair counts).
 #[inline(always)]
-fn pair_key(left: u32, right: u32) -> u64 {
+pub(super) fn pair_key(left: u32, right: u32) -> u64 {
     ((left as u64) << 32) | right as u64
 }
 

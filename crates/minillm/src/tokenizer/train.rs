@@ -10,7 +10,7 @@
 //! equal counts the one with the smaller (left id, right id) wins, that is, the pair made of
 //! earlier tokens; for two bytes, the smaller byte values.
 
-use super::bpe::{Bpe, Merge};
+use super::bpe::{Bpe, Merge, pair_key as key};
 use super::pretokenize::chunk_boundaries;
 use super::{Pattern, Tokenizer};
 use crate::error::{Error, Result};
@@ -122,11 +122,6 @@ fn split_out_specials<'a>(text: &mut &'a str, specials: &[String]) -> Vec<&'a st
             }
         }
     }
-}
-
-#[inline]
-fn key(left: u32, right: u32) -> u64 {
-    ((left as u64) << 32) | right as u64
 }
 
 fn learn_merges(

@@ -91,15 +91,16 @@ impl CacheShape {
         4 * 2 * config.n_layer * self.slots * self.context * config.n_embd
     }
 
-    /// Bytes of the scratch one pass works in (activations of its rows, attention scores,
-    /// logits).
+    /// Bytes of the scratch one pass works in: its rows' activations (x, ln, qkv, atty, proj:
+    /// 7C; the MLP's two 4C; LayerNorm's mean and rstd; each row's slot and position) and the
+    /// logits with the rows they come from.
     pub fn scratch_bytes(&self, config: &ModelConfig) -> usize {
         let (rows, c) = (self.rows(), config.n_embd);
         // (Each worker thread also keeps attention scores: `context` floats while decoding, a
         // chunk's rows x `context` while prefilling. Left out, so the figure does not depend on
         // the machine's core count; a short prompt makes them tiny.)
-        let per_row = 14 * c + 2;
-        4 * (rows * per_row + self.logit_rows * (c + config.vocab_size)) + 16 * rows
+        let per_row = 4 * (15 * c + 2) + std::mem::size_of::<(usize, usize)>();
+        rows * per_row + 4 * self.logit_rows * (c + config.vocab_size)
     }
 }
 
@@ -538,5 +539,31 @@ impl Gpt {
         }
         head(self.head(), &mut kc.logits, &kc.picked, (count, c, v));
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `model info` states is what a cache allocates, buffer by buffer.
+    #[test]
+    fn counted_bytes_equal_allocated_bytes() {
+        let model = Gpt::new(ModelConfig::preset("d2").unwrap(), 1).unwrap();
+        for shape in [
+            CacheShape::generating(&model.config, 3, 40),
+            CacheShape::generating(&model.config, 1, 256),
+            CacheShape::scoring(&model.config, 100),
+        ] {
+            let kc = KvCache::with_shape(&model, shape);
+            let floats = [&kc.x, &kc.ln, &kc.mean, &kc.rstd, &kc.qkv, &kc.atty, &kc.proj, &kc.fch]
+                .iter()
+                .chain([&&kc.fch_gelu, &&kc.picked, &&kc.logits])
+                .map(|v| v.len())
+                .sum::<usize>();
+            let scratch = 4 * floats + kc.at.len() * std::mem::size_of::<(usize, usize)>();
+            assert_eq!(shape.scratch_bytes(&model.config), scratch, "{shape:?}");
+            assert_eq!(shape.kv_bytes(&model.config), 4 * (kc.k.len() + kc.v.len()), "{shape:?}");
+        }
     }
 }

@@ -6,8 +6,7 @@ use clap::{Args as ClapArgs, Subcommand};
 use minillm::model::ModelConfig;
 use minillm::model::activations::Activations;
 use minillm::model::config::PRESETS;
-use minillm::model::kv_cache::CacheShape;
-use minillm::sample::SAMPLER_BYTES_PER_TOKEN;
+use minillm::sample::GenerationMemory;
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -230,21 +229,19 @@ fn print_generating(c: &ModelConfig, stored: Option<Stored>, batch: usize, t: us
         Some(s) => (s.weight_type, s.bytes),
         None => ("f32".into(), 4 * c.num_params()),
     };
-    let shape = CacheShape::generating(c, batch, t);
-    let (kv, work) =
-        (shape.kv_bytes(c), shape.scratch_bytes(c) + batch * SAMPLER_BYTES_PER_TOKEN * c.vocab_size);
+    let m = GenerationMemory::new(c, weights, batch, t);
     println!(
         "memory to generate, batch {batch} x context {} (the program and tokenizer come on top):",
         count(t)
     );
     let line =
         |label: &str, bytes: usize, note: String| println!("  {label:<32}{:>10}{note}", size(bytes as f64));
-    line(&format!("weights as stored ({weight_type})"), weights, String::new());
+    line(&format!("weights as stored ({weight_type})"), m.weights, String::new());
     let kv_note =
         format!("  (2 x {} layers x {} positions x {} x 4 bytes x {batch})", c.n_layer, count(t), c.n_embd);
-    line("KV cache", kv, kv_note);
-    line("working buffers", work, String::new());
-    line("total", weights + kv + work, String::new());
+    line("KV cache", m.kv_cache, kv_note);
+    line("working buffers", m.working, String::new());
+    line("total", m.total, String::new());
 }
 
 fn init(a: InitArgs) -> Result<()> {

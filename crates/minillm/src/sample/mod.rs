@@ -5,9 +5,10 @@
 pub mod stop;
 
 use crate::error::Result;
-use crate::model::Gpt;
 use crate::model::kv_cache::{CacheShape, KvCache};
+use crate::model::{Gpt, ModelConfig};
 use crate::rng::Rng;
+use serde::Serialize;
 
 #[derive(Clone, Debug)]
 pub struct SamplerConfig {
@@ -180,8 +181,36 @@ fn kept(logits: &[f32], config: &SamplerConfig) -> (Vec<u32>, Vec<f64>) {
 
 /// Bytes per vocabulary entry the sampling of one sequence holds at a step: the logits kept
 /// between steps (f32), the adjusted logits (f32), the candidate ids (u32) and their
-/// probabilities (f64). `model info` counts them in the memory generation takes.
-pub const SAMPLER_BYTES_PER_TOKEN: usize = 4 + 4 + 4 + 8;
+/// probabilities (f64).
+const SAMPLER_BYTES_PER_TOKEN: usize = 4 + 4 + 4 + 8;
+
+/// What generating takes, in bytes: `model info` and the lab's model card state it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct GenerationMemory {
+    /// The weights as stored.
+    pub weights: usize,
+    /// Keys and values of every layer for every position of every sequence.
+    pub kv_cache: usize,
+    /// One pass's activations and logits, and what the sampler sorts.
+    pub working: usize,
+    pub total: usize,
+}
+
+impl GenerationMemory {
+    /// For `batch` sequences of up to `context` tokens with weights of `weight_bytes` as stored
+    /// (the program and tokenizer come on top).
+    pub fn new(config: &ModelConfig, weight_bytes: usize, batch: usize, context: usize) -> GenerationMemory {
+        let shape = CacheShape::generating(config, batch, context);
+        let kv_cache = shape.kv_bytes(config);
+        let working = shape.scratch_bytes(config) + shape.slots * SAMPLER_BYTES_PER_TOKEN * config.vocab_size;
+        GenerationMemory {
+            weights: weight_bytes,
+            kv_cache,
+            working,
+            total: weight_bytes + kv_cache + working,
+        }
+    }
+}
 
 /// Appends up to `max_new` tokens to `prompt`, calling `on_token` with each and the model's
 /// logits it was drawn from (it returns false to stop, e.g. at a stop string), and stopping

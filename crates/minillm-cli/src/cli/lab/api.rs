@@ -8,10 +8,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use minillm::SpecialTokens;
 use minillm::inspect::{AttentionMap, Candidate, Token, Which, inspect as look_inside};
-use minillm::model::kv_cache::CacheShape;
 use minillm::rng::Rng;
-use minillm::sample::SAMPLER_BYTES_PER_TOKEN;
-use minillm::sample::{distribution, sample};
+use minillm::sample::{GenerationMemory, distribution, sample};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -36,11 +34,7 @@ pub async fn model(State(s): SharedState, headers: HeaderMap) -> Answer {
             .collect();
     let embeddings = (c.vocab_size + c.block_size) * c.n_embd;
     // What generating one sequence at the full context takes, as `model info` states it.
-    let shape = CacheShape::generating(c, 1, c.block_size);
-    let working = shape.scratch_bytes(c) + SAMPLER_BYTES_PER_TOKEN * c.vocab_size;
-    let (weights, kv) = (s.lab.weight_bytes, shape.kv_bytes(c));
-    let generating =
-        json!({"weights": weights, "kv_cache": kv, "working": working, "total": weights + kv + working});
+    let generating = GenerationMemory::new(c, s.lab.weight_bytes, 1, c.block_size);
     Ok(Json(json!({
         "name": s.name,
         "source": s.lab.source,

@@ -318,12 +318,7 @@ fn attend_rows(
                 let pos = first + i;
                 softmax_inline(&mut row[..=pos]);
                 row[pos + 1..].fill(0.0);
-                if let Some((map, t)) = record.filter(|&(_, t)| pos < t) {
-                    // SAFETY: the map holds NH x T x T; row (h, pos) belongs to this task.
-                    let dst =
-                        unsafe { std::slice::from_raw_parts_mut(map.ptr().add((h * t + pos) * t), pos + 1) };
-                    dst.copy_from_slice(&row[..=pos]);
-                }
+                record_row(record, h, pos, &row[..=pos]);
             }
             matmul_view(
                 y,
@@ -342,6 +337,17 @@ fn attend_rows(
             }
         });
     });
+}
+
+/// Writes head `h`'s attention probabilities at position `pos` into row (h, pos) of a probe's
+/// (NH, T, T) map, if there is one and the position is in it.
+fn record_row(record: Option<(SharedOut, usize)>, h: usize, pos: usize, probs: &[f32]) {
+    if let Some((map, t)) = record.filter(|&(_, t)| pos < t) {
+        // SAFETY: the map holds NH x T x T floats, and each (h, pos) row is written by the one
+        // task that computed it.
+        let row = unsafe { std::slice::from_raw_parts_mut(map.ptr().add((h * t + pos) * t), pos + 1) };
+        row.copy_from_slice(probs);
+    }
 }
 
 /// Where the stored row of (layer, slot, pos) starts in `k` and `v`, for a cache of
@@ -476,9 +482,8 @@ impl Gpt {
                 kc.k[at..at + c].copy_from_slice(&kc.qkv[r * 3 * c + c..][..c]);
                 kc.v[at..at + c].copy_from_slice(&kc.qkv[r * 3 * c + 2 * c..][..c]);
             }
-            // Every (row, head) pair attends independently over its slot's positions up to its
-            // own: one task each, its scores in a per-thread buffer. A probe on this layer gets
-            // each task's probabilities in its own row of the (NH, T, T) map.
+            // A probe on this layer gets each (head, position)'s probabilities in its own row of
+            // the (NH, T, T) map.
             let record = probe.as_deref_mut().filter(|p| p.layer == Some(layer)).map(|p| {
                 p.attention.resize(nh * p.t * p.t, 0.0);
                 (SharedOut(p.attention.as_mut_ptr()), p.t)
@@ -490,6 +495,8 @@ impl Gpt {
                     Heads { q: qkv, k: cache_k, v: cache_v, base: row_offset(geometry, layer, slot, 0) };
                 attend_rows(&mut kc.atty[..n * c], heads, at[0].1, (nh, hs, c), scale, record);
             } else {
+                // Every (row, head) pair attends independently over its slot's positions up to
+                // its own: one task each, its scores in a per-thread buffer.
                 kc.atty[..n * c].par_chunks_mut(hs).enumerate().for_each(|(task, y)| {
                     let (r, h) = (task / nh, task % nh);
                     let (s, pos) = at[r];
@@ -502,13 +509,7 @@ impl Gpt {
                             scores.resize(capacity, 0.0);
                         }
                         attend(y, &mut scores[..=pos], q, k, v, (c, h * hs), scale);
-                        if let Some((map, t)) = record.filter(|&(_, t)| pos < t) {
-                            // SAFETY: the map holds NH x T x T; row (h, pos) belongs to this task.
-                            let row = unsafe {
-                                std::slice::from_raw_parts_mut(map.ptr().add((h * t + pos) * t), pos + 1)
-                            };
-                            row.copy_from_slice(&scores[..=pos]);
-                        }
+                        record_row(record, h, pos, &scores[..=pos]);
                     });
                 });
             }

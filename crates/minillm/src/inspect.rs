@@ -93,12 +93,10 @@ pub fn inspect(
     let mut probe = Probe::new(attention.map(|w| w.layer), t);
     let mut surprisal = vec![None];
     let (mut last, mut last_logits) = (Vec::new(), Vec::new());
-    model.score(&mut cache, ids, Some(&mut probe), |i, logits| {
-        let probs = softmax(logits);
-        match ids.get(i + 1) {
-            Some(&next) => surprisal.push(Some(-probs[next as usize].log2())),
-            None => (last, last_logits) = (probs, logits.to_vec()),
-        }
+    // Every position but the last needs one log-probability, not the whole distribution.
+    model.score(&mut cache, ids, Some(&mut probe), |i, logits| match ids.get(i + 1) {
+        Some(&next) => surprisal.push(Some(-crate::sample::log_prob(logits, next) / std::f64::consts::LN_2)),
+        None => (last, last_logits) = (softmax(logits), logits.to_vec()),
     })?;
     let v = last.len();
     let mut order: Vec<u32> = (0..v as u32).collect();

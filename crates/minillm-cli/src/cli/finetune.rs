@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
 use minillm::chat::{ChatTemplate, Message, Role, add_chat_tokens};
 use minillm::fsutil::atomic_write;
+use minillm::model::training::widening_note;
 use minillm::model::{Gpt, Trainable};
 use minillm::rng::Rng;
 use minillm::sample::{SamplerConfig, generate};
@@ -119,11 +120,7 @@ fn start(
     }
     let loaded = load(base)?;
     if loaded.model.quantized().is_some() {
-        eprintln!(
-            "{}: the weights are {}; widened to f32 for training",
-            base.display(),
-            loaded.model.weight_type()
-        );
+        eprintln!("{}: {}", base.display(), widening_note(&loaded.model.weight_type()));
     }
     let (tok, mut model) = add_chat_tokens(&loaded.tok, &loaded.model)?;
     let mut config = TrainConfig {

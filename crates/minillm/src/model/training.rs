@@ -48,13 +48,18 @@ impl DerefMut for Trainable {
     }
 }
 
+/// The line a user sees when training starts from weights of `weight_type` (16-bit or
+/// quantized), which training widens to f32.
+pub fn widening_note(weight_type: &str) -> String {
+    format!("the weights are {weight_type}: widened to f32 for training")
+}
+
 impl Trainable {
     /// Prepares `model` for training, dropout's masks drawn from `seed`. Weights stored in 16
     /// bits or quantized are widened to f32 first (training updates them in f32); the returned
     /// note says so, for the caller to show.
     pub fn new(mut model: Gpt, seed: u64) -> (Trainable, Option<String>) {
-        let widened = model.widen();
-        let note = widened.map(|from| format!("the weights are {from}: widened to f32 for training"));
+        let note = model.widen().map(|from| widening_note(&from));
         let t = Trainable {
             model,
             grads: Vec::new(),

@@ -219,9 +219,6 @@ pub struct Trainer {
     pub config: TrainConfig,
     /// The model and its training state (gradients, activations for backward).
     pub model: Trainable,
-    /// Set when the starting weights were 16-bit or quantized and were widened to f32 to
-    /// train: a line for the user.
-    pub widened: Option<String>,
     pub tokenizer: Tokenizer,
     pub step: usize,
     pub best_val: Option<f32>,
@@ -299,13 +296,14 @@ impl Trainer {
             eps: 1e-8,
             weight_decay: config.weight_decay,
         };
-        let (model, widened) = Trainable::new(model, config.seed);
+        // Weights stored in 16 bits or quantized are widened here; a caller that accepts such a
+        // model says so first (`sft` and `dpo` do, with `widening_note`).
+        let (model, _) = Trainable::new(model, config.seed);
         let opt = AdamW::new(adam, &model.layout);
         let n = data.rows(config.batch_size) * t;
         Ok(Trainer {
             config,
             model,
-            widened,
             tokenizer,
             step: 0,
             best_val: None,

@@ -58,22 +58,27 @@ pub struct Stored {
 }
 
 impl ShapeChoice {
+    /// The shape alone: a model directory's config.json is read without loading its weights.
     pub fn resolve(&self) -> Result<(String, ModelConfig)> {
-        self.resolve_stored().map(|(name, config, _)| (name, config))
+        self.resolve_with(false).map(|(name, config, _)| (name, config))
     }
 
     /// [`resolve`](Self::resolve), and for `--model` how its weights are stored (the model is
-    /// loaded: mapped, so this is quick).
+    /// loaded for that: mapped, so this is quick for GGUF files).
     pub fn resolve_stored(&self) -> Result<(String, ModelConfig, Option<Stored>)> {
-        let mut stored = None;
+        self.resolve_with(true)
+    }
+
+    fn resolve_with(&self, stored: bool) -> Result<(String, ModelConfig, Option<Stored>)> {
+        let mut how = None;
         let (name, mut config) = match (&self.preset, &self.config, &self.model) {
             (Some(p), _, _) => (p.clone(), ModelConfig::preset(p)?),
-            (_, _, Some(path)) => {
+            (_, _, Some(path)) if stored || !path.join("config.json").is_file() => {
                 let model = super::session::load(path)?.model;
-                stored = Some(Stored { weight_type: model.weight_type(), bytes: model.weight_bytes() });
+                how = Some(Stored { weight_type: model.weight_type(), bytes: model.weight_bytes() });
                 (path.display().to_string(), model.config)
             }
-            (_, Some(path), _) => {
+            (_, Some(path), _) | (_, _, Some(path)) => {
                 let file = if path.is_dir() { path.join("config.json") } else { path.clone() };
                 let text = minillm::fsutil::read_text(&file)?;
                 (file.display().to_string(), minillm::io::hf_config::from_json(&text, &file)?)
@@ -84,7 +89,7 @@ impl ShapeChoice {
             config.vocab_size = v;
         }
         config.validate().context("the model's shape is not usable")?;
-        Ok((name, config, stored))
+        Ok((name, config, how))
     }
 }
 

@@ -155,13 +155,13 @@ impl Gpt {
     /// Takes `q` as the model's matrices (shapes as [`Gpt::quantize`] makes them): they are
     /// kept as blocks, and the f32 buffer keeps only the tensors `q` does not hold.
     pub fn set_quantized(&mut self, q: Quantized) {
-        self.widen();
         let layout = Layout::without(&self.config, |name| q.holds(name));
         let mut params = Vec::with_capacity(layout.total);
         for t in &layout.tensors {
-            params.extend_from_slice(
-                &self.params[self.layout.get(&t.name).expect("a tensor of the model").range()],
-            );
+            // As stored, or dequantized if the model held it in blocks that `q` does not keep;
+            // the embedding's padding rows are zeros.
+            params.extend_from_slice(&self.tensor_f32(&t.name).expect("a tensor of the model"));
+            params.resize(t.offset + t.len(), 0.0);
         }
         self.layout = layout;
         self.params = params;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use minillm::train::trainer::Trainer;
+use minillm::train::Trainer;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

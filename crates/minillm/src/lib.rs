@@ -13,6 +13,7 @@
 
 pub mod chat;
 pub mod corpus;
+pub mod data;
 pub mod error;
 pub mod eval;
 pub mod fsutil;

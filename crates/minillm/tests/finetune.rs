@@ -6,8 +6,9 @@ use minillm::io::load_model;
 use minillm::model::layers::loss::IGNORE;
 use minillm::model::{Gpt, ModelConfig, Trainable};
 use minillm::tokenizer::formats;
-use minillm::train::finetune::{Sampler, Sequence, sequence};
-use minillm::train::trainer::{Data, Pair, Stage, TrainConfig, Trainer};
+use minillm::train::finetune::{Examples, Pair, Sequence, sequence};
+use minillm::train::objective::Dpo;
+use minillm::train::{Stage, TrainConfig, Trainer};
 use safetensors::SafeTensors;
 use std::path::PathBuf;
 
@@ -159,8 +160,8 @@ fn dpo_loss_metrics_and_gradients_match_pytorch() {
         warmup_steps: 0,
         ..TrainConfig::default()
     };
-    let data = Data::Pairs { train: make(), val: make(), sampler: Sampler::new(pairs, 1) };
-    let mut trainer = Trainer::with_data(config, model, tok, data).unwrap();
+    let dpo = Dpo::new(Examples { train: make(), val: make() }, config.beta, 1);
+    let mut trainer = Trainer::with_objective(config, model, tok, Box::new(dpo)).unwrap();
     let stats = trainer.train_step().unwrap();
     let want_loss = doubles("loss")[0];
     let mut worst = vec![("loss".to_string(), ((stats.loss as f64 - want_loss) / want_loss).abs())];
@@ -236,8 +237,8 @@ fn dpo_gradients_match_finite_differences_through_the_model() {
             min_lr: 0.0,
             ..TrainConfig::default()
         };
-        let data = Data::Pairs { train: pairs(), val: pairs(), sampler: Sampler::new(2, 1) };
-        let mut t = Trainer::with_data(cfg, m, tok.clone(), data).unwrap();
+        let dpo = Dpo::new(Examples { train: pairs(), val: pairs() }, cfg.beta, 1);
+        let mut t = Trainer::with_objective(cfg, m, tok.clone(), Box::new(dpo)).unwrap();
         let loss = t.train_step().unwrap().loss;
         (loss, t.model.grads.clone())
     };

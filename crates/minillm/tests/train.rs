@@ -3,9 +3,9 @@
 mod common;
 
 use minillm::Tokenizer;
+use minillm::data::{ShardInfo, tokenizer_hash, write_shard};
 use minillm::tokenizer::formats;
-use minillm::train::data::{ShardInfo, tokenizer_hash, write_shard};
-use minillm::train::trainer::{TrainConfig, Trainer};
+use minillm::train::{TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
 
 /// Character-level shards of the built-in corpus, as `minillm prepare --tokenizer bytes` makes.

@@ -5,11 +5,11 @@ use super::compare::{EXAMPLES, Trio};
 use super::display::visible;
 use super::display::{count, token};
 use anyhow::Result;
+use minillm::data::{ShardInfo, tokenizer_hash, write_shard};
 use minillm::model::Gpt;
 use minillm::rng::Rng;
 use minillm::sample::{SamplerConfig, generate};
-use minillm::train::data::{ShardInfo, tokenizer_hash, write_shard};
-use minillm::train::trainer::{TrainConfig, Trainer};
+use minillm::train::{TrainConfig, Trainer};
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -5,7 +5,7 @@ use super::session::{MODEL_HELP, load};
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
 use minillm::SpecialTokens;
-use minillm::train::data::{read_shard, tokenizer_hash};
+use minillm::data::{read_shard, tokenizer_hash};
 use std::path::{Path, PathBuf};
 
 #[derive(ClapArgs)]

@@ -13,9 +13,10 @@ use minillm::rng::Rng;
 use minillm::sample::{SamplerConfig, generate};
 use minillm::tokenizer::Tokenizer;
 use minillm::train::finetune::{
-    Chat, Preference, Sampler, Sequence, parse_chat, parse_preference, read_jsonl, sequence,
+    Chat, Examples, Preference, chat_sequences, parse_chat, parse_preference, preference_pairs, read_jsonl,
 };
-use minillm::train::trainer::{Data, Pair, Stage, TrainConfig, Trainer, reference_logps};
+use minillm::train::objective::{Dpo, Objective, Sft};
+use minillm::train::{Stage, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
 
 #[derive(ClapArgs)]
@@ -50,12 +51,6 @@ pub struct DpoArgs {
     beta: Option<f32>,
 }
 
-/// What a fine-tuning run reads: parsed examples, and the checks that need them.
-struct Examples<T> {
-    train: Vec<T>,
-    val: Vec<T>,
-}
-
 fn read<T>(a: &Args, parse: fn(&serde_json::Value) -> Result<T, String>) -> Result<Examples<T>> {
     let (all, skipped) = read_jsonl(&a.data, a.skip_bad_lines, parse)?;
     report_skipped(&a.data, &skipped);
@@ -66,8 +61,8 @@ fn read<T>(a: &Args, parse: fn(&serde_json::Value) -> Result<T, String>) -> Resu
             (all, val)
         }
         None => {
-            let (train, val): (Vec<_>, Vec<_>) = all.into_iter().enumerate().partition(|(i, _)| i % 10 != 9);
-            (train.into_iter().map(|x| x.1).collect(), val.into_iter().map(|x| x.1).collect())
+            let split = Examples::hold_out_every_tenth(all);
+            (split.train, split.val)
         }
     };
     if val.is_empty() || train.is_empty() {
@@ -84,23 +79,6 @@ fn report_skipped(path: &Path, skipped: &[(usize, String)]) {
             skipped.len()
         );
     }
-}
-
-/// Renders examples (`what`: "training examples", "held-out pairs", ...) into what fits the
-/// model's `context`, saying how many did not.
-fn fit<T, U>(items: &[T], what: &str, context: usize, make: impl Fn(&T) -> Option<U>) -> Result<Vec<U>> {
-    let out: Vec<U> = items.iter().filter_map(&make).collect();
-    if out.len() < items.len() {
-        eprintln!(
-            "{} of {} {what} do not fit the model's context of {context} tokens; left out",
-            items.len() - out.len(),
-            items.len()
-        );
-    }
-    if out.is_empty() {
-        bail!("none of the {what} fits the model's context of {context} tokens");
-    }
-    Ok(out)
 }
 
 /// The base model with the chat template's tokens, and a run config for `stage`: fine-tuning's
@@ -152,18 +130,12 @@ fn run_loop(mut trainer: Trainer, run_dir: &Path) -> Result<Trainer> {
     Ok(trainer)
 }
 
-fn chat_data(
-    chats: &Examples<Chat>,
-    template: &ChatTemplate,
-    tok: &Tokenizer,
-    t: usize,
-    seed: u64,
-) -> Result<Data> {
-    let seq = |c: &Chat| sequence(template, tok, &c.messages, t);
-    let train = fit(&chats.train, "training examples", t, seq)?;
-    let val = fit(&chats.val, "held-out examples", t, seq)?;
-    let sampler = Sampler::new(train.len(), seed);
-    Ok(Data::Chats { train, val, sampler })
+/// SFT's objective on `chats`, saying how many did not fit the context.
+fn sft_objective(chats: &Examples<Chat>, tok: &Tokenizer, t: usize, seed: u64) -> Result<Box<dyn Objective>> {
+    let template = ChatTemplate::of(tok).context("the model has no chat tokens")?;
+    let (sequences, notes) = chat_sequences(chats, &template, tok, t)?;
+    notes.iter().for_each(|n| eprintln!("{n}"));
+    Ok(Box::new(Sft::new(sequences, seed)))
 }
 
 pub fn run_sft(a: Args) -> Result<()> {
@@ -171,21 +143,16 @@ pub fn run_sft(a: Args) -> Result<()> {
     let (trainer, run_dir, base) = match &a.resume {
         Some(run) => {
             let trainer = Trainer::resume_with(run, |config, model, tok| {
-                let template = ChatTemplate::of(tok)
-                    .ok_or_else(|| minillm::Error::Invalid("the checkpoint has no chat tokens".into()))?;
-                chat_data(&chats, &template, tok, model.config.block_size, config.seed)
-                    .map_err(|e| minillm::Error::Invalid(e.to_string()))
+                sft_objective(&chats, tok, model.config.block_size, config.seed)
             })?;
             (trainer, run.clone(), None)
         }
         None => {
             let ask = first_question(&chats.val[0].messages);
             let (loaded, config, out) = start(&a, Stage::Sft, |c| c.sample_prompt = ask)?;
-            let template = ChatTemplate::of(&loaded.tok).expect("add_chat_tokens gave the tokens");
-            let data =
-                chat_data(&chats, &template, &loaded.tok, loaded.model.config.block_size, config.seed)?;
+            let objective = sft_objective(&chats, &loaded.tok, loaded.model.config.block_size, config.seed)?;
             let base = Gpt::from_params(loaded.model.config.clone(), loaded.model.params.clone())?;
-            (Trainer::with_data(config, loaded.model, loaded.tok, data)?, out, Some(base))
+            (Trainer::with_objective(config, loaded.model, loaded.tok, objective)?, out, Some(base))
         }
     };
     let trainer = run_loop(trainer, &run_dir)?;
@@ -263,33 +230,19 @@ fn accuracy(model: &Gpt, tok: &Tokenizer, chats: &[&Chat]) -> Result<Accuracy> {
     Ok(acc)
 }
 
-fn pair_data(
+/// DPO's objective on `prefs` against the frozen `reference`, saying how many pairs did not fit
+/// the context.
+fn dpo_objective(
     prefs: &Examples<Preference>,
     tok: &Tokenizer,
     reference: &mut Trainable,
     config: &TrainConfig,
-) -> Result<Data> {
+) -> Result<Box<dyn Objective>> {
     let template = ChatTemplate::of(tok)
         .context("the model has no chat template: fine-tune it with `minillm sft` first")?;
-    let t = reference.config.block_size;
-    let whole = |p: &Preference, reply: &[Message]| -> Option<Sequence> {
-        let messages: Vec<Message> = p.prompt.iter().chain(reply).cloned().collect();
-        sequence(&template, tok, &messages, t)
-    };
-    let pair = |p: &Preference| {
-        Some(Pair {
-            chosen: whole(p, &p.chosen)?,
-            rejected: whole(p, &p.rejected)?,
-            ref_chosen: 0.0,
-            ref_rejected: 0.0,
-        })
-    };
-    let (mut train, mut val) =
-        (fit(&prefs.train, "training pairs", t, pair)?, fit(&prefs.val, "held-out pairs", t, pair)?);
-    reference_logps(reference, &mut train, config.batch_size)?;
-    reference_logps(reference, &mut val, config.batch_size)?;
-    let sampler = Sampler::new(train.len(), config.seed);
-    Ok(Data::Pairs { train, val, sampler })
+    let (pairs, notes) = preference_pairs(prefs, &template, tok, reference, config.batch_size)?;
+    notes.iter().for_each(|n| eprintln!("{n}"));
+    Ok(Box::new(Dpo::new(pairs, config.beta, config.seed)))
 }
 
 pub fn run_dpo(a: DpoArgs) -> Result<()> {
@@ -298,16 +251,11 @@ pub fn run_dpo(a: DpoArgs) -> Result<()> {
         Some(run) => {
             let trainer = Trainer::resume_with(run, |config, _, tok| {
                 // The reference is the model the run started from, not the checkpoint.
-                let base = config
-                    .base_model
-                    .as_deref()
-                    .context("the run names no base model")
-                    .map_err(|e| minillm::Error::Invalid(e.to_string()))?;
+                let base = config.base_model.as_deref().context("the run names no base model")?;
                 let loaded = minillm::io::load(Path::new(base))?;
                 let (_, reference) = add_chat_tokens(&loaded.tok, &loaded.model)?;
                 let mut reference = Trainable::new(reference, config.seed).0;
-                pair_data(&prefs, tok, &mut reference, config)
-                    .map_err(|e| minillm::Error::Invalid(e.to_string()))
+                dpo_objective(&prefs, tok, &mut reference, config)
             })?;
             (trainer, run.clone())
         }
@@ -321,8 +269,8 @@ pub fn run_dpo(a: DpoArgs) -> Result<()> {
             config.dropout = 0.0;
             loaded.model.config.dropout = 0.0;
             let mut reference = Trainable::new(loaded.model, config.seed).0;
-            let data = pair_data(&prefs, &loaded.tok, &mut reference, &config)?;
-            (Trainer::with_data(config, reference.into_model(), loaded.tok, data)?, out)
+            let objective = dpo_objective(&prefs, &loaded.tok, &mut reference, &config)?;
+            (Trainer::with_objective(config, reference.into_model(), loaded.tok, objective)?, out)
         }
     };
     let before = trainer.evaluate()?.dpo.expect("DPO data evaluates to DPO numbers");

@@ -4,8 +4,8 @@ use super::display::{count, progress};
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
 use minillm::SpecialTokens;
+use minillm::data::{ShardInfo, tokenizer_hash, write_shard};
 use minillm::tokenizer::formats;
-use minillm::train::data::{ShardInfo, tokenizer_hash, write_shard};
 use std::path::{Path, PathBuf};
 
 #[derive(ClapArgs)]

@@ -5,8 +5,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
 use indicatif::{ProgressBar, ProgressStyle};
 use minillm::fsutil::atomic_write;
-use minillm::train::finetune::DpoStats;
-use minillm::train::trainer::{Stage, TrainConfig, Trainer};
+use minillm::train::objective::DpoStats;
+use minillm::train::{TrainConfig, Trainer};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -163,8 +163,7 @@ pub fn run(a: Args) -> Result<()> {
 pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> Result<()> {
     let c = trainer.config.clone();
     let m = &trainer.model.config;
-    let rows = if c.stage == Stage::Dpo { 2 * c.batch_size } else { c.batch_size };
-    let tokens_per_step = rows * c.grad_accum * m.block_size;
+    let tokens_per_step = trainer.tokens_per_step();
     println!(
         "training {} ({} layers, {} heads, width {}, context {}): {} parameters, vocabulary {}",
         c.model,

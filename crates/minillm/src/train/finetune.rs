@@ -1,12 +1,15 @@
 //! Fine-tuning data: conversations for SFT (loss on the assistant's tokens only) and preference
-//! pairs for DPO, read from JSON lines, and DPO's loss with TRL's definitions.
+//! pairs for DPO, read from JSON lines and rendered with the chat template into sequences that
+//! fit the model's context.
 
 use crate::chat::{ChatTemplate, Message, Role};
 use crate::error::{Error, Result};
 use crate::fsutil::read_text;
+use crate::model::Trainable;
 use crate::model::layers::loss::IGNORE;
 use crate::rng::Rng;
 use crate::tokenizer::Tokenizer;
+use crate::train::objective::reference_logps;
 use serde_json::Value;
 use std::path::Path;
 
@@ -169,6 +172,102 @@ pub fn sequence(t: &ChatTemplate, tok: &Tokenizer, messages: &[Message], context
     Sequence::of(&r.ids, &r.trainable, context)
 }
 
+/// A preference pair as two sequences, with the frozen reference model's log-probabilities.
+#[derive(Clone, Debug)]
+pub struct Pair {
+    pub chosen: Sequence,
+    pub rejected: Sequence,
+    pub ref_chosen: f64,
+    pub ref_rejected: f64,
+}
+
+/// Examples split into training and held-out ones.
+#[derive(Clone, Debug)]
+pub struct Examples<T> {
+    pub train: Vec<T>,
+    pub val: Vec<T>,
+}
+
+impl<T> Examples<T> {
+    /// Holds out every tenth example (the 10th, 20th, ...).
+    pub fn hold_out_every_tenth(all: Vec<T>) -> Examples<T> {
+        let (train, val): (Vec<_>, Vec<_>) = all.into_iter().enumerate().partition(|(i, _)| i % 10 != 9);
+        Examples {
+            train: train.into_iter().map(|x| x.1).collect(),
+            val: val.into_iter().map(|x| x.1).collect(),
+        }
+    }
+}
+
+/// Renders `items` (`what`: "training examples", "held-out pairs", ...) with `make`, keeping those
+/// that fit a context of `context` tokens. Returns them and, when some did not fit, a note saying
+/// how many; none fitting is an error.
+pub fn fit<T, U>(
+    items: &[T],
+    what: &str,
+    context: usize,
+    make: impl Fn(&T) -> Option<U>,
+) -> Result<(Vec<U>, Option<String>)> {
+    let out: Vec<U> = items.iter().filter_map(&make).collect();
+    if out.is_empty() {
+        return Err(Error::Invalid(format!(
+            "none of the {what} fits the model's context of {context} tokens"
+        )));
+    }
+    let note = (out.len() < items.len()).then(|| {
+        format!(
+            "{} of {} {what} do not fit the model's context of {context} tokens; left out",
+            items.len() - out.len(),
+            items.len()
+        )
+    });
+    Ok((out, note))
+}
+
+/// SFT's sequences: each conversation rendered with `template`, those longer than `context` left
+/// out (the notes say how many).
+pub fn chat_sequences(
+    chats: &Examples<Chat>,
+    template: &ChatTemplate,
+    tok: &Tokenizer,
+    context: usize,
+) -> Result<(Examples<Sequence>, Vec<String>)> {
+    let seq = |c: &Chat| sequence(template, tok, &c.messages, context);
+    let (train, a) = fit(&chats.train, "training examples", context, seq)?;
+    let (val, b) = fit(&chats.val, "held-out examples", context, seq)?;
+    Ok((Examples { train, val }, a.into_iter().chain(b).collect()))
+}
+
+/// DPO's pairs: prompt + chosen and prompt + rejected rendered with `template`, pairs longer than
+/// the reference's context left out, and each pair's log-probabilities under `reference`
+/// computed `examples` pairs at a time.
+pub fn preference_pairs(
+    prefs: &Examples<Preference>,
+    template: &ChatTemplate,
+    tok: &Tokenizer,
+    reference: &mut Trainable,
+    examples: usize,
+) -> Result<(Examples<Pair>, Vec<String>)> {
+    let t = reference.config.block_size;
+    let whole = |p: &Preference, reply: &[Message]| -> Option<Sequence> {
+        let messages: Vec<Message> = p.prompt.iter().chain(reply).cloned().collect();
+        sequence(template, tok, &messages, t)
+    };
+    let pair = |p: &Preference| {
+        Some(Pair {
+            chosen: whole(p, &p.chosen)?,
+            rejected: whole(p, &p.rejected)?,
+            ref_chosen: 0.0,
+            ref_rejected: 0.0,
+        })
+    };
+    let (mut train, a) = fit(&prefs.train, "training pairs", t, pair)?;
+    let (mut val, b) = fit(&prefs.val, "held-out pairs", t, pair)?;
+    reference_logps(reference, &mut train, examples)?;
+    reference_logps(reference, &mut val, examples)?;
+    Ok((Examples { train, val }, a.into_iter().chain(b).collect()))
+}
+
 /// Sequences drawn in shuffled order, epoch after epoch.
 pub struct Sampler {
     order: Vec<usize>,
@@ -206,101 +305,9 @@ impl Sampler {
     }
 }
 
-/// DPO's numbers for a batch, as TRL logs them.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct DpoStats {
-    pub loss: f32,
-    /// Mean beta * (log pi(y_w|x) - log ref(y_w|x)).
-    pub chosen_reward: f32,
-    pub rejected_reward: f32,
-    /// Fraction of pairs whose chosen reward beats the rejected one (ties count half, so an
-    /// untrained policy, equal to its reference, scores 0.5).
-    pub accuracy: f32,
-    pub margin: f32,
-}
-
-/// The DPO loss -log sigmoid(beta * ((pi_w - ref_w) - (pi_l - ref_l))) averaged over pairs, from
-/// sequence log-probabilities (summed over completion tokens), and its gradient with respect to
-/// each policy log-probability: (stats, d/d pi_w, d/d pi_l).
-pub fn dpo(
-    beta: f32,
-    pi_w: &[f64],
-    pi_l: &[f64],
-    ref_w: &[f64],
-    ref_l: &[f64],
-) -> (DpoStats, Vec<f64>, Vec<f64>) {
-    let n = pi_w.len();
-    let beta = beta as f64;
-    let (mut s, mut d_w, mut d_l) = (DpoStats::default(), vec![0.0; n], vec![0.0; n]);
-    let mut sums = [0.0f64; 5];
-    for i in 0..n {
-        let (rw, rl) = (beta * (pi_w[i] - ref_w[i]), beta * (pi_l[i] - ref_l[i]));
-        let z = rw - rl;
-        // -log sigmoid(z) = softplus(-z), computed without overflow.
-        let loss = if z > 0.0 { (-z).exp().ln_1p() } else { -z + z.exp().ln_1p() };
-        let sig_neg = 1.0 / (1.0 + z.exp()); // sigmoid(-z) = -d loss / d z
-        d_w[i] = -beta * sig_neg / n as f64;
-        d_l[i] = beta * sig_neg / n as f64;
-        let acc = if rw > rl {
-            1.0
-        } else if rw == rl {
-            0.5
-        } else {
-            0.0
-        };
-        for (sum, x) in sums.iter_mut().zip([loss, rw, rl, acc, z]) {
-            *sum += x;
-        }
-    }
-    let mean = |x: f64| (x / n.max(1) as f64) as f32;
-    s.loss = mean(sums[0]);
-    s.chosen_reward = mean(sums[1]);
-    s.rejected_reward = mean(sums[2]);
-    s.accuracy = mean(sums[3]);
-    s.margin = mean(sums[4]);
-    (s, d_w, d_l)
-}
-
-/// Sequence log-probabilities: minus the sum of each row's token losses (ignored positions
-/// are 0), for rows of width `t`.
-pub fn row_logps(token_losses: &[f32], t: usize) -> Vec<f64> {
-    token_losses.chunks(t).map(|row| -row.iter().map(|&l| l as f64).sum::<f64>()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dpo_gradient_matches_finite_differences() {
-        let (pw, pl, rw, rl) =
-            (vec![-3.0, -7.5, -2.0], vec![-4.0, -6.0, -9.0], vec![-3.5, -7.0, -2.2], vec![-3.9, -6.5, -8.0]);
-        let (stats, dw, dl) = dpo(0.5, &pw, &pl, &rw, &rl);
-        let loss = |pw: &[f64], pl: &[f64]| dpo(0.5, pw, pl, &rw, &rl).0.loss as f64;
-        for i in 0..3 {
-            for (grad, which) in [(&dw, 0), (&dl, 1)] {
-                let (mut a, mut b) = (pw.clone(), pl.clone());
-                let h = 1e-3;
-                let (plus, minus) = if which == 0 {
-                    a[i] += h;
-                    let p = loss(&a, &pl);
-                    a[i] -= 2.0 * h;
-                    (p, loss(&a, &pl))
-                } else {
-                    b[i] += h;
-                    let p = loss(&pw, &b);
-                    b[i] -= 2.0 * h;
-                    (p, loss(&pw, &b))
-                };
-                let fd = (plus - minus) / (2.0 * h);
-                assert!((fd - grad[i]).abs() < 1e-4, "pair {i}: {fd} vs {}", grad[i]);
-            }
-        }
-        assert!(stats.loss > 0.0 && (stats.accuracy - 2.0 / 3.0).abs() < 1e-6);
-        // A policy equal to its reference: loss log 2, accuracy one half.
-        let (s, _, _) = dpo(0.1, &rw, &rl, &rw, &rl);
-        assert!((s.loss - std::f32::consts::LN_2).abs() < 1e-6 && s.accuracy == 0.5 && s.margin == 0.0);
-    }
 
     #[test]
     fn formats_are_detected_per_line_and_bad_lines_named() {

@@ -1,7 +1,14 @@
-//! Training: the optimizer (the loop, data and schedules arrive with the pretraining stage).
+//! Training: a run's [`TrainConfig`], the [`Trainer`] loop shared by every objective
+//! (pretraining, SFT, DPO in [`objective`]), AdamW, the learning-rate schedule, crash-safe
+//! checkpoints, and the fine-tuning datasets (conversations and preference pairs).
 
 pub mod adamw;
-pub mod data;
+mod checkpoint;
+mod config;
 pub mod finetune;
+pub mod objective;
 pub mod schedule;
-pub mod trainer;
+mod trainer;
+
+pub use config::{EvalStats, Stage, StepStats, TrainConfig};
+pub use trainer::Trainer;

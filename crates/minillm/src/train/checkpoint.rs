@@ -1,0 +1,126 @@
+//! Crash-safe checkpoints that resume bit for bit: weights, AdamW's moments, the data order's and
+//! dropout's generators, and the run's config, written under a temporary name and renamed into
+//! place.
+
+use super::objective::{Objective, Pretrain};
+use super::{TrainConfig, Trainer};
+use crate::error::{Error, Result};
+use crate::fsutil::{atomic_write, read_text};
+use crate::io::{load_model, safetensors as st, save_model};
+use crate::model::Gpt;
+use crate::rng::Rng;
+use crate::tokenizer::{Tokenizer, formats};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Saved beside the weights in each checkpoint.
+#[derive(Serialize, Deserialize)]
+struct State {
+    step: usize,
+    loader_rng: [u64; 4],
+    dropout_rng: [u64; 4],
+    adam_step: u32,
+    best_val: Option<f32>,
+    config: TrainConfig,
+}
+
+impl Trainer {
+    /// Writes `run/ckpt-STEP/` (weights, optimizer, state, tokenizer) under a temporary name,
+    /// renames it into place, then points `run/latest.json` at it, so a crash at any moment
+    /// leaves the previous checkpoint loadable. Older checkpoints are removed afterwards.
+    pub fn save_checkpoint(&self, run: &Path) -> Result<PathBuf> {
+        self.save_as(run, "ckpt", "latest.json")
+    }
+
+    /// The same for the best validation loss so far: `run/best-STEP/`, pointed at by `best.json`.
+    pub fn save_best(&self, run: &Path) -> Result<PathBuf> {
+        self.save_as(run, "best", "best.json")
+    }
+
+    fn save_as(&self, run: &Path, prefix: &str, pointer: &str) -> Result<PathBuf> {
+        let name = format!("{prefix}-{:08}", self.step);
+        let tmp = run.join(format!(".{name}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        save_model(&tmp, &self.model, self.tokenizer.special_id("<|endoftext|>"))?;
+        // AdamW's moments share the parameters' layout, so they are saved the same way.
+        let (m, v, adam_step) = self.opt.state();
+        atomic_write(&tmp.join("optimizer_m.safetensors"), &st::to_bytes(&self.model.config, m)?)?;
+        atomic_write(&tmp.join("optimizer_v.safetensors"), &st::to_bytes(&self.model.config, v)?)?;
+        formats::save(&self.tokenizer, &tmp.join("tokenizer.json"))?;
+        let state = State {
+            step: self.step,
+            loader_rng: self.objective.rng().state(),
+            dropout_rng: self.model.dropout_rng().state(),
+            adam_step,
+            best_val: self.best_val,
+            config: self.config.clone(),
+        };
+        let text = serde_json::to_string_pretty(&state).expect("state serializes");
+        atomic_write(&tmp.join("state.json"), text.as_bytes())?;
+        let dest = run.join(&name);
+        let _ = std::fs::remove_dir_all(&dest);
+        std::fs::rename(&tmp, &dest).map_err(|cause| Error::Write { path: dest.clone(), cause })?;
+        let latest = serde_json::json!({ "checkpoint": name, "step": self.step, "best_val": self.best_val });
+        atomic_write(&run.join(pointer), latest.to_string().as_bytes())?;
+        for entry in
+            std::fs::read_dir(run).map_err(|cause| Error::Read { path: run.to_path_buf(), cause })?.flatten()
+        {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if file.starts_with(&format!("{prefix}-")) && file != name {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(dest)
+    }
+
+    /// Continues the run in `run` from its latest checkpoint, exactly: same weights, optimizer
+    /// moments, data position and dropout masks as if it had never stopped.
+    pub fn resume(run: &Path, data: &Path) -> Result<Trainer> {
+        Trainer::resume_with(run, |config, model, tok| {
+            Ok(Box::new(Pretrain::from_shards(data, tok, model.config.block_size, config.seed)?)
+                as Box<dyn Objective>)
+        })
+    }
+
+    /// [`resume`](Self::resume) for any objective: `make_objective` rebuilds the run's objective
+    /// for its saved config, checkpointed model and tokenizer (its errors pass through as they are).
+    pub fn resume_with<E: From<Error>>(
+        run: &Path,
+        make_objective: impl FnOnce(
+            &TrainConfig,
+            &mut Gpt,
+            &Tokenizer,
+        ) -> std::result::Result<Box<dyn Objective>, E>,
+    ) -> std::result::Result<Trainer, E> {
+        let latest_path = run.join("latest.json");
+        if !latest_path.is_file() {
+            return Err(Error::Invalid(format!(
+                "{} holds no run to resume (no latest.json); start one with `minillm train --out {0}`",
+                run.display()
+            ))
+            .into());
+        }
+        let dir = crate::io::model_dir(run)?;
+        let state_path = dir.join("state.json");
+        let state: State = serde_json::from_str(&read_text(&state_path)?)
+            .map_err(|e| Error::format(&state_path, format!("not a training state: {e}")))?;
+        let mut model = load_model(&dir)?;
+        model.config.dropout = state.config.dropout;
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer = formats::read_hf_json(&tok_path)?;
+        let objective = make_objective(&state.config, &mut model, &tokenizer)?;
+        let mut trainer = Trainer::with_objective(state.config.clone(), model, tokenizer, objective)?;
+        let read_moment = |file: &str| -> Result<Vec<f32>> {
+            let path = dir.join(file);
+            let bytes = std::fs::read(&path).map_err(|cause| Error::Read { path: path.clone(), cause })?;
+            st::from_bytes(&bytes, &trainer.model.config, &path)
+        };
+        let (m, v) = (read_moment("optimizer_m.safetensors")?, read_moment("optimizer_v.safetensors")?);
+        trainer.opt.set_state(m, v, state.adam_step)?;
+        trainer.objective.set_rng(Rng::from_state(state.loader_rng));
+        trainer.model.set_dropout_rng(Rng::from_state(state.dropout_rng));
+        trainer.step = state.step;
+        trainer.best_val = state.best_val;
+        Ok(trainer)
+    }
+}

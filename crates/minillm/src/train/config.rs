@@ -1,0 +1,155 @@
+//! A training run's settings (read from TOML, saved in the run directory) and the numbers each
+//! step and evaluation report.
+
+use super::objective::DpoStats;
+use super::schedule::Schedule;
+use crate::error::{Error, Result};
+use crate::model::ModelConfig;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Every setting of a run. Read from TOML (unknown keys are an error), overridden by flags, and
+/// saved in the run directory.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Model shape: a preset (`baby`, `gpt2`, ...) or the depth dial (`d4`).
+    pub model: String,
+    /// Context length (default: the preset's).
+    pub context: Option<usize>,
+    pub dropout: f32,
+    pub batch_size: usize,
+    /// Micro-batches whose gradients are averaged into one step.
+    pub grad_accum: usize,
+    pub max_steps: usize,
+    pub lr: f32,
+    pub min_lr: f32,
+    pub warmup_steps: usize,
+    /// Step where the cosine reaches min_lr (default: max_steps).
+    pub decay_steps: Option<usize>,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub weight_decay: f32,
+    /// Global gradient-norm clip (0 = off).
+    pub grad_clip: f32,
+    /// Evaluate every this many steps (and at the end).
+    pub eval_every: usize,
+    /// Validation windows per evaluation; 0 = the whole validation split.
+    pub eval_batches: usize,
+    /// Checkpoint every this many steps (and at the end).
+    pub checkpoint_every: usize,
+    /// After each evaluation, continue this prompt to show what the model writes ("" = off).
+    pub sample_prompt: String,
+    pub sample_tokens: usize,
+    pub seed: u64,
+    /// What is trained: `pretrain`, `sft` or `dpo`.
+    pub stage: Stage,
+    /// DPO's beta: how far the policy may move from the reference (higher = less).
+    pub beta: f32,
+    /// The model a fine-tuning run started from (DPO's frozen reference).
+    pub base_model: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    #[default]
+    Pretrain,
+    Sft,
+    Dpo,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: "d4".into(),
+            context: None,
+            dropout: 0.0,
+            batch_size: 8,
+            grad_accum: 1,
+            max_steps: 1000,
+            lr: 1e-3,
+            min_lr: 1e-4,
+            warmup_steps: 100,
+            decay_steps: None,
+            beta1: 0.9,
+            beta2: 0.99,
+            weight_decay: 0.1,
+            grad_clip: 1.0,
+            eval_every: 250,
+            eval_batches: 0,
+            checkpoint_every: 500,
+            sample_prompt: "\n".into(),
+            sample_tokens: 64,
+            seed: 1337,
+            stage: Stage::Pretrain,
+            beta: 0.1,
+            base_model: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn from_toml(text: &str, path: &Path) -> Result<TrainConfig> {
+        toml::from_str(text).map_err(|e| Error::format(path, e.message().to_string()))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("the config serializes")
+    }
+
+    /// The model shape for a vocabulary of `vocab_size`.
+    pub fn model_config(&self, vocab_size: usize) -> Result<ModelConfig> {
+        let mut c = ModelConfig::preset(&self.model)?;
+        c.vocab_size = vocab_size;
+        c.dropout = self.dropout;
+        if let Some(t) = self.context {
+            c.block_size = t;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Invalid(m.to_string()));
+        if self.batch_size == 0 || self.grad_accum == 0 || self.max_steps == 0 {
+            return bad("batch_size, grad_accum and max_steps must be at least 1");
+        }
+        if self.eval_every == 0 || self.checkpoint_every == 0 {
+            return bad("eval_every and checkpoint_every must be at least 1");
+        }
+        if !(self.lr > 0.0 && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
+            return bad("need lr > 0 and 0 <= min_lr <= lr");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn schedule(&self) -> Schedule {
+        Schedule {
+            lr: self.lr,
+            min_lr: self.min_lr,
+            warmup_steps: self.warmup_steps,
+            decay_steps: self.decay_steps.unwrap_or(self.max_steps),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct StepStats {
+    pub step: usize,
+    pub loss: f32,
+    pub lr: f32,
+    pub grad_norm: f32,
+    /// DPO's rewards and accuracy for this step's pairs.
+    pub dpo: Option<DpoStats>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct EvalStats {
+    pub val_loss: f32,
+    pub perplexity: f32,
+    /// Tokenizer-independent: nats per token / ln 2 / bytes per token.
+    pub bits_per_byte: f32,
+    /// DPO's numbers on the held-out pairs (`val_loss` is then the DPO loss).
+    pub dpo: Option<DpoStats>,
+}

@@ -16,7 +16,7 @@
 use crate::error::{Error, Result};
 use crate::model::Gpt;
 use crate::model::params::Layout;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{SpecialTokens, Tokenizer};
 use serde::{Deserialize, Serialize};
 
 pub const SYSTEM: &str = "<|system|>";
@@ -156,4 +156,54 @@ pub fn add_chat_tokens(tok: &Tokenizer, model: &Gpt) -> Result<(Tokenizer, Gpt)>
         params[at..at + c].copy_from_slice(&mean);
     }
     Ok((grown_tok, Gpt::from_params(config, params)?))
+}
+
+/// How a conversation becomes the tokens a model continues: the model's chat template when it
+/// has one (`minillm sft` gives it one), otherwise plain dialogue lines (`User: ...` /
+/// `Assistant: ...`), the way the built-in corpus writes dialogues, a reply ending with its line.
+/// `minillm chat` and `minillm serve` both render through this, so they cannot disagree.
+pub enum Dialogue {
+    Template(ChatTemplate),
+    Plain,
+}
+
+impl Dialogue {
+    pub fn of(tok: &Tokenizer) -> Dialogue {
+        ChatTemplate::of(tok).map_or(Dialogue::Plain, Dialogue::Template)
+    }
+
+    /// The conversation, ending where the assistant's reply begins.
+    pub fn render(&self, tok: &Tokenizer, messages: &[Message]) -> Result<Vec<u32>> {
+        match self {
+            Dialogue::Template(t) => Ok(t.render(tok, messages, true).ids),
+            Dialogue::Plain => {
+                let mut text = String::new();
+                for m in messages {
+                    match m.role {
+                        Role::System => text.push_str(&format!("{}\n", m.content)),
+                        Role::User => text.push_str(&format!("User: {}\n", m.content)),
+                        Role::Assistant => text.push_str(&format!("Assistant: {}\n", m.content)),
+                    }
+                }
+                text.push_str("Assistant:");
+                tok.encode(&text, SpecialTokens::AsText)
+            }
+        }
+    }
+
+    /// The token that ends a reply, if the format has one.
+    pub fn end_id(&self) -> Option<u32> {
+        match self {
+            Dialogue::Template(t) => Some(t.end_id()),
+            Dialogue::Plain => None,
+        }
+    }
+
+    /// Text that ends a reply.
+    pub fn stops(&self) -> Vec<String> {
+        match self {
+            Dialogue::Template(_) => Vec::new(),
+            Dialogue::Plain => vec!["\n".into()],
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! `minillm chat`: talk to a model in a loop; each reply sees the conversation so far.
 
-use super::session::{Dialogue, Loaded, MODEL_HELP, SamplingArgs, fit_context, load, stream};
+use super::session::{Loaded, MODEL_HELP, SamplingArgs, fit_context, load, stream};
 use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
+use minillm::chat::Dialogue;
 use minillm::chat::{Message, Role};
 use minillm::rng::Rng;
 use std::io::{BufRead, IsTerminal, Write};

@@ -4,13 +4,10 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
-use minillm::chat::{ChatTemplate, Message, Role};
 use minillm::io;
 use minillm::io::generation_config::GenerationConfig;
 use minillm::rng::Rng;
-use minillm::sample::stop::StopMatcher;
-use minillm::sample::{SamplerConfig, generate_batch};
-use minillm::tokenizer::stream::StreamDecoder;
+use minillm::sample::{SamplerConfig, TextStream, generate_batch};
 use std::path::Path;
 
 pub use minillm::io::Loaded;
@@ -172,8 +169,8 @@ pub fn stream_many(
 ) -> Result<Vec<Streamed>> {
     let eos = loaded.generation.eos_token_id.or_else(|| loaded.tok.special_id("<|endoftext|>"));
     let n = rngs.len();
-    let mut decoders: Vec<StreamDecoder<_>> = (0..n).map(|_| StreamDecoder::new(&loaded.tok)).collect();
-    let mut stops: Vec<StopMatcher> = (0..n).map(|_| StopMatcher::new(s.stop.clone())).collect();
+    let mut texts: Vec<TextStream<_>> =
+        (0..n).map(|_| TextStream::new(&loaded.tok, s.stop.clone())).collect();
     let mut outs: Vec<Streamed> =
         (0..n).map(|_| Streamed { tokens: Vec::new(), text: String::new(), hit_stop: false }).collect();
     let mut failed: Option<anyhow::Error> = None;
@@ -181,11 +178,10 @@ pub fn stream_many(
     generate_batch(&loaded.model, &prompts, s.max_new_tokens, &s.config, rngs, eos, |i, id, logits| {
         let out = &mut outs[i];
         out.tokens.push((id, probability(logits, id)));
-        let step = decoders[i].push(id).map_err(anyhow::Error::from).and_then(|piece| {
-            let (safe, hit) = stops[i].push(&piece);
-            out.hit_stop = hit;
-            out.text.push_str(&safe);
-            show(i, &safe)
+        let step = texts[i].push(id).map_err(anyhow::Error::from).and_then(|piece| {
+            out.hit_stop = texts[i].stopped_by().is_some();
+            out.text.push_str(&piece);
+            show(i, &piece)
         });
         if let Err(e) = step {
             failed = Some(e);
@@ -196,14 +192,11 @@ pub fn stream_many(
     if let Some(e) = failed {
         return Err(e);
     }
-    for (i, ((out, decoder), mut stops)) in outs.iter_mut().zip(decoders).zip(stops).enumerate() {
-        if !out.hit_stop {
-            // Generation ended another way: release what was held back.
-            let (safe, _) = stops.push(&decoder.finish());
-            let tail = safe + &stops.finish();
-            show(i, &tail)?;
-            out.text.push_str(&tail);
-        }
+    for (i, (out, text)) in outs.iter_mut().zip(&mut texts).enumerate() {
+        // Generation ended another way than a stop string: release what was held back.
+        let tail = text.finish();
+        show(i, &tail)?;
+        out.text.push_str(&tail);
     }
     Ok(outs)
 }
@@ -211,54 +204,4 @@ pub fn stream_many(
 /// softmax(logits)[id], without building the whole distribution.
 fn probability(logits: &[f32], id: u32) -> f64 {
     minillm::sample::log_prob(logits, id).exp()
-}
-
-/// How a conversation becomes the tokens a model continues: the model's chat template when it
-/// has one (`minillm sft` gives it one), otherwise plain dialogue lines (`User: ...` /
-/// `Assistant: ...`), the way the built-in corpus writes dialogues, a reply ending with its line.
-/// `chat` and `serve` both render through this, so they cannot disagree.
-pub enum Dialogue {
-    Template(ChatTemplate),
-    Plain,
-}
-
-impl Dialogue {
-    pub fn of(tok: &minillm::Tokenizer) -> Dialogue {
-        ChatTemplate::of(tok).map_or(Dialogue::Plain, Dialogue::Template)
-    }
-
-    /// The conversation, ending where the assistant's reply begins.
-    pub fn render(&self, tok: &minillm::Tokenizer, messages: &[Message]) -> Result<Vec<u32>> {
-        match self {
-            Dialogue::Template(t) => Ok(t.render(tok, messages, true).ids),
-            Dialogue::Plain => {
-                let mut text = String::new();
-                for m in messages {
-                    match m.role {
-                        Role::System => text.push_str(&format!("{}\n", m.content)),
-                        Role::User => text.push_str(&format!("User: {}\n", m.content)),
-                        Role::Assistant => text.push_str(&format!("Assistant: {}\n", m.content)),
-                    }
-                }
-                text.push_str("Assistant:");
-                Ok(tok.encode(&text, minillm::SpecialTokens::AsText)?)
-            }
-        }
-    }
-
-    /// The token that ends a reply, if the format has one.
-    pub fn end_id(&self) -> Option<u32> {
-        match self {
-            Dialogue::Template(t) => Some(t.end_id()),
-            Dialogue::Plain => None,
-        }
-    }
-
-    /// Text that ends a reply.
-    pub fn stops(&self) -> Vec<String> {
-        match self {
-            Dialogue::Template(_) => Vec::new(),
-            Dialogue::Plain => vec!["\n".into()],
-        }
-    }
 }

@@ -3,6 +3,9 @@
 //! at a time through the KV cache.
 
 pub mod stop;
+mod text_stream;
+
+pub use text_stream::TextStream;
 
 use crate::error::Result;
 use crate::model::kv_cache::{CacheShape, KvCache};
@@ -246,7 +249,6 @@ pub fn generate_batch(
 ) -> Result<Vec<Vec<u32>>> {
     assert_eq!(prompts.len(), rngs.len(), "one generator per prompt");
     let cfg = &model.config;
-    let v = cfg.vocab_size;
     // The cache holds what this call can need: the longest prompt and what follows it, up to
     // the model's context (beyond which the window slides).
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
@@ -260,41 +262,62 @@ pub fn generate_batch(
     }
     let mut live: Vec<usize> = (0..prompts.len()).collect();
     for _ in 0..max_new {
-        let mut next = Vec::with_capacity(live.len());
         live.retain(|&i| {
             let id = sample(&logits[i], &ids[i], config, &mut rngs[i]);
             if Some(id) == stop {
                 return false;
             }
             ids[i].push(id);
-            let go_on = on_token(i, id, &logits[i]);
-            if go_on {
-                next.push(id);
-            }
-            go_on
+            on_token(i, id, &logits[i])
         });
         if live.is_empty() {
             break;
         }
-        // A slot whose window is full slides: it is prefilled again with its last tokens.
-        let (mut step_slots, mut step_tokens) = (Vec::new(), Vec::new());
-        for (&i, &id) in live.iter().zip(&next) {
-            if cache.len(i) < window {
-                step_slots.push(i);
-                step_tokens.push(id);
-            } else {
-                cache.clear(i);
-                logits[i] = model.prefill(&mut cache, i, &ids[i][ids[i].len() - window..])?;
-            }
-        }
-        if !step_slots.is_empty() {
-            let rows = model.decode(&mut cache, &step_slots, &step_tokens)?;
-            for (&i, row) in step_slots.iter().zip(rows.chunks_exact(v)) {
-                logits[i].copy_from_slice(row);
-            }
-        }
+        // `live` is ascending, so each continuing sequence meets its own ids and logits.
+        let mut rest = live.iter().peekable();
+        let mut step: Vec<Continuing> = (ids.iter().zip(logits.iter_mut()).enumerate())
+            .filter(|(i, _)| rest.next_if_eq(&i).is_some())
+            .map(|(slot, (ids, logits))| Continuing { slot, ids, logits })
+            .collect();
+        decode_step(model, &mut cache, &mut step)?;
     }
     Ok(ids)
+}
+
+/// One sequence's part in a [`decode_step`]: its cache slot, every token it has (the newest,
+/// not yet in the cache, last) and where its next-token logits go.
+pub struct Continuing<'a> {
+    pub slot: usize,
+    pub ids: &'a [u32],
+    pub logits: &'a mut [f32],
+}
+
+/// One step of batched decoding, for [`generate_batch`] and the server alike: every sequence's
+/// newest token runs through the model in one pass, and each gets its next-token logits. A
+/// sequence whose cache window is full slides instead: its last window of tokens is prefilled
+/// again into its cleared slot.
+pub fn decode_step(model: &Gpt, cache: &mut KvCache, seqs: &mut [Continuing]) -> Result<()> {
+    let window = cache.capacity();
+    let (mut slots, mut tokens, mut which) = (Vec::new(), Vec::new(), Vec::new());
+    for (k, s) in seqs.iter_mut().enumerate() {
+        let newest = *s.ids.last().expect("a continuing sequence has tokens");
+        if cache.len(s.slot) < window {
+            slots.push(s.slot);
+            tokens.push(newest);
+            which.push(k);
+        } else {
+            cache.clear(s.slot);
+            let logits = model.prefill(cache, s.slot, &s.ids[s.ids.len() - window..])?;
+            s.logits.copy_from_slice(&logits);
+        }
+    }
+    if !slots.is_empty() {
+        let rows = model.decode(cache, &slots, &tokens)?;
+        for (&k, row) in which.iter().zip(rows.chunks_exact(model.config.vocab_size)) {
+            seqs[k].logits.copy_from_slice(row);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

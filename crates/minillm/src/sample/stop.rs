@@ -5,21 +5,31 @@
 pub struct StopMatcher {
     stops: Vec<String>,
     pending: String,
+    /// The stop string that was reached.
+    hit: Option<usize>,
 }
 
 impl StopMatcher {
     pub fn new(stops: Vec<String>) -> StopMatcher {
-        StopMatcher { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), pending: String::new() }
+        StopMatcher {
+            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            pending: String::new(),
+            hit: None,
+        }
     }
 
     /// Adds `text`; returns the text now safe to show, and whether a stop string was reached
     /// (the stop string and anything after it are never returned).
     pub fn push(&mut self, text: &str) -> (String, bool) {
         self.pending.push_str(text);
-        let first_stop = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min();
-        if let Some(at) = first_stop {
+        // The earliest in the text; of two starting together, the shorter.
+        let first_stop = (self.stops.iter().enumerate())
+            .filter_map(|(i, s)| self.pending.find(s.as_str()).map(|at| (at, s.len(), i)))
+            .min();
+        if let Some((at, _, i)) = first_stop {
             let out = self.pending[..at].to_string();
             self.pending.clear();
+            self.hit = Some(i);
             return (out, true);
         }
         // Hold back the longest tail that could still grow into a stop string.
@@ -37,9 +47,14 @@ impl StopMatcher {
         (out, false)
     }
 
+    /// The stop string that was reached, if one was.
+    pub fn hit(&self) -> Option<&str> {
+        self.hit.map(|i| self.stops[i].as_str())
+    }
+
     /// Whatever was held back, once generation ends for another reason.
-    pub fn finish(self) -> String {
-        self.pending
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.pending)
     }
 }
 

@@ -52,8 +52,10 @@ impl<T: Deref<Target = Tokenizer>> StreamDecoder<T> {
     }
 
     /// Whatever is still held back, with an incomplete character shown as U+FFFD.
-    pub fn finish(self) -> String {
-        String::from_utf8_lossy(&self.pending).into_owned()
+    pub fn finish(&mut self) -> String {
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        text
     }
 }
 

@@ -8,7 +8,7 @@
 use minillm::model::Gpt;
 use minillm::model::kv_cache::KvCache;
 use minillm::rng::Rng;
-use minillm::sample::{SamplerConfig, sample};
+use minillm::sample::{Continuing, SamplerConfig, decode_step, sample};
 use rayon::prelude::*;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -114,7 +114,6 @@ fn run(
     rx: mpsc::Receiver<Work>,
     in_flight: Arc<AtomicUsize>,
 ) {
-    let v = model.config.vocab_size;
     let mut cache = KvCache::new(&model, slots);
     let mut active: Vec<Option<Active>> = (0..slots).map(|_| None).collect();
     let mut waiting: VecDeque<Job> = VecDeque::new();
@@ -174,7 +173,7 @@ fn run(
                 Some(Event::Token { id, logprob, top })
             })
             .collect();
-        let (mut step_slots, mut step_tokens) = (Vec::new(), Vec::new());
+        let mut continuing = vec![false; slots];
         for (slot, (entry, pick)) in active.iter_mut().zip(picks).enumerate() {
             let (Some(a), Some(token)) = (entry.as_mut(), pick) else { continue };
             let Event::Token { id, .. } = token else { unreachable!("picks are tokens") };
@@ -194,27 +193,24 @@ fn run(
                 finish(entry);
                 continue;
             }
-            step_slots.push(slot);
-            step_tokens.push(id);
+            continuing[slot] = true;
         }
-        if step_slots.is_empty() {
+        let mut step: Vec<Continuing> = (active.iter_mut().enumerate())
+            .filter(|(slot, _)| continuing[*slot])
+            .filter_map(|(slot, entry)| {
+                entry.as_mut().map(|a| Continuing { slot, ids: &a.ids, logits: &mut a.logits })
+            })
+            .collect();
+        if step.is_empty() {
             continue;
         }
-        match model.decode(&mut cache, &step_slots, &step_tokens) {
-            Ok(rows) => {
-                for (&slot, row) in step_slots.iter().zip(rows.chunks_exact(v)) {
-                    if let Some(a) = active[slot].as_mut() {
-                        a.logits.copy_from_slice(row);
-                    }
+        if let Err(e) = decode_step(&model, &mut cache, &mut step) {
+            drop(step);
+            for (entry, _) in active.iter_mut().zip(&continuing).filter(|(_, go_on)| **go_on) {
+                if let Some(a) = entry.as_ref() {
+                    let _ = a.job.events.send(Event::Failed(e.to_string()));
                 }
-            }
-            Err(e) => {
-                for &slot in &step_slots {
-                    if let Some(a) = active[slot].as_ref() {
-                        let _ = a.job.events.send(Event::Failed(e.to_string()));
-                    }
-                    finish(&mut active[slot]);
-                }
+                finish(entry);
             }
         }
     }

@@ -2,7 +2,7 @@
 //! libraries work with a minillm model by changing only `base_url`.
 //!
 //! The model runs on one engine thread ([`engine`]) that batches all requests in flight; the
-//! async handlers parse, render the conversation ([`super::session::Dialogue`]), submit a job and
+//! async handlers parse, render the conversation ([`minillm::chat::Dialogue`]), submit a job and
 //! turn the tokens coming back into each API's JSON or server-sent events.
 
 mod anthropic;
@@ -10,7 +10,7 @@ pub mod engine;
 mod openai;
 
 use super::lab::{self, Lab};
-use super::session::{Dialogue, MODEL_HELP, load};
+use super::session::{MODEL_HELP, load};
 use anyhow::{Context, Result};
 use axum::Router;
 use axum::body::Bytes;
@@ -20,10 +20,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use engine::{Engine, Event, Finish, Job};
 use minillm::Tokenizer;
+use minillm::chat::Dialogue;
 use minillm::chat::{Message, Role};
 use minillm::sample::SamplerConfig;
-use minillm::sample::stop::StopMatcher;
-use minillm::tokenizer::stream::StreamDecoder;
+use minillm::sample::TextStream;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -404,12 +404,9 @@ pub struct TokenLogprob {
 /// Turns the engine's tokens into text: whole UTF-8 only, stop strings held back and cut.
 pub struct Reply {
     tok: Arc<Tokenizer>,
-    /// Tokens received (only counted: the decoder holds what text needs).
+    /// Tokens received (only counted: the stream holds what text needs).
     tokens: usize,
-    decoder: StreamDecoder<Arc<Tokenizer>>,
-    stops: Option<StopMatcher>,
-    stop_list: Vec<String>,
-    raw: String,
+    stream: TextStream<Arc<Tokenizer>>,
     pub text: String,
     pub logprobs: Vec<TokenLogprob>,
     pub finish: Option<Finish>,
@@ -421,12 +418,9 @@ pub struct Reply {
 impl Reply {
     pub fn new(tok: Arc<Tokenizer>, stop: Vec<String>) -> Reply {
         Reply {
-            decoder: StreamDecoder::new(tok.clone()),
+            stream: TextStream::new(tok.clone(), stop),
             tok,
             tokens: 0,
-            stops: Some(StopMatcher::new(stop.clone())),
-            stop_list: stop,
-            raw: String::new(),
             text: String::new(),
             logprobs: Vec::new(),
             finish: None,
@@ -453,44 +447,31 @@ impl Reply {
                     logprob,
                     top: top.into_iter().map(|(t, lp)| (self.tok.token_text(t), lp)).collect(),
                 });
-                // Only the new token's bytes, with any character it completes.
-                let whole = self.decoder.push(id).unwrap_or_default();
-                self.raw.push_str(&whole);
-                let Some(stops) = self.stops.as_mut() else { return String::new() };
-                let (safe, hit) = stops.push(&whole);
+                let safe = match self.stream.push(id) {
+                    Ok(safe) => safe,
+                    Err(e) => {
+                        self.error = Some(e.to_string());
+                        return String::new();
+                    }
+                };
                 self.text.push_str(&safe);
-                if hit {
+                if let Some(stop) = self.stream.stopped_by() {
                     self.finish = Some(Finish::Stop);
-                    self.stopped_by = self
-                        .stop_list
-                        .iter()
-                        .filter_map(|s| self.raw.find(s.as_str()).map(|at| (at, s)))
-                        .min()
-                        .map(|(_, s)| s.clone());
-                    self.stops = None;
+                    self.stopped_by = Some(stop.to_string());
                 }
                 safe
             }
             Event::Done(finish) => {
                 self.finish = Some(finish);
-                self.release()
+                let tail = self.stream.finish();
+                self.text.push_str(&tail);
+                tail
             }
             Event::Failed(message) => {
                 self.error = Some(message);
                 String::new()
             }
         }
-    }
-
-    /// The text held back (an unfinished character, or what might have begun a stop string),
-    /// once the reply ended otherwise; as `session::stream_many` releases it.
-    fn release(&mut self) -> String {
-        let rest = std::mem::replace(&mut self.decoder, StreamDecoder::new(self.tok.clone())).finish();
-        let Some(mut stops) = self.stops.take() else { return String::new() };
-        let (safe, _) = stops.push(&rest);
-        let tail = safe + &stops.finish();
-        self.text.push_str(&tail);
-        tail
     }
 }
 

@@ -112,7 +112,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cli::inspect::run(a),
         Command::Eval(a) => cli::eval::run(a),
         Command::Export(a) => cli::export::run(a),
-        Command::Serve(a) => cli::serve::run(a),
+        Command::Serve(a) => cli::serve::run(a, cli::lab::routes()),
         Command::Lab(a) => cli::lab::run(a),
         Command::Quantize(a) => cli::export::quantize(a),
         Command::Plot(a) => cli::plot::run(a),

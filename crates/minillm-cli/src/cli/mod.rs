@@ -9,6 +9,7 @@ pub mod eval;
 pub mod export;
 pub mod finetune;
 pub mod generate;
+pub mod http;
 pub mod inspect;
 pub mod lab;
 pub mod memory;

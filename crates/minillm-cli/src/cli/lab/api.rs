@@ -1,7 +1,8 @@
 //! The lab's JSON endpoints. Each answers errors in OpenAI's shape (`{"error": {"message"}}`),
 //! which the page shows as it is.
 
-use super::super::serve::{Api, ApiError, Fields, SharedState, parse_object};
+use crate::cli::http::{Api, ApiError, Fields, parse_object};
+use crate::cli::serve::SharedState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -23,7 +24,7 @@ type Answer = Result<Json<Value>, ApiError>;
 /// q8_0 and q4_0 carry an f16 scale per 32 weights: half a bit more than int8 and int4).
 pub async fn model(State(s): SharedState, headers: HeaderMap) -> Answer {
     s.accept_key(API, &headers)?;
-    let c = &s.lab.config;
+    let c = &s.card.config;
     let n = c.num_params();
     let memory: Vec<Value> =
         [("fp32", 32.0), ("fp16", 16.0), ("q8_0", 8.5), ("int8", 8.0), ("q4_0", 4.5), ("int4", 4.0)]
@@ -34,10 +35,10 @@ pub async fn model(State(s): SharedState, headers: HeaderMap) -> Answer {
             .collect();
     let embeddings = (c.vocab_size + c.block_size) * c.n_embd;
     // What generating one sequence at the full context takes, as `model info` states it.
-    let generating = GenerationMemory::new(c, s.lab.weight_bytes, 1, c.block_size);
+    let generating = GenerationMemory::new(c, s.card.weight_bytes, 1, c.block_size);
     Ok(Json(json!({
         "name": s.name,
-        "source": s.lab.source,
+        "source": s.card.source,
         "config": c,
         "head_size": c.head_size(),
         "params": n,
@@ -46,8 +47,8 @@ pub async fn model(State(s): SharedState, headers: HeaderMap) -> Answer {
         "memory": memory,
         "generating": generating,
         "vocab_size": s.tok.vocab_size(),
-        "weights": s.lab.weights,
-        "run": s.lab.run_dir.as_ref().map(|d| d.display().to_string()),
+        "weights": s.card.weights,
+        "run": s.run_dir.as_ref().map(|d| d.display().to_string()),
     })))
 }
 
@@ -74,7 +75,7 @@ pub async fn tokens(State(s): SharedState, headers: HeaderMap, body: Bytes) -> A
     let shared = s.clone();
     // Fitting the simple tokenizers reads the whole built-in corpus once: off the async threads.
     let doc = tokio::task::spawn_blocking(move || {
-        let (chars, words) = shared.lab.simple_tokenizers();
+        let (chars, words) = super::simple_tokenizers();
         let row = |id: u32, text: &str, unknown: bool| json!({"id": id, "text": text, "bytes": text.len(), "unknown": unknown});
         let listed = |name: &str, vocab: usize, fitted: &str, tokens: Vec<Value>| {
             json!({"name": name, "vocab_size": vocab, "fitted": fitted, "count": tokens.len(), "tokens": tokens})
@@ -138,7 +139,7 @@ pub async fn inspect(
         return Err(ApiError::bad(API, "top", "'top' must be 1..=200"));
     }
     let sampler = f.sampler()?;
-    let c = &s.lab.config;
+    let c = &s.card.config;
     let which = match (f.whole("layer")?, f.whole("head")?) {
         (None, None) => None,
         (None, Some(_)) => return Err(ApiError::bad(API, "head", "'head' needs a 'layer'")),
@@ -253,7 +254,7 @@ fn prompt_ids(tok: &minillm::Tokenizer, body: &Value) -> Result<Vec<u32>, ApiErr
 /// afresh at each call, so the page follows a run while it trains.
 pub async fn run(State(s): SharedState, headers: HeaderMap) -> Answer {
     s.accept_key(API, &headers)?;
-    let Some(dir) = s.lab.run_dir.clone() else {
+    let Some(dir) = s.run_dir.clone() else {
         return Err(ApiError::status(
             API,
             StatusCode::NOT_FOUND,

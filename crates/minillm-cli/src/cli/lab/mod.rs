@@ -10,7 +10,7 @@
 
 mod api;
 
-use super::serve::{self, Shared};
+use super::serve::{self, Pages};
 use super::session::MODEL_HELP;
 use anyhow::Result;
 use axum::Router;
@@ -18,10 +18,9 @@ use axum::extract::Path as UrlPath;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use minillm::model::ModelConfig;
 use minillm::tokenizer::simple::{CharTokenizer, WordTokenizer};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -53,45 +52,20 @@ pub fn run(a: Args) -> Result<()> {
         model_name: None,
         timeout: 300.0,
     };
-    serve::launch(options, run_dir, true)
+    serve::launch(options, run_dir, routes(), true)
 }
 
-/// What the pages need besides the model and its tokenizer.
-pub struct Lab {
-    /// Where the model came from, for the model card.
-    pub source: String,
-    pub config: ModelConfig,
-    /// How the weights are stored: "f32", or the quantized types; and their bytes as stored.
-    pub weights: String,
-    pub weight_bytes: usize,
-    /// The run whose metrics the training view shows.
-    pub run_dir: Option<PathBuf>,
-    /// Char- and word-level tokenizers fitted to the built-in corpus, made on first use.
-    simple: OnceLock<(CharTokenizer, WordTokenizer)>,
-}
-
-impl Lab {
-    pub fn new(source: &Path, model: &minillm::model::Gpt, run_dir: Option<PathBuf>) -> Lab {
-        Lab {
-            source: source.display().to_string(),
-            config: model.config.clone(),
-            weights: model.weight_type(),
-            weight_bytes: model.weight_bytes(),
-            run_dir,
-            simple: OnceLock::new(),
-        }
-    }
-
-    pub fn simple_tokenizers(&self) -> &(CharTokenizer, WordTokenizer) {
-        self.simple.get_or_init(|| {
-            let corpus = minillm::corpus::builtin();
-            (CharTokenizer::fit(corpus), WordTokenizer::fit(corpus, usize::MAX))
-        })
-    }
+/// Char- and word-level tokenizers fitted to the built-in corpus, made on first use.
+pub fn simple_tokenizers() -> &'static (CharTokenizer, WordTokenizer) {
+    static SIMPLE: OnceLock<(CharTokenizer, WordTokenizer)> = OnceLock::new();
+    SIMPLE.get_or_init(|| {
+        let corpus = minillm::corpus::builtin();
+        (CharTokenizer::fit(corpus), WordTokenizer::fit(corpus, usize::MAX))
+    })
 }
 
 /// The page, its script and style, the guide chapters it links to, and its JSON endpoints.
-pub fn routes() -> Router<Arc<Shared>> {
+pub fn routes() -> Pages {
     Router::new()
         .route(
             "/",

@@ -1,7 +1,9 @@
 //! Anthropic's Messages API: `/v1/messages`, with its streaming event sequence.
 
 use super::engine::{Event, Finish};
-use super::{Api, ApiError, Fields, Reply, Shared, SharedState, collect, content_text, message_list, new_id};
+use super::reply::{Reply, collect};
+use super::{Shared, SharedState};
+use crate::cli::http::{Api, ApiError, Fields, content_text, message_list, new_id};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;

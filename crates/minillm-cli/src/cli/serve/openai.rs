@@ -1,7 +1,9 @@
 //! OpenAI's API: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
 
 use super::engine::{Event, Finish};
-use super::{Api, ApiError, Fields, Generation, Reply, Shared, SharedState, collect, message_list, new_id};
+use super::reply::{Reply, collect};
+use super::{Shared, SharedState};
+use crate::cli::http::{Api, ApiError, Fields, Generation, message_list, new_id};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;

@@ -1,0 +1,245 @@
+//! The HTTP conventions `serve` and `lab` share: errors in the OpenAI or Anthropic shape, typed
+//! access to a JSON body's fields, the sampling settings every endpoint reads, and message lists.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use minillm::chat::{Message, Role};
+use minillm::sample::SamplerConfig;
+use serde_json::{Value, json};
+
+/// Which API's error shape to answer in.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Api {
+    OpenAi,
+    Anthropic,
+}
+
+/// An error with its HTTP status, in the caller's API's shape.
+pub struct ApiError {
+    api: Api,
+    status: StatusCode,
+    message: String,
+    param: Option<String>,
+}
+
+impl ApiError {
+    pub fn bad(api: Api, param: &str, message: impl Into<String>) -> ApiError {
+        ApiError { api, status: StatusCode::BAD_REQUEST, message: message.into(), param: Some(param.into()) }
+    }
+
+    pub fn status(api: Api, status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { api, status, message: message.into(), param: None }
+    }
+
+    /// Names the request field the error is about.
+    pub fn param(mut self, param: &str) -> ApiError {
+        self.param = Some(param.into());
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = match self.api {
+            Api::OpenAi => {
+                let kind = match self.status {
+                    StatusCode::UNAUTHORIZED => "authentication_error",
+                    StatusCode::NOT_FOUND => "not_found_error",
+                    StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+                    s if s.is_server_error() => "server_error",
+                    _ => "invalid_request_error",
+                };
+                json!({"error": {"message": self.message, "type": kind, "param": self.param, "code": null}})
+            }
+            Api::Anthropic => {
+                let kind = match self.status {
+                    StatusCode::UNAUTHORIZED => "authentication_error",
+                    StatusCode::NOT_FOUND => "not_found_error",
+                    StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+                    StatusCode::GATEWAY_TIMEOUT => "timeout_error",
+                    s if s.is_server_error() => "api_error",
+                    _ => "invalid_request_error",
+                };
+                json!({"type": "error", "error": {"type": kind, "message": self.message}})
+            }
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Parses a request body that must be a JSON object.
+pub fn parse_object(api: Api, body: &Bytes) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::status(api, StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}"))
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::status(api, StatusCode::BAD_REQUEST, "the body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+/// The sampling settings both APIs share, read from the body with errors that name the field.
+pub struct Generation {
+    /// Where the prompt came from, for errors about it.
+    pub prompt_field: &'static str,
+    pub max_tokens: Option<usize>,
+    pub sampler: SamplerConfig,
+    pub seed: u64,
+    pub stop: Vec<String>,
+    pub stream: bool,
+    pub logprobs: bool,
+    pub top_logprobs: usize,
+}
+
+/// Typed access to an optional field of a JSON body.
+pub struct Fields<'a> {
+    pub api: Api,
+    pub body: &'a Value,
+}
+
+impl Fields<'_> {
+    pub fn number(&self, key: &str) -> Result<Option<f64>, ApiError> {
+        match self.body.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| ApiError::bad(self.api, key, format!("'{key}' must be a number"))),
+        }
+    }
+
+    pub fn whole(&self, key: &str) -> Result<Option<u64>, ApiError> {
+        match self.body.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                ApiError::bad(self.api, key, format!("'{key}' must be a non-negative integer"))
+            }),
+        }
+    }
+
+    pub fn flag(&self, key: &str) -> Result<bool, ApiError> {
+        match self.body.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| ApiError::bad(self.api, key, format!("'{key}' must be true or false"))),
+        }
+    }
+
+    /// A string or a list of strings.
+    pub fn strings(&self, key: &str) -> Result<Vec<String>, ApiError> {
+        let bad = || ApiError::bad(self.api, key, format!("'{key}' must be a string or a list of strings"));
+        match self.body.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::String(s)) => Ok(vec![s.clone()]),
+            Some(Value::Array(items)) => {
+                items.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(bad)).collect()
+            }
+            Some(_) => Err(bad()),
+        }
+    }
+
+    /// The sampler settings: temperature, top_k, top_p, min_p and OpenAI's two penalties.
+    pub fn sampler(&self) -> Result<SamplerConfig, ApiError> {
+        let temperature = self.number("temperature")?.unwrap_or(1.0);
+        let top_p = self.number("top_p")?.unwrap_or(1.0);
+        let min_p = self.number("min_p")?.unwrap_or(0.0);
+        if !(0.0..=2.0).contains(&temperature) {
+            return Err(ApiError::bad(self.api, "temperature", "'temperature' must be between 0 and 2"));
+        }
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(ApiError::bad(self.api, "top_p", "'top_p' must be in (0, 1]"));
+        }
+        if !(0.0..=1.0).contains(&min_p) {
+            return Err(ApiError::bad(self.api, "min_p", "'min_p' must be between 0 and 1"));
+        }
+        Ok(SamplerConfig {
+            temperature: temperature as f32,
+            top_k: self.whole("top_k")?.unwrap_or(0) as usize,
+            top_p: top_p as f32,
+            min_p: min_p as f32,
+            frequency_penalty: self.number("frequency_penalty")?.unwrap_or(0.0) as f32,
+            presence_penalty: self.number("presence_penalty")?.unwrap_or(0.0) as f32,
+            ..Default::default()
+        })
+    }
+
+    /// The settings common to every endpoint; `max_keys` names the token-budget fields.
+    pub fn generation(&self, max_keys: &[&str], stop_key: &str) -> Result<Generation, ApiError> {
+        let mut max_tokens = None;
+        for key in max_keys {
+            if let Some(n) = self.whole(key)? {
+                max_tokens = Some(n as usize);
+            }
+        }
+        let sampler = self.sampler()?;
+        let stop = self.strings(stop_key)?;
+        if stop.iter().any(String::is_empty) {
+            return Err(ApiError::bad(self.api, stop_key, "stop strings must not be empty"));
+        }
+        Ok(Generation {
+            prompt_field: if self.body.get("prompt").is_some() { "prompt" } else { "messages" },
+            max_tokens,
+            sampler,
+            seed: self.whole("seed")?.unwrap_or(0),
+            stop,
+            stream: self.flag("stream")?,
+            logprobs: false,
+            top_logprobs: 0,
+        })
+    }
+}
+
+/// The body's `messages`: a non-empty list of `{"role", "content"}`, each role named by `role_of`
+/// (`roles` lists the accepted ones for the error).
+pub fn message_list(
+    api: Api,
+    body: &Value,
+    role_of: fn(&str) -> Option<Role>,
+    roles: &str,
+) -> Result<Vec<Message>, ApiError> {
+    let list = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::bad(api, "messages", "'messages' must be a list"))?;
+    if list.is_empty() {
+        return Err(ApiError::bad(api, "messages", "'messages' must not be empty"));
+    }
+    list.iter()
+        .map(|m| {
+            let name = m.get("role").and_then(Value::as_str);
+            let role = name
+                .and_then(role_of)
+                .ok_or_else(|| ApiError::bad(api, "messages", format!("role {name:?} is not {roles}")))?;
+            Ok(Message::new(role, content_text(api, "content", m.get("content").unwrap_or(&Value::Null))?))
+        })
+        .collect()
+}
+
+/// Parses a message's content: a string, or a list of `{"type": "text", "text": ...}` blocks.
+pub fn content_text(api: Api, field: &str, v: &Value) -> Result<String, ApiError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                (Some("text"), Some(t)) => Ok(t),
+                _ => Err(ApiError::bad(
+                    api,
+                    field,
+                    format!("'{field}' blocks must be {{\"type\": \"text\", \"text\": ...}}"),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|t| t.concat()),
+        _ => Err(ApiError::bad(api, field, format!("'{field}' must be a string or a list of text blocks"))),
+    }
+}
+
+pub fn new_id(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("{prefix}{:016x}", NEXT.fetch_add(1, Ordering::Relaxed) ^ 0x5eed_0000_0000)
+}

@@ -214,8 +214,7 @@ fn export_to_hf_round_trips_weights_tokenizer_and_generations() {
     assert_eq!(continuation("hf-export")["tokens"], continuation("run")["tokens"]);
     // The slow-tokenizer files alone give the same ids.
     let tok = minillm::tokenizer::formats::read_hf_json(&checkpoint.join("tokenizer.json")).unwrap();
-    let slow =
-        minillm::tokenizer::formats::load(&dir.join("hf-export/vocab.json").to_string_lossy()).unwrap();
+    let slow = minillm::io::load_tokenizer(&dir.join("hf-export/vocab.json")).unwrap();
     let text = "Once upon a time, 42 cats!";
     let all = minillm::SpecialTokens::AsText;
     assert_eq!(tok.encode(text, all).unwrap(), slow.encode(text, all).unwrap());

@@ -36,7 +36,7 @@ fn hf_tokenizers_loads_what_we_write_and_gives_the_same_ids() {
         assert_eq!(hf_ids(&hf, text), ids);
         assert_eq!(hf.decode(&ids, false).unwrap(), text);
         // And we read our own file back unchanged.
-        let again = formats::load(path.to_str().unwrap()).unwrap();
+        let again = minillm::io::load_tokenizer(&path).unwrap();
         assert_eq!(again.specials(), ours.specials());
         assert_eq!(again.bpe().merges(), ours.bpe().merges());
         assert_eq!(again.pattern(), pattern);
@@ -52,7 +52,7 @@ fn we_read_what_hf_writes_and_vocab_merges_files() {
     let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
     std::fs::write(&vocab, formats::to_vocab_json(gpt2)).unwrap();
     std::fs::write(&merges, formats::to_merges_txt(gpt2)).unwrap();
-    let from_files = formats::load(vocab.to_str().unwrap()).unwrap();
+    let from_files = minillm::io::load_tokenizer(&vocab).unwrap();
 
     let model = BPE::from_file(vocab.to_str().unwrap(), merges.to_str().unwrap()).build().unwrap();
     let mut hf = tokenizers::Tokenizer::new(model);
@@ -61,7 +61,7 @@ fn we_read_what_hf_writes_and_vocab_merges_files() {
     hf.with_decoder(Some(byte_level));
     let hf_json = dir.join("tokenizer.json");
     hf.save(&hf_json, true).unwrap();
-    let from_hf_json = formats::load(hf_json.to_str().unwrap()).unwrap();
+    let from_hf_json = minillm::io::load_tokenizer(&hf_json).unwrap();
 
     let text = common::tricky_text(23, 10_000);
     let want = tiktoken_rs::r50k_base().unwrap().encode_ordinary(&text);
@@ -70,7 +70,7 @@ fn we_read_what_hf_writes_and_vocab_merges_files() {
     assert_eq!(hf_ids(&hf, &text), want);
     assert_eq!(from_files.special_id("<|endoftext|>"), Some(50256));
     // A directory holding the files loads too.
-    assert_eq!(formats::load(dir.to_str().unwrap()).unwrap().encode_ordinary(&text), want);
+    assert_eq!(minillm::io::load_tokenizer(&dir).unwrap().encode_ordinary(&text), want);
 }
 
 #[test]
@@ -97,7 +97,7 @@ fn wrong_files_get_one_clear_error() {
         (write("random.bin", "\u{1}\u{2}"), "not a tokenizer file"),
     ];
     for (path, expected) in cases {
-        let err = formats::load(&path).unwrap_err().to_string();
+        let err = minillm::io::load_tokenizer(std::path::Path::new(&path)).unwrap_err().to_string();
         assert!(err.contains(expected), "{path}: {err}");
         assert!(!err.contains('\n'), "{err}");
     }
@@ -109,6 +109,6 @@ fn wrong_files_get_one_clear_error() {
     vocab.remove("Ġthe");
     std::fs::write(sub.join("vocab.json"), serde_json::to_string(&vocab).unwrap()).unwrap();
     std::fs::write(sub.join("merges.txt"), formats::to_merges_txt(Tokenizer::gpt2())).unwrap();
-    let err = formats::load(sub.to_str().unwrap()).unwrap_err().to_string();
+    let err = minillm::io::load_tokenizer(&sub).unwrap_err().to_string();
     assert!(err.contains("Ġthe"), "{err}");
 }

@@ -3,7 +3,6 @@
 
 mod common;
 
-use minillm::tokenizer::formats;
 use minillm::{SpecialTokens, Tokenizer};
 use tiktoken_rs::CoreBPE;
 
@@ -96,7 +95,7 @@ fn tiktoken_files_load_and_match_r50k_and_cl100k() {
     ] {
         let path = dir.join(name);
         std::fs::write(&path, rank_file(&bpe, n)).unwrap();
-        let ours = formats::load(path.to_str().unwrap()).unwrap();
+        let ours = minillm::io::load_tokenizer(&path).unwrap();
         for s in common::tricky_strings(3, 2000) {
             assert_same_ids(&ours, &bpe, &s);
         }
@@ -124,7 +123,7 @@ fn embedded_vocabulary_equals_gpt2_encoder_json() {
         assert_eq!(ours.token_bytes(id).unwrap(), bytes.as_slice(), "{text}");
     }
     // encoder.json + vocab.bpe, read from disk, tokenize like the embedded copy.
-    let loaded = formats::load(path.to_str().unwrap()).unwrap();
+    let loaded = minillm::io::load_tokenizer(&path).unwrap();
     let text = common::tricky_text(5, 5000);
     assert_eq!(loaded.encode_ordinary(&text), ours.encode_ordinary(&text));
 }

@@ -100,7 +100,7 @@ impl Trio {
 pub fn run(a: Args) -> Result<()> {
     let corpus = minillm::corpus::builtin();
     let trio = match &a.tokenizer {
-        Some(t) => Trio::fit(corpus, minillm::tokenizer::formats::load(t)?),
+        Some(t) => Trio::fit(corpus, minillm::io::load_tokenizer(std::path::Path::new(t))?),
         None => Trio::train(corpus, a.vocab_size)?,
     };
     let texts: Vec<&str> =

@@ -49,7 +49,7 @@ pub fn run(a: Args) -> Result<()> {
     if !(0.0..1.0).contains(&a.val_fraction) {
         bail!("--val-fraction must be at least 0 and below 1, not {}", a.val_fraction);
     }
-    let tok = formats::load(&a.tokenizer)?;
+    let tok = minillm::io::load_tokenizer(Path::new(&a.tokenizer))?;
     let paths = files(&a.input)?;
     let texts = paths.iter().map(|p| Ok(minillm::fsutil::read_text(p)?)).collect::<Result<Vec<String>>>()?;
     let total: usize = texts.iter().map(String::len).sum();

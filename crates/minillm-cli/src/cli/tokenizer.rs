@@ -59,7 +59,7 @@ pub struct TokenizerChoice {
 
 impl TokenizerChoice {
     pub fn load(&self) -> Result<Tokenizer> {
-        Ok(formats::load(&self.tokenizer)?)
+        Ok(minillm::io::load_tokenizer(Path::new(&self.tokenizer))?)
     }
 
     fn specials(&self) -> SpecialTokens {

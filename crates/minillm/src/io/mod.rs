@@ -44,6 +44,30 @@ pub fn model_dir(path: &Path) -> Result<PathBuf> {
     )))
 }
 
+/// A tokenizer from a name or a path: `gpt2` is the built-in GPT-2 vocabulary, `bytes` the 256
+/// single bytes (when no file of that name exists); a tokenizer file (see
+/// [`formats::read_file`]); a directory holding one; or a training run, whose latest checkpoint
+/// holds it (as `--model RUN` finds it).
+pub fn load_tokenizer(spec: &Path) -> Result<Tokenizer> {
+    if !spec.exists() {
+        return match spec.to_str() {
+            Some("gpt2") => Ok(Tokenizer::gpt2().clone()),
+            Some("bytes") => Ok(Tokenizer::bytes()),
+            _ => Err(Error::Invalid(format!(
+                "no tokenizer file or directory at '{}' (built in: gpt2, bytes)",
+                spec.display()
+            ))),
+        };
+    }
+    if spec.join("latest.json").is_file() {
+        return formats::read_dir(&model_dir(spec)?);
+    }
+    if spec.is_dir() {
+        return formats::read_dir(spec);
+    }
+    formats::read_file(spec)
+}
+
 /// A model ready to run: its weights, its tokenizer, and the generation settings it came with.
 pub struct Loaded {
     pub model: Gpt,
@@ -61,7 +85,7 @@ pub fn load(spec: &Path) -> Result<Loaded> {
     let dir = model_dir(spec)?;
     let model = load_model(&dir)?;
     // tokenizer.json, or GPT-2's vocab.json + merges.txt.
-    let tok = formats::load(&dir.to_string_lossy())?;
+    let tok = formats::read_dir(&dir)?;
     if tok.vocab_size() != model.config.vocab_size {
         return Err(Error::Invalid(format!(
             "{}: the tokenizer has {} ids but the model {}; they do not belong together",

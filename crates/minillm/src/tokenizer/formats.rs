@@ -20,30 +20,10 @@ use std::path::{Path, PathBuf};
 
 const ENDOFTEXT: &str = "<|endoftext|>";
 
-/// Loads a tokenizer: `gpt2` is the built-in GPT-2 vocabulary, `bytes` the 256 single bytes;
-/// otherwise a path to a
-/// `tokenizer.json`, a `vocab.json`/`encoder.json` (with `merges.txt`/`vocab.bpe` beside it), a
-/// merges file (with its vocabulary beside it), a `.tiktoken` rank file, or a directory holding
-/// one of these.
-pub fn load(spec: &str) -> Result<Tokenizer> {
-    match spec {
-        "gpt2" if !Path::new(spec).exists() => return Ok(Tokenizer::gpt2().clone()),
-        "bytes" if !Path::new(spec).exists() => return Ok(Tokenizer::bytes()),
-        _ => {}
-    }
-    let path = Path::new(spec);
-    if !path.exists() {
-        return Err(Error::Invalid(format!(
-            "no tokenizer file or directory at '{spec}' (built in: gpt2, bytes)"
-        )));
-    }
-    if path.is_dir() {
-        // A training run: its latest checkpoint holds the tokenizer, as `--model RUN` finds it.
-        if path.join("latest.json").is_file() {
-            return load_dir(&crate::io::model_dir(path)?);
-        }
-        return load_dir(path);
-    }
+/// Reads a tokenizer file: a `tokenizer.json`, a `vocab.json`/`encoder.json` (with
+/// `merges.txt`/`vocab.bpe` beside it), a merges file (with its vocabulary beside it), or a
+/// `.tiktoken` rank file. (`io::load_tokenizer` also takes built-in names and directories.)
+pub fn read_file(path: &Path) -> Result<Tokenizer> {
     let text = read_text(path)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if name.ends_with(".tiktoken") || looks_like_tiktoken(&text) {
@@ -71,11 +51,13 @@ pub fn load(spec: &str) -> Result<Tokenizer> {
     ))
 }
 
-fn load_dir(dir: &Path) -> Result<Tokenizer> {
+/// Reads the tokenizer a directory holds: its `tokenizer.json`, `vocab.json`, `encoder.json` or
+/// `.tiktoken` file, in that order of preference.
+pub fn read_dir(dir: &Path) -> Result<Tokenizer> {
     for name in ["tokenizer.json", "vocab.json", "encoder.json"] {
         let p = dir.join(name);
         if p.is_file() {
-            return load(&p.to_string_lossy());
+            return read_file(&p);
         }
     }
     if let Some(entry) = std::fs::read_dir(dir)
@@ -83,7 +65,7 @@ fn load_dir(dir: &Path) -> Result<Tokenizer> {
         .flatten()
         .find(|e| e.path().extension().is_some_and(|x| x == "tiktoken"))
     {
-        return load(&entry.path().to_string_lossy());
+        return read_file(&entry.path());
     }
     Err(Error::format(dir, "holds no tokenizer.json, vocab.json, encoder.json or .tiktoken file"))
 }

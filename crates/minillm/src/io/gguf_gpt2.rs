@@ -7,7 +7,7 @@
 
 use super::gguf::{Gguf, TensorOut, TensorType, Value, ValueType};
 use crate::error::{Error, Result};
-use crate::model::gpt::transpose;
+use crate::kernels::vec::transpose;
 use crate::model::layers::layernorm::EPS;
 use crate::model::params::Layout;
 use crate::model::quantized::{Matrix, Quantized};

@@ -67,6 +67,17 @@ pub fn axpy_inline(y: &mut [f32], alpha: f32, x: &[f32]) {
     }
 }
 
+/// (rows, cols) row-major to (cols, rows) row-major.
+pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for r in 0..rows {
+        for (col, &x) in data[r * cols..(r + 1) * cols].iter().enumerate() {
+            out[col * rows + r] = x;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -11,6 +11,7 @@ use super::layers::loss::IGNORE;
 use super::params::{Layout, init};
 use super::quantized::{Matrix, Quantized};
 use crate::error::{Error, Result};
+use crate::kernels::vec::transpose;
 use crate::quant::QMatrix;
 use std::borrow::Cow;
 use std::ops::Range;
@@ -201,15 +202,4 @@ fn check_len(given: usize, needed: usize) -> Result<()> {
         return Err(Error::Invalid(format!("{given} parameters given, the configuration needs {needed}")));
     }
     Ok(())
-}
-
-/// (rows, cols) row-major to (cols, rows) row-major.
-pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; data.len()];
-    for r in 0..rows {
-        for (col, &x) in data[r * cols..(r + 1) * cols].iter().enumerate() {
-            out[col * rows + r] = x;
-        }
-    }
-    out
 }

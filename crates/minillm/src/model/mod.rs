@@ -7,6 +7,7 @@ pub mod gpt;
 pub mod kv_cache;
 pub mod layers;
 pub mod params;
+mod quantize;
 pub mod quantized;
 pub mod training;
 

@@ -4,14 +4,10 @@
 //! it takes the memory its file says. Everything that runs the model (decoding, prefill, `eval`,
 //! `inspect`, the lab) multiplies through the blocks ([`super::gpt::Weight`]), so a quantized
 //! model is measured as it generates. Training widens the blocks to f32 first
-//! ([`Gpt::widen`]).
+//! ([`Gpt::widen`](super::Gpt::widen)). Quantizing a model is in `quantize.rs`.
 
-use super::Gpt;
-use super::gpt::transpose;
 use super::params::BlockOffsets;
-use super::params::Layout;
-use crate::error::Result;
-use crate::quant::{QMatrix, QuantType};
+use crate::quant::QMatrix;
 use std::ops::Range;
 
 /// The four matrices of a block, in the order [`Quantized::blocks`] holds them.
@@ -105,76 +101,5 @@ impl Quantized {
 
     fn all(&self) -> impl Iterator<Item = &QMatrix> {
         self.blocks.iter().flatten().flatten().chain(&self.lm_head)
-    }
-}
-
-impl Gpt {
-    /// Quantizes every block's four matrices to `ty` and the token embedding (the LM head) to
-    /// `head` (`None` keeps it f32); position embeddings, LayerNorms and biases stay f32, as in
-    /// llama.cpp. Matrices whose rows are not whole blocks of 32 stay f32 too.
-    pub fn quantize(&mut self, ty: QuantType, head: Option<QuantType>) -> Result<()> {
-        let q = self.quantized_as(ty, head)?;
-        self.set_quantized(q);
-        Ok(())
-    }
-
-    /// The matrices as [`Gpt::quantize`] would make them, without changing the model: the
-    /// model's own blocks where they already have that type (no second rounding), else new ones
-    /// from the f32 weights.
-    pub fn quantized_as(&self, ty: QuantType, head: Option<QuantType>) -> Result<Quantized> {
-        let c = self.config.n_embd;
-        let block = crate::quant::BLOCK;
-        let own = |m: Option<&QMatrix>, want: QuantType| m.filter(|m| m.ty == want).cloned();
-        let mut q = Quantized::default();
-        for layer in 0..self.config.n_layer {
-            let mut four: [Option<QMatrix>; 4] = Default::default();
-            for m in Matrix::ALL {
-                let (inputs, outputs) = m.shape(c);
-                let existing = self.quantized.as_ref().and_then(|q| q.blocks[layer][m as usize].as_ref());
-                four[m as usize] = match own(existing, ty) {
-                    Some(kept) => Some(kept),
-                    None if inputs.is_multiple_of(block) => {
-                        let w = transpose(&self.matrix_f32(layer, m), inputs, outputs);
-                        Some(QMatrix::quantize(ty, &w, outputs, inputs)?)
-                    }
-                    None => None,
-                };
-            }
-            q.blocks.push(four);
-        }
-        if let Some(head) = head.filter(|_| c.is_multiple_of(block)) {
-            let existing = self.quantized.as_ref().and_then(|q| q.lm_head.as_ref());
-            q.lm_head = match own(existing, head) {
-                Some(kept) => Some(kept),
-                None => Some(QMatrix::quantize(head, &self.embedding_f32(), self.config.vocab_size, c)?),
-            };
-        }
-        Ok(q)
-    }
-
-    /// Takes `q` as the model's matrices (shapes as [`Gpt::quantize`] makes them): they are
-    /// kept as blocks, and the f32 buffer keeps only the tensors `q` does not hold.
-    pub fn set_quantized(&mut self, q: Quantized) {
-        let layout = Layout::without(&self.config, |name| q.holds(name));
-        let mut params = Vec::with_capacity(layout.total);
-        for t in &layout.tensors {
-            // As stored, or dequantized if the model held it in blocks that `q` does not keep;
-            // the embedding's padding rows are zeros.
-            params.extend_from_slice(&self.tensor_f32(&t.name).expect("a tensor of the model"));
-            params.resize(t.offset + t.len(), 0.0);
-        }
-        self.layout = layout;
-        self.params = params;
-        self.quantized = (!q.is_empty()).then_some(q);
-    }
-
-    /// The quantized matrices, if the model has any.
-    pub fn quantized(&self) -> Option<&Quantized> {
-        self.quantized.as_ref()
-    }
-
-    /// "f32", or the quantized types.
-    pub fn weight_type(&self) -> String {
-        self.quantized.as_ref().map_or("f32".into(), Quantized::describe)
     }
 }

@@ -167,9 +167,9 @@ pub fn times_transposed(out: &mut [f32], x: &[f32], w: &[f32], (m, k, n): (usize
     let blocks = n.div_ceil(BLOCK);
     let task = |blk: usize| {
         let rows = blk * BLOCK..((blk + 1) * BLOCK).min(n);
-        // SAFETY: block `blk` writes out[b * n + j] only for j in its own `rows`; blocks are
-        // disjoint and `out` holds m * n elements (asserted above).
-        dots(dst.ptr(), x, w, rows, (m, k, n));
+        // SAFETY: block `blk` writes out[b * n + j] only for j in its own `rows`, which lie in
+        // 0..n; blocks are disjoint and `out` holds m * n elements (asserted above).
+        unsafe { dots(dst.ptr(), x, w, rows, (m, k, n)) };
     };
     if k * n >= PARALLEL_MIN {
         (0..blocks).into_par_iter().for_each(task);
@@ -181,7 +181,11 @@ pub fn times_transposed(out: &mut [f32], x: &[f32], w: &[f32], (m, k, n): (usize
 multiversion! {
     /// out[b, j] = x[b] . w[j] for j in `rows`, four rows of w at a time; for more than one
     /// row of x, the four rows of w stay in L1 while each row of x passes over them.
-    fn dots(out: *mut f32, x: &[f32], w: &[f32], rows: Range<usize>, shape: (usize, usize, usize)) {
+    ///
+    /// # Safety
+    /// `out` must be valid for writes of m * n floats (`shape` = (m, k, n)), `rows` must lie
+    /// within 0..n, and no one else may read or write out[b * n + j] for j in `rows` meanwhile.
+    unsafe fn dots(out: *mut f32, x: &[f32], w: &[f32], rows: Range<usize>, shape: (usize, usize, usize)) {
         let (m, k, n) = shape;
         let mut j = rows.start;
         while j < rows.end {
@@ -190,7 +194,8 @@ multiversion! {
             for b in 0..m {
                 let sums = dot4(&x[b * k..][..k], wr);
                 for (q, &s) in sums.iter().enumerate().take(four) {
-                    // SAFETY: the caller guarantees out holds m * n and j + q < n.
+                    // SAFETY: the caller guarantees out holds m * n, j + q < n, and that these
+                    // elements are ours alone.
                     unsafe { *out.add(b * n + j + q) = s };
                 }
             }

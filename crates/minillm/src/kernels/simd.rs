@@ -7,8 +7,35 @@
 //! branches or library calls, so it vectorizes; `tanh` is built on it.
 
 /// Defines `pub fn name(args)` whose body is compiled three times (AVX-512, AVX2 + FMA,
-/// baseline) and dispatched by what the CPU reports.
+/// baseline) and dispatched by what the CPU reports: a path runs only when the CPU has every
+/// feature it was compiled for. `unsafe fn` is accepted too, for a body with obligations on its
+/// caller (the caller's `# Safety` section says which); the dispatch adds none.
 macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis unsafe fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        $vis unsafe fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            unsafe fn imp($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn v4($($arg: $ty),*) $(-> $ret)? { unsafe { imp($($arg),*) } }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($arg: $ty),*) $(-> $ret)? { unsafe { imp($($arg),*) } }
+                if $crate::kernels::simd::has_v4() {
+                    // SAFETY: the CPU has the features v4 was compiled for; the caller keeps
+                    // this function's contract.
+                    return unsafe { v4($($arg),*) };
+                }
+                if $crate::kernels::simd::has_v3() {
+                    // SAFETY: as above, for v3.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            // SAFETY: the caller keeps this function's contract.
+            unsafe { imp($($arg),*) }
+        }
+    };
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
@@ -20,11 +47,11 @@ macro_rules! multiversion {
                 unsafe fn v4($($arg: $ty),*) $(-> $ret)? { imp($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn v3($($arg: $ty),*) $(-> $ret)? { imp($($arg),*) }
-                if std::is_x86_feature_detected!("avx512f") {
+                if $crate::kernels::simd::has_v4() {
                     // SAFETY: the CPU has the features v4 was compiled for.
                     return unsafe { v4($($arg),*) };
                 }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                if $crate::kernels::simd::has_v3() {
                     // SAFETY: as above, for v3.
                     return unsafe { v3($($arg),*) };
                 }
@@ -33,6 +60,21 @@ macro_rules! multiversion {
         }
     };
 }
+
+/// Whether the CPU has every feature `multiversion!`'s AVX-512 path is compiled for.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_v4() -> bool {
+    std::is_x86_feature_detected!("avx512f") && has_v3()
+}
+
+/// Whether the CPU has every feature `multiversion!`'s AVX2 path is compiled for.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_v3() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
 pub(crate) use multiversion;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;

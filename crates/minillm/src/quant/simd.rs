@@ -85,7 +85,7 @@ mod x86 {
     //! Safe wrappers are handed out only by `all_kernels`, after the CPU was checked for the
     //! features each one is compiled with. Helpers are macros, not closures: a closure does not
     //! inherit its function's target features, and its intrinsics would not inline.
-    use super::{BLOCK, Int8Row, LANES, f16_table};
+    use super::{BLOCK, BlockFormat, Int8Row, LANES, Q4_0, Q8_0, f16_table};
     use std::arch::x86_64::*;
 
     // SAFETY (the wrappers): only returned after the features were detected (see the module
@@ -272,7 +272,7 @@ mod x86 {
                 blocks!(
                     rows,
                     xs,
-                    34,
+                    Q8_0::BYTES,
                     |block| _mm256_loadu_si256(block.add(2) as *const __m256i),
                     |w, q, _off| {
                         $products!(_mm256_setzero_si256(), _mm256_abs_epi8(w), _mm256_sign_epi8(q, w))
@@ -287,7 +287,7 @@ mod x86 {
                 blocks!(
                     rows,
                     xs,
-                    18,
+                    Q4_0::BYTES,
                     |block| {
                         // Elements 0..16 are the low nibbles, 16..32 the high ones.
                         let bytes = _mm_loadu_si128(block.add(2) as *const __m128i);

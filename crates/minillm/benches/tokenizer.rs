@@ -15,7 +15,7 @@
 mod common;
 
 use minillm::tokenizer::Pattern;
-use minillm::tokenizer::train::{TrainConfig, train};
+use minillm::tokenizer::train::{BpeConfig, train};
 use minillm::{SpecialTokens, Tokenizer};
 use std::time::Instant;
 
@@ -95,7 +95,7 @@ fn main() {
     println!("  HF tokenizers, 1 call  {:>7.1} MB/s (1 MB, once)\n", slice.len() as f64 / 1e6 / hf_secs);
 
     let vocab = 8192;
-    let config = TrainConfig { vocab_size: vocab, pattern: Pattern::Gpt2, specials: vec![] };
+    let config = BpeConfig { vocab_size: vocab, pattern: Pattern::Gpt2, specials: vec![] };
     let train_rounds = rounds.min(3);
     assert_eq!(train(&[&text], &config, &mut |_| {}).unwrap().vocab_size(), vocab);
     assert_eq!(common::hf_train(&text, vocab).get_vocab_size(true), vocab);

@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::model::Gpt;
 use crate::model::kv_cache::{CacheShape, KvCache, Probe};
+use crate::sample::probabilities;
 use crate::tokenizer::Tokenizer;
 use serde::Serialize;
 
@@ -96,7 +97,7 @@ pub fn inspect(
     // Every position but the last needs one log-probability, not the whole distribution.
     model.score(&mut cache, ids, Some(&mut probe), |i, logits| match ids.get(i + 1) {
         Some(&next) => surprisal.push(Some(-crate::sample::log_prob(logits, next) / std::f64::consts::LN_2)),
-        None => (last, last_logits) = (softmax(logits), logits.to_vec()),
+        None => (last, last_logits) = (probabilities(logits), logits.to_vec()),
     })?;
     let v = last.len();
     let mut order: Vec<u32> = (0..v as u32).collect();
@@ -124,10 +125,4 @@ pub fn inspect(
     let residual_norms = probe.norms;
     let tokens = ids.iter().map(|&id| Token { id, text: tok.token_text(id) }).collect();
     Ok(Inspection { tokens, next, attention, surprisal, residual_norms, logits: last_logits })
-}
-
-/// Probabilities from logits, in f64 so that tiny ones keep their digits.
-pub fn softmax(logits: &[f32]) -> Vec<f64> {
-    let log_z = crate::sample::log_sum_exp(logits);
-    logits.iter().map(|&x| (x as f64 - log_z).exp()).collect()
 }

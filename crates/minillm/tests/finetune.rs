@@ -3,7 +3,7 @@
 
 use minillm::chat::{ASSISTANT, ChatTemplate, END, Message, Role, USER, add_chat_tokens};
 use minillm::io::load_model;
-use minillm::model::layers::loss::IGNORE;
+use minillm::model::IGNORE;
 use minillm::model::{Gpt, ModelConfig, Trainable};
 use minillm::tokenizer::formats;
 use minillm::train::finetune::{Examples, Pair, Sequence, sequence};

@@ -5,7 +5,7 @@ mod common;
 
 use minillm::tokenizer::Pattern;
 use minillm::tokenizer::formats;
-use minillm::tokenizer::train::{TrainConfig, train};
+use minillm::tokenizer::train::{BpeConfig, train};
 use minillm::{SpecialTokens, Tokenizer};
 
 fn hf_ids(hf: &tokenizers::Tokenizer, text: &str) -> Vec<u32> {
@@ -15,7 +15,7 @@ fn hf_ids(hf: &tokenizers::Tokenizer, text: &str) -> Vec<u32> {
 fn trained(pattern: Pattern) -> Tokenizer {
     let text = format!("{}{}", &minillm::corpus::builtin()[..300_000], common::tricky_text(21, 3000));
     let config =
-        TrainConfig { vocab_size: 1500, pattern, specials: vec!["<|endoftext|>".into(), "<|user|>".into()] };
+        BpeConfig { vocab_size: 1500, pattern, specials: vec!["<|endoftext|>".into(), "<|user|>".into()] };
     train(&[&text], &config, &mut |_| {}).unwrap()
 }
 

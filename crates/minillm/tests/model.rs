@@ -149,7 +149,7 @@ fn models_without_biases_train_and_save_as_hf_gpt2() {
 
 fn gradient_check(config: ModelConfig) {
     let (tokens, mut targets) = batch(3, 2, 6, 50);
-    targets[1] = minillm::model::layers::loss::IGNORE;
+    targets[1] = minillm::model::IGNORE;
     let mut model = Trainable::init(config, 9).unwrap();
     model.zero_grad();
     model.forward(&tokens, Some(&targets), (2, 6)).unwrap();
@@ -259,7 +259,7 @@ fn eval_scores_every_token_once_whatever_the_batching() {
         let positions: Vec<usize> = (0..window.len()).collect();
         let logits = forward_logits(&mut model, window, &positions);
         for (i, row) in logits.chunks_exact(v).enumerate() {
-            let p = minillm::inspect::softmax(row)[tokens[start + i + 1] as usize];
+            let p = minillm::sample::probabilities(row)[tokens[start + i + 1] as usize];
             want -= p.ln();
         }
     }

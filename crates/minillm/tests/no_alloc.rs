@@ -6,7 +6,6 @@
 
 mod common;
 
-use minillm::kernels::matmul::IN_FLIGHT;
 use minillm::model::kv_cache::KvCache;
 use minillm::model::{Gpt, ModelConfig, Trainable};
 use minillm::quant::QuantType;
@@ -30,7 +29,7 @@ fn grow(bytes: usize) {
 }
 
 fn count() {
-    if IN_FLIGHT.load(Ordering::SeqCst) > 0 {
+    if minillm::test_hooks::gemm_in_flight() > 0 {
         GEMM_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
     } else {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);

@@ -2,8 +2,8 @@
 //! and ten AdamW steps, from fixtures written by scripts/reference/gpt2_tiny.py.
 
 use minillm::io::load_model;
+use minillm::model::IGNORE;
 use minillm::model::Trainable;
-use minillm::model::layers::loss::IGNORE;
 use minillm::train::adamw::{AdamW, AdamWConfig};
 use safetensors::SafeTensors;
 use std::path::PathBuf;
@@ -129,7 +129,8 @@ fn greedy_generation_matches_hf_generate_token_for_token() {
 
 #[test]
 fn inspect_matches_pytorch_attention_and_softmax() {
-    use minillm::inspect::{Which, inspect, softmax};
+    use minillm::inspect::{Which, inspect};
+    use minillm::sample::probabilities;
     let (bytes, settings) = load_reference();
     let reference = SafeTensors::deserialize(&bytes).unwrap();
     let t = settings["context"].as_u64().unwrap() as usize;
@@ -153,7 +154,7 @@ fn inspect_matches_pytorch_attention_and_softmax() {
         assert!((mean[t - 1][0] - want).abs() < 1e-5);
     }
     let seen = inspect(&model, &tok, &tokens, v, None).unwrap();
-    let want = softmax(&logits[(t - 1) * v..t * v]);
+    let want = probabilities(&logits[(t - 1) * v..t * v]);
     let total: f64 = seen.next.iter().map(|c| c.prob).sum();
     assert!((total - 1.0).abs() < 1e-9, "probabilities sum to {total}");
     assert!(seen.next.windows(2).all(|w| w[0].prob >= w[1].prob), "not sorted");
@@ -175,7 +176,7 @@ fn inspect_matches_pytorch_attention_and_softmax() {
     }
     assert_eq!(seen.surprisal[0], None);
     for i in 1..t {
-        let p = softmax(&logits[(i - 1) * v..i * v])[tokens[i] as usize];
+        let p = probabilities(&logits[(i - 1) * v..i * v])[tokens[i] as usize];
         let ours = seen.surprisal[i].unwrap();
         assert!((ours - -p.log2()).abs() < 1e-4, "surprisal {i}: {ours} vs {}", -p.log2());
     }

@@ -4,7 +4,7 @@
 mod common;
 
 use minillm::tokenizer::Pattern;
-use minillm::tokenizer::train::{TrainConfig, train};
+use minillm::tokenizer::train::{BpeConfig, train};
 use minillm::{SpecialTokens, Tokenizer};
 use proptest::prelude::*;
 use std::sync::OnceLock;
@@ -14,8 +14,7 @@ fn small() -> &'static Tokenizer {
     static TOK: OnceLock<Tokenizer> = OnceLock::new();
     TOK.get_or_init(|| {
         let text = common::tricky_text(9, 5000);
-        let config =
-            TrainConfig { vocab_size: 600, pattern: Pattern::Gpt4, specials: vec!["<|end|>".into()] };
+        let config = BpeConfig { vocab_size: 600, pattern: Pattern::Gpt4, specials: vec!["<|end|>".into()] };
         train(&[&text], &config, &mut |_| {}).unwrap()
     })
 }

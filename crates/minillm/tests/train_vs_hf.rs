@@ -4,14 +4,14 @@
 mod common;
 
 use minillm::tokenizer::Pattern;
-use minillm::tokenizer::train::{TrainConfig, train};
+use minillm::tokenizer::train::{BpeConfig, train};
 
 /// Trains both on the first 90% and returns (ours, HF) bytes per token on the last 10%.
 fn compare(text: &str, vocab_size: usize) -> (f64, f64) {
     let split = text.len() * 9 / 10;
     let split = (split..text.len()).find(|&i| text.is_char_boundary(i)).unwrap();
     let (train_text, held_out) = text.split_at(split);
-    let config = TrainConfig { vocab_size, pattern: Pattern::Gpt2, specials: vec![] };
+    let config = BpeConfig { vocab_size, pattern: Pattern::Gpt2, specials: vec![] };
     let ours = train(&[train_text], &config, &mut |_| {}).unwrap();
     let hf = common::hf_train(train_text, vocab_size);
     assert_eq!(ours.vocab_size(), vocab_size);
@@ -44,7 +44,7 @@ fn compresses_like_hf_on_tinyshakespeare() {
 #[test]
 fn training_is_deterministic_across_thread_counts() {
     let text = &minillm::corpus::builtin()[..400_000];
-    let config = TrainConfig { vocab_size: 800, pattern: Pattern::Gpt4, specials: vec!["<|end|>".into()] };
+    let config = BpeConfig { vocab_size: 800, pattern: Pattern::Gpt4, specials: vec!["<|end|>".into()] };
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| train(&[text], &config, &mut |_| {}).unwrap())

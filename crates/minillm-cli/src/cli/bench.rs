@@ -9,8 +9,7 @@ use clap::{Args as ClapArgs, Subcommand};
 use minillm::Tokenizer;
 use minillm::io::gguf::TensorType;
 use minillm::io::gguf_gpt2;
-use minillm::kernels::matmul::{Stored, matmul};
-use minillm::kernels::simd;
+use minillm::kernels::{self, Stored, matmul};
 use minillm::model::ModelConfig;
 use minillm::model::kv_cache::KvCache;
 use minillm::model::{Gpt, Trainable};
@@ -186,7 +185,7 @@ fn read_bandwidth() -> f64 {
     let mut best = f64::INFINITY;
     for _ in 0..5 {
         let t = Instant::now();
-        let total: f32 = buf.par_chunks(1 << 16).map(simd::sum).sum();
+        let total: f32 = buf.par_chunks(1 << 16).map(kernels::sum).sum();
         best = best.min(t.elapsed().as_secs_f64());
         std::hint::black_box(total);
     }

@@ -6,7 +6,7 @@ use clap::Args as ClapArgs;
 use minillm::Tokenizer;
 use minillm::tokenizer::Pattern;
 use minillm::tokenizer::simple::{CharTokenizer, UNK, WordTokenizer};
-use minillm::tokenizer::train::{TrainConfig, train};
+use minillm::tokenizer::train::{BpeConfig, train};
 
 pub const EXAMPLES: &[&str] = &[
     "The little fox found a kite under a tree.",
@@ -40,7 +40,7 @@ impl Trio {
 
     /// Trains all three on `corpus`, the BPE with `vocab_size` ids and the GPT-2 pattern.
     pub fn train(corpus: &str, vocab_size: usize) -> Result<Trio> {
-        let config = TrainConfig { vocab_size, pattern: Pattern::Gpt2, specials: vec![] };
+        let config = BpeConfig { vocab_size, pattern: Pattern::Gpt2, specials: vec![] };
         Ok(Trio::fit(corpus, train(&[corpus], &config, &mut |_| {})?))
     }
 

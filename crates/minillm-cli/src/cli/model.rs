@@ -4,7 +4,6 @@ use super::display::count;
 use anyhow::{Context, Result, bail};
 use clap::{Args as ClapArgs, Subcommand};
 use minillm::model::ModelConfig;
-use minillm::model::activations::Activations;
 use minillm::model::config::PRESETS;
 use minillm::sample::GenerationMemory;
 use std::path::PathBuf;
@@ -221,7 +220,7 @@ fn info(a: InfoArgs) -> Result<()> {
         a.batch,
         count(t),
         size(state),
-        size(Activations::bytes(&c, a.batch, t) as f64)
+        size(minillm::model::training::activation_bytes(&c, a.batch, t) as f64)
     );
     Ok(())
 }

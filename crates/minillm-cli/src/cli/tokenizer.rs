@@ -3,7 +3,7 @@
 use super::display::{count, progress, token};
 use anyhow::{Context, Result, bail};
 use clap::{Args as ClapArgs, Subcommand};
-use minillm::tokenizer::train::{TrainConfig, TrainProgress, train};
+use minillm::tokenizer::train::{BpeConfig, TrainProgress, train};
 use minillm::tokenizer::{Pattern, formats};
 use minillm::{SpecialTokens, Tokenizer};
 use std::path::{Path, PathBuf};
@@ -137,7 +137,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     let texts = a.input.iter().map(|p| read(p)).collect::<Result<Vec<_>>>()?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let total: usize = refs.iter().map(|t| t.len()).sum();
-    let config = TrainConfig { vocab_size: a.vocab_size, pattern: a.pattern, specials: a.specials };
+    let config = BpeConfig { vocab_size: a.vocab_size, pattern: a.pattern, specials: a.specials };
     let started = Instant::now();
     let counting = progress(total as u64, "counting", true);
     let merging = progress(0, "merging", false);

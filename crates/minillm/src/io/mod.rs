@@ -5,7 +5,7 @@ pub mod gguf;
 pub mod gguf_gpt2;
 pub mod hf_config;
 pub mod hub;
-pub mod mapped;
+pub(crate) mod mapped;
 pub mod safetensors;
 
 use crate::error::{Error, Result};

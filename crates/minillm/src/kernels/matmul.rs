@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Products in flight. The `gemm` crate allocates its packing buffers on every call (the only
 /// allocations a training step makes); this lets the allocation test tell them from ours.
-pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// How an operand is stored: `Normal` is row-major as named (A is m x k), `Transposed` means
 /// the slice holds the transpose row-major (A stored as k x m).

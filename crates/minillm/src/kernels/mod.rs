@@ -1,9 +1,13 @@
 //! Numeric kernels with nothing model-specific in them.
 
-pub mod matmul;
-pub mod matvec;
-pub mod simd;
-pub mod vec;
+pub(crate) mod matmul;
+pub(crate) mod matvec;
+pub(crate) mod simd;
+pub(crate) mod vec;
+
+// What `minillm bench` measures the machine with (GEMM GFLOP/s, read bandwidth).
+pub use matmul::{Stored, matmul};
+pub use simd::sum;
 
 /// One output buffer that parallel tasks write through, each to its own disjoint elements (the
 /// columns of one block in `matvec::times_transposed`, the rows of a quantized product).

@@ -1,13 +1,6 @@
-//! Dot product and axpy, vectorized for the CPU at hand (see [`super::simd`]).
+//! Element-wise vector operations, vectorized for the CPU at hand (see [`super::simd`]).
 
 use super::simd::multiversion;
-
-multiversion! {
-    /// Sum of a[i] * b[i].
-    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-        dot_inline(a, b)
-    }
-}
 
 multiversion! {
     /// out = a + b (a residual connection written to a new buffer).
@@ -85,7 +78,7 @@ mod tests {
         let a: Vec<f32> = (0..37).map(|i| i as f32).collect();
         let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.5).collect();
         let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        assert!((super::dot(&a, &b) - want).abs() < 1e-2);
+        assert!((super::dot_inline(&a, &b) - want).abs() < 1e-2);
         let mut y = b.clone();
         super::axpy(&mut y, 2.0, &a);
         assert_eq!(y[3], b[3] + 6.0);

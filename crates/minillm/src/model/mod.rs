@@ -1,11 +1,11 @@
 //! The GPT: configuration, the flat parameter buffer, the layers, the model as stored, the
 //! inference path through the KV cache, and what training adds.
 
-pub mod activations;
+pub(crate) mod activations;
 pub mod config;
 pub mod gpt;
 pub mod kv_cache;
-pub mod layers;
+pub(crate) mod layers;
 pub mod params;
 mod quantize;
 pub mod quantized;
@@ -13,4 +13,5 @@ pub mod training;
 
 pub use config::ModelConfig;
 pub use gpt::{Gpt, Weight};
+pub use layers::loss::IGNORE;
 pub use training::Trainable;

@@ -12,12 +12,12 @@
 //! inference takes): gradients and activations are allocated on first use, as llm.c does, so
 //! only training and the tests that compare with PyTorch pay for them.
 
-use super::Gpt;
 use super::activations::{Activations, BlockActs};
 use super::gpt::opt;
 use super::layers::attention::{self, Shape};
 use super::layers::{dropout, embedding, gelu, layernorm, linear, loss};
 use super::params::BlockOffsets;
+use super::{Gpt, ModelConfig};
 use crate::error::{Error, Result};
 use crate::kernels::matmul::{Stored, matmul};
 use crate::kernels::vec::add;
@@ -33,6 +33,12 @@ pub struct Trainable {
     pub training: bool,
     acts: Option<Activations>,
     dropout_rng: Rng,
+}
+
+/// Bytes a training step's activations take for `config` at (B, T): what backward keeps and
+/// the step's scratch, counted without allocating them (`minillm model info` states it).
+pub fn activation_bytes(config: &ModelConfig, b: usize, t: usize) -> usize {
+    Activations::bytes(config, b, t)
 }
 
 impl Deref for Trainable {

@@ -82,6 +82,7 @@ impl Int8Activations {
 
 impl Int8Row<'_> {
     /// The values the row stands for, d * q: what the integer kernels multiply the weights with.
+    #[cfg(test)]
     pub fn dequantize(&self) -> Vec<f32> {
         self.q
             .chunks_exact(BLOCK)

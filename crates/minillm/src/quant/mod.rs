@@ -20,10 +20,10 @@
 //! activations up to float rounding, and within the activations' rounding of the f32 product;
 //! the tests check both.
 
-pub mod activations;
+pub(crate) mod activations;
 mod formats;
 mod matrix;
-pub mod simd;
+pub(crate) mod simd;
 
 pub use formats::{BlockFormat, F16, IntegerBlocks, Q4_0, Q8_0};
 pub use matrix::QMatrix;

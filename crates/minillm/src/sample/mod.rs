@@ -76,6 +76,13 @@ pub fn log_sum_exp(logits: &[f32]) -> f64 {
     max + logits.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln()
 }
 
+/// The distribution logits stand for (their softmax), in f64 so that tiny probabilities keep
+/// their digits.
+pub fn probabilities(logits: &[f32]) -> Vec<f64> {
+    let log_z = log_sum_exp(logits);
+    logits.iter().map(|&x| (x as f64 - log_z).exp()).collect()
+}
+
 /// ln softmax(logits)[id].
 pub fn log_prob(logits: &[f32], id: u32) -> f64 {
     logits[id as usize] as f64 - log_sum_exp(logits)

@@ -8,11 +8,11 @@
 //! - [`simple`]: char-level and word-level tokenizers, for comparison.
 //! - [`stream`]: decoding token by token without splitting UTF-8 characters.
 
-pub mod bpe;
+pub(crate) mod bpe;
 pub mod bytes;
 mod classes;
 pub mod formats;
-pub mod pretokenize;
+pub(crate) mod pretokenize;
 pub mod simple;
 pub mod stream;
 pub mod train;

@@ -20,7 +20,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 #[derive(Clone, Debug)]
-pub struct TrainConfig {
+pub struct BpeConfig {
     /// Total vocabulary: 256 bytes + merges + special tokens.
     pub vocab_size: usize,
     pub pattern: Pattern,
@@ -40,7 +40,7 @@ pub enum TrainProgress {
 /// out of pairs to merge.
 pub fn train(
     texts: &[&str],
-    config: &TrainConfig,
+    config: &BpeConfig,
     progress: &mut dyn FnMut(TrainProgress),
 ) -> Result<Tokenizer> {
     let minimum = 256 + config.specials.len();
@@ -67,7 +67,7 @@ pub fn train(
 /// Distinct pieces as byte ids, sorted (for a stable order), with their counts.
 fn count_pieces(
     texts: &[&str],
-    config: &TrainConfig,
+    config: &BpeConfig,
     progress: &mut dyn FnMut(TrainProgress),
 ) -> (Vec<Vec<u32>>, Vec<u64>) {
     let total: usize = texts.iter().map(|t| t.len()).sum();
@@ -225,8 +225,8 @@ fn apply_merge(piece: &mut Vec<u32>, left: u32, right: u32, id: u32) {
 mod tests {
     use super::*;
 
-    fn config(vocab_size: usize) -> TrainConfig {
-        TrainConfig { vocab_size, pattern: Pattern::Gpt2, specials: vec![] }
+    fn config(vocab_size: usize) -> BpeConfig {
+        BpeConfig { vocab_size, pattern: Pattern::Gpt2, specials: vec![] }
     }
 
     #[test]
@@ -251,14 +251,14 @@ mod tests {
 
     #[test]
     fn too_small_a_vocabulary_is_refused() {
-        let cfg = TrainConfig { specials: vec!["<|end|>".into()], ..config(256) };
+        let cfg = BpeConfig { specials: vec!["<|end|>".into()], ..config(256) };
         let err = train(&["hello"], &cfg, &mut |_| {}).unwrap_err();
         assert!(err.to_string().contains("at least 257"), "{err}");
     }
 
     #[test]
     fn stops_early_when_pairs_run_out_and_specials_follow_the_merges() {
-        let cfg = TrainConfig { specials: vec!["<|end|>".into()], ..config(1000) };
+        let cfg = BpeConfig { specials: vec!["<|end|>".into()], ..config(1000) };
         let tok = train(&["ab<|end|>ab"], &cfg, &mut |_| {}).unwrap();
         assert_eq!(tok.bpe().merges().len(), 1);
         assert_eq!(tok.special_id("<|end|>"), Some(257));

@@ -33,7 +33,7 @@ fn bad_inputs_fail_clearly() {
         ("tokenizer encode --tokenizer text.txt hi", "text.txt"),
         ("tokenizer decode 1 x2", "'x2' is not a token id"),
         ("tokenizer decode -- -1", "'-1' is not a token id"),
-        ("tokenizer decode 60000", "not in this tokenizer's vocabulary"),
+        ("tokenizer decode 60000", "token id 60000 is outside the vocabulary"),
         ("tokenizer encode a<|endoftext|>", "--allow-special"),
         ("tokenizer encode", "give the text"),
         ("tokenizer stats missing.txt", "cannot read missing.txt"),

@@ -13,7 +13,23 @@ pub enum Error {
     /// A file exists but its contents are not what its format requires.
     #[error("{}: {message}", path.display())]
     Format { path: PathBuf, message: String },
-    /// Input that is well-formed but cannot be used (an unknown id, a disallowed special token).
+    /// More tokens than the model's context (or the cache's) holds.
+    #[error("the text is {tokens} tokens but the model's context holds {context}; shorten it")]
+    TooLong { tokens: usize, context: usize },
+    /// A token id (or target id) the vocabulary does not have.
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    UnknownToken { id: u32, vocab: usize },
+    /// Text holding a special token's text where special tokens are not allowed.
+    #[error(
+        "the text contains the special token {name} (id {id}), which is refused unless special tokens are allowed"
+    )]
+    SpecialTokenInText { name: String, id: u32 },
+    /// Training stopped because a number became infinite or NaN; nothing was updated.
+    #[error(
+        "the {quantity} became {value} at step {step}; stopping (the last checkpoint is kept). Try a lower lr or grad_clip"
+    )]
+    Diverged { quantity: &'static str, value: f32, step: usize },
+    /// Input that is well-formed but cannot be used, said in a sentence.
     #[error("{0}")]
     Invalid(String),
 }

@@ -74,10 +74,7 @@ pub fn inspect(
         return Err(Error::Invalid("the text is empty: nothing to inspect".into()));
     }
     if t > cfg.block_size {
-        return Err(Error::Invalid(format!(
-            "the text is {t} tokens but the model's context holds {}; shorten it",
-            cfg.block_size
-        )));
+        return Err(Error::TooLong { tokens: t, context: cfg.block_size });
     }
     if let Some(w) = attention
         && (w.layer >= cfg.n_layer || w.head.is_some_and(|h| h >= nh))

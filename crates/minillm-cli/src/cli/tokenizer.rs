@@ -71,11 +71,12 @@ impl TokenizerChoice {
     }
 
     fn encode(&self, tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
-        tok.encode_parallel(text, self.specials()).map_err(|e| {
-            anyhow::anyhow!(
+        tok.encode_parallel(text, self.specials()).map_err(|e| match e {
+            minillm::Error::SpecialTokenInText { .. } => anyhow::anyhow!(
                 "{e}; pass --allow-special to encode it as that id, or --special-as-text to \
                  encode it as ordinary text"
-            )
+            ),
+            e => e.into(),
         })
     }
 }

@@ -77,21 +77,18 @@ impl Gpt {
             return bad(format!("{} tokens do not make a batch of {b} x {t}", tokens.len()));
         }
         if t > self.config.block_size {
-            return bad(format!(
-                "a sequence of {t} tokens is longer than the model's context of {}",
-                self.config.block_size
-            ));
+            return Err(Error::TooLong { tokens: t, context: self.config.block_size });
         }
         let v = self.config.vocab_size as u32;
         if let Some(&tok) = tokens.iter().find(|&&x| x >= v) {
-            return bad(format!("token id {tok} is outside the vocabulary of {v}"));
+            return Err(Error::UnknownToken { id: tok, vocab: v as usize });
         }
         if let Some(targets) = targets {
             if targets.len() != tokens.len() {
                 return bad(format!("{} targets for {} tokens", targets.len(), tokens.len()));
             }
             if let Some(&tok) = targets.iter().find(|&&x| x >= v && x != IGNORE) {
-                return bad(format!("target id {tok} is outside the vocabulary of {v}"));
+                return Err(Error::UnknownToken { id: tok, vocab: v as usize });
             }
         }
         Ok(())

@@ -195,7 +195,7 @@ impl KvCache {
             }
         }
         if let Some(&tok) = tokens.iter().find(|&&t| t as usize >= self.vocab) {
-            return bad(format!("token id {tok} is outside the vocabulary of {}", self.vocab));
+            return Err(Error::UnknownToken { id: tok, vocab: self.vocab });
         }
         Ok(())
     }
@@ -389,11 +389,7 @@ impl Gpt {
             return Err(Error::Invalid("the prompt is empty".into()));
         }
         if prompt.len() > cache.capacity {
-            return Err(Error::Invalid(format!(
-                "a sequence of {} tokens is longer than the cache's context of {}",
-                prompt.len(),
-                cache.capacity
-            )));
+            return Err(Error::TooLong { tokens: prompt.len(), context: cache.capacity });
         }
         let mut last = 0;
         for chunk in prompt.chunks(cache.rows) {
@@ -424,11 +420,7 @@ impl Gpt {
     ) -> Result<()> {
         cache.clear(0);
         if tokens.len() > cache.capacity {
-            return Err(Error::Invalid(format!(
-                "a sequence of {} tokens is longer than the context of {}",
-                tokens.len(),
-                cache.capacity
-            )));
+            return Err(Error::TooLong { tokens: tokens.len(), context: cache.capacity });
         }
         let step = cache.rows.min(cache.logit_rows);
         for (chunk_index, chunk) in tokens.chunks(step).enumerate() {

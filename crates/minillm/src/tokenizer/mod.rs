@@ -181,10 +181,7 @@ impl Tokenizer {
         let mut rest = text;
         while let Some((at, name, id)) = self.next_special(rest) {
             if specials == SpecialTokens::Refuse {
-                return Err(Error::Invalid(format!(
-                    "the text contains the special token {name} (id {id}), which is refused \
-                     unless special tokens are allowed"
-                )));
+                return Err(Error::SpecialTokenInText { name: name.to_string(), id });
             }
             self.encode_ordinary_into(&rest[..at], out);
             out.push(id);
@@ -250,10 +247,7 @@ impl Tokenizer {
     pub(crate) fn token_bytes_or_err(&self, id: u32) -> Result<&[u8]> {
         match self.token_bytes(id) {
             Some(b) if !b.is_empty() => Ok(b),
-            _ => Err(Error::Invalid(format!(
-                "token id {id} is not in this tokenizer's vocabulary (ids 0..{})",
-                self.vocab_size()
-            ))),
+            _ => Err(Error::UnknownToken { id, vocab: self.vocab_size() }),
         }
     }
 }

@@ -95,11 +95,7 @@ impl Trainer {
         for _ in 0..self.config.grad_accum {
             let loss = self.objective.forward(&mut self.model, &mut self.batch, examples)?;
             if !loss.value.is_finite() {
-                return Err(Error::Invalid(format!(
-                    "the loss became {} at step {}; stopping (the last checkpoint is kept). Try a lower lr or grad_clip",
-                    loss.value,
-                    self.step + 1
-                )));
+                return Err(Error::Diverged { quantity: "loss", value: loss.value, step: self.step + 1 });
             }
             loss_sum += loss.value as f64;
             dpo.extend(loss.dpo.map(|d| (d, examples)));
@@ -112,10 +108,7 @@ impl Trainer {
         }
         let norm = grads.iter().map(|&g| g as f64 * g as f64).sum::<f64>().sqrt() as f32;
         if !norm.is_finite() {
-            return Err(Error::Invalid(format!(
-                "the gradient norm became {norm} at step {}; stopping",
-                self.step + 1
-            )));
+            return Err(Error::Diverged { quantity: "gradient norm", value: norm, step: self.step + 1 });
         }
         if self.config.grad_clip > 0.0 && norm > self.config.grad_clip {
             let scale = self.config.grad_clip / norm;

@@ -2,12 +2,9 @@
 
 mod common;
 
+use common::minillm;
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn minillm(dir: &PathBuf, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_minillm")).args(args).current_dir(dir).output().unwrap()
-}
+use std::process::Output;
 
 fn temp_dir(name: &str) -> PathBuf {
     common::temp_dir(&format!("cli-{name}"))

@@ -3,29 +3,8 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn minillm(dir: &Path, args: &[&str]) -> Output {
-    // Offline: a model name that is not a path must not reach for the network.
-    Command::new(env!("CARGO_BIN_EXE_minillm"))
-        .args(args)
-        .current_dir(dir)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn failure(out: &Output) -> String {
-    assert!(!out.status.success(), "expected a failure: {}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use common::{failure, minillm, minillm_with_input, ok};
+use std::path::PathBuf;
 
 fn setup() -> PathBuf {
     let dir = common::temp_dir("finetune-cli");
@@ -123,26 +102,11 @@ fn sft_then_dpo_then_chat() {
     assert!(more.contains("2 steps") || more.contains("from step 6"), "{more}");
 
     // chat renders the template and stops at <|end|>.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_minillm"))
-        .args([
-            "chat",
-            "--model",
-            "dpo",
-            "--temperature",
-            "0",
-            "--max-new-tokens",
-            "8",
-            "--system",
-            "Be brief.",
-        ])
-        .current_dir(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"What is the capital of Peru?\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = minillm_with_input(
+        &dir,
+        &["chat", "--model", "dpo", "--temperature", "0", "--max-new-tokens", "8", "--system", "Be brief."],
+        "What is the capital of Peru?\n",
+    );
     let text = ok(&out);
     assert!(text.starts_with("assistant>") && !text.contains("<|end|>"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);

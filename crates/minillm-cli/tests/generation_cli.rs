@@ -2,18 +2,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn minillm(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_minillm")).args(args).current_dir(dir).output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
+use common::{minillm, minillm_with_input, ok};
+use std::path::PathBuf;
+use std::process::{Command, Output};
 
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_str(&ok(out)).unwrap()
@@ -71,16 +62,11 @@ fn generate_json_gives_probabilities_and_logit_bias_bans_tokens() {
 #[test]
 fn chat_answers_each_line_and_forgets_on_reset() {
     let dir = trained();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_minillm"))
-        .args(["chat", "--model", "run", "--max-new-tokens", "8", "--temperature", "0"])
-        .current_dir(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"Hello there\n\n/reset\nHello there\n/quit\nnot read\n").unwrap();
-    let out = ok(&child.wait_with_output().unwrap());
+    let out = ok(&minillm_with_input(
+        &dir,
+        &["chat", "--model", "run", "--max-new-tokens", "8", "--temperature", "0"],
+        "Hello there\n\n/reset\nHello there\n/quit\nnot read\n",
+    ));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     assert!(lines[0].starts_with("assistant>") && lines[2].starts_with("assistant>"), "{out}");

@@ -1,11 +1,49 @@
-//! What the CLI tests share: a fresh directory, the fixture model, a server on a free loopback
-//! port, and small HTTP helpers.
+//! What the CLI tests share: running the binary (with arguments, or chatting over stdin), a
+//! fresh directory, the fixture model, a server on a free loopback port, and small HTTP helpers.
 #![allow(dead_code)] // each test file uses its own part of this module
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// `minillm ARGS` run in `dir`, offline (a model name that is not a path must not reach for
+/// the network).
+pub fn minillm(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_minillm"))
+        .args(args)
+        .current_dir(dir)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap()
+}
+
+/// `minillm ARGS` in `dir` with `input` typed on its stdin (a chat session).
+pub fn minillm_with_input(dir: &Path, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_minillm"))
+        .args(args)
+        .current_dir(dir)
+        .env("HF_HUB_OFFLINE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The standard output of a run that must succeed (its stderr shown when it did not).
+pub fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// The standard error of a run that must fail.
+pub fn failure(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failure: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
 
 /// A fresh, empty directory for one test under target/tmp: the next run reuses it and
 /// `cargo clean` removes it (nothing piles up in /tmp).

@@ -1,4 +1,6 @@
-//! Model files in the ecosystem's formats: safetensors with HF GPT-2 names, and config.json.
+//! Models and tokenizers in and out, in the ecosystem's formats: safetensors with HF GPT-2 names,
+//! config.json and generation_config.json, GGUF (llama.cpp's), and the HF hub's cache; and
+//! resolving anything a `--model` or `--tokenizer` flag takes ([`load`], [`load_tokenizer`]).
 
 pub mod generation_config;
 pub mod gguf;

@@ -1,6 +1,7 @@
 //! Turning next-token probabilities into text: the samplers (greedy, temperature, top-k, top-p,
-//! min-p, penalties, logit bias) and the generation loop: the prompt in one pass, then one token
-//! at a time through the KV cache.
+//! min-p, penalties, logit bias), log-probabilities, and the generation loop: the prompt in one
+//! pass, then one batched [`decode_step`] at a time through the KV cache; [`TextStream`] turns the
+//! tokens into text as they come, with stop strings.
 
 pub mod stop;
 mod text_stream;

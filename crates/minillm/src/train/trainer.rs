@@ -3,7 +3,7 @@
 //! What is learned is the [`Objective`]'s business; checkpoints are in `checkpoint.rs`.
 
 use super::adamw::{AdamW, AdamWConfig};
-use super::objective::{Batch, DpoStats, Objective, Pretrain};
+use super::objective::{Batch, DpoStats, Objective, Pretrain, Step};
 use super::{EvalStats, Stage, StepStats, TrainConfig};
 use crate::chat::{ChatTemplate, Message, Role};
 use crate::error::{Error, Result};
@@ -93,13 +93,15 @@ impl Trainer {
         let mut loss_sum = 0.0f64;
         let mut dpo = Vec::new();
         for _ in 0..self.config.grad_accum {
-            let loss = self.objective.forward(&mut self.model, &mut self.batch, examples)?;
+            let step = Step { model: &mut self.model, batch: &mut self.batch, examples };
+            let loss = self.objective.forward(step)?;
             if !loss.value.is_finite() {
                 return Err(Error::Diverged { quantity: "loss", value: loss.value, step: self.step + 1 });
             }
             loss_sum += loss.value as f64;
             dpo.extend(loss.dpo.map(|d| (d, examples)));
-            self.objective.backward(&mut self.model, &self.batch)?;
+            let step = Step { model: &mut self.model, batch: &mut self.batch, examples };
+            self.objective.backward(step)?;
         }
         let grads = &mut self.model.grads;
         let accum = self.config.grad_accum as f32;
@@ -134,7 +136,8 @@ impl Trainer {
         let examples = self.config.batch_size;
         let limit = (self.config.eval_batches > 0).then(|| self.config.eval_batches * examples);
         let was_training = std::mem::replace(&mut self.model.training, false);
-        let loss = self.objective.evaluate(&mut self.model, &mut self.batch, examples, limit);
+        let step = Step { model: &mut self.model, batch: &mut self.batch, examples };
+        let loss = self.objective.evaluate(step, limit);
         self.model.training = was_training;
         let loss = loss?;
         let val_loss = loss.value;

@@ -1,7 +1,7 @@
 //! Direct preference optimization (Rafailov et al. 2023) with TRL's definitions: preference
 //! pairs scored against a frozen reference, each token's gradient weighted by the DPO loss.
 
-use super::{Batch, Loss, Objective};
+use super::{Batch, Loss, Objective, Step};
 use crate::error::Result;
 use crate::model::Trainable;
 use crate::rng::Rng;
@@ -29,27 +29,21 @@ impl Objective for Dpo {
         2 * examples
     }
 
-    fn forward(&mut self, model: &mut Trainable, batch: &mut Batch, examples: usize) -> Result<Loss> {
-        let picked: Vec<usize> = (0..examples).map(|_| self.sampler.next_index()).collect();
-        let stats = pairs_forward(model, &self.train, &picked, self.beta, batch)?;
+    fn forward(&mut self, s: Step) -> Result<Loss> {
+        let picked: Vec<usize> = (0..s.examples).map(|_| self.sampler.next_index()).collect();
+        let stats = pairs_forward(s.model, &self.train, &picked, self.beta, s.batch)?;
         Ok(Loss { value: stats.loss, dpo: Some(stats) })
     }
 
-    fn backward(&self, model: &mut Trainable, batch: &Batch) -> Result<()> {
-        model.backward_weighted(&batch.weights)
+    fn backward(&self, s: Step) -> Result<()> {
+        s.model.backward_weighted(&s.batch.weights)
     }
 
-    fn evaluate(
-        &mut self,
-        model: &mut Trainable,
-        batch: &mut Batch,
-        examples: usize,
-        limit: Option<usize>,
-    ) -> Result<Loss> {
+    fn evaluate(&mut self, s: Step, limit: Option<usize>) -> Result<Loss> {
         let picked: Vec<usize> = (0..limit.unwrap_or(usize::MAX).min(self.val.len())).collect();
         let mut all = Vec::new();
-        for chunk in picked.chunks(examples) {
-            all.push((pairs_forward(model, &self.val, chunk, self.beta, batch)?, chunk.len()));
+        for chunk in picked.chunks(s.examples) {
+            all.push((pairs_forward(s.model, &self.val, chunk, self.beta, s.batch)?, chunk.len()));
         }
         let stats = DpoStats::mean(&all);
         Ok(Loss { value: stats.map_or(f32::NAN, |s| s.loss), dpo: stats })

@@ -45,31 +45,32 @@ impl Loss {
     }
 }
 
-/// One training objective. `examples` is the configured batch size: the number of windows,
-/// conversations or pairs in a micro-batch.
+/// What an objective works on: the model, the batch buffers, and `examples`, the configured
+/// batch size (the windows, conversations or pairs in one micro-batch).
+pub struct Step<'a> {
+    pub model: &'a mut Trainable,
+    pub batch: &'a mut Batch,
+    pub examples: usize,
+}
+
+/// One training objective.
 pub trait Objective: Send {
     /// Rows of the batch one micro-batch of `examples` takes (a DPO pair takes two).
     fn rows(&self, examples: usize) -> usize {
         examples
     }
 
-    /// Draws the next micro-batch into `batch` and runs the training forward on it.
-    fn forward(&mut self, model: &mut Trainable, batch: &mut Batch, examples: usize) -> Result<Loss>;
+    /// Draws the next micro-batch into the batch and runs the training forward on it.
+    fn forward(&mut self, s: Step) -> Result<Loss>;
 
     /// The gradient of the loss of the last [`forward`](Self::forward), accumulated.
-    fn backward(&self, model: &mut Trainable, _batch: &Batch) -> Result<()> {
-        model.backward()
+    fn backward(&self, s: Step) -> Result<()> {
+        s.model.backward()
     }
 
     /// The loss on the held-out examples (the first `limit`, or all of them when `None`), in
-    /// micro-batches of `examples`. The model is in evaluation mode.
-    fn evaluate(
-        &mut self,
-        model: &mut Trainable,
-        batch: &mut Batch,
-        examples: usize,
-        limit: Option<usize>,
-    ) -> Result<Loss>;
+    /// micro-batches. The model is in evaluation mode.
+    fn evaluate(&mut self, s: Step, limit: Option<usize>) -> Result<Loss>;
 
     /// Bytes per held-out target token, for bits per byte (1 where it has no meaning).
     fn val_bytes_per_token(&self, tokenizer: &Tokenizer) -> f64;

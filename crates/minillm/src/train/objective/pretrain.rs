@@ -1,10 +1,9 @@
 //! Pretraining: random windows of token shards, every next token a target.
 
-use super::{Batch, Loss, Objective};
+use super::{Loss, Objective, Step};
 use crate::data::{Loader, read_shard, tokenizer_hash};
 use crate::error::{Error, Result};
 use crate::eval::score_windows;
-use crate::model::Trainable;
 use crate::rng::Rng;
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
@@ -40,25 +39,19 @@ fn load_split(data: &Path, name: &str, tok: &Tokenizer) -> Result<Vec<u32>> {
 }
 
 impl Objective for Pretrain {
-    fn forward(&mut self, model: &mut Trainable, batch: &mut Batch, examples: usize) -> Result<Loss> {
-        let t = batch.t;
-        self.train.next_batch(&mut batch.inputs, &mut batch.targets, t);
-        let loss = model.forward(&batch.inputs, Some(&batch.targets), (examples, t))?;
+    fn forward(&mut self, s: Step) -> Result<Loss> {
+        let t = s.batch.t;
+        self.train.next_batch(&mut s.batch.inputs, &mut s.batch.targets, t);
+        let loss = s.model.forward(&s.batch.inputs, Some(&s.batch.targets), (s.examples, t))?;
         Ok(Loss::plain(loss.unwrap_or(f32::NAN)))
     }
 
-    fn evaluate(
-        &mut self,
-        model: &mut Trainable,
-        batch: &mut Batch,
-        examples: usize,
-        limit: Option<usize>,
-    ) -> Result<Loss> {
-        let t = batch.t;
+    fn evaluate(&mut self, s: Step, limit: Option<usize>) -> Result<Loss> {
+        let t = s.batch.t;
         let all = self.val.windows(t).count();
         let windows = self.val.windows(t).take(limit.unwrap_or(all));
         let (sum, counted) =
-            score_windows(model, windows, (examples, t), &mut batch.inputs, &mut batch.targets)?;
+            score_windows(s.model, windows, (s.examples, t), &mut s.batch.inputs, &mut s.batch.targets)?;
         Ok(Loss::plain((sum / counted.max(1) as f64) as f32))
     }
 

@@ -1,8 +1,7 @@
 //! Supervised fine-tuning: whole conversations, with only the assistant's tokens as targets.
 
-use super::{Batch, Loss, Objective};
+use super::{Batch, Loss, Objective, Step};
 use crate::error::Result;
-use crate::model::Trainable;
 use crate::model::layers::loss::IGNORE;
 use crate::rng::Rng;
 use crate::tokenizer::Tokenizer;
@@ -33,21 +32,16 @@ fn fill<'a>(batch: &mut Batch, rows: impl Iterator<Item = &'a Sequence>) {
 }
 
 impl Objective for Sft {
-    fn forward(&mut self, model: &mut Trainable, batch: &mut Batch, examples: usize) -> Result<Loss> {
-        let picked: Vec<usize> = (0..examples).map(|_| self.sampler.next_index()).collect();
-        fill(batch, picked.iter().map(|&i| &self.train[i]));
-        let loss = model.forward(&batch.inputs, Some(&batch.targets), (examples, batch.t))?;
+    fn forward(&mut self, s: Step) -> Result<Loss> {
+        let picked: Vec<usize> = (0..s.examples).map(|_| self.sampler.next_index()).collect();
+        fill(s.batch, picked.iter().map(|&i| &self.train[i]));
+        let loss = s.model.forward(&s.batch.inputs, Some(&s.batch.targets), (s.examples, s.batch.t))?;
         Ok(Loss::plain(loss.unwrap_or(f32::NAN)))
     }
 
     /// The mean over every held-out reply token (batches weighted by their counted tokens).
-    fn evaluate(
-        &mut self,
-        model: &mut Trainable,
-        batch: &mut Batch,
-        examples: usize,
-        limit: Option<usize>,
-    ) -> Result<Loss> {
+    fn evaluate(&mut self, s: Step, limit: Option<usize>) -> Result<Loss> {
+        let Step { model, batch, examples } = s;
         let t = batch.t;
         let (mut sum, mut counted) = (0.0f64, 0usize);
         for chunk in self.val[..limit.unwrap_or(usize::MAX).min(self.val.len())].chunks(examples) {

@@ -151,8 +151,10 @@ fn stderr(out: &Output) -> String {
 fn a_hub_id_downloads_into_the_hf_cache_then_runs_offline() {
     let dir = common::temp_dir("hub-download");
     let mut llama = files(&["config.json", "model.safetensors"]);
-    let config = String::from_utf8(llama["config.json"].clone()).unwrap().replace("\"gpt2\"", "\"llama\"");
-    llama.insert("config.json".into(), config.into_bytes());
+    // A real LLaMA-family config.json (SmolLM2-135M's, as transformers writes it).
+    let smollm = common::fixture().join("../llama_presets/smollm2-135m.json");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(smollm).unwrap()).unwrap();
+    llama.insert("config.json".into(), doc["config"].to_string().into_bytes());
     let repos: Repos = [
         (
             "acme/tiny".to_string(),
@@ -215,7 +217,7 @@ fn a_hub_id_downloads_into_the_hf_cache_then_runs_offline() {
     let err = stderr(&minillm(&dir, &hub.url, &as_strs(&greedy("acme/gated")), false));
     assert!(err.contains("gated or private") && err.contains("HF_TOKEN"), "{err}");
     let err = stderr(&minillm(&dir, &hub.url, &as_strs(&greedy("acme/llama")), false));
-    assert!(err.contains("model_type is 'llama'"), "{err}");
+    assert!(err.contains("llama model (LLaMA family)"), "{err}");
     assert!(
         !hub.log.lock().unwrap().iter().any(|l| l.contains("acme~llama")),
         "llama weights were downloaded"

@@ -303,6 +303,7 @@ fn requests_are_cut_off_at_the_timeout_and_free_their_slot() {
         vocab_size: 512,
         dropout: 0.0,
         bias: true,
+        arch: Default::default(),
     };
     let model = minillm::model::Gpt::new(config, 3).unwrap();
     minillm::io::save_model(&dir, &model, None).unwrap();

@@ -38,7 +38,7 @@
 //! use minillm::{SpecialTokens, Tokenizer};
 //!
 //! let tok = Tokenizer::bytes(); // 256 single bytes: a character-level model for ASCII
-//! let config = ModelConfig { n_layer: 2, n_head: 2, n_embd: 32, block_size: 32, vocab_size: 256, dropout: 0.0, bias: true };
+//! let config = ModelConfig { n_layer: 2, n_head: 2, n_embd: 32, block_size: 32, vocab_size: 256, dropout: 0.0, bias: true, arch: Default::default() };
 //! let mut model = Trainable::init(config, 1337)?;
 //! let text = tok.encode("to be or not to be, that is the question. ", SpecialTokens::AsText)?;
 //! let (inputs, targets) = (&text[..32], &text[1..33]);

@@ -202,6 +202,7 @@ fn dpo_gradients_match_finite_differences_through_the_model() {
         vocab_size: 20,
         dropout: 0.0,
         bias: true,
+        arch: Default::default(),
     };
     let model = Gpt::new(config, 3).unwrap();
     let seq = |tokens: [u32; 6], first_target: usize| {

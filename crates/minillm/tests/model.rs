@@ -8,7 +8,16 @@ use minillm::model::{Gpt, ModelConfig, Trainable};
 use minillm::rng::Rng;
 
 fn tiny(dropout: f32) -> ModelConfig {
-    ModelConfig { n_layer: 2, n_head: 2, n_embd: 16, block_size: 8, vocab_size: 50, dropout, bias: true }
+    ModelConfig {
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 16,
+        block_size: 8,
+        vocab_size: 50,
+        dropout,
+        bias: true,
+        arch: Default::default(),
+    }
 }
 
 fn batch(seed: u64, b: usize, t: usize, v: usize) -> (Vec<u32>, Vec<u32>) {
@@ -62,7 +71,8 @@ fn broken_checkpoints_say_what_is_wrong() {
     assert!(load(&int_file, &config).contains("'transformer.ln_f.weight' is I32"));
 
     let json = |text: &str| hf_config::from_json(text, &dir.join("config.json")).unwrap_err().to_string();
-    assert!(json(r#"{"model_type": "llama"}"#).contains("model_type is 'llama'"));
+    assert!(json(r#"{"model_type": "bert"}"#).contains("model_type is 'bert'"));
+    assert!(json(r#"{"model_type": "llama"}"#).contains("'num_attention_heads' is missing"));
     assert!(json(r#"{"model_type": "gpt2", "n_layer": 2}"#).contains("'n_head' is missing"));
     assert!(json("{").contains("not valid JSON"));
 }

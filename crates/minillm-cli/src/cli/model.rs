@@ -3,8 +3,9 @@
 use super::display::count;
 use anyhow::{Context, Result, bail};
 use clap::{Args as ClapArgs, Subcommand};
-use minillm::model::ModelConfig;
+use minillm::model::config::LlamaShape;
 use minillm::model::config::PRESETS;
+use minillm::model::{Arch, ModelConfig};
 use minillm::sample::GenerationMemory;
 use std::path::PathBuf;
 
@@ -35,10 +36,12 @@ pub struct InitArgs {
 /// Where a model's shape comes from: a preset, a config file, or a model directory.
 #[derive(ClapArgs)]
 pub struct ShapeChoice {
-    /// A preset: gpt2, gpt2-medium, gpt2-large, gpt2-xl, baby, or dN (the depth dial, e.g. d6).
+    /// A preset: gpt2, gpt2-medium, gpt2-large, gpt2-xl, baby, dN (the depth dial, e.g. d6), or a
+    /// LLaMA-family shape (smollm2-135m, qwen2.5-0.5b, llama-3.2-1b, llama-2-70b, ...: see
+    /// `minillm model info --preset list`).
     #[arg(long, value_name = "NAME", conflicts_with_all = ["config", "model"])]
     preset: Option<String>,
-    /// A config.json (HF GPT-2) file.
+    /// A config.json (HF GPT-2, Llama, Mistral or Qwen2) file.
     #[arg(long, value_name = "FILE", conflicts_with = "model")]
     config: Option<PathBuf>,
     /// A model directory holding config.json, or any model other commands take (a run, a
@@ -72,7 +75,9 @@ impl ShapeChoice {
         let mut how = None;
         let (name, mut config) = match (&self.preset, &self.config, &self.model) {
             (Some(p), _, _) => (p.clone(), ModelConfig::preset(p)?),
-            (_, _, Some(path)) if stored || !path.join("config.json").is_file() => {
+            // A LLaMA-family model directory is described from its config.json: minillm does not
+            // load those weights yet.
+            (_, _, Some(path)) if (stored && !is_llama_dir(path)) || !path.join("config.json").is_file() => {
                 let model = super::session::load(path)?.model;
                 how = Some(Stored { weight_type: model.weight_type(), bytes: model.weight_bytes() });
                 (path.display().to_string(), model.config)
@@ -90,6 +95,12 @@ impl ShapeChoice {
         config.validate().context("the model's shape is not usable")?;
         Ok((name, config, how))
     }
+}
+
+fn is_llama_dir(path: &std::path::Path) -> bool {
+    let file = path.join("config.json");
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    minillm::io::hf_config::from_json(&text, &file).is_ok_and(|c| matches!(c.arch, Arch::Llama(_)))
 }
 
 #[derive(ClapArgs)]
@@ -166,6 +177,12 @@ fn info(a: InfoArgs) -> Result<()> {
         print_memory(n);
         return Ok(());
     }
+    if a.shape.preset.as_deref() == Some("list") {
+        for (name, description) in PRESETS {
+            println!("{name:<15} {description}");
+        }
+        return Ok(());
+    }
     let (name, c, stored) = a.shape.resolve_stored()?;
     let t = a.context.unwrap_or(c.block_size);
     if t == 0 || t > c.block_size || a.batch == 0 {
@@ -179,6 +196,9 @@ fn info(a: InfoArgs) -> Result<()> {
         None => String::new(),
     };
     println!("model {name}{described}");
+    if let Arch::Llama(l) = &c.arch {
+        return llama_info(&c, l, a.batch, t);
+    }
     println!(
         "  {} layers, {} heads of {}, width {}, context {}, vocabulary {} (padded to {})",
         c.n_layer,
@@ -222,6 +242,80 @@ fn info(a: InfoArgs) -> Result<()> {
         size(state),
         size(minillm::model::training::activation_bytes(&c, a.batch, t) as f64)
     );
+    Ok(())
+}
+
+/// `model info` for a LLaMA-family shape: the same arithmetic, with grouped-query attention's
+/// smaller KV cache, SwiGLU's three matrices and an untied head where the model has one.
+fn llama_info(c: &ModelConfig, l: &LlamaShape, batch: usize, t: usize) -> Result<()> {
+    let grouped =
+        if l.n_kv_head < c.n_head { format!(" sharing {} KV heads", l.n_kv_head) } else { String::new() };
+    println!(
+        "  {} ({}): {} layers, {} heads of {}{grouped}, width {}, MLP {}, context {}, vocabulary {}",
+        l.family.model_type(),
+        if l.tied_head { "tied head" } else { "untied head" },
+        c.n_layer,
+        c.n_head,
+        l.head_dim,
+        c.n_embd,
+        count(l.intermediate),
+        count(c.block_size),
+        count(c.vocab_size)
+    );
+    let n = c.num_params();
+    let (attention, mlp, norms) = c.llama_block_parts(l);
+    let e = c.n_embd;
+    println!("parameters: {}", count(n));
+    let tied = if l.tied_head { "  (also the output layer: tied)" } else { "" };
+    println!("  token embedding        {:>15}{tied}", count(c.vocab_size * e));
+    println!("  positions: rotary, no parameters (theta {})", l.rope_theta);
+    let block = attention + mlp + norms;
+    println!("  {} blocks x {:<11} {:>13}", c.n_layer, count(block), count(c.n_layer * block));
+    let bias = if l.qkv_bias { " with q/k/v biases" } else { "" };
+    println!(
+        "    attention {}{bias}, SwiGLU MLP {}, RMSNorms {} per block",
+        count(attention),
+        count(mlp),
+        count(norms)
+    );
+    println!("  final RMSNorm          {:>15}", count(e));
+    if !l.tied_head {
+        println!("  output layer lm_head   {:>15}", count(c.vocab_size * e));
+    }
+    print_memory(n as f64);
+    println!(
+        "FLOPs per token at context {}: {} forward, {} training",
+        count(t),
+        flops(c.forward_flops_per_token(t)),
+        flops(c.train_flops_per_token(t))
+    );
+    let kv = c.kv_bytes_per_position() * t * batch;
+    println!(
+        "memory to generate, batch {batch} x context {} (the program, tokenizer and working buffers come on top):",
+        count(t)
+    );
+    println!("  {:<32}{:>10}", "weights in f32", size(4.0 * n as f64));
+    let kv_note = format!(
+        "  (2 x {} layers x {} positions x {} KV heads x {} x 4 bytes x {batch})",
+        c.n_layer,
+        count(t),
+        l.n_kv_head,
+        l.head_dim
+    );
+    println!("  {:<32}{:>10}{kv_note}", "KV cache", size(kv as f64));
+    if l.n_kv_head < c.n_head {
+        println!(
+            "  (with a KV head per query head, as GPT-2 has, the cache would be {}x larger: {})",
+            c.n_head / l.n_kv_head,
+            size((kv * c.n_head / l.n_kv_head) as f64)
+        );
+    }
+    println!(
+        "training memory at batch {batch} x {}: {} for weights, gradients and AdamW moments, + activations",
+        count(t),
+        size(16.0 * n as f64)
+    );
+    println!("(minillm describes LLaMA-family shapes; running and training them is not built yet)");
     Ok(())
 }
 

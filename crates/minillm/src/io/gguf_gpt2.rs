@@ -11,7 +11,7 @@ use crate::kernels::vec::transpose;
 use crate::model::layers::layernorm::EPS;
 use crate::model::params::Layout;
 use crate::model::quantized::{Matrix, Quantized};
-use crate::model::{Gpt, ModelConfig};
+use crate::model::{Arch, Gpt, ModelConfig};
 use crate::quant::{QMatrix, QuantType};
 use crate::tokenizer::formats::{from_token_list, merge_texts, vocab_entries};
 use crate::tokenizer::{Pattern, Tokenizer};
@@ -232,6 +232,7 @@ pub fn from_shared(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, path: &Path) -> Re
         vocab_size: tok.vocab_size(),
         dropout: 0.0,
         bias: true,
+        arch: Arch::Gpt2,
     };
     config.validate().map_err(|e| Error::format(path, e.to_string()))?;
     if size("gpt2.feed_forward_length")? != 4 * config.n_embd {

@@ -1,9 +1,11 @@
-//! HF `config.json` for GPT-2 models: read into a [`ModelConfig`], and written so that
-//! `transformers` loads the model as a `GPT2LMHeadModel`.
+//! HF `config.json`: GPT-2's read into a [`ModelConfig`] and written so that `transformers`
+//! loads the model as a `GPT2LMHeadModel`; the LLaMA family's (`llama`, `mistral`, `qwen2`)
+//! read, with every feature minillm does not model refused by name.
 
 use crate::error::{Error, Result};
-use crate::model::ModelConfig;
+use crate::model::config::{Family, LlamaShape, RopeScaling};
 use crate::model::layers::layernorm::EPS;
+use crate::model::{Arch, ModelConfig};
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -12,10 +14,15 @@ pub fn from_json(text: &str, path: &Path) -> Result<ModelConfig> {
         serde_json::from_str(text).map_err(|e| Error::format(path, format!("not valid JSON: {e}")))?;
     match v["model_type"].as_str() {
         Some("gpt2") => {}
+        Some("llama") => return llama_from_json(&v, path, Family::Llama),
+        Some("mistral") => return llama_from_json(&v, path, Family::Mistral),
+        Some("qwen2") => return llama_from_json(&v, path, Family::Qwen2),
         Some(other) => {
             return Err(Error::format(
                 path,
-                format!("model_type is '{other}'; minillm runs GPT-2-architecture models (model_type gpt2)"),
+                format!(
+                    "model_type is '{other}'; minillm knows gpt2 and the LLaMA family (llama, mistral, qwen2)"
+                ),
             ));
         }
         None => {
@@ -42,6 +49,7 @@ pub fn from_json(text: &str, path: &Path) -> Result<ModelConfig> {
         vocab_size: size("vocab_size")?,
         dropout: v["resid_pdrop"].as_f64().unwrap_or(0.0) as f32,
         bias: true,
+        arch: Arch::Gpt2,
     };
     if let Some(inner) = v["n_inner"].as_u64().filter(|&i| i as usize != 4 * config.n_embd) {
         return Err(Error::format(
@@ -55,6 +63,100 @@ pub fn from_json(text: &str, path: &Path) -> Result<ModelConfig> {
             format!("layer_norm_epsilon is {eps}; minillm's LayerNorm uses {EPS}"),
         ));
     }
+    config.validate().map_err(|e| Error::format(path, e.to_string()))?;
+    Ok(config)
+}
+
+/// A Llama, Mistral or Qwen2 config.json (either transformers' older `rope_theta` +
+/// `rope_scaling` keys or its newer `rope_parameters`).
+fn llama_from_json(v: &Value, path: &Path, family: Family) -> Result<ModelConfig> {
+    let bad = |m: String| Err(Error::format(path, m));
+    let size = |key: &str| -> Result<usize> {
+        v[key]
+            .as_u64()
+            .map(|x| x as usize)
+            .ok_or_else(|| Error::format(path, format!("'{key}' is missing or not a whole number")))
+    };
+    let optional = |key: &str| -> Result<Option<usize>> {
+        match &v[key] {
+            Value::Null => Ok(None),
+            x => x
+                .as_u64()
+                .map(|n| Some(n as usize))
+                .ok_or_else(|| Error::format(path, format!("'{key}' is not a whole number"))),
+        }
+    };
+    let flag = |key: &str| v[key].as_bool().unwrap_or(false);
+    if let Some(act) = v["hidden_act"].as_str().filter(|a| *a != "silu") {
+        return bad(format!("hidden_act '{act}' is not supported (the LLaMA family's SwiGLU uses silu)"));
+    }
+    for key in ["num_local_experts", "num_experts", "num_experts_per_tok"] {
+        if !v[key].is_null() {
+            return bad(format!("'{key}' describes a mixture of experts, which minillm does not model"));
+        }
+    }
+    if family == Family::Llama && flag("attention_bias") {
+        return bad(
+            "attention_bias is true (biases on q, k, v and o); minillm models Qwen2's q/k/v biases only"
+                .into(),
+        );
+    }
+    if flag("mlp_bias") {
+        return bad("mlp_bias is true; minillm's SwiGLU MLP has no biases".into());
+    }
+    let (n_head, n_embd) = (size("num_attention_heads")?, size("hidden_size")?);
+    let block_size = size("max_position_embeddings")?;
+    // Attention over a sliding window shorter than the context is a different model.
+    let windowed = family == Family::Mistral || flag("use_sliding_window");
+    if let Some(window) = optional("sliding_window")?.filter(|&w| windowed && w < block_size) {
+        return bad(format!(
+            "sliding_window {window} is shorter than the context of {block_size}; minillm attends over the whole context"
+        ));
+    }
+    let rope = &v["rope_parameters"];
+    let theta = rope["rope_theta"].as_f64().or(v["rope_theta"].as_f64()).unwrap_or(10000.0);
+    let scaling = if v["rope_scaling"].is_object() { &v["rope_scaling"] } else { rope };
+    let kind = scaling["rope_type"].as_str().or(scaling["type"].as_str()).unwrap_or("default");
+    let number = |key: &str| -> Result<f64> {
+        scaling[key]
+            .as_f64()
+            .ok_or_else(|| Error::format(path, format!("rope scaling '{kind}' needs a number '{key}'")))
+    };
+    let rope_scaling = match kind {
+        "default" => None,
+        "linear" => Some(RopeScaling::Linear { factor: number("factor")? }),
+        "llama3" => Some(RopeScaling::Llama3 {
+            factor: number("factor")?,
+            low_freq_factor: number("low_freq_factor")?,
+            high_freq_factor: number("high_freq_factor")?,
+            original_context: number("original_max_position_embeddings")? as usize,
+        }),
+        other => {
+            return bad(format!(
+                "rope scaling '{other}' is not supported (minillm knows default, linear and llama3)"
+            ));
+        }
+    };
+    let config = ModelConfig {
+        n_layer: size("num_hidden_layers")?,
+        n_head,
+        n_embd,
+        block_size,
+        vocab_size: size("vocab_size")?,
+        dropout: v["attention_dropout"].as_f64().unwrap_or(0.0) as f32,
+        bias: false,
+        arch: Arch::Llama(LlamaShape {
+            family,
+            n_kv_head: optional("num_key_value_heads")?.unwrap_or(n_head),
+            head_dim: optional("head_dim")?.unwrap_or(n_embd / n_head.max(1)),
+            intermediate: size("intermediate_size")?,
+            rope_theta: theta,
+            rope_scaling,
+            norm_eps: v["rms_norm_eps"].as_f64().unwrap_or(1e-6),
+            qkv_bias: family == Family::Qwen2,
+            tied_head: flag("tie_word_embeddings"),
+        }),
+    };
     config.validate().map_err(|e| Error::format(path, e.to_string()))?;
     Ok(config)
 }

@@ -1,5 +1,6 @@
-//! The shape of a GPT: presets, the depth dial, and the arithmetic of parameters, memory and
-//! FLOPs that `minillm model info` prints.
+//! The shape of a model: GPT-2's, or the LLaMA family's (Llama, Mistral, Qwen2); presets, the
+//! depth dial, and the arithmetic of parameters, memory and FLOPs that `minillm model info`
+//! prints.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,64 @@ pub struct ModelConfig {
     pub dropout: f32,
     /// Biases in linear layers and LayerNorms (GPT-2 has them).
     pub bias: bool,
+    /// GPT-2, or a LLaMA-family shape with what it adds.
+    #[serde(default)]
+    pub arch: Arch,
+}
+
+/// The architecture family.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub enum Arch {
+    /// LayerNorm, learned positions, GELU MLP 4x wide, tied head.
+    #[default]
+    Gpt2,
+    /// RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention.
+    Llama(LlamaShape),
+}
+
+/// What a LLaMA-family model has beyond GPT-2's sizes (`n_head` counts query heads).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LlamaShape {
+    /// The HF model type it is read from and written as.
+    pub family: Family,
+    /// Key/value heads: fewer than `n_head` is grouped-query attention (`n_head` a multiple).
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    /// The SwiGLU MLP's width (gate and up project to it, down from it).
+    pub intermediate: usize,
+    pub rope_theta: f64,
+    pub rope_scaling: Option<RopeScaling>,
+    pub norm_eps: f64,
+    /// Biases on the q, k and v projections (Qwen2).
+    pub qkv_bias: bool,
+    /// The output layer is the token embedding (else a separate `lm_head`).
+    pub tied_head: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Family {
+    Llama,
+    Mistral,
+    Qwen2,
+}
+
+impl Family {
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Family::Llama => "llama",
+            Family::Mistral => "mistral",
+            Family::Qwen2 => "qwen2",
+        }
+    }
+}
+
+/// How rotary frequencies are stretched for contexts longer than the model was trained on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RopeScaling {
+    /// Positions divided by `factor`.
+    Linear { factor: f64 },
+    /// Llama 3.1's: low frequencies divided by `factor`, high ones kept, a smooth blend between.
+    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_context: usize },
 }
 
 /// Names accepted by [`ModelConfig::preset`], with a one-line description.
@@ -27,11 +86,65 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("gpt2-xl", "GPT-2 XL: 48 layers, 25 heads, 1600 wide"),
     ("baby", "nanoGPT's CPU shakespeare_char model: 4 layers, 4 heads, 128 wide, context 64, 65 chars"),
     ("dN", "the depth dial, e.g. d6: N layers, N heads of 64, 64N wide, context 256"),
+    ("smollm2-135m", "SmolLM2-135M: Llama, 30 layers, 9 heads (3 KV), 576 wide, context 8192"),
+    ("smollm2-360m", "SmolLM2-360M: Llama, 32 layers, 15 heads (5 KV), 960 wide, context 8192"),
+    ("qwen2.5-0.5b", "Qwen2.5-0.5B: Qwen2, 24 layers, 14 heads (2 KV), 896 wide, context 32768"),
+    ("tinyllama-1.1b", "TinyLlama-1.1B: Llama, 22 layers, 32 heads (4 KV), 2048 wide, context 2048"),
+    ("llama-3.2-1b", "Llama-3.2-1B: 16 layers, 32 heads (8 KV), 2048 wide, context 131072"),
+    ("llama-2-7b", "Llama-2-7B: 32 layers, 32 heads, 4096 wide, context 4096"),
+    ("mistral-7b", "Mistral-7B v0.3: 32 layers, 32 heads (8 KV), 4096 wide, context 32768"),
+    ("llama-2-70b", "Llama-2-70B: 80 layers, 64 heads (8 KV), 8192 wide, context 4096"),
 ];
 
 impl ModelConfig {
     fn gpt2_shape(n_layer: usize, n_head: usize, n_embd: usize) -> ModelConfig {
-        ModelConfig { n_layer, n_head, n_embd, block_size: 1024, vocab_size: 50257, dropout: 0.0, bias: true }
+        ModelConfig {
+            n_layer,
+            n_head,
+            n_embd,
+            block_size: 1024,
+            vocab_size: 50257,
+            dropout: 0.0,
+            bias: true,
+            arch: Arch::Gpt2,
+        }
+    }
+
+    /// A LLaMA-family shape: (layers, heads, KV heads, width, MLP width, context, vocabulary).
+    fn llama_shape(
+        family: Family,
+        (n_layer, n_head, n_kv_head, n_embd, intermediate, block_size, vocab_size): (
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+        ),
+        rope_theta: f64,
+        tied_head: bool,
+    ) -> ModelConfig {
+        ModelConfig {
+            n_layer,
+            n_head,
+            n_embd,
+            block_size,
+            vocab_size,
+            dropout: 0.0,
+            bias: false,
+            arch: Arch::Llama(LlamaShape {
+                family,
+                n_kv_head,
+                head_dim: n_embd / n_head,
+                intermediate,
+                rope_theta,
+                rope_scaling: None,
+                norm_eps: if family == Family::Qwen2 { 1e-6 } else { 1e-5 },
+                qkv_bias: family == Family::Qwen2,
+                tied_head,
+            }),
+        }
     }
 
     /// One dial, as in nanochat: depth `d` gives d layers and d heads of width 64.
@@ -45,6 +158,7 @@ impl ModelConfig {
             vocab_size,
             dropout: 0.0,
             bias: true,
+            arch: Arch::Gpt2,
         }
     }
 
@@ -62,7 +176,40 @@ impl ModelConfig {
                 vocab_size: 65,
                 dropout: 0.0,
                 bias: true,
+                arch: Arch::Gpt2,
             },
+            "smollm2-135m" => Self::llama_shape(Family::Llama, (30, 9, 3, 576, 1536, 8192, 49152), 1e5, true),
+            "smollm2-360m" => {
+                Self::llama_shape(Family::Llama, (32, 15, 5, 960, 2560, 8192, 49152), 1e5, true)
+            }
+            "qwen2.5-0.5b" => {
+                Self::llama_shape(Family::Qwen2, (24, 14, 2, 896, 4864, 32768, 151936), 1e6, true)
+            }
+            "tinyllama-1.1b" => {
+                Self::llama_shape(Family::Llama, (22, 32, 4, 2048, 5632, 2048, 32000), 1e4, false)
+            }
+            "llama-3.2-1b" => {
+                let mut c =
+                    Self::llama_shape(Family::Llama, (16, 32, 8, 2048, 8192, 131072, 128256), 5e5, true);
+                if let Arch::Llama(l) = &mut c.arch {
+                    l.rope_scaling = Some(RopeScaling::Llama3 {
+                        factor: 32.0,
+                        low_freq_factor: 1.0,
+                        high_freq_factor: 4.0,
+                        original_context: 8192,
+                    });
+                }
+                c
+            }
+            "llama-2-7b" => {
+                Self::llama_shape(Family::Llama, (32, 32, 32, 4096, 11008, 4096, 32000), 1e4, false)
+            }
+            "mistral-7b" => {
+                Self::llama_shape(Family::Mistral, (32, 32, 8, 4096, 14336, 32768, 32768), 1e6, false)
+            }
+            "llama-2-70b" => {
+                Self::llama_shape(Family::Llama, (80, 64, 8, 8192, 28672, 4096, 32000), 1e4, false)
+            }
             d if d.starts_with('d') && d[1..].parse::<usize>().is_ok_and(|n| (1..=64).contains(&n)) => {
                 Self::depth(d[1..].parse().expect("checked"), 50257)
             }
@@ -94,11 +241,50 @@ impl ModelConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout {} must be in [0, 1)", self.dropout));
         }
+        if let Arch::Llama(l) = &self.arch {
+            if l.n_kv_head == 0 || !self.n_head.is_multiple_of(l.n_kv_head) {
+                return bad(format!(
+                    "n_head {} is not a multiple of num_key_value_heads {}",
+                    self.n_head, l.n_kv_head
+                ));
+            }
+            if l.head_dim == 0 || l.head_dim % 2 != 0 || l.intermediate == 0 {
+                return bad(format!(
+                    "head_dim {} must be even and at least 2, intermediate_size {} at least 1",
+                    l.head_dim, l.intermediate
+                ));
+            }
+        }
         Ok(())
     }
 
+    /// An error naming the architecture when it is not GPT-2's: the LLaMA family's shapes are
+    /// described (`minillm model info`) but not yet run or trained.
+    pub fn require_gpt2(&self) -> Result<()> {
+        match &self.arch {
+            Arch::Gpt2 => Ok(()),
+            Arch::Llama(l) => Err(Error::Invalid(format!(
+                "this is a {} model (LLaMA family); minillm describes its shape (`minillm model info`) \
+                 but runs and trains GPT-2-architecture models only, so far",
+                l.family.model_type()
+            ))),
+        }
+    }
+
+    /// Query, key and value widths of one layer's attention: (n_head, n_kv_head) x head size.
     pub fn head_size(&self) -> usize {
-        self.n_embd / self.n_head
+        match &self.arch {
+            Arch::Gpt2 => self.n_embd / self.n_head,
+            Arch::Llama(l) => l.head_dim,
+        }
+    }
+
+    /// Key/value heads (the KV cache stores these): `n_head` unless attention is grouped.
+    pub fn n_kv_head(&self) -> usize {
+        match &self.arch {
+            Arch::Gpt2 => self.n_head,
+            Arch::Llama(l) => l.n_kv_head,
+        }
     }
 
     /// The vocabulary rounded up to a multiple of 64, so the LM head's matrix product runs on
@@ -107,9 +293,14 @@ impl ModelConfig {
         self.vocab_size.div_ceil(64) * 64
     }
 
-    /// Exact number of parameters (the LM head is tied to the token embedding, and padding rows
-    /// are not counted).
+    /// Exact number of parameters (a tied LM head is counted once, padding rows not at all), as
+    /// HF transformers counts them.
     pub fn num_params(&self) -> usize {
+        if let Arch::Llama(l) = &self.arch {
+            let c = self.n_embd;
+            let head = if l.tied_head { 0 } else { self.vocab_size * c };
+            return self.vocab_size * c + self.n_layer * self.llama_block_params(l) + c + head;
+        }
         let c = self.n_embd;
         let b = usize::from(self.bias);
         let per_layer = 2 * (c + b * c) // two LayerNorms
@@ -120,17 +311,40 @@ impl ModelConfig {
         self.vocab_size * c + self.block_size * c + self.n_layer * per_layer + c + b * c
     }
 
+    /// One LLaMA block's parameters: (attention, MLP, norms).
+    pub fn llama_block_parts(&self, l: &LlamaShape) -> (usize, usize, usize) {
+        let (c, q, kv) = (self.n_embd, self.n_head * l.head_dim, l.n_kv_head * l.head_dim);
+        let attention = c * q + 2 * c * kv + q * c + usize::from(l.qkv_bias) * (q + 2 * kv);
+        (attention, 3 * c * l.intermediate, 2 * c)
+    }
+
+    fn llama_block_params(&self, l: &LlamaShape) -> usize {
+        let (attention, mlp, norms) = self.llama_block_parts(l);
+        attention + mlp + norms
+    }
+
     /// Parameters that take part in matrix products per token (all but position embeddings,
-    /// LayerNorms and biases): the `N` of the 6N FLOPs-per-token rule.
+    /// norms and biases): the `N` of the 6N FLOPs-per-token rule.
     pub fn matmul_params(&self) -> usize {
         let c = self.n_embd;
-        self.n_layer * 12 * c * c + self.vocab_size * c
+        match &self.arch {
+            Arch::Gpt2 => self.n_layer * 12 * c * c + self.vocab_size * c,
+            Arch::Llama(l) => {
+                let (q, kv) = (self.n_head * l.head_dim, l.n_kv_head * l.head_dim);
+                self.n_layer * (2 * c * q + 2 * c * kv + 3 * c * l.intermediate) + self.vocab_size * c
+            }
+        }
     }
 
     /// Forward FLOPs for one token at context `t`: 2 per multiply-add in the matrix products,
     /// plus attention's scores and weighted sum over `t` positions (PaLM, appendix B).
     pub fn forward_flops_per_token(&self, t: usize) -> u64 {
-        (2 * self.matmul_params() + 4 * self.n_layer * t * self.n_embd) as u64
+        (2 * self.matmul_params() + 4 * self.n_layer * t * self.n_head * self.head_size()) as u64
+    }
+
+    /// Bytes of keys and values one position takes in an f32 KV cache, over all layers.
+    pub fn kv_bytes_per_position(&self) -> usize {
+        2 * self.n_layer * self.n_kv_head() * self.head_size() * 4
     }
 
     /// Training FLOPs for one token: the forward pass and a backward pass of twice its cost.

@@ -42,6 +42,7 @@ impl Gpt {
     /// A new model with GPT-2's initialisation from `seed`.
     pub fn new(config: ModelConfig, seed: u64) -> Result<Gpt> {
         config.validate()?;
+        config.require_gpt2()?;
         let layout = Layout::new(&config);
         let params = init(&config, &layout, seed);
         Gpt::from_params(config, params)
@@ -50,6 +51,7 @@ impl Gpt {
     /// A model around existing f32 parameters laid out as [`Layout::new`] says.
     pub fn from_params(config: ModelConfig, params: Vec<f32>) -> Result<Gpt> {
         config.validate()?;
+        config.require_gpt2()?;
         let layout = Layout::new(&config);
         check_len(params.len(), layout.total)?;
         Ok(Gpt { config, layout, params, quantized: None })
@@ -59,6 +61,7 @@ impl Gpt {
     /// tensors, laid out by [`Layout::without`] for those matrices.
     pub fn from_parts(config: ModelConfig, params: Vec<f32>, quantized: Quantized) -> Result<Gpt> {
         config.validate()?;
+        config.require_gpt2()?;
         let layout = Layout::without(&config, |name| quantized.holds(name));
         check_len(params.len(), layout.total)?;
         let quantized = (!quantized.is_empty()).then_some(quantized);

@@ -88,7 +88,7 @@ impl CacheShape {
 
     /// Bytes of the keys and values.
     pub fn kv_bytes(&self, config: &ModelConfig) -> usize {
-        4 * 2 * config.n_layer * self.slots * self.context * config.n_embd
+        config.kv_bytes_per_position() * self.slots * self.context
     }
 
     /// Bytes of the scratch one pass works in: its rows' activations (x, ln, qkv, atty, proj:

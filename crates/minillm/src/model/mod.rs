@@ -11,7 +11,7 @@ mod quantize;
 pub mod quantized;
 pub mod training;
 
-pub use config::ModelConfig;
+pub use config::{Arch, ModelConfig};
 pub use gpt::{Gpt, Weight};
 pub use layers::loss::IGNORE;
 pub use training::Trainable;

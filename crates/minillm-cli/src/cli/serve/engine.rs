@@ -277,6 +277,7 @@ mod tests {
             vocab_size: 32,
             dropout: 0.0,
             bias: true,
+            arch: Default::default(),
         };
         let engine = Engine::start(Gpt::new(config, 1).unwrap(), None, 1); // 1 decoding, 1 waiting
         let (a_tx, mut a) = tokio::sync::mpsc::unbounded_channel();

@@ -22,7 +22,7 @@ fn trained(pattern: Pattern) -> Tokenizer {
 #[test]
 fn hf_tokenizers_loads_what_we_write_and_gives_the_same_ids() {
     let dir = common::temp_dir("hf-write");
-    for pattern in [Pattern::Gpt2, Pattern::Gpt4] {
+    for pattern in [Pattern::Gpt2, Pattern::Gpt4, Pattern::Qwen2, Pattern::Gpt2Digits] {
         let ours = trained(pattern);
         let path = dir.join(format!("{pattern}.json"));
         formats::save(&ours, &path).unwrap();
@@ -40,6 +40,31 @@ fn hf_tokenizers_loads_what_we_write_and_gives_the_same_ids() {
         assert_eq!(again.specials(), ours.specials());
         assert_eq!(again.bpe().merges(), ours.bpe().merges());
         assert_eq!(again.pattern(), pattern);
+    }
+}
+
+#[test]
+fn llama3_and_qwen2_tokenizer_json_read_with_their_own_split_patterns() {
+    // The tokenizer.json files of Llama 3 and Qwen2 models: byte-level BPE after a Split with
+    // their regexes, as those files spell them. HF `tokenizers` runs the regex itself.
+    let dir = common::temp_dir("hf-llama3-qwen2");
+    for (regex, want) in
+        [(minillm::tokenizer::LLAMA3_REGEX, Pattern::Gpt4), (minillm::tokenizer::QWEN2_REGEX, Pattern::Qwen2)]
+    {
+        let ours = trained(want);
+        let mut doc: serde_json::Value = serde_json::from_str(&formats::to_hf_json(&ours)).unwrap();
+        doc["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = regex.into();
+        let path = dir.join(format!("{want}.json"));
+        std::fs::write(&path, doc.to_string()).unwrap();
+        let read = minillm::io::load_tokenizer(&path).unwrap();
+        assert_eq!(read.pattern(), want);
+        let hf = tokenizers::Tokenizer::from_file(&path).unwrap();
+        for s in common::tricky_strings(23, 1500) {
+            assert_eq!(hf_ids(&hf, &s), read.encode_ordinary(&s), "{want}: {s:?}");
+        }
+        // Qwen2 gives every digit its own piece; Llama 3 groups them by three.
+        let pieces: Vec<&str> = read.pattern().split("12345").collect();
+        assert_eq!(pieces.len(), if want == Pattern::Qwen2 { 5 } else { 2 }, "{want}: {pieces:?}");
     }
 }
 

@@ -19,15 +19,23 @@ fn small() -> &'static Tokenizer {
     })
 }
 
-fn regex_pieces(pattern: Pattern, text: &str) -> Vec<String> {
-    static GPT2: OnceLock<fancy_regex::Regex> = OnceLock::new();
-    static GPT4: OnceLock<fancy_regex::Regex> = OnceLock::new();
-    let re = match pattern {
-        Pattern::Gpt2 => GPT2.get_or_init(|| fancy_regex::Regex::new(pattern.regex()).unwrap()),
-        Pattern::Gpt4 => GPT4.get_or_init(|| fancy_regex::Regex::new(pattern.regex()).unwrap()),
-    };
+/// The pieces a regex cuts `text` into (compiled once per spelling).
+fn regex_pieces(regex: &'static str, text: &str) -> Vec<String> {
+    static COMPILED: OnceLock<std::sync::Mutex<std::collections::HashMap<&str, fancy_regex::Regex>>> =
+        OnceLock::new();
+    let mut all = COMPILED.get_or_init(Default::default).lock().unwrap();
+    let re = all.entry(regex).or_insert_with(|| fancy_regex::Regex::new(regex).unwrap());
     re.find_iter(text).map(|m| m.unwrap().as_str().to_string()).collect()
 }
+
+/// Each pattern with every spelling of its regex that reads as it: GPT-4's also as Llama 3's
+/// tokenizer.json writes it.
+const SPELLINGS: [(Pattern, &str); 4] = [
+    (Pattern::Gpt2, minillm::tokenizer::GPT2_REGEX),
+    (Pattern::Gpt4, minillm::tokenizer::GPT4_REGEX),
+    (Pattern::Gpt4, minillm::tokenizer::LLAMA3_REGEX),
+    (Pattern::Qwen2, minillm::tokenizer::QWEN2_REGEX),
+];
 
 /// Strings built from characters of every class the patterns distinguish.
 fn tricky_chars() -> impl Strategy<Value = String> {
@@ -44,10 +52,26 @@ proptest! {
 
     #[test]
     fn splitters_cut_like_the_reference_regexes(text in tricky_chars()) {
-        for pattern in [Pattern::Gpt2, Pattern::Gpt4] {
+        for (pattern, regex) in SPELLINGS {
             let ours: Vec<&str> = pattern.split(&text).collect();
-            prop_assert_eq!(ours, regex_pieces(pattern, &text), "pattern {}", pattern);
+            prop_assert_eq!(ours, regex_pieces(regex, &text), "pattern {} as {}", pattern, regex);
+            prop_assert_eq!(Pattern::from_regex(regex), Some(pattern));
         }
+        // SmolLM's: each numeric character alone (HF's Digits splits where char::is_numeric),
+        // GPT-2's regex over each stretch between them.
+        let mut want = Vec::new();
+        let mut stretch = String::new();
+        for c in text.chars() {
+            if c.is_numeric() {
+                want.extend(regex_pieces(minillm::tokenizer::GPT2_REGEX, &std::mem::take(&mut stretch)));
+                want.push(c.to_string());
+            } else {
+                stretch.push(c);
+            }
+        }
+        want.extend(regex_pieces(minillm::tokenizer::GPT2_REGEX, &stretch));
+        let ours: Vec<&str> = Pattern::Gpt2Digits.split(&text).collect();
+        prop_assert_eq!(ours, want);
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub struct TrainArgs {
     /// A special token such as <|endoftext|> (repeatable); they take the last ids.
     #[arg(long = "special", value_name = "TOKEN")]
     specials: Vec<String>,
-    /// Split pattern: gpt2 or gpt4 (cl100k).
+    /// Split pattern: gpt2, gpt4 (cl100k, as Llama 3 uses it) or qwen2 (gpt4 with single digits).
     #[arg(long, default_value = "gpt2")]
     pattern: Pattern,
 }

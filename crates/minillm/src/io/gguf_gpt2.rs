@@ -63,6 +63,8 @@ fn pre_name(p: Pattern) -> &'static str {
     match p {
         Pattern::Gpt2 => "gpt-2",
         Pattern::Gpt4 => "llama-bpe",
+        Pattern::Qwen2 => "qwen2",
+        Pattern::Gpt2Digits => "smollm",
     }
 }
 
@@ -339,10 +341,14 @@ fn tokenizer(file: &Gguf, path: &Path) -> Result<Tokenizer> {
     let pattern = match file.get("tokenizer.ggml.pre").and_then(Value::as_str) {
         None | Some("gpt-2" | "default") => Pattern::Gpt2,
         Some("llama-bpe" | "dbrx") => Pattern::Gpt4,
+        Some("qwen2") => Pattern::Qwen2,
+        Some("smollm") => Pattern::Gpt2Digits,
         Some(other) => {
             return Err(Error::format(
                 path,
-                format!("pre-tokenizer '{other}' is not one minillm implements (gpt-2, llama-bpe)"),
+                format!(
+                    "pre-tokenizer '{other}' is not one minillm implements (gpt-2, llama-bpe, qwen2, smollm)"
+                ),
             ));
         }
     };

@@ -279,6 +279,13 @@ fn hf_pattern(pre: &Value) -> Option<Pattern> {
             let [split, byte_level] = steps.as_slice() else {
                 return None;
             };
+            if split["type"] == "Digits"
+                && split["individual_digits"] == true
+                && byte_level["type"] == "ByteLevel"
+                && byte_level["use_regex"] != false
+            {
+                return Some(Pattern::Gpt2Digits);
+            }
             let byte_level_ok = byte_level["type"] == "ByteLevel" && byte_level["use_regex"] == false;
             let split_ok = split["type"] == "Split" && split["behavior"] == "Isolated";
             if byte_level_ok && split_ok {
@@ -299,6 +306,10 @@ fn byte_level(use_regex: bool) -> Value {
 pub fn to_hf_json(tok: &Tokenizer) -> String {
     let pre_tokenizer = match tok.pattern() {
         Pattern::Gpt2 => byte_level(true),
+        Pattern::Gpt2Digits => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true},
+            byte_level(true),
+        ]}),
         other => json!({"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": other.regex()}, "behavior": "Isolated", "invert": false},
             byte_level(false),

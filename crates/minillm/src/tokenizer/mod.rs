@@ -19,7 +19,7 @@ pub mod train;
 
 use crate::error::{Error, Result};
 use bpe::Bpe;
-pub use pretokenize::Pattern;
+pub use pretokenize::{GPT2_REGEX, GPT4_REGEX, LLAMA3_REGEX, Pattern, QWEN2_REGEX};
 use rayon::prelude::*;
 use std::sync::OnceLock;
 

@@ -13,6 +13,12 @@
 //! '(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+
 //! ```
 //!
+//! SmolLM cuts every digit off on its own first, then applies GPT-2's regex to each stretch of
+//! text between digits (HF's `Digits` pre-tokenizer before a regex `ByteLevel`). Qwen2 uses
+//! GPT-4's pattern with single digits (`\p{N}` for `\p{N}{1,3}`); Llama 3's
+//! tokenizer.json spells GPT-4's pattern differently (`(?i:'s|'t|...)`, greedy `?` and `+` for
+//! possessive ones, `\s*[\r\n]+`) with the same cuts, so both spellings read as `Gpt4`.
+//!
 //! The look-ahead `\s+(?!\S)` (a run of spaces gives its last space to the next word) is beyond
 //! the linear-time `regex` crate, and a backtracking engine is slow. So each pattern is written
 //! here as a small hand scanner, one branch per alternative, in the regex's order. The tests
@@ -29,35 +35,52 @@ pub enum Pattern {
     #[default]
     Gpt2,
     /// GPT-4's `cl100k_base` pattern: case-insensitive contractions, numbers in groups of 3.
+    /// Llama 3 splits with it too.
     Gpt4,
+    /// Qwen2's: GPT-4's with every digit on its own.
+    Qwen2,
+    /// SmolLM's: every digit on its own, GPT-2's pattern between digits.
+    Gpt2Digits,
 }
 
 pub const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 pub const GPT4_REGEX: &str = r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+";
+/// GPT-4's pattern as Llama 3's tokenizer.json writes it (the same cuts).
+pub const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's pattern, as its tokenizer.json writes it.
+pub const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 impl Pattern {
     pub fn name(self) -> &'static str {
         match self {
             Pattern::Gpt2 => "gpt2",
             Pattern::Gpt4 => "gpt4",
+            Pattern::Qwen2 => "qwen2",
+            Pattern::Gpt2Digits => "gpt2-digits",
         }
     }
 
+    /// The regex; for `Gpt2Digits` the one applied between digits.
     pub fn regex(self) -> &'static str {
         match self {
-            Pattern::Gpt2 => GPT2_REGEX,
+            Pattern::Gpt2 | Pattern::Gpt2Digits => GPT2_REGEX,
             Pattern::Gpt4 => GPT4_REGEX,
+            Pattern::Qwen2 => QWEN2_REGEX,
         }
     }
 
-    /// The pattern whose regex is exactly `regex`, if it is one we implement.
+    /// The pattern whose regex is exactly `regex` (or Llama 3's spelling of GPT-4's), if it is
+    /// one we implement.
     pub fn from_regex(regex: &str) -> Option<Pattern> {
-        [Pattern::Gpt2, Pattern::Gpt4].into_iter().find(|p| p.regex() == regex)
+        if regex == LLAMA3_REGEX {
+            return Some(Pattern::Gpt4);
+        }
+        [Pattern::Gpt2, Pattern::Gpt4, Pattern::Qwen2].into_iter().find(|p| p.regex() == regex)
     }
 
     /// Splits `text` into pieces; concatenated, they give back `text`.
     pub fn split(self, text: &str) -> Pieces<'_> {
-        Pieces { text, pos: 0, pattern: self }
+        Pieces { text, pos: 0, pattern: self, stretch_end: 0 }
     }
 }
 
@@ -72,8 +95,13 @@ impl FromStr for Pattern {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "gpt2" | "r50k" => Ok(Pattern::Gpt2),
-            "gpt4" | "cl100k" => Ok(Pattern::Gpt4),
-            _ => Err(format!("unknown split pattern '{s}': use gpt2 (GPT-2, r50k) or gpt4 (GPT-4, cl100k)")),
+            "gpt4" | "cl100k" | "llama3" => Ok(Pattern::Gpt4),
+            "qwen2" => Ok(Pattern::Qwen2),
+            "gpt2-digits" | "smollm" => Ok(Pattern::Gpt2Digits),
+            _ => Err(format!(
+                "unknown split pattern '{s}': use gpt2 (GPT-2, r50k), gpt4 (GPT-4, cl100k, Llama 3), \
+                 qwen2 (gpt4 with single digits) or gpt2-digits (SmolLM: single digits, gpt2 between)"
+            )),
         }
     }
 }
@@ -83,6 +111,9 @@ pub struct Pieces<'a> {
     text: &'a str,
     pos: usize,
     pattern: Pattern,
+    /// For `Gpt2Digits`: where the stretch of text before the next digit ends (found once per
+    /// stretch, not once per piece).
+    stretch_end: usize,
 }
 
 impl<'a> Iterator for Pieces<'a> {
@@ -95,7 +126,25 @@ impl<'a> Iterator for Pieces<'a> {
         }
         let end = match self.pattern {
             Pattern::Gpt2 => gpt2_piece_end(self.text, self.pos),
-            Pattern::Gpt4 => gpt4_piece_end(self.text, self.pos),
+            Pattern::Gpt4 => gpt4_piece_end(self.text, self.pos, 3),
+            Pattern::Qwen2 => gpt4_piece_end(self.text, self.pos, 1),
+            Pattern::Gpt2Digits => {
+                let (_, class, len) = char_at(self.text, self.pos).expect("pos is inside the text");
+                if class == CharClass::Number {
+                    self.pos + len
+                } else {
+                    if self.stretch_end <= self.pos {
+                        let rest = &self.text[self.pos..];
+                        self.stretch_end = self.pos
+                            + rest
+                                .char_indices()
+                                .find(|&(_, c)| class_of(c) == CharClass::Number)
+                                .map_or(rest.len(), |(i, _)| i);
+                    }
+                    // GPT-2's regex sees the stretch alone: its look-ahead stops at the digit.
+                    gpt2_piece_end(&self.text[..self.stretch_end], self.pos)
+                }
+            }
         };
         debug_assert!(end > self.pos);
         let piece = &self.text[self.pos..end];
@@ -194,7 +243,8 @@ fn gpt2_piece_end(text: &str, start: usize) -> usize {
     whitespace_piece_end(text, start, end)
 }
 
-fn gpt4_piece_end(text: &str, start: usize) -> usize {
+/// GPT-4's pattern with numbers of up to `max_digits` digits (3; Qwen2's 1).
+fn gpt4_piece_end(text: &str, start: usize, max_digits: usize) -> usize {
     let bytes = text.as_bytes();
     let (c, class, len) = char_at(text, start).expect("start is inside the text");
     let after = start + len;
@@ -220,7 +270,7 @@ fn gpt4_piece_end(text: &str, start: usize) -> usize {
     // \p{N}{1,3}
     if class == CharClass::Number {
         let mut end = after;
-        for _ in 0..2 {
+        for _ in 1..max_digits {
             match char_at(text, end) {
                 Some((_, CharClass::Number, l)) => end += l,
                 _ => break,
@@ -253,7 +303,7 @@ fn gpt4_piece_end(text: &str, start: usize) -> usize {
 }
 
 /// Byte offsets where `text` may be cut into chunks that split into the same pieces on their own
-/// as inside the whole text, for both patterns: at a space or newline between two letters (the
+/// as inside the whole text, for every pattern: at a space or newline between two letters (the
 /// word before ends there, and no pattern looks behind). Used to spread work over threads.
 pub fn chunk_boundaries(text: &str, target_chunk: usize) -> Vec<usize> {
     let bytes = text.as_bytes();

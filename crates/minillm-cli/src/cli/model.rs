@@ -154,6 +154,17 @@ fn print_memory(n: f64) {
     }
 }
 
+/// The weights' memory at each type, and FLOPs per token at context `t`.
+fn print_memory_and_flops(c: &ModelConfig, t: usize) {
+    print_memory(c.num_params() as f64);
+    println!(
+        "FLOPs per token at context {}: {} forward, {} training",
+        count(t),
+        flops(c.forward_flops_per_token(t)),
+        flops(c.train_flops_per_token(t))
+    );
+}
+
 /// "70B", "124M", "7e9" or "1500000": a parameter count.
 fn parse_count(text: &str) -> Result<f64> {
     let t = text.trim().replace(['_', ','], "");
@@ -226,13 +237,7 @@ fn info(a: InfoArgs) -> Result<()> {
     );
     println!("    attention {}, MLP {}, LayerNorms {} per block", count(attention), count(mlp), count(norms));
     println!("  final LayerNorm        {:>15}", count(e + b * e));
-    print_memory(n as f64);
-    println!(
-        "FLOPs per token at context {}: {} forward, {} training",
-        count(t),
-        flops(c.forward_flops_per_token(t)),
-        flops(c.train_flops_per_token(t))
-    );
+    print_memory_and_flops(&c, t);
     print_generating(&c, stored, a.batch, t);
     let state = 4.0 * 4.0 * n as f64; // weights, gradients, two AdamW moments, fp32
     println!(
@@ -282,13 +287,7 @@ fn llama_info(c: &ModelConfig, l: &LlamaShape, batch: usize, t: usize) -> Result
     if !l.tied_head {
         println!("  output layer lm_head   {:>15}", count(c.vocab_size * e));
     }
-    print_memory(n as f64);
-    println!(
-        "FLOPs per token at context {}: {} forward, {} training",
-        count(t),
-        flops(c.forward_flops_per_token(t)),
-        flops(c.train_flops_per_token(t))
-    );
+    print_memory_and_flops(c, t);
     let kv = c.kv_bytes_per_position() * t * batch;
     println!(
         "memory to generate, batch {batch} x context {} (the program, tokenizer and working buffers come on top):",

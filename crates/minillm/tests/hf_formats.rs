@@ -69,6 +69,30 @@ fn llama3_and_qwen2_tokenizer_json_read_with_their_own_split_patterns() {
 }
 
 #[test]
+fn settings_that_would_change_the_ids_are_refused_by_name() {
+    // Qwen2's tokenizer.json normalizes to NFC and Llama 3's looks whole pieces up before
+    // merging; read without them, some texts would get other ids than HF gives.
+    let dir = common::temp_dir("hf-refused-settings");
+    let ours = trained(Pattern::Qwen2);
+    let doc: serde_json::Value = serde_json::from_str(&formats::to_hf_json(&ours)).unwrap();
+    for (change, named) in [
+        (("normalizer", serde_json::json!({"type": "NFC"})), "normalizer"),
+        (("ignore_merges", serde_json::json!(true)), "ignore_merges"),
+    ] {
+        let mut changed = doc.clone();
+        let ((key, value), path) = (change, dir.join(format!("{named}.json")));
+        if key == "normalizer" {
+            changed[key] = value;
+        } else {
+            changed["model"][key] = value;
+        }
+        std::fs::write(&path, changed.to_string()).unwrap();
+        let err = minillm::io::load_tokenizer(&path).unwrap_err().to_string();
+        assert!(err.contains(named) && err.contains("not"), "{err}");
+    }
+}
+
+#[test]
 fn we_read_what_hf_writes_and_vocab_merges_files() {
     use tokenizers::models::bpe::BPE;
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;

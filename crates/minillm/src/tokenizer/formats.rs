@@ -234,6 +234,23 @@ fn from_hf_json_value(value: &Value, path: &Path) -> Result<Tokenizer> {
             return Err(Error::format(path, format!("{key} is set; byte-level BPE uses none")));
         }
     }
+    // Settings that change which ids a text gets, and that minillm does not apply yet: refused
+    // rather than ignored (Qwen2's files normalize to NFC; Llama 3's set ignore_merges).
+    if !value["normalizer"].is_null() {
+        return Err(Error::format(
+            path,
+            format!(
+                "normalizer {} is not supported yet (minillm reads tokenizers without one)",
+                value["normalizer"]
+            ),
+        ));
+    }
+    if model["ignore_merges"] == true {
+        return Err(Error::format(
+            path,
+            "ignore_merges is true (whole-vocabulary lookup before merges), which minillm does not apply yet",
+        ));
+    }
     let pattern = hf_pattern(&value["pre_tokenizer"]).ok_or_else(|| {
         Error::format(
             path,

@@ -1,7 +1,8 @@
 //! Tokenization: text -> pieces (pre-tokenizer) -> byte-level BPE -> token ids, and back.
 //!
 //! - [`bytes`]: GPT-2's byte <-> printable-character map used by vocabulary files.
-//! - [`pretokenize`]: the GPT-2 and GPT-4 split patterns as hand scanners.
+//! - [`pretokenize`]: the split patterns as hand scanners: GPT-2's, GPT-4's (also Llama 3's),
+//!   Qwen2's and SmolLM's ([`Pattern`]).
 //! - [`bpe`]: merges and the encoding of one piece.
 //! - [`train`]: learning merges from a corpus.
 //! - [`formats`]: tokenizer.json, vocab.json + merges.txt, encoder.json + vocab.bpe, tiktoken.

@@ -69,27 +69,46 @@ fn llama3_and_qwen2_tokenizer_json_read_with_their_own_split_patterns() {
 }
 
 #[test]
-fn settings_that_would_change_the_ids_are_refused_by_name() {
-    // Qwen2's tokenizer.json normalizes to NFC and Llama 3's looks whole pieces up before
-    // merging; read without them, some texts would get other ids than HF gives.
+fn ignore_merges_looks_a_piece_up_whole_as_hf_does() {
+    // "abc" is a token made by the merge (a, bc), but merging its bytes by rank reaches ab + c:
+    // unreachable. With ignore_merges (Llama 3's files), HF emits it whole; without, ab + c.
+    let dir = common::temp_dir("hf-ignore-merges");
+    let mut doc: serde_json::Value = serde_json::from_str(&formats::to_hf_json(&Tokenizer::bytes())).unwrap();
+    let n = doc["model"]["vocab"].as_object().unwrap().len();
+    for (i, t) in ["ab", "bc", "abc"].iter().enumerate() {
+        doc["model"]["vocab"][*t] = (n + i).into();
+    }
+    doc["model"]["merges"] = serde_json::json!(["a b", "b c", "a bc"]);
+    for ignore in [false, true] {
+        doc["model"]["ignore_merges"] = ignore.into();
+        let path = dir.join(format!("ignore-{ignore}.json"));
+        std::fs::write(&path, doc.to_string()).unwrap();
+        let ours = minillm::io::load_tokenizer(&path).unwrap();
+        let hf = tokenizers::Tokenizer::from_file(&path).unwrap();
+        for text in ["abc", "abc abcd bc", "xabc abcabc"] {
+            assert_eq!(ours.encode_ordinary(text), hf_ids(&hf, text), "ignore_merges {ignore}: {text:?}");
+        }
+        let whole = ours.encode_ordinary("abc").len() == 1;
+        assert_eq!(whole, ignore, "ignore_merges {ignore}");
+        // Written back with the setting.
+        formats::save(&ours, &path).unwrap();
+        assert_eq!(minillm::io::load_tokenizer(&path).unwrap().bpe().ignores_merges(), ignore);
+    }
+}
+
+#[test]
+fn a_normalizer_is_refused_by_name() {
+    // Qwen2's tokenizer.json normalizes to NFC: read without it, some texts would get other ids
+    // than HF gives.
     let dir = common::temp_dir("hf-refused-settings");
     let ours = trained(Pattern::Qwen2);
     let doc: serde_json::Value = serde_json::from_str(&formats::to_hf_json(&ours)).unwrap();
-    for (change, named) in [
-        (("normalizer", serde_json::json!({"type": "NFC"})), "normalizer"),
-        (("ignore_merges", serde_json::json!(true)), "ignore_merges"),
-    ] {
-        let mut changed = doc.clone();
-        let ((key, value), path) = (change, dir.join(format!("{named}.json")));
-        if key == "normalizer" {
-            changed[key] = value;
-        } else {
-            changed["model"][key] = value;
-        }
-        std::fs::write(&path, changed.to_string()).unwrap();
-        let err = minillm::io::load_tokenizer(&path).unwrap_err().to_string();
-        assert!(err.contains(named) && err.contains("not"), "{err}");
-    }
+    let mut changed = doc.clone();
+    changed["normalizer"] = serde_json::json!({"type": "NFC"});
+    let path = dir.join("normalizer.json");
+    std::fs::write(&path, changed.to_string()).unwrap();
+    let err = minillm::io::load_tokenizer(&path).unwrap_err().to_string();
+    assert!(err.contains("normalizer") && err.contains("not supported"), "{err}");
 }
 
 #[test]

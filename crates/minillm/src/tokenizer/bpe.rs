@@ -30,8 +30,12 @@ pub struct Bpe {
     byte_ids: [u32; 256],
     /// (left, right) packed in a u64 -> (rank, merged id).
     ranks: FxHashMap<u64, (u32, u32)>,
-    /// Tokens that BPE produces from their own bytes, for the whole-piece shortcut.
+    /// Tokens that BPE produces from their own bytes, for the whole-piece shortcut; with
+    /// `ignore_merges`, every token.
     whole: FxHashMap<Vec<u8>, u32>,
+    /// HF's `ignore_merges` (Llama 3's tokenizer.json, as tiktoken encodes): a piece that is a
+    /// token is that token, even one its merges would not reach.
+    ignore_merges: bool,
 }
 
 /// A pair of token ids as one hash key (encoding's merge ranks, training's pair counts).
@@ -74,9 +78,24 @@ impl Bpe {
                 return Err(format!("merge {rank} repeats the pair ({l}, {r})"));
             }
         }
-        let mut bpe = Bpe { tokens, merges, byte_ids, ranks, whole: FxHashMap::default() };
+        let mut bpe =
+            Bpe { tokens, merges, byte_ids, ranks, whole: FxHashMap::default(), ignore_merges: false };
         bpe.whole = bpe.reachable_tokens();
         Ok(bpe)
+    }
+
+    /// Turns HF's `ignore_merges` on or off (see the field).
+    pub fn set_ignore_merges(&mut self, on: bool) {
+        self.ignore_merges = on;
+        self.whole = if on {
+            self.merges.iter().map(|m| (self.tokens[m.id as usize].clone(), m.id)).collect()
+        } else {
+            self.reachable_tokens()
+        };
+    }
+
+    pub fn ignores_merges(&self) -> bool {
+        self.ignore_merges
     }
 
     /// Tokens that BPE reaches from their own bytes. Almost every token qualifies, but a token

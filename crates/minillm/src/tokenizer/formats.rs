@@ -234,8 +234,8 @@ fn from_hf_json_value(value: &Value, path: &Path) -> Result<Tokenizer> {
             return Err(Error::format(path, format!("{key} is set; byte-level BPE uses none")));
         }
     }
-    // Settings that change which ids a text gets, and that minillm does not apply yet: refused
-    // rather than ignored (Qwen2's files normalize to NFC; Llama 3's set ignore_merges).
+    // A setting that changes which ids a text gets, and that minillm does not apply yet: refused
+    // rather than ignored (Qwen2's files normalize to NFC).
     if !value["normalizer"].is_null() {
         return Err(Error::format(
             path,
@@ -245,12 +245,7 @@ fn from_hf_json_value(value: &Value, path: &Path) -> Result<Tokenizer> {
             ),
         ));
     }
-    if model["ignore_merges"] == true {
-        return Err(Error::format(
-            path,
-            "ignore_merges is true (whole-vocabulary lookup before merges), which minillm does not apply yet",
-        ));
-    }
+
     let pattern = hf_pattern(&value["pre_tokenizer"]).ok_or_else(|| {
         Error::format(
             path,
@@ -284,7 +279,9 @@ fn from_hf_json_value(value: &Value, path: &Path) -> Result<Tokenizer> {
             }
         }
     }
-    build(&vocab, &pairs, pattern, &added, path)
+    let mut tok = build(&vocab, &pairs, pattern, &added, path)?;
+    tok.bpe_mut().set_ignore_merges(model["ignore_merges"] == true);
+    Ok(tok)
 }
 
 /// Which of our split patterns an HF pre_tokenizer implements, if any.
@@ -356,7 +353,7 @@ pub fn to_hf_json(tok: &Tokenizer) -> String {
         "model": {
             "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
             "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,
-            "ignore_merges": false, "vocab": vocab, "merges": merge_texts(tok),
+            "ignore_merges": tok.bpe().ignores_merges(), "vocab": vocab, "merges": merge_texts(tok),
         },
     });
     serde_json::to_string_pretty(&doc).expect("a JSON value serializes")

@@ -99,6 +99,10 @@ impl Tokenizer {
         &self.bpe
     }
 
+    pub(crate) fn bpe_mut(&mut self) -> &mut Bpe {
+        &mut self.bpe
+    }
+
     /// Number of ids, BPE tokens and special tokens together.
     pub fn vocab_size(&self) -> usize {
         self.bpe.n_ids()

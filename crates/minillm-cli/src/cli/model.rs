@@ -71,21 +71,29 @@ impl ShapeChoice {
         self.resolve_with(true)
     }
 
+    /// The model `--model` names, loaded: its shape, and how its weights are stored.
+    fn load(&self, path: &std::path::Path, how: &mut Option<Stored>) -> Result<(String, ModelConfig)> {
+        let model = super::session::load(path)?.model;
+        *how = Some(Stored { weight_type: model.weight_type(), bytes: model.weight_bytes() });
+        Ok((path.display().to_string(), model.config))
+    }
+
     fn resolve_with(&self, stored: bool) -> Result<(String, ModelConfig, Option<Stored>)> {
         let mut how = None;
         let (name, mut config) = match (&self.preset, &self.config, &self.model) {
             (Some(p), _, _) => (p.clone(), ModelConfig::preset(p)?),
-            // A LLaMA-family model directory is described from its config.json: minillm does not
-            // load those weights yet.
-            (_, _, Some(path)) if (stored && !is_llama_dir(path)) || !path.join("config.json").is_file() => {
-                let model = super::session::load(path)?.model;
-                how = Some(Stored { weight_type: model.weight_type(), bytes: model.weight_bytes() });
-                (path.display().to_string(), model.config)
-            }
+            (_, _, Some(path)) if !path.join("config.json").is_file() => self.load(path, &mut how)?,
             (_, Some(path), _) | (_, _, Some(path)) => {
                 let file = if path.is_dir() { path.join("config.json") } else { path.clone() };
                 let text = minillm::fsutil::read_text(&file)?;
-                (file.display().to_string(), minillm::io::hf_config::from_json(&text, &file)?)
+                let config = minillm::io::hf_config::from_json(&text, &file)?;
+                // A GPT-2 model is loaded to say how its weights are stored; a LLaMA-family one
+                // is described from its config.json (minillm does not load those weights yet).
+                if stored && self.model.is_some() && config.arch == Arch::Gpt2 {
+                    self.load(path, &mut how)?
+                } else {
+                    (file.display().to_string(), config)
+                }
             }
             _ => bail!("say which model: --preset NAME, --config FILE or --model MODEL"),
         };
@@ -95,12 +103,6 @@ impl ShapeChoice {
         config.validate().context("the model's shape is not usable")?;
         Ok((name, config, how))
     }
-}
-
-fn is_llama_dir(path: &std::path::Path) -> bool {
-    let file = path.join("config.json");
-    let text = std::fs::read_to_string(&file).unwrap_or_default();
-    minillm::io::hf_config::from_json(&text, &file).is_ok_and(|c| matches!(c.arch, Arch::Llama(_)))
 }
 
 #[derive(ClapArgs)]

@@ -35,12 +35,7 @@ pub fn from_json(text: &str, path: &Path) -> Result<ModelConfig> {
             format!("activation_function '{act}' is not supported (GPT-2 uses gelu_new)"),
         ));
     }
-    let size = |key: &str| -> Result<usize> {
-        v[key]
-            .as_u64()
-            .map(|x| x as usize)
-            .ok_or_else(|| Error::format(path, format!("'{key}' is missing or not a whole number")))
-    };
+    let size = |key: &str| whole(&v, key, path)?.ok_or_else(|| missing(path, key));
     let config = ModelConfig {
         n_layer: size("n_layer")?,
         n_head: size("n_head")?,
@@ -71,21 +66,8 @@ pub fn from_json(text: &str, path: &Path) -> Result<ModelConfig> {
 /// `rope_scaling` keys or its newer `rope_parameters`).
 fn llama_from_json(v: &Value, path: &Path, family: Family) -> Result<ModelConfig> {
     let bad = |m: String| Err(Error::format(path, m));
-    let size = |key: &str| -> Result<usize> {
-        v[key]
-            .as_u64()
-            .map(|x| x as usize)
-            .ok_or_else(|| Error::format(path, format!("'{key}' is missing or not a whole number")))
-    };
-    let optional = |key: &str| -> Result<Option<usize>> {
-        match &v[key] {
-            Value::Null => Ok(None),
-            x => x
-                .as_u64()
-                .map(|n| Some(n as usize))
-                .ok_or_else(|| Error::format(path, format!("'{key}' is not a whole number"))),
-        }
-    };
+    let size = |key: &str| whole(v, key, path)?.ok_or_else(|| missing(path, key));
+    let optional = |key: &str| whole(v, key, path);
     let flag = |key: &str| v[key].as_bool().unwrap_or(false);
     if let Some(act) = v["hidden_act"].as_str().filter(|a| *a != "silu") {
         return bad(format!("hidden_act '{act}' is not supported (the LLaMA family's SwiGLU uses silu)"));
@@ -159,6 +141,22 @@ fn llama_from_json(v: &Value, path: &Path, family: Family) -> Result<ModelConfig
     };
     config.validate().map_err(|e| Error::format(path, e.to_string()))?;
     Ok(config)
+}
+
+/// `v[key]` as a whole number: `None` when absent or null, an error naming the key when it is
+/// something else.
+fn whole(v: &Value, key: &str, path: &Path) -> Result<Option<usize>> {
+    match &v[key] {
+        Value::Null => Ok(None),
+        x => x
+            .as_u64()
+            .map(|n| Some(n as usize))
+            .ok_or_else(|| Error::format(path, format!("'{key}' is not a whole number"))),
+    }
+}
+
+fn missing(path: &Path, key: &str) -> Error {
+    Error::format(path, format!("'{key}' is missing or not a whole number"))
 }
 
 /// A complete GPT2Config. `eos` is the end-of-text id, when the tokenizer has one.

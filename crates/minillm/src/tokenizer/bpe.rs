@@ -86,6 +86,9 @@ impl Bpe {
 
     /// Turns HF's `ignore_merges` on or off (see the field).
     pub fn set_ignore_merges(&mut self, on: bool) {
+        if self.ignore_merges == on {
+            return; // `whole` already says so: no second pass over every merge
+        }
         self.ignore_merges = on;
         self.whole = if on {
             self.merges.iter().map(|m| (self.tokens[m.id as usize].clone(), m.id)).collect()

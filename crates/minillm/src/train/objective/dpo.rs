@@ -85,10 +85,8 @@ fn pairs_forward(
     batch: &mut Batch,
 ) -> Result<DpoStats> {
     let (n, t) = (picked.len(), batch.t);
-    fill(pairs, picked, batch);
+    let logps = pair_logps(model, pairs, picked, batch)?;
     let rows = 2 * n * t;
-    model.forward(&batch.inputs[..rows], Some(&batch.targets[..rows]), (2 * n, t))?;
-    let logps = row_logps(model.token_losses(), t);
     let (ref_w, ref_l): (Vec<f64>, Vec<f64>) =
         picked.iter().map(|&i| (pairs[i].ref_chosen, pairs[i].ref_rejected)).unzip();
     let (stats, d_w, d_l) = dpo_loss(beta, &logps[..n], &logps[n..], &ref_w, &ref_l);
@@ -100,6 +98,21 @@ fn pairs_forward(
     Ok(stats)
 }
 
+/// The sequence log-probabilities of the pairs `picked` under `model`, in one forward pass:
+/// the chosen sequences' first, then the rejected ones'.
+fn pair_logps(
+    model: &mut Trainable,
+    pairs: &[Pair],
+    picked: &[usize],
+    batch: &mut Batch,
+) -> Result<Vec<f64>> {
+    let (n, t) = (picked.len(), batch.t);
+    fill(pairs, picked, batch);
+    let rows = 2 * n * t;
+    model.forward(&batch.inputs[..rows], Some(&batch.targets[..rows]), (2 * n, t))?;
+    Ok(row_logps(model.token_losses(), t))
+}
+
 /// Each pair's log-probabilities under `model` (the frozen reference), computed once before
 /// DPO starts, `examples` pairs at a time.
 pub fn reference_logps(model: &mut Trainable, pairs: &mut [Pair], examples: usize) -> Result<()> {
@@ -109,10 +122,7 @@ pub fn reference_logps(model: &mut Trainable, pairs: &mut [Pair], examples: usiz
     for chunk in pairs.chunks_mut(examples) {
         let n = chunk.len();
         let picked: Vec<usize> = (0..n).collect();
-        fill(chunk, &picked, &mut batch);
-        let rows = 2 * n * t;
-        model.forward(&batch.inputs[..rows], Some(&batch.targets[..rows]), (2 * n, t))?;
-        let logps = row_logps(model.token_losses(), t);
+        let logps = pair_logps(model, chunk, &picked, &mut batch)?;
         for (row, p) in chunk.iter_mut().enumerate() {
             (p.ref_chosen, p.ref_rejected) = (logps[row], logps[n + row]);
         }

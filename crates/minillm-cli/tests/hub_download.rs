@@ -151,9 +151,11 @@ fn stderr(out: &Output) -> String {
 fn a_hub_id_downloads_into_the_hf_cache_then_runs_offline() {
     let dir = common::temp_dir("hub-download");
     let mut llama = files(&["config.json", "model.safetensors"]);
-    // A real LLaMA-family config.json (SmolLM2-135M's, as transformers writes it).
+    // A real LLaMA-family config.json (SmolLM2-135M's, as transformers writes it), made a
+    // mixture of experts, which minillm does not model.
     let smollm = common::fixture().join("../llama_presets/smollm2-135m.json");
-    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(smollm).unwrap()).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(smollm).unwrap()).unwrap();
+    doc["config"]["num_local_experts"] = 8.into();
     llama.insert("config.json".into(), doc["config"].to_string().into_bytes());
     let repos: Repos = [
         (
@@ -217,10 +219,10 @@ fn a_hub_id_downloads_into_the_hf_cache_then_runs_offline() {
     let err = stderr(&minillm(&dir, &hub.url, &as_strs(&greedy("acme/gated")), false));
     assert!(err.contains("gated or private") && err.contains("HF_TOKEN"), "{err}");
     let err = stderr(&minillm(&dir, &hub.url, &as_strs(&greedy("acme/llama")), false));
-    assert!(err.contains("llama model (LLaMA family)"), "{err}");
+    assert!(err.contains("cannot run 'acme/llama'") && err.contains("mixture of experts"), "{err}");
     assert!(
         !hub.log.lock().unwrap().iter().any(|l| l.contains("acme~llama")),
-        "llama weights were downloaded"
+        "the weights of a model minillm cannot run were downloaded"
     );
     let err = stderr(&minillm(&dir, &hub.url, &as_strs(&greedy("acme/pickle")), false));
     assert!(err.contains("pickle") && err.contains("safe_serialization"), "{err}");

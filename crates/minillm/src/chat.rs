@@ -124,8 +124,9 @@ impl ChatTemplate {
 }
 
 /// Gives a base model and its tokenizer the template's special tokens, if they lack them: new ids
-/// after the existing ones (which keep their meaning), and new embedding rows set to the mean of
-/// the existing rows, so the new tokens start as an "average token" rather than noise.
+/// after the existing ones (which keep their meaning), and new embedding rows (and an untied
+/// head's) set to the mean of the existing rows, so the new tokens start as an "average token"
+/// rather than noise.
 pub fn add_chat_tokens(tok: &Tokenizer, model: &Gpt) -> Result<(Tokenizer, Gpt)> {
     let missing: Vec<&str> = ROLE_TOKENS.into_iter().filter(|t| tok.special_id(t).is_none()).collect();
     let old_params = model.full_params();
@@ -145,15 +146,19 @@ pub fn add_chat_tokens(tok: &Tokenizer, model: &Gpt) -> Result<(Tokenizer, Gpt)>
         params[dst.offset..dst.offset + n].copy_from_slice(&old_params[src.offset..src.offset + n]);
     }
     let c = old.n_embd;
-    let rows = &old_params[old_layout.wte.start..old_layout.wte.start + old.vocab_size * c];
-    let mut mean = vec![0.0f64; c];
-    for row in rows.chunks_exact(c) {
-        mean.iter_mut().zip(row).for_each(|(m, &x)| *m += x as f64);
-    }
-    let mean: Vec<f32> = mean.iter().map(|m| (m / old.vocab_size as f64) as f32).collect();
-    for id in old.vocab_size..config.vocab_size {
-        let at = layout.wte.start + id * c;
-        params[at..at + c].copy_from_slice(&mean);
+    let tables =
+        [(&old_layout.wte, &layout.wte)].into_iter().chain(old_layout.lm_head.iter().zip(&layout.lm_head));
+    for (src, dst) in tables {
+        let rows = &old_params[src.start..src.start + old.vocab_size * c];
+        let mut mean = vec![0.0f64; c];
+        for row in rows.chunks_exact(c) {
+            mean.iter_mut().zip(row).for_each(|(m, &x)| *m += x as f64);
+        }
+        let mean: Vec<f32> = mean.iter().map(|m| (m / old.vocab_size as f64) as f32).collect();
+        for id in old.vocab_size..config.vocab_size {
+            let at = dst.start + id * c;
+            params[at..at + c].copy_from_slice(&mean);
+        }
     }
     Ok((grown_tok, Gpt::from_params(config, params)?))
 }

@@ -1,15 +1,21 @@
-//! The whole model against PyTorch + HF transformers: logits, loss, every parameter's gradient
-//! and ten AdamW steps, from fixtures written by scripts/reference/gpt2_tiny.py.
+//! The whole model against PyTorch + HF transformers: logits, loss, every parameter's gradient,
+//! ten AdamW steps, greedy generation, attention and residual norms, from fixtures written by
+//! scripts/reference/gpt2_tiny.py (GPT-2) and scripts/reference/llama_tiny.py (a Llama with
+//! grouped-query attention, an untied head and llama3 rope scaling; a Qwen2 with q/k/v biases
+//! and one key/value head).
 
 use minillm::io::load_model;
 use minillm::model::IGNORE;
 use minillm::model::Trainable;
+use minillm::model::params::has_vocabulary_rows;
 use minillm::train::adamw::{AdamW, AdamWConfig};
 use safetensors::SafeTensors;
 use std::path::PathBuf;
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2_tiny")
+const FIXTURES: [&str; 3] = ["gpt2_tiny", "llama_tiny", "qwen2_tiny"];
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 fn f32s(st: &SafeTensors, name: &str) -> Vec<f32> {
@@ -36,7 +42,13 @@ fn rel_error(ours: &[f32], theirs: &[f32]) -> f64 {
 
 #[test]
 fn logits_loss_gradients_and_adamw_match_pytorch() {
-    let dir = fixture();
+    for name in FIXTURES {
+        logits_loss_gradients_and_adamw_match_pytorch_for(name);
+    }
+}
+
+fn logits_loss_gradients_and_adamw_match_pytorch_for(fixture_name: &str) {
+    let dir = fixture(fixture_name);
     let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
     let reference = SafeTensors::deserialize(&bytes).unwrap();
     let settings: serde_json::Value =
@@ -59,12 +71,13 @@ fn logits_loss_gradients_and_adamw_match_pytorch() {
 
     model.zero_grad();
     model.backward().unwrap();
+    let prefix = if fixture_name == "gpt2_tiny" { "transformer." } else { "" };
     for tensor in &model.layout.tensors {
         let mut ours = &model.grads[tensor.range()];
-        if tensor.name == "wte.weight" {
+        if has_vocabulary_rows(&tensor.name) {
             ours = &ours[..v * c];
         }
-        let theirs = f32s(&reference, &format!("grad.transformer.{}", tensor.name));
+        let theirs = f32s(&reference, &format!("grad.{prefix}{}", tensor.name));
         worst.push((format!("grad {}", tensor.name), rel_error(ours, &theirs)));
     }
 
@@ -91,17 +104,17 @@ fn logits_loss_gradients_and_adamw_match_pytorch() {
     worst.push(("10 AdamW losses".into(), rel_error(&losses, &f32s(&reference, "adamw_losses"))));
 
     worst.sort_by(|x, y| y.1.total_cmp(&x.1));
-    println!("worst relative errors against PyTorch:");
+    println!("{fixture_name}: worst relative errors against PyTorch:");
     for (name, err) in worst.iter().take(5) {
         println!("  {err:.2e}  {name}");
     }
     for (name, err) in &worst {
-        assert!(*err < 1e-4, "{name}: relative error {err:.2e}");
+        assert!(*err < 1e-4, "{fixture_name} {name}: relative error {err:.2e}");
     }
 }
 
-fn load_reference() -> (Vec<u8>, serde_json::Value) {
-    let dir = fixture();
+fn load_reference(name: &str) -> (Vec<u8>, serde_json::Value) {
+    let dir = fixture(name);
     let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
     let settings =
         serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
@@ -110,33 +123,45 @@ fn load_reference() -> (Vec<u8>, serde_json::Value) {
 
 #[test]
 fn greedy_generation_matches_hf_generate_token_for_token() {
+    for name in FIXTURES {
+        greedy_generation_matches_hf_generate_token_for_token_for(name);
+    }
+}
+
+fn greedy_generation_matches_hf_generate_token_for_token_for(fixture_name: &str) {
     use minillm::rng::Rng;
     use minillm::sample::{SamplerConfig, generate};
-    let (bytes, settings) = load_reference();
+    let (bytes, settings) = load_reference(fixture_name);
     let reference = SafeTensors::deserialize(&bytes).unwrap();
     let n_prompt = settings["greedy_prompt"].as_u64().unwrap() as usize;
     let n_new = settings["greedy_new"].as_u64().unwrap() as usize;
     let penalty = settings["repetition_penalty"].as_f64().unwrap() as f32;
-    let model = load_model(&fixture()).unwrap();
+    let model = load_model(&fixture(fixture_name)).unwrap();
     for (name, repetition_penalty) in [("greedy_tokens", 1.0), ("greedy_penalized_tokens", penalty)] {
         let want: Vec<u32> = i32s(&reference, name).into_iter().map(|x| x as u32).collect();
         let config = SamplerConfig { temperature: 0.0, repetition_penalty, ..Default::default() };
         let got =
             generate(&model, &want[..n_prompt], n_new, &config, &mut Rng::new(0), None, |_, _| true).unwrap();
-        assert_eq!(got, want, "{name}: HF transformers generated otherwise");
+        assert_eq!(got, want, "{fixture_name} {name}: HF transformers generated otherwise");
     }
 }
 
 #[test]
 fn inspect_matches_pytorch_attention_and_softmax() {
+    for name in FIXTURES {
+        inspect_matches_pytorch_attention_and_softmax_for(name);
+    }
+}
+
+fn inspect_matches_pytorch_attention_and_softmax_for(fixture_name: &str) {
     use minillm::inspect::{Which, inspect};
     use minillm::sample::probabilities;
-    let (bytes, settings) = load_reference();
+    let (bytes, settings) = load_reference(fixture_name);
     let reference = SafeTensors::deserialize(&bytes).unwrap();
     let t = settings["context"].as_u64().unwrap() as usize;
     let tokens: Vec<u32> = i32s(&reference, "tokens")[..t].iter().map(|&x| x as u32).collect();
     let logits = f32s(&reference, "logits");
-    let model = load_model(&fixture()).unwrap();
+    let model = load_model(&fixture(fixture_name)).unwrap();
     let (v, nh, layers) = (model.config.vocab_size, model.config.n_head, model.config.n_layer);
     let tok = minillm::Tokenizer::bytes(); // any tokenizer: only the texts of tokens depend on it
     for layer in 0..layers {
@@ -145,7 +170,7 @@ fn inspect_matches_pytorch_attention_and_softmax() {
             let seen = inspect(&model, &tok, &tokens, v, Some(Which { layer, head: Some(head) })).unwrap();
             let ours: Vec<f32> = seen.attention.unwrap().weights.concat();
             let err = rel_error(&ours, &theirs[head * t * t..(head + 1) * t * t]);
-            assert!(err < 1e-5, "layer {layer} head {head}: attention differs by {err:.2e}");
+            assert!(err < 1e-5, "{fixture_name} layer {layer} head {head}: attention differs by {err:.2e}");
         }
         // The mean over heads is the mean of the heads.
         let seen = inspect(&model, &tok, &tokens, 1, Some(Which { layer, head: None })).unwrap();
@@ -172,7 +197,7 @@ fn inspect_matches_pytorch_attention_and_softmax() {
     assert_eq!(seen.residual_norms.len(), layers + 1);
     for (stage, ours) in seen.residual_norms.iter().enumerate() {
         let err = rel_error(ours, &norms[stage * t..(stage + 1) * t]);
-        assert!(err < 1e-5, "residual norm at stage {stage} differs by {err:.2e}");
+        assert!(err < 1e-5, "{fixture_name}: residual norm at stage {stage} differs by {err:.2e}");
     }
     assert_eq!(seen.surprisal[0], None);
     for i in 1..t {

@@ -96,9 +96,8 @@ impl<'a> Hub<'a> {
         let commit = config.commit.clone();
         self.download("config.json", &config)?;
         let config_path = hub::blob_path(self.cache, self.id, &config.etag);
-        // Refuse other architectures before fetching gigabytes of weights.
+        // Refuse architectures and features minillm does not model before fetching gigabytes.
         hf_config::from_json(&std::fs::read_to_string(&config_path)?, Path::new("config.json"))
-            .and_then(|c| c.require_gpt2())
             .with_context(|| format!("{} cannot run '{}'", env!("CARGO_PKG_NAME"), self.id))?;
 
         let mut files = vec![("config.json".to_string(), config)];

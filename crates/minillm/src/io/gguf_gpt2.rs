@@ -85,6 +85,7 @@ pub fn to_bytes_with_head(
     head: Option<QuantType>,
     name: &str,
 ) -> Result<Vec<u8>> {
+    model.config.require_gpt2("GGUF export (the LLaMA family's GGUF files are the next issue's)")?;
     let quantized = match ty.quant() {
         Some(q) => Some(model.quantized_as(q, head)?),
         None => None,
@@ -163,7 +164,7 @@ pub fn to_bytes_with_head(
         if t.name == "wte.weight" {
             shape[0] = c.vocab_size;
         }
-        if quantized.as_ref().is_some_and(|q| q.holds(&t.name)) {
+        if quantized.as_ref().is_some_and(|q| q.holds(c, &t.name)) {
             add(&t.name, &shape, &[]); // written from its blocks
         } else {
             add(&t.name, &shape, &model.tensor_f32(&t.name).expect("a tensor of the model"));
@@ -287,7 +288,7 @@ pub fn from_shared(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, path: &Path) -> Re
         }
         found.push((t.name.clone(), info, shape, transposed));
     }
-    let layout = Layout::without(&config, |name| quantized.holds(name));
+    let layout = Layout::without(&config, |name| quantized.holds(&config, name));
     let mut params = vec![0.0f32; layout.total];
     for (name, info, shape, transposed) in found {
         let offset = layout.get(&name).expect("a tensor left in f32").offset;

@@ -159,8 +159,12 @@ fn missing(path: &Path, key: &str) -> Error {
     Error::format(path, format!("'{key}' is missing or not a whole number"))
 }
 
-/// A complete GPT2Config. `eos` is the end-of-text id, when the tokenizer has one.
+/// A complete config for transformers: GPT2Config, or LlamaConfig / MistralConfig /
+/// Qwen2Config. `eos` is the end-of-text id, when the tokenizer has one.
 pub fn to_json(config: &ModelConfig, eos: Option<u32>) -> String {
+    if let Arch::Llama(l) = &config.arch {
+        return llama_to_json(config, l, eos);
+    }
     let doc = json!({
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -186,5 +190,58 @@ pub fn to_json(config: &ModelConfig, eos: Option<u32>) -> String {
         "eos_token_id": eos,
         "dtype": "float32",
     });
+    serde_json::to_string_pretty(&doc).expect("JSON serializes")
+}
+
+fn llama_to_json(config: &ModelConfig, l: &LlamaShape, eos: Option<u32>) -> String {
+    let architecture = match l.family {
+        Family::Llama => "LlamaForCausalLM",
+        Family::Mistral => "MistralForCausalLM",
+        Family::Qwen2 => "Qwen2ForCausalLM",
+    };
+    let rope_scaling = match l.rope_scaling {
+        None => Value::Null,
+        Some(RopeScaling::Linear { factor }) => json!({"rope_type": "linear", "factor": factor}),
+        Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_context }) => json!({
+            "rope_type": "llama3",
+            "factor": factor,
+            "low_freq_factor": low_freq_factor,
+            "high_freq_factor": high_freq_factor,
+            "original_max_position_embeddings": original_context,
+        }),
+    };
+    let mut doc = json!({
+        "architectures": [architecture],
+        "model_type": l.family.model_type(),
+        "hidden_act": "silu",
+        "hidden_size": config.n_embd,
+        "intermediate_size": l.intermediate,
+        "num_hidden_layers": config.n_layer,
+        "num_attention_heads": config.n_head,
+        "num_key_value_heads": l.n_kv_head,
+        "head_dim": l.head_dim,
+        "max_position_embeddings": config.block_size,
+        "vocab_size": config.vocab_size,
+        "rms_norm_eps": l.norm_eps,
+        "rope_theta": l.rope_theta,
+        "rope_scaling": rope_scaling,
+        "attention_dropout": config.dropout,
+        "initializer_range": 0.02,
+        "tie_word_embeddings": l.tied_head,
+        "use_cache": true,
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "dtype": "float32",
+    });
+    let extra = match l.family {
+        Family::Llama => json!({"attention_bias": false, "mlp_bias": false, "pretraining_tp": 1}),
+        Family::Mistral => json!({"sliding_window": null}),
+        Family::Qwen2 => {
+            json!({"use_sliding_window": false, "sliding_window": null, "max_window_layers": config.n_layer})
+        }
+    };
+    for (k, v) in extra.as_object().expect("an object") {
+        doc[k] = v.clone();
+    }
     serde_json::to_string_pretty(&doc).expect("JSON serializes")
 }

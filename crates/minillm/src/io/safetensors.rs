@@ -1,22 +1,33 @@
-//! Parameters as safetensors with HF GPT-2's tensor names and shapes (`transformer.h.0.attn.c_attn.weight`,
-//! Conv1D weights stored (in, out)), as `GPT2LMHeadModel.save_pretrained` writes them.
+//! Parameters as safetensors with HF's tensor names and shapes, as `save_pretrained` writes
+//! them: GPT-2's (`transformer.h.0.attn.c_attn.weight`, Conv1D weights stored (in, out)), the
+//! LLaMA family's (`model.layers.0.self_attn.q_proj.weight`, nn.Linear weights (out, in)).
 //!
 //! Loading checks every name, shape and dtype and names the first one that is wrong.
 
 use crate::error::{Error, Result};
 use crate::fsutil::atomic_write_to;
-use crate::model::params::{Layout, TensorInfo};
+use crate::model::params::{Layout, TensorInfo, has_vocabulary_rows};
 use crate::model::quantized::{Matrix, Quantized};
-use crate::model::{Gpt, ModelConfig};
+use crate::model::{Arch, Gpt, ModelConfig};
 use crate::quant::{QMatrix, QuantType};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// GPT-2's checkpoints prefix the body's names with this; the layout leaves it out.
 const PREFIX: &str = "transformer.";
 
-/// Serializes `params` (laid out for `config`) to safetensors bytes. The padding rows of `wte`
-/// are left out; a model without biases gets zero biases, which HF's GPT-2 expects.
+/// The name `t` has in a checkpoint file.
+fn file_name(config: &ModelConfig, name: &str) -> String {
+    match config.arch {
+        Arch::Gpt2 => format!("{PREFIX}{name}"),
+        Arch::Llama(_) => name.to_string(),
+    }
+}
+
+/// Serializes `params` (laid out for `config`) to safetensors bytes. The padding rows of the
+/// embedding and head are left out; a GPT-2 without biases gets zero biases, which HF's GPT-2
+/// expects.
 pub fn to_bytes(config: &ModelConfig, params: &[f32]) -> Result<Vec<u8>> {
     let zeros = zero_biases(config);
     safetensors::serialize(views(config, params, &zeros)?, Some(metadata()))
@@ -39,7 +50,7 @@ fn metadata() -> HashMap<String, String> {
 
 /// The zero biases a model without biases is saved with, one buffer as long as the longest.
 fn zero_biases(config: &ModelConfig) -> Vec<u8> {
-    if config.bias { Vec::new() } else { vec![0u8; 4 * 4 * config.n_embd] }
+    if config.bias || config.arch != Arch::Gpt2 { Vec::new() } else { vec![0u8; 4 * 4 * config.n_embd] }
 }
 
 /// Every tensor as a view of `params`' own bytes (no copy; little-endian f32 is the file's
@@ -57,13 +68,13 @@ fn views<'a>(
     for t in &layout.tensors {
         let mut shape = t.shape.clone();
         let mut data = &params[t.range()];
-        if t.name == "wte.weight" {
+        if has_vocabulary_rows(&t.name) {
             shape[0] = config.vocab_size;
             data = &data[..config.vocab_size * config.n_embd];
         }
-        views.push((format!("{PREFIX}{}", t.name), view(shape, le_bytes(data))?));
+        views.push((file_name(config, &t.name), view(shape, le_bytes(data))?));
     }
-    if !config.bias {
+    if !zeros.is_empty() {
         for t in &layout.tensors {
             if let Some(stem) = t.name.strip_suffix(".weight").filter(|s| *s != "wte" && *s != "wpe") {
                 let len = if t.shape.len() == 2 { t.shape[1] } else { t.shape[0] };
@@ -103,21 +114,25 @@ pub fn from_shards(shards: &[(&[u8], &Path)], config: &ModelConfig) -> Result<Ve
 }
 
 /// A model from safetensors shards, its weights kept in the type they are stored in: the f32
-/// tensors go into the flat buffer; 16-bit matrices (f16, and bf16 ones within f16's range) stay
-/// 16-bit, as f16 blocks of one row per output (HF's Conv1D stores them (in, out), so they are
-/// transposed once here). Small 1-D tensors and the position embedding are widened to f32.
+/// tensors go into the flat buffer; GPT-2's 16-bit matrices (f16, and bf16 ones within f16's
+/// range) stay 16-bit, as f16 blocks of one row per output (HF's Conv1D stores them (in, out),
+/// so they are transposed once here). Small 1-D tensors and the position embedding are widened
+/// to f32, and so, for now, is every tensor of a LLaMA-family model.
 /// `release` is handed each stretch of file bytes once it has been read, for a mapped file to
 /// give its pages back.
 pub fn load(shards: &[(&[u8], &Path)], config: ModelConfig, release: &dyn Fn(&[u8])) -> Result<Gpt> {
     let (found, _) = tensors(shards, &config)?;
     let full = Layout::new(&config);
     let mut quantized = Quantized { blocks: vec![Default::default(); config.n_layer], lm_head: None };
-    for t in &full.tensors {
+    // (A LLaMA block's q, k and v are three tensors in the file but one matrix in blocks; joining
+    // them as 16-bit blocks is not done yet, so the LLaMA family loads in f32.)
+    let gpt2_tensors = if config.arch == Arch::Gpt2 { full.tensors.as_slice() } else { &[] };
+    for t in gpt2_tensors {
         let view = &found[&t.name];
         let sixteen = matches!(view.dtype(), Dtype::F16 | Dtype::BF16) && fits_f16(view);
         let (rows, cols, transposed) = match Matrix::of(&t.name) {
             Some((_, m)) => {
-                let (inputs, outputs) = m.shape(config.n_embd);
+                let (inputs, outputs) = m.shape(&config);
                 (outputs, inputs, true)
             }
             None if t.name == "wte.weight" => (config.vocab_size, config.n_embd, false),
@@ -133,7 +148,7 @@ pub fn load(shards: &[(&[u8], &Path)], config: ModelConfig, release: &dyn Fn(&[u
             None => quantized.lm_head = Some(m),
         }
     }
-    let layout = Layout::without(&config, |name| quantized.holds(name));
+    let layout = Layout::without(&config, |name| quantized.holds(&config, name));
     let mut params = vec![0.0f32; layout.total];
     for t in &layout.tensors {
         read_f32(&mut params[t.offset..t.offset + stored_len(&config, t)], &found[&t.name], release);
@@ -143,7 +158,7 @@ pub fn load(shards: &[(&[u8], &Path)], config: ModelConfig, release: &dyn Fn(&[u
 
 /// Elements of `t` in the file: the embedding has no padding rows there.
 fn stored_len(config: &ModelConfig, t: &TensorInfo) -> usize {
-    if t.name == "wte.weight" { config.vocab_size * config.n_embd } else { t.len() }
+    if has_vocabulary_rows(&t.name) { config.vocab_size * config.n_embd } else { t.len() }
 }
 
 /// Whether every value of a 16-bit tensor is one f16 holds: always for f16; for bf16, when none
@@ -210,7 +225,7 @@ fn read_f32(dst: &mut [f32], view: &TensorView, release: &dyn Fn(&[u8])) {
     }
 }
 
-/// Every tensor of the shards by its short name, each checked against `config` (name, shape,
+/// Every tensor of the shards by its layout name, each checked against `config` (name, shape,
 /// float type), and the first shard's path.
 fn tensors<'a>(
     shards: &[(&'a [u8], &'a Path)],
@@ -224,49 +239,49 @@ fn tensors<'a>(
     }
     let path = shards.first().map_or(Path::new("model.safetensors"), |s| s.1);
     let layout = Layout::new(config);
+    let gpt2 = config.arch == Arch::Gpt2;
+    let kind = match &config.arch {
+        Arch::Gpt2 => "gpt2",
+        Arch::Llama(l) => l.family.model_type(),
+    };
     let mut found: HashMap<String, TensorView> = HashMap::new();
     for (name, view) in files.iter().flat_map(|(f, _)| f.tensors()) {
-        let short = name.strip_prefix(PREFIX).unwrap_or(&name).to_string();
-        let is_buffer = short.starts_with("h.")
-            && (short.ends_with(".attn.bias") || short.ends_with(".attn.masked_bias"));
-        if is_buffer || short == "lm_head.weight" {
-            continue; // the causal-mask buffers of old checkpoints, and the tied LM head
+        let short = if gpt2 { name.strip_prefix(PREFIX).unwrap_or(&name) } else { &name }.to_string();
+        // The causal-mask buffers of old GPT-2 checkpoints, the rotary frequencies of old Llama
+        // ones (recomputed from the config), and a tied head's copy of the embedding.
+        let is_buffer = (short.starts_with("h.")
+            && (short.ends_with(".attn.bias") || short.ends_with(".attn.masked_bias")))
+            || short.ends_with(".rotary_emb.inv_freq");
+        if is_buffer || (short == "lm_head.weight" && layout.lm_head.is_none()) {
+            continue;
         }
-        let zero_bias_of_biasless_model = !config.bias && short.ends_with(".bias");
+        let zero_bias_of_biasless_model = gpt2 && !config.bias && short.ends_with(".bias");
         if layout.get(&short).is_none() && !zero_bias_of_biasless_model {
             return Err(Error::format(
                 path,
-                format!("unexpected tensor '{name}': not part of a GPT-2 model shaped like config.json"),
+                format!("unexpected tensor '{name}': not part of a {kind} model shaped like config.json"),
             ));
         }
         found.insert(short, view);
     }
     for t in &layout.tensors {
-        let view = found
-            .get(&t.name)
-            .ok_or_else(|| Error::format(path, format!("tensor '{PREFIX}{}' is missing", t.name)))?;
+        let name = file_name(config, &t.name);
+        let view =
+            found.get(&t.name).ok_or_else(|| Error::format(path, format!("tensor '{name}' is missing")))?;
         let mut want = t.shape.clone();
-        if t.name == "wte.weight" {
+        if has_vocabulary_rows(&t.name) {
             want[0] = config.vocab_size;
         }
         if view.shape() != want.as_slice() {
             return Err(Error::format(
                 path,
-                format!(
-                    "tensor '{PREFIX}{}' has shape {:?}, the configuration needs {want:?}",
-                    t.name,
-                    view.shape()
-                ),
+                format!("tensor '{name}' has shape {:?}, the configuration needs {want:?}", view.shape()),
             ));
         }
         if !matches!(view.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
             return Err(Error::format(
                 path,
-                format!(
-                    "tensor '{PREFIX}{}' is {:?}; minillm reads F32, F16 and BF16 checkpoints",
-                    t.name,
-                    view.dtype()
-                ),
+                format!("tensor '{name}' is {:?}; minillm reads F32, F16 and BF16 checkpoints", view.dtype()),
             ));
         }
     }

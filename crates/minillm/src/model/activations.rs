@@ -1,16 +1,43 @@
 //! Every buffer a forward and backward pass of shape (B, T) needs, allocated once.
 //!
 //! A training step then allocates nothing. Backward needs gradients for one block at a time, so
-//! its scratch buffers are shared by all blocks.
+//! its scratch buffers are shared by all blocks. Widths follow the architecture: W for a fused
+//! q | k | v row, A for attention's output, M_in and M for the MLP's first product and its
+//! hidden layer (GPT-2: 3C, C, 4C, 4C). RMSNorm keeps no means.
 
-use super::config::ModelConfig;
+use super::config::{Arch, ModelConfig};
+use super::layers::rope::Rope;
+
+/// The widths of a pass's buffers.
+struct Widths {
+    c: usize,
+    qkv: usize,
+    attn: usize,
+    mlp_in: usize,
+    mlp: usize,
+    /// Per row: 1 with LayerNorm's means, 0 for RMSNorm.
+    mean: usize,
+}
+
+impl Widths {
+    fn of(config: &ModelConfig) -> Widths {
+        Widths {
+            c: config.n_embd,
+            qkv: config.qkv_width(),
+            attn: config.attn_width(),
+            mlp_in: config.mlp_in_width(),
+            mlp: config.mlp_width(),
+            mean: usize::from(config.arch == Arch::Gpt2),
+        }
+    }
+}
 
 pub struct BlockActs {
     pub ln1: Vec<f32>,      // (B, T, C)
-    pub ln1_mean: Vec<f32>, // (B, T)
+    pub ln1_mean: Vec<f32>, // (B, T), empty for RMSNorm
     pub ln1_rstd: Vec<f32>, // (B, T)
-    pub qkv: Vec<f32>,      // (B, T, 3C)
-    pub atty: Vec<f32>,     // (B, T, C) attention output before its projection
+    pub qkv: Vec<f32>,      // (B, T, W), queries and keys rotated for rotary models
+    pub atty: Vec<f32>,     // (B, T, A) attention output before its projection
     pub att: Vec<f32>,      // (B, NH, T, T) attention probabilities
     pub att_mask: Vec<f32>, // (B, NH, T, T) dropout mask, empty without dropout
     pub attproj: Vec<f32>,  // (B, T, C)
@@ -19,9 +46,10 @@ pub struct BlockActs {
     pub ln2: Vec<f32>,
     pub ln2_mean: Vec<f32>,
     pub ln2_rstd: Vec<f32>,
-    pub fch: Vec<f32>,      // (B, T, 4C)
-    pub fch_gelu: Vec<f32>, // (B, T, 4C)
-    pub fcproj: Vec<f32>,   // (B, T, C)
+    pub fch: Vec<f32>,      // (B, T, M_in)
+    pub fch_gelu: Vec<f32>, // (B, T, M): after GELU, or SwiGLU's gate
+
+    pub fcproj: Vec<f32>, // (B, T, C)
     pub fcproj_mask: Vec<f32>,
     pub resid3: Vec<f32>, // (B, T, C) residual stream after the MLP
 }
@@ -43,18 +71,21 @@ pub struct Activations {
     // Backward scratch, shared by the blocks.
     pub d_resid: Vec<f32>, // (B, T, C)
     pub d_a: Vec<f32>,     // (B, T, C)
-    pub d_b: Vec<f32>,     // (B, T, C)
-    pub d_qkv: Vec<f32>,   // (B, T, 3C)
-    pub d_fch: Vec<f32>,   // (B, T, 4C)
+    pub d_b: Vec<f32>,     // (B, T, max(C, A))
+    pub d_qkv: Vec<f32>,   // (B, T, W)
+    pub d_fch: Vec<f32>,   // (B, T, M_in)
     pub d_fch_gelu: Vec<f32>,
     // Attention scratch, used by forward and backward: (B, NH, T, T) and (B, NH, T, 3 hs).
     pub tt: Vec<f32>,
     pub heads: Vec<f32>,
+    /// Rotary angles for positions 0..T (rotary models only).
+    pub rope: Option<Rope>,
 }
 
 impl Activations {
     pub fn new(config: &ModelConfig, b: usize, t: usize) -> Activations {
-        let (c, nh) = (config.n_embd, config.n_head);
+        let (nh, w) = (config.n_head, Widths::of(config));
+        let c = w.c;
         let n = b * t;
         let z = |len: usize| vec![0.0f32; len];
         let mask = |len: usize| {
@@ -63,20 +94,20 @@ impl Activations {
         let blocks = (0..config.n_layer)
             .map(|_| BlockActs {
                 ln1: z(n * c),
-                ln1_mean: z(n),
+                ln1_mean: z(n * w.mean),
                 ln1_rstd: z(n),
-                qkv: z(n * 3 * c),
-                atty: z(n * c),
+                qkv: z(n * w.qkv),
+                atty: z(n * w.attn),
                 att: z(n * nh * t),
                 att_mask: mask(n * nh * t),
                 attproj: z(n * c),
                 attproj_mask: mask(n * c),
                 resid2: z(n * c),
                 ln2: z(n * c),
-                ln2_mean: z(n),
+                ln2_mean: z(n * w.mean),
                 ln2_rstd: z(n),
-                fch: z(n * 4 * c),
-                fch_gelu: z(n * 4 * c),
+                fch: z(n * w.mlp_in),
+                fch_gelu: z(n * w.mlp),
                 fcproj: z(n * c),
                 fcproj_mask: mask(n * c),
                 resid3: z(n * c),
@@ -92,31 +123,41 @@ impl Activations {
             encoded_mask: mask(n * c),
             blocks,
             lnf: z(n * c),
-            lnf_mean: z(n),
+            lnf_mean: z(n * w.mean),
             lnf_rstd: z(n),
             logits: z(n * config.padded_vocab_size()),
             losses: z(n),
             d_resid: z(n * c),
             d_a: z(n * c),
-            d_b: z(n * c),
-            d_qkv: z(n * 3 * c),
-            d_fch: z(n * 4 * c),
-            d_fch_gelu: z(n * 4 * c),
+            d_b: z(n * c.max(w.attn)),
+            d_qkv: z(n * w.qkv),
+            d_fch: z(n * w.mlp_in),
+            d_fch_gelu: z(n * w.mlp),
             tt: z(n * nh * t),
-            heads: z(n * 3 * c),
+            heads: z(n * 3 * w.attn),
+            rope: match &config.arch {
+                Arch::Gpt2 => None,
+                Arch::Llama(l) => Some(Rope::new(l, t)),
+            },
         }
     }
 
     /// Bytes these buffers take for `config` at (B, T), counted without allocating them.
     pub fn bytes(config: &ModelConfig, b: usize, t: usize) -> usize {
-        let (n, c, nh) = (b * t, config.n_embd, config.n_head);
-        let nc = n * c;
-        let att = n * nh * t;
+        let (n, w) = (b * t, Widths::of(config));
+        let nc = n * w.c;
+        let att = n * config.n_head * t;
         let (mask_att, mask_c) = if config.dropout > 0.0 { (att, nc) } else { (0, 0) };
-        let per_block = 18 * nc + 4 * n + att + mask_att + 2 * mask_c;
-        let top = 2 * nc + mask_c + 3 * n + n * config.padded_vocab_size();
-        let scratch = 17 * nc + att;
-        4 * (config.n_layer * per_block + top + scratch) + 2 * 4 * n
+        // ln1, attproj, resid2, ln2, fcproj, resid3; qkv, atty, fch, fch_gelu; norm statistics.
+        let wide = n * (w.qkv + w.attn + w.mlp_in + w.mlp);
+        let per_block = 6 * nc + wide + 2 * n * (1 + w.mean) + att + mask_att + 2 * mask_c;
+        let top = 2 * nc + mask_c + n * (2 + w.mean) + n * config.padded_vocab_size();
+        let d = 2 * nc + n * (w.c.max(w.attn) + w.qkv + w.mlp_in + w.mlp + 3 * w.attn);
+        let rope = match &config.arch {
+            Arch::Gpt2 => 0,
+            Arch::Llama(l) => Rope::floats(l, t),
+        };
+        4 * (config.n_layer * per_block + top + d + att + rope) + 2 * 4 * n
     }
 
     #[cfg(test)]
@@ -125,6 +166,7 @@ impl Activations {
         floats += self.lnf_rstd.len() + self.logits.len() + self.losses.len() + self.d_resid.len();
         floats += self.d_a.len() + self.d_b.len() + self.d_qkv.len() + self.d_fch.len();
         floats += self.d_fch_gelu.len() + self.tt.len() + self.heads.len();
+        floats += self.rope.as_ref().map_or(0, Rope::allocated_floats);
         for k in &self.blocks {
             for v in [
                 &k.ln1,
@@ -159,10 +201,14 @@ mod tests {
 
     #[test]
     fn counted_bytes_equal_allocated_bytes() {
-        for dropout in [0.0, 0.1] {
-            let config = ModelConfig { dropout, ..ModelConfig::preset("baby").unwrap() };
-            let acts = Activations::new(&config, 3, 7);
-            assert_eq!(Activations::bytes(&config, 3, 7), acts.allocated_bytes());
+        for preset in ["baby", "smollm2-135m"] {
+            for dropout in [0.0, 0.1] {
+                let mut config = ModelConfig { dropout, ..ModelConfig::preset(preset).unwrap() };
+                config.n_layer = 2;
+                config.vocab_size = 300;
+                let acts = Activations::new(&config, 3, 7);
+                assert_eq!(Activations::bytes(&config, 3, 7), acts.allocated_bytes(), "{preset}");
+            }
         }
     }
 }

@@ -258,14 +258,13 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// An error naming the architecture when it is not GPT-2's: the LLaMA family's shapes are
-    /// described (`minillm model info`) but not yet run or trained.
-    pub fn require_gpt2(&self) -> Result<()> {
+    /// An error naming the architecture when it is not GPT-2's, for what (`what`) handles
+    /// GPT-2 only so far.
+    pub fn require_gpt2(&self, what: &str) -> Result<()> {
         match &self.arch {
             Arch::Gpt2 => Ok(()),
             Arch::Llama(l) => Err(Error::Invalid(format!(
-                "this is a {} model (LLaMA family); minillm describes its shape (`minillm model info`) \
-                 but runs and trains GPT-2-architecture models only, so far",
+                "this is a {} model (LLaMA family); {what} handles GPT-2-architecture models only, so far",
                 l.family.model_type()
             ))),
         }
@@ -284,6 +283,73 @@ impl ModelConfig {
         match &self.arch {
             Arch::Gpt2 => self.n_head,
             Arch::Llama(l) => l.n_kv_head,
+        }
+    }
+
+    /// Width of a fused q | k | v row: the query heads, then the key and the value heads.
+    pub fn qkv_width(&self) -> usize {
+        (self.n_head + 2 * self.n_kv_head()) * self.head_size()
+    }
+
+    /// Width of attention's output before its projection: the query heads side by side.
+    pub fn attn_width(&self) -> usize {
+        self.n_head * self.head_size()
+    }
+
+    /// The MLP's hidden width: GPT-2's 4C, or the LLaMA family's intermediate size.
+    pub fn mlp_width(&self) -> usize {
+        match &self.arch {
+            Arch::Gpt2 => 4 * self.n_embd,
+            Arch::Llama(l) => l.intermediate,
+        }
+    }
+
+    /// Width of the MLP's first product: 4C, or gate and up side by side (2I).
+    pub fn mlp_in_width(&self) -> usize {
+        match &self.arch {
+            Arch::Gpt2 => 4 * self.n_embd,
+            Arch::Llama(l) => 2 * l.intermediate,
+        }
+    }
+
+    /// The name of the output layer's tensor: the embedding when the head is tied.
+    pub fn head_name(&self) -> &'static str {
+        match &self.arch {
+            Arch::Gpt2 => "wte.weight",
+            Arch::Llama(l) if l.tied_head => "model.embed_tokens.weight",
+            Arch::Llama(_) => "lm_head.weight",
+        }
+    }
+
+    /// The blocks' norm.
+    pub(crate) fn norm(&self) -> super::layers::Norm {
+        match &self.arch {
+            Arch::Gpt2 => super::layers::Norm::Layer,
+            Arch::Llama(l) => super::layers::Norm::Rms(l.norm_eps as f32),
+        }
+    }
+
+    /// The MLP's nonlinearity.
+    pub(crate) fn activation(&self) -> super::layers::Activation {
+        match &self.arch {
+            Arch::Gpt2 => super::layers::Activation::Gelu,
+            Arch::Llama(l) => super::layers::Activation::SwiGlu(l.intermediate),
+        }
+    }
+
+    /// Attention's sizes for a batch of (B, T).
+    pub(crate) fn attention_shape(&self, b: usize, t: usize) -> super::layers::attention::Shape {
+        let (nh, nkv, hs) = (self.n_head, self.n_kv_head(), self.head_size());
+        super::layers::attention::Shape { b, t, nh, nkv, hs }
+    }
+
+    /// How the block matrices are stored: (in, out) for GPT-2's Conv1D, (out, in) for the
+    /// LLaMA family's nn.Linear (as their checkpoints store them).
+    pub(crate) fn matrices_stored(&self) -> crate::kernels::matmul::Stored {
+        use crate::kernels::matmul::Stored;
+        match &self.arch {
+            Arch::Gpt2 => Stored::Normal,
+            Arch::Llama(_) => Stored::Transposed,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The GPT as it is stored: its configuration and its weights, in the type they came in.
 //!
-//! f32 tensors live in one flat buffer with HF GPT-2's names ([`Layout`]); a matrix stored in
+//! f32 tensors live in one flat buffer with HF's names ([`Layout`]); a matrix stored in
 //! 16 bits or quantized lives in its blocks ([`QMatrix`], see `quantized.rs`) and has no f32
 //! copy: its range in the flat buffer is empty. Inference reads a matrix through [`Weight`],
 //! whichever way it is stored. Training state (gradients, activations for backward) is not
@@ -11,6 +11,7 @@ use super::layers::loss::IGNORE;
 use super::params::{Layout, init};
 use super::quantized::{Matrix, Quantized};
 use crate::error::{Error, Result};
+use crate::kernels::matmul::Stored;
 use crate::kernels::vec::transpose;
 use crate::quant::QMatrix;
 use std::borrow::Cow;
@@ -28,7 +29,8 @@ pub struct Gpt {
 /// One of the model's matrices, as stored.
 #[derive(Clone, Copy)]
 pub enum Weight<'a> {
-    /// f32, in HF's Conv1D layout (inputs x outputs); for the LM head, the embedding (V x C).
+    /// f32, as the checkpoint stores it: GPT-2's Conv1D (inputs x outputs), the LLaMA family's
+    /// nn.Linear (outputs x inputs); for the LM head, (V x C).
     F32(&'a [f32]),
     /// Blocks, one row per output (GGUF's layout).
     Blocks(&'a QMatrix),
@@ -42,7 +44,6 @@ impl Gpt {
     /// A new model with GPT-2's initialisation from `seed`.
     pub fn new(config: ModelConfig, seed: u64) -> Result<Gpt> {
         config.validate()?;
-        config.require_gpt2()?;
         let layout = Layout::new(&config);
         let params = init(&config, &layout, seed);
         Gpt::from_params(config, params)
@@ -51,7 +52,6 @@ impl Gpt {
     /// A model around existing f32 parameters laid out as [`Layout::new`] says.
     pub fn from_params(config: ModelConfig, params: Vec<f32>) -> Result<Gpt> {
         config.validate()?;
-        config.require_gpt2()?;
         let layout = Layout::new(&config);
         check_len(params.len(), layout.total)?;
         Ok(Gpt { config, layout, params, quantized: None })
@@ -61,8 +61,7 @@ impl Gpt {
     /// tensors, laid out by [`Layout::without`] for those matrices.
     pub fn from_parts(config: ModelConfig, params: Vec<f32>, quantized: Quantized) -> Result<Gpt> {
         config.validate()?;
-        config.require_gpt2()?;
-        let layout = Layout::without(&config, |name| quantized.holds(name));
+        let layout = Layout::without(&config, |name| quantized.holds(&config, name));
         check_len(params.len(), layout.total)?;
         let quantized = (!quantized.is_empty()).then_some(quantized);
         Ok(Gpt { config, layout, params, quantized })
@@ -105,39 +104,63 @@ impl Gpt {
         }
     }
 
-    /// The output layer, which is the token embedding (tied): the first V rows of `wte`.
+    /// The output layer (V x C): the token embedding when tied (the first V rows of `wte`),
+    /// else the model's own `lm_head`.
     pub fn head(&self) -> Weight<'_> {
         match self.quantized.as_ref().and_then(|q| q.lm_head.as_ref()) {
             Some(q) => Weight::Blocks(q),
             None => {
                 let n = self.config.vocab_size * self.config.n_embd;
-                Weight::F32(&self.params[self.layout.wte.clone()][..n])
+                Weight::F32(&self.params[self.layout.head().clone()][..n])
             }
         }
     }
 
-    /// Block `layer`'s matrix `m` in f32, in HF's (inputs x outputs) layout: the stored weights,
-    /// or the weights the blocks stand for.
+    /// The token embedding (V x C): the head's matrix when tied.
+    fn embedding(&self) -> Weight<'_> {
+        if self.layout.lm_head.is_some() {
+            let n = self.config.vocab_size * self.config.n_embd;
+            return Weight::F32(&self.params[self.layout.wte.clone()][..n]);
+        }
+        self.head()
+    }
+
+    /// Block `layer`'s matrix `m` in f32, in the layout the model stores f32 matrices in (see
+    /// [`Weight::F32`]): the stored weights, or the weights the blocks stand for.
     pub fn matrix_f32(&self, layer: usize, m: Matrix) -> Cow<'_, [f32]> {
         match self.matrix(layer, m) {
             Weight::F32(w) => Cow::Borrowed(w),
+            Weight::Blocks(q) if self.config.matrices_stored() == Stored::Transposed => {
+                Cow::Owned(q.dequantize())
+            }
             Weight::Blocks(q) => Cow::Owned(transpose(&q.dequantize(), q.rows, q.cols)),
         }
     }
 
-    /// The token embedding (V x C) in f32, without padding rows.
-    pub fn embedding_f32(&self) -> Cow<'_, [f32]> {
+    /// The output layer (V x C) in f32, without padding rows.
+    pub fn head_f32(&self) -> Cow<'_, [f32]> {
         match self.head() {
             Weight::F32(w) => Cow::Borrowed(w),
             Weight::Blocks(q) => Cow::Owned(q.dequantize()),
         }
     }
 
-    /// The tensor HF calls `name` (without `transformer.`) in f32, as [`Layout::new`] shapes it
-    /// (the embedding without its padding rows); `None` for a name the model does not have.
+    /// The token embedding (V x C) in f32, without padding rows.
+    pub fn embedding_f32(&self) -> Cow<'_, [f32]> {
+        match self.embedding() {
+            Weight::F32(w) => Cow::Borrowed(w),
+            Weight::Blocks(q) => Cow::Owned(q.dequantize()),
+        }
+    }
+
+    /// The tensor HF calls `name` (GPT-2's without `transformer.`) in f32, as [`Layout::new`]
+    /// shapes it (the embedding and head without padding rows); `None` for a name the model does
+    /// not have.
     pub fn tensor_f32(&self, name: &str) -> Option<Cow<'_, [f32]>> {
-        if name == "wte.weight" {
-            return Some(self.embedding_f32());
+        match name {
+            "wte.weight" | "model.embed_tokens.weight" => return Some(self.embedding_f32()),
+            "lm_head.weight" if self.layout.lm_head.is_some() => return Some(self.head_f32()),
+            _ => {}
         }
         if let Some((layer, m)) = Matrix::of(name).filter(|(layer, _)| *layer < self.config.n_layer) {
             return Some(self.matrix_f32(layer, m));
@@ -148,7 +171,7 @@ impl Gpt {
     /// Token `id`'s embedding into `out` (C).
     pub fn embed(&self, id: u32, out: &mut [f32]) {
         let c = self.config.n_embd;
-        match self.head() {
+        match self.embedding() {
             Weight::F32(w) => out.copy_from_slice(&w[id as usize * c..][..c]),
             Weight::Blocks(q) => q.dequantize_row(id as usize, out),
         }

@@ -9,9 +9,15 @@
 //! the matrix-vector kernels, blocks through the quantized kernels, several rows per pass over
 //! the weights. Nothing here keeps what training needs; buffers are sized once, when the cache
 //! is made, for the slots and context it serves.
+//!
+//! For the LLaMA family the cache stores keys already turned to their positions (rotary), and
+//! only the key/value heads: with grouped-query attention that is NH / NKV times less memory
+//! than GPT-2's layout would take, and each query head reads its group's key/value head.
 
+use super::config::Arch;
 use super::gpt::{Gpt, Weight, opt};
-use super::layers::{gelu, layernorm, linear};
+use super::layers::linear;
+use super::layers::rope::Rope;
 use super::quantized::Matrix;
 use crate::error::{Error, Result};
 use crate::kernels::matmul::{Stored, matmul};
@@ -19,6 +25,7 @@ use crate::kernels::simd::{multiversion, softmax_inline};
 use crate::kernels::vec::{add_into, axpy_inline, dot_inline};
 use crate::kernels::{SharedOut, matvec};
 use crate::model::ModelConfig;
+use crate::model::layers::Norm;
 use rayon::prelude::*;
 
 /// Most rows one pass takes: a longer prompt is prefilled in chunks of this many tokens, each
@@ -36,10 +43,14 @@ pub struct KvCache {
     slots: usize,
     capacity: usize,
     c: usize,
+    /// Width of a stored key or value row: the key/value heads side by side.
+    kv: usize,
     vocab: usize,
-    /// Keys and values, (layer, slot, position, C) each.
+    /// Keys and values, (layer, slot, position, KV width) each.
     k: Vec<f32>,
     v: Vec<f32>,
+    /// Rotary angles for every position the cache holds (rotary models only).
+    rope: Option<Rope>,
     lens: Vec<usize>,
     /// Most rows in one pass, and most rows whose logits one pass returns.
     rows: usize,
@@ -91,16 +102,22 @@ impl CacheShape {
         config.kv_bytes_per_position() * self.slots * self.context
     }
 
-    /// Bytes of the scratch one pass works in: its rows' activations (x, ln, qkv, atty, proj:
-    /// 7C; the MLP's two 4C; LayerNorm's mean and rstd; each row's slot and position) and the
-    /// logits with the rows they come from.
+    /// Bytes of the scratch one pass works in: its rows' activations (x, ln, proj: C each;
+    /// qkv, attention's output, the MLP's two widths; the norm's statistics; each row's slot and
+    /// position), the logits with the rows they come from, and rotary angles per position.
     pub fn scratch_bytes(&self, config: &ModelConfig) -> usize {
         let (rows, c) = (self.rows(), config.n_embd);
         // (Each worker thread also keeps attention scores: `context` floats while decoding, a
         // chunk's rows x `context` while prefilling. Left out, so the figure does not depend on
         // the machine's core count; a short prompt makes them tiny.)
-        let per_row = 4 * (15 * c + 2) + std::mem::size_of::<(usize, usize)>();
-        rows * per_row + 4 * self.logit_rows * (c + config.vocab_size)
+        let wide = config.qkv_width() + config.attn_width() + config.mlp_in_width() + config.mlp_width();
+        let stats = 1 + usize::from(config.arch == Arch::Gpt2);
+        let per_row = 4 * (3 * c + wide + stats) + std::mem::size_of::<(usize, usize)>();
+        let rope = match &config.arch {
+            Arch::Gpt2 => 0,
+            Arch::Llama(l) => Rope::floats(l, self.context),
+        };
+        rows * per_row + 4 * self.logit_rows * (c + config.vocab_size) + 4 * rope
     }
 }
 
@@ -113,7 +130,9 @@ impl KvCache {
     pub fn with_shape(model: &Gpt, shape: CacheShape) -> KvCache {
         let cfg = &model.config;
         let (c, l, t) = (cfg.n_embd, cfg.n_layer, shape.context);
+        let kv = cfg.n_kv_head() * cfg.head_size();
         let (slots, rows) = (shape.slots, shape.rows());
+        let means = usize::from(cfg.arch == Arch::Gpt2);
         let z = |n: usize| vec![0.0f32; n];
         // Every worker's attention scores are sized now, so no pass allocates them.
         rayon::broadcast(|_| {
@@ -127,22 +146,27 @@ impl KvCache {
             slots,
             capacity: t,
             c,
+            kv,
             vocab: cfg.vocab_size,
-            k: z(l * slots * t * c),
-            v: z(l * slots * t * c),
+            k: z(l * slots * t * kv),
+            v: z(l * slots * t * kv),
+            rope: match &cfg.arch {
+                Arch::Gpt2 => None,
+                Arch::Llama(l) => Some(Rope::new(l, t)),
+            },
             lens: vec![0; slots],
             rows,
             logit_rows: shape.logit_rows,
             at: vec![(0, 0); rows],
             x: z(rows * c),
             ln: z(rows * c),
-            mean: z(rows),
+            mean: z(rows * means),
             rstd: z(rows),
-            qkv: z(rows * 3 * c),
-            atty: z(rows * c),
+            qkv: z(rows * cfg.qkv_width()),
+            atty: z(rows * cfg.attn_width()),
             proj: z(rows * c),
-            fch: z(rows * 4 * c),
-            fch_gelu: z(rows * 4 * c),
+            fch: z(rows * cfg.mlp_in_width()),
+            fch_gelu: z(rows * cfg.mlp_width()),
             picked: z(shape.logit_rows * c),
             logits: z(shape.logit_rows * cfg.vocab_size),
         }
@@ -167,11 +191,12 @@ impl KvCache {
         self.lens[slot] = 0;
     }
 
-    /// ln = LayerNorm(x) over the first `n` rows.
-    fn normalize(&mut self, n: usize, w: &[f32], b: Option<&[f32]>) {
+    /// ln = norm(x) over the first `n` rows.
+    fn normalize(&mut self, norm: Norm, n: usize, w: &[f32], b: Option<&[f32]>) {
         let c = self.c;
-        let (ln, mean, rstd) = (&mut self.ln[..n * c], &mut self.mean[..n], &mut self.rstd[..n]);
-        layernorm::forward(ln, mean, rstd, &self.x[..n * c], w, b, c);
+        let means = self.mean.len().min(n);
+        let (ln, mean, rstd) = (&mut self.ln[..n * c], &mut self.mean[..means], &mut self.rstd[..n]);
+        norm.forward(ln, mean, rstd, &self.x[..n * c], w, b, c);
     }
 
     /// Checks a pass of `tokens`, cut into `runs` of (slot, count), before anything changes.
@@ -279,14 +304,25 @@ thread_local! {
     static SCORES: std::cell::RefCell<Vec<f32>> = std::cell::RefCell::default();
 }
 
-/// One layer's queries (rows of the pass, 3C wide) and one slot's stored keys and values
-/// (from `base`, C wide).
+/// One layer's queries (rows of the pass) and one slot's stored keys and values (from `base`).
 #[derive(Clone, Copy)]
 struct Heads<'a> {
     q: &'a [f32],
     k: &'a [f32],
     v: &'a [f32],
     base: usize,
+}
+
+/// Widths attention works with: query heads, their size, query heads per key/value head, a
+/// qkv row, a stored key/value row, and an output row.
+#[derive(Clone, Copy)]
+struct Geometry {
+    nh: usize,
+    hs: usize,
+    group: usize,
+    qkv: usize,
+    kv: usize,
+    out: usize,
 }
 
 /// Attention for n consecutive positions `first..first + n` of one slot, a task per head:
@@ -296,11 +332,12 @@ fn attend_rows(
     atty: &mut [f32],
     heads: Heads,
     first: usize,
-    (nh, hs, c): (usize, usize, usize),
+    g: Geometry,
     scale: f32,
     record: Option<(SharedOut, usize)>,
 ) {
     use crate::kernels::matmul::{View, matmul_view};
+    let (nh, hs, c) = (g.nh, g.hs, g.out);
     let n = atty.len() / c;
     let end = first + n;
     let out = SharedOut(atty.as_mut_ptr());
@@ -311,8 +348,9 @@ fn attend_rows(
         BUFFERS.with_borrow_mut(|(scores, y)| {
             scores.resize(n * end, 0.0);
             y.resize(n * hs, 0.0);
-            let q = View { offset: h * hs, rows: n, cols: hs, row_stride: 3 * c, col_stride: 1 };
-            let kv = View { offset: heads.base + h * hs, rows: end, cols: hs, row_stride: c, col_stride: 1 };
+            let q = View { offset: h * hs, rows: n, cols: hs, row_stride: g.qkv, col_stride: 1 };
+            let kv_offset = heads.base + h / g.group * hs;
+            let kv = View { offset: kv_offset, rows: end, cols: hs, row_stride: g.kv, col_stride: 1 };
             matmul_view(scores, View::rows(0, n, end, end), heads.q, q, heads.k, kv.t(), scale, false);
             for (i, row) in scores.chunks_exact_mut(end).enumerate() {
                 let pos = first + i;
@@ -351,18 +389,33 @@ fn record_row(record: Option<(SharedOut, usize)>, h: usize, pos: usize, probs: &
 }
 
 /// Where the stored row of (layer, slot, pos) starts in `k` and `v`, for a cache of
-/// (slots, capacity, C). (A function, so that code holding other fields mutably can use it.)
-fn row_offset((slots, capacity, c): (usize, usize, usize), layer: usize, slot: usize, pos: usize) -> usize {
-    ((layer * slots + slot) * capacity + pos) * c
+/// (slots, capacity, KV width). (A function, so that code holding other fields mutably can use
+/// it.)
+fn row_offset((slots, capacity, kv): (usize, usize, usize), layer: usize, slot: usize, pos: usize) -> usize {
+    ((layer * slots + slot) * capacity + pos) * kv
 }
 
-/// `out (n x m) = x (n x k) . W + b`, W as stored.
-fn project(w: Weight, out: &mut [f32], x: &[f32], b: Option<&[f32]>, (n, k, m): (usize, usize, usize)) {
+/// `out (n x m) = x (n x k) . W + b`, W as stored: f32 (k x m) or, `transposed`, (m x k); or
+/// blocks.
+fn project(
+    w: Weight,
+    out: &mut [f32],
+    x: &[f32],
+    b: Option<&[f32]>,
+    (n, k, m): (usize, usize, usize),
+    stored: Stored,
+) {
     let (out, x) = (&mut out[..n * m], &x[..n * k]);
     match w {
         Weight::Blocks(q) => q.times(out, x, b, n),
-        Weight::F32(w) if n >= GEMM_ROWS => linear::forward(out, x, w, b, (n, k, m)),
-        Weight::F32(w) => matvec::times(out, x, w, b, (n, k, m)),
+        Weight::F32(w) if n >= GEMM_ROWS => linear::forward(out, x, w, b, (n, k, m), stored),
+        Weight::F32(w) if stored == Stored::Normal => matvec::times(out, x, w, b, (n, k, m)),
+        Weight::F32(w) => {
+            matvec::times_transposed(out, x, w, (n, k, m));
+            if let Some(b) = b {
+                out.chunks_exact_mut(m).for_each(|row| add_into(row, b));
+            }
+        }
     }
 }
 
@@ -443,20 +496,25 @@ impl Gpt {
         mut probe: Option<&mut Probe>,
     ) -> Result<usize> {
         let cfg = &self.config;
-        let (c, nh, v) = (cfg.n_embd, cfg.n_head, cfg.vocab_size);
-        let hs = c / nh;
+        let (c, nh, v, hs) = (cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.head_size());
+        let (w_qkv, a, m_in, m, kvw) =
+            (cfg.qkv_width(), cfg.attn_width(), cfg.mlp_in_width(), cfg.mlp_width(), kc.kv);
+        let (norm, activation, stored) = (cfg.norm(), cfg.activation(), cfg.matrices_stored());
+        let g = Geometry { nh, hs, group: nh / cfg.n_kv_head(), qkv: w_qkv, kv: kvw, out: a };
         kc.check(tokens, runs, every_row)?;
         let n = tokens.len();
         let p = &self.params;
         let l = &self.layout;
-        let wpe = &p[l.wpe.clone()];
+        let wpe = (!l.wpe.is_empty()).then(|| &p[l.wpe.clone()]);
         let mut row = 0;
         for (s, len) in runs.iter(n) {
             for pos in kc.lens[s]..kc.lens[s] + len {
                 kc.at[row] = (s, pos);
                 let x = &mut kc.x[row * c..(row + 1) * c];
                 self.embed(tokens[row], x);
-                add_into(x, &wpe[pos * c..(pos + 1) * c]);
+                if let Some(wpe) = wpe {
+                    add_into(x, &wpe[pos * c..(pos + 1) * c]);
+                }
                 row += 1;
             }
         }
@@ -465,14 +523,18 @@ impl Gpt {
         }
         let scale = 1.0 / (hs as f32).sqrt();
         for (layer, o) in l.blocks.iter().enumerate() {
-            kc.normalize(n, &p[o.ln_1_w.clone()], opt(p, &o.ln_1_b));
+            kc.normalize(norm, n, &p[o.ln_1_w.clone()], opt(p, &o.ln_1_b));
             let w = |m: Matrix| self.matrix(layer, m);
-            project(w(Matrix::Qkv), &mut kc.qkv, &kc.ln, opt(p, &o.attn_b), (n, c, 3 * c));
-            let geometry = (kc.slots, kc.capacity, c);
+            project(w(Matrix::Qkv), &mut kc.qkv, &kc.ln, opt(p, &o.attn_b), (n, c, w_qkv), stored);
+            if let Some(rope) = &kc.rope {
+                let at = &kc.at;
+                rope.rotate_rows(&mut kc.qkv[..n * w_qkv], (w_qkv, a + kvw), |r| at[r].1, false);
+            }
+            let geometry = (kc.slots, kc.capacity, kvw);
             for (r, &(s, pos)) in kc.at[..n].iter().enumerate() {
                 let at = row_offset(geometry, layer, s, pos);
-                kc.k[at..at + c].copy_from_slice(&kc.qkv[r * 3 * c + c..][..c]);
-                kc.v[at..at + c].copy_from_slice(&kc.qkv[r * 3 * c + 2 * c..][..c]);
+                kc.k[at..at + kvw].copy_from_slice(&kc.qkv[r * w_qkv + a..][..kvw]);
+                kc.v[at..at + kvw].copy_from_slice(&kc.qkv[r * w_qkv + a + kvw..][..kvw]);
             }
             // A probe on this layer gets each (head, position)'s probabilities in its own row of
             // the (NH, T, T) map.
@@ -485,32 +547,34 @@ impl Gpt {
                 // Many rows of one sequence (prefill): per head, two small GEMMs instead.
                 let heads =
                     Heads { q: qkv, k: cache_k, v: cache_v, base: row_offset(geometry, layer, slot, 0) };
-                attend_rows(&mut kc.atty[..n * c], heads, at[0].1, (nh, hs, c), scale, record);
+                attend_rows(&mut kc.atty[..n * a], heads, at[0].1, g, scale, record);
             } else {
                 // Every (row, head) pair attends independently over its slot's positions up to
                 // its own: one task each, its scores in a per-thread buffer.
-                kc.atty[..n * c].par_chunks_mut(hs).enumerate().for_each(|(task, y)| {
+                kc.atty[..n * a].par_chunks_mut(hs).enumerate().for_each(|(task, y)| {
                     let (r, h) = (task / nh, task % nh);
                     let (s, pos) = at[r];
                     let base = row_offset(geometry, layer, s, 0);
-                    let span = base..base + (pos + 1) * c;
-                    let q = &qkv[r * 3 * c + h * hs..][..hs];
+                    let span = base..base + (pos + 1) * kvw;
+                    let q = &qkv[r * w_qkv + h * hs..][..hs];
                     let (k, v) = (&cache_k[span.clone()], &cache_v[span]);
                     SCORES.with_borrow_mut(|scores| {
                         if scores.len() < capacity {
                             scores.resize(capacity, 0.0);
                         }
-                        attend(y, &mut scores[..=pos], q, k, v, (c, h * hs), scale);
+                        attend(y, &mut scores[..=pos], q, k, v, (kvw, h / g.group * hs), scale);
                         record_row(record, h, pos, &scores[..=pos]);
                     });
                 });
             }
-            project(w(Matrix::AttnProj), &mut kc.proj, &kc.atty, opt(p, &o.attn_proj_b), (n, c, c));
+            let bias = opt(p, &o.attn_proj_b);
+            project(w(Matrix::AttnProj), &mut kc.proj, &kc.atty, bias, (n, a, c), stored);
             add_into(&mut kc.x[..n * c], &kc.proj[..n * c]);
-            kc.normalize(n, &p[o.ln_2_w.clone()], opt(p, &o.ln_2_b));
-            project(w(Matrix::Fc), &mut kc.fch, &kc.ln, opt(p, &o.fc_b), (n, c, 4 * c));
-            gelu::forward(&mut kc.fch_gelu[..n * 4 * c], &kc.fch[..n * 4 * c]);
-            project(w(Matrix::FcProj), &mut kc.proj, &kc.fch_gelu, opt(p, &o.fc_proj_b), (n, 4 * c, c));
+            kc.normalize(norm, n, &p[o.ln_2_w.clone()], opt(p, &o.ln_2_b));
+            project(w(Matrix::Fc), &mut kc.fch, &kc.ln, opt(p, &o.fc_b), (n, c, m_in), stored);
+            activation.forward(&mut kc.fch_gelu[..n * m], &kc.fch[..n * m_in]);
+            let bias = opt(p, &o.fc_proj_b);
+            project(w(Matrix::FcProj), &mut kc.proj, &kc.fch_gelu, bias, (n, m, c), stored);
             add_into(&mut kc.x[..n * c], &kc.proj[..n * c]);
             if let Some(probe) = probe.as_deref_mut() {
                 probe.record_norms(layer + 1, &kc.x[..n * c], &kc.at[..n], c);
@@ -519,7 +583,7 @@ impl Gpt {
         for (s, len) in runs.iter(n) {
             kc.lens[s] += len;
         }
-        kc.normalize(n, &p[l.ln_f_w.clone()], opt(p, &l.ln_f_b));
+        kc.normalize(norm, n, &p[l.ln_f_w.clone()], opt(p, &l.ln_f_b));
         if every_row {
             head(self.head(), &mut kc.logits, &kc.ln, (n, c, v));
             return Ok(n);
@@ -542,7 +606,15 @@ mod tests {
     /// What `model info` states is what a cache allocates, buffer by buffer.
     #[test]
     fn counted_bytes_equal_allocated_bytes() {
-        let model = Gpt::new(ModelConfig::preset("d2").unwrap(), 1).unwrap();
+        let mut llama = ModelConfig::preset("smollm2-135m").unwrap();
+        (llama.n_layer, llama.vocab_size, llama.block_size) = (2, 300, 512);
+        for config in [ModelConfig::preset("d2").unwrap(), llama] {
+            counted_bytes_equal_allocated_bytes_for(config);
+        }
+    }
+
+    fn counted_bytes_equal_allocated_bytes_for(config: ModelConfig) {
+        let model = Gpt::new(config, 1).unwrap();
         for shape in [
             CacheShape::generating(&model.config, 3, 40),
             CacheShape::generating(&model.config, 1, 256),
@@ -553,7 +625,8 @@ mod tests {
                 .iter()
                 .chain([&&kc.fch_gelu, &&kc.picked, &&kc.logits])
                 .map(|v| v.len())
-                .sum::<usize>();
+                .sum::<usize>()
+                + kc.rope.as_ref().map_or(0, Rope::allocated_floats);
             let scratch = 4 * floats + kc.at.len() * std::mem::size_of::<(usize, usize)>();
             assert_eq!(shape.scratch_bytes(&model.config), scratch, "{shape:?}");
             assert_eq!(shape.kv_bytes(&model.config), 4 * (kc.k.len() + kc.v.len()), "{shape:?}");

@@ -6,33 +6,42 @@
 //! model is measured as it generates. Training widens the blocks to f32 first
 //! ([`Gpt::widen`](super::Gpt::widen)). Quantizing a model is in `quantize.rs`.
 
+use super::ModelConfig;
 use super::params::BlockOffsets;
 use crate::quant::QMatrix;
 use std::ops::Range;
 
-/// The four matrices of a block, in the order [`Quantized::blocks`] holds them.
+/// The four matrices of a block, in the order [`Quantized::blocks`] holds them (as blocks, one
+/// row per output). For the LLaMA family, q|k|v_proj are one matrix and so are gate|up_proj.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Matrix {
-    /// attn.c_attn: (3C x C) as stored here, output rows first.
+    /// attn.c_attn (3C x C); q|k|v_proj (W x C).
     Qkv = 0,
-    /// attn.c_proj: (C x C).
+    /// attn.c_proj (C x C); o_proj (C x A).
     AttnProj = 1,
-    /// mlp.c_fc: (4C x C).
+    /// mlp.c_fc (4C x C); gate|up_proj (2I x C).
     Fc = 2,
-    /// mlp.c_proj: (C x 4C).
+    /// mlp.c_proj (C x 4C); down_proj (C x I).
     FcProj = 3,
 }
 
 impl Matrix {
-    /// Which block matrix an HF parameter name (without `transformer.`) is, if any.
+    /// Which block matrix an HF parameter name (GPT-2's without `transformer.`) is, or is part
+    /// of, if any.
     pub fn of(name: &str) -> Option<(usize, Matrix)> {
-        let rest = name.strip_prefix("h.")?;
-        let (layer, part) = rest.split_once('.')?;
+        let (layer, part) = match name.strip_prefix("h.") {
+            Some(rest) => rest.split_once('.')?,
+            None => name.strip_prefix("model.layers.")?.split_once('.')?,
+        };
         let m = match part {
             "attn.c_attn.weight" => Matrix::Qkv,
             "attn.c_proj.weight" => Matrix::AttnProj,
             "mlp.c_fc.weight" => Matrix::Fc,
             "mlp.c_proj.weight" => Matrix::FcProj,
+            "self_attn.q_proj.weight" | "self_attn.k_proj.weight" | "self_attn.v_proj.weight" => Matrix::Qkv,
+            "self_attn.o_proj.weight" => Matrix::AttnProj,
+            "mlp.gate_proj.weight" | "mlp.up_proj.weight" => Matrix::Fc,
+            "mlp.down_proj.weight" => Matrix::FcProj,
             _ => return None,
         };
         Some((layer.parse().ok()?, m))
@@ -50,13 +59,14 @@ impl Matrix {
         }
     }
 
-    /// (inputs, outputs) for width `c`.
-    pub fn shape(self, c: usize) -> (usize, usize) {
+    /// (inputs, outputs) for a model of `config`'s shape.
+    pub fn shape(self, config: &ModelConfig) -> (usize, usize) {
+        let c = config.n_embd;
         match self {
-            Matrix::Qkv => (c, 3 * c),
-            Matrix::AttnProj => (c, c),
-            Matrix::Fc => (c, 4 * c),
-            Matrix::FcProj => (4 * c, c),
+            Matrix::Qkv => (c, config.qkv_width()),
+            Matrix::AttnProj => (config.attn_width(), c),
+            Matrix::Fc => (c, config.mlp_in_width()),
+            Matrix::FcProj => (config.mlp_width(), c),
         }
     }
 }
@@ -66,7 +76,7 @@ impl Matrix {
 pub struct Quantized {
     /// Per block, indexed by [`Matrix`].
     pub blocks: Vec<[Option<QMatrix>; 4]>,
-    /// The token embedding, which is also the output layer (tied): (V x C).
+    /// The output layer (V x C): the token embedding when tied, else the model's `lm_head`.
     pub lm_head: Option<QMatrix>,
 }
 
@@ -86,11 +96,11 @@ impl Quantized {
         self.all().map(|m| m.bytes().len()).sum()
     }
 
-    /// Whether the HF tensor `name` (without `transformer.`) is kept here, not in f32.
-    pub fn holds(&self, name: &str) -> bool {
+    /// Whether the tensor `name` of a model shaped like `config` is kept here, not in f32.
+    pub fn holds(&self, config: &ModelConfig, name: &str) -> bool {
         match Matrix::of(name) {
             Some((layer, m)) => self.blocks.get(layer).is_some_and(|b| b[m as usize].is_some()),
-            None => name == "wte.weight" && self.lm_head.is_some(),
+            None => name == config.head_name() && self.lm_head.is_some(),
         }
     }
 

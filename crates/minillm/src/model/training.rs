@@ -8,6 +8,10 @@
 //!           -> ln_2 -> c_fc -> gelu -> c_proj -> [dropout] -> +
 //! ```
 //!
+//! The LLaMA family walks the same path with its own parts: no wpe; RMSNorm for LayerNorm;
+//! q|k|v_proj, then rotary positions on q and k, then grouped-query attention, then o_proj;
+//! gate|up_proj, SwiGLU, down_proj; an untied head where the model has one.
+//!
 //! A model loaded to generate never builds one of these (see [`super::kv_cache`] for the path
 //! inference takes): gradients and activations are allocated on first use, as llm.c does, so
 //! only training and the tests that compare with PyTorch pay for them.
@@ -15,7 +19,8 @@
 use super::activations::{Activations, BlockActs};
 use super::gpt::opt;
 use super::layers::attention::{self, Shape};
-use super::layers::{dropout, embedding, gelu, layernorm, linear, loss};
+use super::layers::rope::Rope;
+use super::layers::{Activation, Norm, dropout, embedding, linear, loss};
 use super::params::BlockOffsets;
 use super::{Gpt, ModelConfig};
 use crate::error::{Error, Result};
@@ -120,7 +125,7 @@ impl Trainable {
         let last = acts.blocks.last().map_or(&acts.encoded, |k| &k.resid3);
         let p = &self.model.params;
         let l = &self.model.layout;
-        layernorm::forward(
+        self.model.config.norm().forward(
             &mut acts.lnf,
             &mut acts.lnf_mean,
             &mut acts.lnf_rstd,
@@ -133,7 +138,7 @@ impl Trainable {
             &mut acts.logits,
             &acts.lnf,
             Stored::Normal,
-            &p[l.wte.clone()],
+            &p[l.head().clone()],
             Stored::Transposed,
             (b * t, c, vp),
             false,
@@ -151,8 +156,8 @@ impl Trainable {
         self.acts.as_ref().map_or(&[], |a| &a.logits[..a.b * a.t * self.model.config.padded_vocab_size()])
     }
 
-    /// Attention probabilities (B, NH, T, T) of `layer` in the last forward: row i holds how
-    /// much position i attends to each position, zero after i (the causal mask).
+    /// Attention probabilities (B, NH, T, T) of `layer` in the last forward, per query head:
+    /// row i holds how much position i attends to each position, zero after i (the causal mask).
     pub fn attention(&self, layer: usize) -> Option<&[f32]> {
         self.acts.as_ref().and_then(|a| a.blocks.get(layer)).map(|k| k.att.as_slice())
     }
@@ -172,7 +177,9 @@ impl Trainable {
             self.acts = Some(Activations::new(&self.model.config, b, t));
         }
         let cfg = &self.model.config;
-        let (c, nh) = (cfg.n_embd, cfg.n_head);
+        let c = cfg.n_embd;
+        let (norm, activation, stored) = (cfg.norm(), cfg.activation(), cfg.matrices_stored());
+        let (w, a, m_in, m) = (cfg.qkv_width(), cfg.attn_width(), cfg.mlp_in_width(), cfg.mlp_width());
         let n = b * t;
         let drop = if self.training { cfg.dropout } else { 0.0 };
         let acts = self.acts.as_mut().expect("just allocated");
@@ -180,27 +187,24 @@ impl Trainable {
         let l = &self.model.layout;
         let rng = &mut self.dropout_rng;
         acts.tokens.copy_from_slice(tokens);
-        embedding::forward(&mut acts.encoded, tokens, &p[l.wte.clone()], &p[l.wpe.clone()], t, c);
+        let wpe = (!l.wpe.is_empty()).then(|| &p[l.wpe.clone()]);
+        embedding::forward(&mut acts.encoded, tokens, &p[l.wte.clone()], wpe, t, c);
         if drop > 0.0 {
             dropout::fill_mask(&mut acts.encoded_mask, drop, rng);
             dropout::apply(&mut acts.encoded, &acts.encoded_mask);
         }
-        let shape = Shape { b, t, c, nh };
+        let shape = cfg.attention_shape(b, t);
         for i in 0..cfg.n_layer {
             let (done, rest) = acts.blocks.split_at_mut(i);
             let input = done.last().map_or(&acts.encoded, |k| &k.resid3);
             let k = &mut rest[0];
             let o = &l.blocks[i];
-            layernorm::forward(
-                &mut k.ln1,
-                &mut k.ln1_mean,
-                &mut k.ln1_rstd,
-                input,
-                &p[o.ln_1_w.clone()],
-                opt(p, &o.ln_1_b),
-                c,
-            );
-            linear::forward(&mut k.qkv, &k.ln1, &p[o.attn_w.clone()], opt(p, &o.attn_b), (n, c, 3 * c));
+            let (ln_1_w, ln_1_b) = (&p[o.ln_1_w.clone()], opt(p, &o.ln_1_b));
+            norm.forward(&mut k.ln1, &mut k.ln1_mean, &mut k.ln1_rstd, input, ln_1_w, ln_1_b, c);
+            linear::forward(&mut k.qkv, &k.ln1, &p[o.attn_w.clone()], opt(p, &o.attn_b), (n, c, w), stored);
+            if let Some(rope) = &acts.rope {
+                rotate_queries_and_keys(rope, &mut k.qkv, shape, false);
+            }
             let att_mask = if drop > 0.0 {
                 dropout::fill_mask(&mut k.att_mask, drop, rng);
                 Some(k.att_mask.as_slice())
@@ -209,36 +213,19 @@ impl Trainable {
             };
             let scratch = attention::Scratch { tt: &mut acts.tt, heads: &mut acts.heads };
             attention::forward(&mut k.atty, &mut k.att, &k.qkv, att_mask, scratch, shape);
-            linear::forward(
-                &mut k.attproj,
-                &k.atty,
-                &p[o.attn_proj_w.clone()],
-                opt(p, &o.attn_proj_b),
-                (n, c, c),
-            );
+            let (proj_w, proj_b) = (&p[o.attn_proj_w.clone()], opt(p, &o.attn_proj_b));
+            linear::forward(&mut k.attproj, &k.atty, proj_w, proj_b, (n, a, c), stored);
             if drop > 0.0 {
                 dropout::fill_mask(&mut k.attproj_mask, drop, rng);
                 dropout::apply(&mut k.attproj, &k.attproj_mask);
             }
             add(&mut k.resid2, input, &k.attproj);
-            layernorm::forward(
-                &mut k.ln2,
-                &mut k.ln2_mean,
-                &mut k.ln2_rstd,
-                &k.resid2,
-                &p[o.ln_2_w.clone()],
-                opt(p, &o.ln_2_b),
-                c,
-            );
-            linear::forward(&mut k.fch, &k.ln2, &p[o.fc_w.clone()], opt(p, &o.fc_b), (n, c, 4 * c));
-            gelu::forward(&mut k.fch_gelu, &k.fch);
-            linear::forward(
-                &mut k.fcproj,
-                &k.fch_gelu,
-                &p[o.fc_proj_w.clone()],
-                opt(p, &o.fc_proj_b),
-                (n, 4 * c, c),
-            );
+            let (ln_2_w, ln_2_b) = (&p[o.ln_2_w.clone()], opt(p, &o.ln_2_b));
+            norm.forward(&mut k.ln2, &mut k.ln2_mean, &mut k.ln2_rstd, &k.resid2, ln_2_w, ln_2_b, c);
+            linear::forward(&mut k.fch, &k.ln2, &p[o.fc_w.clone()], opt(p, &o.fc_b), (n, c, m_in), stored);
+            activation.forward(&mut k.fch_gelu, &k.fch);
+            let (down_w, down_b) = (&p[o.fc_proj_w.clone()], opt(p, &o.fc_proj_b));
+            linear::forward(&mut k.fcproj, &k.fch_gelu, down_w, down_b, (n, m, c), stored);
             if drop > 0.0 {
                 dropout::fill_mask(&mut k.fcproj_mask, drop, rng);
                 dropout::apply(&mut k.fcproj, &k.fcproj_mask);
@@ -275,7 +262,7 @@ impl Trainable {
         acts.has_targets = false; // the logits buffer is about to become their gradient
         let cfg = &self.model.config;
         let (b, t) = (acts.b, acts.t);
-        let (c, nh, v, vp) = (cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.padded_vocab_size());
+        let (c, v, vp) = (cfg.n_embd, cfg.vocab_size, cfg.padded_vocab_size());
         let n = b * t;
         let p = &self.model.params;
         let g = &mut self.grads;
@@ -290,11 +277,11 @@ impl Trainable {
             }
             None => loss::backward(&mut acts.logits, &acts.targets, v, vp),
         }
-        // LM head: logits = lnf . wte^T
+        // LM head: logits = lnf . head^T (the head is wte when tied)
         let d_lnf = &mut acts.d_a;
-        matmul(d_lnf, &acts.logits, Stored::Normal, &p[l.wte.clone()], Stored::Normal, (n, vp, c), false);
+        matmul(d_lnf, &acts.logits, Stored::Normal, &p[l.head().clone()], Stored::Normal, (n, vp, c), false);
         matmul(
-            &mut g[l.wte.clone()],
+            &mut g[l.head().clone()],
             &acts.logits,
             Stored::Transposed,
             &acts.lnf,
@@ -304,11 +291,9 @@ impl Trainable {
         );
         let last = acts.blocks.last().map_or(&acts.encoded, |k| &k.resid3);
         acts.d_resid.fill(0.0);
-        let (gw, gb) = param_pair(g, &l.ln_f_w, &l.ln_f_b);
-        layernorm::backward(
+        cfg.norm().backward(
             &mut acts.d_resid,
-            gw,
-            gb,
+            param_pair(g, &l.ln_f_w, &l.ln_f_b),
             d_lnf,
             last,
             &p[l.ln_f_w.clone()],
@@ -317,7 +302,7 @@ impl Trainable {
             c,
         );
 
-        let shape = Shape { b, t, c, nh };
+        let parts = Parts { shape: cfg.attention_shape(b, t), config: cfg, rope: acts.rope.as_ref() };
         for i in (0..cfg.n_layer).rev() {
             let (done, rest) = acts.blocks.split_at(i);
             let input = done.last().map_or(&acts.encoded, |k| &k.resid3);
@@ -332,20 +317,14 @@ impl Trainable {
                 heads: &mut acts.heads,
                 tt: &mut acts.tt,
             };
-            block_backward(&mut acts.d_resid, d, k, input, p, g, o, shape, dropout_on);
+            block_backward(&mut acts.d_resid, d, k, input, p, g, o, &parts, dropout_on);
         }
         if dropout_on {
             dropout::apply(&mut acts.d_resid, &acts.encoded_mask);
         }
         let (dwte, rest) = g.split_at_mut(l.wpe.start);
-        embedding::backward(
-            &mut dwte[l.wte.clone()],
-            &mut rest[..l.wpe.len()],
-            &acts.d_resid,
-            &acts.tokens,
-            t,
-            c,
-        );
+        let dwpe = (!l.wpe.is_empty()).then(|| &mut rest[..l.wpe.len()]);
+        embedding::backward(&mut dwte[l.wte.clone()], dwpe, &acts.d_resid, &acts.tokens, t, c);
         Ok(())
     }
 }
@@ -387,6 +366,19 @@ fn through_dropout<'a>(d_resid: &'a [f32], scratch: &'a mut [f32], mask: &[f32],
     scratch
 }
 
+/// What a block's backward needs to know about the model beside its tensors.
+struct Parts<'a> {
+    shape: Shape,
+    config: &'a ModelConfig,
+    rope: Option<&'a Rope>,
+}
+
+/// Turns the queries and keys of qkv (B, T, W) to their positions (backward: back again).
+fn rotate_queries_and_keys(rope: &Rope, qkv: &mut [f32], s: Shape, inverse: bool) {
+    let t = s.t;
+    rope.rotate_rows(qkv, (s.qkv_width(), (s.nh + s.nkv) * s.hs), |r| r % t, inverse);
+}
+
 /// One block in reverse. `d_resid` holds d(loss)/d(block output) and leaves holding
 /// d(loss)/d(block input): the residual connections pass it through, the branches add to it.
 /// Input gradients of the layers are written, not accumulated, so no scratch is zeroed.
@@ -399,33 +391,40 @@ fn block_backward(
     p: &[f32],
     g: &mut [f32],
     o: &BlockOffsets,
-    s: Shape,
+    parts: &Parts,
     dropout_on: bool,
 ) {
-    let (n, c) = (s.b * s.t, s.c);
+    let (s, cfg) = (parts.shape, parts.config);
+    let (n, c) = (s.b * s.t, cfg.n_embd);
+    let (w, a, m_in, m) = (cfg.qkv_width(), cfg.attn_width(), cfg.mlp_in_width(), cfg.mlp_width());
+    let (norm, stored): (Norm, _) = (cfg.norm(), cfg.matrices_stored());
+    let activation: Activation = cfg.activation();
     // resid3 = resid2 + dropout(fcproj): the MLP branch gets d_resid through the mask.
     let d_fcproj = through_dropout(d_resid, d.a, &k.fcproj_mask, dropout_on);
-    let (gw, gb) = param_pair(g, &o.fc_proj_w, &o.fc_proj_b);
-    let w = &p[o.fc_proj_w.clone()];
-    linear::backward(d.fch_gelu, gw, gb, d_fcproj, &k.fch_gelu, w, (n, 4 * c, c));
-    gelu::backward(d.fch, &k.fch, d.fch_gelu);
-    let (gw, gb) = param_pair(g, &o.fc_w, &o.fc_b);
-    linear::backward(d.b, gw, gb, d.fch, &k.ln2, &p[o.fc_w.clone()], (n, c, 4 * c));
-    let (gw, gb) = param_pair(g, &o.ln_2_w, &o.ln_2_b);
-    let w = &p[o.ln_2_w.clone()];
-    layernorm::backward(d_resid, gw, gb, d.b, &k.resid2, w, &k.ln2_mean, &k.ln2_rstd, c);
+    let gp = param_pair(g, &o.fc_proj_w, &o.fc_proj_b);
+    let w_down = &p[o.fc_proj_w.clone()];
+    linear::backward(d.fch_gelu, gp.0, gp.1, d_fcproj, &k.fch_gelu, w_down, (n, m, c), stored);
+    activation.backward(d.fch, &k.fch, d.fch_gelu);
+    let gp = param_pair(g, &o.fc_w, &o.fc_b);
+    linear::backward(&mut d.b[..n * c], gp.0, gp.1, d.fch, &k.ln2, &p[o.fc_w.clone()], (n, c, m_in), stored);
+    let w_ln = &p[o.ln_2_w.clone()];
+    let gp = param_pair(g, &o.ln_2_w, &o.ln_2_b);
+    norm.backward(d_resid, gp, &d.b[..n * c], &k.resid2, w_ln, &k.ln2_mean, &k.ln2_rstd, c);
 
     // resid2 = input + dropout(attproj): the attention branch.
     let d_attproj = through_dropout(d_resid, d.a, &k.attproj_mask, dropout_on);
-    let (gw, gb) = param_pair(g, &o.attn_proj_w, &o.attn_proj_b);
-    let w = &p[o.attn_proj_w.clone()];
-    linear::backward(d.b, gw, gb, d_attproj, &k.atty, w, (n, c, c));
+    let gp = param_pair(g, &o.attn_proj_w, &o.attn_proj_b);
+    let w_o = &p[o.attn_proj_w.clone()];
+    linear::backward(&mut d.b[..n * a], gp.0, gp.1, d_attproj, &k.atty, w_o, (n, a, c), stored);
     let mask = dropout_on.then_some(k.att_mask.as_slice());
     let scratch = attention::Scratch { tt: d.tt, heads: d.heads };
-    attention::backward(d.qkv, d.b, &k.qkv, &k.att, mask, scratch, s);
-    let (gw, gb) = param_pair(g, &o.attn_w, &o.attn_b);
-    linear::backward(d.a, gw, gb, d.qkv, &k.ln1, &p[o.attn_w.clone()], (n, c, 3 * c));
-    let (gw, gb) = param_pair(g, &o.ln_1_w, &o.ln_1_b);
-    let w = &p[o.ln_1_w.clone()];
-    layernorm::backward(d_resid, gw, gb, d.a, input, w, &k.ln1_mean, &k.ln1_rstd, c);
+    attention::backward(d.qkv, &d.b[..n * a], &k.qkv, &k.att, mask, scratch, s);
+    if let Some(rope) = parts.rope {
+        rotate_queries_and_keys(rope, d.qkv, s, true);
+    }
+    let gp = param_pair(g, &o.attn_w, &o.attn_b);
+    linear::backward(d.a, gp.0, gp.1, d.qkv, &k.ln1, &p[o.attn_w.clone()], (n, c, w), stored);
+    let gp = param_pair(g, &o.ln_1_w, &o.ln_1_b);
+    let w_ln = &p[o.ln_1_w.clone()];
+    norm.backward(d_resid, gp, d.a, input, w_ln, &k.ln1_mean, &k.ln1_rstd, c);
 }

@@ -1,7 +1,10 @@
 //! Causal multi-head self-attention over a fused q, k, v tensor.
 //!
 //! For each head: att = softmax(q k^T / sqrt(hs)) with future positions masked out, then
-//! y = att . v; heads sit side by side in y's channels. Each (sequence, head) is a pair of
+//! y = att . v; heads sit side by side in y's channels. With grouped-query attention (the LLaMA
+//! family's `num_key_value_heads`) there are fewer key/value heads than query heads: query head
+//! h reads key/value head h / (NH / NKV), so a group of query heads shares one, and the cache
+//! stores only NKV heads. GPT-2 is the case NKV = NH. Each (sequence, head) is a pair of
 //! matrix products with a row-wise softmax between them, run in parallel over (sequence,
 //! head). `att` (B, NH, T, T) keeps the probabilities for backward; with dropout, `mask`
 //! (same shape) scales them on the way to v.
@@ -11,23 +14,39 @@ use crate::kernels::simd::{multiversion, softmax_inline};
 use crate::kernels::vec::dot_inline;
 use rayon::prelude::*;
 
+/// Sizes: qkv rows hold NH query heads, then NKV key heads, then NKV value heads, hs lanes
+/// each; the output rows hold NH heads.
 #[derive(Clone, Copy, Debug)]
 pub struct Shape {
     pub b: usize,
     pub t: usize,
-    pub c: usize,
     pub nh: usize,
+    pub nkv: usize,
+    pub hs: usize,
 }
 
 impl Shape {
-    fn hs(&self) -> usize {
-        self.c / self.nh
+    /// Width of a qkv row.
+    pub fn qkv_width(&self) -> usize {
+        (self.nh + 2 * self.nkv) * self.hs
     }
 
-    /// Views of q, k and v of sequence `b`, head `h` inside qkv (B, T, 3C).
+    /// Width of an output row.
+    pub fn out_width(&self) -> usize {
+        self.nh * self.hs
+    }
+
+    /// The key/value head query head `h` reads.
+    pub fn kv_head(&self, h: usize) -> usize {
+        h / (self.nh / self.nkv)
+    }
+
+    /// Views of q, k and v of sequence `b`, query head `h` inside qkv (B, T, W).
     fn qkv_views(&self, b: usize, h: usize) -> [View; 3] {
-        let (t, c, hs) = (self.t, self.c, self.hs());
-        [0, 1, 2].map(|part| View::rows(b * t * 3 * c + part * c + h * hs, t, hs, 3 * c))
+        let (t, w, hs) = (self.t, self.qkv_width(), self.hs);
+        let g = self.kv_head(h);
+        let starts = [h * hs, (self.nh + g) * hs, (self.nh + self.nkv + g) * hs];
+        starts.map(|start| View::rows(b * t * w + start, t, hs, w))
     }
 }
 
@@ -38,7 +57,7 @@ pub struct Scratch<'a> {
     pub heads: &'a mut [f32],
 }
 
-/// out (B, T, C) and att (B, NH, T, T) from qkv (B, T, 3C).
+/// out (B, T, NH hs) and att (B, NH, T, T) from qkv (B, T, W).
 pub fn forward(
     out: &mut [f32],
     att: &mut [f32],
@@ -47,7 +66,7 @@ pub fn forward(
     scratch: Scratch,
     s: Shape,
 ) {
-    let (t, c, nh, hs) = (s.t, s.c, s.nh, s.hs());
+    let (t, c, nh, hs) = (s.t, s.out_width(), s.nh, s.hs);
     let scale = 1.0 / (hs as f32).sqrt();
     let tt = View::rows(0, t, t, t);
     att.par_chunks_mut(t * t)
@@ -110,7 +129,8 @@ multiversion! {
     }
 }
 
-/// dqkv = d/dqkv given dout (B, T, C) (overwritten).
+/// dqkv = d/dqkv given dout (B, T, NH hs) (overwritten). A shared key/value head's gradient
+/// sums over the query heads of its group.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     dqkv: &mut [f32],
@@ -121,7 +141,7 @@ pub fn backward(
     scratch: Scratch,
     s: Shape,
 ) {
-    let (t, c, nh, hs) = (s.t, s.c, s.nh, s.hs());
+    let (t, c, nh, hs) = (s.t, s.out_width(), s.nh, s.hs);
     let scale = 1.0 / (hs as f32).sqrt();
     let tt = View::rows(0, t, t, t);
     // Per (sequence, head): grads (T, 3 hs) holds dq | dk | dv for each position.
@@ -152,12 +172,22 @@ pub fn backward(
             matmul_view(grads, part(1), dw, tt.t(), qkv, q, scale, false);
         });
     let heads = &*scratch.heads;
-    dqkv.par_chunks_mut(3 * c).enumerate().for_each(|(r, d)| {
+    let group = nh / s.nkv;
+    dqkv.par_chunks_mut(s.qkv_width()).enumerate().for_each(|(r, d)| {
         let (b, pos) = (r / t, r % t);
+        let (dq, dkv) = d.split_at_mut(c);
+        let (dk, dv) = dkv.split_at_mut(s.nkv * hs);
         for h in 0..nh {
-            let g = &heads[((b * nh + h) * t + pos) * 3 * hs..][..3 * hs];
-            for part in 0..3 {
-                d[part * c + h * hs..][..hs].copy_from_slice(&g[part * hs..][..hs]);
+            let grads = &heads[((b * nh + h) * t + pos) * 3 * hs..][..3 * hs];
+            dq[h * hs..][..hs].copy_from_slice(&grads[..hs]);
+            let kv = s.kv_head(h) * hs;
+            for (part, dst) in [(1, &mut *dk), (2, &mut *dv)] {
+                let (dst, src) = (&mut dst[kv..][..hs], &grads[part * hs..][..hs]);
+                if h % group == 0 {
+                    dst.copy_from_slice(src);
+                } else {
+                    dst.iter_mut().zip(src).for_each(|(d, &g)| *d += g);
+                }
             }
         }
     });
@@ -171,7 +201,8 @@ mod tests {
 
     fn buffers(s: Shape) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
         let n = s.b * s.t;
-        (vec![0.0; n * s.c], vec![0.0; n * s.nh * s.t], vec![0.0; n * s.nh * s.t], vec![0.0; n * 3 * s.c])
+        let tt = n * s.nh * s.t;
+        (vec![0.0; n * s.out_width()], vec![0.0; tt], vec![0.0; tt], vec![0.0; n * 3 * s.nh * s.hs])
     }
 
     fn run(qkv: &[f32], mask: Option<&[f32]>, s: Shape, r: &[f32]) -> f64 {
@@ -182,24 +213,46 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences_with_and_without_dropout() {
-        let s = Shape { b: 2, t: 4, c: 6, nh: 2 };
-        let mut rng = Rng::new(7);
-        let qkv = random(&mut rng, s.b * s.t * 3 * s.c, 1.0);
-        let r = random(&mut rng, s.b * s.t * s.c, 1.0);
-        let mut mask = vec![0.0; s.b * s.t * s.nh * s.t];
-        super::super::dropout::fill_mask(&mut mask, 0.3, &mut rng);
-        for m in [None, Some(mask.as_slice())] {
-            let (mut out, mut att, mut tt, mut heads) = buffers(s);
-            forward(&mut out, &mut att, &qkv, m, Scratch { tt: &mut tt, heads: &mut heads }, s);
-            let mut dqkv = vec![0.0; qkv.len()];
-            backward(&mut dqkv, &r, &qkv, &att, m, Scratch { tt: &mut tt, heads: &mut heads }, s);
-            check("qkv", &qkv, &dqkv, |x| run(x, m, s, &r));
+        // Multi-head (GPT-2), grouped (two query heads per key/value head) and multi-query.
+        for (nh, nkv) in [(2, 2), (4, 2), (3, 1)] {
+            let s = Shape { b: 2, t: 4, nh, nkv, hs: 3 };
+            let mut rng = Rng::new(7);
+            let qkv = random(&mut rng, s.b * s.t * s.qkv_width(), 1.0);
+            let r = random(&mut rng, s.b * s.t * s.out_width(), 1.0);
+            let mut mask = vec![0.0; s.b * s.t * s.nh * s.t];
+            super::super::dropout::fill_mask(&mut mask, 0.3, &mut rng);
+            for m in [None, Some(mask.as_slice())] {
+                let (mut out, mut att, mut tt, mut heads) = buffers(s);
+                forward(&mut out, &mut att, &qkv, m, Scratch { tt: &mut tt, heads: &mut heads }, s);
+                let mut dqkv = vec![0.0; qkv.len()];
+                backward(&mut dqkv, &r, &qkv, &att, m, Scratch { tt: &mut tt, heads: &mut heads }, s);
+                check("qkv", &qkv, &dqkv, |x| run(x, m, s, &r));
+            }
         }
     }
 
     #[test]
+    fn grouped_heads_equal_multi_head_with_the_keys_repeated() {
+        // Two query heads sharing one key/value head attend exactly as two heads with a copy each.
+        let (t, hs) = (3, 2);
+        let grouped = Shape { b: 1, t, nh: 2, nkv: 1, hs };
+        let full = Shape { nkv: 2, ..grouped };
+        let qkv = random(&mut Rng::new(9), t * grouped.qkv_width(), 1.0);
+        let mut repeated = Vec::new();
+        for row in qkv.chunks(grouped.qkv_width()) {
+            let (q, k, v) = (&row[..4], &row[4..6], &row[6..8]);
+            repeated.extend(q.iter().chain(k).chain(k).chain(v).chain(v));
+        }
+        let (mut a, mut att_a, mut tt, mut heads) = buffers(grouped);
+        forward(&mut a, &mut att_a, &qkv, None, Scratch { tt: &mut tt, heads: &mut heads }, grouped);
+        let (mut b, mut att_b, mut tt, mut heads) = buffers(full);
+        forward(&mut b, &mut att_b, &repeated, None, Scratch { tt: &mut tt, heads: &mut heads }, full);
+        assert_eq!((a, att_a), (b, att_b));
+    }
+
+    #[test]
     fn the_future_gets_no_attention() {
-        let s = Shape { b: 1, t: 3, c: 4, nh: 1 };
+        let s = Shape { b: 1, t: 3, nh: 1, nkv: 1, hs: 4 };
         let qkv = random(&mut Rng::new(8), 3 * 3 * 4, 1.0);
         let (mut out, mut att, mut tt, mut heads) = buffers(s);
         forward(&mut out, &mut att, &qkv, None, Scratch { tt: &mut tt, heads: &mut heads }, s);

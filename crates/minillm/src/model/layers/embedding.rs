@@ -1,21 +1,32 @@
-//! Token and position embeddings: out[b, t] = wte[token[b, t]] + wpe[t].
+//! Token and position embeddings: out[b, t] = wte[token[b, t]] + wpe[t]. Rotary models have no
+//! position table (`wpe` is `None`): positions enter inside attention.
+
+use crate::kernels::vec::axpy;
 
 /// out (B, T, C) from tokens (B, T), wte (Vp, C), wpe (T_max, C).
-pub fn forward(out: &mut [f32], tokens: &[u32], wte: &[f32], wpe: &[f32], t_len: usize, c: usize) {
+pub fn forward(out: &mut [f32], tokens: &[u32], wte: &[f32], wpe: Option<&[f32]>, t_len: usize, c: usize) {
     for (i, (row, &tok)) in out.chunks_exact_mut(c).zip(tokens).enumerate() {
-        let te = &wte[tok as usize * c..][..c];
-        let pe = &wpe[(i % t_len) * c..][..c];
-        for ((o, &a), &b) in row.iter_mut().zip(te).zip(pe) {
-            *o = a + b;
+        row.copy_from_slice(&wte[tok as usize * c..][..c]);
+        if let Some(wpe) = wpe {
+            axpy(row, 1.0, &wpe[(i % t_len) * c..][..c]);
         }
     }
 }
 
 /// dwte, dwpe += scatter of dout (B, T, C) to the rows that were looked up.
-pub fn backward(dwte: &mut [f32], dwpe: &mut [f32], dout: &[f32], tokens: &[u32], t_len: usize, c: usize) {
+pub fn backward(
+    dwte: &mut [f32],
+    mut dwpe: Option<&mut [f32]>,
+    dout: &[f32],
+    tokens: &[u32],
+    t_len: usize,
+    c: usize,
+) {
     for (i, (row, &tok)) in dout.chunks_exact(c).zip(tokens).enumerate() {
-        crate::kernels::vec::axpy(&mut dwte[tok as usize * c..][..c], 1.0, row);
-        crate::kernels::vec::axpy(&mut dwpe[(i % t_len) * c..][..c], 1.0, row);
+        axpy(&mut dwte[tok as usize * c..][..c], 1.0, row);
+        if let Some(dwpe) = dwpe.as_deref_mut() {
+            axpy(&mut dwpe[(i % t_len) * c..][..c], 1.0, row);
+        }
     }
 }
 
@@ -33,15 +44,18 @@ mod tests {
         let (wte, wpe) = (random(&mut rng, v * c, 1.0), random(&mut rng, t * c, 1.0));
         let r = random(&mut rng, tokens.len() * c, 1.0);
         let (mut dwte, mut dwpe) = (vec![0.0; v * c], vec![0.0; t * c]);
-        backward(&mut dwte, &mut dwpe, &r, &tokens, t, c);
+        backward(&mut dwte, Some(&mut dwpe), &r, &tokens, t, c);
         let mut out = vec![0.0; tokens.len() * c];
         check("wte", &wte, &dwte, |w| {
-            forward(&mut out, &tokens, w, &wpe, t, c);
+            forward(&mut out, &tokens, w, Some(&wpe), t, c);
             weighted_sum(&out, &r)
         });
         check("wpe", &wpe, &dwpe, |w| {
-            forward(&mut out, &tokens, &wte, w, t, c);
+            forward(&mut out, &tokens, &wte, Some(w), t, c);
             weighted_sum(&out, &r)
         });
+        let mut alone = vec![0.0; v * c];
+        backward(&mut alone, None, &r, &tokens, t, c);
+        assert_eq!(alone, dwte, "without positions, the token rows get the same gradient");
     }
 }

@@ -1,4 +1,6 @@
-//! A linear layer stored like HF's Conv1D: out (N, OC) = inp (N, C) . w (C, OC) + b (OC).
+//! A linear layer: out (N, OC) = inp (N, C) . W + b (OC). `w` is stored as the checkpoint
+//! stores it: (C, OC) like HF's Conv1D (GPT-2, [`Stored::Normal`]) or (OC, C) like nn.Linear
+//! (the LLaMA family, [`Stored::Transposed`]), so weights load without a transpose.
 
 use crate::kernels::matmul::{Stored, matmul};
 use crate::kernels::simd::multiversion;
@@ -10,14 +12,12 @@ pub fn forward(
     w: &[f32],
     b: Option<&[f32]>,
     (n, c, oc): (usize, usize, usize),
+    stored: Stored,
 ) {
-    match b {
-        Some(b) => {
-            out[..n * oc].par_chunks_mut(oc).for_each(|row| row.copy_from_slice(b));
-            matmul(out, inp, Stored::Normal, w, Stored::Normal, (n, c, oc), true);
-        }
-        None => matmul(out, inp, Stored::Normal, w, Stored::Normal, (n, c, oc), false),
+    if let Some(b) = b {
+        out[..n * oc].par_chunks_mut(oc).for_each(|row| row.copy_from_slice(b));
     }
+    matmul(out, inp, Stored::Normal, w, stored, (n, c, oc), b.is_some());
 }
 
 /// dinp = dout . w^T (overwritten: an input gradient has one producer), and the parameter
@@ -31,13 +31,19 @@ pub fn backward(
     inp: &[f32],
     w: &[f32],
     (n, c, oc): (usize, usize, usize),
+    stored: Stored,
 ) {
     // The two products are independent: run them side by side.
-    let shape_in = (n, oc, c);
-    let shape_w = (c, n, oc);
+    let back = match stored {
+        Stored::Normal => Stored::Transposed,
+        Stored::Transposed => Stored::Normal,
+    };
     rayon::join(
-        || matmul(dinp, dout, Stored::Normal, w, Stored::Transposed, shape_in, false),
-        || matmul(dw, inp, Stored::Transposed, dout, Stored::Normal, shape_w, true),
+        || matmul(dinp, dout, Stored::Normal, w, back, (n, oc, c), false),
+        || match stored {
+            Stored::Normal => matmul(dw, inp, Stored::Transposed, dout, Stored::Normal, (c, n, oc), true),
+            Stored::Transposed => matmul(dw, dout, Stored::Transposed, inp, Stored::Normal, (oc, n, c), true),
+        },
     );
     if let Some(db) = db {
         // Columns split across threads; each sums its columns over rows, in row order.
@@ -66,22 +72,36 @@ mod tests {
     use crate::rng::Rng;
 
     #[test]
-    fn gradients_match_finite_differences() {
+    fn gradients_match_finite_differences_in_both_layouts() {
         let (n, c, oc) = (4, 6, 5);
-        let mut rng = Rng::new(4);
-        let x = random(&mut rng, n * c, 1.0);
-        let w = random(&mut rng, c * oc, 1.0);
-        let b = random(&mut rng, oc, 1.0);
-        let r = random(&mut rng, n * oc, 1.0);
-        let (mut dx, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; c * oc], vec![0.0; oc]);
-        backward(&mut dx, &mut dw, Some(&mut db), &r, &x, &w, (n, c, oc));
-        let mut out = vec![0.0; n * oc];
-        let mut run = |x: &[f32], w: &[f32], b: &[f32]| {
-            forward(&mut out, x, w, Some(b), (n, c, oc));
-            weighted_sum(&out, &r)
-        };
-        check("x", &x, &dx, |v| run(v, &w, &b));
-        check("w", &w, &dw, |v| run(&x, v, &b));
-        check("b", &b, &db, |v| run(&x, &w, v));
+        for stored in [Stored::Normal, Stored::Transposed] {
+            let mut rng = Rng::new(4);
+            let x = random(&mut rng, n * c, 1.0);
+            let w = random(&mut rng, c * oc, 1.0);
+            let b = random(&mut rng, oc, 1.0);
+            let r = random(&mut rng, n * oc, 1.0);
+            let (mut dx, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; c * oc], vec![0.0; oc]);
+            backward(&mut dx, &mut dw, Some(&mut db), &r, &x, &w, (n, c, oc), stored);
+            let mut out = vec![0.0; n * oc];
+            let mut run = |x: &[f32], w: &[f32], b: &[f32]| {
+                forward(&mut out, x, w, Some(b), (n, c, oc), stored);
+                weighted_sum(&out, &r)
+            };
+            check("x", &x, &dx, |v| run(v, &w, &b));
+            check("w", &w, &dw, |v| run(&x, v, &b));
+            check("b", &b, &db, |v| run(&x, &w, v));
+        }
+    }
+
+    #[test]
+    fn a_transposed_weight_gives_the_same_product() {
+        let (n, c, oc) = (3, 4, 5);
+        let mut rng = Rng::new(5);
+        let (x, w) = (random(&mut rng, n * c, 1.0), random(&mut rng, c * oc, 1.0));
+        let wt = crate::kernels::vec::transpose(&w, c, oc);
+        let (mut a, mut b) = (vec![0.0; n * oc], vec![0.0; n * oc]);
+        forward(&mut a, &x, &w, None, (n, c, oc), Stored::Normal);
+        forward(&mut b, &x, &wt, None, (n, c, oc), Stored::Transposed);
+        assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-6));
     }
 }

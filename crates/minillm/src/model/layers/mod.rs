@@ -1,7 +1,9 @@
 //! The layers of a GPT, one file each, `forward` and `backward` side by side.
 //!
 //! Shapes are written in (B, T, C) notation: B sequences, T positions, C channels; NH heads of
-//! size hs = C / NH; V the real vocabulary and Vp the padded one. Every `backward` accumulates
+//! size hs (C / NH for GPT-2), NKV key/value heads; V the real vocabulary and Vp the padded one.
+//! GPT-2 uses layernorm, gelu and learned positions; the LLaMA family rmsnorm, swiglu and rope;
+//! both the embedding, linear, attention (grouped for the LLaMA family) and loss. Every `backward` accumulates
 //! (`+=`) into parameter gradients, as in llm.c, so the caller zeroes them once per step. The
 //! gradient of a layer's input is written (`=`), since each has one producer, except where the
 //! input is the residual stream (LayerNorm), whose gradient sums over branches.
@@ -13,6 +15,83 @@ pub mod gelu;
 pub mod layernorm;
 pub mod linear;
 pub mod loss;
+pub mod rmsnorm;
+pub mod rope;
+pub mod swiglu;
+
+/// The norm a model's blocks use.
+#[derive(Clone, Copy, Debug)]
+pub enum Norm {
+    /// GPT-2's LayerNorm, with means and (optional) biases.
+    Layer,
+    /// The LLaMA family's RMSNorm, with its epsilon.
+    Rms(f32),
+}
+
+impl Norm {
+    /// out (N, C) = norm(inp); `mean` is unused (may be empty) for RMSNorm.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        self,
+        out: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+        inp: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        c: usize,
+    ) {
+        match self {
+            Norm::Layer => layernorm::forward(out, mean, rstd, inp, w, b, c),
+            Norm::Rms(eps) => rmsnorm::forward(out, rstd, inp, w, eps, c),
+        }
+    }
+
+    /// dinp += d/dinp; dw (and db) += their gradients.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        self,
+        dinp: &mut [f32],
+        (dw, db): (&mut [f32], Option<&mut [f32]>),
+        dout: &[f32],
+        inp: &[f32],
+        w: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        c: usize,
+    ) {
+        match self {
+            Norm::Layer => layernorm::backward(dinp, dw, db, dout, inp, w, mean, rstd, c),
+            Norm::Rms(_) => rmsnorm::backward(dinp, dw, dout, inp, w, rstd, c),
+        }
+    }
+}
+
+/// The MLP's nonlinearity between its two products.
+#[derive(Clone, Copy, Debug)]
+pub enum Activation {
+    /// GPT-2's GELU over 4C lanes.
+    Gelu,
+    /// The LLaMA family's SwiGLU: gate and up (2I lanes) to I.
+    SwiGlu(usize),
+}
+
+impl Activation {
+    pub fn forward(self, out: &mut [f32], inp: &[f32]) {
+        match self {
+            Activation::Gelu => gelu::forward(out, inp),
+            Activation::SwiGlu(i) => swiglu::forward(out, inp, i),
+        }
+    }
+
+    /// dinp = d/dinp (overwritten).
+    pub fn backward(self, dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
+        match self {
+            Activation::Gelu => gelu::backward(dinp, inp, dout),
+            Activation::SwiGlu(i) => swiglu::backward(dinp, inp, dout, i),
+        }
+    }
+}
 
 #[cfg(test)]
 pub mod gradcheck {

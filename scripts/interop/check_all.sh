@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python interop checks end to end: trains a small BPE model with minillm, exports it to an
 # HF directory and to GGUF (f32, f16, q8_0 and q4_0), and checks them with HF transformers and llama.cpp's
-# gguf package.
+# gguf package. The LLaMA family: a LLaMA-shaped model trained here, and the tiny Llama and Qwen2
+# fixtures that transformers wrote, each exported by minillm and loaded back by transformers.
 #
 #   scripts/interop/check_all.sh PYTHON
 #
@@ -38,5 +39,14 @@ for types in q8_0:q8_0 q4_0:q8_0 q4_0:q4_0; do
     "$minillm" quantize --model run --type "$ty" --head-type "$head" --out "model-$ty-$head.gguf"
     "$minillm" export --model "model-$ty-$head.gguf" --format hf --out "hf-$ty-$head"
     "$python" "$root/scripts/interop/check_gguf.py" "model-$ty-$head.gguf" hf "hf-$ty-$head"
+done
+"$minillm" train --data data --out llama-run --model d2 --arch llama --context 64 --batch-size 8 \
+    --max-steps 60 --eval-every 60 --eval-batches 2 --sample-tokens 0 > /dev/null 2>&1
+"$minillm" export --model llama-run --format hf --out llama-hf
+"$python" "$root/scripts/interop/check_hf_export.py" llama-hf llama-run "Once upon a time, the capital of France was Paris."
+for fixture in llama_tiny qwen2_tiny; do
+    "$minillm" export --model "$root/crates/minillm/tests/fixtures/$fixture" --format hf --out "$fixture-hf"
+    "$python" "$root/scripts/interop/check_hf_export.py" "$fixture-hf" "$root/crates/minillm/tests/fixtures/$fixture" \
+        "The year 2024 had 366 days; isn't that odd?"
 done
 echo "interop checks passed"

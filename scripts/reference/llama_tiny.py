@@ -13,6 +13,10 @@ Writes two tiny random models, each into its own directory under the output dire
                 head, one key/value head (multi-query), rope_theta 1e6
 and in each, as gpt2_tiny.py does for GPT-2:
   model.safetensors, config.json   the model, as save_pretrained writes it
+  tokenizer.json                   a byte-level BPE of 512 ids (<|endoftext|> = 0, the model's bos
+                                   and eos) trained by HF tokenizers after its family's split:
+                                   Llama 3's pattern, Qwen2's (single digits); so the directory is
+                                   a whole model minillm and transformers both load
   reference.safetensors            tokens, targets (int32; -100 = ignored), logits, loss, every
                                    parameter's gradient ("grad.<name>"), the loss before each of
                                    10 torch.optim.AdamW steps ("adamw_losses"), the first
@@ -30,6 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 SEED = 1234
@@ -39,8 +44,28 @@ ADAMW = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
 SHARED = dict(
     hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
     max_position_embeddings=64, vocab_size=512, hidden_act="silu", attention_dropout=0.0,
-    bos_token_id=511, eos_token_id=511, initializer_range=0.1,
+    bos_token_id=0, eos_token_id=0, initializer_range=0.1,
 )
+SPLITS = {
+    "llama": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    "qwen2": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+}
+
+
+def tokenizer(family: str) -> Tokenizer:
+    """512 ids: <|endoftext|>, the 256 bytes, 255 merges learned from this file's docstring."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(SPLITS[family]), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([__doc__] * 4, trainer)
+    assert tok.get_vocab_size() == 512, tok.get_vocab_size()
+    return tok
+
 
 
 def llama():
@@ -71,6 +96,7 @@ def write(model, out: Path) -> None:
     model.train()  # dropout is 0, so train and eval agree
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
+    tokenizer(config.model_type).save(str(out / "tokenizer.json"))
 
     tokens = torch.randint(0, config.vocab_size, (B, T))
     targets = torch.roll(tokens, -1, dims=1)

@@ -27,10 +27,20 @@ pub struct Candidate {
 #[derive(Debug, Serialize)]
 pub struct AttentionMap {
     pub layer: usize,
-    /// `None` (JSON null): the mean over the layer's heads.
+    /// `None` (JSON null): the mean over the layer's (query) heads.
     pub head: Option<usize>,
+    /// With grouped-query attention, the key/value head the chosen query head reads, and the
+    /// query heads that share it (`first..=last`); `None` when every head has its own.
+    pub kv_head: Option<KvHead>,
     /// weights[i][j]: how much token i attends to token j; each row sums to 1, zero for j > i.
     pub weights: Vec<Vec<f32>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct KvHead {
+    pub index: usize,
+    pub first: usize,
+    pub last: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,7 +127,12 @@ pub fn inspect(
                     .collect()
             })
             .collect();
-        AttentionMap { layer: w.layer, head: w.head, weights }
+        let group = nh / cfg.n_kv_head();
+        let kv_head = w.head.filter(|_| group > 1).map(|h| {
+            let index = h / group;
+            KvHead { index, first: index * group, last: index * group + group - 1 }
+        });
+        AttentionMap { layer: w.layer, head: w.head, kv_head, weights }
     });
     let residual_norms = probe.norms;
     let tokens = ids.iter().map(|&id| Token { id, text: tok.token_text(id) }).collect();

@@ -21,6 +21,10 @@ pub struct Args {
     /// a short scripted chat with the result.
     #[arg(long)]
     full: bool,
+    /// The model's architecture: GPT-2's, or the LLaMA family's (RMSNorm, rotary positions,
+    /// SwiGLU, grouped-query attention), at the same depth.
+    #[arg(long, value_parser = ["gpt2", "llama"], default_value = "gpt2")]
+    arch: String,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -66,7 +70,7 @@ pub fn run(a: Args) -> Result<()> {
          shortest\nbut turn every unseen word into {}; BPE keeps sequences short with no unknowns.",
         minillm::tokenizer::simple::UNK
     );
-    let run = train_and_talk(&trio.bpe, corpus)?;
+    let run = train_and_talk(&trio.bpe, corpus, &a.arch)?;
     if a.full {
         fine_tune(&run)?;
     } else {
@@ -103,7 +107,7 @@ fn samples(model: &mut Gpt, bpe: &minillm::Tokenizer) -> Result<()> {
 
 /// Stages 2 and 3: a small GPT over that vocabulary, trained on the corpus, with samples before
 /// and after. Leaves the run in ./minillm-demo for the other commands.
-fn train_and_talk(bpe: &minillm::Tokenizer, corpus: &str) -> Result<PathBuf> {
+fn train_and_talk(bpe: &minillm::Tokenizer, corpus: &str, arch: &str) -> Result<PathBuf> {
     let root = PathBuf::from("minillm-demo");
     let (data, run) = (root.join("data"), root.join("run"));
     if run.join("latest.json").exists() {
@@ -119,6 +123,7 @@ fn train_and_talk(bpe: &minillm::Tokenizer, corpus: &str) -> Result<PathBuf> {
     minillm::tokenizer::formats::save(bpe, &data.join("tokenizer.json"))?;
     let config = TrainConfig {
         model: "d3".into(),
+        arch: Some(arch.into()),
         context: Some(64),
         batch_size: 16,
         max_steps: 800,

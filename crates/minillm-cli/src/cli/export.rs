@@ -10,7 +10,10 @@ use minillm::chat::ChatTemplate;
 use minillm::fsutil::atomic_write;
 use minillm::io::gguf::TensorType;
 use minillm::io::{gguf_gpt2, save_model};
+use minillm::model::Arch;
+use minillm::model::config::Family;
 use minillm::quant::QuantType;
+use minillm::tokenizer::Pattern;
 use minillm::tokenizer::formats;
 use std::path::{Path, PathBuf};
 
@@ -139,7 +142,8 @@ fn export_gguf(
 }
 
 fn export_hf(loaded: &super::session::Loaded, out: &Path) -> Result<()> {
-    if !loaded.model.config.bias {
+    let config = &loaded.model.config;
+    if config.arch == Arch::Gpt2 && !config.bias {
         bail!(
             "this model has no biases, which GPT2LMHeadModel always has; exporting it to HF is not supported yet"
         );
@@ -153,8 +157,16 @@ fn export_hf(loaded: &super::session::Loaded, out: &Path) -> Result<()> {
         return Err(e);
     }
     std::fs::rename(&tmp, out).with_context(|| format!("cannot move the export into {}", out.display()))?;
+    let class = match &config.arch {
+        Arch::Gpt2 => "GPT2LMHeadModel",
+        Arch::Llama(l) => match l.family {
+            Family::Llama => "LlamaForCausalLM",
+            Family::Mistral => "MistralForCausalLM",
+            Family::Qwen2 => "Qwen2ForCausalLM",
+        },
+    };
     println!(
-        "wrote {} (HF transformers GPT-2: config.json, model.safetensors, tokenizer files)",
+        "wrote {} (HF transformers {class}: config.json, model.safetensors, tokenizer files)",
         out.display()
     );
     Ok(())
@@ -165,11 +177,17 @@ fn write_hf(loaded: &super::session::Loaded, dir: &Path) -> Result<()> {
     let eos = tok.special_id("<|endoftext|>");
     save_model(dir, model, eos)?;
     formats::save(tok, &dir.join("tokenizer.json"))?;
-    atomic_write(&dir.join("vocab.json"), formats::to_vocab_json(tok).as_bytes())?;
-    atomic_write(&dir.join("merges.txt"), formats::to_merges_txt(tok).as_bytes())?;
+    // vocab.json + merges.txt are what GPT-2's slow tokenizer reads, which splits text with
+    // GPT-2's pattern: written only for a tokenizer that uses it, so no slow tokenizer can read
+    // another's vocabulary with the wrong split. Others load through tokenizer.json alone.
+    let gpt2_split = tok.pattern() == Pattern::Gpt2;
+    if gpt2_split {
+        atomic_write(&dir.join("vocab.json"), formats::to_vocab_json(tok).as_bytes())?;
+        atomic_write(&dir.join("merges.txt"), formats::to_merges_txt(tok).as_bytes())?;
+    }
     let special = eos.map(|_| "<|endoftext|>");
     let mut tokenizer_config = serde_json::json!({
-        "tokenizer_class": "GPT2Tokenizer",
+        "tokenizer_class": if gpt2_split { "GPT2Tokenizer" } else { "PreTrainedTokenizerFast" },
         "model_max_length": model.config.block_size,
         "add_prefix_space": false,
         "clean_up_tokenization_spaces": false,

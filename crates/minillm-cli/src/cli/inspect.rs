@@ -72,7 +72,10 @@ pub fn print_next(seen: &Inspection, text: &str) {
 }
 
 fn print_attention(map: &AttentionMap, seen: &Inspection) {
-    let head = map.head.map_or("the mean over heads".to_string(), |h| format!("head {h}"));
+    let mut head = map.head.map_or("the mean over heads".to_string(), |h| format!("head {h}"));
+    if let Some(kv) = map.kv_head {
+        head += &format!(" (reads KV head {}, shared by heads {}-{})", kv.index, kv.first, kv.last);
+    }
     println!("attention in layer {}, {head}: row i shows how token i spreads its attention", map.layer);
     let label = |i: usize| {
         let text = visible(&seen.tokens[i].text);

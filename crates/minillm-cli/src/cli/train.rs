@@ -27,9 +27,13 @@ pub struct Args {
     /// A TOML file with any of the settings below (flags win).
     #[arg(long, value_name = "FILE.toml")]
     config: Option<PathBuf>,
-    /// Model shape: a preset (baby, gpt2, ...) or the depth dial (d4).
+    /// Model shape: a preset (baby, gpt2, smollm2-135m, ...) or the depth dial (d4).
     #[arg(long)]
     model: Option<String>,
+    /// Architecture: gpt2, or llama (RMSNorm, rotary positions, SwiGLU, grouped-query
+    /// attention); with the depth dial, picks its family (default: the preset's own).
+    #[arg(long, value_parser = ["gpt2", "llama"])]
+    arch: Option<String>,
     /// Context length (tokens per window; default: the preset's).
     #[arg(long)]
     context: Option<usize>,
@@ -124,8 +128,8 @@ pub fn run(a: Args) -> Result<()> {
         Some(run) => {
             let mut t = Trainer::resume(run, &a.data)?;
             a.flags.apply(&mut t.config);
-            if a.model.is_some() || a.context.is_some() {
-                bail!("--model and --context are fixed when a run starts; --resume keeps them");
+            if a.model.is_some() || a.arch.is_some() || a.context.is_some() {
+                bail!("--model, --arch and --context are fixed when a run starts; --resume keeps them");
             }
             (t, run.clone())
         }
@@ -144,6 +148,9 @@ pub fn run(a: Args) -> Result<()> {
             a.flags.apply(&mut config);
             if let Some(model) = &a.model {
                 config.model = model.clone();
+            }
+            if a.arch.is_some() {
+                config.arch = a.arch.clone();
             }
             if a.context.is_some() {
                 config.context = a.context;
@@ -164,11 +171,14 @@ pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> R
     let c = trainer.config.clone();
     let m = &trainer.model.config;
     let tokens_per_step = trainer.tokens_per_step();
+    let (arch, heads) = match m.arch {
+        minillm::model::Arch::Gpt2 => (String::new(), format!("{} heads", m.n_head)),
+        _ => ("llama ".to_string(), format!("{} heads sharing {} KV heads", m.n_head, m.n_kv_head())),
+    };
     println!(
-        "training {} ({} layers, {} heads, width {}, context {}): {} parameters, vocabulary {}",
+        "training {arch}{} ({} layers, {heads}, width {}, context {}): {} parameters, vocabulary {}",
         c.model,
         m.n_layer,
-        m.n_head,
         m.n_embd,
         m.block_size,
         count(m.num_params()),

@@ -86,6 +86,10 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("gpt2-xl", "GPT-2 XL: 48 layers, 25 heads, 1600 wide"),
     ("baby", "nanoGPT's CPU shakespeare_char model: 4 layers, 4 heads, 128 wide, context 64, 65 chars"),
     ("dN", "the depth dial, e.g. d6: N layers, N heads of 64, 64N wide, context 256"),
+    (
+        "llama-dN",
+        "the depth dial, LLaMA-shaped: N layers, 2N heads of 32 sharing N KV heads, 64N wide, context 256",
+    ),
     ("smollm2-135m", "SmolLM2-135M: Llama, 30 layers, 9 heads (3 KV), 576 wide, context 8192"),
     ("smollm2-360m", "SmolLM2-360M: Llama, 32 layers, 15 heads (5 KV), 960 wide, context 8192"),
     ("qwen2.5-0.5b", "Qwen2.5-0.5B: Qwen2, 24 layers, 14 heads (2 KV), 896 wide, context 32768"),
@@ -162,7 +166,19 @@ impl ModelConfig {
         }
     }
 
+    /// The depth dial for the LLaMA family: d layers, 64d wide like GPT-2's dial, in 2d heads of
+    /// 32 that share d key/value heads (grouped-query attention, two query heads per KV head), a
+    /// SwiGLU MLP 8/3 as wide (rounded up to 64, so it has GPT-2's MLP parameters), a tied head,
+    /// rotary positions with theta 10000, context 256.
+    pub fn llama_depth(d: usize, vocab_size: usize) -> ModelConfig {
+        let d = d.max(1);
+        let c = 64 * d;
+        let shape = (d, 2 * d, d, c, (8 * c / 3).div_ceil(64) * 64, 256, vocab_size);
+        Self::llama_shape(Family::Llama, shape, 1e4, true)
+    }
+
     pub fn preset(name: &str) -> Result<ModelConfig> {
+        let dial = |s: &str| s.parse::<usize>().ok().filter(|n| (1..=64).contains(n));
         let config = match name {
             "gpt2" => Self::gpt2_shape(12, 12, 768),
             "gpt2-medium" => Self::gpt2_shape(24, 16, 1024),
@@ -210,8 +226,11 @@ impl ModelConfig {
             "llama-2-70b" => {
                 Self::llama_shape(Family::Llama, (80, 64, 8, 8192, 28672, 4096, 32000), 1e4, false)
             }
-            d if d.starts_with('d') && d[1..].parse::<usize>().is_ok_and(|n| (1..=64).contains(&n)) => {
-                Self::depth(d[1..].parse().expect("checked"), 50257)
+            d if d.strip_prefix('d').and_then(dial).is_some() => {
+                Self::depth(dial(&d[1..]).expect("checked"), 50257)
+            }
+            d if d.strip_prefix("llama-d").and_then(dial).is_some() => {
+                Self::llama_depth(dial(&d[7..]).expect("checked"), 50257)
             }
             _ => {
                 let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
@@ -256,6 +275,15 @@ impl ModelConfig {
             }
         }
         Ok(())
+    }
+
+    /// The architecture's name in training configs: `gpt2` or `llama` (Mistral and Qwen2 shapes
+    /// are LLaMA-family too).
+    pub fn arch_name(&self) -> &'static str {
+        match self.arch {
+            Arch::Gpt2 => "gpt2",
+            Arch::Llama(_) => "llama",
+        }
     }
 
     /// An error naming the architecture when it is not GPT-2's, for what (`what`) handles

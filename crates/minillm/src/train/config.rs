@@ -13,8 +13,11 @@ use std::path::Path;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
-    /// Model shape: a preset (`baby`, `gpt2`, ...) or the depth dial (`d4`).
+    /// Model shape: a preset (`baby`, `gpt2`, `smollm2-135m`, ...) or the depth dial (`d4`).
     pub model: String,
+    /// The architecture: `gpt2` or `llama` (default: the preset's own; the depth dial is GPT-2's
+    /// unless this says `llama`).
+    pub arch: Option<String>,
     /// Context length (default: the preset's).
     pub context: Option<usize>,
     pub dropout: f32,
@@ -63,6 +66,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             model: "d4".into(),
+            arch: None,
             context: None,
             dropout: 0.0,
             batch_size: 8,
@@ -100,7 +104,29 @@ impl TrainConfig {
 
     /// The model shape for a vocabulary of `vocab_size`.
     pub fn model_config(&self, vocab_size: usize) -> Result<ModelConfig> {
-        let mut c = ModelConfig::preset(&self.model)?;
+        let mut c = match self.arch.as_deref() {
+            None => ModelConfig::preset(&self.model)?,
+            Some("gpt2" | "llama") if self.model.starts_with('d') => {
+                let prefix = if self.arch.as_deref() == Some("llama") { "llama-" } else { "" };
+                ModelConfig::preset(&format!("{prefix}{}", self.model))?
+            }
+            Some(arch @ ("gpt2" | "llama")) => {
+                let c = ModelConfig::preset(&self.model)?;
+                if c.arch_name() != arch {
+                    return Err(Error::Invalid(format!(
+                        "model '{}' is a {} shape but arch is '{arch}': drop arch, or use the depth dial (d4) with it",
+                        self.model,
+                        c.arch_name()
+                    )));
+                }
+                c
+            }
+            Some(other) => {
+                return Err(Error::Invalid(format!(
+                    "arch '{other}' is not one minillm trains: choose gpt2 or llama"
+                )));
+            }
+        };
         c.vocab_size = vocab_size;
         c.dropout = self.dropout;
         if let Some(t) = self.context {

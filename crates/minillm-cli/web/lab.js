@@ -273,15 +273,20 @@ async function showInside() {
   const mb = (b) => (b >= 1e9 ? (b / 1e9).toFixed(2) + " GB" : b >= 1e6 ? (b / 1e6).toFixed(2) + " MB" : (b / 1e3).toFixed(1) + " kB");
   const rows = [
     ["model", m.name], ["loaded from", m.source],
-    ["layers × heads", `${c.n_layer} × ${c.n_head} (head size ${m.head_size})`],
+    ["architecture", m.architecture],
+    ["layers × heads", `${c.n_layer} × ${c.n_head} (head size ${m.head_size}` +
+      (m.n_kv_head < c.n_head ? `; ${m.n_kv_head} KV heads, each shared by ${c.n_head / m.n_kv_head} query heads)` : ")")],
     ["width (n_embd)", c.n_embd], ["context", c.block_size], ["vocabulary", c.vocab_size.toLocaleString()],
     ["parameters", m.params.toLocaleString()], ["weights stored as", m.weights],
-    ["  embeddings (token + position)", m.params_embeddings.toLocaleString()],
+    [m.architecture === "gpt2" ? "  embeddings (token + position)" : "  embeddings (token" +
+      (c.arch.Llama.tied_head ? "; rotary positions have none)" : " + output layer; rotary positions have none)"),
+      m.params_embeddings.toLocaleString()],
     ["  per block", m.params_per_block.toLocaleString()],
     ...m.memory.map((x) => [`weights at ${x.type} (${x.bits} bits)`, mb(x.bytes)]),
     ["to generate (one sequence, full context)", mb(m.generating.total)],
     ["  weights as stored", mb(m.generating.weights)],
-    ["  KV cache", mb(m.generating.kv_cache)],
+    ["  KV cache", mb(m.generating.kv_cache) + (m.n_kv_head < c.n_head
+      ? ` (${c.n_head / m.n_kv_head}x smaller than with a KV head per query head)` : "")],
     ["  working buffers", mb(m.generating.working)],
   ];
   $("card").replaceChildren(el("table", { id: "card-table" },

@@ -30,7 +30,8 @@ pub struct AttentionMap {
     /// `None` (JSON null): the mean over the layer's (query) heads.
     pub head: Option<usize>,
     /// With grouped-query attention, the key/value head the chosen query head reads, and the
-    /// query heads that share it (`first..=last`); `None` when every head has its own.
+    /// query heads that share it (`first..=last`); absent when every head has its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kv_head: Option<KvHead>,
     /// weights[i][j]: how much token i attends to token j; each row sums to 1, zero for j > i.
     pub weights: Vec<Vec<f32>>,

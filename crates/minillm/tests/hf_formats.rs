@@ -97,7 +97,7 @@ fn ignore_merges_looks_a_piece_up_whole_as_hf_does() {
 }
 
 #[test]
-fn a_normalizer_is_refused_by_name() {
+fn a_normalizer_and_sentencepiece_style_bpe_are_refused_by_name() {
     // Qwen2's tokenizer.json normalizes to NFC: read without it, some texts would get other ids
     // than HF gives.
     let dir = common::temp_dir("hf-refused-settings");
@@ -109,6 +109,23 @@ fn a_normalizer_is_refused_by_name() {
     std::fs::write(&path, changed.to_string()).unwrap();
     let err = minillm::io::load_tokenizer(&path).unwrap_err().to_string();
     assert!(err.contains("normalizer") && err.contains("not supported"), "{err}");
+    // SentencePiece-style BPE, in each of the three ways HF marks it (Llama 2's normalizer,
+    // newer files' Metaspace pre-tokenizer, byte fallback), is named as what it is.
+    let metaspace = serde_json::json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false});
+    let prepend = serde_json::json!({"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]});
+    for (key, value) in [("pre_tokenizer", metaspace), ("normalizer", prepend)] {
+        let mut changed = doc.clone();
+        changed[key] = value;
+        std::fs::write(&path, changed.to_string()).unwrap();
+        let err = minillm::io::load_tokenizer(&path).unwrap_err().to_string();
+        assert!(err.contains("SentencePiece-style BPE") && err.contains("Llama 2"), "{key}: {err}");
+    }
+    let mut changed = doc.clone();
+    changed["model"]["byte_fallback"] = true.into();
+    std::fs::write(&path, changed.to_string()).unwrap();
+    let err = minillm::io::load_tokenizer(&path).unwrap_err().to_string();
+    assert!(err.contains("SentencePiece-style BPE"), "byte_fallback: {err}");
 }
 
 #[test]

@@ -52,6 +52,10 @@ pub struct DecodeArgs {
     /// Sequences decoded together, one run per value (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     batch: Vec<usize>,
+    /// The block matrices' type: f32, or quantized in memory to q8_0 or q4_0 (the LM head then
+    /// q8_0, as `minillm quantize` makes it).
+    #[arg(long, value_parser = ["f32", "q8_0", "q4_0"], default_value = "f32")]
+    weights: String,
     #[command(flatten)]
     timing: Timing,
 }
@@ -221,9 +225,22 @@ fn decode(a: DecodeArgs) -> Result<()> {
         bail!("--batch values must be at least 1");
     }
     let mut model = Gpt::new(config.clone(), 1)?;
-    // Weights read per decoding step: every parameter once, except the position table, of
-    // which one row is read.
-    let step_bytes = 4 * (config.num_params() - (config.block_size - 1) * config.n_embd);
+    match a.weights.as_str() {
+        "q8_0" => model.quantize(QuantType::Q8_0, Some(QuantType::Q8_0))?,
+        "q4_0" => model.quantize(QuantType::Q4_0, Some(QuantType::Q8_0))?,
+        _ => {}
+    }
+    // Weights read per decoding step: every weight once as stored, except the position table
+    // (of which one row is read) and the embedding's padding rows; an untied model reads one
+    // embedding row too, not its table.
+    let table = |len: usize| len.saturating_sub(config.n_embd);
+    let mut step_bytes = model.weight_bytes() - 4 * table(model.layout.wpe.len());
+    step_bytes -=
+        4 * (model.layout.wte.len() - model.layout.wte.len().min(config.vocab_size * config.n_embd));
+    if model.layout.lm_head.is_some() {
+        step_bytes -= 4 * table(model.layout.wte.len());
+    }
+    let name = if a.weights == "f32" { name } else { format!("{name}, {} weights", a.weights) };
     let threads = rayon::current_num_threads();
     let mut runs = Vec::new();
     for &b in &a.batch {

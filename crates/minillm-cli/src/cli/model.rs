@@ -206,12 +206,31 @@ fn info(a: InfoArgs) -> Result<()> {
         None if name.starts_with('d') && name[1..].parse::<usize>().is_ok() => {
             format!(" (the depth dial at {}: layers = heads = {0}, width 64 x {0})", &name[1..])
         }
+        None if name.strip_prefix("llama-d").is_some_and(|d| d.parse::<usize>().is_ok()) => {
+            format!(" (the LLaMA-shaped depth dial at {}: {0} layers, width 64 x {0})", &name[7..])
+        }
         None => String::new(),
     };
     println!("model {name}{described}");
-    if let Arch::Llama(l) = &c.arch {
-        return llama_info(&c, l, a.batch, t);
+    match &c.arch {
+        Arch::Gpt2 => gpt2_parameters(&c),
+        Arch::Llama(l) => llama_parameters(&c, l),
     }
+    print_memory_and_flops(&c, t);
+    print_generating(&c, stored, a.batch, t);
+    let state = 4.0 * 4.0 * c.num_params() as f64; // weights, gradients, two AdamW moments, fp32
+    println!(
+        "training memory at batch {} x {}: {} for weights, gradients and AdamW moments + {} of activations",
+        a.batch,
+        count(t),
+        size(state),
+        size(minillm::model::training::activation_bytes(&c, a.batch, t) as f64)
+    );
+    Ok(())
+}
+
+/// GPT-2's shape and where its parameters are.
+fn gpt2_parameters(c: &ModelConfig) {
     println!(
         "  {} layers, {} heads of {}, width {}, context {}, vocabulary {} (padded to {})",
         c.n_layer,
@@ -239,22 +258,11 @@ fn info(a: InfoArgs) -> Result<()> {
     );
     println!("    attention {}, MLP {}, LayerNorms {} per block", count(attention), count(mlp), count(norms));
     println!("  final LayerNorm        {:>15}", count(e + b * e));
-    print_memory_and_flops(&c, t);
-    print_generating(&c, stored, a.batch, t);
-    let state = 4.0 * 4.0 * n as f64; // weights, gradients, two AdamW moments, fp32
-    println!(
-        "training memory at batch {} x {}: {} for weights, gradients and AdamW moments + {} of activations",
-        a.batch,
-        count(t),
-        size(state),
-        size(minillm::model::training::activation_bytes(&c, a.batch, t) as f64)
-    );
-    Ok(())
 }
 
-/// `model info` for a LLaMA-family shape: the same arithmetic, with grouped-query attention's
-/// smaller KV cache, SwiGLU's three matrices and an untied head where the model has one.
-fn llama_info(c: &ModelConfig, l: &LlamaShape, batch: usize, t: usize) -> Result<()> {
+/// A LLaMA-family shape and where its parameters are: SwiGLU's three matrices, rotary positions
+/// (no table), an untied head where the model has one.
+fn llama_parameters(c: &ModelConfig, l: &LlamaShape) {
     let grouped =
         if l.n_kv_head < c.n_head { format!(" sharing {} KV heads", l.n_kv_head) } else { String::new() };
     println!(
@@ -289,35 +297,6 @@ fn llama_info(c: &ModelConfig, l: &LlamaShape, batch: usize, t: usize) -> Result
     if !l.tied_head {
         println!("  output layer lm_head   {:>15}", count(c.vocab_size * e));
     }
-    print_memory_and_flops(c, t);
-    let kv = c.kv_bytes_per_position() * t * batch;
-    println!(
-        "memory to generate, batch {batch} x context {} (the program, tokenizer and working buffers come on top):",
-        count(t)
-    );
-    println!("  {:<32}{:>10}", "weights in f32", size(4.0 * n as f64));
-    let kv_note = format!(
-        "  (2 x {} layers x {} positions x {} KV heads x {} x 4 bytes x {batch})",
-        c.n_layer,
-        count(t),
-        l.n_kv_head,
-        l.head_dim
-    );
-    println!("  {:<32}{:>10}{kv_note}", "KV cache", size(kv as f64));
-    if l.n_kv_head < c.n_head {
-        println!(
-            "  (with a KV head per query head, as GPT-2 has, the cache would be {}x larger: {})",
-            c.n_head / l.n_kv_head,
-            size((kv * c.n_head / l.n_kv_head) as f64)
-        );
-    }
-    println!(
-        "training memory at batch {batch} x {}: {} for weights, gradients and AdamW moments, + activations",
-        count(t),
-        size(16.0 * n as f64)
-    );
-    println!("(minillm describes LLaMA-family shapes; running and training them is not built yet)");
-    Ok(())
 }
 
 /// What generating `batch` sequences of up to `t` tokens takes: the weights as stored, the KV
@@ -336,9 +315,29 @@ fn print_generating(c: &ModelConfig, stored: Option<Stored>, batch: usize, t: us
     let line =
         |label: &str, bytes: usize, note: String| println!("  {label:<32}{:>10}{note}", size(bytes as f64));
     line(&format!("weights as stored ({weight_type})"), m.weights, String::new());
-    let kv_note =
-        format!("  (2 x {} layers x {} positions x {} x 4 bytes x {batch})", c.n_layer, count(t), c.n_embd);
+    let kv_note = match &c.arch {
+        Arch::Gpt2 => format!(
+            "  (2 x {} layers x {} positions x {} x 4 bytes x {batch})",
+            c.n_layer,
+            count(t),
+            c.n_embd
+        ),
+        Arch::Llama(l) => format!(
+            "  (2 x {} layers x {} positions x {} KV heads x {} x 4 bytes x {batch})",
+            c.n_layer,
+            count(t),
+            l.n_kv_head,
+            l.head_dim
+        ),
+    };
     line("KV cache", m.kv_cache, kv_note);
+    if c.n_kv_head() < c.n_head {
+        println!(
+            "  (with a KV head per query head, as GPT-2 has, the cache would be {}x larger: {})",
+            c.n_head / c.n_kv_head(),
+            size((m.kv_cache * c.n_head / c.n_kv_head()) as f64)
+        );
+    }
     line("working buffers", m.working, String::new());
     line("total", m.total, String::new());
 }

@@ -234,6 +234,19 @@ fn from_hf_json_value(value: &Value, path: &Path) -> Result<Tokenizer> {
             return Err(Error::format(path, format!("{key} is set; byte-level BPE uses none")));
         }
     }
+    // SentencePiece's BPE as HF stores it: spaces become '▁' (a Metaspace pre-tokenizer, or a
+    // Prepend + Replace normalizer), and characters outside the vocabulary fall back to <0xNN>
+    // byte tokens.
+    let sentencepiece = model["byte_fallback"].as_bool() == Some(true)
+        || value["pre_tokenizer"].to_string().contains("\"Metaspace\"")
+        || value["normalizer"].to_string().contains("\"Prepend\"");
+    if sentencepiece {
+        return Err(Error::format(
+            path,
+            "this is SentencePiece-style BPE ('▁' for spaces, <0xNN> byte fallback: Llama 2, Mistral, TinyLlama), \
+             which minillm does not read yet; it reads byte-level BPE (GPT-2, Llama 3, Qwen2, SmolLM)",
+        ));
+    }
     // A setting that changes which ids a text gets, and that minillm does not apply yet: refused
     // rather than ignored (Qwen2's files normalize to NFC).
     if !value["normalizer"].is_null() {

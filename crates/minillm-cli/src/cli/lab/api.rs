@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use minillm::SpecialTokens;
 use minillm::inspect::{AttentionMap, Candidate, Token, Which, inspect as look_inside};
+use minillm::model::Arch;
 use minillm::rng::Rng;
 use minillm::sample::{GenerationMemory, distribution, sample};
 use serde::Serialize;
@@ -33,17 +34,39 @@ pub async fn model(State(s): SharedState, headers: HeaderMap) -> Answer {
                 |&(name, bits)| json!({"type": name, "bits": bits, "bytes": (n as f64 * bits / 8.0).round()}),
             )
             .collect();
-    let embeddings = (c.vocab_size + c.block_size) * c.n_embd;
+    // Token (and GPT-2's position) embeddings, and an untied output layer.
+    let (embeddings, per_block, architecture) = match &c.arch {
+        Arch::Gpt2 => {
+            let embeddings = (c.vocab_size + c.block_size) * c.n_embd;
+            (
+                embeddings,
+                (n - embeddings - (1 + usize::from(c.bias)) * c.n_embd) / c.n_layer.max(1),
+                "gpt2".into(),
+            )
+        }
+        Arch::Llama(l) => {
+            let (attention, mlp, norms) = c.llama_block_parts(l);
+            let tables = if l.tied_head { 1 } else { 2 };
+            let grouping = if l.n_kv_head < c.n_head { ", grouped-query attention" } else { "" };
+            (
+                tables * c.vocab_size * c.n_embd,
+                attention + mlp + norms,
+                format!("{}{grouping}", l.family.model_type()),
+            )
+        }
+    };
     // What generating one sequence at the full context takes, as `model info` states it.
     let generating = GenerationMemory::new(c, s.card.weight_bytes, 1, c.block_size);
     Ok(Json(json!({
         "name": s.name,
         "source": s.card.source,
         "config": c,
+        "architecture": architecture,
         "head_size": c.head_size(),
+        "n_kv_head": c.n_kv_head(),
         "params": n,
         "params_embeddings": embeddings,
-        "params_per_block": (n - embeddings - (1 + usize::from(c.bias)) * c.n_embd) / c.n_layer.max(1),
+        "params_per_block": per_block,
         "memory": memory,
         "generating": generating,
         "vocab_size": s.tok.vocab_size(),

@@ -53,7 +53,7 @@ def main(out_dir, run, text):
     if tok.eos_token is not None:
         eos = tok.convert_tokens_to_ids(tok.eos_token)
         assert eos == model.config.eos_token_id, f"eos {tok.eos_token} is id {eos}, config says {model.config.eos_token_id}"
-        assert tok(tok.eos_token)["input_ids"] == [eos], "HF does not read the eos text as one special token"
+        assert tok(tok.eos_token, add_special_tokens=False)["input_ids"] == [eos], "HF does not read the eos text as one special token"
     with torch.no_grad():
         probs = torch.softmax(model(torch.tensor([our_ids])).logits[0, -1].double(), dim=-1)
     worst = max(abs(probs[c["id"]].item() - c["prob"]) for c in ours["next"])

@@ -15,8 +15,9 @@ and in each, as gpt2_tiny.py does for GPT-2:
   model.safetensors, config.json   the model, as save_pretrained writes it
   tokenizer.json                   a byte-level BPE of 512 ids (<|endoftext|> = 0, the model's bos
                                    and eos) trained by HF tokenizers after its family's split:
-                                   Llama 3's pattern, Qwen2's (single digits); so the directory is
-                                   a whole model minillm and transformers both load
+                                   Llama 3's pattern, Qwen2's (single digits); the Llama's, like
+                                   Llama 3's, puts its bos before every text (post-processor); so
+                                   the directory is a whole model minillm and transformers both load
   reference.safetensors            tokens, targets (int32; -100 = ignored), logits, loss, every
                                    parameter's gradient ("grad.<name>"), the loss before each of
                                    10 torch.optim.AdamW steps ("adamw_losses"), the first
@@ -34,7 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 SEED = 1234
@@ -64,6 +65,12 @@ def tokenizer(family: str) -> Tokenizer:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator([__doc__] * 4, trainer)
     assert tok.get_vocab_size() == 512, tok.get_vocab_size()
+    if family == "llama":
+        tok.post_processor = processors.Sequence([
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single="<|endoftext|> $A", pair="<|endoftext|> $A <|endoftext|> $B:1",
+                                          special_tokens=[("<|endoftext|>", 0)]),
+        ])
     return tok
 
 

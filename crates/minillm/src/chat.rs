@@ -16,7 +16,7 @@
 use crate::error::{Error, Result};
 use crate::model::Gpt;
 use crate::model::params::Layout;
-use crate::tokenizer::{SpecialTokens, Tokenizer};
+use crate::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 
 pub const SYSTEM: &str = "<|system|>";
@@ -96,6 +96,11 @@ impl ChatTemplate {
             out.ids.extend_from_slice(ids);
             out.trainable.extend(std::iter::repeat_n(trainable, ids.len()));
         };
+        // A tokenizer whose texts start with a special token (Llama 3's) starts conversations
+        // with it too.
+        if let Some(prefix) = tok.prefix() {
+            push(&[prefix], false);
+        }
         for m in messages {
             let role = match m.role {
                 Role::System => self.system,
@@ -191,7 +196,7 @@ impl Dialogue {
                     }
                 }
                 text.push_str("Assistant:");
-                tok.encode(&text, SpecialTokens::AsText)
+                tok.encode_prompt(&text)
             }
         }
     }

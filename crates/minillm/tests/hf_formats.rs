@@ -69,6 +69,46 @@ fn llama3_and_qwen2_tokenizer_json_read_with_their_own_split_patterns() {
 }
 
 #[test]
+fn a_prefix_token_from_the_post_processor_starts_every_prompt_as_in_hf() {
+    // Llama 3's tokenizer.json: a TemplateProcessing that puts <|begin_of_text|> before every
+    // text (HF's `tokenizer(text)`; generation, evaluation and chat start from it).
+    let dir = common::temp_dir("hf-prefix");
+    let ours = trained(Pattern::Gpt4).with_added_specials(&["<|begin_of_text|>"]).unwrap();
+    let bos = ours.special_id("<|begin_of_text|>").unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&formats::to_hf_json(&ours)).unwrap();
+    doc["post_processor"] = serde_json::json!({"type": "Sequence", "processors": [
+        {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
+        {"type": "TemplateProcessing",
+         "single": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+         "pair": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                  {"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+         "special_tokens": {"<|begin_of_text|>": {"id": "<|begin_of_text|>", "ids": [bos], "tokens": ["<|begin_of_text|>"]}}}]});
+    let path = dir.join("llama3-style.json");
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let read = minillm::io::load_tokenizer(&path).unwrap();
+    assert_eq!(read.prefix(), Some(bos));
+    let hf = tokenizers::Tokenizer::from_file(&path).unwrap();
+    for s in common::tricky_strings(23, 200) {
+        let want = hf.encode(s.as_str(), true).unwrap().get_ids().to_vec();
+        assert_eq!(read.encode_prompt(&s).unwrap(), want, "{s:?}");
+    }
+    // Written back, HF reads the same prefix from our file; plain `encode` never adds it.
+    let again = dir.join("ours.json");
+    formats::save(&read, &again).unwrap();
+    let hf = tokenizers::Tokenizer::from_file(&again).unwrap();
+    assert_eq!(hf.encode("Hello", true).unwrap().get_ids()[0], bos);
+    assert_eq!(minillm::io::load_tokenizer(&again).unwrap().prefix(), Some(bos));
+    assert!(!read.encode("Hello", SpecialTokens::AsText).unwrap().contains(&bos));
+    // A template that adds a token after the text is refused by name, not dropped.
+    let mut after = doc.clone();
+    after["post_processor"]["processors"][1]["single"] = serde_json::json!([
+        {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}}]);
+    std::fs::write(&path, after.to_string()).unwrap();
+    let err = minillm::io::load_tokenizer(&path).unwrap_err().to_string();
+    assert!(err.contains("post_processor") && err.contains("after the text"), "{err}");
+}
+
+#[test]
 fn ignore_merges_looks_a_piece_up_whole_as_hf_does() {
     // "abc" is a token made by the merge (a, bc), but merging its bytes by rank reaches ab + c:
     // unreachable. With ignore_merges (Llama 3's files), HF emits it whole; without, ab + c.

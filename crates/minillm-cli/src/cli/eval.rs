@@ -4,7 +4,6 @@ use super::display::count;
 use super::session::{MODEL_HELP, load};
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
-use minillm::SpecialTokens;
 use minillm::data::{read_shard, tokenizer_hash};
 use std::path::{Path, PathBuf};
 
@@ -64,5 +63,5 @@ pub fn read_tokens(path: &Path, tok: &minillm::Tokenizer) -> Result<(Vec<u32>, S
         );
     }
     let text = minillm::fsutil::read_text(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok((tok.encode(&text, SpecialTokens::AsText)?, path.display().to_string()))
+    Ok((tok.encode_prompt(&text)?, path.display().to_string()))
 }

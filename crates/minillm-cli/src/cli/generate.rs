@@ -3,7 +3,6 @@
 use super::session::{MODEL_HELP, SamplingArgs, fit_context, load, stream_many};
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
-use minillm::SpecialTokens;
 use minillm::chat::{ChatTemplate, Message, Role};
 use minillm::rng::Rng;
 use std::io::Write;
@@ -42,7 +41,7 @@ pub fn run(a: Args) -> Result<()> {
         loaded.generation.eos_token_id = Some(template.end_id());
         (template.render(&loaded.tok, &[Message::new(Role::User, a.prompt.clone())], true).ids, "")
     } else {
-        (loaded.tok.encode(&a.prompt, SpecialTokens::AsText)?, a.prompt.as_str())
+        (loaded.tok.encode_prompt(&a.prompt)?, a.prompt.as_str())
     };
     let prompt = fit_context(prompt, loaded.model.config.block_size, a.truncate.as_deref())?;
     let sampling = a.sampling.resolve(loaded.model.config.vocab_size, &loaded.generation)?;

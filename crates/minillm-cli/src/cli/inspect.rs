@@ -5,7 +5,6 @@ use super::display::visible;
 use super::session::{MODEL_HELP, load};
 use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
-use minillm::SpecialTokens;
 use minillm::inspect::{AttentionMap, Inspection, Which, inspect};
 use std::path::PathBuf;
 
@@ -31,7 +30,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let loaded = load(&a.model)?;
-    let ids = loaded.tok.encode(&a.text, SpecialTokens::AsText)?;
+    let ids = loaded.tok.encode_prompt(&a.text)?;
     if a.top_k == 0 {
         bail!("--top-k must be at least 1");
     }

@@ -294,7 +294,71 @@ fn from_hf_json_value(value: &Value, path: &Path) -> Result<Tokenizer> {
     }
     let mut tok = build(&vocab, &pairs, pattern, &added, path)?;
     tok.bpe_mut().set_ignore_merges(model["ignore_merges"] == true);
-    Ok(tok)
+    let prefix = post_processor_prefix(&value["post_processor"], &tok, path)?;
+    tok.with_prefix(prefix).map_err(|e| Error::format(path, e.to_string()))
+}
+
+/// The special token HF's post-processor puts before every text, if any: a TemplateProcessing
+/// whose single-text template is `[special, $A]` (Llama 3's `<|begin_of_text|>`). Templates that
+/// add anything else (a token after the text, BERT's) are refused by name, since minillm would
+/// not add them.
+fn post_processor_prefix(p: &Value, tok: &Tokenizer, path: &Path) -> Result<Option<u32>> {
+    let refuse = |why: String| {
+        Err(Error::format(
+            path,
+            format!("post_processor {why}; minillm adds at most one special token before a text"),
+        ))
+    };
+    match p["type"].as_str() {
+        None | Some("ByteLevel") => Ok(None),
+        Some("Sequence") => {
+            let mut found = None;
+            for step in p["processors"].as_array().into_iter().flatten() {
+                if let Some(id) = post_processor_prefix(step, tok, path)?
+                    && found.replace(id).is_some()
+                {
+                    return refuse("adds tokens twice".into());
+                }
+            }
+            Ok(found)
+        }
+        Some("TemplateProcessing") => {
+            let single = p["single"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let special = |piece: &Value| piece["SpecialToken"]["id"].as_str().map(str::to_string);
+            let is_text = |piece: &Value| piece["Sequence"]["id"] == "A";
+            match single {
+                [text] if is_text(text) => Ok(None),
+                [first, text] if is_text(text) => {
+                    let Some(name) = special(first) else {
+                        return refuse(format!("template {} is not understood", p["single"]));
+                    };
+                    match tok.special_id(&name) {
+                        Some(id) => Ok(Some(id)),
+                        None => refuse(format!("adds {name:?}, which is not one of the added tokens")),
+                    }
+                }
+                _ => refuse(format!("template {} adds tokens after the text or around it", p["single"])),
+            }
+        }
+        Some(other) => refuse(format!("type {other} is not supported")),
+    }
+}
+
+/// The post-processor HF needs to add `tok`'s prefix token (and the byte-level offsets).
+fn post_processor(tok: &Tokenizer) -> Value {
+    let Some(id) = tok.prefix() else {
+        return byte_level(true);
+    };
+    let name = tok.token_text(id);
+    let special = json!({"SpecialToken": {"id": name, "type_id": 0}});
+    let seq = |part: &str, type_id: u32| json!({"Sequence": {"id": part, "type_id": type_id}});
+    json!({"type": "Sequence", "processors": [
+        byte_level(true),
+        {"type": "TemplateProcessing",
+         "single": [special, seq("A", 0)],
+         "pair": [special, seq("A", 0), json!({"SpecialToken": {"id": name, "type_id": 1}}), seq("B", 1)],
+         "special_tokens": {name.clone(): {"id": name, "ids": [id], "tokens": [name]}}},
+    ]})
 }
 
 /// Which of our split patterns an HF pre_tokenizer implements, if any.
@@ -361,7 +425,7 @@ pub fn to_hf_json(tok: &Tokenizer) -> String {
         "added_tokens": added,
         "normalizer": null,
         "pre_tokenizer": pre_tokenizer,
-        "post_processor": byte_level(true),
+        "post_processor": post_processor(tok),
         "decoder": byte_level(true),
         "model": {
             "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",

@@ -43,6 +43,9 @@ pub struct Tokenizer {
     pattern: Pattern,
     /// (text, id), sorted by id.
     specials: Vec<(String, u32)>,
+    /// The special token put before every text a model reads, as HF's post-processor does
+    /// (Llama 3's `<|begin_of_text|>`); see [`Tokenizer::encode_prompt`].
+    prefix: Option<u32>,
 }
 
 impl Tokenizer {
@@ -71,7 +74,31 @@ impl Tokenizer {
                 return Err(Error::Invalid(format!("special token {text} is listed twice")));
             }
         }
-        Ok(Tokenizer { bpe, pattern, specials })
+        Ok(Tokenizer { bpe, pattern, specials, prefix: None })
+    }
+
+    /// This tokenizer with `prefix` (a special token's id, or none) put before every prompt.
+    pub fn with_prefix(mut self, prefix: Option<u32>) -> Result<Tokenizer> {
+        if let Some(id) = prefix.filter(|&id| !self.is_special(id)) {
+            return Err(Error::Invalid(format!("the prefix token {id} is not a special token")));
+        }
+        self.prefix = prefix;
+        Ok(self)
+    }
+
+    /// The special token every text a model reads starts with, if the tokenizer has one.
+    pub fn prefix(&self) -> Option<u32> {
+        self.prefix
+    }
+
+    /// Encodes text as a model reads it: after the tokenizer's prefix token, if it has one
+    /// (HF's `tokenizer(text)`, whose post-processor adds it), with special-token text kept as
+    /// text. What `generate`, `eval`, `inspect` and the server feed the model.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut out = Vec::with_capacity(text.len() / 4 + 2);
+        out.extend(self.prefix);
+        self.encode_into(text, SpecialTokens::AsText, &mut out)?;
+        Ok(out)
     }
 
     /// GPT-2's tokenizer (r50k_base), built from the merges embedded in the binary.
@@ -139,7 +166,7 @@ impl Tokenizer {
             Bpe::new(*self.bpe.byte_ids(), self.bpe.merges().to_vec(), n_ids).map_err(Error::Invalid)?;
         let mut specials = self.specials.clone();
         specials.extend(new.iter().enumerate().map(|(i, n)| (n.to_string(), (self.vocab_size() + i) as u32)));
-        Tokenizer::new(bpe, self.pattern, specials)
+        Tokenizer::new(bpe, self.pattern, specials)?.with_prefix(self.prefix)
     }
 
     pub fn is_special(&self, id: u32) -> bool {

@@ -161,7 +161,7 @@ impl Trainer {
                 let ask = [Message::new(Role::User, self.config.sample_prompt.clone())];
                 (t.render(&self.tokenizer, &ask, true).ids, Some(t.end_id()))
             }
-            None => (self.tokenizer.encode(&self.config.sample_prompt, crate::SpecialTokens::AsText)?, None),
+            None => (self.tokenizer.encode_prompt(&self.config.sample_prompt)?, None),
         };
         let config = crate::sample::SamplerConfig { temperature: 0.8, top_k: 40, ..Default::default() };
         let mut rng = Rng::new(self.config.seed);

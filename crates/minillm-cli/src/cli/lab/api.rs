@@ -267,7 +267,7 @@ fn prompt_ids(tok: &minillm::Tokenizer, body: &Value) -> Result<Vec<u32>, ApiErr
             if text.is_empty() {
                 return Err(ApiError::bad(API, "text", "the text is empty: type something to look at"));
             }
-            tok.encode(text, SpecialTokens::AsText).map_err(|e| ApiError::bad(API, "text", e.to_string()))
+            tok.encode_prompt(text).map_err(|e| ApiError::bad(API, "text", e.to_string()))
         }
         _ => Err(ApiError::bad(API, "text", "give 'text' (a string) or 'ids' (a list of token ids)")),
     }

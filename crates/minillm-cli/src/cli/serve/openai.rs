@@ -64,9 +64,7 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) ->
                 .get("prompt")
                 .and_then(Value::as_str)
                 .ok_or_else(|| ApiError::bad(API, "prompt", "'prompt' must be a string"))?;
-            s.tok
-                .encode(text, minillm::SpecialTokens::AsText)
-                .map_err(|e| ApiError::bad(API, "prompt", e.to_string()))?
+            s.tok.encode_prompt(text).map_err(|e| ApiError::bad(API, "prompt", e.to_string()))?
         }
     };
     if prompt.is_empty() {

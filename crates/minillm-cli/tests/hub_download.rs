@@ -234,6 +234,26 @@ fn a_hub_id_downloads_into_the_hf_cache_then_runs_offline() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn a_llama_family_model_downloads_by_hub_id_and_runs_as_the_local_directory_does() {
+    // The tiny Llama transformers wrote (GQA, untied head, llama3 rope scaling, a tokenizer that
+    // puts its bos first), served as a hub repository.
+    let dir = common::temp_dir("hub-download-llama");
+    let local = fixture().join("../llama_tiny");
+    let repo: HashMap<String, Vec<u8>> =
+        ["config.json", "model.safetensors", "tokenizer.json", "generation_config.json"]
+            .iter()
+            .map(|n| (n.to_string(), std::fs::read(local.join(n)).unwrap()))
+            .collect();
+    let hub = serve([("acme/tiny-llama".to_string(), repo)].into());
+    let want = stdout_json(&minillm(&dir, &hub.url, &as_strs(&greedy(&local.to_string_lossy())), false));
+    let got = stdout_json(&minillm(&dir, &hub.url, &as_strs(&greedy("acme/tiny-llama")), false));
+    assert_eq!(got["tokens"], want["tokens"]);
+    assert_eq!(got["text"], want["text"]);
+    assert!(dir.join("cache/models--acme--tiny-llama/refs/main").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn as_strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }

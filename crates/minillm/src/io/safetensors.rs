@@ -114,39 +114,42 @@ pub fn from_shards(shards: &[(&[u8], &Path)], config: &ModelConfig) -> Result<Ve
 }
 
 /// A model from safetensors shards, its weights kept in the type they are stored in: the f32
-/// tensors go into the flat buffer; GPT-2's 16-bit matrices (f16, and bf16 ones within f16's
-/// range) stay 16-bit, as f16 blocks of one row per output (HF's Conv1D stores them (in, out),
-/// so they are transposed once here). Small 1-D tensors and the position embedding are widened
-/// to f32, and so, for now, is every tensor of a LLaMA-family model.
-/// `release` is handed each stretch of file bytes once it has been read, for a mapped file to
-/// give its pages back.
+/// tensors go into the flat buffer; 16-bit matrices (f16, and bf16 ones within f16's range) stay
+/// 16-bit, as f16 blocks of one row per output (HF's Conv1D stores GPT-2's (in, out), so they
+/// are transposed once here; a LLaMA block's q, k and v, and its gate and up, are joined into
+/// one matrix each, as the flat buffer joins them). Norms, biases, the position embedding and an
+/// untied model's token embedding are widened to f32. `release` is handed each stretch of file
+/// bytes once it has been read, for a mapped file to give its pages back.
 pub fn load(shards: &[(&[u8], &Path)], config: ModelConfig, release: &dyn Fn(&[u8])) -> Result<Gpt> {
     let (found, _) = tensors(shards, &config)?;
     let full = Layout::new(&config);
     let mut quantized = Quantized { blocks: vec![Default::default(); config.n_layer], lm_head: None };
-    // (A LLaMA block's q, k and v are three tensors in the file but one matrix in blocks; joining
-    // them as 16-bit blocks is not done yet, so the LLaMA family loads in f32.)
-    let gpt2_tensors = if config.arch == Arch::Gpt2 { full.tensors.as_slice() } else { &[] };
-    for t in gpt2_tensors {
-        let view = &found[&t.name];
-        let sixteen = matches!(view.dtype(), Dtype::F16 | Dtype::BF16) && fits_f16(view);
-        let (rows, cols, transposed) = match Matrix::of(&t.name) {
-            Some((_, m)) => {
-                let (inputs, outputs) = m.shape(&config);
-                (outputs, inputs, true)
+    let sixteen = |view: &TensorView| matches!(view.dtype(), Dtype::F16 | Dtype::BF16) && fits_f16(view);
+    let whole_blocks = |cols: usize| cols.is_multiple_of(crate::quant::BLOCK);
+    let transposed = config.arch == Arch::Gpt2;
+    for layer in 0..config.n_layer {
+        for m in Matrix::ALL {
+            // The matrix's tensors in the file, in the order their rows are joined.
+            let parts: Vec<&TensorInfo> =
+                full.tensors.iter().filter(|t| Matrix::of(&t.name) == Some((layer, m))).collect();
+            let (inputs, outputs) = m.shape(&config);
+            if !whole_blocks(inputs) || !parts.iter().all(|t| sixteen(&found[&t.name])) {
+                continue;
             }
-            None if t.name == "wte.weight" => (config.vocab_size, config.n_embd, false),
-            None => continue,
-        };
-        if !sixteen || !cols.is_multiple_of(crate::quant::BLOCK) {
-            continue;
+            let mut halves = Vec::with_capacity(2 * inputs * outputs);
+            for t in parts {
+                let rows = if transposed { outputs } else { t.shape[0] };
+                halves.extend(f16_rows(&found[&t.name], rows, inputs, transposed, release));
+            }
+            quantized.blocks[layer][m as usize] =
+                Some(QMatrix::from_bytes(QuantType::F16, outputs, inputs, halves)?);
         }
-        let halves = f16_rows(view, rows, cols, transposed, release);
-        let m = QMatrix::from_bytes(QuantType::F16, rows, cols, halves)?;
-        match Matrix::of(&t.name) {
-            Some((layer, which)) => quantized.blocks[layer][which as usize] = Some(m),
-            None => quantized.lm_head = Some(m),
-        }
+    }
+    let head = &found[config.head_name()];
+    if sixteen(head) && whole_blocks(config.n_embd) {
+        let halves = f16_rows(head, config.vocab_size, config.n_embd, false, release);
+        quantized.lm_head =
+            Some(QMatrix::from_bytes(QuantType::F16, config.vocab_size, config.n_embd, halves)?);
     }
     let layout = Layout::without(&config, |name| quantized.holds(&config, name));
     let mut params = vec![0.0f32; layout.total];

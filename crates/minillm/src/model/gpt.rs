@@ -200,6 +200,9 @@ impl Gpt {
         if let Cow::Owned(wte) = self.embedding_f32() {
             params[layout.wte.start..][..wte.len()].copy_from_slice(&wte);
         }
+        if let (Some(at), Cow::Owned(head)) = (&layout.lm_head, self.head_f32()) {
+            params[at.start..][..head.len()].copy_from_slice(&head);
+        }
         Cow::Owned(params)
     }
 

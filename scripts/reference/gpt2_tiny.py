@@ -42,7 +42,17 @@ def main(out: Path) -> None:
         activation_function="gelu_new", layer_norm_epsilon=1e-5, tie_word_embeddings=True,
         bos_token_id=511, eos_token_id=511,
     )
-    model = GPT2LMHeadModel(config).float()
+    # Decay on the blocks' matrices only, as minillm's trainer does.
+    record(GPT2LMHeadModel(config), out, last_block=lambda m: m.transformer.h[-1],
+           decayed=lambda n: n.startswith("transformer.h.") and n.endswith(".weight") and ".ln_" not in n)
+
+
+def record(model, out: Path, last_block, decayed) -> None:
+    """Saves `model` into `out` with every reference number the tests read (shared by
+    llama_tiny.py): `last_block(model)` is the module whose output is the last residual stage,
+    `decayed(name)` says which parameters AdamW decays."""
+    config = model.config
+    model = model.float()
     model.config._attn_implementation = "eager"
     model.train()  # dropout is 0, so train and eval agree
     out.mkdir(parents=True, exist_ok=True)
@@ -73,29 +83,27 @@ def main(out: Path) -> None:
         for layer, att in enumerate(attentions):
             tensors[f"attentions.{layer}"] = att[0].contiguous()
         # The length of the residual stream at each stage ("residual_norms", (n_layer + 1) x T):
-        # the embedding, then each block's output. HF's last hidden state has ln_f applied, so
-        # the last block's own output is caught with a hook.
+        # the embedding, then each block's output. HF's last hidden state has the final norm
+        # applied, so the last block's own output is caught with a hook.
         caught = []
-        hook = model.transformer.h[-1].register_forward_hook(
+        hook = last_block(model).register_forward_hook(
             lambda module, args, out: caught.append(out[0] if isinstance(out, tuple) else out))
         hidden = model(tokens[:1], output_hidden_states=True).hidden_states
         hook.remove()
         stages = list(hidden[:-1]) + [caught[0]]
         tensors["residual_norms"] = torch.stack([h[0].norm(dim=-1) for h in stages]).contiguous()
         prompt = tokens[:1, :GREEDY_PROMPT]
-        greedy = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, use_cache=True,
-                                max_new_tokens=GREEDY_NEW, min_new_tokens=GREEDY_NEW, pad_token_id=0)
-        tensors["greedy_tokens"] = greedy[0].to(torch.int32).contiguous()
         # A random model soon repeats one token; HF's repetition penalty makes it wander,
         # which tests more steps (and the penalty) against HF.
-        greedy = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, use_cache=True,
-                                max_new_tokens=GREEDY_NEW, min_new_tokens=GREEDY_NEW, pad_token_id=0,
-                                repetition_penalty=REPETITION_PENALTY)
-        tensors["greedy_penalized_tokens"] = greedy[0].to(torch.int32).contiguous()
+        for name, penalty in [("greedy_tokens", 1.0), ("greedy_penalized_tokens", REPETITION_PENALTY)]:
+            greedy = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                                    use_cache=True, max_new_tokens=GREEDY_NEW, min_new_tokens=GREEDY_NEW,
+                                    pad_token_id=0, repetition_penalty=penalty)
+            tensors[name] = greedy[0].to(torch.int32).contiguous()
 
-    # Ten AdamW steps: decay on the blocks' matrices only, as minillm's trainer does.
-    decay = [p for n, p in model.named_parameters() if n.startswith("transformer.h.") and n.endswith(".weight") and ".ln_" not in n]
-    others = [p for n, p in model.named_parameters() if not any(p is d for d in decay)]
+    # Ten AdamW steps.
+    decay = [p for n, p in model.named_parameters() if decayed(n)]
+    others = [p for n, p in model.named_parameters() if not decayed(n)]
     optim = torch.optim.AdamW(
         [{"params": decay, "weight_decay": ADAMW["weight_decay"]}, {"params": others, "weight_decay": 0.0}],
         lr=ADAMW["lr"], betas=ADAMW["betas"], eps=ADAMW["eps"],
@@ -112,7 +120,7 @@ def main(out: Path) -> None:
     settings = {"seed": SEED, "batch": B, "context": T, "adamw": ADAMW, "greedy_prompt": GREEDY_PROMPT,
                 "greedy_new": GREEDY_NEW, "repetition_penalty": REPETITION_PENALTY, "torch": torch.__version__}
     (out / "reference.json").write_text(json.dumps(settings, indent=2) + "\n")
-    print(f"loss {loss.item():.6f}; wrote {out}")
+    print(f"{config.model_type}: loss {loss.item():.6f}; wrote {out}")
 
 
 if __name__ == "__main__":

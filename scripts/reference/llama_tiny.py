@@ -11,7 +11,7 @@ Writes two tiny random models, each into its own directory under the output dire
                 that the three frequency bands all occur)
   qwen2_tiny/   Qwen2ForCausalLM: q/k/v biases (set to random values, not HF's zeros), a tied
                 head, one key/value head (multi-query), rope_theta 1e6
-and in each, as gpt2_tiny.py does for GPT-2:
+and in each, with gpt2_tiny.py's `record` (the same settings and numbers as for GPT-2):
   model.safetensors, config.json   the model, as save_pretrained writes it
   tokenizer.json                   a byte-level BPE of 512 ids (<|endoftext|> = 0, the model's bos
                                    and eos) trained by HF tokenizers after its family's split:
@@ -28,20 +28,14 @@ and in each, as gpt2_tiny.py does for GPT-2:
                                    "greedy_penalized_tokens" with repetition_penalty 2.0)
   reference.json                   the settings used
 """
-import json
 import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from safetensors.torch import save_file
+from gpt2_tiny import SEED, record
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-SEED = 1234
-B, T = 2, 16
-GREEDY_PROMPT, GREEDY_NEW, REPETITION_PENALTY = 8, 24, 2.0
-ADAMW = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
 SHARED = dict(
     hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
     max_position_embeddings=64, vocab_size=512, hidden_act="silu", attention_dropout=0.0,
@@ -53,8 +47,24 @@ SPLITS = {
 }
 
 
+# What the tiny tokenizers learn their merges from (fixed, so the fixtures do not depend on
+# anything else in this file).
+TEXT = """Once upon a time, in 2024, a small model learned to read. It read stories about foxes and
+kites, questions like "What is the capital of France?" and their answers ("Paris."), and sums
+such as 12 + 345 = 357. Isn't that odd? It wasn't: models read numbers, quotes, code
+(`print("hello")`) and text in other scripts (héllo, naïve, 日本語) every day. The end.
+Tokenizers cut text into pieces: first by a pattern (words, numbers, punctuation, spaces), then
+by merges learned from counting which neighbouring symbols occur together most often. Grouped
+heads share their keys and values; rotary embeddings turn queries and keys by their position;
+the gated linear unit multiplies a gate by an up projection before projecting down again. Every
+gradient is checked against finite differences, and every logit against PyTorch's, because a
+reader should be able to trust what they are reading without taking anyone's word for it.
+Quick brown foxes jump over lazy dogs; zebras quietly vex judges; waltz, bad nymph, for quick jigs.
+"""
+
+
 def tokenizer(family: str) -> Tokenizer:
-    """512 ids: <|endoftext|>, the 256 bytes, 255 merges learned from this file's docstring."""
+    """512 ids: <|endoftext|>, the 256 bytes, 255 merges learned from TEXT."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(SPLITS[family]), behavior="isolated", invert=False),
@@ -63,7 +73,7 @@ def tokenizer(family: str) -> Tokenizer:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=["<|endoftext|>"], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([__doc__] * 4, trainer)
+    tok.train_from_iterator([TEXT] * 4, trainer)
     assert tok.get_vocab_size() == 512, tok.get_vocab_size()
     if family == "llama":
         tok.post_processor = processors.Sequence([
@@ -96,84 +106,17 @@ def qwen2():
     return model
 
 
-def write(model, out: Path) -> None:
-    config = model.config
-    model = model.float()
-    model.config._attn_implementation = "eager"
-    model.train()  # dropout is 0, so train and eval agree
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer(config.model_type).save(str(out / "tokenizer.json"))
-
-    tokens = torch.randint(0, config.vocab_size, (B, T))
-    targets = torch.roll(tokens, -1, dims=1)
-    targets[0, :3] = -100  # ignored positions, as SFT masks prompts
-    targets[1, -1] = -100
-
-    def loss_of(logits):
-        return F.cross_entropy(logits.view(-1, config.vocab_size), targets.view(-1), ignore_index=-100)
-
-    logits = model(tokens).logits
-    loss = loss_of(logits)
-    loss.backward()
-    tensors = {
-        "tokens": tokens.to(torch.int32),
-        "targets": targets.to(torch.int32),
-        "logits": logits.detach().contiguous(),
-        "loss": loss.detach().reshape(1),
-    }
-    for name, p in model.named_parameters():
-        tensors["grad." + name] = p.grad.detach().contiguous()
-
-    with torch.no_grad():
-        attentions = model(tokens[:1], output_attentions=True).attentions
-        for layer, att in enumerate(attentions):
-            tensors[f"attentions.{layer}"] = att[0].contiguous()
-        # The residual stream's length at each stage: the embedding, then each block's output
-        # (HF's last hidden state has the final norm applied, so a hook catches the last block's).
-        caught = []
-        hook = model.model.layers[-1].register_forward_hook(
-            lambda module, args, out: caught.append(out[0] if isinstance(out, tuple) else out))
-        hidden = model(tokens[:1], output_hidden_states=True).hidden_states
-        hook.remove()
-        stages = list(hidden[:-1]) + [caught[0]]
-        tensors["residual_norms"] = torch.stack([h[0].norm(dim=-1) for h in stages]).contiguous()
-        prompt = tokens[:1, :GREEDY_PROMPT]
-        for name, penalty in [("greedy_tokens", 1.0), ("greedy_penalized_tokens", REPETITION_PENALTY)]:
-            greedy = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
-                                    use_cache=True, max_new_tokens=GREEDY_NEW, min_new_tokens=GREEDY_NEW,
-                                    pad_token_id=0, repetition_penalty=penalty)
-            tensors[name] = greedy[0].to(torch.int32).contiguous()
-
-    # Ten AdamW steps: decay on the blocks' matrices only, as minillm's trainer does.
-    def decayed(n):
-        return n.startswith("model.layers.") and n.endswith(".weight") and "layernorm" not in n
-    decay = [p for n, p in model.named_parameters() if decayed(n)]
-    others = [p for n, p in model.named_parameters() if not decayed(n)]
-    optim = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": ADAMW["weight_decay"]}, {"params": others, "weight_decay": 0.0}],
-        lr=ADAMW["lr"], betas=ADAMW["betas"], eps=ADAMW["eps"],
-    )
-    losses = []
-    for _ in range(10):
-        optim.zero_grad()
-        step_loss = loss_of(model(tokens).logits)
-        losses.append(step_loss.item())
-        step_loss.backward()
-        optim.step()
-    tensors["adamw_losses"] = torch.tensor(losses, dtype=torch.float32)
-    save_file(tensors, out / "reference.safetensors")
-    settings = {"seed": SEED, "batch": B, "context": T, "adamw": ADAMW, "greedy_prompt": GREEDY_PROMPT,
-                "greedy_new": GREEDY_NEW, "repetition_penalty": REPETITION_PENALTY, "torch": torch.__version__}
-    (out / "reference.json").write_text(json.dumps(settings, indent=2) + "\n")
-    print(f"{config.model_type}: loss {loss.item():.6f}; wrote {out}")
-
-
 def main(out: Path) -> None:
     torch.set_num_threads(1)
+    # Decay on the blocks' matrices only, as minillm's trainer does.
+    def decayed(n):
+        return n.startswith("model.layers.") and n.endswith(".weight") and "layernorm" not in n
+
     for name, make in [("llama_tiny", llama), ("qwen2_tiny", qwen2)]:
         torch.manual_seed(SEED)
-        write(make(), out / name)
+        model = make()
+        record(model, out / name, last_block=lambda m: m.model.layers[-1], decayed=decayed)
+        tokenizer(model.config.model_type).save(str(out / name / "tokenizer.json"))
 
 
 if __name__ == "__main__":

@@ -109,8 +109,11 @@ fn a_decoding_step_allocates_nothing() {
             f32_model.quantize(QuantType::Q4_0, Some(QuantType::Q8_0)).unwrap();
         }
         let model = &f32_model;
-        let mut cache = KvCache::new(model, 2);
         let per_step = pool.install(|| {
+            // Made in the pool that decodes, so every worker's attention scores are sized with it
+            // (made outside, the pool's threads grew theirs on first use: a rare allocation in a
+            // step, whenever one thread had no attention task in the warm-up).
+            let mut cache = KvCache::new(model, 2);
             model.prefill(&mut cache, 0, &[1, 2, 3]).unwrap();
             model.prefill(&mut cache, 1, &[4]).unwrap();
             model.decode(&mut cache, &[0, 1], &[5, 6]).unwrap(); // warm-up: per-thread buffers

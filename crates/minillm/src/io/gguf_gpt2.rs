@@ -215,7 +215,8 @@ pub fn from_shared(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, path: &Path) -> Re
         return Err(Error::format(
             path,
             format!(
-                "architecture is {}; minillm runs GPT-2-architecture models (gpt2)",
+                "architecture is {}; minillm reads GGUF files of GPT-2-architecture models (gpt2) so far \
+                 (a Llama, Mistral or Qwen2 model loads from its HF directory: config.json and safetensors)",
                 arch.map_or("missing".to_string(), |a| format!("'{a}'"))
             ),
         ));

@@ -49,4 +49,13 @@ for fixture in llama_tiny qwen2_tiny; do
     "$python" "$root/scripts/interop/check_hf_export.py" "$fixture-hf" "$root/crates/minillm/tests/fixtures/$fixture" \
         "The year 2024 had 366 days; isn't that odd?"
 done
+# SentencePiece-style tokenizers (Llama 2's form, and Metaspace's) on the tiny Llama's weights.
+for form in legacy metaspace; do
+    mkdir "llama-sp-$form"
+    cp "$root/crates/minillm/tests/fixtures/llama_tiny/"{config.json,model.safetensors,generation_config.json} "llama-sp-$form/"
+    cp "$root/crates/minillm/tests/fixtures/sentencepiece/$form.json" "llama-sp-$form/tokenizer.json"
+    "$minillm" export --model "llama-sp-$form" --format hf --out "llama-sp-$form-hf"
+    "$python" "$root/scripts/interop/check_hf_export.py" "llama-sp-$form-hf" "llama-sp-$form" \
+        "Hello world, 日本 2024! Two  spaces."
+done
 echo "interop checks passed"

@@ -137,7 +137,7 @@ fn ignore_merges_looks_a_piece_up_whole_as_hf_does() {
 }
 
 #[test]
-fn a_normalizer_and_sentencepiece_style_bpe_are_refused_by_name() {
+fn a_normalizer_is_refused_by_name() {
     // Qwen2's tokenizer.json normalizes to NFC: read without it, some texts would get other ids
     // than HF gives.
     let dir = common::temp_dir("hf-refused-settings");
@@ -149,23 +149,69 @@ fn a_normalizer_and_sentencepiece_style_bpe_are_refused_by_name() {
     std::fs::write(&path, changed.to_string()).unwrap();
     let err = minillm::io::load_tokenizer(&path).unwrap_err().to_string();
     assert!(err.contains("normalizer") && err.contains("not supported"), "{err}");
-    // SentencePiece-style BPE, in each of the three ways HF marks it (Llama 2's normalizer,
-    // newer files' Metaspace pre-tokenizer, byte fallback), is named as what it is.
-    let metaspace = serde_json::json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false});
-    let prepend = serde_json::json!({"type": "Sequence", "normalizers": [
-        {"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]});
-    for (key, value) in [("pre_tokenizer", metaspace), ("normalizer", prepend)] {
-        let mut changed = doc.clone();
-        changed[key] = value;
-        std::fs::write(&path, changed.to_string()).unwrap();
-        let err = minillm::io::load_tokenizer(&path).unwrap_err().to_string();
-        assert!(err.contains("SentencePiece-style BPE") && err.contains("Llama 2"), "{key}: {err}");
+}
+
+#[test]
+fn sentencepiece_style_bpe_encodes_and_decodes_as_hf_does() {
+    // Llama 2's form (a Prepend + Replace normalizer) and newer files' (a Metaspace
+    // pre-tokenizer, prepend only before the text's start), both with byte fallback and <s>
+    // put first: fixtures from scripts/reference/sentencepiece_tiny.py.
+    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sentencepiece");
+    let dir = common::temp_dir("hf-sentencepiece");
+    for name in ["legacy", "metaspace"] {
+        let path = fixtures.join(format!("{name}.json"));
+        let ours = minillm::io::load_tokenizer(&path).unwrap();
+        let hf = tokenizers::Tokenizer::from_file(&path).unwrap();
+        assert!(ours.sentencepiece().is_some() && ours.prefix() == ours.special_id("<s>"));
+        let mut texts = common::tricky_strings(24, 400);
+        texts.extend(["", " ", "  two  spaces ", "x</s>y", "<s> after", "日本語\n\ttab"].map(String::from));
+        for s in &texts {
+            let want = hf.encode(s.as_str(), true).unwrap().get_ids().to_vec();
+            let mut got = ours.encode(s, SpecialTokens::Allow).unwrap();
+            got.splice(0..0, ours.prefix());
+            assert_eq!(got, want, "{name}: {s:?}");
+            let plain = ours.encode_prompt(s).unwrap();
+            assert_eq!(
+                ours.decode(&plain[1..]).unwrap(),
+                hf.decode(&plain[1..], true).unwrap(),
+                "{name}: {s:?}"
+            );
+            // Lossless, but for a text that starts with a space under Metaspace's "first": no '▁'
+            // was put in front, so the decoder's strip takes the text's own (HF does the same).
+            if name == "legacy" || !s.starts_with(' ') {
+                assert_eq!(ours.decode(&plain[1..]).unwrap(), *s, "{name}: decoding is lossless");
+            }
+        }
+        // Written back, HF reads the same tokenizer from our file, and so do we.
+        let again = dir.join(format!("{name}.json"));
+        formats::save(&ours, &again).unwrap();
+        let hf_again = tokenizers::Tokenizer::from_file(&again).unwrap();
+        let reread = minillm::io::load_tokenizer(&again).unwrap();
+        for s in texts.iter().take(100) {
+            let want = hf.encode(s.as_str(), true).unwrap().get_ids().to_vec();
+            assert_eq!(
+                hf_again.encode(s.as_str(), true).unwrap().get_ids(),
+                want.as_slice(),
+                "{name}: {s:?}"
+            );
+            assert_eq!(reread.encode_prompt(s).unwrap(), ours.encode_prompt(s).unwrap());
+        }
     }
+    // What is not one of these forms is refused by name.
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("metaspace.json")).unwrap()).unwrap();
+    let split = serde_json::json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": true});
     let mut changed = doc.clone();
-    changed["model"]["byte_fallback"] = true.into();
+    changed["pre_tokenizer"] = split;
+    let path = dir.join("changed.json");
     std::fs::write(&path, changed.to_string()).unwrap();
     let err = minillm::io::load_tokenizer(&path).unwrap_err().to_string();
-    assert!(err.contains("SentencePiece-style BPE"), "byte_fallback: {err}");
+    assert!(err.contains("Metaspace without split"), "{err}");
+    let mut changed = doc.clone();
+    changed["model"]["byte_fallback"] = false.into();
+    std::fs::write(&path, changed.to_string()).unwrap();
+    let err = minillm::io::load_tokenizer(&path).unwrap_err().to_string();
+    assert!(err.contains("without byte_fallback"), "{err}");
 }
 
 #[test]

@@ -174,31 +174,39 @@ fn export_hf(loaded: &super::session::Loaded, out: &Path) -> Result<()> {
 
 fn write_hf(loaded: &super::session::Loaded, dir: &Path) -> Result<()> {
     let (model, tok) = (&loaded.model, &loaded.tok);
-    let eos = tok.special_id("<|endoftext|>");
+    // The end-of-text token: the model's own, else GPT-2's or SentencePiece's by name; the
+    // beginning one is the token every text starts with, where the tokenizer has one.
+    let eos = (loaded.generation.eos_token_id.filter(|&id| tok.is_special(id)))
+        .or_else(|| tok.special_id("<|endoftext|>"))
+        .or_else(|| tok.special_id("</s>"));
+    let bos = tok.prefix().or(eos);
     save_model(dir, model, eos)?;
     formats::save(tok, &dir.join("tokenizer.json"))?;
     // vocab.json + merges.txt are what GPT-2's slow tokenizer reads, which splits text with
     // GPT-2's pattern: written only for a tokenizer that uses it, so no slow tokenizer can read
     // another's vocabulary with the wrong split. Others load through tokenizer.json alone.
-    let gpt2_split = tok.pattern() == Pattern::Gpt2;
+    let gpt2_split = tok.pattern() == Pattern::Gpt2 && tok.sentencepiece().is_none();
     if gpt2_split {
         atomic_write(&dir.join("vocab.json"), formats::to_vocab_json(tok).as_bytes())?;
         atomic_write(&dir.join("merges.txt"), formats::to_merges_txt(tok).as_bytes())?;
     }
-    let special = eos.map(|_| "<|endoftext|>");
+    let name = |id: Option<u32>| id.map(|id| tok.token_text(id));
+    let (bos_name, eos_name) = (name(bos), name(eos));
+    let unk_name = name(tok.special_id("<unk>").or(eos));
     let mut tokenizer_config = serde_json::json!({
         "tokenizer_class": if gpt2_split { "GPT2Tokenizer" } else { "PreTrainedTokenizerFast" },
         "model_max_length": model.config.block_size,
         "add_prefix_space": false,
         "clean_up_tokenization_spaces": false,
-        "bos_token": special, "eos_token": special, "unk_token": special,
+        "bos_token": bos_name, "eos_token": eos_name, "unk_token": unk_name,
     });
     // A fine-tuned model's chat template, for `apply_chat_template`, rendering what minillm does.
     if ChatTemplate::of(tok).is_some() {
         tokenizer_config["chat_template"] = minillm::chat::JINJA.into();
     }
-    let special_map = serde_json::json!({"bos_token": special, "eos_token": special, "unk_token": special});
-    let generation = serde_json::json!({"bos_token_id": eos, "eos_token_id": eos});
+    let special_map =
+        serde_json::json!({"bos_token": bos_name, "eos_token": eos_name, "unk_token": unk_name});
+    let generation = serde_json::json!({"bos_token_id": bos, "eos_token_id": eos});
     for (file, doc) in [
         ("tokenizer_config.json", tokenizer_config),
         ("special_tokens_map.json", special_map),

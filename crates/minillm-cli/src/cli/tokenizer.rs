@@ -238,10 +238,13 @@ fn stats(a: StatsArgs) -> Result<()> {
     }
     let used = counts.iter().filter(|&&c| c > 0).count();
     println!(
-        "tokenizer:       {} ({} ids, {} pattern)",
+        "tokenizer:       {} ({} ids, {})",
         a.choice.tokenizer,
         count(tok.vocab_size()),
-        tok.pattern()
+        match tok.sentencepiece() {
+            Some(_) => "SentencePiece-style: '▁' for spaces, no split".to_string(),
+            None => format!("{} pattern", tok.pattern()),
+        }
     );
     println!("bytes:           {}", count(bytes));
     println!("tokens:          {}", count(tokens));

@@ -86,6 +86,11 @@ pub fn to_bytes_with_head(
     name: &str,
 ) -> Result<Vec<u8>> {
     model.config.require_gpt2("GGUF export (the LLaMA family's GGUF files are the next issue's)")?;
+    if tok.sentencepiece().is_some() {
+        return Err(Error::Invalid(
+            "GGUF export writes byte-level BPE tokenizers; SentencePiece-style ones come with the LLaMA family's GGUF files".into(),
+        ));
+    }
     let quantized = match ty.quant() {
         Some(q) => Some(model.quantized_as(q, head)?),
         None => None,

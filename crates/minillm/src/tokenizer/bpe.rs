@@ -84,6 +84,46 @@ impl Bpe {
         Ok(bpe)
     }
 
+    /// A model whose tokens are given with their bytes, not all built from bytes by merges:
+    /// SentencePiece's BPE, whose symbols start as characters (`tokens[id]` is the piece with
+    /// '▁' as a space; `byte_ids` are its `<0xNN>` fallback tokens). Every merge must join two
+    /// tokens into the one whose bytes are theirs together.
+    pub fn from_pieces(
+        tokens: Vec<Vec<u8>>,
+        merges: Vec<Merge>,
+        byte_ids: [u32; 256],
+    ) -> Result<Bpe, String> {
+        let n = tokens.len();
+        if let Some(&id) = byte_ids.iter().find(|&&id| id as usize >= n) {
+            return Err(format!("byte token {id} is outside the vocabulary of {n}"));
+        }
+        let mut ranks = FxHashMap::default();
+        for (rank, m) in merges.iter().enumerate() {
+            let (l, r, id) = (m.left as usize, m.right as usize, m.id as usize);
+            if l >= n
+                || r >= n
+                || id >= n
+                || tokens[id] != [tokens[l].as_slice(), tokens[r].as_slice()].concat()
+            {
+                return Err(format!(
+                    "merge {rank} ({l} + {r} -> {id}) does not join two tokens into a third"
+                ));
+            }
+            if ranks.insert(pair_key(m.left, m.right), (rank as u32, m.id)).is_some() {
+                return Err(format!("merge {rank} repeats the pair ({l}, {r})"));
+            }
+        }
+        Ok(Bpe { tokens, merges, byte_ids, ranks, whole: FxHashMap::default(), ignore_merges: false })
+    }
+
+    /// The same model with `n` ids (at least as many as now): the new ids are free slots, for
+    /// special tokens.
+    pub fn with_n_ids(&self, n: usize) -> Bpe {
+        let mut bpe = self.clone();
+        bpe.tokens.resize(n.max(self.tokens.len()), Vec::new());
+        bpe
+    }
+
     /// Turns HF's `ignore_merges` on or off (see the field).
     pub fn set_ignore_merges(&mut self, on: bool) {
         if self.ignore_merges == on {
@@ -153,9 +193,22 @@ impl Bpe {
 
     fn merge_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
         if piece.len() <= SHORT_PIECE {
-            self.merge_short(piece, out);
+            let mut ids = [0u32; SHORT_PIECE];
+            for (slot, &b) in ids.iter_mut().zip(piece) {
+                *slot = self.byte_ids[b as usize];
+            }
+            self.merge_short(&ids[..piece.len()], out);
         } else {
-            self.merge_long(piece, out);
+            self.merge_long(piece.iter().map(|&b| self.byte_ids[b as usize]).collect(), out);
+        }
+    }
+
+    /// Applies the merges to a sequence of initial symbols (SentencePiece's characters).
+    pub fn merge_ids(&self, ids: &[u32], out: &mut Vec<u32>) {
+        if ids.len() <= SHORT_PIECE {
+            self.merge_short(ids, out);
+        } else {
+            self.merge_long(ids.to_vec(), out);
         }
     }
 
@@ -165,12 +218,10 @@ impl Bpe {
     }
 
     /// Rescans all adjacent pairs after each merge: O(n^2), fastest for short pieces.
-    fn merge_short(&self, piece: &[u8], out: &mut Vec<u32>) {
+    fn merge_short(&self, initial: &[u32], out: &mut Vec<u32>) {
         let mut parts = [0u32; SHORT_PIECE];
-        let mut n = piece.len();
-        for (slot, &b) in parts.iter_mut().zip(piece) {
-            *slot = self.byte_ids[b as usize];
-        }
+        let mut n = initial.len();
+        parts[..n].copy_from_slice(initial);
         // ranks[i] is the rank of the pair (parts[i], parts[i + 1]), u32::MAX if none.
         let mut ranks = [u32::MAX; SHORT_PIECE];
         let mut made = [0u32; SHORT_PIECE];
@@ -201,9 +252,8 @@ impl Bpe {
     }
 
     /// Heap of candidate merges over a linked list of parts: O(n log n) for long pieces.
-    fn merge_long(&self, piece: &[u8], out: &mut Vec<u32>) {
-        let n = piece.len();
-        let mut ids: Vec<u32> = piece.iter().map(|&b| self.byte_ids[b as usize]).collect();
+    fn merge_long(&self, mut ids: Vec<u32>, out: &mut Vec<u32>) {
+        let n = ids.len();
         let mut next: Vec<usize> = (1..=n).collect();
         let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
         let mut alive = vec![true; n];
@@ -277,12 +327,13 @@ mod tests {
         let piece: Vec<u8> = b"abcabbcaabcbcbca".iter().cycle().take(200).copied().collect();
         for len in 1..piece.len() {
             let (mut short, mut long) = (Vec::new(), Vec::new());
+            let ids: Vec<u32> = piece[..len].iter().map(|&b| b as u32).collect();
             if len <= SHORT_PIECE {
-                bpe.merge_short(&piece[..len], &mut short);
+                bpe.merge_short(&ids, &mut short);
             } else {
                 short = reference_merge(&bpe, &piece[..len]);
             }
-            bpe.merge_long(&piece[..len], &mut long);
+            bpe.merge_long(ids, &mut long);
             assert_eq!(short, long, "length {len}");
         }
     }

@@ -10,6 +10,7 @@
 
 use super::bpe::{Bpe, Merge};
 use super::bytes::{bytes_to_token_text, gpt2_byte_order};
+use super::sentencepiece::{Prepend, SentencePiece};
 use super::{Pattern, Tokenizer};
 use crate::error::{Error, Result};
 use crate::fsutil::{atomic_write, read_text};
@@ -241,11 +242,7 @@ fn from_hf_json_value(value: &Value, path: &Path) -> Result<Tokenizer> {
         || value["pre_tokenizer"].to_string().contains("\"Metaspace\"")
         || value["normalizer"].to_string().contains("\"Prepend\"");
     if sentencepiece {
-        return Err(Error::format(
-            path,
-            "this is SentencePiece-style BPE ('▁' for spaces, <0xNN> byte fallback: Llama 2, Mistral, TinyLlama), \
-             which minillm does not read yet; it reads byte-level BPE (GPT-2, Llama 3, Qwen2, SmolLM)",
-        ));
+        return read_sentencepiece(value, path);
     }
     // A setting that changes which ids a text gets, and that minillm does not apply yet: refused
     // rather than ignored (Qwen2's files normalize to NFC).
@@ -269,10 +266,18 @@ fn from_hf_json_value(value: &Value, path: &Path) -> Result<Tokenizer> {
         )
     })?;
     let vocab = vocab_map(&model["vocab"], path)?;
-    let raw_merges =
-        model["merges"].as_array().ok_or_else(|| Error::format(path, "model.merges must be a list"))?;
-    let mut pairs = Vec::with_capacity(raw_merges.len());
-    for (i, m) in raw_merges.iter().enumerate() {
+    let (pairs, added) = (hf_merges(model, path)?, added_tokens(value, path)?);
+    let mut tok = build(&vocab, &pairs, pattern, &added, path)?;
+    tok.bpe_mut().set_ignore_merges(model["ignore_merges"] == true);
+    let prefix = post_processor_prefix(&value["post_processor"], &tok, path)?;
+    tok.with_prefix(prefix).map_err(|e| Error::format(path, e.to_string()))
+}
+
+/// `model.merges` of a tokenizer.json: "left right" strings or [left, right] pairs.
+fn hf_merges(model: &Value, path: &Path) -> Result<Vec<(String, String)>> {
+    let raw = model["merges"].as_array().ok_or_else(|| Error::format(path, "model.merges must be a list"))?;
+    let mut pairs = Vec::with_capacity(raw.len());
+    for (i, m) in raw.iter().enumerate() {
         let pair = match m {
             Value::String(s) => s.split_once(' ').map(|(l, r)| (l.to_string(), r.to_string())),
             Value::Array(a) => match (a.first().and_then(Value::as_str), a.get(1).and_then(Value::as_str)) {
@@ -283,19 +288,136 @@ fn from_hf_json_value(value: &Value, path: &Path) -> Result<Tokenizer> {
         };
         pairs.push(pair.ok_or_else(|| Error::format(path, format!("merge {i} is malformed: {m}")))?);
     }
+    Ok(pairs)
+}
+
+/// `added_tokens` of a tokenizer.json as (text, id).
+fn added_tokens(value: &Value, path: &Path) -> Result<Vec<(String, u32)>> {
     let mut added = Vec::new();
     for t in value["added_tokens"].as_array().into_iter().flatten() {
         match (t["content"].as_str(), t["id"].as_u64()) {
-            (Some(content), Some(id)) => added.push((content.to_string(), id as u32)),
-            _ => {
-                return Err(Error::format(path, format!("added token is malformed: {t}")));
-            }
+            (Some(content), Some(id)) if id < u32::MAX as u64 => added.push((content.to_string(), id as u32)),
+            _ => return Err(Error::format(path, format!("added token is malformed: {t}"))),
         }
     }
-    let mut tok = build(&vocab, &pairs, pattern, &added, path)?;
-    tok.bpe_mut().set_ignore_merges(model["ignore_merges"] == true);
+    Ok(added)
+}
+
+/// A SentencePiece-style BPE tokenizer.json (Llama 2's normalizer form, or the Metaspace
+/// pre-tokenizer form of newer files), with byte fallback. Added tokens are special.
+fn read_sentencepiece(value: &Value, path: &Path) -> Result<Tokenizer> {
+    let bad = |m: String| Err(Error::format(path, m));
+    let model = &value["model"];
+    if model["byte_fallback"] != true {
+        return bad("SentencePiece-style BPE without byte_fallback is not supported (every file minillm knows has it)".into());
+    }
+    let (normalizer, pre) = (&value["normalizer"], &value["pre_tokenizer"]);
+    let legacy = json!({"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]});
+    let prepend = if *normalizer == legacy && pre.is_null() {
+        Prepend::EveryStretch
+    } else if normalizer.is_null()
+        && pre["type"] == "Metaspace"
+        && pre["replacement"] == "▁"
+        && pre["split"] != true
+    {
+        match pre["prepend_scheme"].as_str() {
+            Some("first") => Prepend::First,
+            Some("always") => Prepend::Always,
+            Some("never") => Prepend::Never,
+            None if pre["add_prefix_space"] == true => Prepend::Always,
+            None if pre["add_prefix_space"] == false => Prepend::Never,
+            other => return bad(format!("Metaspace prepend_scheme {other:?} is not known")),
+        }
+    } else {
+        return bad(format!(
+            "SentencePiece-style BPE with normalizer {normalizer} and pre_tokenizer {pre} is not supported; minillm reads Llama 2's form (Prepend + Replace) and Metaspace without split"
+        ));
+    };
+    let vocab = vocab_map(&model["vocab"], path)?;
+    let added = added_tokens(value, path)?;
+    let n_ids = vocab.values().chain(added.iter().map(|a| &a.1)).max().map_or(0, |&m| m as usize + 1);
+    let mut pieces = vec![String::new(); n_ids];
+    for (piece, &id) in vocab.iter().chain(added.iter().map(|(t, id)| (t, id))) {
+        pieces[id as usize] = piece.clone();
+    }
+    if let Some(id) = pieces.iter().position(String::is_empty) {
+        return bad(format!("id {id} has no token"));
+    }
+    let mut tokens: Vec<Vec<u8>> = pieces.iter().map(|p| SentencePiece::piece_bytes(p)).collect();
+    for (_, id) in &added {
+        tokens[*id as usize].clear();
+    }
+    let mut byte_ids = [0u32; 256];
+    for (b, slot) in byte_ids.iter_mut().enumerate() {
+        *slot = *vocab.get(&format!("<0x{b:02X}>")).ok_or_else(|| {
+            Error::format(path, format!("the byte-fallback token <0x{b:02X}> is missing from the vocabulary"))
+        })?;
+    }
+    let id_of = |p: &str| vocab.get(p).copied();
+    let mut merges = Vec::new();
+    for (i, (l, r)) in hf_merges(model, path)?.iter().enumerate() {
+        match (id_of(l), id_of(r), id_of(&format!("{l}{r}"))) {
+            (Some(left), Some(right), Some(id)) => merges.push(Merge { left, right, id }),
+            _ => return bad(format!("merge {i} ({l} + {r}) joins or makes a piece the vocabulary lacks")),
+        }
+    }
+    let bpe = Bpe::from_pieces(tokens, merges, byte_ids).map_err(|e| Error::format(path, e))?;
+    let tok = Tokenizer::sentencepiece_from(bpe, SentencePiece::new(pieces, prepend), added)
+        .map_err(|e| Error::format(path, e.to_string()))?;
     let prefix = post_processor_prefix(&value["post_processor"], &tok, path)?;
     tok.with_prefix(prefix).map_err(|e| Error::format(path, e.to_string()))
+}
+
+/// The SentencePiece form of [`to_hf_json`].
+fn sentencepiece_json(tok: &Tokenizer, sp: &SentencePiece) -> Value {
+    let scheme = match sp.prepend {
+        Prepend::EveryStretch => None,
+        Prepend::First => Some("first"),
+        Prepend::Always => Some("always"),
+        Prepend::Never => Some("never"),
+    };
+    let (normalizer, pre_tokenizer) = match scheme {
+        None => (
+            json!({"type": "Sequence", "normalizers": [
+                {"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}),
+            Value::Null,
+        ),
+        Some(scheme) => (
+            Value::Null,
+            json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": scheme, "split": false}),
+        ),
+    };
+    // '▁' back to spaces, <0xNN> tokens back to their bytes, and the leading space dropped.
+    let mut steps = vec![
+        json!({"type": "Replace", "pattern": {"String": "▁"}, "content": " "}),
+        json!({"type": "ByteFallback"}),
+        json!({"type": "Fuse"}),
+    ];
+    if sp.prepend != Prepend::Never {
+        steps.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+    }
+    let decoder = json!({"type": "Sequence", "decoders": steps});
+    let mut vocab = Map::new();
+    for (id, piece) in sp.pieces.iter().enumerate() {
+        vocab.insert(piece.clone(), json!(id));
+    }
+    let merges: Vec<Value> = tok
+        .bpe()
+        .merges()
+        .iter()
+        .map(|m| json!([sp.pieces[m.left as usize], sp.pieces[m.right as usize]]))
+        .collect();
+    let unk = ["<unk>"].into_iter().find(|u| tok.special_id(u).is_some());
+    json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": added_json(tok),
+        "normalizer": normalizer, "pre_tokenizer": pre_tokenizer,
+        "post_processor": prefix_template(tok).unwrap_or(Value::Null), "decoder": decoder,
+        "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                  "vocab": vocab, "merges": merges},
+    })
 }
 
 /// The special token HF's post-processor puts before every text, if any: a TemplateProcessing
@@ -346,19 +468,22 @@ fn post_processor_prefix(p: &Value, tok: &Tokenizer, path: &Path) -> Result<Opti
 
 /// The post-processor HF needs to add `tok`'s prefix token (and the byte-level offsets).
 fn post_processor(tok: &Tokenizer) -> Value {
-    let Some(id) = tok.prefix() else {
-        return byte_level(true);
-    };
+    match prefix_template(tok) {
+        None => byte_level(true),
+        Some(template) => json!({"type": "Sequence", "processors": [byte_level(true), template]}),
+    }
+}
+
+/// The TemplateProcessing that puts `tok`'s prefix token before every text.
+fn prefix_template(tok: &Tokenizer) -> Option<Value> {
+    let id = tok.prefix()?;
     let name = tok.token_text(id);
     let special = json!({"SpecialToken": {"id": name, "type_id": 0}});
     let seq = |part: &str, type_id: u32| json!({"Sequence": {"id": part, "type_id": type_id}});
-    json!({"type": "Sequence", "processors": [
-        byte_level(true),
-        {"type": "TemplateProcessing",
+    Some(json!({"type": "TemplateProcessing",
          "single": [special, seq("A", 0)],
          "pair": [special, seq("A", 0), json!({"SpecialToken": {"id": name, "type_id": 1}}), seq("B", 1)],
-         "special_tokens": {name.clone(): {"id": name, "ids": [id], "tokens": [name]}}},
-    ]})
+         "special_tokens": {name.clone(): {"id": name, "ids": [id], "tokens": [name]}}}))
 }
 
 /// Which of our split patterns an HF pre_tokenizer implements, if any.
@@ -393,8 +518,22 @@ fn byte_level(use_regex: bool) -> Value {
     json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
 }
 
+/// `added_tokens` for a tokenizer.json: every special token.
+fn added_json(tok: &Tokenizer) -> Vec<Value> {
+    tok.specials()
+        .iter()
+        .map(|(content, id)| {
+            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect()
+}
+
 /// The tokenizer as HF `tokenizer.json` text.
 pub fn to_hf_json(tok: &Tokenizer) -> String {
+    if let Some(sp) = tok.sentencepiece() {
+        return serde_json::to_string_pretty(&sentencepiece_json(tok, sp)).expect("a JSON value serializes");
+    }
     let pre_tokenizer = match tok.pattern() {
         Pattern::Gpt2 => byte_level(true),
         Pattern::Gpt2Digits => json!({"type": "Sequence", "pretokenizers": [
@@ -406,14 +545,7 @@ pub fn to_hf_json(tok: &Tokenizer) -> String {
             byte_level(false),
         ]}),
     };
-    let added: Vec<Value> = tok
-        .specials()
-        .iter()
-        .map(|(content, id)| {
-            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
-                   "rstrip": false, "normalized": false, "special": true})
-        })
-        .collect();
+    let added = added_json(tok);
     let mut vocab = Map::new();
     for (id, text) in vocab_entries(tok) {
         vocab.insert(text, json!(id));
@@ -438,6 +570,9 @@ pub fn to_hf_json(tok: &Tokenizer) -> String {
 
 /// (id, text) of every BPE token and special token, by id.
 pub(crate) fn vocab_entries(tok: &Tokenizer) -> Vec<(u32, String)> {
+    if let Some(sp) = tok.sentencepiece() {
+        return sp.pieces.iter().enumerate().map(|(id, p)| (id as u32, p.clone())).collect();
+    }
     (0..tok.vocab_size() as u32)
         .filter_map(|id| {
             let bytes = tok.bpe().token_bytes(id)?;

@@ -4,6 +4,7 @@
 //! - [`pretokenize`]: the split patterns as hand scanners: GPT-2's, GPT-4's (also Llama 3's),
 //!   Qwen2's and SmolLM's ([`Pattern`]).
 //! - [`bpe`]: merges and the encoding of one piece.
+//! - [`sentencepiece`]: SentencePiece-style BPE over characters (Llama 2, Mistral, TinyLlama).
 //! - [`train`]: learning merges from a corpus.
 //! - [`formats`]: tokenizer.json, vocab.json + merges.txt, encoder.json + vocab.bpe, tiktoken.
 //! - [`simple`]: char-level and word-level tokenizers, for comparison.
@@ -14,6 +15,7 @@ pub mod bytes;
 mod classes;
 pub mod formats;
 pub(crate) mod pretokenize;
+pub mod sentencepiece;
 pub mod simple;
 pub mod stream;
 pub mod train;
@@ -22,6 +24,7 @@ use crate::error::{Error, Result};
 use bpe::Bpe;
 pub use pretokenize::{GPT2_REGEX, GPT4_REGEX, LLAMA3_REGEX, Pattern, QWEN2_REGEX};
 use rayon::prelude::*;
+use sentencepiece::{Prepend, SentencePiece};
 use std::sync::OnceLock;
 
 /// What `encode` does with special-token text such as `<|endoftext|>` found in its input.
@@ -46,6 +49,8 @@ pub struct Tokenizer {
     /// The special token put before every text a model reads, as HF's post-processor does
     /// (Llama 3's `<|begin_of_text|>`); see [`Tokenizer::encode_prompt`].
     prefix: Option<u32>,
+    /// For SentencePiece-style BPE: its pieces and where '▁' goes (`pattern` is then unused).
+    sentencepiece: Option<std::sync::Arc<SentencePiece>>,
 }
 
 impl Tokenizer {
@@ -74,7 +79,23 @@ impl Tokenizer {
                 return Err(Error::Invalid(format!("special token {text} is listed twice")));
             }
         }
-        Ok(Tokenizer { bpe, pattern, specials, prefix: None })
+        Ok(Tokenizer { bpe, pattern, specials, prefix: None, sentencepiece: None })
+    }
+
+    /// A SentencePiece-style tokenizer (see [`sentencepiece`]).
+    pub fn sentencepiece_from(
+        bpe: Bpe,
+        sp: SentencePiece,
+        specials: Vec<(String, u32)>,
+    ) -> Result<Tokenizer> {
+        let mut tok = Tokenizer::new(bpe, Pattern::Gpt2, specials)?;
+        tok.sentencepiece = Some(std::sync::Arc::new(sp));
+        Ok(tok)
+    }
+
+    /// The SentencePiece settings, for a SentencePiece-style tokenizer.
+    pub fn sentencepiece(&self) -> Option<&SentencePiece> {
+        self.sentencepiece.as_deref()
     }
 
     /// This tokenizer with `prefix` (a special token's id, or none) put before every prompt.
@@ -162,11 +183,16 @@ impl Tokenizer {
     pub fn with_added_specials(&self, names: &[&str]) -> Result<Tokenizer> {
         let new: Vec<&str> = names.iter().copied().filter(|n| self.special_id(n).is_none()).collect();
         let n_ids = self.vocab_size() + new.len();
-        let bpe =
-            Bpe::new(*self.bpe.byte_ids(), self.bpe.merges().to_vec(), n_ids).map_err(Error::Invalid)?;
         let mut specials = self.specials.clone();
         specials.extend(new.iter().enumerate().map(|(i, n)| (n.to_string(), (self.vocab_size() + i) as u32)));
-        Tokenizer::new(bpe, self.pattern, specials)?.with_prefix(self.prefix)
+        let mut tok =
+            Tokenizer::new(self.bpe.with_n_ids(n_ids), self.pattern, specials)?.with_prefix(self.prefix)?;
+        if let Some(sp) = &self.sentencepiece {
+            let mut pieces = sp.pieces.clone();
+            pieces.extend(new.iter().map(|n| n.to_string()));
+            tok.sentencepiece = Some(std::sync::Arc::new(SentencePiece::new(pieces, sp.prepend)));
+        }
+        Ok(tok)
     }
 
     pub fn is_special(&self, id: u32) -> bool {
@@ -176,11 +202,16 @@ impl Tokenizer {
     /// Encodes text with no special-token handling at all (their text is ordinary text).
     pub fn encode_ordinary(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 4 + 1);
-        self.encode_ordinary_into(text, &mut out);
+        self.encode_stretch(text, true, &mut out);
         out
     }
 
-    fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>) {
+    /// One stretch of text between special tokens; `at_start` when it begins the whole text
+    /// (where SentencePiece puts its leading '▁').
+    fn encode_stretch(&self, text: &str, at_start: bool, out: &mut Vec<u32>) {
+        if let Some(sp) = &self.sentencepiece {
+            return sp.encode_stretch(&self.bpe, text, at_start, out);
+        }
         for piece in self.pattern.split(text) {
             self.bpe.encode_piece(piece.as_bytes(), out);
         }
@@ -191,8 +222,8 @@ impl Tokenizer {
     /// round-trips exactly through `decode_bytes`.
     pub fn encode_bytes(&self, bytes: &[u8]) -> Vec<u32> {
         let mut out = Vec::with_capacity(bytes.len() / 4 + 1);
-        for chunk in bytes.utf8_chunks() {
-            self.encode_ordinary_into(chunk.valid(), &mut out);
+        for (i, chunk) in bytes.utf8_chunks().enumerate() {
+            self.encode_stretch(chunk.valid(), i == 0, &mut out);
             out.extend(chunk.invalid().iter().map(|&b| self.bpe.byte_ids()[b as usize]));
         }
         out
@@ -207,7 +238,7 @@ impl Tokenizer {
 
     fn encode_into(&self, text: &str, specials: SpecialTokens, out: &mut Vec<u32>) -> Result<()> {
         if specials == SpecialTokens::AsText || self.specials.is_empty() {
-            self.encode_ordinary_into(text, out);
+            self.encode_stretch(text, true, out);
             return Ok(());
         }
         let mut rest = text;
@@ -215,11 +246,11 @@ impl Tokenizer {
             if specials == SpecialTokens::Refuse {
                 return Err(Error::SpecialTokenInText { name: name.to_string(), id });
             }
-            self.encode_ordinary_into(&rest[..at], out);
+            self.encode_stretch(&rest[..at], rest.len() == text.len(), out);
             out.push(id);
             rest = &rest[at + name.len()..];
         }
-        self.encode_ordinary_into(rest, out);
+        self.encode_stretch(rest, rest.len() == text.len(), out);
         Ok(())
     }
 
@@ -235,7 +266,8 @@ impl Tokenizer {
     /// that pre-tokenize exactly as inside the whole text, so the ids are identical.
     pub fn encode_parallel(&self, text: &str, specials: SpecialTokens) -> Result<Vec<u32>> {
         const CHUNK: usize = 256 * 1024;
-        if text.len() < 2 * CHUNK {
+        // SentencePiece merges across words (and puts '▁' before each stretch): no cuts.
+        if text.len() < 2 * CHUNK || self.sentencepiece.is_some() {
             return self.encode(text, specials);
         }
         if specials == SpecialTokens::Refuse && self.next_special(text).is_some() {
@@ -271,9 +303,13 @@ impl Tokenizer {
         Ok(out)
     }
 
-    /// Decodes to text; byte sequences that are not UTF-8 become U+FFFD.
+    /// Decodes to text; byte sequences that are not UTF-8 become U+FFFD. A SentencePiece-style
+    /// tokenizer drops the one space its encoder puts in front, as HF's decoder does.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        Ok(String::from_utf8_lossy(&self.decode_bytes(ids)?).into_owned())
+        let bytes = self.decode_bytes(ids)?;
+        let lead = self.sentencepiece.as_ref().is_some_and(|sp| sp.prepend != Prepend::Never);
+        let bytes = if lead { bytes.strip_prefix(b" ").unwrap_or(&bytes) } else { &bytes };
+        Ok(String::from_utf8_lossy(bytes).into_owned())
     }
 
     pub(crate) fn token_bytes_or_err(&self, id: u32) -> Result<&[u8]> {

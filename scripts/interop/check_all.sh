@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The Python interop checks end to end: trains a small BPE model with minillm, exports it to an
 # HF directory and to GGUF (f32, f16, q8_0 and q4_0), and checks them with HF transformers and llama.cpp's
-# gguf package. The LLaMA family: a LLaMA-shaped model trained here, and the tiny Llama and Qwen2
-# fixtures that transformers wrote, each exported by minillm and loaded back by transformers.
+# gguf package. The LLaMA family: a LLaMA-shaped model trained here, the tiny Llama and Qwen2
+# fixtures that transformers wrote, the Llama as a Mistral, and with SentencePiece-style
+# tokenizers, each exported by minillm and loaded back by transformers.
 #
 #   scripts/interop/check_all.sh PYTHON
 #
@@ -49,6 +50,21 @@ for fixture in llama_tiny qwen2_tiny; do
     "$python" "$root/scripts/interop/check_hf_export.py" "$fixture-hf" "$root/crates/minillm/tests/fixtures/$fixture" \
         "The year 2024 had 366 days; isn't that odd?"
 done
+# Mistral: the tiny Llama's weights and tokenizer as a MistralForCausalLM (the same block;
+# Mistral's config has no llama3 rope scaling, so plain rotary positions).
+mkdir mistral-tiny
+cp "$root/crates/minillm/tests/fixtures/llama_tiny/"{model.safetensors,tokenizer.json,generation_config.json} mistral-tiny/
+"$python" - "$root/crates/minillm/tests/fixtures/llama_tiny/config.json" mistral-tiny/config.json <<'PY'
+import json, sys
+config = json.load(open(sys.argv[1]))
+for key in ("attention_bias", "mlp_bias", "pretraining_tp", "rope_parameters", "rope_scaling"):
+    config.pop(key, None)
+config.update(model_type="mistral", architectures=["MistralForCausalLM"], sliding_window=None, rope_theta=10000.0)
+json.dump(config, open(sys.argv[2], "w"), indent=2)
+PY
+"$minillm" export --model mistral-tiny --format hf --out mistral-tiny-hf
+"$python" "$root/scripts/interop/check_hf_export.py" mistral-tiny-hf mistral-tiny "The year 2024 had 366 days."
+
 # SentencePiece-style tokenizers (Llama 2's form, and Metaspace's) on the tiny Llama's weights.
 for form in legacy metaspace; do
     mkdir "llama-sp-$form"

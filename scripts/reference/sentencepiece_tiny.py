@@ -16,20 +16,11 @@ import json
 import sys
 from pathlib import Path
 
+import llama_tiny
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-TEXT = """Once upon a time, in 2024, a small model learned to read. It read stories about foxes and
-kites, questions like "What is the capital of France?" and their answers ("Paris."), and sums
-such as 12 + 345 = 357. Isn't that odd? It wasn't: models read numbers, quotes and code
-(`print("hello")`) every day.  Two spaces, a tab\tand new lines
-are text too. The end.
-Tokenizers cut text into pieces: first by a pattern (words, numbers, punctuation, spaces), then
-by merges learned from counting which neighbouring symbols occur together most often. Grouped
-heads share their keys and values; rotary embeddings turn queries and keys by their position;
-the gated linear unit multiplies a gate by an up projection before projecting down again. Every
-gradient is checked against finite differences, and every logit against PyTorch's, because a
-reader should be able to trust what they are reading without taking anyone's word for it.
-"""
+# llama_tiny.py's text, with the whitespace SentencePiece keeps inside its pieces.
+TEXT = llama_tiny.TEXT + "Two  spaces, a tab\tand new lines\nare text too.\n"
 SPECIALS = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
 
 

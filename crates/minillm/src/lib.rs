@@ -57,7 +57,7 @@
 //! let model = model.into_model(); // the weights alone, for inference
 //! let prompt = tok.encode("to be", SpecialTokens::AsText)?;
 //! let greedy = SamplerConfig { temperature: 0.0, ..Default::default() };
-//! let ids = generate(&model, &prompt, 8, &greedy, &mut Rng::new(0), None, |_, _| true)?;
+//! let ids = generate(&model, &prompt, 8, &greedy, &mut Rng::new(0), &[], |_, _| true)?;
 //! println!("{}", tok.decode(&ids)?);
 //! # Ok::<(), minillm::Error>(())
 //! ```

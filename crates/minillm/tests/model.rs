@@ -246,7 +246,7 @@ fn generation_through_the_cache_equals_rereading_the_window() {
     let prompt = [3u32, 14, 15];
     let greedy = SamplerConfig { temperature: 0.0, ..Default::default() };
     // 12 new tokens with a context of 8: the window slides after the fifth.
-    let cached = generate(&model, &prompt, 12, &greedy, &mut Rng::new(1), None, |_, _| true).unwrap();
+    let cached = generate(&model, &prompt, 12, &greedy, &mut Rng::new(1), &[], |_, _| true).unwrap();
     let mut naive = prompt.to_vec();
     for _ in 0..12 {
         let window = &naive[naive.len().saturating_sub(8)..];
@@ -255,6 +255,12 @@ fn generation_through_the_cache_equals_rereading_the_window() {
         naive.push(next);
     }
     assert_eq!(cached, naive);
+    // Any of several end tokens ends it (generation_config.json may list several), before it.
+    let first_new = cached[prompt.len()];
+    let unused = (0..tiny(0.0).vocab_size as u32).find(|id| !cached.contains(id)).unwrap();
+    let ended =
+        generate(&model, &prompt, 12, &greedy, &mut Rng::new(1), &[unused, first_new], |_, _| true).unwrap();
+    assert_eq!(ended, prompt);
 }
 
 #[test]
@@ -304,14 +310,14 @@ fn batched_generation_gives_each_sequence_what_it_would_get_alone() {
     let mut rngs: Vec<Rng> = (0..3).map(|i| Rng::new(100 + i)).collect();
     // The second sequence is cut after 4 tokens by its callback; the others run to the end.
     let mut counts = [0usize; 3];
-    let batched = generate_batch(&model, &prompts, 10, &config, &mut rngs, None, |i, _, _| {
+    let batched = generate_batch(&model, &prompts, 10, &config, &mut rngs, &[], |i, _, _| {
         counts[i] += 1;
         !(i == 1 && counts[i] == 4)
     })
     .unwrap();
     for (i, prompt) in prompts.iter().enumerate() {
         let mut n = 0;
-        let alone = generate(&model, prompt, 10, &config, &mut Rng::new(100 + i as u64), None, |_, _| {
+        let alone = generate(&model, prompt, 10, &config, &mut Rng::new(100 + i as u64), &[], |_, _| {
             n += 1;
             !(i == 1 && n == 4)
         })

@@ -141,7 +141,7 @@ fn greedy_generation_matches_hf_generate_token_for_token_for(fixture_name: &str)
         let want: Vec<u32> = i32s(&reference, name).into_iter().map(|x| x as u32).collect();
         let config = SamplerConfig { temperature: 0.0, repetition_penalty, ..Default::default() };
         let got =
-            generate(&model, &want[..n_prompt], n_new, &config, &mut Rng::new(0), None, |_, _| true).unwrap();
+            generate(&model, &want[..n_prompt], n_new, &config, &mut Rng::new(0), &[], |_, _| true).unwrap();
         assert_eq!(got, want, "{fixture_name} {name}: HF transformers generated otherwise");
     }
 }

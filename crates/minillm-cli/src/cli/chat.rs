@@ -29,7 +29,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     if let Some(end) = dialogue.end_id() {
         // A reply ends where the model closes its turn.
-        loaded.generation.eos_token_id = Some(end);
+        loaded.generation.eos_token_ids = vec![end];
     }
     sampling.stop.extend(dialogue.stops());
     let mut rng = Rng::new(sampling.seed);

@@ -94,7 +94,7 @@ fn samples(model: &mut Gpt, bpe: &minillm::Tokenizer) -> Result<()> {
     let mut rng = Rng::new(7);
     for prompt in PROMPTS {
         let ids = bpe.encode(prompt, minillm::SpecialTokens::AsText)?;
-        let out = generate(model, &ids, 48, &config, &mut rng, None, |_, _| true)?;
+        let out = generate(model, &ids, 48, &config, &mut rng, &[], |_, _| true)?;
         let text = bpe.decode(&out[ids.len()..])?;
         let text = text.split("\n\n").next().unwrap_or_default();
         for line in format!("{prompt}{text}").lines() {
@@ -195,15 +195,10 @@ fn fine_tune(base: &std::path::Path) -> Result<()> {
         let q = v["messages"][0]["content"].as_str().unwrap_or_default();
         let ask = [minillm::chat::Message::new(minillm::chat::Role::User, q)];
         let prompt = template.render(&loaded.tok, &ask, true).ids;
-        let out = generate(
-            &loaded.model,
-            &prompt,
-            32,
-            &greedy,
-            &mut Rng::new(0),
-            Some(template.end_id()),
-            |_, _| true,
-        )?;
+        let out =
+            generate(&loaded.model, &prompt, 32, &greedy, &mut Rng::new(0), &[template.end_id()], |_, _| {
+                true
+            })?;
         println!("    you> {q}\n    assistant> {}", loaded.tok.decode(&out[prompt.len()..])?);
     }
     println!("\nTalk to it: `minillm chat --model {}`.", dpo.display());

@@ -176,7 +176,7 @@ fn write_hf(loaded: &super::session::Loaded, dir: &Path) -> Result<()> {
     let (model, tok) = (&loaded.model, &loaded.tok);
     // The end-of-text token: the model's own, else GPT-2's or SentencePiece's by name; the
     // beginning one is the token every text starts with, where the tokenizer has one.
-    let eos = (loaded.generation.eos_token_id.filter(|&id| tok.is_special(id)))
+    let eos = (loaded.generation.eos_token_ids.iter().copied().find(|&id| tok.is_special(id)))
         .or_else(|| tok.special_id("<|endoftext|>"))
         .or_else(|| tok.special_id("</s>"));
     let bos = tok.prefix().or(eos);
@@ -206,7 +206,11 @@ fn write_hf(loaded: &super::session::Loaded, dir: &Path) -> Result<()> {
     }
     let special_map =
         serde_json::json!({"bos_token": bos_name, "eos_token": eos_name, "unk_token": unk_name});
-    let generation = serde_json::json!({"bos_token_id": bos, "eos_token_id": eos});
+    // Every end token the model stops at, as the file it came with listed them.
+    let ends: Vec<u32> =
+        loaded.generation.eos_token_ids.iter().copied().filter(|&id| tok.is_special(id)).collect();
+    let eos_field = if ends.len() > 1 { serde_json::json!(ends) } else { serde_json::json!(eos) };
+    let generation = serde_json::json!({"bos_token_id": bos, "eos_token_id": eos_field});
     for (file, doc) in [
         ("tokenizer_config.json", tokenizer_config),
         ("special_tokens_map.json", special_map),

@@ -215,9 +215,7 @@ fn accuracy(model: &Gpt, tok: &Tokenizer, chats: &[&Chat]) -> Result<Accuracy> {
         let last = chat.messages.iter().rposition(|m| m.role == Role::Assistant).expect("parse_chat checked");
         let prompt = template.render(tok, &chat.messages[..last], true).ids;
         let ids =
-            generate(model, &prompt, BUDGET, &greedy, &mut Rng::new(0), Some(template.end_id()), |_, _| {
-                true
-            })?;
+            generate(model, &prompt, BUDGET, &greedy, &mut Rng::new(0), &[template.end_id()], |_, _| true)?;
         let new = &ids[prompt.len()..];
         let reply = tok.decode(new)?;
         acc.correct += usize::from(reply.contains(chat.answer.as_deref().expect("filtered")));

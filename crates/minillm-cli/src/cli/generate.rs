@@ -38,7 +38,7 @@ pub fn run(a: Args) -> Result<()> {
     let (prompt, echo) = if a.chat {
         let template = ChatTemplate::of(&loaded.tok)
             .context("--chat needs a model with a chat template; fine-tune one with `minillm sft`")?;
-        loaded.generation.eos_token_id = Some(template.end_id());
+        loaded.generation.eos_token_ids = vec![template.end_id()];
         (template.render(&loaded.tok, &[Message::new(Role::User, a.prompt.clone())], true).ids, "")
     } else {
         (loaded.tok.encode_prompt(&a.prompt)?, a.prompt.as_str())

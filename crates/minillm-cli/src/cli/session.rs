@@ -167,7 +167,10 @@ pub fn stream_many(
     rngs: &mut [Rng],
     mut show: impl FnMut(usize, &str) -> Result<()>,
 ) -> Result<Vec<Streamed>> {
-    let eos = loaded.generation.eos_token_id.or_else(|| loaded.tok.special_id("<|endoftext|>"));
+    let mut eos = loaded.generation.eos_token_ids.clone();
+    if eos.is_empty() {
+        eos.extend(loaded.tok.special_id("<|endoftext|>"));
+    }
     let n = rngs.len();
     let mut texts: Vec<TextStream<_>> =
         (0..n).map(|_| TextStream::new(&loaded.tok, s.stop.clone())).collect();
@@ -175,7 +178,7 @@ pub fn stream_many(
         (0..n).map(|_| Streamed { tokens: Vec::new(), text: String::new(), hit_stop: false }).collect();
     let mut failed: Option<anyhow::Error> = None;
     let prompts = vec![prompt.to_vec(); n];
-    generate_batch(&loaded.model, &prompts, s.max_new_tokens, &s.config, rngs, eos, |i, id, logits| {
+    generate_batch(&loaded.model, &prompts, s.max_new_tokens, &s.config, rngs, &eos, |i, id, logits| {
         let out = &mut outs[i];
         out.tokens.push((id, probability(logits, id)));
         let step = texts[i].push(id).map_err(anyhow::Error::from).and_then(|piece| {

@@ -16,8 +16,9 @@ pub struct GenerationConfig {
     pub min_p: Option<f32>,
     pub repetition_penalty: Option<f32>,
     pub max_new_tokens: Option<usize>,
-    /// The token that ends a generation (the first, when the file lists several).
-    pub eos_token_id: Option<u32>,
+    /// The tokens that end a generation: one, or several (Llama 3 Instruct ends at
+    /// `<|end_of_text|>`, `<|eom_id|>` and `<|eot_id|>`); empty when the file names none.
+    pub eos_token_ids: Vec<u32>,
 }
 
 impl GenerationConfig {
@@ -47,19 +48,20 @@ impl GenerationConfig {
                     .ok_or_else(|| Error::format(&path, format!("'{key}' is not a whole number"))),
             }
         };
-        let eos = match &v["eos_token_id"] {
-            Value::Array(ids) => ids.first().cloned().unwrap_or(Value::Null),
-            other => other.clone(),
+        let listed = match &v["eos_token_id"] {
+            Value::Array(ids) => ids.clone(),
+            Value::Null => Vec::new(),
+            one => vec![one.clone()],
         };
-        let eos_token_id = match eos {
-            Value::Null => None,
-            x => Some(
+        let eos_token_ids = listed
+            .iter()
+            .map(|x| {
                 x.as_u64()
                     .filter(|&id| id < u32::MAX as u64)
-                    .ok_or_else(|| Error::format(&path, "'eos_token_id' is not a token id"))?
-                    as u32,
-            ),
-        };
+                    .map(|id| id as u32)
+                    .ok_or_else(|| Error::format(&path, "'eos_token_id' is not a token id or a list of them"))
+            })
+            .collect::<Result<Vec<u32>>>()?;
         let mut temperature = float("temperature")?;
         if v["do_sample"] == Value::Bool(false) {
             temperature = Some(0.0);
@@ -71,7 +73,7 @@ impl GenerationConfig {
             min_p: float("min_p")?,
             repetition_penalty: float("repetition_penalty")?,
             max_new_tokens: whole("max_new_tokens")?.map(|n| n as usize),
-            eos_token_id,
+            eos_token_ids,
         })
     }
 }
@@ -100,11 +102,11 @@ mod tests {
         assert_eq!(c.temperature, Some(0.7));
         assert_eq!((c.top_k, c.top_p, c.min_p), (Some(20), Some(0.9), None));
         assert_eq!(
-            (c.repetition_penalty, c.max_new_tokens, c.eos_token_id),
-            (Some(1.1), Some(64), Some(50256))
+            (c.repetition_penalty, c.max_new_tokens, c.eos_token_ids),
+            (Some(1.1), Some(64), vec![50256, 50257])
         );
         let greedy = read(r#"{"do_sample": false, "temperature": 0.7, "eos_token_id": 3}"#).unwrap();
-        assert_eq!((greedy.temperature, greedy.eos_token_id), (Some(0.0), Some(3)));
+        assert_eq!((greedy.temperature, greedy.eos_token_ids), (Some(0.0), vec![3]));
         assert_eq!(GenerationConfig::read(Path::new("/nonexistent")).unwrap(), GenerationConfig::default());
     }
 

@@ -97,7 +97,7 @@ pub fn load(spec: &Path) -> Result<Loaded> {
         )));
     }
     let generation = GenerationConfig::read(&dir)?;
-    if let Some(eos) = generation.eos_token_id.filter(|&id| id as usize >= tok.vocab_size()) {
+    if let Some(eos) = generation.eos_token_ids.iter().find(|&&id| id as usize >= tok.vocab_size()) {
         return Err(Error::format(
             dir.join("generation_config.json"),
             format!("eos_token_id {eos} is outside the vocabulary of {}", tok.vocab_size()),

@@ -225,7 +225,7 @@ impl GenerationMemory {
 
 /// Appends up to `max_new` tokens to `prompt`, calling `on_token` with each and the model's
 /// logits it was drawn from (it returns false to stop, e.g. at a stop string), and stopping
-/// early at `stop`. The model sees the last `block_size` tokens: once the cache is full, the
+/// early at any token of `stop` (the end tokens, which are not appended). The model sees the last `block_size` tokens: once the cache is full, the
 /// window slides (the last `block_size` tokens are prefilled again for each further token).
 pub fn generate(
     model: &Gpt,
@@ -233,7 +233,7 @@ pub fn generate(
     max_new: usize,
     config: &SamplerConfig,
     rng: &mut Rng,
-    stop: Option<u32>,
+    stop: &[u32],
     mut on_token: impl FnMut(u32, &[f32]) -> bool,
 ) -> Result<Vec<u32>> {
     let prompts = [prompt.to_vec()];
@@ -252,7 +252,7 @@ pub fn generate_batch(
     max_new: usize,
     config: &SamplerConfig,
     rngs: &mut [Rng],
-    stop: Option<u32>,
+    stop: &[u32],
     mut on_token: impl FnMut(usize, u32, &[f32]) -> bool,
 ) -> Result<Vec<Vec<u32>>> {
     assert_eq!(prompts.len(), rngs.len(), "one generator per prompt");
@@ -272,7 +272,7 @@ pub fn generate_batch(
     for _ in 0..max_new {
         live.retain(|&i| {
             let id = sample(&logits[i], &ids[i], config, &mut rngs[i]);
-            if Some(id) == stop {
+            if stop.contains(&id) {
                 return false;
             }
             ids[i].push(id);

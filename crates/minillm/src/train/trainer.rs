@@ -171,7 +171,7 @@ impl Trainer {
             self.config.sample_tokens,
             &config,
             &mut rng,
-            stop,
+            stop.as_slice(),
             |_, _| true,
         )?;
         // A chat model's sample is its reply alone.

@@ -70,7 +70,7 @@ struct Active {
 
 impl Engine {
     /// Starts the engine thread with `slots` requests decoded together; as many again may wait.
-    pub fn start(model: Gpt, end: Option<u32>, slots: usize) -> Engine {
+    pub fn start(model: Gpt, end: Vec<u32>, slots: usize) -> Engine {
         let (jobs, rx) = mpsc::channel::<Work>();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let done = in_flight.clone();
@@ -107,13 +107,7 @@ impl Engine {
     }
 }
 
-fn run(
-    mut model: Gpt,
-    end: Option<u32>,
-    slots: usize,
-    rx: mpsc::Receiver<Work>,
-    in_flight: Arc<AtomicUsize>,
-) {
+fn run(mut model: Gpt, end: Vec<u32>, slots: usize, rx: mpsc::Receiver<Work>, in_flight: Arc<AtomicUsize>) {
     let mut cache = KvCache::new(&model, slots);
     let mut active: Vec<Option<Active>> = (0..slots).map(|_| None).collect();
     let mut waiting: VecDeque<Job> = VecDeque::new();
@@ -177,7 +171,7 @@ fn run(
         for (slot, (entry, pick)) in active.iter_mut().zip(picks).enumerate() {
             let (Some(a), Some(token)) = (entry.as_mut(), pick) else { continue };
             let Event::Token { id, .. } = token else { unreachable!("picks are tokens") };
-            if Some(id) == end {
+            if end.contains(&id) {
                 let _ = a.job.events.send(Event::Done(Finish::Stop));
                 finish(entry);
                 continue;
@@ -279,7 +273,7 @@ mod tests {
             bias: true,
             arch: Default::default(),
         };
-        let engine = Engine::start(Gpt::new(config, 1).unwrap(), None, 1); // 1 decoding, 1 waiting
+        let engine = Engine::start(Gpt::new(config, 1).unwrap(), Vec::new(), 1); // 1 decoding, 1 waiting
         let (a_tx, mut a) = tokio::sync::mpsc::unbounded_channel();
         let (b_tx, b) = tokio::sync::mpsc::unbounded_channel();
         assert!(engine.submit(endless(a_tx)).is_ok());

@@ -104,10 +104,13 @@ pub fn launch(a: Args, run_dir: Option<PathBuf>, pages: Pages, pages_first: bool
     let loaded = load(&a.model)?;
     let card = ModelCard::of(&a.model, &loaded.model);
     let dialogue = Dialogue::of(&loaded.tok);
-    let end = dialogue
-        .end_id()
-        .or(loaded.generation.eos_token_id)
-        .or_else(|| loaded.tok.special_id("<|endoftext|>"));
+    // What ends a reply: the template's end of turn, else the model's end tokens, else
+    // GPT-2's end of text.
+    let end: Vec<u32> = match dialogue.end_id() {
+        Some(id) => vec![id],
+        None if !loaded.generation.eos_token_ids.is_empty() => loaded.generation.eos_token_ids.clone(),
+        None => loaded.tok.special_id("<|endoftext|>").into_iter().collect(),
+    };
     let name = a.model_name.clone().unwrap_or_else(|| {
         a.model.file_name().map_or("minillm".into(), |n| n.to_string_lossy().into_owned())
     });

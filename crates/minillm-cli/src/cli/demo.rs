@@ -79,7 +79,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     println!(
-        "\nRead more: docs/guide/ (tokenization, the transformer, pretraining, generation, looking inside, fine-tuning, interop); try `minillm --help`."
+        "\nRead more: docs/guide/ (tokenization, the transformer, pretraining, generation, looking inside, fine-tuning, serving, interop, quantization, the LLaMA family); `minillm demo --arch llama` runs this tour on a LLaMA-shaped model; try `minillm --help`."
     );
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! q | k | v row, A for attention's output, M_in and M for the MLP's first product and its
 //! hidden layer (GPT-2: 3C, C, 4C, 4C). RMSNorm keeps no means.
 
-use super::config::{Arch, ModelConfig};
+use super::config::ModelConfig;
 use super::layers::rope::Rope;
 
 /// The widths of a pass's buffers.
@@ -27,7 +27,7 @@ impl Widths {
             attn: config.attn_width(),
             mlp_in: config.mlp_in_width(),
             mlp: config.mlp_width(),
-            mean: usize::from(config.arch == Arch::Gpt2),
+            mean: usize::from(config.norm().has_mean()),
         }
     }
 }
@@ -135,10 +135,7 @@ impl Activations {
             d_fch_gelu: z(n * w.mlp),
             tt: z(n * nh * t),
             heads: z(n * 3 * w.attn),
-            rope: match &config.arch {
-                Arch::Gpt2 => None,
-                Arch::Llama(l) => Some(Rope::new(l, t)),
-            },
+            rope: Rope::of(config, t),
         }
     }
 
@@ -153,11 +150,7 @@ impl Activations {
         let per_block = 6 * nc + wide + 2 * n * (1 + w.mean) + att + mask_att + 2 * mask_c;
         let top = 2 * nc + mask_c + n * (2 + w.mean) + n * config.padded_vocab_size();
         let d = 2 * nc + n * (w.c.max(w.attn) + w.qkv + w.mlp_in + w.mlp + 3 * w.attn);
-        let rope = match &config.arch {
-            Arch::Gpt2 => 0,
-            Arch::Llama(l) => Rope::floats(l, t),
-        };
-        4 * (config.n_layer * per_block + top + d + att + rope) + 2 * 4 * n
+        4 * (config.n_layer * per_block + top + d + att + Rope::floats(config, t)) + 2 * 4 * n
     }
 
     #[cfg(test)]

@@ -36,6 +36,17 @@ pub enum Weight<'a> {
     Blocks(&'a QMatrix),
 }
 
+impl<'a> Weight<'a> {
+    /// The matrix in f32 as the model stores f32 matrices: the f32 weights themselves, or the
+    /// blocks dequantized (one row per output).
+    fn rows_f32(self) -> Cow<'a, [f32]> {
+        match self {
+            Weight::F32(w) => Cow::Borrowed(w),
+            Weight::Blocks(q) => Cow::Owned(q.dequantize()),
+        }
+    }
+}
+
 pub(super) fn opt<'a>(buf: &'a [f32], r: &Option<Range<usize>>) -> Option<&'a [f32]> {
     r.as_ref().map(|r| &buf[r.clone()])
 }
@@ -129,28 +140,22 @@ impl Gpt {
     /// [`Weight::F32`]): the stored weights, or the weights the blocks stand for.
     pub fn matrix_f32(&self, layer: usize, m: Matrix) -> Cow<'_, [f32]> {
         match self.matrix(layer, m) {
-            Weight::F32(w) => Cow::Borrowed(w),
-            Weight::Blocks(q) if self.config.matrices_stored() == Stored::Transposed => {
-                Cow::Owned(q.dequantize())
+            // GPT-2 keeps f32 matrices (in, out): blocks, one row per output, are transposed.
+            Weight::Blocks(q) if self.config.matrices_stored() == Stored::Normal => {
+                Cow::Owned(transpose(&q.dequantize(), q.rows, q.cols))
             }
-            Weight::Blocks(q) => Cow::Owned(transpose(&q.dequantize(), q.rows, q.cols)),
+            w => w.rows_f32(),
         }
     }
 
     /// The output layer (V x C) in f32, without padding rows.
     pub fn head_f32(&self) -> Cow<'_, [f32]> {
-        match self.head() {
-            Weight::F32(w) => Cow::Borrowed(w),
-            Weight::Blocks(q) => Cow::Owned(q.dequantize()),
-        }
+        self.head().rows_f32()
     }
 
     /// The token embedding (V x C) in f32, without padding rows.
     pub fn embedding_f32(&self) -> Cow<'_, [f32]> {
-        match self.embedding() {
-            Weight::F32(w) => Cow::Borrowed(w),
-            Weight::Blocks(q) => Cow::Owned(q.dequantize()),
-        }
+        self.embedding().rows_f32()
     }
 
     /// The tensor HF calls `name` (GPT-2's without `transformer.`) in f32, as [`Layout::new`]

@@ -14,7 +14,6 @@
 //! only the key/value heads: with grouped-query attention that is NH / NKV times less memory
 //! than GPT-2's layout would take, and each query head reads its group's key/value head.
 
-use super::config::Arch;
 use super::gpt::{Gpt, Weight, opt};
 use super::layers::linear;
 use super::layers::rope::Rope;
@@ -111,12 +110,9 @@ impl CacheShape {
         // chunk's rows x `context` while prefilling. Left out, so the figure does not depend on
         // the machine's core count; a short prompt makes them tiny.)
         let wide = config.qkv_width() + config.attn_width() + config.mlp_in_width() + config.mlp_width();
-        let stats = 1 + usize::from(config.arch == Arch::Gpt2);
+        let stats = 1 + usize::from(config.norm().has_mean());
         let per_row = 4 * (3 * c + wide + stats) + std::mem::size_of::<(usize, usize)>();
-        let rope = match &config.arch {
-            Arch::Gpt2 => 0,
-            Arch::Llama(l) => Rope::floats(l, self.context),
-        };
+        let rope = Rope::floats(config, self.context);
         rows * per_row + 4 * self.logit_rows * (c + config.vocab_size) + 4 * rope
     }
 }
@@ -132,7 +128,7 @@ impl KvCache {
         let (c, l, t) = (cfg.n_embd, cfg.n_layer, shape.context);
         let kv = cfg.n_kv_head() * cfg.head_size();
         let (slots, rows) = (shape.slots, shape.rows());
-        let means = usize::from(cfg.arch == Arch::Gpt2);
+        let means = usize::from(cfg.norm().has_mean());
         let z = |n: usize| vec![0.0f32; n];
         // Every worker's attention scores are sized now, so no pass allocates them.
         rayon::broadcast(|_| {
@@ -150,10 +146,7 @@ impl KvCache {
             vocab: cfg.vocab_size,
             k: z(l * slots * t * kv),
             v: z(l * slots * t * kv),
-            rope: match &cfg.arch {
-                Arch::Gpt2 => None,
-                Arch::Llama(l) => Some(Rope::new(l, t)),
-            },
+            rope: Rope::of(cfg, t),
             lens: vec![0; slots],
             rows,
             logit_rows: shape.logit_rows,

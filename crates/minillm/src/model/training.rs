@@ -20,7 +20,7 @@ use super::activations::{Activations, BlockActs};
 use super::gpt::opt;
 use super::layers::attention::{self, Shape};
 use super::layers::rope::Rope;
-use super::layers::{Activation, Norm, dropout, embedding, linear, loss};
+use super::layers::{dropout, embedding, linear, loss};
 use super::params::BlockOffsets;
 use super::{Gpt, ModelConfig};
 use crate::error::{Error, Result};
@@ -397,8 +397,7 @@ fn block_backward(
     let (s, cfg) = (parts.shape, parts.config);
     let (n, c) = (s.b * s.t, cfg.n_embd);
     let (w, a, m_in, m) = (cfg.qkv_width(), cfg.attn_width(), cfg.mlp_in_width(), cfg.mlp_width());
-    let (norm, stored): (Norm, _) = (cfg.norm(), cfg.matrices_stored());
-    let activation: Activation = cfg.activation();
+    let (norm, activation, stored) = (cfg.norm(), cfg.activation(), cfg.matrices_stored());
     // resid3 = resid2 + dropout(fcproj): the MLP branch gets d_resid through the mask.
     let d_fcproj = through_dropout(d_resid, d.a, &k.fcproj_mask, dropout_on);
     let gp = param_pair(g, &o.fc_proj_w, &o.fc_proj_b);

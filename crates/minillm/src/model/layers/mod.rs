@@ -29,6 +29,11 @@ pub enum Norm {
 }
 
 impl Norm {
+    /// Whether it keeps each row's mean for backward (LayerNorm does, RMSNorm has none).
+    pub fn has_mean(self) -> bool {
+        matches!(self, Norm::Layer)
+    }
+
     /// out (N, C) = norm(inp); `mean` is unused (may be empty) for RMSNorm.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(

@@ -11,7 +11,7 @@
 //! frequencies for contexts longer than training saw ("linear": every f_i / factor; "llama3":
 //! low frequencies / factor, high ones kept, a smooth blend between).
 
-use crate::model::config::{LlamaShape, RopeScaling};
+use crate::model::config::{Arch, LlamaShape, ModelConfig, RopeScaling};
 use rayon::prelude::*;
 
 /// cos and sin of every (position, frequency) for positions 0..n, computed once.
@@ -66,9 +66,20 @@ impl Rope {
         Rope { half, cos, sin }
     }
 
-    /// Floats the tables take.
-    pub fn floats(l: &LlamaShape, positions: usize) -> usize {
-        positions * l.head_dim
+    /// The tables a model of `config` needs for `positions` positions: none for GPT-2.
+    pub fn of(config: &ModelConfig, positions: usize) -> Option<Rope> {
+        match &config.arch {
+            Arch::Gpt2 => None,
+            Arch::Llama(l) => Some(Rope::new(l, positions)),
+        }
+    }
+
+    /// Floats [`Rope::of`] allocates, counted without allocating them.
+    pub fn floats(config: &ModelConfig, positions: usize) -> usize {
+        match &config.arch {
+            Arch::Gpt2 => 0,
+            Arch::Llama(l) => positions * l.head_dim,
+        }
     }
 
     #[cfg(test)]

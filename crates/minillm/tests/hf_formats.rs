@@ -207,11 +207,17 @@ fn sentencepiece_style_bpe_encodes_and_decodes_as_hf_does() {
     std::fs::write(&path, changed.to_string()).unwrap();
     let err = minillm::io::load_tokenizer(&path).unwrap_err().to_string();
     assert!(err.contains("Metaspace without split"), "{err}");
-    let mut changed = doc.clone();
-    changed["model"]["byte_fallback"] = false.into();
-    std::fs::write(&path, changed.to_string()).unwrap();
-    let err = minillm::io::load_tokenizer(&path).unwrap_err().to_string();
-    assert!(err.contains("without byte_fallback"), "{err}");
+    for (key, value, named) in [
+        ("byte_fallback", serde_json::json!(false), "without byte_fallback"),
+        ("ignore_merges", serde_json::json!(true), "with ignore_merges"),
+        ("dropout", serde_json::json!(0.1), "BPE-dropout"),
+    ] {
+        let mut changed = doc.clone();
+        changed["model"][key] = value;
+        std::fs::write(&path, changed.to_string()).unwrap();
+        let err = minillm::io::load_tokenizer(&path).unwrap_err().to_string();
+        assert!(err.contains(named), "{key}: {err}");
+    }
 }
 
 #[test]

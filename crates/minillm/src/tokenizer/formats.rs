@@ -235,6 +235,13 @@ fn from_hf_json_value(value: &Value, path: &Path) -> Result<Tokenizer> {
             return Err(Error::format(path, format!("{key} is set; byte-level BPE uses none")));
         }
     }
+    // BPE-dropout skips merges at random, so a text's ids would change from call to call.
+    if let Some(p) = model["dropout"].as_f64().filter(|&p| p > 0.0) {
+        return Err(Error::format(
+            path,
+            format!("model.dropout is {p}; minillm encodes without BPE-dropout"),
+        ));
+    }
     // SentencePiece's BPE as HF stores it: spaces become '▁' (a Metaspace pre-tokenizer, or a
     // Prepend + Replace normalizer), and characters outside the vocabulary fall back to <0xNN>
     // byte tokens.
@@ -310,6 +317,9 @@ fn read_sentencepiece(value: &Value, path: &Path) -> Result<Tokenizer> {
     let model = &value["model"];
     if model["byte_fallback"] != true {
         return bad("SentencePiece-style BPE without byte_fallback is not supported (every file minillm knows has it)".into());
+    }
+    if model["ignore_merges"] == true {
+        return bad("SentencePiece-style BPE with ignore_merges is not supported".into());
     }
     let (normalizer, pre) = (&value["normalizer"], &value["pre_tokenizer"]);
     let legacy = json!({"type": "Sequence", "normalizers": [

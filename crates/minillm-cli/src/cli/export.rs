@@ -11,7 +11,6 @@ use minillm::fsutil::atomic_write;
 use minillm::io::gguf::TensorType;
 use minillm::io::{gguf_gpt2, save_model};
 use minillm::model::Arch;
-use minillm::model::config::Family;
 use minillm::quant::QuantType;
 use minillm::tokenizer::Pattern;
 use minillm::tokenizer::formats;
@@ -157,14 +156,7 @@ fn export_hf(loaded: &super::session::Loaded, out: &Path) -> Result<()> {
         return Err(e);
     }
     std::fs::rename(&tmp, out).with_context(|| format!("cannot move the export into {}", out.display()))?;
-    let class = match &config.arch {
-        Arch::Gpt2 => "GPT2LMHeadModel",
-        Arch::Llama(l) => match l.family {
-            Family::Llama => "LlamaForCausalLM",
-            Family::Mistral => "MistralForCausalLM",
-            Family::Qwen2 => "Qwen2ForCausalLM",
-        },
-    };
+    let class = config.hf_architecture();
     println!(
         "wrote {} (HF transformers {class}: config.json, model.safetensors, tokenizer files)",
         out.display()
@@ -176,9 +168,10 @@ fn write_hf(loaded: &super::session::Loaded, dir: &Path) -> Result<()> {
     let (model, tok) = (&loaded.model, &loaded.tok);
     // The end-of-text token: the model's own, else GPT-2's or SentencePiece's by name; the
     // beginning one is the token every text starts with, where the tokenizer has one.
-    let eos = (loaded.generation.eos_token_ids.iter().copied().find(|&id| tok.is_special(id)))
-        .or_else(|| tok.special_id("<|endoftext|>"))
-        .or_else(|| tok.special_id("</s>"));
+    let ends: Vec<u32> =
+        loaded.generation.eos_token_ids.iter().copied().filter(|&id| tok.is_special(id)).collect();
+    let eos =
+        ends.first().copied().or_else(|| tok.special_id("<|endoftext|>")).or_else(|| tok.special_id("</s>"));
     let bos = tok.prefix().or(eos);
     save_model(dir, model, eos)?;
     formats::save(tok, &dir.join("tokenizer.json"))?;
@@ -207,8 +200,6 @@ fn write_hf(loaded: &super::session::Loaded, dir: &Path) -> Result<()> {
     let special_map =
         serde_json::json!({"bos_token": bos_name, "eos_token": eos_name, "unk_token": unk_name});
     // Every end token the model stops at, as the file it came with listed them.
-    let ends: Vec<u32> =
-        loaded.generation.eos_token_ids.iter().copied().filter(|&id| tok.is_special(id)).collect();
     let eos_field = if ends.len() > 1 { serde_json::json!(ends) } else { serde_json::json!(eos) };
     let generation = serde_json::json!({"bos_token_id": bos, "eos_token_id": eos_field});
     for (file, doc) in [

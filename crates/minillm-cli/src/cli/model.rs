@@ -88,7 +88,8 @@ impl ShapeChoice {
                 let text = minillm::fsutil::read_text(&file)?;
                 let config = minillm::io::hf_config::from_json(&text, &file)?;
                 // A GPT-2 model is loaded to say how its weights are stored; a LLaMA-family one
-                // is described from its config.json (minillm does not load those weights yet).
+                // is described from its config.json alone, its weights unread (so the weights
+                // line assumes f32, whatever type the checkpoint has).
                 if stored && self.model.is_some() && config.arch == Arch::Gpt2 {
                     self.load(path, &mut how)?
                 } else {

@@ -166,7 +166,7 @@ pub fn to_json(config: &ModelConfig, eos: Option<u32>) -> String {
         return llama_to_json(config, l, eos);
     }
     let doc = json!({
-        "architectures": ["GPT2LMHeadModel"],
+        "architectures": [config.hf_architecture()],
         "model_type": "gpt2",
         "activation_function": "gelu_new",
         "n_layer": config.n_layer,
@@ -194,11 +194,6 @@ pub fn to_json(config: &ModelConfig, eos: Option<u32>) -> String {
 }
 
 fn llama_to_json(config: &ModelConfig, l: &LlamaShape, eos: Option<u32>) -> String {
-    let architecture = match l.family {
-        Family::Llama => "LlamaForCausalLM",
-        Family::Mistral => "MistralForCausalLM",
-        Family::Qwen2 => "Qwen2ForCausalLM",
-    };
     let rope_scaling = match l.rope_scaling {
         None => Value::Null,
         Some(RopeScaling::Linear { factor }) => json!({"rope_type": "linear", "factor": factor}),
@@ -211,7 +206,7 @@ fn llama_to_json(config: &ModelConfig, l: &LlamaShape, eos: Option<u32>) -> Stri
         }),
     };
     let mut doc = json!({
-        "architectures": [architecture],
+        "architectures": [config.hf_architecture()],
         "model_type": l.family.model_type(),
         "hidden_act": "silu",
         "hidden_size": config.n_embd,

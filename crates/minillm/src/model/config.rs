@@ -277,6 +277,18 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// The transformers class that runs this shape (`config.json`'s `architectures`).
+    pub fn hf_architecture(&self) -> &'static str {
+        match &self.arch {
+            Arch::Gpt2 => "GPT2LMHeadModel",
+            Arch::Llama(l) => match l.family {
+                Family::Llama => "LlamaForCausalLM",
+                Family::Mistral => "MistralForCausalLM",
+                Family::Qwen2 => "Qwen2ForCausalLM",
+            },
+        }
+    }
+
     /// The architecture's name in training configs: `gpt2` or `llama` (Mistral and Qwen2 shapes
     /// are LLaMA-family too).
     pub fn arch_name(&self) -> &'static str {

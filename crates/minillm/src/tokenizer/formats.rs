@@ -418,7 +418,7 @@ fn sentencepiece_json(tok: &Tokenizer, sp: &SentencePiece) -> Value {
         .iter()
         .map(|m| json!([sp.pieces[m.left as usize], sp.pieces[m.right as usize]]))
         .collect();
-    let unk = ["<unk>"].into_iter().find(|u| tok.special_id(u).is_some());
+    let unk = tok.special_id("<unk>").map(|_| "<unk>");
     json!({
         "version": "1.0", "truncation": null, "padding": null,
         "added_tokens": added_json(tok),

@@ -215,9 +215,35 @@ fn export_to_hf_round_trips_weights_tokenizer_and_generations() {
     assert!(leftovers.is_empty(), "a partial export was left behind");
 }
 
+/// [`trained`]'s model with an end-of-text token after the 256 bytes, which GGUF files need.
+fn trained_with_end_of_text() -> PathBuf {
+    let dir = common::temp_dir("generation-cli-eot");
+    std::fs::write(dir.join("text.txt"), &minillm::corpus::builtin()[..60_000]).unwrap();
+    let tokenizer = ["tokenizer", "train", "--input", "text.txt", "--vocab-size", "257"];
+    ok(&minillm(&dir, &[&tokenizer[..], &["--special", "<|endoftext|>", "--out", "tok.json"]].concat()));
+    ok(&minillm(&dir, &["prepare", "--input", "text.txt", "--tokenizer", "tok.json", "--out", "data"]));
+    let train = ["train", "--data", "data", "--out", "run", "--model", "d1", "--context", "32"];
+    ok(&minillm(
+        &dir,
+        &[&train[..], &["--max-steps", "20", "--eval-every", "20", "--eval-batches", "2"]].concat(),
+    ));
+    dir
+}
+
+#[test]
+fn gguf_export_needs_an_end_of_text_token() {
+    // llama.cpp would otherwise take a byte for BOS and EOS and stop wherever the model wrote it.
+    let dir = trained();
+    let out = minillm(&dir, &["export", "--model", "run", "--format", "gguf", "--out", "bytes.gguf"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no end-of-text token (<|endoftext|>"), "{err}");
+    assert!(err.contains("--special '<|endoftext|>'"), "{err}");
+    assert!(!dir.join("bytes.gguf").exists());
+}
+
 #[test]
 fn export_to_gguf_round_trips_and_runs_everywhere_a_model_does() {
-    let dir = trained();
+    let dir = trained_with_end_of_text();
     for (ty, file) in [("f32", "tiny.gguf"), ("f16", "tiny-f16.gguf")] {
         let out =
             minillm(&dir, &["export", "--model", "run", "--format", "gguf", "--type", ty, "--out", file]);

@@ -288,9 +288,12 @@ async function showInside() {
     ["  KV cache", mb(m.generating.kv_cache) + (m.n_kv_head < c.n_head
       ? ` (${c.n_head / m.n_kv_head}x smaller than with a KV head per query head)` : "")],
     ["  working buffers", mb(m.generating.working)],
+    ["chat template", m.chat.template],
   ];
   $("card").replaceChildren(el("table", { id: "card-table" },
-    ...rows.map(([k, v]) => el("tr", {}, el("th", { scope: "row", text: k }), el("td", { text: String(v) })))));
+    ...rows.map(([k, v]) => el("tr", {}, el("th", { scope: "row", text: k }), el("td", { text: String(v) })))),
+    el("p", { text: "A system message and a question, as the template renders them for the model to answer:" }),
+    el("pre", { id: "chat-example", text: m.chat.example }));
   const data = await api("/lab/api/inspect", { ...subject(), top: 1 });
   state.tokens = data.tokens;
   const head = el("tr", {}, el("th", { text: "stage" }), ...data.tokens.map((t) => el("th", { text: visible(t.text) })));

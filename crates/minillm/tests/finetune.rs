@@ -47,7 +47,8 @@ fn only_the_assistants_tokens_are_targets() {
     let trainable: Vec<u32> = r.ids.iter().zip(&r.trainable).filter(|x| *x.1).map(|x| *x.0).collect();
     assert_eq!(tok.decode(&trainable).unwrap(), "Paris.<|end|>Rome.<|end|>");
 
-    let seq = sequence(&template, &tok, &conversation(), model.config.block_size).unwrap();
+    let dialogue = minillm::chat::Dialogue::Template(template);
+    let seq = sequence(&dialogue, &tok, &conversation(), model.config.block_size).unwrap().unwrap();
     assert_eq!(seq.counted(), trainable.len());
     for (i, &target) in seq.targets.iter().enumerate() {
         assert_eq!(target != IGNORE, r.trainable[i + 1], "position {i}");

@@ -99,6 +99,36 @@ fn f32_export_reads_back_identical_and_rewrites_byte_for_byte() {
 }
 
 #[test]
+fn exports_name_where_texts_and_turns_end_and_refuse_a_tokenizer_without_an_end() {
+    use minillm::io::gguf::Value;
+    let (model, tok) = fixture_model_and_tokenizer();
+    let eot = tok.special_id("<|endoftext|>").unwrap();
+    let id = |file: &Gguf, key: &str| file.get(key).and_then(Value::as_u64).map(|x| x as u32);
+    let bytes = gguf_gpt2::to_bytes(&model, &tok, TensorType::F32, "tiny").unwrap();
+    let file = Gguf::parse(&bytes, Path::new("t.gguf")).unwrap();
+    // GPT-2 starts and ends texts with <|endoftext|>, and adds no BOS to prompts.
+    assert_eq!(id(&file, "tokenizer.ggml.bos_token_id"), Some(eot));
+    assert_eq!(id(&file, "tokenizer.ggml.eos_token_id"), Some(eot));
+    assert_eq!(file.get("tokenizer.ggml.add_bos_token"), Some(&Value::Bool(false)));
+    assert!(
+        file.get("tokenizer.ggml.eot_token_id").is_none() && file.get("tokenizer.chat_template").is_none()
+    );
+
+    // A fine-tuned model also names its end of turn and its template.
+    let (chat_tok, chat_model) = minillm::chat::add_chat_tokens(&tok, &model).unwrap();
+    let bytes = gguf_gpt2::to_bytes(&chat_model, &chat_tok, TensorType::F32, "chat").unwrap();
+    let file = Gguf::parse(&bytes, Path::new("c.gguf")).unwrap();
+    assert_eq!(id(&file, "tokenizer.ggml.eos_token_id"), Some(eot));
+    assert_eq!(id(&file, "tokenizer.ggml.eot_token_id"), chat_tok.special_id(minillm::chat::END));
+    assert_eq!(file.get("tokenizer.chat_template").and_then(Value::as_str), Some(minillm::chat::JINJA));
+
+    // Bytes only: no token could be BOS or EOS.
+    let bytes_model = Gpt::new(ModelConfig { vocab_size: 256, ..model.config.clone() }, 1).unwrap();
+    let err = gguf_gpt2::to_bytes(&bytes_model, &Tokenizer::bytes(), TensorType::F32, "b").unwrap_err();
+    assert!(err.to_string().contains("no end-of-text token"), "{err}");
+}
+
+#[test]
 fn f16_export_rounds_matrices_only() {
     let (model, tok) = fixture_model_and_tokenizer();
     let bytes = gguf_gpt2::to_bytes(&model, &tok, TensorType::F16, "tiny").unwrap();

@@ -132,12 +132,12 @@ fn a_decoding_step_allocates_nothing() {
 fn loading_a_model_to_run_it_allocates_its_weights_and_nothing_more() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = common::temp_dir("load-peak");
-    let config = ModelConfig::depth(4, 256);
+    let config = ModelConfig::depth(4, 257);
     let model = Gpt::new(config, 3).unwrap();
     minillm::io::save_model(&dir, &model, None).unwrap();
     let mut quantized = Gpt::new(model.config.clone(), 3).unwrap();
     quantized.quantize(QuantType::Q4_0, Some(QuantType::Q8_0)).unwrap();
-    let tok = minillm::tokenizer::Tokenizer::bytes();
+    let tok = minillm::tokenizer::Tokenizer::bytes().with_added_specials(&["<|endoftext|>"]).unwrap();
     let gguf = dir.join("model.gguf");
     let bytes =
         minillm::io::gguf_gpt2::to_bytes(&quantized, &tok, minillm::io::gguf::TensorType::Q4_0, "t").unwrap();

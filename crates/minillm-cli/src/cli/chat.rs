@@ -23,13 +23,13 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let mut loaded = load(&a.model)?;
     let mut sampling = a.sampling.resolve(loaded.model.config.vocab_size, &loaded.generation)?;
-    let dialogue = Dialogue::of(&loaded.tok);
-    if a.system.is_some() && !matches!(dialogue, Dialogue::Template(_)) {
+    let dialogue = loaded.dialogue();
+    if a.system.is_some() && !dialogue.has_template() {
         bail!("--system needs a model with a chat template (fine-tune it with `minillm sft`)");
     }
-    if let Some(end) = dialogue.end_id() {
+    if dialogue.has_template() {
         // A reply ends where the model closes its turn.
-        loaded.generation.eos_token_ids = vec![end];
+        loaded.generation.eos_token_ids = dialogue.end_ids();
     }
     sampling.stop.extend(dialogue.stops());
     let mut rng = Rng::new(sampling.seed);
@@ -41,6 +41,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let mut turns: Vec<(String, String)> = Vec::new();
+    let mut failed = false;
     let mut lines = std::io::stdin().lock().lines();
     loop {
         if interactive {
@@ -58,8 +59,23 @@ pub fn run(a: Args) -> Result<()> {
             }
             _ => {}
         }
-        let prompt =
-            fit_turns(&loaded, &dialogue, a.system.as_deref(), &mut turns, user, sampling.max_new_tokens)?;
+        // A line the template refuses (typed control tokens) is said and skipped, not the end
+        // of the conversation.
+        let prompt = match fit_turns(
+            &loaded,
+            &dialogue,
+            a.system.as_deref(),
+            &mut turns,
+            user,
+            sampling.max_new_tokens,
+        ) {
+            Ok(prompt) => prompt,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                failed = true;
+                continue;
+            }
+        };
         let mut out = std::io::stdout().lock();
         write!(out, "assistant>")?;
         let reply = stream(&mut loaded, &prompt, &sampling, &mut rng, |piece| {
@@ -68,6 +84,9 @@ pub fn run(a: Args) -> Result<()> {
         })?;
         writeln!(out)?;
         turns.push((user.to_string(), reply.text.trim().to_string()));
+    }
+    if failed {
+        bail!("some lines were refused (see above)");
     }
     Ok(())
 }

@@ -38,9 +38,11 @@ impl Trio {
         Trio { chars: CharTokenizer::fit(corpus), words: WordTokenizer::fit(corpus, usize::MAX), bpe }
     }
 
-    /// Trains all three on `corpus`, the BPE with `vocab_size` ids and the GPT-2 pattern.
-    pub fn train(corpus: &str, vocab_size: usize) -> Result<Trio> {
-        let config = BpeConfig { vocab_size, pattern: Pattern::Gpt2, specials: vec![] };
+    /// Trains all three on `corpus`, the BPE with `vocab_size` ids (`specials` among them, the
+    /// last ids) and the GPT-2 pattern.
+    pub fn train(corpus: &str, vocab_size: usize, specials: &[&str]) -> Result<Trio> {
+        let specials = specials.iter().map(|s| s.to_string()).collect();
+        let config = BpeConfig { vocab_size, pattern: Pattern::Gpt2, specials };
         Ok(Trio::fit(corpus, train(&[corpus], &config, &mut |_| {})?))
     }
 
@@ -101,7 +103,7 @@ pub fn run(a: Args) -> Result<()> {
     let corpus = minillm::corpus::builtin();
     let trio = match &a.tokenizer {
         Some(t) => Trio::fit(corpus, minillm::io::load_tokenizer(std::path::Path::new(t))?),
-        None => Trio::train(corpus, a.vocab_size)?,
+        None => Trio::train(corpus, a.vocab_size, &[])?,
     };
     let texts: Vec<&str> =
         if a.texts.is_empty() { EXAMPLES.to_vec() } else { a.texts.iter().map(String::as_str).collect() };

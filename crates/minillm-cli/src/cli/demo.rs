@@ -14,6 +14,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 const VOCAB: usize = 1024;
+/// Ends every document in the demo's data, so the model learns where a text stops and
+/// generation (here, in llama.cpp, behind the server) stops there too.
+const END_OF_TEXT: &str = "<|endoftext|>";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -45,7 +48,7 @@ pub fn run(a: Args) -> Result<()> {
 
     println!("\n== 2. Training a byte-level BPE tokenizer ({} tokens) on the first 90%", count(VOCAB));
     let started = Instant::now();
-    let trio = Trio::train(train_text, VOCAB)?;
+    let trio = Trio::train(train_text, VOCAB, &[END_OF_TEXT])?;
     println!(
         "done in {:.2}s. The first merges it learned, most frequent pair first:",
         started.elapsed().as_secs_f64()
@@ -87,16 +90,17 @@ pub fn run(a: Args) -> Result<()> {
 const PROMPTS: &[&str] =
     &["Once upon a time,", "Question: What is the capital of France?\nAnswer:", "Tom: Hello, Mia!"];
 
-/// Prints a continuation of each prompt, cut at the first blank line (the end of a document),
-/// with the prompt and its continuation together.
+/// Prints a continuation of each prompt, stopped at the end of a document, with the prompt and
+/// its continuation together.
 fn samples(model: &mut Gpt, bpe: &minillm::Tokenizer) -> Result<()> {
     let config = SamplerConfig { temperature: 0.8, top_k: 40, ..Default::default() };
     let mut rng = Rng::new(7);
+    let end: Vec<u32> = bpe.special_id(END_OF_TEXT).into_iter().collect();
     for prompt in PROMPTS {
         let ids = bpe.encode(prompt, minillm::SpecialTokens::AsText)?;
-        let out = generate(model, &ids, 48, &config, &mut rng, &[], |_, _| true)?;
-        let text = bpe.decode(&out[ids.len()..])?;
-        let text = text.split("\n\n").next().unwrap_or_default();
+        let out = generate(model, &ids, 48, &config, &mut rng, &end, |_, _| true)?;
+        let new = &out[ids.len()..];
+        let text = bpe.decode(new.strip_suffix(end.as_slice()).unwrap_or(new))?;
         for line in format!("{prompt}{text}").lines() {
             println!("    {}", visible(line));
         }
@@ -115,7 +119,7 @@ fn train_and_talk(bpe: &minillm::Tokenizer, corpus: &str, arch: &str) -> Result<
         std::fs::remove_dir_all(&run)?;
     }
     std::fs::create_dir_all(&data)?;
-    let ids = bpe.encode_parallel(corpus, minillm::SpecialTokens::AsText)?;
+    let ids = documents(bpe, corpus)?;
     let split = ids.len() * 9 / 10;
     let info = ShardInfo { vocab_size: bpe.vocab_size() as u32, tokenizer_hash: tokenizer_hash(bpe) };
     write_shard(&data.join("train.bin"), &ids[..split], info)?;
@@ -163,6 +167,25 @@ fn train_and_talk(bpe: &minillm::Tokenizer, corpus: &str, arch: &str) -> Result<
         "look inside with `minillm inspect --model {r} \"The capital of France is\" --layer 0 --head 0`."
     );
     Ok(run)
+}
+
+/// The corpus's documents (separated by blank lines) as token ids, each followed by the
+/// end-of-text token, as GPT-2's training data was.
+fn documents(bpe: &minillm::Tokenizer, corpus: &str) -> Result<Vec<u32>> {
+    let end = bpe.special_id(END_OF_TEXT).expect("the demo's tokenizer has an end-of-text token");
+    use rayon::prelude::*;
+    let docs: Vec<&str> = corpus.split("\n\n").filter(|d| !d.is_empty()).collect();
+    let encoded: Vec<Vec<u32>> = docs
+        .par_iter()
+        .map(|doc| bpe.encode(doc, minillm::SpecialTokens::AsText))
+        .collect::<Result<_, _>>()?;
+    Ok(encoded
+        .into_iter()
+        .flat_map(|mut ids| {
+            ids.push(end);
+            ids
+        })
+        .collect())
 }
 
 /// Stages 4 and 5 of the seed's picture: SFT and DPO on data about the corpus's world, then a

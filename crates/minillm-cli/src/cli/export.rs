@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args as ClapArgs, ValueEnum};
 use minillm::chat::ChatTemplate;
 use minillm::fsutil::atomic_write;
+use minillm::io::generation_config::TextTokens;
 use minillm::io::gguf::TensorType;
 use minillm::io::{gguf_gpt2, save_model};
 use minillm::model::Arch;
@@ -166,13 +167,7 @@ fn export_hf(loaded: &super::session::Loaded, out: &Path) -> Result<()> {
 
 fn write_hf(loaded: &super::session::Loaded, dir: &Path) -> Result<()> {
     let (model, tok) = (&loaded.model, &loaded.tok);
-    // The end-of-text token: the model's own, else GPT-2's or SentencePiece's by name; the
-    // beginning one is the token every text starts with, where the tokenizer has one.
-    let ends: Vec<u32> =
-        loaded.generation.eos_token_ids.iter().copied().filter(|&id| tok.is_special(id)).collect();
-    let eos =
-        ends.first().copied().or_else(|| tok.special_id("<|endoftext|>")).or_else(|| tok.special_id("</s>"));
-    let bos = tok.prefix().or(eos);
+    let TextTokens { bos, eos, ends } = TextTokens::of(tok, &loaded.generation);
     save_model(dir, model, eos)?;
     formats::save(tok, &dir.join("tokenizer.json"))?;
     // vocab.json + merges.txt are what GPT-2's slow tokenizer reads, which splits text with
@@ -193,8 +188,11 @@ fn write_hf(loaded: &super::session::Loaded, dir: &Path) -> Result<()> {
         "clean_up_tokenization_spaces": false,
         "bos_token": bos_name, "eos_token": eos_name, "unk_token": unk_name,
     });
-    // A fine-tuned model's chat template, for `apply_chat_template`, rendering what minillm does.
-    if ChatTemplate::of(tok).is_some() {
+    // The model's chat template, for `apply_chat_template`: the one it came with, or minillm's
+    // for a model fine-tuned with its role tokens.
+    if let Some(t) = &loaded.chat_template {
+        tokenizer_config["chat_template"] = t.source().into();
+    } else if ChatTemplate::of(tok).is_some() {
         tokenizer_config["chat_template"] = minillm::chat::JINJA.into();
     }
     let special_map =

@@ -5,7 +5,7 @@ use super::session::{Loaded, MODEL_HELP, load};
 use super::train::{Flags, interrupted, train_loop};
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
-use minillm::chat::{ChatTemplate, Message, Role, add_chat_tokens};
+use minillm::chat::{Dialogue, Message, Role, add_chat_tokens};
 use minillm::fsutil::atomic_write;
 use minillm::model::training::widening_note;
 use minillm::model::{Gpt, Trainable};
@@ -81,7 +81,8 @@ fn report_skipped(path: &Path, skipped: &[(usize, String)]) {
     }
 }
 
-/// The base model with the chat template's tokens, and a run config for `stage`: fine-tuning's
+/// The base model ready for its chat template (its own when it ships one, else minillm's, whose
+/// role tokens are added), and a run config for `stage`: fine-tuning's
 /// defaults, then `defaults` for the stage, then the user's flags.
 fn start(
     a: &Args,
@@ -100,7 +101,10 @@ fn start(
     if loaded.model.quantized().is_some() {
         eprintln!("{}: {}", base.display(), widening_note(&loaded.model.weight_type()));
     }
-    let (tok, mut model) = add_chat_tokens(&loaded.tok, &loaded.model)?;
+    let own = matches!(loaded.dialogue(), Dialogue::Jinja(_));
+    let (tok, mut model) =
+        if own { (loaded.tok, loaded.model) } else { add_chat_tokens(&loaded.tok, &loaded.model)? };
+    let chat_template = loaded.chat_template.filter(|_| own);
     let mut config = TrainConfig {
         model: base.display().to_string(),
         stage,
@@ -120,7 +124,7 @@ fn start(
     a.flags.apply(&mut config);
     model.config.dropout = config.dropout;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    Ok((Loaded { model, tok, generation: loaded.generation }, config, out))
+    Ok((Loaded { model, tok, generation: loaded.generation, chat_template }, config, out))
 }
 
 fn run_loop(mut trainer: Trainer, run_dir: &Path) -> Result<Trainer> {
@@ -131,9 +135,14 @@ fn run_loop(mut trainer: Trainer, run_dir: &Path) -> Result<Trainer> {
 }
 
 /// SFT's objective on `chats`, saying how many did not fit the context.
-fn sft_objective(chats: &Examples<Chat>, tok: &Tokenizer, t: usize, seed: u64) -> Result<Box<dyn Objective>> {
-    let template = ChatTemplate::of(tok).context("the model has no chat tokens")?;
-    let (sequences, notes) = chat_sequences(chats, &template, tok, t)?;
+fn sft_objective(
+    chats: &Examples<Chat>,
+    dialogue: &Dialogue,
+    tok: &Tokenizer,
+    t: usize,
+    seed: u64,
+) -> Result<Box<dyn Objective>> {
+    let (sequences, notes) = chat_sequences(chats, dialogue, tok, t)?;
     notes.iter().for_each(|n| eprintln!("{n}"));
     Ok(Box::new(Sft::new(sequences, seed)))
 }
@@ -142,17 +151,21 @@ pub fn run_sft(a: Args) -> Result<()> {
     let chats = read(&a, parse_chat)?;
     let (trainer, run_dir, base) = match &a.resume {
         Some(run) => {
-            let trainer = Trainer::resume_with(run, |config, model, tok| {
-                sft_objective(&chats, tok, model.config.block_size, config.seed)
+            let trainer = Trainer::resume_with(run, |config, model, tok, dialogue| {
+                sft_objective(&chats, dialogue, tok, model.config.block_size, config.seed)
             })?;
             (trainer, run.clone(), None)
         }
         None => {
             let ask = first_question(&chats.val[0].messages);
             let (loaded, config, out) = start(&a, Stage::Sft, |c| c.sample_prompt = ask)?;
-            let objective = sft_objective(&chats, &loaded.tok, loaded.model.config.block_size, config.seed)?;
+            let dialogue = loaded.dialogue();
+            let objective =
+                sft_objective(&chats, &dialogue, &loaded.tok, loaded.model.config.block_size, config.seed)?;
             let base = Gpt::from_params(loaded.model.config.clone(), loaded.model.params.clone())?;
-            (Trainer::with_objective(config, loaded.model, loaded.tok, objective)?, out, Some(base))
+            let mut trainer = Trainer::with_objective(config, loaded.model, loaded.tok, objective)?;
+            trainer.chat_template = loaded.chat_template;
+            (trainer, out, Some(base))
         }
     };
     let trainer = run_loop(trainer, &run_dir)?;
@@ -161,14 +174,14 @@ pub fn run_sft(a: Args) -> Result<()> {
     if asked.is_empty() {
         return Ok(());
     }
-    let tok = trainer.tokenizer.clone();
-    let after = accuracy(&trainer.model, &tok, &asked)?;
+    let (tok, dialogue) = (trainer.tokenizer.clone(), trainer.dialogue());
+    let after = accuracy(&trainer.model, &dialogue, &tok, &asked)?;
     let n = asked.len();
     let mut doc = serde_json::json!({"examples": n, "after": after.to_json()});
     println!("held-out instructions ({n}, about items SFT never showed), answered greedily:");
     println!("  after SFT:  {}", after.summary(n));
     if let Some(base) = base {
-        let before = accuracy(&base, &tok, &asked)?;
+        let before = accuracy(&base, &dialogue, &tok, &asked)?;
         println!("  base model: {}", before.summary(n));
         doc["base"] = before.to_json();
     }
@@ -180,18 +193,21 @@ pub fn run_sft(a: Args) -> Result<()> {
 /// How a model did on held-out questions.
 struct Accuracy {
     correct: usize,
-    /// Replies that ended with `<|end|>` within the token budget: the template's format.
+    /// Replies that ended their turn within the token budget: the template's format.
     ended: usize,
+    /// The token that ends a turn, as text.
+    end: String,
     first: String,
 }
 
 impl Accuracy {
     fn summary(&self, n: usize) -> String {
         format!(
-            "{}/{n} correct ({:.1}%), {}/{n} replies end their turn with <|end|>",
+            "{}/{n} correct ({:.1}%), {}/{n} replies end their turn with {}",
             self.correct,
             pct(self.correct, n),
-            self.ended
+            self.ended,
+            self.end
         )
     }
 
@@ -206,16 +222,16 @@ fn pct(k: usize, n: usize) -> f64 {
 
 /// How many of `chats` the model answers (greedy, up to 32 tokens) with a reply containing
 /// their answer, and how many replies end their turn.
-fn accuracy(model: &Gpt, tok: &Tokenizer, chats: &[&Chat]) -> Result<Accuracy> {
+fn accuracy(model: &Gpt, dialogue: &Dialogue, tok: &Tokenizer, chats: &[&Chat]) -> Result<Accuracy> {
     const BUDGET: usize = 32;
-    let template = ChatTemplate::of(tok).context("the model has no chat template")?;
+    let ends = dialogue.end_ids();
+    let end = ends.first().map_or_else(String::new, |&id| tok.token_text(id));
     let greedy = SamplerConfig { temperature: 0.0, ..Default::default() };
-    let mut acc = Accuracy { correct: 0, ended: 0, first: String::new() };
+    let mut acc = Accuracy { correct: 0, ended: 0, end, first: String::new() };
     for (i, chat) in chats.iter().enumerate() {
         let last = chat.messages.iter().rposition(|m| m.role == Role::Assistant).expect("parse_chat checked");
-        let prompt = template.render(tok, &chat.messages[..last], true).ids;
-        let ids =
-            generate(model, &prompt, BUDGET, &greedy, &mut Rng::new(0), &[template.end_id()], |_, _| true)?;
+        let prompt = dialogue.render(tok, &chat.messages[..last])?;
+        let ids = generate(model, &prompt, BUDGET, &greedy, &mut Rng::new(0), &ends, |_, _| true)?;
         let new = &ids[prompt.len()..];
         let reply = tok.decode(new)?;
         acc.correct += usize::from(reply.contains(chat.answer.as_deref().expect("filtered")));
@@ -232,13 +248,15 @@ fn accuracy(model: &Gpt, tok: &Tokenizer, chats: &[&Chat]) -> Result<Accuracy> {
 /// the context.
 fn dpo_objective(
     prefs: &Examples<Preference>,
+    dialogue: &Dialogue,
     tok: &Tokenizer,
     reference: &mut Trainable,
     config: &TrainConfig,
 ) -> Result<Box<dyn Objective>> {
-    let template = ChatTemplate::of(tok)
-        .context("the model has no chat template: fine-tune it with `minillm sft` first")?;
-    let (pairs, notes) = preference_pairs(prefs, &template, tok, reference, config.batch_size)?;
+    if !dialogue.has_template() {
+        bail!("the model has no chat template: fine-tune it with `minillm sft` first");
+    }
+    let (pairs, notes) = preference_pairs(prefs, dialogue, tok, reference, config.batch_size)?;
     notes.iter().for_each(|n| eprintln!("{n}"));
     Ok(Box::new(Dpo::new(pairs, config.beta, config.seed)))
 }
@@ -247,13 +265,16 @@ pub fn run_dpo(a: DpoArgs) -> Result<()> {
     let prefs = read(&a.common, parse_preference)?;
     let (mut trainer, run_dir) = match &a.common.resume {
         Some(run) => {
-            let trainer = Trainer::resume_with(run, |config, _, tok| {
+            let trainer = Trainer::resume_with(run, |config, _, tok, dialogue| {
                 // The reference is the model the run started from, not the checkpoint.
                 let base = config.base_model.as_deref().context("the run names no base model")?;
                 let loaded = minillm::io::load(Path::new(base))?;
-                let (_, reference) = add_chat_tokens(&loaded.tok, &loaded.model)?;
+                let reference = match dialogue {
+                    Dialogue::Jinja(_) => loaded.model,
+                    _ => add_chat_tokens(&loaded.tok, &loaded.model)?.1,
+                };
                 let mut reference = Trainable::new(reference, config.seed).0;
-                dpo_objective(&prefs, tok, &mut reference, config)
+                dpo_objective(&prefs, dialogue, tok, &mut reference, config)
             })?;
             (trainer, run.clone())
         }
@@ -266,9 +287,12 @@ pub fn run_dpo(a: DpoArgs) -> Result<()> {
             // DPO compares log-probabilities with the reference's: dropout would make them noise.
             config.dropout = 0.0;
             loaded.model.config.dropout = 0.0;
+            let dialogue = loaded.dialogue();
             let mut reference = Trainable::new(loaded.model, config.seed).0;
-            let objective = dpo_objective(&prefs, &loaded.tok, &mut reference, &config)?;
-            (Trainer::with_objective(config, reference.into_model(), loaded.tok, objective)?, out)
+            let objective = dpo_objective(&prefs, &dialogue, &loaded.tok, &mut reference, &config)?;
+            let mut trainer = Trainer::with_objective(config, reference.into_model(), loaded.tok, objective)?;
+            trainer.chat_template = loaded.chat_template;
+            (trainer, out)
         }
     };
     let before = trainer.evaluate()?.dpo.expect("DPO data evaluates to DPO numbers");

@@ -1,9 +1,9 @@
 //! `minillm generate`: continue a prompt with a trained model, streaming the text as it comes.
 
 use super::session::{MODEL_HELP, SamplingArgs, fit_context, load, stream_many};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
-use minillm::chat::{ChatTemplate, Message, Role};
+use minillm::chat::{Message, Role};
 use minillm::rng::Rng;
 use std::io::Write;
 use std::path::PathBuf;
@@ -36,10 +36,12 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let mut loaded = load(&a.model)?;
     let (prompt, echo) = if a.chat {
-        let template = ChatTemplate::of(&loaded.tok)
-            .context("--chat needs a model with a chat template; fine-tune one with `minillm sft`")?;
-        loaded.generation.eos_token_ids = vec![template.end_id()];
-        (template.render(&loaded.tok, &[Message::new(Role::User, a.prompt.clone())], true).ids, "")
+        let dialogue = loaded.dialogue();
+        if !dialogue.has_template() {
+            bail!("--chat needs a model with a chat template; fine-tune one with `minillm sft`");
+        }
+        loaded.generation.eos_token_ids = dialogue.end_ids();
+        (dialogue.render(&loaded.tok, &[Message::new(Role::User, a.prompt.clone())])?, "")
     } else {
         (loaded.tok.encode_prompt(&a.prompt)?, a.prompt.as_str())
     };

@@ -169,7 +169,7 @@ pub fn stream_many(
 ) -> Result<Vec<Streamed>> {
     let mut eos = loaded.generation.eos_token_ids.clone();
     if eos.is_empty() {
-        eos.extend(loaded.tok.special_id("<|endoftext|>"));
+        eos.extend(loaded.tok.end_of_text());
     }
     let n = rngs.len();
     let mut texts: Vec<TextStream<_>> =

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::fsutil::read_text;
+use crate::tokenizer::Tokenizer;
 use serde_json::Value;
 use std::path::Path;
 
@@ -19,6 +20,28 @@ pub struct GenerationConfig {
     /// The tokens that end a generation: one, or several (Llama 3 Instruct ends at
     /// `<|end_of_text|>`, `<|eom_id|>` and `<|eot_id|>`); empty when the file names none.
     pub eos_token_ids: Vec<u32>,
+}
+
+/// The tokens a model's texts begin and end with, as exports write them (HF's `bos_token` and
+/// `eos_token`, GGUF's `tokenizer.ggml.bos_token_id` and `eos_token_id`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextTokens {
+    /// The prefix every text starts with where the tokenizer has one, else the end token, as
+    /// GPT-2 uses `<|endoftext|>` for both.
+    pub bos: Option<u32>,
+    /// The first end token the model was published with, else the tokenizer's end-of-text.
+    pub eos: Option<u32>,
+    /// Every special token the generation config stops at (may be empty).
+    pub ends: Vec<u32>,
+}
+
+impl TextTokens {
+    pub fn of(tok: &Tokenizer, generation: &GenerationConfig) -> TextTokens {
+        let ends: Vec<u32> =
+            generation.eos_token_ids.iter().copied().filter(|&id| tok.is_special(id)).collect();
+        let eos = ends.first().copied().or_else(|| tok.end_of_text());
+        TextTokens { bos: tok.prefix().or(eos), eos, ends }
+    }
 }
 
 impl GenerationConfig {

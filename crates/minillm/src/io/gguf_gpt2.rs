@@ -5,7 +5,9 @@
 //!
 //! f16 files keep 1-D tensors (LayerNorms, biases) in f32, as llama.cpp's converter does.
 
+use super::generation_config::{GenerationConfig, TextTokens};
 use super::gguf::{Gguf, TensorOut, TensorType, Value, ValueType};
+use crate::chat::ChatTemplate;
 use crate::error::{Error, Result};
 use crate::kernels::vec::transpose;
 use crate::model::layers::layernorm::EPS;
@@ -14,7 +16,7 @@ use crate::model::quantized::{Matrix, Quantized};
 use crate::model::{Arch, Gpt, ModelConfig};
 use crate::quant::{QMatrix, QuantType};
 use crate::tokenizer::formats::{from_token_list, merge_texts, vocab_entries};
-use crate::tokenizer::{Pattern, Tokenizer};
+use crate::tokenizer::{END_OF_TEXT_NAMES, Pattern, Tokenizer};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -131,13 +133,8 @@ pub fn to_bytes_with_head(
             "tokenizer.ggml.merges".into(),
             Value::strings(merge_texts(tok).into_iter().map(|[l, r]| format!("{l} {r}"))),
         ),
-        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
     ];
-    if let Some(eot) = tok.special_id("<|endoftext|>") {
-        for key in ["bos", "eos"] {
-            metadata.push((format!("tokenizer.ggml.{key}_token_id"), Value::U32(eot)));
-        }
-    }
+    metadata.extend(text_token_metadata(tok)?);
 
     let layout = Layout::new(c);
     let mut tensors = Vec::new();
@@ -185,6 +182,32 @@ pub fn to_bytes_with_head(
         }
     }
     Ok(super::gguf::to_bytes(&metadata, &tensors))
+}
+
+/// The BOS, EOS and end-of-turn ids and the chat template, for llama.cpp to know where texts and
+/// turns end. A tokenizer with no end-of-text token is refused: llama.cpp would take a byte
+/// token for BOS and EOS and stop generating wherever the model wrote that byte.
+fn text_token_metadata(tok: &Tokenizer) -> Result<Vec<(String, Value)>> {
+    let TextTokens { bos, eos, .. } = TextTokens::of(tok, &GenerationConfig::default());
+    let (Some(bos), Some(eos)) = (bos, eos) else {
+        return Err(Error::Invalid(format!(
+            "this tokenizer has no end-of-text token ({}), which llama.cpp needs to know where a text \
+             ends; train the tokenizer with `--special '<|endoftext|>'` (`minillm prepare` then puts it \
+             between the files it reads) and the model on that data",
+            END_OF_TEXT_NAMES.join(", ")
+        )));
+    };
+    let mut out = vec![
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(bos)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(eos)),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(tok.prefix().is_some())),
+    ];
+    // A fine-tuned model ends its turns with the template's own token: llama.cpp stops there.
+    if let Some(template) = ChatTemplate::of(tok) {
+        out.push(("tokenizer.ggml.eot_token_id".into(), Value::U32(template.end_id())));
+        out.push(("tokenizer.chat_template".into(), Value::String(crate::chat::JINJA.into())));
+    }
+    Ok(out)
 }
 
 /// The LM head's type in a file whose matrices are `ty`. llama.cpp gives the output layer more

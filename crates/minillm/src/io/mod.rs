@@ -2,6 +2,7 @@
 //! config.json and generation_config.json, GGUF (llama.cpp's), and the HF hub's cache; and
 //! resolving anything a `--model` or `--tokenizer` flag takes ([`load`], [`load_tokenizer`]).
 
+pub mod chat_template;
 pub mod generation_config;
 pub mod gguf;
 pub mod gguf_gpt2;
@@ -10,6 +11,8 @@ pub mod hub;
 pub(crate) mod mapped;
 pub mod safetensors;
 
+use crate::chat::Dialogue;
+use crate::chat::jinja::JinjaTemplate;
 use crate::error::{Error, Result};
 use crate::fsutil::{atomic_write, read_text};
 use crate::model::Gpt;
@@ -70,11 +73,20 @@ pub fn load_tokenizer(spec: &Path) -> Result<Tokenizer> {
     formats::read_file(spec)
 }
 
-/// A model ready to run: its weights, its tokenizer, and the generation settings it came with.
+/// A model ready to run: its weights, its tokenizer, and the generation settings and chat
+/// template it came with.
 pub struct Loaded {
     pub model: Gpt,
     pub tok: Tokenizer,
     pub generation: GenerationConfig,
+    pub chat_template: Option<JinjaTemplate>,
+}
+
+impl Loaded {
+    /// How conversations become this model's prompts (see [`Dialogue::of`]).
+    pub fn dialogue(&self) -> Dialogue {
+        Dialogue::of(&self.tok, self.chat_template.as_ref())
+    }
 }
 
 /// A model with its tokenizer from anything `--model` accepts: a run directory, a checkpoint or
@@ -82,7 +94,7 @@ pub struct Loaded {
 pub fn load(spec: &Path) -> Result<Loaded> {
     if spec.extension().is_some_and(|e| e == "gguf") {
         let (model, tok) = gguf_gpt2::from_shared(Arc::new(Mapped::open(spec)?), spec)?;
-        return Ok(Loaded { model, tok, generation: GenerationConfig::default() });
+        return Ok(Loaded { model, tok, generation: GenerationConfig::default(), chat_template: None });
     }
     let dir = model_dir(spec)?;
     let model = load_model(&dir)?;
@@ -103,7 +115,8 @@ pub fn load(spec: &Path) -> Result<Loaded> {
             format!("eos_token_id {eos} is outside the vocabulary of {}", tok.vocab_size()),
         ));
     }
-    Ok(Loaded { model, tok, generation })
+    let chat_template = chat_template::read(&dir, &tok, &generation)?;
+    Ok(Loaded { model, tok, generation, chat_template })
 }
 
 /// Loads a model from a directory holding `config.json` and `model.safetensors` (or shards

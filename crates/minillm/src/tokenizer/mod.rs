@@ -27,6 +27,9 @@ use rayon::prelude::*;
 use sentencepiece::{Prepend, SentencePiece};
 use std::sync::OnceLock;
 
+/// The names of end-of-text tokens, in the order [`Tokenizer::end_of_text`] looks for them.
+pub const END_OF_TEXT_NAMES: [&str; 3] = ["<|endoftext|>", "</s>", "<|end_of_text|>"];
+
 /// What `encode` does with special-token text such as `<|endoftext|>` found in its input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpecialTokens {
@@ -162,6 +165,13 @@ impl Tokenizer {
 
     pub fn special_id(&self, text: &str) -> Option<u32> {
         self.specials.iter().find(|s| s.0 == text).map(|s| s.1)
+    }
+
+    /// The special token that ends a document, by the names the tokenizers minillm reads give
+    /// it: GPT-2's and Qwen2's `<|endoftext|>`, SentencePiece's `</s>`, Llama 3's
+    /// `<|end_of_text|>`.
+    pub fn end_of_text(&self) -> Option<u32> {
+        END_OF_TEXT_NAMES.iter().find_map(|name| self.special_id(name))
     }
 
     /// The bytes of a token (a special token's are its text); `None` for an unknown id.

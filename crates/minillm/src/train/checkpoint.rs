@@ -4,8 +4,11 @@
 
 use super::objective::{Objective, Pretrain};
 use super::{TrainConfig, Trainer};
+use crate::chat::Dialogue;
+use crate::chat::jinja::JinjaTemplate;
 use crate::error::{Error, Result};
 use crate::fsutil::{atomic_write, read_text};
+use crate::io::generation_config::GenerationConfig;
 use crate::io::{load_model, safetensors as st, save_model};
 use crate::model::Gpt;
 use crate::rng::Rng;
@@ -41,7 +44,10 @@ impl Trainer {
         let name = format!("{prefix}-{:08}", self.step);
         let tmp = run.join(format!(".{name}.tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
-        save_model(&tmp, &self.model, self.tokenizer.special_id("<|endoftext|>"))?;
+        save_model(&tmp, &self.model, self.tokenizer.end_of_text())?;
+        if let Some(t) = &self.chat_template {
+            save_chat_template(&tmp, t)?;
+        }
         // AdamW's moments share the parameters' layout, so they are saved the same way.
         let (m, v, adam_step) = self.opt.state();
         atomic_write(&tmp.join("optimizer_m.safetensors"), &st::to_bytes(&self.model.config, m)?)?;
@@ -76,7 +82,7 @@ impl Trainer {
     /// Continues the run in `run` from its latest checkpoint, exactly: same weights, optimizer
     /// moments, data position and dropout masks as if it had never stopped.
     pub fn resume(run: &Path, data: &Path) -> Result<Trainer> {
-        Trainer::resume_with(run, |config, model, tok| {
+        Trainer::resume_with(run, |config, model, tok, _| {
             Ok(Box::new(Pretrain::from_shards(data, tok, model.config.block_size, config.seed)?)
                 as Box<dyn Objective>)
         })
@@ -90,6 +96,7 @@ impl Trainer {
             &TrainConfig,
             &mut Gpt,
             &Tokenizer,
+            &Dialogue,
         ) -> std::result::Result<Box<dyn Objective>, E>,
     ) -> std::result::Result<Trainer, E> {
         let latest_path = run.join("latest.json");
@@ -108,8 +115,12 @@ impl Trainer {
         model.config.dropout = state.config.dropout;
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = formats::read_hf_json(&tok_path)?;
-        let objective = make_objective(&state.config, &mut model, &tokenizer)?;
+        let generation = GenerationConfig::read(&dir)?;
+        let chat_template = crate::io::chat_template::read(&dir, &tokenizer, &generation)?;
+        let dialogue = Dialogue::of(&tokenizer, chat_template.as_ref());
+        let objective = make_objective(&state.config, &mut model, &tokenizer, &dialogue)?;
         let mut trainer = Trainer::with_objective(state.config.clone(), model, tokenizer, objective)?;
+        trainer.chat_template = chat_template;
         let read_moment = |file: &str| -> Result<Vec<f32>> {
             let path = dir.join(file);
             let bytes = std::fs::read(&path).map_err(|cause| Error::Read { path: path.clone(), cause })?;
@@ -123,4 +134,16 @@ impl Trainer {
         trainer.best_val = state.best_val;
         Ok(trainer)
     }
+}
+
+/// A model's own chat template beside its weights, as HF keeps it: `tokenizer_config.json`
+/// (template, beginning and end tokens) and `generation_config.json` (the ids replies end at).
+pub(crate) fn save_chat_template(dir: &Path, t: &JinjaTemplate) -> Result<()> {
+    let config = serde_json::json!({
+        "chat_template": t.source(), "bos_token": t.bos_token(), "eos_token": t.eos_token(),
+    });
+    let config = serde_json::to_string_pretty(&config).expect("JSON values serialize");
+    atomic_write(&dir.join("tokenizer_config.json"), config.as_bytes())?;
+    let generation = serde_json::json!({"eos_token_id": t.ends()});
+    atomic_write(&dir.join("generation_config.json"), generation.to_string().as_bytes())
 }

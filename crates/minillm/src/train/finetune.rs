@@ -2,7 +2,7 @@
 //! pairs for DPO, read from JSON lines and rendered with the chat template into sequences that
 //! fit the model's context.
 
-use crate::chat::{ChatTemplate, Message, Role};
+use crate::chat::{Dialogue, Message, Role};
 use crate::error::{Error, Result};
 use crate::fsutil::read_text;
 use crate::model::Trainable;
@@ -166,10 +166,16 @@ pub fn parse_preference(v: &Value) -> std::result::Result<Preference, String> {
     Ok(pref)
 }
 
-/// A conversation rendered with the template and shifted into a training sequence.
-pub fn sequence(t: &ChatTemplate, tok: &Tokenizer, messages: &[Message], context: usize) -> Option<Sequence> {
-    let r = t.render(tok, messages, false);
-    Sequence::of(&r.ids, &r.trainable, context)
+/// A conversation rendered with the template and shifted into a training sequence (`None`
+/// when it does not fit `context`).
+pub fn sequence(
+    d: &Dialogue,
+    tok: &Tokenizer,
+    messages: &[Message],
+    context: usize,
+) -> Result<Option<Sequence>> {
+    let r = d.render_for_training(tok, messages)?;
+    Ok(Sequence::of(&r.ids, &r.trainable, context))
 }
 
 /// A preference pair as two sequences, with the frozen reference model's log-probabilities.
@@ -206,9 +212,12 @@ pub fn fit<T, U>(
     items: &[T],
     what: &str,
     context: usize,
-    make: impl Fn(&T) -> Option<U>,
+    make: impl Fn(&T) -> Result<Option<U>>,
 ) -> Result<(Vec<U>, Option<String>)> {
-    let out: Vec<U> = items.iter().filter_map(&make).collect();
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        out.extend(make(item)?);
+    }
     if out.is_empty() {
         return Err(Error::Invalid(format!(
             "none of the {what} fits the model's context of {context} tokens"
@@ -228,7 +237,7 @@ pub fn fit<T, U>(
 /// out (the notes say how many).
 pub fn chat_sequences(
     chats: &Examples<Chat>,
-    template: &ChatTemplate,
+    template: &Dialogue,
     tok: &Tokenizer,
     context: usize,
 ) -> Result<(Examples<Sequence>, Vec<String>)> {
@@ -243,23 +252,21 @@ pub fn chat_sequences(
 /// computed `examples` pairs at a time.
 pub fn preference_pairs(
     prefs: &Examples<Preference>,
-    template: &ChatTemplate,
+    template: &Dialogue,
     tok: &Tokenizer,
     reference: &mut Trainable,
     examples: usize,
 ) -> Result<(Examples<Pair>, Vec<String>)> {
     let t = reference.config.block_size;
-    let whole = |p: &Preference, reply: &[Message]| -> Option<Sequence> {
+    let whole = |p: &Preference, reply: &[Message]| -> Result<Option<Sequence>> {
         let messages: Vec<Message> = p.prompt.iter().chain(reply).cloned().collect();
         sequence(template, tok, &messages, t)
     };
-    let pair = |p: &Preference| {
-        Some(Pair {
-            chosen: whole(p, &p.chosen)?,
-            rejected: whole(p, &p.rejected)?,
-            ref_chosen: 0.0,
-            ref_rejected: 0.0,
-        })
+    let pair = |p: &Preference| -> Result<Option<Pair>> {
+        let (Some(chosen), Some(rejected)) = (whole(p, &p.chosen)?, whole(p, &p.rejected)?) else {
+            return Ok(None);
+        };
+        Ok(Some(Pair { chosen, rejected, ref_chosen: 0.0, ref_rejected: 0.0 }))
     };
     let (mut train, a) = fit(&prefs.train, "training pairs", t, pair)?;
     let (mut val, b) = fit(&prefs.val, "held-out pairs", t, pair)?;

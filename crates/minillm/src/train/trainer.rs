@@ -5,7 +5,8 @@
 use super::adamw::{AdamW, AdamWConfig};
 use super::objective::{Batch, DpoStats, Objective, Pretrain, Step};
 use super::{EvalStats, Stage, StepStats, TrainConfig};
-use crate::chat::{ChatTemplate, Message, Role};
+use crate::chat::jinja::JinjaTemplate;
+use crate::chat::{Dialogue, Message, Role};
 use crate::error::{Error, Result};
 use crate::model::{Gpt, Trainable};
 use crate::rng::Rng;
@@ -17,6 +18,9 @@ pub struct Trainer {
     /// The model and its training state (gradients, activations for backward).
     pub model: Trainable,
     pub tokenizer: Tokenizer,
+    /// The model's own chat template, when it has one (an HF model's): fine-tuning renders with
+    /// it, checkpoints keep it. Without one, a fine-tuned model uses minillm's role tokens.
+    pub chat_template: Option<JinjaTemplate>,
     pub step: usize,
     pub best_val: Option<f32>,
     pub(super) opt: AdamW,
@@ -70,6 +74,7 @@ impl Trainer {
             config,
             model,
             tokenizer,
+            chat_template: None,
             step: 0,
             best_val: None,
             opt,
@@ -80,6 +85,11 @@ impl Trainer {
     }
 
     /// Tokens one optimizer step reads (rows of the context, over every micro-batch).
+    /// How conversations become this model's tokens (see [`Dialogue::of`]).
+    pub fn dialogue(&self) -> Dialogue {
+        Dialogue::of(&self.tokenizer, self.chat_template.as_ref())
+    }
+
     pub fn tokens_per_step(&self) -> usize {
         self.objective.rows(self.config.batch_size) * self.config.grad_accum * self.model.config.block_size
     }
@@ -155,13 +165,15 @@ impl Trainer {
             return Ok(None);
         }
         // Fine-tuned models are asked as a user would ask them: through the chat template.
-        let template = ChatTemplate::of(&self.tokenizer).filter(|_| self.config.stage != Stage::Pretrain);
-        let (prompt, stop) = match &template {
-            Some(t) => {
-                let ask = [Message::new(Role::User, self.config.sample_prompt.clone())];
-                (t.render(&self.tokenizer, &ask, true).ids, Some(t.end_id()))
-            }
-            None => (self.tokenizer.encode_prompt(&self.config.sample_prompt)?, None),
+        let dialogue = self.dialogue();
+        let chat = dialogue.has_template() && self.config.stage != Stage::Pretrain;
+        let (prompt, stop) = if chat {
+            let ask = [Message::new(Role::User, self.config.sample_prompt.clone())];
+            (dialogue.render(&self.tokenizer, &ask)?, dialogue.end_ids())
+        } else {
+            // A document ends at the end-of-text token, where the tokenizer has one.
+            let end = self.tokenizer.end_of_text().into_iter().collect();
+            (self.tokenizer.encode_prompt(&self.config.sample_prompt)?, end)
         };
         let config = crate::sample::SamplerConfig { temperature: 0.8, top_k: 40, ..Default::default() };
         let mut rng = Rng::new(self.config.seed);
@@ -175,7 +187,7 @@ impl Trainer {
             |_, _| true,
         )?;
         // A chat model's sample is its reply alone.
-        let shown = if template.is_some() { &ids[prompt.len()..] } else { &ids[..] };
+        let shown = if chat { &ids[prompt.len()..] } else { &ids[..] };
         Ok(Some(self.tokenizer.decode(shown)?))
     }
 }

@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use minillm::SpecialTokens;
+use minillm::chat::{Dialogue, Message, Role};
 use minillm::inspect::{AttentionMap, Candidate, Token, Which, inspect as look_inside};
 use minillm::model::Arch;
 use minillm::rng::Rng;
@@ -55,6 +56,20 @@ pub async fn model(State(s): SharedState, headers: HeaderMap) -> Answer {
             )
         }
     };
+    // How a conversation reaches the model: the prompt its template renders for a sample one.
+    let template = match &s.dialogue {
+        Dialogue::Jinja(_) => "the model's own (Jinja, from its files)",
+        Dialogue::Template(_) => "minillm's (role tokens added by `minillm sft`)",
+        Dialogue::Plain => "none: conversations are plain 'User:' / 'Assistant:' lines",
+    };
+    let sample = [
+        Message::new(Role::System, "You are a helpful assistant."),
+        Message::new(Role::User, "What is the capital of France?"),
+    ];
+    let example = s
+        .dialogue
+        .render_text(&s.tok, &sample)
+        .unwrap_or_else(|e| format!("(the template refuses this conversation: {e})"));
     // What generating one sequence at the full context takes, as `model info` states it.
     let generating = GenerationMemory::new(c, s.card.weight_bytes, 1, c.block_size);
     Ok(Json(json!({
@@ -72,6 +87,7 @@ pub async fn model(State(s): SharedState, headers: HeaderMap) -> Answer {
         "vocab_size": s.tok.vocab_size(),
         "weights": s.card.weights,
         "run": s.run_dir.as_ref().map(|d| d.display().to_string()),
+        "chat": {"template": template, "example": example},
     })))
 }
 

@@ -60,7 +60,7 @@ const BODY_LIMIT: usize = 1 << 20;
 pub struct Shared {
     pub engine: Engine,
     pub tok: Arc<Tokenizer>,
-    dialogue: Dialogue,
+    pub dialogue: Dialogue,
     pub name: String,
     pub context: usize,
     api_key: Option<String>,
@@ -103,13 +103,13 @@ pub fn launch(a: Args, run_dir: Option<PathBuf>, pages: Pages, pages_first: bool
     }
     let loaded = load(&a.model)?;
     let card = ModelCard::of(&a.model, &loaded.model);
-    let dialogue = Dialogue::of(&loaded.tok);
-    // What ends a reply: the template's end of turn, else the model's end tokens, else
-    // GPT-2's end of text.
-    let end: Vec<u32> = match dialogue.end_id() {
-        Some(id) => vec![id],
-        None if !loaded.generation.eos_token_ids.is_empty() => loaded.generation.eos_token_ids.clone(),
-        None => loaded.tok.special_id("<|endoftext|>").into_iter().collect(),
+    let dialogue = loaded.dialogue();
+    // What ends a reply: the template's end of turn, else the model's end tokens, else its
+    // end of text.
+    let end: Vec<u32> = match dialogue.end_ids() {
+        ids if !ids.is_empty() => ids,
+        _ if !loaded.generation.eos_token_ids.is_empty() => loaded.generation.eos_token_ids.clone(),
+        _ => loaded.tok.end_of_text().into_iter().collect(),
     };
     let name = a.model_name.clone().unwrap_or_else(|| {
         a.model.file_name().map_or("minillm".into(), |n| n.to_string_lossy().into_owned())

@@ -13,10 +13,13 @@
 //! template when its tokenizer has the four tokens ([`add_chat_tokens`] gives them to a base
 //! model); HF exports carry the same template in Jinja ([`JINJA`]) for `apply_chat_template`.
 
+pub mod jinja;
+
 use crate::error::{Error, Result};
 use crate::model::Gpt;
 use crate::model::params::Layout;
 use crate::tokenizer::Tokenizer;
+use jinja::JinjaTemplate;
 use serde::{Deserialize, Serialize};
 
 pub const SYSTEM: &str = "<|system|>";
@@ -168,52 +171,93 @@ pub fn add_chat_tokens(tok: &Tokenizer, model: &Gpt) -> Result<(Tokenizer, Gpt)>
     Ok((grown_tok, Gpt::from_params(config, params)?))
 }
 
-/// How a conversation becomes the tokens a model continues: the model's chat template when it
-/// has one (`minillm sft` gives it one), otherwise plain dialogue lines (`User: ...` /
+/// How a conversation becomes the tokens a model continues: the model's own Jinja template
+/// when it ships one (an HF model's), minillm's when its tokenizer has the role tokens
+/// (`minillm sft` gives it them), otherwise plain dialogue lines (`User: ...` /
 /// `Assistant: ...`), the way the built-in corpus writes dialogues, a reply ending with its line.
-/// `minillm chat` and `minillm serve` both render through this, so they cannot disagree.
+/// `chat`, `generate --chat`, `serve` and the lab all render through this, so they cannot
+/// disagree.
 pub enum Dialogue {
+    Jinja(JinjaTemplate),
     Template(ChatTemplate),
     Plain,
 }
 
 impl Dialogue {
-    pub fn of(tok: &Tokenizer) -> Dialogue {
-        ChatTemplate::of(tok).map_or(Dialogue::Plain, Dialogue::Template)
+    /// A model trained here carries minillm's template in Jinja too (exports write it): the
+    /// token-level one renders it, keeping role tokens out of reach of typed text.
+    pub fn of(tok: &Tokenizer, jinja: Option<&JinjaTemplate>) -> Dialogue {
+        match (jinja, ChatTemplate::of(tok)) {
+            (Some(j), Some(own)) if j.source() == JINJA => Dialogue::Template(own),
+            (Some(j), _) => Dialogue::Jinja(j.clone()),
+            (None, Some(own)) => Dialogue::Template(own),
+            (None, None) => Dialogue::Plain,
+        }
+    }
+
+    /// Whether the format has turns of its own (a template), rather than plain lines.
+    pub fn has_template(&self) -> bool {
+        !matches!(self, Dialogue::Plain)
     }
 
     /// The conversation, ending where the assistant's reply begins.
     pub fn render(&self, tok: &Tokenizer, messages: &[Message]) -> Result<Vec<u32>> {
         match self {
+            Dialogue::Jinja(t) => t.render(tok, messages, true),
             Dialogue::Template(t) => Ok(t.render(tok, messages, true).ids),
-            Dialogue::Plain => {
-                let mut text = String::new();
-                for m in messages {
-                    match m.role {
-                        Role::System => text.push_str(&format!("{}\n", m.content)),
-                        Role::User => text.push_str(&format!("User: {}\n", m.content)),
-                        Role::Assistant => text.push_str(&format!("Assistant: {}\n", m.content)),
-                    }
-                }
-                text.push_str("Assistant:");
-                tok.encode_prompt(&text)
-            }
+            Dialogue::Plain => tok.encode_prompt(&plain_text(messages)),
         }
     }
 
-    /// The token that ends a reply, if the format has one.
-    pub fn end_id(&self) -> Option<u32> {
+    /// The whole conversation for fine-tuning, with the replies' tokens marked as the ones to
+    /// learn.
+    pub fn render_for_training(&self, tok: &Tokenizer, messages: &[Message]) -> Result<Rendered> {
         match self {
-            Dialogue::Template(t) => Some(t.end_id()),
-            Dialogue::Plain => None,
+            Dialogue::Jinja(t) => t.render_for_training(tok, messages),
+            Dialogue::Template(t) => Ok(t.render(tok, messages, false)),
+            Dialogue::Plain => Err(Error::Invalid(
+                "the model has no chat template to fine-tune with (`minillm sft` gives a base model minillm's)".into(),
+            )),
+        }
+    }
+
+    /// The conversation as the text the model reads (special tokens as their text), for showing
+    /// the prompt.
+    pub fn render_text(&self, tok: &Tokenizer, messages: &[Message]) -> Result<String> {
+        match self {
+            Dialogue::Jinja(t) => t.render_text(messages, true),
+            Dialogue::Template(t) => tok.decode(&t.render(tok, messages, true).ids),
+            Dialogue::Plain => Ok(plain_text(messages)),
+        }
+    }
+
+    /// The tokens that end a reply (none for plain lines, which end at a newline).
+    pub fn end_ids(&self) -> Vec<u32> {
+        match self {
+            Dialogue::Jinja(t) => t.ends().to_vec(),
+            Dialogue::Template(t) => vec![t.end_id()],
+            Dialogue::Plain => Vec::new(),
         }
     }
 
     /// Text that ends a reply.
     pub fn stops(&self) -> Vec<String> {
         match self {
-            Dialogue::Template(_) => Vec::new(),
             Dialogue::Plain => vec!["\n".into()],
+            _ => Vec::new(),
         }
     }
+}
+
+fn plain_text(messages: &[Message]) -> String {
+    let mut text = String::new();
+    for m in messages {
+        match m.role {
+            Role::System => text.push_str(&format!("{}\n", m.content)),
+            Role::User => text.push_str(&format!("User: {}\n", m.content)),
+            Role::Assistant => text.push_str(&format!("Assistant: {}\n", m.content)),
+        }
+    }
+    text.push_str("Assistant:");
+    text
 }

@@ -14,6 +14,7 @@
 //! the two are the reply, through its end-of-turn token.
 
 use super::{Message, Rendered, Role};
+use crate::corpus::words::{DAYS, MONTHS};
 use crate::error::{Error, Result};
 use crate::tokenizer::{SpecialTokens, Tokenizer};
 use minijinja::value::{Kwargs, Value, ValueKind};
@@ -246,21 +247,6 @@ fn strftime_now(format: String) -> Result<String, minijinja::Error> {
 }
 
 fn strftime(format: &str, secs: u64) -> Result<String, minijinja::Error> {
-    const MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
-    const DAYS: [&str; 7] = ["Thursday", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday"];
     let days = secs / 86_400;
     let (year, month, day) = civil_from_days(days as i64);
     let (h, m, s) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
@@ -272,7 +258,8 @@ fn strftime(format: &str, secs: u64) -> Result<String, minijinja::Error> {
             continue;
         }
         let month_name = MONTHS[month as usize - 1];
-        let day_name = DAYS[(days % 7) as usize];
+        // Day 0, 1970-01-01, was a Thursday.
+        let day_name = DAYS[((days + 3) % 7) as usize];
         match chars.next() {
             Some('d') => out.push_str(&format!("{day:02}")),
             Some('m') => out.push_str(&format!("{month:02}")),

@@ -7,7 +7,7 @@
 //! grammar rather than copy. `builtin()` is about 1.3 MB of text, the same on every machine.
 
 pub mod tasks;
-mod words;
+pub(crate) mod words;
 
 use crate::rng::Rng;
 use std::sync::OnceLock;

@@ -10,8 +10,9 @@ use minillm::chat::ChatTemplate;
 use minillm::fsutil::atomic_write;
 use minillm::io::generation_config::TextTokens;
 use minillm::io::gguf::TensorType;
-use minillm::io::{gguf_gpt2, save_model};
+use minillm::io::{gguf_gpt2, gguf_llama, save_model};
 use minillm::model::Arch;
+use minillm::model::config::Family;
 use minillm::quant::QuantType;
 use minillm::tokenizer::Pattern;
 use minillm::tokenizer::formats;
@@ -21,7 +22,8 @@ use std::path::{Path, PathBuf};
 enum Format {
     /// An HF transformers model directory (GPT2LMHeadModel).
     Hf,
-    /// One GGUF file for llama.cpp's `gpt2` architecture, tokenizer included.
+    /// One GGUF file for llama.cpp (its `gpt2`, `llama` or `qwen2` architecture), tokenizer and
+    /// chat template included.
     Gguf,
 }
 
@@ -122,7 +124,26 @@ fn export_gguf(
         (None, None) => None,
     };
     let name = out.file_stem().map_or("minillm".into(), |s| s.to_string_lossy().into_owned());
-    let bytes = gguf_gpt2::to_bytes_with_head(&loaded.model, &loaded.tok, ty, head, &name)?;
+    let (bytes, arch) = match &loaded.model.config.arch {
+        Arch::Gpt2 => (gguf_gpt2::to_bytes_with_head(&loaded.model, &loaded.tok, ty, head, &name)?, "gpt2"),
+        Arch::Llama(l) => {
+            // The model's own chat template, or minillm's for a model fine-tuned with its tokens.
+            let template = match &loaded.chat_template {
+                Some(t) => Some(t.source()),
+                None => ChatTemplate::of(&loaded.tok).map(|_| minillm::chat::JINJA),
+            };
+            let bytes = gguf_llama::to_bytes(
+                &loaded.model,
+                &loaded.tok,
+                &loaded.generation,
+                template,
+                ty,
+                head,
+                &name,
+            )?;
+            (bytes, if l.family == Family::Qwen2 { "qwen2" } else { "llama" })
+        }
+    };
     atomic_write(out, &bytes)?;
     let matrices = match (ty.quant(), head) {
         (Some(q), Some(h)) if h != q => format!("{} matrices, LM head {}", q.name(), h.name()),
@@ -134,7 +155,7 @@ fn export_gguf(
     let ratio =
         if ty.quant().is_some() { format!(", {smaller:.2}x smaller than f32") } else { String::new() };
     println!(
-        "wrote {} (GGUF, llama.cpp architecture gpt2, {matrices}; {:.2} MB{ratio})",
+        "wrote {} (GGUF, llama.cpp architecture {arch}, {matrices}; {:.2} MB{ratio})",
         out.display(),
         bytes.len() as f64 / 1e6,
     );

@@ -51,7 +51,7 @@ fn gguf_name(name: &str) -> (String, bool) {
 }
 
 /// llama.cpp's `general.file_type` (`LLAMA_FTYPE_MOSTLY_*`) for a file whose matrices are `ty`.
-fn file_type(ty: TensorType) -> u32 {
+pub(super) fn file_type(ty: TensorType) -> u32 {
     match ty {
         TensorType::F32 => 0,
         TensorType::F16 => 1,
@@ -61,7 +61,7 @@ fn file_type(ty: TensorType) -> u32 {
 }
 
 /// llama.cpp's pre-tokenizer name for our split patterns (`llama-bpe` is the cl100k pattern).
-fn pre_name(p: Pattern) -> &'static str {
+pub(super) fn pre_name(p: Pattern) -> &'static str {
     match p {
         Pattern::Gpt2 => "gpt-2",
         Pattern::Gpt4 => "llama-bpe",
@@ -87,7 +87,7 @@ pub fn to_bytes_with_head(
     head: Option<QuantType>,
     name: &str,
 ) -> Result<Vec<u8>> {
-    model.config.require_gpt2("GGUF export (the LLaMA family's GGUF files are the next issue's)")?;
+    model.config.require_gpt2("gguf_gpt2 (LLaMA-family models are written by gguf_llama)")?;
     if tok.sentencepiece().is_some() {
         return Err(Error::Invalid(
             "GGUF export writes byte-level BPE tokenizers; SentencePiece-style ones come with the LLaMA family's GGUF files".into(),
@@ -220,7 +220,7 @@ pub fn head_type(ty: QuantType) -> QuantType {
     }
 }
 
-fn encode(values: &[f32], ty: TensorType) -> Vec<u8> {
+pub(super) fn encode(values: &[f32], ty: TensorType) -> Vec<u8> {
     match ty {
         TensorType::F16 => values.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
         _ => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
@@ -243,13 +243,12 @@ pub fn from_shared(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, path: &Path) -> Re
         return Err(Error::format(
             path,
             format!(
-                "architecture is {}; minillm reads GGUF files of GPT-2-architecture models (gpt2) so far \
-                 (a Llama, Mistral or Qwen2 model loads from its HF directory: config.json and safetensors)",
+                "architecture is {}; minillm reads GGUF files of the gpt2, llama and qwen2 architectures",
                 arch.map_or("missing".to_string(), |a| format!("'{a}'"))
             ),
         ));
     }
-    let tok = tokenizer(&file, path)?;
+    let tok = byte_level_tokenizer(&file, path)?;
     let size = |key: &str| -> Result<usize> {
         file.get(key)
             .and_then(Value::as_u64)
@@ -334,7 +333,8 @@ pub fn from_shared(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, path: &Path) -> Re
     Ok((Gpt::from_parts(config, params, quantized)?, tok))
 }
 
-fn tokenizer(file: &Gguf, path: &Path) -> Result<Tokenizer> {
+/// A `gpt2` (byte-level BPE) tokenizer: tokens, merges and the split pattern's `pre` name.
+pub(super) fn byte_level_tokenizer(file: &Gguf, path: &Path) -> Result<Tokenizer> {
     match file.get("tokenizer.ggml.model").and_then(Value::as_str) {
         Some("gpt2") => {}
         other => {

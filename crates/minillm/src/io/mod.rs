@@ -6,6 +6,7 @@ pub mod chat_template;
 pub mod generation_config;
 pub mod gguf;
 pub mod gguf_gpt2;
+pub mod gguf_llama;
 pub mod hf_config;
 pub mod hub;
 pub(crate) mod mapped;
@@ -93,8 +94,7 @@ impl Loaded {
 /// HF-style model directory, an HF hub id in the local cache, or a `.gguf` file.
 pub fn load(spec: &Path) -> Result<Loaded> {
     if spec.extension().is_some_and(|e| e == "gguf") {
-        let (model, tok) = gguf_gpt2::from_shared(Arc::new(Mapped::open(spec)?), spec)?;
-        return Ok(Loaded { model, tok, generation: GenerationConfig::default(), chat_template: None });
+        return load_gguf(spec);
     }
     let dir = model_dir(spec)?;
     let model = load_model(&dir)?;
@@ -117,6 +117,25 @@ pub fn load(spec: &Path) -> Result<Loaded> {
     }
     let chat_template = chat_template::read(&dir, &tok, &generation)?;
     Ok(Loaded { model, tok, generation, chat_template })
+}
+
+/// A `.gguf` file of either kind minillm reads: GPT-2's architecture or the LLaMA family's.
+fn load_gguf(path: &Path) -> Result<Loaded> {
+    let mapped: Arc<Mapped> = Arc::new(Mapped::open(path)?);
+    let arch = gguf::Gguf::parse(mapped.bytes(), path)?
+        .get("general.architecture")
+        .and_then(gguf::Value::as_str)
+        .map(str::to_string);
+    match arch.as_deref() {
+        Some("llama" | "qwen2") => {
+            let (model, tok, extras) = gguf_llama::from_shared(mapped, path)?;
+            Ok(Loaded { model, tok, generation: extras.generation, chat_template: extras.chat_template })
+        }
+        _ => {
+            let (model, tok) = gguf_gpt2::from_shared(mapped, path)?;
+            Ok(Loaded { model, tok, generation: GenerationConfig::default(), chat_template: None })
+        }
+    }
 }
 
 /// Loads a model from a directory holding `config.json` and `model.safetensors` (or shards

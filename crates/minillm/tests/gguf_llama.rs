@@ -1,0 +1,204 @@
+//! LLaMA-family GGUF files (llama.cpp's `llama` and `qwen2` architectures): written and read
+//! back with the same weights, blocks, logits, tokenizer, end tokens and chat template; q and k
+//! rows permuted as llama.cpp's converter permutes them.
+
+mod common;
+
+use minillm::io::generation_config::GenerationConfig;
+use minillm::io::gguf::{Gguf, TensorType, Value};
+use minillm::io::{gguf_llama, load};
+use minillm::model::config::RopeScaling;
+use minillm::model::kv_cache::KvCache;
+use minillm::model::{Arch, Gpt};
+use minillm::quant::QuantType;
+use minillm::tokenizer::{SpecialTokens, Tokenizer, formats};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// The fixture's model with its rope scaling dropped (GGUF's per-frequency divisors for Llama
+/// 3.1's are written, not yet read).
+fn model_and_tokenizer(name: &str) -> (Gpt, Tokenizer) {
+    let loaded = load(&fixture(name)).unwrap();
+    let mut config = loaded.model.config.clone();
+    if let Arch::Llama(l) = &mut config.arch {
+        l.rope_scaling = None;
+    }
+    (Gpt::from_params(config, loaded.model.full_params().into_owned()).unwrap(), loaded.tok)
+}
+
+fn logits(model: &Gpt, tokens: &[u32]) -> Vec<f32> {
+    let mut cache = KvCache::new(model, 1);
+    let mut out = Vec::new();
+    model.score(&mut cache, tokens, None, |_, row| out.extend_from_slice(row)).unwrap();
+    out
+}
+
+fn read(bytes: Vec<u8>) -> (Gpt, Tokenizer, gguf_llama::Extras) {
+    gguf_llama::from_shared(Arc::new(bytes), Path::new("m.gguf")).unwrap()
+}
+
+#[test]
+fn llama_and_qwen2_files_read_back_with_the_same_weights_blocks_and_logits() {
+    for name in ["llama_tiny", "qwen2_tiny"] {
+        let (model, tok) = model_and_tokenizer(name);
+        let tokens = tok.encode_prompt("The quick brown fox jumps over the lazy dog.").unwrap();
+        let none = GenerationConfig::default();
+        let f32_bytes = gguf_llama::to_bytes(&model, &tok, &none, None, TensorType::F32, None, name).unwrap();
+        let (back, back_tok, _) = read(f32_bytes.clone());
+        assert_eq!(back.config, model.config, "{name}");
+        assert!(back.params == model.params, "{name}: f32 weights differ");
+        assert_eq!(formats::to_hf_json(&back_tok), formats::to_hf_json(&tok), "{name}");
+        let again = gguf_llama::to_bytes(&back, &back_tok, &none, None, TensorType::F32, None, name).unwrap();
+        assert!(again == f32_bytes, "{name}: rewriting changed the file");
+
+        // Blocks: the file's model decodes exactly as the same model quantized in memory.
+        for (ty, q, head) in [
+            (TensorType::F16, QuantType::F16, QuantType::F16),
+            (TensorType::Q8_0, QuantType::Q8_0, QuantType::Q8_0),
+            (TensorType::Q4_0, QuantType::Q4_0, QuantType::Q8_0),
+        ] {
+            let bytes = gguf_llama::to_bytes(&model, &tok, &none, None, ty, Some(head), name).unwrap();
+            let (back, _, _) = read(bytes);
+            let mut params = model.params.clone();
+            let untied = matches!(&model.config.arch, Arch::Llama(l) if !l.tied_head);
+            if ty == TensorType::F16 && untied {
+                // An f16 file stores the untied token embedding in f16 too.
+                let wte = minillm::model::params::Layout::new(&model.config).wte;
+                params[wte].iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32());
+            }
+            let mut want = Gpt::from_params(model.config.clone(), params).unwrap();
+            want.quantize(q, Some(head)).unwrap();
+            assert_eq!(back.weight_type(), want.weight_type(), "{name} {ty:?}");
+            assert!(logits(&back, &tokens) == logits(&want, &tokens), "{name} {ty:?}: logits differ");
+        }
+    }
+}
+
+#[test]
+fn q_and_k_rows_are_permuted_for_llama_cpp_s_adjacent_pair_rotation() {
+    let (model, tok) = model_and_tokenizer("llama_tiny");
+    let bytes =
+        gguf_llama::to_bytes(&model, &tok, &GenerationConfig::default(), None, TensorType::F32, None, "t")
+            .unwrap();
+    let file = Gguf::parse(&bytes, Path::new("t.gguf")).unwrap();
+    let Arch::Llama(l) = &model.config.arch else { unreachable!() };
+    let d = l.head_dim;
+    let rows_of = |name: &str| {
+        let info = file.tensor(name).unwrap();
+        let mut v = vec![0.0f32; (info.dims[0] * info.dims[1]) as usize];
+        file.read_f32(info, &mut v);
+        (v, info.dims[0] as usize)
+    };
+    let q = model.tensor_f32("model.layers.0.self_attn.q_proj.weight").unwrap();
+    let q: Vec<f32> = q[..model.config.n_head * d * model.config.n_embd].to_vec();
+    let (g, cols) = rows_of("blk.0.attn_q.weight");
+    // HF's row (head, half, i) is llama.cpp's row (head, i, half).
+    for head in 0..model.config.n_head {
+        for half in 0..2 {
+            for i in 0..d / 2 {
+                let hf = head * d + half * d / 2 + i;
+                let gg = head * d + 2 * i + half;
+                assert_eq!(g[gg * cols..(gg + 1) * cols], q[hf * cols..(hf + 1) * cols]);
+            }
+        }
+    }
+    // Llama 3.1's scaling travels as each frequency's divisor: 1 for high frequencies, the
+    // factor for low ones.
+    let loaded = load(&fixture("llama_tiny")).unwrap();
+    let with_scaling = gguf_llama::to_bytes(
+        &loaded.model,
+        &loaded.tok,
+        &GenerationConfig::default(),
+        None,
+        TensorType::F32,
+        None,
+        "t",
+    )
+    .unwrap();
+    let file = Gguf::parse(&with_scaling, Path::new("t.gguf")).unwrap();
+    let (divisors, n) = rows_of_1d(&file, "rope_freqs.weight");
+    assert_eq!(n, d / 2);
+    let Arch::Llama(l) = &loaded.model.config.arch else { unreachable!() };
+    let Some(RopeScaling::Llama3 { factor, .. }) = l.rope_scaling else {
+        panic!("the fixture has llama3 scaling")
+    };
+    assert!(
+        (divisors[0] - 1.0).abs() < 1e-6 && (divisors[n - 1] - factor as f32).abs() < 1e-5,
+        "{divisors:?}"
+    );
+    let err = gguf_llama::from_shared(Arc::new(with_scaling), Path::new("t.gguf")).err().unwrap();
+    assert!(err.to_string().contains("rope_freqs"), "{err}");
+}
+
+fn rows_of_1d(file: &Gguf, name: &str) -> (Vec<f32>, usize) {
+    let info = file.tensor(name).unwrap();
+    let mut v = vec![0.0f32; info.dims[0] as usize];
+    file.read_f32(info, &mut v);
+    let n = v.len();
+    (v, n)
+}
+
+#[test]
+fn sentencepiece_tokenizers_travel_with_scores_and_encode_the_same() {
+    // The SentencePiece fixture (Llama 2's form) on a LLaMA-shaped model of its vocabulary.
+    let tok = formats::read_file(&fixture("sentencepiece/legacy.json")).unwrap();
+    let model = Gpt::new(minillm::model::ModelConfig::llama_depth(1, tok.vocab_size()), 3).unwrap();
+    let bytes =
+        gguf_llama::to_bytes(&model, &tok, &GenerationConfig::default(), None, TensorType::F16, None, "sp")
+            .unwrap();
+    let file = Gguf::parse(&bytes, Path::new("sp.gguf")).unwrap();
+    assert_eq!(file.get("tokenizer.ggml.model").and_then(Value::as_str), Some("llama"));
+    assert_eq!(file.get("tokenizer.ggml.add_bos_token"), Some(&Value::Bool(true)));
+    let (_, back, extras) = read(bytes);
+    assert_eq!(back.prefix(), tok.prefix());
+    assert_eq!(extras.generation.eos_token_ids, [tok.special_id("</s>").unwrap()]);
+    for text in common::tricky_strings(5, 200).iter().map(String::as_str).chain([
+        "Hello world, 日本 2024!",
+        "  two spaces, a\ttab\nand lines",
+        "<s>special</s> text",
+    ]) {
+        // The merges rebuilt from the scores encode as the original merges do.
+        assert_eq!(
+            back.encode(text, SpecialTokens::AsText).unwrap(),
+            tok.encode(text, SpecialTokens::AsText).unwrap(),
+            "{text:?}"
+        );
+        assert_eq!(back.encode_prompt(text).unwrap(), tok.encode_prompt(text).unwrap(), "{text:?}");
+    }
+}
+
+#[test]
+fn end_tokens_and_the_chat_template_travel_in_the_file() {
+    let tok = formats::read_file(&fixture("chat_templates/chatml.json")).unwrap();
+    let model = Gpt::new(minillm::model::ModelConfig::llama_depth(1, tok.vocab_size()), 3).unwrap();
+    let im_end = tok.special_id("<|im_end|>").unwrap();
+    let eot = tok.special_id("<|endoftext|>").unwrap();
+    let generation = GenerationConfig { eos_token_ids: vec![im_end, eot], ..Default::default() };
+    let template =
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}";
+    let bytes =
+        gguf_llama::to_bytes(&model, &tok, &generation, Some(template), TensorType::Q8_0, None, "c").unwrap();
+    let (_, _, extras) = read(bytes);
+    let t = extras.chat_template.expect("the template is read back");
+    assert_eq!((t.source(), t.ends()), (template, &[im_end, eot][..]));
+    assert_eq!(t.eos_token(), Some("<|im_end|>"));
+    assert_eq!(extras.generation.eos_token_ids, [im_end, eot]);
+
+    // A tokenizer without an end of text is refused, as for GPT-2's files.
+    let bytes_model = Gpt::new(minillm::model::ModelConfig::llama_depth(1, 256), 3).unwrap();
+    let err = gguf_llama::to_bytes(
+        &bytes_model,
+        &Tokenizer::bytes(),
+        &GenerationConfig::default(),
+        None,
+        TensorType::F32,
+        None,
+        "b",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("no end-of-text token"), "{err}");
+}

@@ -77,6 +77,46 @@ pub fn evaluate(model: &Gpt, tokens: &[u32], bytes: usize) -> Result<Score> {
     Ok(Score::new(sum, counted, bytes))
 }
 
+/// Scores `tokens` as llama.cpp's `llama-perplexity` does, so the two can be compared: chunks of
+/// `n` tokens (the last partial one dropped), each chunk's first token replaced by `bos` where
+/// the model starts texts with one, and only the second half of each chunk scored (each
+/// prediction then has at least `n / 2` tokens of context).
+pub fn evaluate_chunks(
+    model: &Gpt,
+    tokens: &[u32],
+    n: usize,
+    bos: Option<u32>,
+    tok: &crate::Tokenizer,
+) -> Result<Score> {
+    if n < 4 || n > model.config.block_size {
+        return Err(Error::Invalid(format!(
+            "chunks of {n} tokens: choose 4 to the model's context of {}",
+            model.config.block_size
+        )));
+    }
+    if tokens.len() < n {
+        return Err(Error::Invalid(format!("{} tokens do not fill one chunk of {n}", tokens.len())));
+    }
+    let mut cache = KvCache::with_shape(model, CacheShape::scoring(&model.config, n));
+    let first = n / 2;
+    let (mut sum, mut counted, mut bytes) = (0.0f64, 0usize, 0usize);
+    let mut chunk = vec![0u32; n];
+    for start in (0..=tokens.len() - n).step_by(n) {
+        chunk.copy_from_slice(&tokens[start..start + n]);
+        if let Some(bos) = bos {
+            chunk[0] = bos;
+        }
+        model.score(&mut cache, &chunk[..n - 1], None, |i, logits| {
+            if i >= first {
+                sum += surprise(logits, chunk[i + 1]);
+                counted += 1;
+            }
+        })?;
+        bytes += tok.decoded_len(&chunk[first + 1..]);
+    }
+    Ok(Score::new(sum, counted, bytes))
+}
+
 /// Scores the same windows as [`evaluate`] one token at a time: each window's first token
 /// prefilled, then [`Gpt::decode`] through the KV cache, `batch` windows side by side. The
 /// check that scoring a text in chunks computes what generating it token by token does.

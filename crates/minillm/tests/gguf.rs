@@ -288,7 +288,7 @@ fn damaged_files_get_clear_errors() {
     let at = good.windows(name.len()).position(|w| w == name).unwrap() + name.len() + 4 + 16;
     let mut q5 = good.clone();
     q5[at..at + 4].copy_from_slice(&6u32.to_le_bytes());
-    assert!(error_of(&q5).contains("ggml type 6; minillm reads F32 (0), F16 (1), Q4_0 (2) and Q8_0 (8)"));
+    assert!(error_of(&q5).contains("is q5_0 (ggml type 6), which minillm does not read yet"));
     // A version we do not know, and a tensor count larger than the file.
     let mut v9 = good.clone();
     v9[4..8].copy_from_slice(&9u32.to_le_bytes());

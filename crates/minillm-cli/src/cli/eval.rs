@@ -15,6 +15,11 @@ pub struct Args {
     /// (its val.bin is used).
     #[arg(long, value_name = "FILE_OR_SHARDS")]
     data: PathBuf,
+    /// Score as llama.cpp's llama-perplexity does (its -c N), to compare the two: chunks of N
+    /// tokens, each starting with the model's BOS token where it has one, only the second half
+    /// of each chunk scored.
+    #[arg(long, value_name = "N")]
+    chunk: Option<usize>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -24,7 +29,12 @@ pub fn run(a: Args) -> Result<()> {
     let loaded = load(&a.model)?;
     let (tokens, what) = read_tokens(&a.data, &loaded.tok)?;
     let bytes = loaded.tok.decoded_len(tokens.get(1..).unwrap_or_default());
-    let score = minillm::eval::evaluate(&loaded.model, &tokens, bytes)?;
+    let score = match a.chunk {
+        Some(n) => {
+            minillm::eval::evaluate_chunks(&loaded.model, &tokens, n, loaded.tok.prefix(), &loaded.tok)?
+        }
+        None => minillm::eval::evaluate(&loaded.model, &tokens, bytes)?,
+    };
     if a.json {
         println!("{}", serde_json::to_string(&score)?);
         return Ok(());

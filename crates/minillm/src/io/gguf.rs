@@ -171,6 +171,16 @@ impl TensorType {
     }
 }
 
+/// ggml's name for a tensor type code, for errors about types minillm does not read.
+fn ggml_type_name(code: u32) -> &'static str {
+    const NAMES: [&str; 31] = [
+        "f32", "f16", "q4_0", "q4_1", "type 4", "type 5", "q5_0", "q5_1", "q8_0", "q8_1", "q2_K", "q3_K",
+        "q4_K", "q5_K", "q6_K", "q8_K", "iq2_xxs", "iq2_xs", "iq3_xxs", "iq1_s", "iq4_nl", "iq3_s", "iq2_s",
+        "iq4_xs", "i8", "i16", "i32", "i64", "f64", "iq1_m", "bf16",
+    ];
+    NAMES.get(code as usize).copied().unwrap_or("an unknown type")
+}
+
 impl From<QuantType> for TensorType {
     fn from(q: QuantType) -> TensorType {
         match q {
@@ -311,7 +321,8 @@ impl<'a> Gguf<'a> {
                 Error::format(
                     path,
                     format!(
-                        "tensor '{name}' has ggml type {code}; minillm reads F32 (0), F16 (1), Q4_0 (2) and Q8_0 (8)"
+                        "tensor '{name}' is {} (ggml type {code}), which minillm does not read yet; it reads f32, f16, q8_0 and q4_0",
+                        ggml_type_name(code)
                     ),
                 )
             })?;

@@ -372,12 +372,7 @@ pub fn from_shared(
             "key_length {k} differs from the rotary dimension {head_dim}; partial rotary embeddings are not supported"
         )));
     }
-    if file.tensor("rope_freqs.weight").is_some() {
-        return Err(bad(
-            "rope_freqs (Llama 3.1's rope scaling as per-frequency divisors) is not read from GGUF yet; load the model's HF directory".into(),
-        ));
-    }
-    let rope_scaling = match file.get(&format!("{arch}.rope.scaling.type")).and_then(Value::as_str) {
+    let mut rope_scaling = match file.get(&format!("{arch}.rope.scaling.type")).and_then(Value::as_str) {
         None | Some("none") => None,
         Some("linear") => Some(RopeScaling::Linear {
             factor: float("rope.scaling.factor")
@@ -385,7 +380,7 @@ pub fn from_shared(
         }),
         Some(other) => return Err(bad(format!("rope scaling '{other}' is not supported (none, linear)"))),
     };
-    let shape = LlamaShape {
+    let mut shape = LlamaShape {
         family,
         n_kv_head: size("attention.head_count_kv").unwrap_or(n_head),
         head_dim,
@@ -397,6 +392,21 @@ pub fn from_shared(
         qkv_bias: file.tensor("blk.0.attn_q.bias").is_some(),
         tied_head: file.tensor("output.weight").is_none(),
     };
+    if let Some(info) = file.tensor("rope_freqs.weight") {
+        if info.dims != [head_dim as u64 / 2] || info.ty != TensorType::F32 {
+            return Err(bad(format!(
+                "rope_freqs has dims {:?}; {} f32 divisors were expected",
+                info.dims,
+                head_dim / 2
+            )));
+        }
+        let mut divisors = vec![0.0f32; head_dim / 2];
+        file.read_f32(info, &mut divisors);
+        rope_scaling = llama3_from_divisors(&shape, &divisors).ok_or_else(|| {
+            bad("rope_freqs holds divisors that are not Llama 3.1's rope scaling; minillm cannot run them".into())
+        })?;
+        shape.rope_scaling = rope_scaling.clone();
+    }
     let config = ModelConfig {
         n_layer: size("block_count")?,
         n_head,
@@ -519,6 +529,55 @@ pub fn from_shared(
     Ok((model, tok, Extras { generation, chat_template }))
 }
 
+/// Llama 3.1's rope scaling from llama.cpp's per-frequency divisors (`None` inside: no
+/// scaling). The divisors fix the factor (the largest), and each blended frequency's position
+/// fixes the context / (high - low) ratios; with low_freq_factor 1, the first high_freq_factor
+/// (of 4, 2, 8, 16, 32) whose whole-number original context reproduces every divisor to 1e-4 is
+/// taken. `None` when none does.
+fn llama3_from_divisors(l: &LlamaShape, divisors: &[f32]) -> Option<Option<RopeScaling>> {
+    let plain = frequencies(&LlamaShape { rope_scaling: None, ..l.clone() });
+    let factor = divisors.iter().fold(1.0f64, |m, &d| m.max(d as f64));
+    if factor < 1.0 + 1e-6 {
+        return divisors.iter().all(|&d| (d - 1.0).abs() < 1e-6).then_some(None);
+    }
+    let tau = 2.0 * std::f64::consts::PI;
+    let blended =
+        plain.iter().zip(divisors).find(|(_, d)| (**d as f64) > 1.0 + 1e-4 && (**d as f64) < factor - 1e-4);
+    // The longest wavelength kept whole: the original context / high_freq_factor lies above it.
+    let kept = plain
+        .iter()
+        .zip(divisors)
+        .filter(|(_, d)| (**d - 1.0).abs() < 1e-6)
+        .map(|(f, _)| tau / f)
+        .fold(0.0, f64::max);
+    for high in [4.0, 2.0, 8.0, 16.0, 32.0] {
+        let old = match blended {
+            // smooth = (old / wavelen - 1) / (high - 1), and 1/d = (1 - smooth) / factor + smooth.
+            Some((&f, &d)) => {
+                let smooth = (1.0 / d as f64 - 1.0 / factor) / (1.0 - 1.0 / factor);
+                (smooth * (high - 1.0) + 1.0) * tau / f
+            }
+            None => kept * high * (1.0 + 1e-3),
+        };
+        let scaling = RopeScaling::Llama3 {
+            factor,
+            low_freq_factor: 1.0,
+            high_freq_factor: high,
+            original_context: old.round().max(1.0) as usize,
+        };
+        let scaled = frequencies(&LlamaShape { rope_scaling: Some(scaling.clone()), ..l.clone() });
+        let fits = plain
+            .iter()
+            .zip(&scaled)
+            .zip(divisors)
+            .all(|((p, s), &d)| ((p / s) / d as f64 - 1.0).abs() < 1e-4);
+        if fits {
+            return Some(Some(scaling));
+        }
+    }
+    None
+}
+
 /// A tensor of any block type as f32 (quantized ones dequantized).
 fn read_f32(file: &Gguf, info: &TensorInfo, out: &mut [f32]) -> Result<()> {
     match info.ty.quant() {
@@ -548,7 +607,11 @@ fn tokenizer(file: &Gguf, path: &Path) -> Result<(Tokenizer, Vec<u32>)> {
             )));
         }
     };
-    let add_bos = file.get("tokenizer.ggml.add_bos_token").is_some_and(|v| *v == Value::Bool(true));
+    // Without the key, llama.cpp adds a BOS for SentencePiece vocabularies and not for BPE ones.
+    let add_bos = match file.get("tokenizer.ggml.add_bos_token") {
+        Some(v) => *v == Value::Bool(true),
+        None => tok.sentencepiece().is_some(),
+    };
     let tok = match id("tokenizer.ggml.bos_token_id").filter(|_| add_bos) {
         Some(bos) if tok.is_special(bos) => tok.with_prefix(Some(bos))?,
         Some(bos) => return Err(bad(format!("the BOS token {bos} is not a special (control) token"))),

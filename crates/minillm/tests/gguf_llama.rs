@@ -103,16 +103,7 @@ fn q_and_k_rows_are_permuted_for_llama_cpp_s_adjacent_pair_rotation() {
     // Llama 3.1's scaling travels as each frequency's divisor: 1 for high frequencies, the
     // factor for low ones.
     let loaded = load(&fixture("llama_tiny")).unwrap();
-    let with_scaling = gguf_llama::to_bytes(
-        &loaded.model,
-        &loaded.tok,
-        &GenerationConfig::default(),
-        None,
-        TensorType::F32,
-        None,
-        "t",
-    )
-    .unwrap();
+    let with_scaling = f32_file(&loaded.model, &loaded.tok);
     let file = Gguf::parse(&with_scaling, Path::new("t.gguf")).unwrap();
     let (divisors, n) = rows_of_1d(&file, "rope_freqs.weight");
     assert_eq!(n, d / 2);
@@ -128,16 +119,7 @@ fn q_and_k_rows_are_permuted_for_llama_cpp_s_adjacent_pair_rotation() {
     let (back, _, _) = read(with_scaling);
     let Arch::Llama(b) = &back.config.arch else { unreachable!() };
     assert!(matches!(b.rope_scaling, Some(RopeScaling::Llama3 { factor: f, .. }) if f == factor));
-    let again = gguf_llama::to_bytes(
-        &back,
-        &loaded.tok,
-        &GenerationConfig::default(),
-        None,
-        TensorType::F32,
-        None,
-        "t",
-    )
-    .unwrap();
+    let again = f32_file(&back, &loaded.tok);
     let (again, _) = rows_of_1d(&Gguf::parse(&again, Path::new("t.gguf")).unwrap(), "rope_freqs.weight");
     assert!(
         again.iter().zip(&divisors).all(|(a, d)| (a / d - 1.0).abs() < 1e-5),
@@ -147,6 +129,10 @@ fn q_and_k_rows_are_permuted_for_llama_cpp_s_adjacent_pair_rotation() {
     let (a, b) = (logits(&loaded.model, &tokens), logits(&back, &tokens));
     let worst = a.iter().zip(&b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
     assert!(worst < 1e-5, "logits moved by {worst}");
+}
+
+fn f32_file(model: &Gpt, tok: &Tokenizer) -> Vec<u8> {
+    gguf_llama::to_bytes(model, tok, &GenerationConfig::default(), None, TensorType::F32, None, "t").unwrap()
 }
 
 fn rows_of_1d(file: &Gguf, name: &str) -> (Vec<f32>, usize) {

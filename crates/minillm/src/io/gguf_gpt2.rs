@@ -7,6 +7,7 @@
 
 use super::generation_config::{GenerationConfig, TextTokens};
 use super::gguf::{Gguf, TensorOut, TensorType, Value, ValueType};
+use super::gguf_tokenizer::{CONTROL, NORMAL, byte_level_tokenizer, pre_name};
 use crate::chat::ChatTemplate;
 use crate::error::{Error, Result};
 use crate::kernels::vec::transpose;
@@ -15,15 +16,12 @@ use crate::model::params::Layout;
 use crate::model::quantized::{Matrix, Quantized};
 use crate::model::{Arch, Gpt, ModelConfig};
 use crate::quant::{QMatrix, QuantType};
-use crate::tokenizer::formats::{from_token_list, merge_texts, vocab_entries};
-use crate::tokenizer::{END_OF_TEXT_NAMES, Pattern, Tokenizer};
+use crate::tokenizer::formats::{merge_texts, vocab_entries};
+use crate::tokenizer::{END_OF_TEXT_NAMES, Tokenizer};
 use std::path::Path;
 use std::sync::Arc;
 
 const ARCH: &str = "gpt2";
-/// llama.cpp's token types.
-const NORMAL: i32 = 1;
-const CONTROL: i32 = 3;
 
 /// llama.cpp's name for a tensor of ours (HF name without `transformer.`), and whether HF stores
 /// it transposed relative to GGUF.
@@ -57,16 +55,6 @@ pub(super) fn file_type(ty: TensorType) -> u32 {
         TensorType::F16 => 1,
         TensorType::Q4_0 => 2,
         TensorType::Q8_0 => 7,
-    }
-}
-
-/// llama.cpp's pre-tokenizer name for our split patterns (`llama-bpe` is the cl100k pattern).
-pub(super) fn pre_name(p: Pattern) -> &'static str {
-    match p {
-        Pattern::Gpt2 => "gpt-2",
-        Pattern::Gpt4 => "llama-bpe",
-        Pattern::Qwen2 => "qwen2",
-        Pattern::Gpt2Digits => "smollm",
     }
 }
 
@@ -331,56 +319,4 @@ pub fn from_shared(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, path: &Path) -> Re
         }
     }
     Ok((Gpt::from_parts(config, params, quantized)?, tok))
-}
-
-/// A `gpt2` (byte-level BPE) tokenizer: tokens, merges and the split pattern's `pre` name.
-pub(super) fn byte_level_tokenizer(file: &Gguf, path: &Path) -> Result<Tokenizer> {
-    match file.get("tokenizer.ggml.model").and_then(Value::as_str) {
-        Some("gpt2") => {}
-        other => {
-            return Err(Error::format(
-                path,
-                format!(
-                    "tokenizer.ggml.model is {other:?}; minillm reads byte-level BPE ('gpt2') tokenizers"
-                ),
-            ));
-        }
-    }
-    let strings = |key: &str| -> Result<Vec<String>> {
-        let items = file
-            .get(key)
-            .and_then(Value::as_array)
-            .ok_or_else(|| Error::format(path, format!("metadata '{key}' is missing or not an array")))?;
-        items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| Error::format(path, format!("'{key}' holds a non-string")))
-            })
-            .collect()
-    };
-    let tokens = strings("tokenizer.ggml.tokens")?;
-    let mut merges = Vec::new();
-    for (i, m) in strings("tokenizer.ggml.merges")?.into_iter().enumerate() {
-        let (l, r) = m
-            .split_once(' ')
-            .ok_or_else(|| Error::format(path, format!("merge {i} ({m:?}) is not 'left right'")))?;
-        merges.push((l.to_string(), r.to_string()));
-    }
-    let pattern = match file.get("tokenizer.ggml.pre").and_then(Value::as_str) {
-        None | Some("gpt-2" | "default") => Pattern::Gpt2,
-        Some("llama-bpe" | "dbrx") => Pattern::Gpt4,
-        Some("qwen2") => Pattern::Qwen2,
-        Some("smollm") => Pattern::Gpt2Digits,
-        Some(other) => {
-            return Err(Error::format(
-                path,
-                format!(
-                    "pre-tokenizer '{other}' is not one minillm implements (gpt-2, llama-bpe, qwen2, smollm)"
-                ),
-            ));
-        }
-    };
-    from_token_list(&tokens, &merges, pattern, path)
 }

@@ -7,6 +7,7 @@ pub mod generation_config;
 pub mod gguf;
 pub mod gguf_gpt2;
 pub mod gguf_llama;
+mod gguf_tokenizer;
 pub mod hf_config;
 pub mod hub;
 pub(crate) mod mapped;

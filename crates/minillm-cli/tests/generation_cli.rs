@@ -13,18 +13,19 @@ fn json(out: &Output) -> serde_json::Value {
 /// A character-level model trained for a few steps, shared by the tests of this file.
 fn trained() -> PathBuf {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = common::temp_dir("generation-cli");
-        std::fs::write(dir.join("text.txt"), &minillm::corpus::builtin()[..60_000]).unwrap();
-        ok(&minillm(&dir, &["prepare", "--input", "text.txt", "--tokenizer", "bytes", "--out", "data"]));
-        let train = ["train", "--data", "data", "--out", "run", "--model", "d1", "--context", "32"];
-        ok(&minillm(
-            &dir,
-            &[&train[..], &["--max-steps", "40", "--eval-every", "40", "--eval-batches", "2"]].concat(),
-        ));
-        dir
-    })
-    .clone()
+    DIR.get_or_init(|| train_in(common::temp_dir("generation-cli"), "bytes", 40)).clone()
+}
+
+/// `dir` with the corpus's first 60 kB prepared with `tokenizer` and a d1 model trained on it
+/// for `steps` steps in `run`.
+fn train_in(dir: PathBuf, tokenizer: &str, steps: usize) -> PathBuf {
+    std::fs::write(dir.join("text.txt"), &minillm::corpus::builtin()[..60_000]).unwrap();
+    ok(&minillm(&dir, &["prepare", "--input", "text.txt", "--tokenizer", tokenizer, "--out", "data"]));
+    let steps = steps.to_string();
+    let train = ["train", "--data", "data", "--out", "run", "--model", "d1", "--context", "32"];
+    let every = ["--max-steps", &steps, "--eval-every", &steps, "--eval-batches", "2"];
+    ok(&minillm(&dir, &[&train[..], &every[..]].concat()));
+    dir
 }
 
 #[test]
@@ -221,13 +222,7 @@ fn trained_with_end_of_text() -> PathBuf {
     std::fs::write(dir.join("text.txt"), &minillm::corpus::builtin()[..60_000]).unwrap();
     let tokenizer = ["tokenizer", "train", "--input", "text.txt", "--vocab-size", "257"];
     ok(&minillm(&dir, &[&tokenizer[..], &["--special", "<|endoftext|>", "--out", "tok.json"]].concat()));
-    ok(&minillm(&dir, &["prepare", "--input", "text.txt", "--tokenizer", "tok.json", "--out", "data"]));
-    let train = ["train", "--data", "data", "--out", "run", "--model", "d1", "--context", "32"];
-    ok(&minillm(
-        &dir,
-        &[&train[..], &["--max-steps", "20", "--eval-every", "20", "--eval-batches", "2"]].concat(),
-    ));
-    dir
+    train_in(dir, "tok.json", 20)
 }
 
 #[test]

@@ -78,16 +78,10 @@ pub fn evaluate(model: &Gpt, tokens: &[u32], bytes: usize) -> Result<Score> {
 }
 
 /// Scores `tokens` as llama.cpp's `llama-perplexity` does, so the two can be compared: chunks of
-/// `n` tokens (the last partial one dropped), each chunk's first token replaced by `bos` where
-/// the model starts texts with one, and only the second half of each chunk scored (each
-/// prediction then has at least `n / 2` tokens of context).
-pub fn evaluate_chunks(
-    model: &Gpt,
-    tokens: &[u32],
-    n: usize,
-    bos: Option<u32>,
-    tok: &crate::Tokenizer,
-) -> Result<Score> {
+/// `n` tokens (the last partial one dropped), each chunk's first token replaced by the token
+/// `tok` starts texts with where it has one, and only the second half of each chunk scored
+/// (each prediction then has at least `n / 2` tokens of context).
+pub fn evaluate_chunks(model: &Gpt, tokens: &[u32], n: usize, tok: &crate::Tokenizer) -> Result<Score> {
     if n < 4 || n > model.config.block_size {
         return Err(Error::Invalid(format!(
             "chunks of {n} tokens: choose 4 to the model's context of {}",
@@ -103,7 +97,7 @@ pub fn evaluate_chunks(
     let mut chunk = vec![0u32; n];
     for start in (0..=tokens.len() - n).step_by(n) {
         chunk.copy_from_slice(&tokens[start..start + n]);
-        if let Some(bos) = bos {
+        if let Some(bos) = tok.prefix() {
             chunk[0] = bos;
         }
         model.score(&mut cache, &chunk[..n - 1], None, |i, logits| {

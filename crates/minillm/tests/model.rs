@@ -300,6 +300,35 @@ fn eval_scores_every_token_once_whatever_the_batching() {
 }
 
 #[test]
+fn chunked_eval_scores_the_second_half_of_each_bos_led_chunk_as_llama_perplexity_does() {
+    // Byte tokens and a <s> that starts every text, on a model of their 257 ids.
+    let tok =
+        minillm::Tokenizer::bytes().with_added_specials(&["<s>"]).unwrap().with_prefix(Some(256)).unwrap();
+    let mut model = Trainable::init(ModelConfig { vocab_size: 257, ..tiny(0.1) }, 5).unwrap();
+    let (n, v) = (model.config.block_size, 257);
+    let mut rng = Rng::new(4);
+    // Three whole chunks and a partial one, which is left out.
+    let tokens: Vec<u32> = (0..3 * n + 5).map(|_| rng.below(256) as u32).collect();
+    let first = n / 2;
+    let mut want = 0.0f64;
+    for start in (0..3 * n).step_by(n) {
+        let mut chunk = tokens[start..start + n].to_vec();
+        chunk[0] = 256;
+        let positions: Vec<usize> = (first..n - 1).collect();
+        let logits = forward_logits(&mut model, &chunk[..n - 1], &positions);
+        for (row, &p) in logits.chunks_exact(v).zip(&positions) {
+            want -= minillm::sample::probabilities(row)[chunk[p + 1] as usize].ln();
+        }
+    }
+    let score = minillm::eval::evaluate_chunks(&model, &tokens, n, &tok).unwrap();
+    assert_eq!((score.tokens, score.bytes), (3 * (n - 1 - first), 3 * (n - 1 - first)));
+    let got = score.loss * score.tokens as f64;
+    assert!((got - want).abs() < 1e-4 * want, "{got} vs {want}");
+    assert!(minillm::eval::evaluate_chunks(&model, &tokens[..n - 1], n, &tok).is_err());
+    assert!(minillm::eval::evaluate_chunks(&model, &tokens, n + 1, &tok).is_err());
+}
+
+#[test]
 fn batched_generation_gives_each_sequence_what_it_would_get_alone() {
     use minillm::sample::{SamplerConfig, generate, generate_batch};
     let model = Gpt::new(tiny(0.0), 21).unwrap();

@@ -30,9 +30,7 @@ pub fn run(a: Args) -> Result<()> {
     let (tokens, what) = read_tokens(&a.data, &loaded.tok)?;
     let bytes = loaded.tok.decoded_len(tokens.get(1..).unwrap_or_default());
     let score = match a.chunk {
-        Some(n) => {
-            minillm::eval::evaluate_chunks(&loaded.model, &tokens, n, loaded.tok.prefix(), &loaded.tok)?
-        }
+        Some(n) => minillm::eval::evaluate_chunks(&loaded.model, &tokens, n, &loaded.tok)?,
         None => minillm::eval::evaluate(&loaded.model, &tokens, bytes)?,
     };
     if a.json {

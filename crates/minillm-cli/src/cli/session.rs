@@ -167,10 +167,7 @@ pub fn stream_many(
     rngs: &mut [Rng],
     mut show: impl FnMut(usize, &str) -> Result<()>,
 ) -> Result<Vec<Streamed>> {
-    let mut eos = loaded.generation.eos_token_ids.clone();
-    if eos.is_empty() {
-        eos.extend(loaded.tok.end_of_text());
-    }
+    let eos = loaded.end_ids();
     let n = rngs.len();
     let mut texts: Vec<TextStream<_>> =
         (0..n).map(|_| TextStream::new(&loaded.tok, s.stop.clone())).collect();

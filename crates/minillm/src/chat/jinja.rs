@@ -19,11 +19,18 @@ use crate::error::{Error, Result};
 use crate::tokenizer::{SpecialTokens, Tokenizer};
 use minijinja::value::{Kwargs, Value, ValueKind};
 use minijinja::{Environment, ErrorKind};
+use std::sync::Arc;
+
+/// The name the template has in its environment.
+const NAME: &str = "chat_template";
 
 /// A Jinja chat template with the special tokens it refers to and the ids that end a reply.
 #[derive(Clone, Debug)]
 pub struct JinjaTemplate {
     source: String,
+    /// The environment with the template compiled in, once: fine-tuning renders every
+    /// conversation several times.
+    env: Arc<Environment<'static>>,
     bos_token: Option<String>,
     eos_token: Option<String>,
     ends: Vec<u32>,
@@ -38,9 +45,9 @@ impl JinjaTemplate {
         eos_token: Option<String>,
         ends: Vec<u32>,
     ) -> Result<JinjaTemplate> {
-        let template = JinjaTemplate { source: source.to_string(), bos_token, eos_token, ends };
-        environment().template_from_str(source).map_err(one_line)?;
-        Ok(template)
+        let mut env = environment();
+        env.add_template_owned(NAME, source.to_string()).map_err(one_line)?;
+        Ok(JinjaTemplate { source: source.to_string(), env: Arc::new(env), bos_token, eos_token, ends })
     }
 
     pub fn source(&self) -> &str {
@@ -64,8 +71,7 @@ impl JinjaTemplate {
     /// The conversation as text, as `apply_chat_template(messages, tokenize=False,
     /// add_generation_prompt=...)` renders it.
     pub fn render_text(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let env = environment();
-        let template = env.template_from_str(&self.source).map_err(one_line)?;
+        let template = self.env.get_template(NAME).map_err(one_line)?;
         let context = minijinja::context! {
             messages => Value::from(minijinja::value::Serde(messages)),
             add_generation_prompt => add_generation_prompt,
@@ -174,41 +180,29 @@ fn write_json(
         ValueKind::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),
         ValueKind::Number => out.push_str(&v.to_string()),
         ValueKind::String => quote(v.as_str().unwrap_or_default(), out),
-        ValueKind::Map => {
-            let keys: Vec<Value> = v.try_iter()?.collect();
-            if keys.is_empty() {
-                out.push_str("{}");
-                return Ok(());
-            }
-            out.push('{');
-            for (i, key) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(separator);
-                }
-                newline(out, depth + 1);
-                quote(&key.to_string(), out);
-                out.push_str(": ");
-                write_json(&v.get_item(key)?, indent, depth + 1, out)?;
-            }
-            newline(out, depth);
-            out.push('}');
-        }
-        ValueKind::Seq | ValueKind::Iterable => {
+        ValueKind::Map | ValueKind::Seq | ValueKind::Iterable => {
+            // A dict's items are its keys with their values; a list's, its values alone.
+            let is_map = v.kind() == ValueKind::Map;
             let items: Vec<Value> = v.try_iter()?.collect();
-            if items.is_empty() {
-                out.push_str("[]");
-                return Ok(());
-            }
-            out.push('[');
+            let (open, close) = if is_map { ('{', '}') } else { ('[', ']') };
+            out.push(open);
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push_str(separator);
                 }
                 newline(out, depth + 1);
-                write_json(item, indent, depth + 1, out)?;
+                if is_map {
+                    quote(&item.to_string(), out);
+                    out.push_str(": ");
+                    write_json(&v.get_item(item)?, indent, depth + 1, out)?;
+                } else {
+                    write_json(item, indent, depth + 1, out)?;
+                }
             }
-            newline(out, depth);
-            out.push(']');
+            if !items.is_empty() {
+                newline(out, depth);
+            }
+            out.push(close);
         }
         other => {
             return Err(minijinja::Error::new(

@@ -274,6 +274,13 @@ pub struct TensorInfo {
     pub len: usize,
 }
 
+impl TensorInfo {
+    /// Where its bytes are in the file.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.start..self.start + self.len
+    }
+}
+
 /// A parsed GGUF file, borrowing the file's bytes.
 pub struct Gguf<'a> {
     pub metadata: Vec<(String, Value)>,
@@ -373,7 +380,7 @@ impl<'a> Gguf<'a> {
 
     /// A tensor's bytes as stored.
     pub fn data(&self, t: &TensorInfo) -> &'a [u8] {
-        &self.bytes[t.start..t.start + t.len]
+        &self.bytes[t.range()]
     }
 
     /// A tensor's elements as f32 (F16 converted, blocks dequantized).

@@ -5,9 +5,9 @@
 //!
 //! f16 files keep 1-D tensors (LayerNorms, biases) in f32, as llama.cpp's converter does.
 
-use super::generation_config::{GenerationConfig, TextTokens};
-use super::gguf::{Gguf, TensorOut, TensorType, Value, ValueType};
-use super::gguf_tokenizer::{CONTROL, NORMAL, byte_level_tokenizer, pre_name};
+use super::generation_config::GenerationConfig;
+use super::gguf::{Gguf, TensorOut, TensorType, Value};
+use super::gguf_tokenizer::{self, byte_level_tokenizer};
 use crate::chat::ChatTemplate;
 use crate::error::{Error, Result};
 use crate::kernels::vec::transpose;
@@ -16,8 +16,7 @@ use crate::model::params::Layout;
 use crate::model::quantized::{Matrix, Quantized};
 use crate::model::{Arch, Gpt, ModelConfig};
 use crate::quant::{QMatrix, QuantType};
-use crate::tokenizer::formats::{merge_texts, vocab_entries};
-use crate::tokenizer::{END_OF_TEXT_NAMES, Tokenizer};
+use crate::tokenizer::Tokenizer;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -86,10 +85,10 @@ pub fn to_bytes_with_head(
         None => None,
     };
     let c = &model.config;
-    let entries = vocab_entries(tok);
-    if entries.len() != c.vocab_size || entries.iter().enumerate().any(|(i, e)| e.0 as usize != i) {
+    if tok.vocab_size() != c.vocab_size {
         return Err(Error::Invalid(format!(
-            "GGUF lists every token id from 0 to {}, but this tokenizer's ids have gaps",
+            "the tokenizer has {} ids but the model {}; they do not belong together",
+            tok.vocab_size(),
             c.vocab_size
         )));
     }
@@ -104,25 +103,10 @@ pub fn to_bytes_with_head(
         ("gpt2.block_count".into(), u32v(c.n_layer)),
         ("gpt2.attention.head_count".into(), u32v(c.n_head)),
         ("gpt2.attention.layer_norm_epsilon".into(), Value::F32(EPS)),
-        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
-        ("tokenizer.ggml.pre".into(), Value::String(pre_name(tok.pattern()).into())),
-        ("tokenizer.ggml.tokens".into(), Value::strings(entries.iter().map(|e| e.1.clone()))),
-        (
-            "tokenizer.ggml.token_type".into(),
-            Value::Array(
-                ValueType::I32,
-                entries
-                    .iter()
-                    .map(|e| Value::I32(if tok.is_special(e.0) { CONTROL } else { NORMAL }))
-                    .collect(),
-            ),
-        ),
-        (
-            "tokenizer.ggml.merges".into(),
-            Value::strings(merge_texts(tok).into_iter().map(|[l, r]| format!("{l} {r}"))),
-        ),
     ];
-    metadata.extend(text_token_metadata(tok)?);
+    // A model fine-tuned here carries minillm's template.
+    let template = ChatTemplate::of(tok).map(|_| crate::chat::JINJA);
+    metadata.extend(gguf_tokenizer::metadata(tok, &GenerationConfig::default(), template)?);
 
     let layout = Layout::new(c);
     let mut tensors = Vec::new();
@@ -150,10 +134,7 @@ pub fn to_bytes_with_head(
         tensors.push(TensorOut { name: gname, dims, ty, data: encode(&values, ty) });
     };
     for t in &layout.tensors {
-        let mut shape = t.shape.clone();
-        if t.name == "wte.weight" {
-            shape[0] = c.vocab_size;
-        }
+        let shape = t.saved_shape(c);
         if quantized.as_ref().is_some_and(|q| q.holds(c, &t.name)) {
             add(&t.name, &shape, &[]); // written from its blocks
         } else {
@@ -170,32 +151,6 @@ pub fn to_bytes_with_head(
         }
     }
     Ok(super::gguf::to_bytes(&metadata, &tensors))
-}
-
-/// The BOS, EOS and end-of-turn ids and the chat template, for llama.cpp to know where texts and
-/// turns end. A tokenizer with no end-of-text token is refused: llama.cpp would take a byte
-/// token for BOS and EOS and stop generating wherever the model wrote that byte.
-fn text_token_metadata(tok: &Tokenizer) -> Result<Vec<(String, Value)>> {
-    let TextTokens { bos, eos, .. } = TextTokens::of(tok, &GenerationConfig::default());
-    let (Some(bos), Some(eos)) = (bos, eos) else {
-        return Err(Error::Invalid(format!(
-            "this tokenizer has no end-of-text token ({}), which llama.cpp needs to know where a text \
-             ends; train the tokenizer with `--special '<|endoftext|>'` (`minillm prepare` then puts it \
-             between the files it reads) and the model on that data",
-            END_OF_TEXT_NAMES.join(", ")
-        )));
-    };
-    let mut out = vec![
-        ("tokenizer.ggml.bos_token_id".into(), Value::U32(bos)),
-        ("tokenizer.ggml.eos_token_id".into(), Value::U32(eos)),
-        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(tok.prefix().is_some())),
-    ];
-    // A fine-tuned model ends its turns with the template's own token: llama.cpp stops there.
-    if let Some(template) = ChatTemplate::of(tok) {
-        out.push(("tokenizer.ggml.eot_token_id".into(), Value::U32(template.end_id())));
-        out.push(("tokenizer.chat_template".into(), Value::String(crate::chat::JINJA.into())));
-    }
-    Ok(out)
 }
 
 /// The LM head's type in a file whose matrices are `ty`. llama.cpp gives the output layer more
@@ -224,8 +179,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Gpt, Tokenizer)> {
 /// [`from_bytes`] for a file the model may keep a share of (a mapped file): its quantized and
 /// 16-bit matrices stay where they lie in it, with no copy; the small f32 tensors are read out.
 pub fn from_shared(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, path: &Path) -> Result<(Gpt, Tokenizer)> {
-    let bytes: &[u8] = (*owner).as_ref();
-    let file = Gguf::parse(bytes, path)?;
+    let file = Gguf::parse((*owner).as_ref(), path)?;
     let arch = file.get("general.architecture").and_then(Value::as_str);
     if arch != Some(ARCH) {
         return Err(Error::format(
@@ -273,10 +227,7 @@ pub fn from_shared(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, path: &Path) -> Re
         let (gname, transposed) = gguf_name(&t.name);
         let info =
             file.tensor(&gname).ok_or_else(|| Error::format(path, format!("tensor '{gname}' is missing")))?;
-        let mut shape = t.shape.clone();
-        if t.name == "wte.weight" {
-            shape[0] = config.vocab_size;
-        }
+        let shape = t.saved_shape(&config);
         let want: Vec<u64> = match *shape.as_slice() {
             [n] => vec![n as u64],
             [rows, cols] if transposed => vec![rows as u64, cols as u64],
@@ -292,9 +243,7 @@ pub fn from_shared(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, path: &Path) -> Re
         let matrix = Matrix::of(&t.name).map(Some).or((t.name == "wte.weight").then_some(None));
         if let (Some(q), Some(which)) = (info.ty.quant(), matrix) {
             let (rows, cols) = (info.dims[1] as usize, info.dims[0] as usize);
-            let start = file.data(info).as_ptr() as usize - bytes.as_ptr() as usize;
-            let range = start..start + file.data(info).len();
-            let m = QMatrix::from_shared(q, (rows, cols), owner.clone(), range)
+            let m = QMatrix::from_shared(q, (rows, cols), owner.clone(), info.range())
                 .map_err(|e| Error::format(path, format!("tensor '{gname}': {e}")))?;
             match which {
                 Some((layer, w)) => quantized.blocks[layer][w as usize] = Some(m),

@@ -23,7 +23,7 @@ use crate::model::layers::rope::frequencies;
 use crate::model::params::Layout;
 use crate::model::quantized::{Matrix, Quantized};
 use crate::model::{Arch, Gpt, ModelConfig};
-use crate::quant::{BLOCK, QMatrix, QuantType};
+use crate::quant::{QMatrix, QuantType};
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
 use std::sync::Arc;
@@ -60,18 +60,9 @@ fn gguf_name(name: &str) -> Option<String> {
     Some(format!("blk.{layer}.{target}.{kind}"))
 }
 
-/// How many heads a q or k tensor's rows are permuted in (`None`: not permuted).
-fn permuted_heads(c: &ModelConfig, l: &LlamaShape, name: &str) -> Option<usize> {
-    if l.family == Family::Qwen2 {
-        return None;
-    }
-    if name.contains("self_attn.q_proj.") {
-        Some(c.n_head)
-    } else if name.contains("self_attn.k_proj.") {
-        Some(l.n_kv_head)
-    } else {
-        None
-    }
+/// Whether a tensor's rows are reordered for llama.cpp: q and k of the `llama` architecture.
+fn permuted(l: &LlamaShape, name: &str) -> bool {
+    l.family != Family::Qwen2 && (name.contains("self_attn.q_proj.") || name.contains("self_attn.k_proj."))
 }
 
 /// Row `r` of HF's order is row `to_gguf_row(r)` in llama.cpp's (heads of `d` rows).
@@ -108,8 +99,12 @@ fn parts(c: &ModelConfig, l: &LlamaShape, m: Matrix) -> Vec<(&'static str, usize
     }
 }
 
-fn row_bytes(q: QuantType, cols: usize) -> usize {
-    cols / BLOCK * q.block_bytes()
+/// Where tensor `name` lies in its fused block matrix: (layer, matrix, first row, rows).
+fn part_of(c: &ModelConfig, l: &LlamaShape, name: &str) -> Option<(usize, Matrix, usize, usize)> {
+    let (layer, m) = Matrix::of(name)?;
+    let stem = name.rsplit_once('.').map_or("", |s| s.0);
+    let (_, first, rows) = parts(c, l, m).into_iter().find(|p| stem.ends_with(p.0))?;
+    Some((layer, m, first, rows))
 }
 
 /// Encodes a LLaMA-family `model` and `tok` as GGUF with matrices in `ty` (the output layer in
@@ -155,10 +150,7 @@ pub fn to_bytes(
         metadata.push((key("rope.scaling.type"), Value::String("linear".into())));
         metadata.push((key("rope.scaling.factor"), Value::F32(factor as f32)));
     }
-    metadata.extend(gguf_tokenizer::metadata(tok, generation)?);
-    if let Some(t) = chat_template {
-        metadata.push(("tokenizer.chat_template".into(), Value::String(t.into())));
-    }
+    metadata.extend(gguf_tokenizer::metadata(tok, generation, chat_template)?);
 
     let mut tensors = Vec::new();
     let mut push = |hf: &str, dims: Vec<u64>, ty: TensorType, data: Vec<u8>| {
@@ -173,23 +165,16 @@ pub fn to_bytes(
         _ => TensorType::F32,
     };
     for t in &layout.tensors {
-        let mut shape = t.shape.clone();
-        if t.name == "model.embed_tokens.weight" || t.name == "lm_head.weight" {
-            shape[0] = c.vocab_size;
-        }
+        let shape = t.saved_shape(c);
         let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
+        let part = part_of(c, l, &t.name);
         if let Some(q) = &quantized
-            && let Some((layer, m)) = Matrix::of(&t.name)
+            && let Some((layer, m, first, rows)) = part
             && let Some(blocks) = &q.blocks[layer][m as usize]
         {
-            let stem = t.name.rsplit_once('.').map_or("", |s| s.0);
-            let (_, first, rows) = parts(c, l, m)
-                .into_iter()
-                .find(|p| stem.ends_with(p.0))
-                .expect("the tensor is a part of its fused matrix");
-            let rb = row_bytes(blocks.ty, blocks.cols);
+            let rb = blocks.ty.row_bytes(blocks.cols);
             let mut data = blocks.bytes()[first * rb..(first + rows) * rb].to_vec();
-            if permuted_heads(c, l, &t.name).is_some() {
+            if permuted(l, &t.name) {
                 data = permute_rows(&data, rows, l.head_dim, true);
             }
             push(&t.name, dims, blocks.ty.into(), data);
@@ -202,18 +187,15 @@ pub fn to_bytes(
             push(&t.name, dims, m.ty.into(), m.bytes().to_vec());
             continue;
         }
-        let mut values = match Matrix::of(&t.name) {
+        let mut values = match part {
             // A part of a fused matrix (q of q|k|v, gate of gate|up): its rows.
-            Some((layer, m)) => {
-                let stem = t.name.rsplit_once('.').map_or("", |s| s.0);
-                let (_, first, rows) =
-                    parts(c, l, m).into_iter().find(|p| stem.ends_with(p.0)).expect("a part of its matrix");
+            Some((layer, m, first, rows)) => {
                 let cols = shape[1];
                 model.matrix_f32(layer, m)[first * cols..(first + rows) * cols].to_vec()
             }
             None => model.tensor_f32(&t.name).expect("a tensor of the model").into_owned(),
         };
-        if permuted_heads(c, l, &t.name).is_some() {
+        if permuted(l, &t.name) {
             values = permute_rows(&values, shape[0], l.head_dim, true);
         }
         let tty = float_ty(&shape);
@@ -247,8 +229,7 @@ pub fn from_shared(
     owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
     path: &Path,
 ) -> Result<(Gpt, Tokenizer, Extras)> {
-    let bytes: &[u8] = (*owner).as_ref();
-    let file = Gguf::parse(bytes, path)?;
+    let file = Gguf::parse((*owner).as_ref(), path)?;
     let arch = file.get("general.architecture").and_then(Value::as_str).unwrap_or_default().to_string();
     let family = match arch.as_str() {
         "llama" => Family::Llama,
@@ -284,7 +265,7 @@ pub fn from_shared(
             "key_length {k} differs from the rotary dimension {head_dim}; partial rotary embeddings are not supported"
         )));
     }
-    let mut rope_scaling = match file.get(&format!("{arch}.rope.scaling.type")).and_then(Value::as_str) {
+    let rope_scaling = match file.get(&format!("{arch}.rope.scaling.type")).and_then(Value::as_str) {
         None | Some("none") => None,
         Some("linear") => Some(RopeScaling::Linear {
             factor: float("rope.scaling.factor")
@@ -314,10 +295,9 @@ pub fn from_shared(
         }
         let mut divisors = vec![0.0f32; head_dim / 2];
         file.read_f32(info, &mut divisors);
-        rope_scaling = llama3_from_divisors(&shape, &divisors).ok_or_else(|| {
+        shape.rope_scaling = llama3_from_divisors(&shape, &divisors).ok_or_else(|| {
             bad("rope_freqs holds divisors that are not Llama 3.1's rope scaling; minillm cannot run them".into())
         })?;
-        shape.rope_scaling = rope_scaling.clone();
     }
     let config = ModelConfig {
         n_layer: size("block_count")?,
@@ -346,13 +326,7 @@ pub fn from_shared(
         }
         Ok(())
     };
-    let shape_of = |name: &str| -> Vec<usize> {
-        let mut s = full.get(name).expect("a layout tensor").shape.clone();
-        if name == "model.embed_tokens.weight" || name == "lm_head.weight" {
-            s[0] = config.vocab_size;
-        }
-        s
-    };
+    let shape_of = |name: &str| full.get(name).expect("a layout tensor").saved_shape(&config);
 
     // Block matrices whose parts are all in one block type become one fused matrix of blocks.
     let mut quantized = Quantized { blocks: vec![Default::default(); config.n_layer], lm_head: None };
@@ -373,15 +347,15 @@ pub fn from_shared(
             let cols = infos[0].dims[0] as usize;
             let rows: usize = infos.iter().map(|i| i.dims[1] as usize).sum();
             let matrix = if let [info] = infos.as_slice() {
-                let start = file.data(info).as_ptr() as usize - bytes.as_ptr() as usize;
-                QMatrix::from_shared(q, (rows, cols), owner.clone(), start..start + file.data(info).len())
+                QMatrix::from_shared(q, (rows, cols), owner.clone(), info.range())
             } else {
-                let mut data = Vec::with_capacity(rows * row_bytes(q, cols));
+                let mut data = Vec::with_capacity(rows * q.row_bytes(cols));
                 for (n, info) in names.iter().zip(&infos) {
                     let part = file.data(info);
-                    match permuted_heads(&config, l, n) {
-                        Some(_) => data.extend(permute_rows(part, info.dims[1] as usize, l.head_dim, false)),
-                        None => data.extend_from_slice(part),
+                    if permuted(l, n) {
+                        data.extend(permute_rows(part, info.dims[1] as usize, l.head_dim, false));
+                    } else {
+                        data.extend_from_slice(part);
                     }
                 }
                 QMatrix::from_bytes(q, rows, cols, data)
@@ -394,10 +368,9 @@ pub fn from_shared(
     let head_info = tensor(head)?;
     check_dims(head_info, &shape_of(head))?;
     if let Some(q) = head_info.ty.quant() {
-        let start = file.data(head_info).as_ptr() as usize - bytes.as_ptr() as usize;
         let (rows, cols) = (config.vocab_size, config.n_embd);
         quantized.lm_head = Some(
-            QMatrix::from_shared(q, (rows, cols), owner.clone(), start..start + file.data(head_info).len())
+            QMatrix::from_shared(q, (rows, cols), owner.clone(), head_info.range())
                 .map_err(|e| bad(format!("{head}: {e}")))?,
         );
     }
@@ -411,7 +384,7 @@ pub fn from_shared(
         let n: usize = shape.iter().product();
         let mut values = vec![0.0f32; n];
         read_f32(&file, info, &mut values).map_err(|e| bad(format!("{}: {e}", info.name)))?;
-        if permuted_heads(&config, l, &t.name).is_some() {
+        if permuted(l, &t.name) {
             values = permute_rows(&values, shape[0], l.head_dim, false);
         }
         params[t.offset..t.offset + n].copy_from_slice(&values);

@@ -4,6 +4,7 @@
 
 use super::generation_config::{GenerationConfig, TextTokens};
 use super::gguf::{Gguf, Value, ValueType};
+use crate::chat::ChatTemplate;
 use crate::error::{Error, Result};
 use crate::tokenizer::bpe::{Bpe, Merge};
 use crate::tokenizer::formats::{from_token_list, merge_texts, vocab_entries};
@@ -13,14 +14,14 @@ use rustc_hash::FxHashMap;
 use std::path::Path;
 
 /// llama.cpp's token types.
-pub(super) const NORMAL: i32 = 1;
+const NORMAL: i32 = 1;
 const UNKNOWN: i32 = 2;
-pub(super) const CONTROL: i32 = 3;
+const CONTROL: i32 = 3;
 const USER_DEFINED: i32 = 4;
 const BYTE: i32 = 6;
 
 /// llama.cpp's pre-tokenizer name for our split patterns (`llama-bpe` is the cl100k pattern).
-pub(super) fn pre_name(p: Pattern) -> &'static str {
+fn pre_name(p: Pattern) -> &'static str {
     match p {
         Pattern::Gpt2 => "gpt-2",
         Pattern::Gpt4 => "llama-bpe",
@@ -30,12 +31,20 @@ pub(super) fn pre_name(p: Pattern) -> &'static str {
 }
 
 /// The tokenizer's metadata: byte-level BPE as `gpt2`, SentencePiece-style as `llama`, with
-/// BOS/EOS (and UNK) ids and whether a BOS starts every text.
-pub(super) fn metadata(tok: &Tokenizer, generation: &GenerationConfig) -> Result<Vec<(String, Value)>> {
+/// BOS/EOS (and UNK) ids, whether a BOS starts every text, where a turn ends and the model's
+/// `chat_template`. A tokenizer with no end-of-text token is refused: llama.cpp would take a
+/// byte token for BOS and EOS and stop generating wherever the model wrote that byte.
+pub(super) fn metadata(
+    tok: &Tokenizer,
+    generation: &GenerationConfig,
+    chat_template: Option<&str>,
+) -> Result<Vec<(String, Value)>> {
     let TextTokens { bos, eos, ends } = TextTokens::of(tok, generation);
     let Some(eos) = eos else {
         return Err(Error::Invalid(format!(
-            "this tokenizer has no end-of-text token ({}), which llama.cpp needs to know where a text ends",
+            "this tokenizer has no end-of-text token ({}), which llama.cpp needs to know where a text \
+             ends; train the tokenizer with `--special '<|endoftext|>'` (`minillm prepare` then puts it \
+             between the files it reads) and the model on that data",
             END_OF_TEXT_NAMES.join(", ")
         )));
     };
@@ -99,11 +108,17 @@ pub(super) fn metadata(tok: &Tokenizer, generation: &GenerationConfig) -> Result
     }
     out.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(bos.unwrap_or(eos))));
     out.push(("tokenizer.ggml.eos_token_id".into(), Value::U32(eos)));
-    // A second end token (Qwen2.5's <|endoftext|> beside <|im_end|>) as llama.cpp's end of turn.
-    if let Some(&second) = ends.iter().find(|&&e| e != eos) {
-        out.push(("tokenizer.ggml.eot_token_id".into(), Value::U32(second)));
+    // Where a turn ends, for llama.cpp to stop there: a second end token (Qwen2.5's
+    // <|endoftext|> beside <|im_end|>), or the <|end|> of a model fine-tuned with minillm's roles.
+    let end_of_turn =
+        ends.iter().copied().find(|&e| e != eos).or_else(|| ChatTemplate::of(tok).map(|t| t.end_id()));
+    if let Some(eot) = end_of_turn {
+        out.push(("tokenizer.ggml.eot_token_id".into(), Value::U32(eot)));
     }
     out.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(tok.prefix().is_some())));
+    if let Some(t) = chat_template {
+        out.push(("tokenizer.chat_template".into(), Value::String(t.into())));
+    }
     Ok(out)
 }
 

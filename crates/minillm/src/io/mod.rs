@@ -89,6 +89,15 @@ impl Loaded {
     pub fn dialogue(&self) -> Dialogue {
         Dialogue::of(&self.tok, self.chat_template.as_ref())
     }
+
+    /// The tokens generation stops at: the model's own end tokens (its generation config's
+    /// list), else its tokenizer's end of text.
+    pub fn end_ids(&self) -> Vec<u32> {
+        match &self.generation.eos_token_ids {
+            ids if !ids.is_empty() => ids.clone(),
+            _ => self.tok.end_of_text().into_iter().collect(),
+        }
+    }
 }
 
 /// A model with its tokenizer from anything `--model` accepts: a run directory, a checkpoint or

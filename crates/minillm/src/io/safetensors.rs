@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::fsutil::atomic_write_to;
-use crate::model::params::{Layout, TensorInfo, has_vocabulary_rows};
+use crate::model::params::{Layout, TensorInfo};
 use crate::model::quantized::{Matrix, Quantized};
 use crate::model::{Arch, Gpt, ModelConfig};
 use crate::quant::{QMatrix, QuantType};
@@ -66,12 +66,8 @@ fn views<'a>(
     };
     let mut views = Vec::new();
     for t in &layout.tensors {
-        let mut shape = t.shape.clone();
-        let mut data = &params[t.range()];
-        if has_vocabulary_rows(&t.name) {
-            shape[0] = config.vocab_size;
-            data = &data[..config.vocab_size * config.n_embd];
-        }
+        let shape = t.saved_shape(config);
+        let data = &params[t.range()][..stored_len(config, t)];
         views.push((file_name(config, &t.name), view(shape, le_bytes(data))?));
     }
     if !zeros.is_empty() {
@@ -161,7 +157,7 @@ pub fn load(shards: &[(&[u8], &Path)], config: ModelConfig, release: &dyn Fn(&[u
 
 /// Elements of `t` in the file: the embedding has no padding rows there.
 fn stored_len(config: &ModelConfig, t: &TensorInfo) -> usize {
-    if has_vocabulary_rows(&t.name) { config.vocab_size * config.n_embd } else { t.len() }
+    t.saved_shape(config).iter().product()
 }
 
 /// Whether every value of a 16-bit tensor is one f16 holds: always for f16; for bf16, when none
@@ -271,10 +267,7 @@ fn tensors<'a>(
         let name = file_name(config, &t.name);
         let view =
             found.get(&t.name).ok_or_else(|| Error::format(path, format!("tensor '{name}' is missing")))?;
-        let mut want = t.shape.clone();
-        if has_vocabulary_rows(&t.name) {
-            want[0] = config.vocab_size;
-        }
+        let want = t.saved_shape(config);
         if view.shape() != want.as_slice() {
             return Err(Error::format(
                 path,

@@ -35,6 +35,16 @@ impl TensorInfo {
     pub fn range(&self) -> Range<usize> {
         self.offset..self.offset + self.len()
     }
+
+    /// The shape files store: the buffer's, with a vocabulary-row tensor's padding rows left
+    /// out (see [`has_vocabulary_rows`]).
+    pub fn saved_shape(&self, config: &ModelConfig) -> Vec<usize> {
+        let mut shape = self.shape.clone();
+        if has_vocabulary_rows(&self.name) {
+            shape[0] = config.vocab_size;
+        }
+        shape
+    }
 }
 
 /// Offsets of one transformer block's tensors; `None` when the model has no such bias. Named

@@ -89,7 +89,7 @@ impl QMatrix {
         check_shape(ty, rows, cols)?;
         assert_eq!(w.len(), rows * cols, "quantize: matrix shape");
         let bytes = ty.block_bytes();
-        let mut data = vec![0u8; rows * cols / BLOCK * bytes];
+        let mut data = vec![0u8; rows * ty.row_bytes(cols)];
         let quantize: fn(&[f32; BLOCK], &mut [u8]) = match ty {
             QuantType::F16 => F16::quantize,
             QuantType::Q8_0 => Q8_0::quantize,
@@ -141,7 +141,7 @@ impl QMatrix {
     /// Row `r`'s weights into `out` (cols): a token's embedding, when the embedding is stored
     /// in blocks.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        let row_bytes = self.cols / BLOCK * self.ty.block_bytes();
+        let row_bytes = self.ty.row_bytes(self.cols);
         self.dequantize_into(&self.bytes()[r * row_bytes..][..row_bytes], &mut out[..self.cols]);
     }
 
@@ -280,7 +280,7 @@ impl QMatrix {
 
 fn check_bytes(ty: QuantType, rows: usize, cols: usize, len: usize) -> Result<()> {
     check_shape(ty, rows, cols)?;
-    let want = rows * cols / BLOCK * ty.block_bytes();
+    let want = rows * ty.row_bytes(cols);
     if len != want {
         return Err(Error::Invalid(format!(
             "{} matrix of {rows} x {cols} needs {want} bytes, got {len}",

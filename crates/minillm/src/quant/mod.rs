@@ -68,6 +68,11 @@ impl QuantType {
         }
     }
 
+    /// Bytes of one row of `cols` weights (a multiple of [`BLOCK`]).
+    pub fn row_bytes(self, cols: usize) -> usize {
+        cols / BLOCK * self.block_bytes()
+    }
+
     /// Storage per weight, scales included: 16, 8.5 or 4.5.
     pub fn bits_per_weight(self) -> f64 {
         (self.block_bytes() * 8) as f64 / BLOCK as f64

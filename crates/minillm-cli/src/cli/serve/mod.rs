@@ -108,8 +108,7 @@ pub fn launch(a: Args, run_dir: Option<PathBuf>, pages: Pages, pages_first: bool
     // end of text.
     let end: Vec<u32> = match dialogue.end_ids() {
         ids if !ids.is_empty() => ids,
-        _ if !loaded.generation.eos_token_ids.is_empty() => loaded.generation.eos_token_ids.clone(),
-        _ => loaded.tok.end_of_text().into_iter().collect(),
+        _ => loaded.end_ids(),
     };
     let name = a.model_name.clone().unwrap_or_else(|| {
         a.model.file_name().map_or("minillm".into(), |n| n.to_string_lossy().into_owned())

@@ -189,6 +189,35 @@ fn end_tokens_and_the_chat_template_travel_in_the_file() {
     assert_eq!(t.eos_token(), Some("<|im_end|>"));
     assert_eq!(extras.generation.eos_token_ids, [im_end, eot]);
 
+    // Metadata for a model minillm does not run is refused by name, not ignored.
+    let bytes = gguf_llama::to_bytes(&model, &tok, &generation, None, TensorType::F32, None, "c").unwrap();
+    let file = Gguf::parse(&bytes, Path::new("c.gguf")).unwrap();
+    let tensors: Vec<minillm::io::gguf::TensorOut> = file
+        .tensors
+        .iter()
+        .map(|t| minillm::io::gguf::TensorOut {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: t.ty,
+            data: file.data(t).to_vec(),
+        })
+        .collect();
+    for (key, value, says) in [
+        ("llama.expert_count", 8, "mixtures of experts are not supported"),
+        ("llama.attention.sliding_window", 16, "sliding_window 16 is shorter than the context"),
+    ] {
+        let mut metadata = file.metadata.clone();
+        metadata.push((key.to_string(), Value::U32(value)));
+        let err = gguf_llama::from_shared(
+            Arc::new(minillm::io::gguf::to_bytes(&metadata, &tensors)),
+            Path::new("x.gguf"),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains(says), "{err}");
+    }
+
     // A tokenizer without an end of text is refused, as for GPT-2's files.
     let bytes_model = Gpt::new(minillm::model::ModelConfig::llama_depth(1, 256), 3).unwrap();
     let err = gguf_llama::to_bytes(

@@ -265,6 +265,20 @@ pub fn from_shared(
             "key_length {k} differs from the rotary dimension {head_dim}; partial rotary embeddings are not supported"
         )));
     }
+    // Settings that make a different model than minillm runs are refused by name, as in config.json.
+    if let Ok(n) = size("expert_count")
+        && n > 0
+    {
+        return Err(bad(format!("{arch}.expert_count is {n}: mixtures of experts are not supported")));
+    }
+    let context = size("context_length")?;
+    if let Ok(window) = size("attention.sliding_window")
+        && window < context
+    {
+        return Err(bad(format!(
+            "{arch}.attention.sliding_window {window} is shorter than the context of {context}; minillm attends over the whole context"
+        )));
+    }
     let rope_scaling = match file.get(&format!("{arch}.rope.scaling.type")).and_then(Value::as_str) {
         None | Some("none") => None,
         Some("linear") => Some(RopeScaling::Linear {
@@ -303,7 +317,7 @@ pub fn from_shared(
         n_layer: size("block_count")?,
         n_head,
         n_embd,
-        block_size: size("context_length")?,
+        block_size: context,
         vocab_size: tok.vocab_size(),
         dropout: 0.0,
         bias: false,

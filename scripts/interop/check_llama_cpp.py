@@ -9,12 +9,19 @@ head, both with GPT-2's tokenizer, which llama.cpp's converter recognises; and a
 SentencePiece BPE tokenizer trained here with byte fallback, as Llama 2's). Then:
 
 - llama.cpp's convert_hf_to_gguf.py writes them as f32, f16 and q8_0, and llama-quantize makes
-  q4_0 from the f16 file (k-quant files are checked to be refused by name until minillm reads
-  them); minillm exports the same HF directories as f32, f16, q8_0 and q4_0 GGUF;
-- every file that minillm reads gives, in minillm and in llama.cpp, the same token ids for a
-  tricky text (llama-tokenize), the same greedy continuation (llama-simple) and perplexity within
-  0.5% (llama-perplexity -c 64 against `minillm eval --chunk 64`); a file minillm cannot read yet
-  (Llama 3.1's rope_freqs) is compared with minillm on the HF directory instead.
+  q4_0, q4_1, q5_0, q5_1, q4_K_M, q5_K_M and q6_K files from the f32 one; minillm exports the
+  same HF directories as f32, f16, q8_0, q4_0, q4_K_M, q5_K_M and q6_K GGUF;
+- `minillm quantize` of llama.cpp's f32 file writes, for every type, the tensors llama-quantize
+  writes: the same type for each tensor (llama.cpp's per-tensor rules and fallbacks) and the
+  same bytes (its reference quantizers); Llama 3.1's rope_freqs divisors, which minillm writes
+  again from the scaling's parameters, equal within 1e-6;
+- every file gives, in minillm and in llama.cpp, the same token ids for a tricky text
+  (llama-tokenize) and perplexity within 0.5% (llama-perplexity -c 64 against `minillm eval
+  --chunk 64`), or, where llama.cpp's coarser rounding of activations for k-quants moves a random
+  model's perplexity further, minillm's is the closer to the exact perplexity of the file's
+  dequantized weights. Greedy continuations must be equal for the model trained here and for
+  f32/f16 files; a random model's near-ties part the two at the first rounding difference of
+  quantized files, so those are reported, not required.
 """
 import json
 import os
@@ -118,25 +125,48 @@ def gguf_files(name: str, hf: Path) -> list[Path]:
         f = WORK / f"{name}-llamacpp-{ty}.gguf"
         run(sys.executable, CONVERTER / "convert_hf_to_gguf.py", hf, "--outfile", f, "--outtype", ty)
         files.append(f)
-    q4 = WORK / f"{name}-llamacpp-q4_0.gguf"
-    # llama-quantize gives a q4_0 file's output layer q6_K where rows are whole 256-blocks; minillm
-    # reads k-quants only after the next step, so its head is asked in q8_0 (minillm's default).
-    run(BIN / "llama-quantize", "--output-tensor-type", "q8_0", files[1], q4, "q4_0")
-    files.append(q4)
+    for ty in QUANTIZED:
+        theirs, ours = WORK / f"{name}-llamacpp-{ty}.gguf", WORK / f"{name}-requantized-{ty}.gguf"
+        run(BIN / "llama-quantize", files[0], theirs, ty)
+        run(MINILLM, "quantize", "--model", files[0], "--type", ty, "--out", ours)
+        same_tensors(theirs, ours)
+        files.append(theirs)
     files += minillm_files(name, hf)
-    # k-quants: refused by name until minillm reads them.
-    k = WORK / f"{name}-llamacpp-q6_k.gguf"
-    run(BIN / "llama-quantize", files[1], k, "q6_k")
-    err = run(MINILLM, "generate", "--model", k, PROMPT, "--max-new-tokens", "1", check=False).stderr
-    if name == "llama-sp":
-        expect(err.startswith("error:") and err.count("\n") == 1 and "q6_K" in err,
-               f"{k.name}: a k-quant file is refused with one clear line ({err.strip()[:120]!r})")
     return files
+
+
+QUANTIZED = ("q4_0", "q4_1", "q5_0", "q5_1", "q4_K_M", "q5_K_M", "q6_K")
+
+
+def same_tensors(theirs: Path, ours: Path) -> None:
+    """llama-quantize's file and minillm's from the same f32 file: each tensor's type and bytes."""
+    from gguf import GGUFReader
+    a = {t.name: t for t in GGUFReader(theirs).tensors}
+    b = {t.name: t for t in GGUFReader(ours).tensors}
+    expect(set(a) == set(b), f"{ours.name}: the tensors of {theirs.name}")
+    import numpy as np
+    differ, rope = [], 0.0
+    for name in sorted(set(a) & set(b)):
+        ta, tb = a[name], b[name]
+        if name == "rope_freqs.weight" and ta.tensor_type == tb.tensor_type:
+            # Llama 3.1's divisors: minillm reads them as the scaling's four numbers and writes
+            # them again from those, which can move the last bit; compare the values.
+            x, y = np.asarray(ta.data, dtype=np.float64), np.asarray(tb.data, dtype=np.float64)
+            rope = float(np.max(np.abs(x - y) / np.abs(x)))
+            if rope > 1e-6:
+                differ.append(f"{name} (relative difference {rope:.1e})")
+            continue
+        if ta.tensor_type != tb.tensor_type or bytes(ta.data.tobytes()) != bytes(tb.data.tobytes()):
+            differ.append(f"{name} {ta.tensor_type.name}/{tb.tensor_type.name}")
+    types = sorted({t.tensor_type.name for t in b.values()})
+    expect(not differ, f"{ours.name}: {len(b)} tensors ({', '.join(types)}) of llama-quantize's type and bytes"
+           + (f" (rope_freqs within {rope:.1e})" if "rope_freqs.weight" in b else "")
+           + (f"; differ: {differ[:6]}" if differ else ""))
 
 
 def minillm_files(name: str, hf: Path) -> list[Path]:
     files = []
-    for ty in ("f32", "f16", "q8_0", "q4_0"):
+    for ty in ("f32", "f16", "q8_0", "q4_0", "q4_K_M", "q5_K_M", "q6_K"):
         f = WORK / f"{name}-minillm-{ty}.gguf"
         run(MINILLM, "export", "--model", hf, "--format", "gguf", "--type", ty, "--out", f)
         files.append(f)
@@ -178,6 +208,14 @@ def llama_ppl(f: Path) -> float:
     raise RuntimeError(f"llama-perplexity on {f.name} printed no estimate in 5 runs:\n{out[-1500:]}")
 
 
+def exact_ppl(model: Path) -> float:
+    """Perplexity of `model`'s dequantized weights in f32 (exported to HF, which widens them)."""
+    out = WORK / f"{Path(model).stem}-widened"
+    if not out.exists():
+        run(MINILLM, "export", "--model", model, "--format", "hf", "--out", out)
+    return minillm_ppl(out)
+
+
 def minillm_ppl(model: Path) -> float:
     return json.loads(run(MINILLM, "eval", "--model", model, "--data", WORK / "ppl.txt", "--chunk", "64",
                           "--json").stdout)["perplexity"]
@@ -199,14 +237,24 @@ def main() -> None:
             n = 12
             a, b = llama_greedy(f, n), minillm_greedy(ours, n)
             what = f"{f.name}: greedy continuation equal ({b!r})" + ("" if a == b else f" vs llama.cpp {a!r}")
-            if name != "trained" and ("q8_0" in f.name or "q4_0" in f.name):
+            if name != "trained" and not f.name.endswith(("f32.gguf", "f16.gguf")):
                 # A random model's greedy path through near-ties parts at the first rounding
                 # difference; its perplexity is checked below.
                 print(("same " if a == b else "info ") + what)
             else:
                 expect(a == b, what)
             pa, pb = llama_ppl(f), minillm_ppl(ours)
-            expect(abs(pa - pb) / pa < 0.005, f"{f.name}: perplexity {pb:.4f} vs llama-perplexity {pa:.4f}")
+            what = f"{f.name}: perplexity {pb:.4f} vs llama-perplexity {pa:.4f}"
+            if abs(pa - pb) / pa < 0.005:
+                expect(True, what)
+            else:
+                # Both engines round the activations to 8 bits before multiplying blocks:
+                # minillm per 32 values, llama.cpp per 256 for the k-quants (its q8_K), which
+                # moves a near-uniform random model's perplexity more. The judge is then the
+                # exact perplexity of the file's dequantized weights (f32 activations): minillm
+                # must be the closer of the two.
+                exact = exact_ppl(ours)
+                expect(abs(pb - exact) < abs(pa - exact), f"{what}; the dequantized weights' exact perplexity is {exact:.4f}")
     if failures:
         print(f"\n{len(failures)} llama.cpp check(s) FAILED")
         sys.exit(1)

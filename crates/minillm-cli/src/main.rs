@@ -56,8 +56,9 @@ enum Command {
     Eval(cli::eval::Args),
     /// Write a model in another tool's format: an HF transformers directory, or GGUF for llama.cpp.
     Export(cli::export::Args),
-    /// Quantize a model's matrices (q8_0, q4_0 or f16, GGUF's block formats) into one .gguf file
-    /// that every --model accepts: smaller, and faster to decode.
+    /// Quantize a model's matrices into one .gguf file that every --model accepts (GGUF's block
+    /// formats: q8_0, q6_K, q5_K_M, q4_K_M, q4_0 and more, as llama-quantize makes them):
+    /// smaller, and faster to decode.
     Quantize(cli::export::QuantizeArgs),
     /// Open the lab in a browser: tokens, next-token probabilities, sampling, attention and
     /// training curves of your model, served on 127.0.0.1.

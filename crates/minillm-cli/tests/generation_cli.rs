@@ -268,11 +268,18 @@ fn export_to_gguf_round_trips_and_runs_everywhere_a_model_does() {
     let bad = minillm(&dir, &["export", "--model", "run", "--format", "gguf", "--out", "tiny.bin"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("ending in .gguf"));
     assert!(!dir.join("tiny.bin").exists());
-    // --head-type belongs to q8_0 and q4_0 files; an f16 file keeps one type throughout.
-    let mixed = ["export", "--model", "run", "--format", "gguf", "--type", "f16", "--head-type", "q4_0"];
-    let mixed = minillm(&dir, &[&mixed[..], &["--out", "mixed.gguf"]].concat());
-    assert!(String::from_utf8_lossy(&mixed.stderr).contains("--head-type is for q8_0 and q4_0"));
-    assert!(!dir.join("mixed.gguf").exists());
+    // --head-type sets the head's type in any quantized or 16-bit file (as llama-quantize's
+    // --output-tensor-type does); an f32 file keeps one type throughout.
+    let mixed = ["export", "--model", "run", "--format", "gguf", "--type", "f16", "--head-type", "q8_0"];
+    let out = ok(&minillm(&dir, &[&mixed[..], &["--out", "mixed.gguf"]].concat())).to_string();
+    assert!(out.contains("f16 matrices, LM head q8_0"), "{out}");
+    let plain =
+        ["export", "--model", "run", "--format", "gguf", "--head-type", "q4_0", "--out", "plain.gguf"];
+    let plain = minillm(&dir, &plain);
+    assert!(
+        String::from_utf8_lossy(&plain.stderr).contains("--head-type and --pure are for quantized files")
+    );
+    assert!(!dir.join("plain.gguf").exists());
 }
 
 #[test]

@@ -41,12 +41,28 @@ fn llama_and_qwen2_files_read_back_with_the_same_weights_blocks_and_logits() {
         let (model, tok) = model_and_tokenizer(name);
         let tokens = tok.encode_prompt("The quick brown fox jumps over the lazy dog.").unwrap();
         let none = GenerationConfig::default();
-        let f32_bytes = gguf_llama::to_bytes(&model, &tok, &none, None, TensorType::F32, None, name).unwrap();
+        let f32_bytes = gguf_llama::to_bytes(
+            &model,
+            &tok,
+            &none,
+            None,
+            minillm::io::gguf::recipe(TensorType::F32, None).as_ref(),
+            name,
+        )
+        .unwrap();
         let (back, back_tok, _) = read(f32_bytes.clone());
         assert_eq!(back.config, model.config, "{name}");
         assert!(back.params == model.params, "{name}: f32 weights differ");
         assert_eq!(formats::to_hf_json(&back_tok), formats::to_hf_json(&tok), "{name}");
-        let again = gguf_llama::to_bytes(&back, &back_tok, &none, None, TensorType::F32, None, name).unwrap();
+        let again = gguf_llama::to_bytes(
+            &back,
+            &back_tok,
+            &none,
+            None,
+            minillm::io::gguf::recipe(TensorType::F32, None).as_ref(),
+            name,
+        )
+        .unwrap();
         assert!(again == f32_bytes, "{name}: rewriting changed the file");
 
         // Blocks: the file's model decodes exactly as the same model quantized in memory.
@@ -55,16 +71,22 @@ fn llama_and_qwen2_files_read_back_with_the_same_weights_blocks_and_logits() {
             (TensorType::Q8_0, QuantType::Q8_0, QuantType::Q8_0),
             (TensorType::Q4_0, QuantType::Q4_0, QuantType::Q8_0),
         ] {
-            let bytes = gguf_llama::to_bytes(&model, &tok, &none, None, ty, Some(head), name).unwrap();
+            let bytes = gguf_llama::to_bytes(
+                &model,
+                &tok,
+                &none,
+                None,
+                minillm::io::gguf::recipe(ty, Some(head)).as_ref(),
+                name,
+            )
+            .unwrap();
             let (back, _, _) = read(bytes);
-            let mut params = model.params.clone();
+            // An untied token embedding is in the file's type too, as llama-quantize makes it,
+            // and stays in blocks when read (one row is widened per token).
             let untied = matches!(&model.config.arch, Arch::Llama(l) if !l.tied_head);
-            if ty == TensorType::F16 && untied {
-                // An f16 file stores the untied token embedding in f16 too.
-                let wte = minillm::model::params::Layout::new(&model.config).wte;
-                params[wte].iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32());
-            }
-            let mut want = Gpt::from_params(model.config.clone(), params).unwrap();
+            let embedding = back.quantized().unwrap().embedding.as_ref().map(|m| m.ty);
+            assert_eq!(embedding, untied.then_some(q), "{name} {ty:?}: the token embedding's blocks");
+            let mut want = Gpt::from_params(model.config.clone(), model.params.clone()).unwrap();
             want.quantize(q, Some(head)).unwrap();
             assert_eq!(back.weight_type(), want.weight_type(), "{name} {ty:?}");
             assert!(logits(&back, &tokens) == logits(&want, &tokens), "{name} {ty:?}: logits differ");
@@ -75,9 +97,15 @@ fn llama_and_qwen2_files_read_back_with_the_same_weights_blocks_and_logits() {
 #[test]
 fn q_and_k_rows_are_permuted_for_llama_cpp_s_adjacent_pair_rotation() {
     let (model, tok) = model_and_tokenizer("llama_tiny");
-    let bytes =
-        gguf_llama::to_bytes(&model, &tok, &GenerationConfig::default(), None, TensorType::F32, None, "t")
-            .unwrap();
+    let bytes = gguf_llama::to_bytes(
+        &model,
+        &tok,
+        &GenerationConfig::default(),
+        None,
+        minillm::io::gguf::recipe(TensorType::F32, None).as_ref(),
+        "t",
+    )
+    .unwrap();
     let file = Gguf::parse(&bytes, Path::new("t.gguf")).unwrap();
     let Arch::Llama(l) = &model.config.arch else { unreachable!() };
     let d = l.head_dim;
@@ -132,7 +160,15 @@ fn q_and_k_rows_are_permuted_for_llama_cpp_s_adjacent_pair_rotation() {
 }
 
 fn f32_file(model: &Gpt, tok: &Tokenizer) -> Vec<u8> {
-    gguf_llama::to_bytes(model, tok, &GenerationConfig::default(), None, TensorType::F32, None, "t").unwrap()
+    gguf_llama::to_bytes(
+        model,
+        tok,
+        &GenerationConfig::default(),
+        None,
+        minillm::io::gguf::recipe(TensorType::F32, None).as_ref(),
+        "t",
+    )
+    .unwrap()
 }
 
 fn rows_of_1d(file: &Gguf, name: &str) -> (Vec<f32>, usize) {
@@ -148,9 +184,15 @@ fn sentencepiece_tokenizers_travel_with_scores_and_encode_the_same() {
     // The SentencePiece fixture (Llama 2's form) on a LLaMA-shaped model of its vocabulary.
     let tok = formats::read_file(&fixture("sentencepiece/legacy.json")).unwrap();
     let model = Gpt::new(minillm::model::ModelConfig::llama_depth(1, tok.vocab_size()), 3).unwrap();
-    let bytes =
-        gguf_llama::to_bytes(&model, &tok, &GenerationConfig::default(), None, TensorType::F16, None, "sp")
-            .unwrap();
+    let bytes = gguf_llama::to_bytes(
+        &model,
+        &tok,
+        &GenerationConfig::default(),
+        None,
+        minillm::io::gguf::recipe(TensorType::F16, None).as_ref(),
+        "sp",
+    )
+    .unwrap();
     let file = Gguf::parse(&bytes, Path::new("sp.gguf")).unwrap();
     assert_eq!(file.get("tokenizer.ggml.model").and_then(Value::as_str), Some("llama"));
     assert_eq!(file.get("tokenizer.ggml.add_bos_token"), Some(&Value::Bool(true)));
@@ -181,8 +223,15 @@ fn end_tokens_and_the_chat_template_travel_in_the_file() {
     let generation = GenerationConfig { eos_token_ids: vec![im_end, eot], ..Default::default() };
     let template =
         "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}";
-    let bytes =
-        gguf_llama::to_bytes(&model, &tok, &generation, Some(template), TensorType::Q8_0, None, "c").unwrap();
+    let bytes = gguf_llama::to_bytes(
+        &model,
+        &tok,
+        &generation,
+        Some(template),
+        minillm::io::gguf::recipe(TensorType::Q8_0, None).as_ref(),
+        "c",
+    )
+    .unwrap();
     let (_, _, extras) = read(bytes);
     let t = extras.chat_template.expect("the template is read back");
     assert_eq!((t.source(), t.ends()), (template, &[im_end, eot][..]));
@@ -190,7 +239,15 @@ fn end_tokens_and_the_chat_template_travel_in_the_file() {
     assert_eq!(extras.generation.eos_token_ids, [im_end, eot]);
 
     // Metadata for a model minillm does not run is refused by name, not ignored.
-    let bytes = gguf_llama::to_bytes(&model, &tok, &generation, None, TensorType::F32, None, "c").unwrap();
+    let bytes = gguf_llama::to_bytes(
+        &model,
+        &tok,
+        &generation,
+        None,
+        minillm::io::gguf::recipe(TensorType::F32, None).as_ref(),
+        "c",
+    )
+    .unwrap();
     let file = Gguf::parse(&bytes, Path::new("c.gguf")).unwrap();
     let tensors: Vec<minillm::io::gguf::TensorOut> = file
         .tensors
@@ -225,8 +282,7 @@ fn end_tokens_and_the_chat_template_travel_in_the_file() {
         &Tokenizer::bytes(),
         &GenerationConfig::default(),
         None,
-        TensorType::F32,
-        None,
+        minillm::io::gguf::recipe(TensorType::F32, None).as_ref(),
         "b",
     )
     .unwrap_err();

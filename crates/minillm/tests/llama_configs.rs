@@ -98,7 +98,7 @@ fn llama_models_save_load_and_quantize() {
                 q.weight_bytes() < model.weight_bytes() / 2,
                 "{preset} {ty:?}: the blocks are the weights"
             );
-            assert!(matches!(q.matrix(1, Matrix::Qkv), minillm::model::Weight::Blocks(_)));
+            assert!(matches!(q.matrix(1, Matrix::Qkv), minillm::model::Weight::Stacked(_)));
             let got = logits(&q);
             let err = got.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
             let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));

@@ -7,26 +7,26 @@ use super::session::{MODEL_HELP, load};
 use anyhow::{Result, bail};
 use clap::{Args as ClapArgs, Subcommand};
 use minillm::Tokenizer;
-use minillm::io::gguf::TensorType;
-use minillm::io::gguf_gpt2;
+use minillm::io::{gguf_gpt2, gguf_llama};
 use minillm::kernels::{self, Stored, matmul};
-use minillm::model::ModelConfig;
 use minillm::model::kv_cache::KvCache;
+use minillm::model::{Arch, ModelConfig};
 use minillm::model::{Gpt, Trainable};
-use minillm::quant::QuantType;
+use minillm::quant::{FileType, QuantType, Recipe};
 use minillm::rng::Rng;
 use minillm::sample::argmax;
 use rayon::prelude::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Subcommand)]
 pub enum Command {
     /// Time training steps (forward + backward) of a model shape.
     TrainStep(TrainStepArgs),
-    /// Time generation (prefill + KV-cached decoding) of a model shape with random weights.
+    /// Time generation (prefill + KV-cached decoding) of a model shape with random weights, or of
+    /// a model as stored (--weights stored).
     Decode(DecodeArgs),
-    /// File size, batch-1 decoding speed and perplexity of a model at f32, f16, q8_0 and q4_0.
+    /// File size, batch-1 decoding speed and perplexity of a model at every file type.
     Quant(QuantArgs),
 }
 
@@ -53,8 +53,9 @@ pub struct DecodeArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     batch: Vec<usize>,
     /// The block matrices' type: f32, or quantized in memory to q8_0 or q4_0 (the LM head then
-    /// q8_0, as `minillm quantize` makes it).
-    #[arg(long, value_parser = ["f32", "q8_0", "q4_0"], default_value = "f32")]
+    /// q8_0), all with random weights; or `stored`: the --model's own weights as its file holds
+    /// them (a .gguf file's blocks, mapped), to time a file as `minillm generate` runs it.
+    #[arg(long, value_parser = ["f32", "q8_0", "q4_0", "stored"], default_value = "f32")]
     weights: String,
     #[command(flatten)]
     timing: Timing,
@@ -224,12 +225,20 @@ fn decode(a: DecodeArgs) -> Result<()> {
     if a.batch.contains(&0) {
         bail!("--batch values must be at least 1");
     }
-    let mut model = Gpt::new(config.clone(), 1)?;
+    let mut model = match (a.weights.as_str(), &a.shape.model) {
+        ("stored", _) if a.shape.vocab_size.is_some() => {
+            bail!("--vocab-size changes a shape; --weights stored runs the model as it is")
+        }
+        ("stored", Some(path)) => load(path)?.model,
+        ("stored", None) => bail!("--weights stored times a model's own weights: give --model"),
+        _ => Gpt::new(config.clone(), 1)?,
+    };
     match a.weights.as_str() {
         "q8_0" => model.quantize(QuantType::Q8_0, Some(QuantType::Q8_0))?,
         "q4_0" => model.quantize(QuantType::Q4_0, Some(QuantType::Q8_0))?,
         _ => {}
     }
+    let config = model.config.clone();
     // Weights read per decoding step: every weight once as stored, except the position table
     // (of which one row is read) and the embedding's padding rows; an untied model reads one
     // embedding row too, not its table.
@@ -240,7 +249,14 @@ fn decode(a: DecodeArgs) -> Result<()> {
     if model.layout.lm_head.is_some() {
         step_bytes -= 4 * table(model.layout.wte.len());
     }
-    let name = if a.weights == "f32" { name } else { format!("{name}, {} weights", a.weights) };
+    if let Some(e) = model.quantized().and_then(|q| q.embedding.as_ref()) {
+        step_bytes -= e.bytes().len() - e.ty.row_bytes(e.cols);
+    }
+    let name = match a.weights.as_str() {
+        "f32" => name,
+        "stored" => format!("{name}, {} weights as stored", model.weight_type()),
+        w => format!("{name}, {w} weights"),
+    };
     let threads = rayon::current_num_threads();
     let mut runs = Vec::new();
     for &b in &a.batch {
@@ -308,14 +324,15 @@ fn quant(a: QuantArgs) -> Result<()> {
             (path.display().to_string(), loaded.model, loaded.tok)
         }
         (None, Some(preset)) => {
-            let config = ModelConfig::preset(preset)?;
-            if config.vocab_size != 50257 {
-                bail!(
-                    "--preset {preset} has a vocabulary of {}; random-weight runs use GPT-2's tokenizer (50257)",
-                    config.vocab_size
-                );
-            }
-            (format!("{preset} (random weights)"), Gpt::new(config, 1)?, Tokenizer::gpt2().clone())
+            let mut config = ModelConfig::preset(preset)?;
+            let tok = Tokenizer::gpt2().clone();
+            let name = if config.vocab_size == tok.vocab_size() {
+                format!("{preset} (random weights)")
+            } else {
+                config.vocab_size = tok.vocab_size();
+                format!("{preset} (random weights, GPT-2's vocabulary)")
+            };
+            (name, Gpt::new(config, 1)?, tok)
         }
         (None, None) => bail!("give --model or --preset"),
     };
@@ -324,25 +341,35 @@ fn quant(a: QuantArgs) -> Result<()> {
         Some(path) => Some(super::eval::read_tokens(path, &tok)?.0),
         None => None,
     };
-    // What `minillm quantize --type T [--head-type H]` writes; the last is all 4-bit.
+    // What `minillm quantize --type T [--pure]` writes; the last is all 4-bit.
+    let plain = |t: QuantType| Some(Recipe { file_type: FileType::Plain(t), head: None, pure: false });
     let types = [
-        ("f32", TensorType::F32, None),
-        ("f16", TensorType::F16, Some(QuantType::F16)),
-        ("q8_0", TensorType::Q8_0, Some(QuantType::Q8_0)),
-        ("q4_0", TensorType::Q4_0, Some(gguf_gpt2::head_type(QuantType::Q4_0))),
-        ("q4_0, head q4_0", TensorType::Q4_0, Some(QuantType::Q4_0)),
+        ("f32", None),
+        ("f16", plain(QuantType::F16)),
+        ("q8_0", plain(QuantType::Q8_0)),
+        ("q6_K", plain(QuantType::Q6K)),
+        ("q5_K_M", Some(Recipe { file_type: FileType::Q5KM, head: None, pure: false })),
+        ("q5_0", plain(QuantType::Q5_0)),
+        ("q4_K_M", Some(Recipe { file_type: FileType::Q4KM, head: None, pure: false })),
+        ("q4_1", plain(QuantType::Q4_1)),
+        ("q4_0", plain(QuantType::Q4_0)),
+        ("q4_0 --pure", Some(Recipe::pure(QuantType::Q4_0))),
     ];
     // Each file is also written out, for a separate `minillm generate` whose peak memory the
     // kernel reports: what a user's process takes, measured, not computed.
     let dir = std::env::temp_dir().join(format!("minillm-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut models = Vec::new();
-    for (i, (label, ty, head)) in types.into_iter().enumerate() {
-        let bytes = gguf_gpt2::to_bytes_with_head(&base, &tok, ty, head, "bench")?;
-        let (model, _) = gguf_gpt2::from_bytes(&bytes, Path::new("bench.gguf"))?;
+    for (i, (label, recipe)) in types.into_iter().enumerate() {
+        let bytes = match base.config.arch {
+            Arch::Gpt2 => gguf_gpt2::to_bytes_with(&base, &tok, recipe.as_ref(), "bench")?,
+            Arch::Llama(_) => {
+                gguf_llama::to_bytes(&base, &tok, &Default::default(), None, recipe.as_ref(), "bench")?
+            }
+        };
         let file = dir.join(format!("{i}.gguf"));
         std::fs::write(&file, &bytes)?;
-        models.push((label, bytes.len(), model, file));
+        models.push((label, bytes.len(), load(&file)?.model, file));
     }
     drop(base);
     // Weights read per decoded token: the blocks, plus f32 for the rest (minus the position

@@ -9,11 +9,10 @@ use clap::{Args as ClapArgs, ValueEnum};
 use minillm::chat::ChatTemplate;
 use minillm::fsutil::atomic_write;
 use minillm::io::generation_config::TextTokens;
-use minillm::io::gguf::TensorType;
 use minillm::io::{gguf_gpt2, gguf_llama, save_model};
 use minillm::model::Arch;
 use minillm::model::config::Family;
-use minillm::quant::QuantType;
+use minillm::quant::{FileType, QuantType, Recipe};
 use minillm::tokenizer::Pattern;
 use minillm::tokenizer::formats;
 use std::path::{Path, PathBuf};
@@ -27,29 +26,28 @@ enum Format {
     Gguf,
 }
 
-/// The element type of the GGUF file's matrices (LayerNorms and biases stay f32).
-#[derive(Clone, Copy, ValueEnum)]
-pub enum GgufType {
-    F32,
-    F16,
-    /// 8.5 bits per weight: blocks of 32 int8 with an f16 scale.
-    #[value(name = "q8_0")]
-    Q8_0,
-    /// 4.5 bits per weight: blocks of 32 4-bit integers with an f16 scale (LM head q8_0 by default).
-    #[value(name = "q4_0")]
-    Q4_0,
+/// `--type`: f32, or a llama.cpp file type.
+/// `--type`: f32 (`None`), or a quantized file type.
+#[derive(Clone, Copy)]
+struct TypeArg(Option<FileType>);
+
+fn parse_type(name: &str) -> Result<TypeArg, String> {
+    if name.eq_ignore_ascii_case("f32") {
+        return Ok(TypeArg(None));
+    }
+    FileType::parse(name).map(|t| TypeArg(Some(t))).map_err(|e| format!("{e}, f32, q4_K_M or q5_K_M"))
 }
 
-impl GgufType {
-    fn tensor_type(self) -> TensorType {
-        match self {
-            GgufType::F32 => TensorType::F32,
-            GgufType::F16 => TensorType::F16,
-            GgufType::Q8_0 => TensorType::Q8_0,
-            GgufType::Q4_0 => TensorType::Q4_0,
-        }
-    }
+fn parse_quant(name: &str) -> Result<QuantType, String> {
+    QuantType::parse(name).map_err(|e| e.to_string())
 }
+
+const TYPES_HELP: &str = "q8_0 (8.5 bits per weight), q6_K (6.56), q5_K_M (about 5.7), q5_1 (6), q5_0 (5.5), \
+q4_K_M (about 4.9), q4_1 (5), q4_0 (4.5), or f16. Each tensor's type follows llama.cpp's rules \
+for that file type: the LM head gets q6_K (q8_0 when its rows are not whole 256-weight \
+super-blocks), and Q4_K_M / Q5_K_M give q6_K to some layers' attention values and MLP down \
+projections; k-quant rows that are not whole super-blocks fall back to q5_0 / q5_1 / q8_0. \
+q4_K and q5_K alone need --pure";
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -60,13 +58,16 @@ pub struct Args {
     /// What to create (it must not exist yet): a directory for hf, a .gguf file for gguf.
     #[arg(long, value_name = "PATH")]
     out: PathBuf,
-    /// GGUF only: how to store the matrices (see `minillm quantize`).
-    #[arg(long = "type", value_enum, default_value = "f32", value_name = "TYPE")]
-    ty: GgufType,
-    /// GGUF only: how to store the LM head (also the token embedding) when --type is q8_0 or
-    /// q4_0 [default: q8_0].
-    #[arg(long, value_enum, value_name = "TYPE")]
-    head_type: Option<GgufType>,
+    /// GGUF only: f32, or how to quantize the matrices (see `minillm quantize --help`).
+    #[arg(long = "type", value_parser = parse_type, default_value = "f32", value_name = "TYPE")]
+    ty: TypeArg,
+    /// GGUF only: the LM head's type (it is also the token embedding when tied), whatever the
+    /// rules say, like llama-quantize's --output-tensor-type.
+    #[arg(long, value_parser = parse_quant, value_name = "TYPE")]
+    head_type: Option<QuantType>,
+    /// GGUF only: every matrix in --type, the LM head included (llama-quantize's --pure).
+    #[arg(long)]
+    pure: bool,
 }
 
 /// `minillm quantize`: the model as one GGUF file with quantized matrices, which every command's
@@ -75,23 +76,34 @@ pub struct Args {
 pub struct QuantizeArgs {
     #[arg(long, value_name = "MODEL", help = MODEL_HELP)]
     model: PathBuf,
-    /// q8_0 (8.5 bits per weight), q4_0 (4.5; its LM head q8_0 unless --head-type says) or f16.
-    #[arg(long = "type", value_enum, value_name = "TYPE")]
-    ty: GgufType,
+    #[arg(long = "type", value_parser = parse_type, value_name = "TYPE", long_help = TYPES_HELP)]
+    ty: TypeArg,
     /// The .gguf file to write (it must not exist yet).
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
-    /// The LM head's type (it is also the token embedding) [default: q8_0]: q4_0 makes the
-    /// whole model 4-bit, like llama.cpp's --pure, smaller and faster at some cost in quality.
-    #[arg(long, value_enum, value_name = "TYPE")]
-    head_type: Option<GgufType>,
+    /// The LM head's type (it is also the token embedding when tied), whatever the rules say,
+    /// like llama-quantize's --output-tensor-type: e.g. q4_0 with --type q4_0 makes the whole
+    /// model 4-bit, smaller and faster at some cost in quality.
+    #[arg(long, value_parser = parse_quant, value_name = "TYPE")]
+    head_type: Option<QuantType>,
+    /// Every matrix in --type, the LM head included, like llama-quantize's --pure (only rows
+    /// that are not whole blocks still fall back).
+    #[arg(long)]
+    pure: bool,
 }
 
 pub fn quantize(a: QuantizeArgs) -> Result<()> {
-    if matches!(a.ty, GgufType::F32) {
+    if a.ty.0.is_none() {
         bail!("f32 is not a quantized type; `minillm export --format gguf` writes f32 files");
     }
-    run(Args { model: a.model, format: Format::Gguf, out: a.out, ty: a.ty, head_type: a.head_type })
+    run(Args {
+        model: a.model,
+        format: Format::Gguf,
+        out: a.out,
+        ty: a.ty,
+        head_type: a.head_type,
+        pure: a.pure,
+    })
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -101,31 +113,28 @@ pub fn run(a: Args) -> Result<()> {
     let loaded = load(&a.model)?;
     match a.format {
         Format::Hf => export_hf(&loaded, &a.out),
-        Format::Gguf => export_gguf(&loaded, &a.out, a.ty, a.head_type),
+        Format::Gguf => {
+            let recipe = match a.ty.0 {
+                Some(t) => Some(Recipe::new(t, a.head_type, a.pure)?),
+                None if a.head_type.is_some() || a.pure => {
+                    bail!(
+                        "--head-type and --pure are for quantized files; f32 files keep one type throughout"
+                    )
+                }
+                None => None,
+            };
+            export_gguf(&loaded, &a.out, recipe.as_ref())
+        }
     }
 }
 
-fn export_gguf(
-    loaded: &super::session::Loaded,
-    out: &Path,
-    ty: GgufType,
-    head: Option<GgufType>,
-) -> Result<()> {
+fn export_gguf(loaded: &super::session::Loaded, out: &Path, recipe: Option<&Recipe>) -> Result<()> {
     if out.extension().is_none_or(|e| e != "gguf") {
         bail!("--out for GGUF should be a file name ending in .gguf, e.g. model.gguf");
     }
-    let ty = ty.tensor_type();
-    let head = match (ty.quant(), head) {
-        (Some(QuantType::F16) | None, Some(_)) => {
-            bail!("--head-type is for q8_0 and q4_0 files; f32 and f16 files keep one type throughout")
-        }
-        (Some(q), None) => Some(gguf_gpt2::head_type(q)),
-        (_, Some(h)) => h.tensor_type().quant(),
-        (None, None) => None,
-    };
     let name = out.file_stem().map_or("minillm".into(), |s| s.to_string_lossy().into_owned());
     let (bytes, arch) = match &loaded.model.config.arch {
-        Arch::Gpt2 => (gguf_gpt2::to_bytes_with_head(&loaded.model, &loaded.tok, ty, head, &name)?, "gpt2"),
+        Arch::Gpt2 => (gguf_gpt2::to_bytes_with(&loaded.model, &loaded.tok, recipe, &name)?, "gpt2"),
         Arch::Llama(l) => {
             // The model's own chat template, or minillm's for a model fine-tuned with its tokens.
             let template = match &loaded.chat_template {
@@ -137,23 +146,26 @@ fn export_gguf(
                 &loaded.tok,
                 &loaded.generation,
                 template,
-                ty,
-                head,
+                recipe,
                 &name,
             )?;
             (bytes, if l.family == Family::Qwen2 { "qwen2" } else { "llama" })
         }
     };
     atomic_write(out, &bytes)?;
-    let matrices = match (ty.quant(), head) {
-        (Some(q), Some(h)) if h != q => format!("{} matrices, LM head {}", q.name(), h.name()),
-        (Some(q), None) if q != QuantType::F16 => format!("{} matrices, LM head f32", q.name()),
-        (Some(q), _) => format!("{} matrices", q.name()),
-        (None, _) => "f32 matrices".into(),
+    // The types as written, read back from the file (memory-mapped: the blocks are not copied).
+    let matrices = match (recipe, minillm::io::load(out)?.model.quantized()) {
+        (Some(r), Some(q)) => {
+            let (body, head) = q.types();
+            let mixture =
+                if body == r.file_type.name() { String::new() } else { format!("{}: ", r.file_type.name()) };
+            let head = if head == body { String::new() } else { format!(", LM head {head}") };
+            format!("{mixture}{body} matrices{head}")
+        }
+        _ => "f32 matrices".into(),
     };
     let smaller = 4.0 * loaded.model.config.num_params() as f64 / bytes.len() as f64;
-    let ratio =
-        if ty.quant().is_some() { format!(", {smaller:.2}x smaller than f32") } else { String::new() };
+    let ratio = if recipe.is_some() { format!(", {smaller:.2}x smaller than f32") } else { String::new() };
     println!(
         "wrote {} (GGUF, llama.cpp architecture {arch}, {matrices}; {:.2} MB{ratio})",
         out.display(),

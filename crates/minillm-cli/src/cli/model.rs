@@ -22,8 +22,9 @@ pub enum Command {
 
 #[derive(ClapArgs)]
 pub struct InitArgs {
-    /// The shape: gpt2, gpt2-medium, gpt2-large, gpt2-xl or the depth dial dN (any preset with
-    /// GPT-2's vocabulary of 50257, since the model gets GPT-2's tokenizer).
+    /// The shape: gpt2, gpt2-medium, gpt2-large, gpt2-xl, the depth dial dN, or a LLaMA-family
+    /// shape (smollm2-135m, qwen2.5-0.5b, ...), which gets GPT-2's vocabulary of 50257 in place
+    /// of its own, since the model gets GPT-2's tokenizer.
     #[arg(long, value_name = "NAME")]
     preset: String,
     /// The model directory to write (config.json, model.safetensors, tokenizer.json).
@@ -47,10 +48,10 @@ pub struct ShapeChoice {
     /// A model directory holding config.json, or any model other commands take (a run, a
     /// checkpoint, a .gguf file, an HF hub id), loaded to read its shape.
     #[arg(long, value_name = "MODEL")]
-    model: Option<PathBuf>,
+    pub(super) model: Option<PathBuf>,
     /// Override the vocabulary size (e.g. for a preset with your own tokenizer).
     #[arg(long, value_name = "N")]
-    vocab_size: Option<usize>,
+    pub(super) vocab_size: Option<usize>,
 }
 
 /// How a loaded model's weights are stored: their type and bytes.
@@ -344,15 +345,18 @@ fn print_generating(c: &ModelConfig, stored: Option<Stored>, batch: usize, t: us
 }
 
 fn init(a: InitArgs) -> Result<()> {
-    let config = ModelConfig::preset(&a.preset)?;
+    let mut config = ModelConfig::preset(&a.preset)?;
     let tok = minillm::Tokenizer::gpt2();
-    if config.vocab_size != tok.vocab_size() {
-        bail!(
-            "--preset {} has a vocabulary of {}; init writes GPT-2's tokenizer ({}), so choose a GPT-2 shape",
-            a.preset,
-            config.vocab_size,
-            tok.vocab_size()
-        );
+    let own_vocab = config.vocab_size;
+    if own_vocab != tok.vocab_size() {
+        if config.arch == minillm::model::Arch::Gpt2 {
+            bail!(
+                "--preset {} has a vocabulary of {own_vocab}; init writes GPT-2's tokenizer ({}), so choose a GPT-2 shape",
+                a.preset,
+                tok.vocab_size()
+            );
+        }
+        config.vocab_size = tok.vocab_size();
     }
     if a.out.join("config.json").exists() {
         bail!("{} already holds a model; choose another --out", a.out.display());
@@ -361,8 +365,13 @@ fn init(a: InitArgs) -> Result<()> {
     let eos = tok.special_id("<|endoftext|>");
     minillm::io::save_model(&a.out, &model, eos)?;
     minillm::tokenizer::formats::save(tok, &a.out.join("tokenizer.json"))?;
+    let vocab = if own_vocab == tok.vocab_size() {
+        String::new()
+    } else {
+        format!("; GPT-2's vocabulary of {} in place of its {own_vocab}", tok.vocab_size())
+    };
     println!(
-        "wrote {} ({} parameters, random weights) to {}",
+        "wrote {} ({} parameters, random weights{vocab}) to {}",
         a.preset,
         count(model.config.num_params()),
         a.out.display()

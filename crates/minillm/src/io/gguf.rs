@@ -12,7 +12,7 @@
 //! written `[in, out]`. Everything is little-endian.
 
 use crate::error::{Error, Result};
-use crate::quant::{BLOCK, QMatrix, QuantType};
+use crate::quant::{FileType, QMatrix, QuantType, Recipe};
 use std::path::Path;
 
 const MAGIC: &[u8; 4] = b"GGUF";
@@ -130,6 +130,12 @@ pub enum TensorType {
     F16,
     Q8_0,
     Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q4K,
+    Q5K,
+    Q6K,
 }
 
 impl TensorType {
@@ -154,6 +160,12 @@ impl TensorType {
             TensorType::F16 => Some(QuantType::F16),
             TensorType::Q8_0 => Some(QuantType::Q8_0),
             TensorType::Q4_0 => Some(QuantType::Q4_0),
+            TensorType::Q4_1 => Some(QuantType::Q4_1),
+            TensorType::Q5_0 => Some(QuantType::Q5_0),
+            TensorType::Q5_1 => Some(QuantType::Q5_1),
+            TensorType::Q4K => Some(QuantType::Q4K),
+            TensorType::Q5K => Some(QuantType::Q5K),
+            TensorType::Q6K => Some(QuantType::Q6K),
         }
     }
 
@@ -164,11 +176,18 @@ impl TensorType {
         match self.quant() {
             None => elements.checked_mul(4),
             Some(q) => {
-                let whole_blocks = dims.first().is_some_and(|d| d % BLOCK as u64 == 0);
-                whole_blocks.then(|| elements / BLOCK as u64 * q.block_bytes() as u64)
+                let block = q.block_weights() as u64;
+                let whole_blocks = dims.first().is_some_and(|d| d % block == 0);
+                whole_blocks.then(|| elements / block * q.block_bytes() as u64)
             }
         }
     }
+}
+
+/// The recipe a file of `ty` is made by: llama.cpp's rules for that file type, with the output
+/// layer in `head` if given (`llama-quantize --output-tensor-type`); `None` for f32.
+pub fn recipe(ty: TensorType, head: Option<QuantType>) -> Option<Recipe> {
+    ty.quant().map(|q| Recipe { file_type: FileType::Plain(q), head, pure: false })
 }
 
 /// ggml's name for a tensor type code, for errors about types minillm does not read.
@@ -187,6 +206,12 @@ impl From<QuantType> for TensorType {
             QuantType::F16 => TensorType::F16,
             QuantType::Q8_0 => TensorType::Q8_0,
             QuantType::Q4_0 => TensorType::Q4_0,
+            QuantType::Q4_1 => TensorType::Q4_1,
+            QuantType::Q5_0 => TensorType::Q5_0,
+            QuantType::Q5_1 => TensorType::Q5_1,
+            QuantType::Q4K => TensorType::Q4K,
+            QuantType::Q5K => TensorType::Q5K,
+            QuantType::Q6K => TensorType::Q6K,
         }
     }
 }
@@ -328,7 +353,7 @@ impl<'a> Gguf<'a> {
                 Error::format(
                     path,
                     format!(
-                        "tensor '{name}' is {} (ggml type {code}), which minillm does not read yet; it reads f32, f16, q8_0 and q4_0",
+                        "tensor '{name}' is {} (ggml type {code}), which minillm does not read yet; it reads f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K and q6_K",
                         ggml_type_name(code)
                     ),
                 )
@@ -346,11 +371,17 @@ impl<'a> Gguf<'a> {
         let data_start = align(r.pos, alignment);
         let mut tensors = Vec::with_capacity(infos.len());
         for (name, dims, ty, offset) in infos {
-            if ty.quant().is_some() && dims.first().is_none_or(|d| d % BLOCK as u64 != 0) {
-                return Err(Error::format(
-                    path,
-                    format!("tensor '{name}' {dims:?} is {ty:?}, whose rows must be whole blocks of {BLOCK}"),
-                ));
+            if let Some(q) = ty.quant() {
+                let block = q.block_weights() as u64;
+                if dims.first().is_none_or(|d| d % block != 0) {
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "tensor '{name}' {dims:?} is {}, whose rows must be whole blocks of {block}",
+                            q.name()
+                        ),
+                    ));
+                }
             }
             let len = ty.byte_len(&dims);
             let start = (data_start as u64).checked_add(offset);
@@ -394,13 +425,8 @@ impl<'a> Gguf<'a> {
             }
             Some(q) => {
                 let cols = t.dims[0] as usize;
-                let matrix = QMatrix::from_bytes(
-                    q,
-                    data.len() / (cols / BLOCK * q.block_bytes()),
-                    cols,
-                    data.to_vec(),
-                )
-                .expect("parse checked the tensor's size");
+                let matrix = QMatrix::from_bytes(q, data.len() / q.row_bytes(cols), cols, data.to_vec())
+                    .expect("parse checked the tensor's size");
                 out.copy_from_slice(&matrix.dequantize());
             }
         }

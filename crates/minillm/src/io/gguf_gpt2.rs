@@ -15,7 +15,7 @@ use crate::model::layers::layernorm::EPS;
 use crate::model::params::Layout;
 use crate::model::quantized::{Matrix, Quantized};
 use crate::model::{Arch, Gpt, ModelConfig};
-use crate::quant::{QMatrix, QuantType};
+use crate::quant::{FileType, QMatrix, QuantType, Recipe};
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
 use std::sync::Arc;
@@ -47,43 +47,31 @@ fn gguf_name(name: &str) -> (String, bool) {
     (format!("blk.{block}.{target}.{kind}"), kind == "weight" && !module.starts_with("ln_"))
 }
 
-/// llama.cpp's `general.file_type` (`LLAMA_FTYPE_MOSTLY_*`) for a file whose matrices are `ty`.
-pub(super) fn file_type(ty: TensorType) -> u32 {
-    match ty {
-        TensorType::F32 => 0,
-        TensorType::F16 => 1,
-        TensorType::Q4_0 => 2,
-        TensorType::Q8_0 => 7,
-    }
+/// llama.cpp's `general.file_type` (`LLAMA_FTYPE_MOSTLY_*`) for a file made by `recipe`.
+pub(super) fn file_type(recipe: Option<&Recipe>) -> u32 {
+    recipe.map_or(0, |r| r.file_type.ggml_file_type())
 }
 
-/// Encodes `model` and `tok` as a GGUF file with matrices in `ty`. Quantized types quantize the
-/// blocks' matrices and the token embedding (the LM head, see [`head_type`]); the position
-/// embedding, LayerNorms and biases stay f32, as llama.cpp's converter keeps them.
+/// Encodes `model` and `tok` as a GGUF file with matrices in `ty`, each tensor's type chosen by
+/// llama.cpp's rules for that file type (see [`crate::quant::recipe`]): the LM head (the token embedding) gets
+/// more bits. The position embedding, LayerNorms and biases stay f32, as llama.cpp keeps them.
 pub fn to_bytes(model: &Gpt, tok: &Tokenizer, ty: TensorType, name: &str) -> Result<Vec<u8>> {
-    to_bytes_with_head(model, tok, ty, ty.quant().map(head_type), name)
+    to_bytes_with(model, tok, super::gguf::recipe(ty, None).as_ref(), name)
 }
 
-/// [`to_bytes`] with the LM head (the token embedding) in `head` whatever the matrices are
-/// (`None`: f32), like llama.cpp's `llama-quantize --output-tensor-type`. Ignored for f32 and
-/// f16 files.
-pub fn to_bytes_with_head(
-    model: &Gpt,
-    tok: &Tokenizer,
-    ty: TensorType,
-    head: Option<QuantType>,
-    name: &str,
-) -> Result<Vec<u8>> {
+/// [`to_bytes`] with the types chosen by `recipe` (`None`: f32 throughout).
+pub fn to_bytes_with(model: &Gpt, tok: &Tokenizer, recipe: Option<&Recipe>, name: &str) -> Result<Vec<u8>> {
     model.config.require_gpt2("gguf_gpt2 (LLaMA-family models are written by gguf_llama)")?;
     if tok.sentencepiece().is_some() {
         return Err(Error::Invalid(
             "GGUF export writes byte-level BPE tokenizers; SentencePiece-style ones come with the LLaMA family's GGUF files".into(),
         ));
     }
-    let quantized = match ty.quant() {
-        Some(q) => Some(model.quantized_as(q, head)?),
+    let quantized = match recipe {
+        Some(r) => Some(model.quantized_with(r)?),
         None => None,
     };
+    let sixteen = recipe.is_some_and(|r| r.file_type == FileType::Plain(QuantType::F16));
     let c = &model.config;
     if tok.vocab_size() != c.vocab_size {
         return Err(Error::Invalid(format!(
@@ -96,7 +84,7 @@ pub fn to_bytes_with_head(
     let mut metadata: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(ARCH.into())),
         ("general.name".into(), Value::String(name.into())),
-        ("general.file_type".into(), Value::U32(file_type(ty))),
+        ("general.file_type".into(), Value::U32(file_type(recipe))),
         ("gpt2.context_length".into(), u32v(c.block_size)),
         ("gpt2.embedding_length".into(), u32v(c.n_embd)),
         ("gpt2.feed_forward_length".into(), u32v(4 * c.n_embd)),
@@ -112,8 +100,9 @@ pub fn to_bytes_with_head(
     let mut tensors = Vec::new();
     let mut add = |name: &str, shape: &[usize], data: &[f32]| {
         let (gname, transposed) = gguf_name(name);
+        // GPT-2's matrices are one tensor each in llama.cpp, so one part.
         let blocks = quantized.as_ref().and_then(|q| match Matrix::of(name) {
-            Some((layer, m)) => q.blocks[layer][m as usize].as_ref(),
+            Some((layer, m)) => q.blocks[layer][m as usize].as_ref().map(|s| &s.parts()[0]),
             None if name == "wte.weight" => q.lm_head.as_ref(),
             None => None,
         });
@@ -123,8 +112,7 @@ pub fn to_bytes_with_head(
             return;
         }
         // Everything else that is 2-D (the position embedding) stays f32 in quantized files.
-        let ty = if ty.quant().is_some_and(|q| q != QuantType::F16) { TensorType::F32 } else { ty };
-        let ty = if shape.len() == 1 { TensorType::F32 } else { ty };
+        let ty = if sixteen && shape.len() == 2 { TensorType::F16 } else { TensorType::F32 };
         let (dims, values) = match *shape {
             [n] => (vec![n as u64], data.to_vec()),
             [rows, cols] if transposed => (vec![rows as u64, cols as u64], transpose(data, rows, cols)),
@@ -151,16 +139,6 @@ pub fn to_bytes_with_head(
         }
     }
     Ok(super::gguf::to_bytes(&metadata, &tensors))
-}
-
-/// The LM head's type in a file whose matrices are `ty`. llama.cpp gives the output layer more
-/// bits than the rest (q6_K for its 4-bit types); minillm has no k-quants, so a q4_0 model keeps
-/// its head (also the token embedding) in q8_0.
-pub fn head_type(ty: QuantType) -> QuantType {
-    match ty {
-        QuantType::Q4_0 => QuantType::Q8_0,
-        other => other,
-    }
 }
 
 pub(super) fn encode(values: &[f32], ty: TensorType) -> Vec<u8> {
@@ -221,7 +199,7 @@ pub fn from_shared(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, path: &Path) -> Re
     }
     // Matrices stored in blocks stay blocks (no f32 copy); the other tensors are read as f32.
     let full = Layout::new(&config);
-    let mut quantized = Quantized { blocks: vec![Default::default(); config.n_layer], lm_head: None };
+    let mut quantized = Quantized { blocks: vec![Default::default(); config.n_layer], ..Default::default() };
     let mut found = Vec::with_capacity(full.tensors.len());
     for t in &full.tensors {
         let (gname, transposed) = gguf_name(&t.name);
@@ -246,7 +224,7 @@ pub fn from_shared(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, path: &Path) -> Re
             let m = QMatrix::from_shared(q, (rows, cols), owner.clone(), info.range())
                 .map_err(|e| Error::format(path, format!("tensor '{gname}': {e}")))?;
             match which {
-                Some((layer, w)) => quantized.blocks[layer][w as usize] = Some(m),
+                Some((layer, w)) => quantized.blocks[layer][w as usize] = Some(m.into()),
                 None => quantized.lm_head = Some(m),
             }
             continue;

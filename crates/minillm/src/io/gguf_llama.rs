@@ -21,9 +21,9 @@ use crate::error::{Error, Result};
 use crate::model::config::{Family, LlamaShape, RopeScaling};
 use crate::model::layers::rope::frequencies;
 use crate::model::params::Layout;
-use crate::model::quantized::{Matrix, Quantized};
+use crate::model::quantized::{Matrix, Quantized, Stacked};
 use crate::model::{Arch, Gpt, ModelConfig};
-use crate::quant::{QMatrix, QuantType};
+use crate::quant::{FileType, QMatrix, QuantType, Recipe};
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
 use std::sync::Arc;
@@ -107,15 +107,14 @@ fn part_of(c: &ModelConfig, l: &LlamaShape, name: &str) -> Option<(usize, Matrix
     Some((layer, m, first, rows))
 }
 
-/// Encodes a LLaMA-family `model` and `tok` as GGUF with matrices in `ty` (the output layer in
-/// `head`, like `llama-quantize --output-tensor-type`); `chat_template` is the model's.
+/// Encodes a LLaMA-family `model` and `tok` as GGUF with each matrix's type chosen by `recipe`
+/// (`None`: f32); `chat_template` is the model's.
 pub fn to_bytes(
     model: &Gpt,
     tok: &Tokenizer,
     generation: &GenerationConfig,
     chat_template: Option<&str>,
-    ty: TensorType,
-    head: Option<QuantType>,
+    recipe: Option<&Recipe>,
     name: &str,
 ) -> Result<Vec<u8>> {
     let c = &model.config;
@@ -123,16 +122,17 @@ pub fn to_bytes(
         return Err(Error::Invalid("gguf_llama writes LLaMA-family models".into()));
     };
     let arch = arch_name(l);
-    let quantized = match ty.quant() {
-        Some(q) => Some(model.quantized_as(q, head)?),
+    let quantized = match recipe {
+        Some(r) => Some(model.quantized_with(r)?),
         None => None,
     };
+    let sixteen = recipe.is_some_and(|r| r.file_type == FileType::Plain(QuantType::F16));
     let u32v = |x: usize| Value::U32(x as u32);
     let key = |k: &str| format!("{arch}.{k}");
     let mut metadata: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(arch.into())),
         ("general.name".into(), Value::String(name.into())),
-        ("general.file_type".into(), Value::U32(file_type(ty))),
+        ("general.file_type".into(), Value::U32(file_type(recipe))),
         (key("context_length"), u32v(c.block_size)),
         (key("embedding_length"), u32v(c.n_embd)),
         (key("feed_forward_length"), u32v(l.intermediate)),
@@ -159,31 +159,31 @@ pub fn to_bytes(
     };
     let layout = Layout::new(c);
     // Matrices in f32/f16 files, and everything that stays f32 in quantized ones.
-    let float_ty = |shape: &[usize]| match (shape.len(), ty) {
-        (1, _) => TensorType::F32,
-        (_, TensorType::F16) => TensorType::F16,
-        _ => TensorType::F32,
-    };
+    let float_ty =
+        |shape: &[usize]| if sixteen && shape.len() == 2 { TensorType::F16 } else { TensorType::F32 };
     for t in &layout.tensors {
         let shape = t.saved_shape(c);
         let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
         let part = part_of(c, l, &t.name);
         if let Some(q) = &quantized
             && let Some((layer, m, first, rows)) = part
-            && let Some(blocks) = &q.blocks[layer][m as usize]
+            && let Some(stacked) = &q.blocks[layer][m as usize]
         {
+            let (blocks, start) = stacked.part_with(first, rows).expect("parts follow llama.cpp's tensors");
             let rb = blocks.ty.row_bytes(blocks.cols);
-            let mut data = blocks.bytes()[first * rb..(first + rows) * rb].to_vec();
+            let mut data = blocks.bytes()[(first - start) * rb..(first - start + rows) * rb].to_vec();
             if permuted(l, &t.name) {
                 data = permute_rows(&data, rows, l.head_dim, true);
             }
             push(&t.name, dims, blocks.ty.into(), data);
             continue;
         }
-        if let Some(q) = &quantized
-            && t.name == c.head_name()
-            && let Some(m) = &q.lm_head
-        {
+        let table = quantized.as_ref().and_then(|q| match t.name.as_str() {
+            n if n == c.head_name() => q.lm_head.as_ref(),
+            n if n == c.embedding_name() => q.embedding.as_ref(),
+            _ => None,
+        });
+        if let Some(m) = table {
             push(&t.name, dims, m.ty.into(), m.bytes().to_vec());
             continue;
         }
@@ -342,8 +342,9 @@ pub fn from_shared(
     };
     let shape_of = |name: &str| full.get(name).expect("a layout tensor").saved_shape(&config);
 
-    // Block matrices whose parts are all in one block type become one fused matrix of blocks.
-    let mut quantized = Quantized { blocks: vec![Default::default(); config.n_layer], lm_head: None };
+    // Block matrices whose parts are all in blocks become one fused matrix of stacked parts
+    // (one part when they share a type).
+    let mut quantized = Quantized { blocks: vec![Default::default(); config.n_layer], ..Default::default() };
     for layer in 0..config.n_layer {
         for m in Matrix::ALL {
             let names: Vec<String> = parts(&config, l, m)
@@ -354,28 +355,22 @@ pub fn from_shared(
             for (n, info) in names.iter().zip(&infos) {
                 check_dims(info, &shape_of(n))?;
             }
-            let Some(q) = infos[0].ty.quant() else { continue };
-            if infos.iter().any(|i| i.ty.quant() != Some(q)) {
-                continue; // mixed types: read as f32 below
+            if infos.iter().any(|i| i.ty.quant().is_none()) {
+                continue; // f32 parts: the whole matrix is read as f32 below
             }
-            let cols = infos[0].dims[0] as usize;
-            let rows: usize = infos.iter().map(|i| i.dims[1] as usize).sum();
-            let matrix = if let [info] = infos.as_slice() {
-                QMatrix::from_shared(q, (rows, cols), owner.clone(), info.range())
-            } else {
-                let mut data = Vec::with_capacity(rows * q.row_bytes(cols));
-                for (n, info) in names.iter().zip(&infos) {
-                    let part = file.data(info);
-                    if permuted(l, n) {
-                        data.extend(permute_rows(part, info.dims[1] as usize, l.head_dim, false));
-                    } else {
-                        data.extend_from_slice(part);
-                    }
-                }
-                QMatrix::from_bytes(q, rows, cols, data)
-            };
+            let mut parts = Vec::with_capacity(infos.len());
+            for (n, info) in names.iter().zip(&infos) {
+                let q = info.ty.quant().expect("checked above");
+                let (rows, cols) = (info.dims[1] as usize, info.dims[0] as usize);
+                let part = if permuted(l, n) {
+                    QMatrix::from_bytes(q, rows, cols, permute_rows(file.data(info), rows, l.head_dim, false))
+                } else {
+                    QMatrix::from_shared(q, (rows, cols), owner.clone(), info.range())
+                };
+                parts.push(part.map_err(|e| bad(format!("{n}: {e}")))?);
+            }
             quantized.blocks[layer][m as usize] =
-                Some(matrix.map_err(|e| bad(format!("{}: {e}", names[0])))?);
+                Some(Stacked::new(parts).map_err(|e| bad(format!("{}: {e}", names[0])))?);
         }
     }
     let head = config.head_name();
@@ -387,6 +382,19 @@ pub fn from_shared(
             QMatrix::from_shared(q, (rows, cols), owner.clone(), head_info.range())
                 .map_err(|e| bad(format!("{head}: {e}")))?,
         );
+    }
+    // An untied model's token embedding in blocks stays in blocks: rows are read per token.
+    let embedding = config.embedding_name();
+    if embedding != head {
+        let info = tensor(embedding)?;
+        check_dims(info, &shape_of(embedding))?;
+        if let Some(q) = info.ty.quant() {
+            let (rows, cols) = (config.vocab_size, config.n_embd);
+            quantized.embedding = Some(
+                QMatrix::from_shared(q, (rows, cols), owner.clone(), info.range())
+                    .map_err(|e| bad(format!("{embedding}: {e}")))?,
+            );
+        }
     }
 
     let layout = Layout::without(&config, |name| quantized.holds(&config, name));

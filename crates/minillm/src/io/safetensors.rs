@@ -119,7 +119,7 @@ pub fn from_shards(shards: &[(&[u8], &Path)], config: &ModelConfig) -> Result<Ve
 pub fn load(shards: &[(&[u8], &Path)], config: ModelConfig, release: &dyn Fn(&[u8])) -> Result<Gpt> {
     let (found, _) = tensors(shards, &config)?;
     let full = Layout::new(&config);
-    let mut quantized = Quantized { blocks: vec![Default::default(); config.n_layer], lm_head: None };
+    let mut quantized = Quantized { blocks: vec![Default::default(); config.n_layer], ..Default::default() };
     let sixteen = |view: &TensorView| matches!(view.dtype(), Dtype::F16 | Dtype::BF16) && fits_f16(view);
     let whole_blocks = |cols: usize| cols.is_multiple_of(crate::quant::BLOCK);
     let transposed = config.arch == Arch::Gpt2;
@@ -138,7 +138,7 @@ pub fn load(shards: &[(&[u8], &Path)], config: ModelConfig, release: &dyn Fn(&[u
                 halves.extend(f16_rows(&found[&t.name], rows, inputs, transposed, release));
             }
             quantized.blocks[layer][m as usize] =
-                Some(QMatrix::from_bytes(QuantType::F16, outputs, inputs, halves)?);
+                Some(QMatrix::from_bytes(QuantType::F16, outputs, inputs, halves)?.into());
         }
     }
     let head = &found[config.head_name()];

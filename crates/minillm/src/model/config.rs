@@ -361,6 +361,14 @@ impl ModelConfig {
         }
     }
 
+    /// The name of the token embedding's tensor.
+    pub fn embedding_name(&self) -> &'static str {
+        match &self.arch {
+            Arch::Gpt2 => "wte.weight",
+            Arch::Llama(_) => "model.embed_tokens.weight",
+        }
+    }
+
     /// The blocks' norm.
     pub(crate) fn norm(&self) -> super::layers::Norm {
         match &self.arch {

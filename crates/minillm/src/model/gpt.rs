@@ -9,6 +9,7 @@
 use super::config::ModelConfig;
 use super::layers::loss::IGNORE;
 use super::params::{Layout, init};
+use super::quantized::Stacked;
 use super::quantized::{Matrix, Quantized};
 use crate::error::{Error, Result};
 use crate::kernels::matmul::Stored;
@@ -32,8 +33,10 @@ pub enum Weight<'a> {
     /// f32, as the checkpoint stores it: GPT-2's Conv1D (inputs x outputs), the LLaMA family's
     /// nn.Linear (outputs x inputs); for the LM head, (V x C).
     F32(&'a [f32]),
-    /// Blocks, one row per output (GGUF's layout).
+    /// Blocks, one row per output (GGUF's layout): the LM head.
     Blocks(&'a QMatrix),
+    /// A block matrix in blocks, its row parts possibly of different types.
+    Stacked(&'a Stacked),
 }
 
 impl<'a> Weight<'a> {
@@ -43,6 +46,7 @@ impl<'a> Weight<'a> {
         match self {
             Weight::F32(w) => Cow::Borrowed(w),
             Weight::Blocks(q) => Cow::Owned(q.dequantize()),
+            Weight::Stacked(s) => Cow::Owned(s.dequantize()),
         }
     }
 }
@@ -110,7 +114,7 @@ impl Gpt {
     /// Block `layer`'s matrix `m`, as stored.
     pub fn matrix(&self, layer: usize, m: Matrix) -> Weight<'_> {
         match self.quantized.as_ref().and_then(|q| q.blocks[layer][m as usize].as_ref()) {
-            Some(q) => Weight::Blocks(q),
+            Some(q) => Weight::Stacked(q),
             None => Weight::F32(&self.params[m.range(&self.layout.blocks[layer]).clone()]),
         }
     }
@@ -130,6 +134,9 @@ impl Gpt {
     /// The token embedding (V x C): the head's matrix when tied.
     fn embedding(&self) -> Weight<'_> {
         if self.layout.lm_head.is_some() {
+            if let Some(q) = self.quantized.as_ref().and_then(|q| q.embedding.as_ref()) {
+                return Weight::Blocks(q);
+            }
             let n = self.config.vocab_size * self.config.n_embd;
             return Weight::F32(&self.params[self.layout.wte.clone()][..n]);
         }
@@ -141,8 +148,8 @@ impl Gpt {
     pub fn matrix_f32(&self, layer: usize, m: Matrix) -> Cow<'_, [f32]> {
         match self.matrix(layer, m) {
             // GPT-2 keeps f32 matrices (in, out): blocks, one row per output, are transposed.
-            Weight::Blocks(q) if self.config.matrices_stored() == Stored::Normal => {
-                Cow::Owned(transpose(&q.dequantize(), q.rows, q.cols))
+            Weight::Stacked(s) if self.config.matrices_stored() == Stored::Normal => {
+                Cow::Owned(transpose(&s.dequantize(), s.rows(), s.cols()))
             }
             w => w.rows_f32(),
         }
@@ -179,6 +186,7 @@ impl Gpt {
         match self.embedding() {
             Weight::F32(w) => out.copy_from_slice(&w[id as usize * c..][..c]),
             Weight::Blocks(q) => q.dequantize_row(id as usize, out),
+            Weight::Stacked(s) => s.dequantize_row(id as usize, out),
         }
     }
 

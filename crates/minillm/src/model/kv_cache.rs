@@ -401,6 +401,7 @@ fn project(
     let (out, x) = (&mut out[..n * m], &x[..n * k]);
     match w {
         Weight::Blocks(q) => q.times(out, x, b, n),
+        Weight::Stacked(s) => s.times(out, x, b, n),
         Weight::F32(w) if n >= GEMM_ROWS => linear::forward(out, x, w, b, (n, k, m), stored),
         Weight::F32(w) if stored == Stored::Normal => matvec::times(out, x, w, b, (n, k, m)),
         Weight::F32(w) => {
@@ -417,6 +418,7 @@ fn head(w: Weight, out: &mut [f32], x: &[f32], (n, c, v): (usize, usize, usize))
     let (out, x) = (&mut out[..n * v], &x[..n * c]);
     match w {
         Weight::Blocks(q) => q.times(out, x, None, n),
+        Weight::Stacked(s) => s.times(out, x, None, n),
         Weight::F32(e) if n >= GEMM_ROWS => {
             matmul(out, x, Stored::Normal, e, Stored::Transposed, (n, c, v), false)
         }

@@ -2,57 +2,101 @@
 
 use super::Gpt;
 use super::params::Layout;
-use super::quantized::{Matrix, Quantized};
+use super::quantized::{Matrix, Quantized, Stacked};
 use crate::error::Result;
 use crate::kernels::matmul::Stored;
 use crate::kernels::vec::transpose;
-use crate::quant::{QMatrix, QuantType};
+use crate::quant::recipe::Role;
+use crate::quant::{QMatrix, QuantType, Recipe};
 use std::borrow::Cow;
 
 impl Gpt {
-    /// Quantizes every block's four matrices to `ty` and the LM head (the token embedding when
-    /// tied) to `head` (`None` keeps it f32); position embeddings, an untied model's embedding,
-    /// norms and biases stay f32, as in llama.cpp. Matrices whose rows are not whole blocks of
-    /// 32 stay f32 too.
+    /// Quantizes every block's four matrices (and an untied model's token embedding) to `ty` and
+    /// the LM head (the token embedding when tied) to `head` (`None` keeps it f32); position
+    /// embeddings, norms and biases stay f32. Matrices whose rows are not whole blocks stay f32.
     pub fn quantize(&mut self, ty: QuantType, head: Option<QuantType>) -> Result<()> {
         let q = self.quantized_as(ty, head)?;
         self.set_quantized(q);
         Ok(())
     }
 
-    /// The matrices as [`Gpt::quantize`] would make them, without changing the model: the
-    /// model's own blocks where they already have that type (no second rounding), else new ones
-    /// from the f32 weights.
+    /// The matrices as [`Gpt::quantize`] would make them, without changing the model.
     pub fn quantized_as(&self, ty: QuantType, head: Option<QuantType>) -> Result<Quantized> {
+        let mut q = self.quantized_with(&Recipe::pure(ty))?;
+        q.lm_head = match head {
+            Some(head) => self.quantized_with(&Recipe::pure(head))?.lm_head,
+            None => None,
+        };
+        Ok(q)
+    }
+
+    /// The matrices with each tensor's type chosen by `recipe` (llama.cpp's rules, see
+    /// [`crate::quant::recipe`]). A tensor the model already holds in the chosen type keeps its
+    /// blocks (no second rounding); others are quantized from the f32 weights.
+    pub fn quantized_with(&self, recipe: &Recipe) -> Result<Quantized> {
         let c = self.config.n_embd;
-        let block = crate::quant::BLOCK;
-        let own = |m: Option<&QMatrix>, want: QuantType| m.filter(|m| m.ty == want).cloned();
+        let layers = self.config.n_layer;
         let mut q = Quantized::default();
-        for layer in 0..self.config.n_layer {
-            let mut four: [Option<QMatrix>; 4] = Default::default();
+        for layer in 0..layers {
+            let mut four: [Option<Stacked>; 4] = Default::default();
             for m in Matrix::ALL {
                 let (inputs, outputs) = m.shape(&self.config);
                 let existing = self.quantized.as_ref().and_then(|q| q.blocks[layer][m as usize].as_ref());
-                four[m as usize] = match own(existing, ty) {
-                    Some(kept) => Some(kept),
-                    None if inputs.is_multiple_of(block) => {
-                        let w = self.matrix_f32(layer, m);
-                        let rows = match self.config.matrices_stored() {
-                            Stored::Transposed => w,
-                            Stored::Normal => Cow::Owned(transpose(&w, inputs, outputs)),
-                        };
-                        Some(QMatrix::quantize(ty, &rows, outputs, inputs)?)
-                    }
-                    None => None,
-                };
+                let types: Vec<(Option<QuantType>, usize)> = m
+                    .roles(&self.config)
+                    .into_iter()
+                    .map(|(role, rows)| (recipe.tensor_type(role, layer, layers, inputs), rows))
+                    .collect();
+                if types.iter().any(|t| t.0.is_none()) {
+                    continue; // rows that are not whole blocks of 32 stay f32
+                }
+                let mut rows_f32: Option<Cow<[f32]>> = None;
+                let mut parts = Vec::new();
+                let mut first = 0;
+                for (ty, rows) in types {
+                    let ty = ty.expect("checked above");
+                    let kept = existing.and_then(|s| s.part_with(first, rows)).filter(|(p, _)| p.ty == ty);
+                    parts.push(match kept {
+                        Some((p, start)) => {
+                            let rb = ty.row_bytes(inputs);
+                            let at = (first - start) * rb;
+                            QMatrix::from_bytes(ty, rows, inputs, p.bytes()[at..at + rows * rb].to_vec())?
+                        }
+                        None => {
+                            let all = rows_f32.get_or_insert_with(|| {
+                                let w = self.matrix_f32(layer, m);
+                                match self.config.matrices_stored() {
+                                    Stored::Transposed => w,
+                                    Stored::Normal => Cow::Owned(transpose(&w, inputs, outputs)),
+                                }
+                            });
+                            QMatrix::quantize(
+                                ty,
+                                &all[first * inputs..(first + rows) * inputs],
+                                rows,
+                                inputs,
+                            )?
+                        }
+                    });
+                    first += rows;
+                }
+                four[m as usize] = Some(Stacked::new(parts)?);
             }
             q.blocks.push(four);
         }
-        if let Some(head) = head.filter(|_| c.is_multiple_of(block)) {
+        if let Some(head) = recipe.tensor_type(Role::Output, 0, layers, c) {
             let existing = self.quantized.as_ref().and_then(|q| q.lm_head.as_ref());
-            q.lm_head = match own(existing, head) {
-                Some(kept) => Some(kept),
+            q.lm_head = match existing.filter(|m| m.ty == head) {
+                Some(kept) => Some(kept.clone()),
                 None => Some(QMatrix::quantize(head, &self.head_f32(), self.config.vocab_size, c)?),
+            };
+        }
+        let untied = self.config.head_name() != self.config.embedding_name();
+        if let Some(ty) = recipe.tensor_type(Role::Embedding, 0, layers, c).filter(|_| untied) {
+            let existing = self.quantized.as_ref().and_then(|q| q.embedding.as_ref());
+            q.embedding = match existing.filter(|m| m.ty == ty) {
+                Some(kept) => Some(kept.clone()),
+                None => Some(QMatrix::quantize(ty, &self.embedding_f32(), self.config.vocab_size, c)?),
             };
         }
         Ok(q)

@@ -12,8 +12,8 @@
 //! which is exactly the dot product of the dequantized weights with the dequantized activations.
 //! The rounding of x adds an error of at most d_x / 2 per value (see the tests' bound).
 
-use super::BLOCK;
-use super::formats::IntegerBlocks;
+use super::formats::{GROUP, GroupBlocks, IntegerBlocks};
+use super::{BLOCK, SUPER};
 
 /// The integer kernels keep 8 partial sums per block (one ymm register of i32).
 pub const LANES: usize = 8;
@@ -29,6 +29,10 @@ pub struct Int8Row<'a> {
     /// 0..=15 (the unsigned operand the instructions want); its kernels start each block's lanes
     /// from these, which subtracts 8 * sum(q) once per block of x instead of 8 from every weight.
     pub offsets: &'a [[i32; LANES]],
+    /// d * (the sum of q over four consecutive values), per block: lane l covers values
+    /// 4l..4l + 4, where the integer kernels' lane l sums them. The formats with a minimum
+    /// ([`GroupBlocks`]) subtract min * sum(x) per group of 16 (four lanes) with these.
+    pub lane_sums: &'a [[f32; LANES]],
 }
 
 /// `m` rows of activations in 8 bits; the buffers grow once and are reused (no allocation per
@@ -39,6 +43,7 @@ pub struct Int8Activations {
     q: Vec<i8>,
     scales: Vec<f32>,
     offsets: Vec<[i32; LANES]>,
+    lane_sums: Vec<[f32; LANES]>,
 }
 
 impl Int8Activations {
@@ -55,8 +60,14 @@ impl Int8Activations {
         self.q.resize(m * cols, 0);
         self.scales.resize(blocks, 0.0);
         self.offsets.resize(blocks, [0; LANES]);
-        let blocks = self.q.chunks_exact_mut(BLOCK).zip(&mut self.scales).zip(&mut self.offsets);
-        for (((q, d), offset), x) in blocks.zip(x[..m * cols].chunks_exact(BLOCK)) {
+        self.lane_sums.resize(blocks, [0.0; LANES]);
+        let blocks = self
+            .q
+            .chunks_exact_mut(BLOCK)
+            .zip(&mut self.scales)
+            .zip(&mut self.offsets)
+            .zip(&mut self.lane_sums);
+        for ((((q, d), offset), lanes), x) in blocks.zip(x[..m * cols].chunks_exact(BLOCK)) {
             let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             *d = amax / 127.0;
             let inverse = if *d != 0.0 { 1.0 / *d } else { 0.0 };
@@ -66,6 +77,9 @@ impl Int8Activations {
                 sum += *q as i32;
             }
             *offset = [-sum; LANES];
+            for (lane, four) in lanes.iter_mut().zip(q.chunks_exact(BLOCK / LANES)) {
+                *lane = *d * four.iter().map(|&q| q as i32).sum::<i32>() as f32;
+            }
         }
     }
 
@@ -76,6 +90,7 @@ impl Int8Activations {
             q: &self.q[i * k..(i + 1) * k],
             scales: &self.scales[i * blocks..(i + 1) * blocks],
             offsets: &self.offsets[i * blocks..(i + 1) * blocks],
+            lane_sums: &self.lane_sums[i * blocks..(i + 1) * blocks],
         }
     }
 }
@@ -105,17 +120,54 @@ pub fn dot_reference<F: IntegerBlocks>(row: &[u8], x: Int8Row) -> f32 {
     sum
 }
 
-/// [`dot_reference`] for each of R consecutive rows in `rows` and each row of activations in
-/// `xs`, into `out[a * R + r]`: the [`IntDot`] shape.
+/// sum over groups of d_x * (scale * (integer dot product of u and q) - min * sum(q)),
+/// portably: the reference for the SIMD kernels of the [`GroupBlocks`] formats.
+pub fn group_dot_reference<F: GroupBlocks>(row: &[u8], x: Int8Row) -> f32 {
+    let (mut u, mut scale, mut min) = ([0u8; SUPER], [0.0f32; SUPER / GROUP], [0.0f32; SUPER / GROUP]);
+    let groups = F::WEIGHTS / GROUP;
+    let mut sum = 0.0f32;
+    for (b, block) in row.chunks_exact(F::BYTES).enumerate() {
+        F::groups(block, &mut u[..F::WEIGHTS], &mut scale[..groups], &mut min[..groups]);
+        for g in 0..groups {
+            let at = b * F::WEIGHTS + g * GROUP;
+            let dx = x.scales[at / BLOCK];
+            let q = &x.q[at..at + GROUP];
+            let ints: i32 =
+                u[g * GROUP..(g + 1) * GROUP].iter().zip(q).map(|(&u, &q)| u as i32 * q as i32).sum();
+            let qsum: i32 = q.iter().map(|&q| q as i32).sum();
+            sum += dx * (scale[g] * ints as f32 - min[g] * qsum as f32);
+        }
+    }
+    sum
+}
+
+/// `dot` for each of R consecutive rows in `rows` and each row of activations in `xs`, into
+/// `out[a * R + r]`: the [`IntDot`] shape, for a format of `bytes` per `weights`.
 ///
 /// [`IntDot`]: super::simd::IntDot
-pub fn rows_reference<F: IntegerBlocks>(rows: &[u8], xs: &[Int8Row], out: &mut [f32]) {
+fn each_row(
+    rows: &[u8],
+    xs: &[Int8Row],
+    out: &mut [f32],
+    (weights, bytes): (usize, usize),
+    dot: impl Fn(&[u8], Int8Row) -> f32,
+) {
     let r = out.len() / xs.len().max(1);
-    let row_bytes = xs[0].q.len() / BLOCK * F::BYTES;
+    let row_bytes = xs[0].q.len() / weights * bytes;
     assert!(r * xs.len() == out.len() && rows.len() >= r * row_bytes, "{} bytes for {r} rows", rows.len());
     for (outs, &x) in out.chunks_exact_mut(r).zip(xs) {
         for (o, row) in outs.iter_mut().zip(rows.chunks_exact(row_bytes)) {
-            *o = dot_reference::<F>(row, x);
+            *o = dot(row, x);
         }
     }
+}
+
+/// [`dot_reference`] in the [`IntDot`](super::simd::IntDot) shape.
+pub fn rows_reference<F: IntegerBlocks>(rows: &[u8], xs: &[Int8Row], out: &mut [f32]) {
+    each_row(rows, xs, out, (F::WEIGHTS, F::BYTES), dot_reference::<F>)
+}
+
+/// [`group_dot_reference`] in the [`IntDot`](super::simd::IntDot) shape.
+pub fn group_rows_reference<F: GroupBlocks>(rows: &[u8], xs: &[Int8Row], out: &mut [f32]) {
+    each_row(rows, xs, out, (F::WEIGHTS, F::BYTES), group_dot_reference::<F>)
 }

@@ -1,9 +1,8 @@
 //! A quantized matrix and its product with a few rows of activations (decoding).
 
 use super::activations::Int8Activations;
-use super::formats::{BlockFormat, F16, Q4_0, Q8_0};
 use super::simd::{self, Kernel};
-use super::{BLOCK, QuantType};
+use super::{BlockFormat, QuantType, with_format};
 use crate::error::{Error, Result};
 use crate::kernels::SharedOut;
 use rayon::prelude::*;
@@ -49,7 +48,7 @@ fn prefetch(bytes: Option<&[u8]>) {
     let _ = bytes;
 }
 
-/// A (rows x cols) matrix stored row by row in blocks of [`BLOCK`] along each row: GGUF's
+/// A (rows x cols) matrix stored row by row in blocks along each row (32 or 256 weights): GGUF's
 /// layout, where a linear layer's row is one output.
 #[derive(Clone)]
 pub struct QMatrix {
@@ -84,20 +83,18 @@ impl PartialEq for QMatrix {
 }
 
 impl QMatrix {
-    /// Quantizes `w` (rows x cols, row-major); `cols` must be a multiple of 32.
+    /// Quantizes `w` (rows x cols, row-major); `cols` must be a multiple of the type's block.
     pub fn quantize(ty: QuantType, w: &[f32], rows: usize, cols: usize) -> Result<QMatrix> {
         check_shape(ty, rows, cols)?;
         assert_eq!(w.len(), rows * cols, "quantize: matrix shape");
-        let bytes = ty.block_bytes();
+        let (weights, bytes) = (ty.block_weights(), ty.block_bytes());
         let mut data = vec![0u8; rows * ty.row_bytes(cols)];
-        let quantize: fn(&[f32; BLOCK], &mut [u8]) = match ty {
-            QuantType::F16 => F16::quantize,
-            QuantType::Q8_0 => Q8_0::quantize,
-            QuantType::Q4_0 => Q4_0::quantize,
-        };
-        data.par_chunks_mut(bytes * 1024).zip(w.par_chunks(BLOCK * 1024)).for_each(|(out, x)| {
-            for (o, xs) in out.chunks_exact_mut(bytes).zip(x.chunks_exact(BLOCK)) {
-                quantize(xs.try_into().expect("a block"), o);
+        let quantize: fn(&[f32], &mut [u8]) = with_format!(ty, F => F::quantize);
+        // Tasks of 32 K weights: the k-quants' search costs about a microsecond per block.
+        let per_task = (1 << 15) / weights;
+        data.par_chunks_mut(bytes * per_task).zip(w.par_chunks(weights * per_task)).for_each(|(out, x)| {
+            for (o, xs) in out.chunks_exact_mut(bytes).zip(x.chunks_exact(weights)) {
+                quantize(xs, o);
             }
         });
         Ok(QMatrix { ty, rows, cols, data: Blocks::Owned(data) })
@@ -146,13 +143,10 @@ impl QMatrix {
     }
 
     fn dequantize_into(&self, blocks: &[u8], out: &mut [f32]) {
-        let dequantize: fn(&[u8], &mut [f32; BLOCK]) = match self.ty {
-            QuantType::F16 => F16::dequantize,
-            QuantType::Q8_0 => Q8_0::dequantize,
-            QuantType::Q4_0 => Q4_0::dequantize,
-        };
-        for (o, block) in out.chunks_exact_mut(BLOCK).zip(blocks.chunks_exact(self.ty.block_bytes())) {
-            dequantize(block, o.try_into().expect("a block"));
+        let dequantize: fn(&[u8], &mut [f32]) = with_format!(self.ty, F => F::dequantize);
+        let (weights, bytes) = (self.ty.block_weights(), self.ty.block_bytes());
+        for (o, block) in out.chunks_exact_mut(weights).zip(blocks.chunks_exact(bytes)) {
+            dequantize(block, o);
         }
     }
 
@@ -160,22 +154,32 @@ impl QMatrix {
     /// matrix row with a row of x. Output rows are split across threads; each reads its rows
     /// of weights once and uses them for all m rows of x while they are in cache.
     ///
-    /// q8_0 and q4_0 first round x to 8 bits per value ([`Int8Activations`], kept per thread and
-    /// reused), as llama.cpp does: the products are then integer ones, several times cheaper
-    /// than widening each weight to f32. f16 rows multiply x as it is.
+    /// Every type but f16 first rounds x to 8 bits per value ([`Int8Activations`], kept per
+    /// thread and reused), as llama.cpp does: the products are then integer ones, several times
+    /// cheaper than widening each weight to f32. f16 rows multiply x as it is.
     pub fn times(&self, out: &mut [f32], x: &[f32], bias: Option<&[f32]>, m: usize) {
+        self.times_into(out, self.rows, x, bias, m)
+    }
+
+    /// [`times`](Self::times) into the first `rows` columns of an output whose rows are
+    /// `stride` long: a part of a matrix stacked from parts of different types writes its
+    /// columns of the whole product.
+    pub fn times_into(&self, out: &mut [f32], stride: usize, x: &[f32], bias: Option<&[f32]>, m: usize) {
         let k = self.cols;
-        assert!(out.len() >= m * self.rows && x.len() >= m * k, "quantized product shapes");
+        assert!(
+            stride >= self.rows && out.len() >= (m - 1) * stride + self.rows && x.len() >= m * k,
+            "quantized product shapes"
+        );
         if self.ty == QuantType::F16 && m >= WIDEN_ROWS {
-            return self.times_widened(out, x, bias, m);
+            return self.times_widened(out, stride, x, bias, m);
         }
         thread_local! {
             static ACTIVATIONS: RefCell<Int8Activations> = RefCell::default();
         }
         match simd::kernel(self.ty).0 {
             Kernel::Float(dot) => {
-                let row_bytes = k / BLOCK * self.ty.block_bytes();
-                self.each_output(out, bias, m, |rows, (i, a), out| {
+                let row_bytes = self.ty.row_bytes(k);
+                self.each_output(out, stride, bias, m, |rows, (i, a), out| {
                     let r = out.len() / a;
                     for (ia, outs) in out.chunks_exact_mut(r).enumerate() {
                         for (o, row) in outs.iter_mut().zip(rows.chunks_exact(row_bytes)) {
@@ -186,7 +190,7 @@ impl QMatrix {
             }
             Kernel::Int8(dot) => ACTIVATIONS.with_borrow_mut(|x8| {
                 x8.quantize(x, m, k);
-                self.each_output(out, bias, m, |rows, (i, a), out| {
+                self.each_output(out, stride, bias, m, |rows, (i, a), out| {
                     let xs: [_; ACTIVATION_ROWS] = std::array::from_fn(|ia| x8.row((i + ia).min(m - 1)));
                     dot(rows, &xs[..a], out)
                 })
@@ -198,13 +202,13 @@ impl QMatrix {
     /// to f32 (exactly: every f16 is an f32) and multiplies it with all of x in one small GEMM,
     /// so the whole matrix is never widened at once and each weight is widened once per call,
     /// not once per row of x. The products are the f16 kernel's, summed in another order.
-    fn times_widened(&self, out: &mut [f32], x: &[f32], bias: Option<&[f32]>, m: usize) {
+    fn times_widened(&self, out: &mut [f32], stride: usize, x: &[f32], bias: Option<&[f32]>, m: usize) {
         use crate::kernels::matmul::{View, matmul_view};
         thread_local! {
             static TILE: RefCell<(Vec<f32>, Vec<f32>)> = RefCell::default();
         }
-        let (n, k) = (self.rows, self.cols);
-        let row_bytes = k / BLOCK * self.ty.block_bytes();
+        let k = self.cols;
+        let row_bytes = self.ty.row_bytes(k);
         let shared = SharedOut(out.as_mut_ptr());
         let x = &x[..m * k];
         self.bytes().par_chunks(WIDEN_TILE * row_bytes).enumerate().for_each(|(t, rows)| {
@@ -219,8 +223,8 @@ impl QMatrix {
                 for i in 0..m {
                     for (c, &v) in y[i * count..(i + 1) * count].iter().enumerate() {
                         let j = first + c;
-                        // SAFETY: out holds m * n and each (i, j) is written by exactly one task.
-                        unsafe { *shared.ptr().add(i * n + j) = v + bias.map_or(0.0, |b| b[j]) };
+                        // SAFETY: out holds m rows of stride and each (i, j) is written by one task.
+                        unsafe { *shared.ptr().add(i * stride + j) = v + bias.map_or(0.0, |b| b[j]) };
                     }
                 }
             });
@@ -233,12 +237,13 @@ impl QMatrix {
     fn each_output(
         &self,
         out: &mut [f32],
+        stride: usize,
         bias: Option<&[f32]>,
         m: usize,
         dot: impl Fn(&[u8], (usize, usize), &mut [f32]) + Sync,
     ) {
         let (n, k) = (self.rows, self.cols);
-        let row_bytes = k / BLOCK * self.ty.block_bytes();
+        let row_bytes = self.ty.row_bytes(k);
         let out = SharedOut(out.as_mut_ptr());
         let tasks = TASKS_PER_THREAD * rayon::current_num_threads();
         let rows_per_task = n.div_ceil(tasks).next_multiple_of(ROWS_PER_CALL);
@@ -261,8 +266,10 @@ impl QMatrix {
                         for (ia, sums) in products.chunks_exact(r).enumerate() {
                             for (jr, &v) in sums.iter().enumerate() {
                                 let j = first + jr;
-                                // SAFETY: out holds m * n; each (i, j) is written by one task.
-                                unsafe { *out.ptr().add((i + ia) * n + j) = v + bias.map_or(0.0, |b| b[j]) };
+                                // SAFETY: out holds m rows of stride; each (i, j) is written by one task.
+                                unsafe {
+                                    *out.ptr().add((i + ia) * stride + j) = v + bias.map_or(0.0, |b| b[j])
+                                };
                             }
                         }
                     }
@@ -291,9 +298,10 @@ fn check_bytes(ty: QuantType, rows: usize, cols: usize, len: usize) -> Result<()
 }
 
 fn check_shape(ty: QuantType, rows: usize, cols: usize) -> Result<()> {
-    if !cols.is_multiple_of(BLOCK) || rows == 0 {
+    let block = ty.block_weights();
+    if !cols.is_multiple_of(block) || rows == 0 {
         return Err(Error::Invalid(format!(
-            "a {} matrix needs rows of a multiple of {BLOCK} weights; this one is {rows} x {cols}",
+            "a {} matrix needs rows of a multiple of {block} weights; this one is {rows} x {cols}",
             ty.name()
         )));
     }

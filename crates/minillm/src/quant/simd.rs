@@ -3,13 +3,18 @@
 //! [`activations::rows_reference`].
 //!
 //! f16 rows meet f32 activations: each half float is widened in registers and multiplied.
-//! q8_0 and q4_0 rows meet 8-bit activations ([`Int8Row`]): 32 integer products per block summed
-//! in 8 lanes of i32 by one instruction (three without VNNI), then the block's two scales applied
+//! Every other type meets 8-bit activations ([`Int8Row`]): 32 integer products per block summed
+//! in 8 lanes of i32 by one instruction (three without VNNI), then the block's scales applied
 //! once. Weights are read once, as bytes, and never written out widened.
+//!
+//! The formats with a minimum or a fifth or sixth bit ([`GroupBlocks`](super::GroupBlocks)) share one kernel shape:
+//! per 32 weights, the unsigned levels u (0..=63) are unpacked into a register, multiplied with
+//! the activations in integers, and scale * sum(u x) - min * sum(x) is added per lane, with the
+//! scale and min of each lane's group of 16 (k-quant scales are decoded once per super-block).
 
 use super::activations::{self, Int8Row, LANES};
 use super::formats::{BlockFormat, F16, Q4_0, Q8_0};
-use super::{BLOCK, QuantType};
+use super::{BLOCK, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, QuantType};
 
 /// f16 row times f32 activations: `row` holds `x.len() / 32` blocks.
 pub type Dot = fn(&[u8], &[f32]) -> f32;
@@ -25,14 +30,15 @@ pub type IntDot = fn(&[u8], &[Int8Row], &mut [f32]);
 pub enum Kernel {
     /// f16 weights, f32 activations.
     Float(Dot),
-    /// q8_0 or q4_0 weights, 8-bit activations.
+    /// Any other type: 8-bit activations.
     Int8(IntDot),
 }
 
 /// The fastest kernel this CPU runs for `ty`, and the instruction set it uses.
 pub fn kernel(ty: QuantType) -> (Kernel, &'static str) {
     use std::sync::OnceLock;
-    static CHOSEN: [OnceLock<(Kernel, &str)>; 3] = [const { OnceLock::new() }; 3];
+    static CHOSEN: [OnceLock<(Kernel, &str)>; QuantType::ALL.len()] =
+        [const { OnceLock::new() }; QuantType::ALL.len()];
     *CHOSEN[ty as usize].get_or_init(|| all_kernels(ty).pop().expect("the portable kernel is always there"))
 }
 
@@ -42,6 +48,12 @@ pub fn reference(ty: QuantType) -> Kernel {
         QuantType::F16 => Kernel::Float(F16::dot_reference),
         QuantType::Q8_0 => Kernel::Int8(activations::rows_reference::<Q8_0>),
         QuantType::Q4_0 => Kernel::Int8(activations::rows_reference::<Q4_0>),
+        QuantType::Q4_1 => Kernel::Int8(activations::group_rows_reference::<Q4_1>),
+        QuantType::Q5_0 => Kernel::Int8(activations::group_rows_reference::<Q5_0>),
+        QuantType::Q5_1 => Kernel::Int8(activations::group_rows_reference::<Q5_1>),
+        QuantType::Q4K => Kernel::Int8(activations::group_rows_reference::<Q4K>),
+        QuantType::Q5K => Kernel::Int8(activations::group_rows_reference::<Q5K>),
+        QuantType::Q6K => Kernel::Int8(activations::group_rows_reference::<Q6K>),
     }
 }
 
@@ -60,12 +72,24 @@ pub fn all_kernels(ty: QuantType) -> Vec<(Kernel, &'static str)> {
             QuantType::F16 if avx2 => found.push((float(x86::f16_avx2), "AVX2")),
             QuantType::Q8_0 if avx2 => found.push((int(x86::q8_0_avx2), "AVX2")),
             QuantType::Q4_0 if avx2 => found.push((int(x86::q4_0_avx2), "AVX2")),
+            QuantType::Q4_1 if avx2 => found.push((int(x86::q4_1_avx2), "AVX2")),
+            QuantType::Q5_0 if avx2 => found.push((int(x86::q5_0_avx2), "AVX2")),
+            QuantType::Q5_1 if avx2 => found.push((int(x86::q5_1_avx2), "AVX2")),
+            QuantType::Q4K if avx2 => found.push((int(x86::q4_k_avx2), "AVX2")),
+            QuantType::Q5K if avx2 => found.push((int(x86::q5_k_avx2), "AVX2")),
+            QuantType::Q6K if avx2 => found.push((int(x86::q6_k_avx2), "AVX2")),
             _ => {}
         }
         match ty {
             QuantType::F16 if avx512 => found.push((float(x86::f16_avx512), "AVX-512")),
             QuantType::Q8_0 if vnni => found.push((int(x86::q8_0_vnni), "AVX-512 VNNI")),
             QuantType::Q4_0 if vnni => found.push((int(x86::q4_0_vnni), "AVX-512 VNNI")),
+            QuantType::Q4_1 if vnni => found.push((int(x86::q4_1_vnni), "AVX-512 VNNI")),
+            QuantType::Q5_0 if vnni => found.push((int(x86::q5_0_vnni), "AVX-512 VNNI")),
+            QuantType::Q5_1 if vnni => found.push((int(x86::q5_1_vnni), "AVX-512 VNNI")),
+            QuantType::Q4K if vnni => found.push((int(x86::q4_k_vnni), "AVX-512 VNNI")),
+            QuantType::Q5K if vnni => found.push((int(x86::q5_k_vnni), "AVX-512 VNNI")),
+            QuantType::Q6K if vnni => found.push((int(x86::q6_k_vnni), "AVX-512 VNNI")),
             _ => {}
         }
     }
@@ -85,7 +109,7 @@ mod x86 {
     //! Safe wrappers are handed out only by `all_kernels`, after the CPU was checked for the
     //! features each one is compiled with. Helpers are macros, not closures: a closure does not
     //! inherit its function's target features, and its intrinsics would not inline.
-    use super::{BLOCK, BlockFormat, Int8Row, LANES, Q4_0, Q8_0, f16_table};
+    use super::{BLOCK, BlockFormat, Int8Row, LANES, Q4_0, Q4_1, Q4K, Q5_0, Q5_1, Q5K, Q6K, Q8_0, f16_table};
     use std::arch::x86_64::*;
 
     // SAFETY (the wrappers): only returned after the features were detected (see the module
@@ -129,6 +153,10 @@ mod x86 {
         }
     }
     safe_rows!(q8_0_avx2 => q8_0_v3, q4_0_avx2 => q4_0_v3, q8_0_vnni => q8_0_v4, q4_0_vnni => q4_0_v4);
+    safe_rows!(q4_1_avx2 => q4_1_v3, q5_0_avx2 => q5_0_v3, q5_1_avx2 => q5_1_v3,
+               q4_k_avx2 => q4_k_v3, q5_k_avx2 => q5_k_v3, q6_k_avx2 => q6_k_v3,
+               q4_1_vnni => q4_1_v4, q5_0_vnni => q5_0_v4, q5_1_vnni => q5_1_v4,
+               q4_k_vnni => q4_k_v4, q5_k_vnni => q5_k_v4, q6_k_vnni => q6_k_v4);
 
     #[target_feature(enable = "avx2,fma")]
     fn sum8(v: __m256) -> f32 {
@@ -300,4 +328,257 @@ mod x86 {
     }
     int_kernels!(q8_0_v3, q4_0_v3, "avx2,fma,f16c", avx2);
     int_kernels!(q8_0_v4, q4_0_v4, "avx2,fma,f16c,avx512f,avx512vnni,avx512vl", vnni);
+
+    /// The f16 at byte `$at` of the block at `$p`, through the table.
+    macro_rules! half {
+        ($table:expr, $p:expr, $at:expr) => {
+            *$table.get_unchecked(std::ptr::read_unaligned($p.add($at) as *const u16) as usize)
+        };
+    }
+
+    /// For each of R rows and A activation rows, the [`GroupBlocks`](super::GroupBlocks) sum.
+    /// Per block of row r, `$header` fills `$sc` and `$mn` (scale and min per group of 16);
+    /// per 32 weights (chunk `$c`), `$unpack` makes the register of levels u. With `$uniform`,
+    /// both groups of a chunk share a scale (only q6_K's differ), which saves building a
+    /// two-valued register. The activations' lane sums (d_x * sum of four q) take the min off.
+    macro_rules! group_blocks {
+        ($rows:expr, $xs:expr, $F:ty, $uniform:expr, $products:ident,
+         |$block:ident, $table:ident, $sc:ident, $mn:ident| $header:block,
+         |$b:ident, $c:ident| $unpack:block) => {{
+            const W: usize = <$F>::WEIGHTS;
+            const BYTES: usize = <$F>::BYTES;
+            const C: usize = W / BLOCK;
+            let (rows, xs) = ($rows, $xs);
+            let blocks = xs[0].q.len() / W;
+            let stride = blocks * BYTES;
+            assert!(
+                xs.len() >= A && rows.len() >= R * stride,
+                "{} bytes for {R} rows of {} inputs",
+                rows.len(),
+                xs[0].q.len()
+            );
+            for x in &xs[..A] {
+                assert!(
+                    x.q.len() == blocks * W && x.scales.len() >= blocks * C && x.lane_sums.len() >= blocks * C
+                );
+            }
+            let $table = f16_table();
+            let mut acc = [[_mm256_setzero_ps(); R]; A];
+            // SAFETY: block k < blocks of row r < R lies inside rows; activation row a's chunk
+            // k * C + c, its scale and lane sums inside xs[a] (all checked above).
+            unsafe {
+                for k in 0..blocks {
+                    for r in 0..R {
+                        let $block = rows.as_ptr().add(r * stride + k * BYTES);
+                        let mut $sc = [0.0f32; 16];
+                        let mut $mn = [0.0f32; 16];
+                        $header
+                        for $c in 0..C {
+                            let u: __m256i = {
+                                let $b = $block;
+                                $unpack
+                            };
+                            let (scale, min) = if $uniform {
+                                (_mm256_set1_ps($sc[2 * $c]), _mm256_set1_ps($mn[2 * $c]))
+                            } else {
+                                (
+                                    _mm256_set_m128(_mm_set1_ps($sc[2 * $c + 1]), _mm_set1_ps($sc[2 * $c])),
+                                    _mm256_set_m128(_mm_set1_ps($mn[2 * $c + 1]), _mm_set1_ps($mn[2 * $c])),
+                                )
+                            };
+                            let at = k * C + $c;
+                            for a in 0..A {
+                                let x = xs.get_unchecked(a);
+                                let q = _mm256_loadu_si256(x.q.as_ptr().add(at * BLOCK) as *const __m256i);
+                                let dx = _mm256_broadcast_ss(x.scales.get_unchecked(at));
+                                let lanes = _mm256_loadu_ps(x.lane_sums.as_ptr().add(at) as *const f32);
+                                let s = $products!(_mm256_setzero_si256(), u, q);
+                                acc[a][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(scale, dx), acc[a][r]);
+                                acc[a][r] = _mm256_fnmadd_ps(min, lanes, acc[a][r]);
+                            }
+                        }
+                    }
+                }
+            }
+            acc.map(|row| row.map(|a| sum8(a)))
+        }};
+    }
+
+    /// 16 bytes of nibbles at `$p`: elements 0..16 the low nibbles, 16..32 the high ones.
+    macro_rules! nibbles {
+        ($p:expr) => {{
+            let bytes = _mm_loadu_si128($p as *const __m128i);
+            _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(bytes, 4), bytes), _mm256_set1_epi8(0x0f))
+        }};
+    }
+
+    /// 0x10 in byte i where bit i of the little-endian u32 at `$p` is set: q5_0/q5_1's fifth bits.
+    macro_rules! fifth_bits {
+        ($p:expr) => {{
+            let word = _mm256_set1_epi32(std::ptr::read_unaligned($p as *const i32));
+            // Byte i takes byte i / 8 of the word (the shuffle works within 128-bit halves).
+            let spread = _mm256_shuffle_epi8(
+                word,
+                _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0),
+            );
+            let bit = _mm256_set1_epi64x(0x8040201008040201u64 as i64);
+            let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+            _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+        }};
+    }
+
+    /// The nibbles of q4_K/q5_K chunk `$c`: low (even) or high (odd) halves of 32 bytes at `$p`.
+    macro_rules! k_nibbles {
+        ($p:expr, $c:expr) => {{
+            let bytes = _mm256_loadu_si256($p.add(32 * ($c / 2)) as *const __m256i);
+            let shifted = if $c % 2 == 0 { bytes } else { _mm256_srli_epi16(bytes, 4) };
+            _mm256_and_si256(shifted, _mm256_set1_epi8(0x0f))
+        }};
+    }
+
+    /// q4_K/q5_K's eight 6-bit (scale, min) pairs times d and dmin, per group of 16.
+    macro_rules! k_scales {
+        ($block:expr, $table:expr, $sc:expr, $mn:expr) => {{
+            let (d, dmin) = (half!($table, $block, 0), half!($table, $block, 2));
+            let p = std::slice::from_raw_parts($block.add(4), 12);
+            for j in 0..8 {
+                let (s, m) = if j < 4 {
+                    (p[j] & 63, p[j + 4] & 63)
+                } else {
+                    ((p[j + 4] & 0x0f) | ((p[j - 4] >> 6) << 4), (p[j + 4] >> 4) | ((p[j] >> 6) << 4))
+                };
+                $sc[2 * j] = d * s as f32;
+                $mn[2 * j] = dmin * m as f32;
+            }
+        }};
+    }
+
+    macro_rules! group_kernels {
+        ($features:literal, $products:ident, $q4_1:ident, $q5_0:ident, $q5_1:ident, $q4_k:ident, $q5_k:ident, $q6_k:ident) => {
+            #[target_feature(enable = $features)]
+            unsafe fn $q4_1<const R: usize, const A: usize>(rows: &[u8], xs: &[Int8Row]) -> [[f32; R]; A] {
+                group_blocks!(
+                    rows,
+                    xs,
+                    Q4_1,
+                    true,
+                    $products,
+                    |block, table, sc, mn| {
+                        sc[0] = half!(table, block, 0);
+                        mn[0] = -half!(table, block, 2);
+                    },
+                    |b, _c| { nibbles!(b.add(4)) }
+                )
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn $q5_0<const R: usize, const A: usize>(rows: &[u8], xs: &[Int8Row]) -> [[f32; R]; A] {
+                group_blocks!(
+                    rows,
+                    xs,
+                    Q5_0,
+                    true,
+                    $products,
+                    |block, table, sc, mn| {
+                        sc[0] = half!(table, block, 0);
+                        mn[0] = 16.0 * sc[0];
+                    },
+                    |b, _c| { _mm256_or_si256(nibbles!(b.add(6)), fifth_bits!(b.add(2))) }
+                )
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn $q5_1<const R: usize, const A: usize>(rows: &[u8], xs: &[Int8Row]) -> [[f32; R]; A] {
+                group_blocks!(
+                    rows,
+                    xs,
+                    Q5_1,
+                    true,
+                    $products,
+                    |block, table, sc, mn| {
+                        sc[0] = half!(table, block, 0);
+                        mn[0] = -half!(table, block, 2);
+                    },
+                    |b, _c| { _mm256_or_si256(nibbles!(b.add(8)), fifth_bits!(b.add(4))) }
+                )
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn $q4_k<const R: usize, const A: usize>(rows: &[u8], xs: &[Int8Row]) -> [[f32; R]; A] {
+                group_blocks!(
+                    rows,
+                    xs,
+                    Q4K,
+                    true,
+                    $products,
+                    |block, table, sc, mn| { k_scales!(block, table, sc, mn) },
+                    |b, c| { k_nibbles!(b.add(16), c) }
+                )
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn $q5_k<const R: usize, const A: usize>(rows: &[u8], xs: &[Int8Row]) -> [[f32; R]; A] {
+                group_blocks!(
+                    rows,
+                    xs,
+                    Q5K,
+                    true,
+                    $products,
+                    |block, table, sc, mn| { k_scales!(block, table, sc, mn) },
+                    |b, c| {
+                        // Bit c of each of the 32 high-bit bytes, moved to 0x10.
+                        let high = _mm256_loadu_si256(b.add(16) as *const __m256i);
+                        let bit = _mm256_and_si256(
+                            _mm256_srl_epi16(high, _mm_cvtsi32_si128(c as i32)),
+                            _mm256_set1_epi8(1),
+                        );
+                        _mm256_or_si256(k_nibbles!(b.add(48), c), _mm256_slli_epi16(bit, 4))
+                    }
+                )
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn $q6_k<const R: usize, const A: usize>(rows: &[u8], xs: &[Int8Row]) -> [[f32; R]; A] {
+                group_blocks!(
+                    rows,
+                    xs,
+                    Q6K,
+                    false,
+                    $products,
+                    |block, table, sc, mn| {
+                        let d = half!(table, block, 208);
+                        for g in 0..16 {
+                            sc[g] = d * *block.add(192 + g) as i8 as f32;
+                            mn[g] = 32.0 * sc[g];
+                        }
+                    },
+                    |b, c| {
+                        let (n, t) = (c / 4, c % 4);
+                        let low = _mm256_loadu_si256(b.add(64 * n + 32 * (t % 2)) as *const __m256i);
+                        let low = if t < 2 { low } else { _mm256_srli_epi16(low, 4) };
+                        let high = _mm256_loadu_si256(b.add(128 + 32 * n) as *const __m256i);
+                        let high = _mm256_and_si256(
+                            _mm256_srl_epi16(high, _mm_cvtsi32_si128(2 * t as i32)),
+                            _mm256_set1_epi8(3),
+                        );
+                        _mm256_or_si256(
+                            _mm256_and_si256(low, _mm256_set1_epi8(0x0f)),
+                            _mm256_slli_epi16(high, 4),
+                        )
+                    }
+                )
+            }
+        };
+    }
+    group_kernels!("avx2,fma,f16c", avx2, q4_1_v3, q5_0_v3, q5_1_v3, q4_k_v3, q5_k_v3, q6_k_v3);
+    group_kernels!(
+        "avx2,fma,f16c,avx512f,avx512vnni,avx512vl",
+        vnni,
+        q4_1_v4,
+        q5_0_v4,
+        q5_1_v4,
+        q4_k_v4,
+        q5_k_v4,
+        q6_k_v4
+    );
 }

@@ -9,27 +9,36 @@ fn normals(n: usize, rng: &mut Rng, scale: f32) -> Vec<f32> {
 /// The worst error a block format allows for a block whose largest magnitude is `amax`: half
 /// a quantization step, plus the rounding of the scale to f16 (relative 2^-11, times the
 /// largest integer). q4_0's mirror image of its extreme is clipped: a whole step.
-fn bound(ty: QuantType, amax: f32, v: f32) -> f32 {
-    match ty {
-        QuantType::F16 => v.abs() * 2f32.powi(-11) + 6e-8,
-        QuantType::Q8_0 => (amax / 127.0) * (0.5 + 127.0 * 2f32.powi(-11)) * 1.0001,
-        QuantType::Q4_0 => (amax / 8.0) * (1.0 + 8.0 * 2f32.powi(-11)) * 1.0001,
-    }
+/// The k-quants' bound is per super-block (`block` is 256 weights for them): their sub-block
+/// scales are rounded to 6 or 8 bits of the super-block's largest, so a weight can be off by up
+/// to a step of the coarsest sub-block, not half a step of its own.
+fn bound(ty: QuantType, block: &[f32], v: f32) -> f32 {
+    let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let (lo, hi) = block.iter().fold((0.0f32, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+    let half = 2f32.powi(-11);
+    let with_min = |levels: f32| (hi - lo) / levels * (0.5 + levels * half) + lo.abs() * half;
+    1.0001
+        * match ty {
+            QuantType::F16 => v.abs() * half + 6e-8,
+            QuantType::Q8_0 => (amax / 127.0) * (0.5 + 127.0 * half),
+            QuantType::Q4_0 => (amax / 8.0) * (1.0 + 8.0 * half),
+            QuantType::Q5_0 => (amax / 16.0) * (1.0 + 16.0 * half),
+            QuantType::Q4_1 => with_min(15.0),
+            QuantType::Q5_1 => with_min(31.0),
+            QuantType::Q4K => (hi - lo) / 15.0,
+            QuantType::Q5K => (hi - lo) / 31.0,
+            QuantType::Q6K => amax / 32.0,
+        }
 }
 
-fn round_trip_within_bound(ty: QuantType, w: &[f32], cols: usize) {
+fn round_trip_within_bound(ty: QuantType, w: &[f32], cols: usize) -> f64 {
     let q = QMatrix::quantize(ty, w, w.len() / cols, cols).unwrap();
     assert_eq!(q.bytes().len() as f64, w.len() as f64 * ty.bits_per_weight() / 8.0);
     let back = q.dequantize();
     let mut sq = 0.0f64;
-    for (block, got) in w.chunks(BLOCK).zip(back.chunks(BLOCK)) {
-        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (block, got) in w.chunks(ty.block_weights()).zip(back.chunks(ty.block_weights())) {
         for (&a, &b) in block.iter().zip(got) {
-            assert!(
-                (a - b).abs() <= bound(ty, amax, a),
-                "{}: {a} came back as {b} (block max {amax})",
-                ty.name()
-            );
+            assert!((a - b).abs() <= bound(ty, block, a), "{}: {a} came back as {b}", ty.name());
             sq += ((a - b) as f64).powi(2);
         }
     }
@@ -38,22 +47,44 @@ fn round_trip_within_bound(ty: QuantType, w: &[f32], cols: usize) {
     let amax_mean = w.chunks(BLOCK).map(|b| b.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64).sum::<f64>()
         / (w.len() / BLOCK) as f64;
     let step = match ty {
-        QuantType::F16 => return,
+        QuantType::F16 => return rms,
         QuantType::Q8_0 => amax_mean / 127.0,
-        QuantType::Q4_0 => amax_mean / 8.0,
+        QuantType::Q4_0 | QuantType::Q4_1 | QuantType::Q4K => amax_mean / 8.0,
+        QuantType::Q5_0 | QuantType::Q5_1 | QuantType::Q5K => amax_mean / 16.0,
+        QuantType::Q6K => amax_mean / 32.0,
     };
     assert!(rms < 0.45 * step, "{}: rms error {rms:.3e} for a step of {step:.3e}", ty.name());
+    rms
 }
 
 #[test]
 fn round_trips_stay_within_each_formats_bound() {
     let mut rng = Rng::new(5);
-    let mut w = normals(64 * 96, &mut rng, 0.02);
+    let mut w = normals(64 * 512, &mut rng, 0.02);
     w[7] = 0.9; // an outlier coarsens only its own block
     w[100] = 0.0;
     w[32 * 5..32 * 6].fill(0.0); // an all-zero block: scale 0, no division by it
-    for ty in QuantType::ALL {
-        round_trip_within_bound(ty, &w, 96);
+    w[256 * 3..256 * 4].fill(0.0); // an all-zero super-block
+    let rms: Vec<f64> = QuantType::ALL.iter().map(|&ty| round_trip_within_bound(ty, &w, 512)).collect();
+    // The searched scales pay: each k-quant is closer than the plain type of its size, and
+    // more bits are closer.
+    let of = |ty: QuantType| rms[QuantType::ALL.iter().position(|&t| t == ty).unwrap()];
+    for (better, than) in [
+        (QuantType::Q4K, QuantType::Q4_0),
+        (QuantType::Q4K, QuantType::Q4_1),
+        (QuantType::Q5K, QuantType::Q5_0),
+        (QuantType::Q5K, QuantType::Q5_1),
+        (QuantType::Q6K, QuantType::Q5K),
+        (QuantType::Q8_0, QuantType::Q6K),
+    ] {
+        assert!(
+            of(better) < of(than),
+            "{}: {:.3e}, {}: {:.3e}",
+            better.name(),
+            of(better),
+            than.name(),
+            of(than)
+        );
     }
     // Real weights: every matrix of the PyTorch-made fixture model.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2_tiny");
@@ -62,7 +93,7 @@ fn round_trips_stay_within_each_formats_bound() {
     for o in &model.layout.blocks {
         for range in [&o.attn_w, &o.attn_proj_w, &o.fc_w, &o.fc_proj_w] {
             let w = &model.params[range.clone()];
-            for ty in QuantType::ALL {
+            for ty in QuantType::ALL.into_iter().filter(|t| c.is_multiple_of(t.block_weights())) {
                 round_trip_within_bound(ty, w, c);
             }
         }
@@ -106,7 +137,7 @@ fn simd_kernels_equal_the_portable_reference() {
         let kernels = simd::all_kernels(ty);
         assert!(kernels.len() > 1 || !cfg!(target_arch = "x86_64") || !std::is_x86_feature_detected!("avx2"));
         for blocks in [1, 2, 3, 7, 24, 96] {
-            let k = blocks * BLOCK;
+            let k = blocks * ty.block_weights();
             let rows = 4;
             let w = normals(rows * k, &mut rng, 0.05);
             let acts = 4;
@@ -204,13 +235,15 @@ fn the_quantized_product_is_the_dequantized_product() {
     // Small (one thread) and large (split across threads) shapes, row counts that do and do not
     // fill the kernels' four rows, with and without bias; activation rows that do and do not
     // fill groups of four, and enough of them (m >= 16) for f16 to widen tiles into GEMM.
-    for &(m, n, k) in &[(1, 5, 64), (3, 42, 96), (1, 701, 256), (4, 300, 320), (6, 70, 64), (19, 130, 96)] {
+    for &(m, n, k) in
+        &[(1, 5, 64), (3, 42, 96), (1, 701, 256), (4, 300, 320), (6, 70, 64), (19, 130, 96), (5, 66, 512)]
+    {
         let w = normals(n * k, &mut rng, 0.05);
         let x = normals(m * k, &mut rng, 1.0);
         let bias = normals(n, &mut rng, 0.1);
         let mut x8 = Int8Activations::default();
         x8.quantize(&x, m, k);
-        for ty in QuantType::ALL {
+        for ty in QuantType::ALL.into_iter().filter(|t| k.is_multiple_of(t.block_weights())) {
             let q = QMatrix::quantize(ty, &w, n, k).unwrap();
             let deq = q.dequantize();
             for b in [None, Some(bias.as_slice())] {
@@ -257,9 +290,52 @@ fn the_quantized_product_is_the_dequantized_product() {
 fn bad_shapes_and_sizes_are_refused() {
     let err = QMatrix::quantize(QuantType::Q8_0, &[0.0; 40], 1, 40).unwrap_err().to_string();
     assert!(err.contains("multiple of 32"), "{err}");
+    let err = QMatrix::quantize(QuantType::Q4K, &[0.0; 96], 1, 96).unwrap_err().to_string();
+    assert!(err.contains("multiple of 256"), "{err}");
     let err = QMatrix::from_bytes(QuantType::Q4_0, 2, 64, vec![0; 71]).unwrap_err().to_string();
     assert!(err.contains("needs 72 bytes, got 71"), "{err}");
     assert_eq!(QuantType::parse("Q4_0").unwrap(), QuantType::Q4_0);
-    assert!(QuantType::parse("q5_k").unwrap_err().to_string().contains("f16, q8_0 or q4_0"));
-    assert_eq!(QuantType::ALL.map(|t| t.bits_per_weight()), [16.0, 8.5, 4.5]);
+    assert_eq!(QuantType::parse("q5_k").unwrap(), QuantType::Q5K);
+    assert!(QuantType::parse("q3_K").unwrap_err().to_string().contains("f16, q8_0, q4_0, q4_1"));
+    assert_eq!(
+        QuantType::ALL.map(|t| t.bits_per_weight()),
+        [16.0, 8.5, 4.5, 5.0, 5.5, 6.0, 4.5, 5.5, 6.5625]
+    );
+}
+
+/// The fixture made by scripts/reference/quant_blocks.py with the `gguf` package.
+fn gguf_package_blocks() -> Vec<(String, Vec<u8>)> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quant/blocks.safetensors");
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors().into_iter().map(|(name, view)| (name, view.data().to_vec())).collect()
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+#[test]
+fn blocks_decode_and_quantize_as_the_gguf_package_does() {
+    let tensors = gguf_package_blocks();
+    let get = |name: &str| &tensors.iter().find(|t| t.0 == name).unwrap_or_else(|| panic!("{name}")).1;
+    let weights = f32s(get("weights"));
+    let (rows, cols) = (8, 512);
+    for ty in
+        [QuantType::Q4_1, QuantType::Q5_0, QuantType::Q5_1, QuantType::Q4K, QuantType::Q5K, QuantType::Q6K]
+    {
+        let blocks = get(&format!("{}.blocks", ty.name()));
+        let want = f32s(get(&format!("{}.dequantized", ty.name())));
+        let m = QMatrix::from_bytes(ty, rows, cols, blocks.clone()).unwrap();
+        let got = m.dequantize();
+        // Bit for bit: the same operations in the same order.
+        let differ = got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(differ, 0, "{}: {differ} of {} values differ", ty.name(), want.len());
+        if ty.block_weights() == BLOCK {
+            // Types the package quantizes: the same bytes.
+            let ours = QMatrix::quantize(ty, &weights, rows, cols).unwrap();
+            assert!(ours.bytes() == &blocks[..], "{}: blocks differ from the gguf package's", ty.name());
+        }
+    }
 }

@@ -178,6 +178,19 @@ fn groups_with_minimum(block: &[u8], scale: &mut [f32], min: &mut [f32]) {
     }
 }
 
+/// q4_K/q5_K's weights from their levels (`level(i)`), in llama.cpp's order of operations:
+/// (d * sc) * u - (dmin * m), so the values are bit for bit its dequantization.
+fn dequantize_with_minimum(block: &[u8], out: &mut [f32], level: impl Fn(usize) -> u8) {
+    let (d, dmin) = (half_at(block, 0), half_at(block, 2));
+    for (j, out) in out.chunks_exact_mut(SUB).enumerate() {
+        let (sc, m) = scale_min(&block[4..16], j);
+        let (d, m) = (d * sc as f32, dmin * m as f32);
+        for (l, o) in out.iter_mut().enumerate() {
+            *o = d * level(j * SUB + l) as f32 - m;
+        }
+    }
+}
+
 /// Sub-block j's weights are the low (j even) or high (j odd) nibbles of the 32 bytes at
 /// 32 * (j / 2) of q4_K/q5_K's nibbles.
 fn nibble(qs: &[u8], i: usize) -> u8 {
@@ -203,14 +216,7 @@ impl BlockFormat for Q4K {
     }
 
     fn dequantize(block: &[u8], out: &mut [f32]) {
-        let (d, dmin) = (half_at(block, 0), half_at(block, 2));
-        for (j, out) in out.chunks_exact_mut(SUB).enumerate() {
-            let (sc, m) = scale_min(&block[4..16], j);
-            let (d, m) = (d * sc as f32, dmin * m as f32);
-            for (l, o) in out.iter_mut().enumerate() {
-                *o = d * nibble(&block[16..], j * SUB + l) as f32 - m;
-            }
-        }
+        dequantize_with_minimum(block, out, |i| nibble(&block[16..], i))
     }
 }
 
@@ -250,14 +256,7 @@ impl BlockFormat for Q5K {
     }
 
     fn dequantize(block: &[u8], out: &mut [f32]) {
-        let (d, dmin) = (half_at(block, 0), half_at(block, 2));
-        for (j, out) in out.chunks_exact_mut(SUB).enumerate() {
-            let (sc, m) = scale_min(&block[4..16], j);
-            let (d, m) = (d * sc as f32, dmin * m as f32);
-            for (l, o) in out.iter_mut().enumerate() {
-                *o = d * Q5K::level(block, j * SUB + l) as f32 - m;
-            }
-        }
+        dequantize_with_minimum(block, out, |i| Q5K::level(block, i))
     }
 }
 

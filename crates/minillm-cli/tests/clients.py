@@ -39,6 +39,35 @@ c = client.completions.create(model=MODEL, prompt="It was the", max_tokens=5, te
 assert c.choices[0].text and c.usage.prompt_tokens > 0
 print("openai completions ok:", repr(c.choices[0].text))
 
+# lm-evaluation-harness's loglikelihood request: prompts as a list (strings and token ids),
+# echoed with every prompt token's log-probability, nothing generated.
+scored = client.completions.create(model=MODEL, prompt=["It was the best", "Once upon a time"], max_tokens=0,
+                                   echo=True, logprobs=1, temperature=0)
+assert [ch.index for ch in scored.choices] == [0, 1] and scored.choices[0].text == "It was the best"
+lp = scored.choices[0].logprobs
+assert lp.token_logprobs[0] is None and all(x < 0 for x in lp.token_logprobs[1:]), lp
+assert len(lp.tokens) == len(lp.top_logprobs) and lp.top_logprobs[0] is None
+# Greedy where the token is the top alternative, as lm-eval's is_greedy checks.
+assert all(max(top.values()) >= x - 1e-6 for x, top in zip(lp.token_logprobs[1:], lp.top_logprobs[1:]))
+print("openai echo logprobs ok:", sum(lp.token_logprobs[1:]))
+
+# No seed: fresh randomness, with the seed used in a header that reproduces the reply.
+raw = [client.completions.with_raw_response.create(model=MODEL, prompt="It was", max_tokens=16, temperature=1.5)
+       for _ in range(2)]
+texts = [r.parse().choices[0].text for r in raw]
+seeds = [int(r.headers["x-minillm-seed"]) for r in raw]
+assert texts[0] != texts[1], texts
+again = client.completions.create(model=MODEL, prompt="It was", max_tokens=16, temperature=1.5, seed=seeds[0])
+assert again.choices[0].text == texts[0], (again.choices[0].text, texts[0])
+print("openai seeds ok")
+
+try:
+    client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                                   tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
+    raise SystemExit("tools were accepted and ignored")
+except openai.BadRequestError as e:
+    assert "tools" in str(e), e
+
 a = anthropic.Anthropic(base_url=base, api_key="not-needed")
 m = a.messages.create(model=MODEL, max_tokens=8, system="Be brief.",
                       messages=[{"role": "user", "content": "Hello, Claude"}])

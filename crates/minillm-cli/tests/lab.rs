@@ -227,7 +227,7 @@ fn the_run_view_reads_metrics_while_they_grow() {
     let (_, _, body) = get(&s.url, "/lab/api/run");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["rows"].as_array().unwrap().len(), 3);
     let (_, _, card) = get(&s.url, "/lab/api/model");
-    assert!(card.contains("target/tmp/lab-run-view"), "{card}");
+    assert!(card.contains(&dir.display().to_string()), "{card}");
     drop(s);
 
     // A directory that is not a run is refused before anything starts.

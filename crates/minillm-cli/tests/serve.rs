@@ -232,6 +232,8 @@ fn the_real_openai_and_anthropic_clients_work() {
         "openai chat ok",
         "openai stream ok",
         "openai completions ok",
+        "openai echo logprobs ok",
+        "openai seeds ok",
         "anthropic ok",
         "anthropic stream ok",
         "errors ok",
@@ -336,4 +338,159 @@ fn requests_are_cut_off_at_the_timeout_and_free_their_slot() {
     assert_eq!(r["usage"]["completion_tokens"], 3);
     drop(s);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// lm-evaluation-harness's request: the prompt echoed with each token's log-probability given
+/// the tokens before it, scored without generating.
+#[test]
+fn completions_echo_scores_the_prompt_and_take_every_prompt_form() {
+    let s = serve(&[]);
+    let text = "It was the best of times";
+    let body = json!({"model": "tiny", "prompt": text, "max_tokens": 0, "echo": true, "logprobs": 2, "temperature": 0});
+    let (status, r) = post_json(&s.url, "/v1/completions", body);
+    assert_eq!(status, 200, "{r}");
+    let choice = &r["choices"][0];
+    assert_eq!(choice["text"], text, "echo returns the prompt");
+    assert_eq!(choice["finish_reason"], "length");
+    assert_eq!(r["usage"]["completion_tokens"], 0);
+    let lp = &choice["logprobs"];
+    let tokens = lp["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), r["usage"]["prompt_tokens"].as_u64().unwrap() as usize);
+    assert!(
+        lp["token_logprobs"][0].is_null() && lp["top_logprobs"][0].is_null(),
+        "nothing predicts the first token"
+    );
+    // Each log-probability is the surprisal `inspect` reports for that token.
+    let inspected =
+        common::cli(&["inspect", "--model", &common::fixture().to_string_lossy(), "--json", text]);
+    for i in 1..tokens.len() {
+        let ours = lp["token_logprobs"][i].as_f64().unwrap();
+        let bits = inspected["surprisal"][i].as_f64().unwrap();
+        assert!((ours + bits * std::f64::consts::LN_2).abs() < 1e-4, "token {i}: {ours} vs {bits} bits");
+        let top = lp["top_logprobs"][i].as_object().unwrap();
+        assert!(!top.is_empty() && top.len() <= 2);
+        assert!(top.values().all(|v| v.as_f64().unwrap() >= ours - 1e-6 || top.len() == 2));
+    }
+    assert_eq!(lp["text_offset"][1], tokens[0].as_str().unwrap().len());
+
+    // With generation: the echoed prompt, then the continuation, log-probabilities of both.
+    let body = json!({"model": "tiny", "prompt": text, "max_tokens": 3, "echo": true, "logprobs": 0, "temperature": 0});
+    let (_, r) = post_json(&s.url, "/v1/completions", body);
+    let plain = json!({"model": "tiny", "prompt": text, "max_tokens": 3, "temperature": 0});
+    let (_, p) = post_json(&s.url, "/v1/completions", plain);
+    let continuation = p["choices"][0]["text"].as_str().unwrap();
+    assert_eq!(r["choices"][0]["text"].as_str().unwrap(), format!("{text}{continuation}"));
+    assert_eq!(r["choices"][0]["logprobs"]["tokens"].as_array().unwrap().len(), tokens.len() + 3);
+
+    // A list of strings, token ids, and lists of token ids: one choice per prompt, in order,
+    // each what the prompt alone gets.
+    let ids: Vec<u64> =
+        inspected["tokens"].as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    let alone = |prompt: Value| {
+        let (status, r) = post_json(
+            &s.url,
+            "/v1/completions",
+            json!({"model": "tiny", "prompt": prompt, "max_tokens": 4, "temperature": 0}),
+        );
+        assert_eq!(status, 200, "{r}");
+        r["choices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["text"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (alone(json!(text)), alone(json!("Once upon")));
+    assert_eq!(alone(json!([text, "Once upon"])), [a[0].clone(), b[0].clone()]);
+    assert_eq!(alone(json!(ids)), a);
+    assert_eq!(alone(json!([ids, ids])), [a[0].clone(), a[0].clone()]);
+    let (status, r) = post_json(
+        &s.url,
+        "/v1/completions",
+        json!({"model": "tiny", "prompt": [text], "max_tokens": 2, "n": 2}),
+    );
+    assert_eq!(status, 200);
+    let indexes: Vec<u64> =
+        r["choices"].as_array().unwrap().iter().map(|c| c["index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, [0, 1]);
+}
+
+#[test]
+fn no_seed_means_fresh_randomness_and_a_seed_reproduces() {
+    let s = serve(&[]);
+    let ask = |seed: Option<u64>| {
+        let mut body = json!({"model": "tiny", "prompt": "It was", "max_tokens": 24, "temperature": 1.5});
+        if let Some(seed) = seed {
+            body["seed"] = seed.into();
+        }
+        let mut resp = agent()
+            .post(&format!("{}/v1/completions", s.url))
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .unwrap();
+        let seed: u64 = resp.headers().get("x-minillm-seed").unwrap().to_str().unwrap().parse().unwrap();
+        let r: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        (r["choices"][0]["text"].as_str().unwrap().to_string(), seed)
+    };
+    let (a, seed_a) = ask(None);
+    let (b, seed_b) = ask(None);
+    assert!(a != b && seed_a != seed_b, "two unseeded requests gave {a:?} twice");
+    assert_eq!(ask(Some(seed_a)).0, a, "the reported seed reproduces the reply");
+    assert_eq!(ask(Some(7)), ask(Some(7)));
+}
+
+#[test]
+fn fields_the_server_cannot_honour_are_refused_by_name() {
+    let s = serve(&[]);
+    let chat = |extra: Value| {
+        let mut body = json!({"model": "tiny", "messages": ask("Hi"), "max_tokens": 2});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        post_json(&s.url, "/v1/chat/completions", body)
+    };
+    for (field, value) in [
+        ("tools", json!([{"type": "function", "function": {"name": "f", "parameters": {}}}])),
+        ("tool_choice", json!("required")),
+        ("response_format", json!({"type": "json_object"})),
+    ] {
+        let (status, r) = chat(json!({ field: value }));
+        assert_eq!(status, 400, "{field}: {r}");
+        assert_eq!(r["error"]["param"], field);
+        assert!(r["error"]["message"].as_str().unwrap().contains("is not supported"), "{r}");
+    }
+    let (status, r) = chat(json!({"top_logprobs": 21, "logprobs": true}));
+    assert_eq!((status, r["error"]["param"].as_str()), (400, Some("top_logprobs")));
+    let (status, r) = chat(json!({"max_tokens": 0}));
+    assert_eq!((status, r["error"]["param"].as_str()), (400, Some("max_tokens")));
+    let tool_turn =
+        json!({"model": "tiny", "max_tokens": 2, "messages": [{"role": "tool", "content": "42"}]});
+    let (status, r) = post_json(&s.url, "/v1/chat/completions", tool_turn);
+    assert_eq!(status, 400);
+    assert!(r["error"]["message"].as_str().unwrap().starts_with("role 'tool' is not supported"), "{r}");
+    let completion = |extra: Value| {
+        let mut body = json!({"model": "tiny", "prompt": "It was", "max_tokens": 2});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        post_json(&s.url, "/v1/completions", body)
+    };
+    for (field, value) in
+        [("suffix", json!("end")), ("best_of", json!(3)), ("logit_bias", json!({"999999": 5}))]
+    {
+        let (status, r) = completion(json!({ field: value }));
+        assert_eq!((status, r["error"]["param"].as_str()), (400, Some(field)), "{r}");
+    }
+    let (status, r) = completion(json!({"prompt": [1, 2, 9999999]}));
+    assert_eq!(status, 400);
+    assert!(r["error"]["message"].as_str().unwrap().contains("past the vocabulary"), "{r}");
+    // logit_bias is applied: +100 on one token makes greedy decoding pick it every time.
+    let (status, r) =
+        completion(json!({"temperature": 0, "logit_bias": {"400": 100}, "max_tokens": 3, "logprobs": 0}));
+    assert_eq!(status, 200, "{r}");
+    assert!(r["choices"][0]["logprobs"]["tokens"].as_array().unwrap().iter().all(|t| t == "It"), "{r}");
+    // Anthropic: tools and a last assistant turn (prefill) are refused, in its error shape.
+    let m = json!({"model": "tiny", "max_tokens": 2, "tools": [], "messages": ask("Hi")});
+    let (status, r) = post_json(&s.url, "/v1/messages", m);
+    assert_eq!((status, r["type"].as_str()), (400, Some("error")), "{r}");
+    let prefill = json!({"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Well"}]});
+    let (status, r) = post_json(&s.url, "/v1/messages", prefill);
+    assert_eq!(status, 400);
+    assert!(r["error"]["message"].as_str().unwrap().contains("prefill"), "{r}");
 }

@@ -153,6 +153,27 @@ fn at_least_two(tokens: &[u32]) -> Result<()> {
 }
 
 /// -ln softmax(logits)[target], in f64.
+/// Each token of `tokens` after the first: its log-probability given the tokens before it, and
+/// the `top` likeliest tokens at that position with theirs (what OpenAI's completions API returns
+/// for a prompt with `echo` and `logprobs`, and what lm-evaluation-harness sums to score a
+/// continuation). One pass through the inference path, the weights as stored; the text must
+/// fit the model's context. Entry i is about token i + 1.
+pub fn prompt_logprobs(model: &Gpt, tokens: &[u32], top: usize) -> Result<Vec<crate::sample::Logprobs>> {
+    if tokens.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let t = tokens.len() - 1;
+    if t > model.config.block_size {
+        return Err(Error::TooLong { tokens: tokens.len(), context: model.config.block_size });
+    }
+    let mut cache = KvCache::with_shape(model, CacheShape::scoring(&model.config, t));
+    let mut out = Vec::with_capacity(t);
+    model.score(&mut cache, &tokens[..t], None, |i, logits| {
+        out.push(crate::sample::logprob_and_top(logits, tokens[i + 1], top))
+    })?;
+    Ok(out)
+}
+
 fn surprise(logits: &[f32], target: u32) -> f64 {
     -crate::sample::log_prob(logits, target)
 }

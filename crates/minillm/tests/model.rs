@@ -355,3 +355,24 @@ fn batched_generation_gives_each_sequence_what_it_would_get_alone() {
     }
     assert_eq!(batched[1].len(), 1 + 4);
 }
+
+/// What the server's `echo` + `logprobs` returns: each token's log-probability given the ones
+/// before it sums to the loss `evaluate` reports, and the alternatives are the likeliest tokens.
+#[test]
+fn prompt_log_probabilities_add_up_to_the_evaluated_loss() {
+    let model = Gpt::new(tiny(0.0), 3).unwrap();
+    let tokens: Vec<u32> = (0..8).map(|i| (i * 7 + 3) % 50).collect();
+    let scored = minillm::eval::prompt_logprobs(&model, &tokens, 3).unwrap();
+    assert_eq!(scored.len(), tokens.len() - 1);
+    let total: f64 = scored.iter().map(|(lp, _)| -(*lp as f64)).sum();
+    let score = minillm::eval::evaluate(&model, &tokens, 8).unwrap();
+    assert!((total / 7.0 - score.loss).abs() < 1e-5, "{total} vs {}", score.loss);
+    for (lp, top) in &scored {
+        assert_eq!(top.len(), 3);
+        assert!(top.windows(2).all(|w| w[0].1 >= w[1].1), "most likely first");
+        assert!(top[0].1 >= *lp && *lp <= 0.0);
+    }
+    assert!(minillm::eval::prompt_logprobs(&model, &[1], 3).unwrap().is_empty());
+    let long: Vec<u32> = vec![1; 10];
+    assert!(minillm::eval::prompt_logprobs(&model, &long, 0).unwrap_err().to_string().contains("context"));
+}

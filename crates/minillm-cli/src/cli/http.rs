@@ -86,6 +86,9 @@ pub struct Generation {
     pub prompt_field: &'static str,
     pub max_tokens: Option<usize>,
     pub sampler: SamplerConfig,
+    /// The request's `seed`, or one drawn for this request alone (so that requests without a
+    /// seed get fresh randomness, as OpenAI's do); either way reported back in the
+    /// `x-minillm-seed` header, so any reply can be reproduced.
     pub seed: u64,
     pub stop: Vec<String>,
     pub stream: bool,
@@ -162,8 +165,34 @@ impl Fields<'_> {
             min_p: min_p as f32,
             frequency_penalty: self.number("frequency_penalty")?.unwrap_or(0.0) as f32,
             presence_penalty: self.number("presence_penalty")?.unwrap_or(0.0) as f32,
+            logit_bias: self.logit_bias()?,
             ..Default::default()
         })
+    }
+
+    /// OpenAI's `logit_bias`: token id (as a string) -> a bias in -100..=100 added to its logit;
+    /// at most 300 entries, as OpenAI allows. Ids past the vocabulary are refused by the caller.
+    fn logit_bias(&self) -> Result<Vec<(u32, f32)>, ApiError> {
+        let key = "logit_bias";
+        let bad = |m: String| ApiError::bad(self.api, key, m);
+        let map = match self.body.get(key) {
+            None | Some(Value::Null) => return Ok(Vec::new()),
+            Some(Value::Object(map)) => map,
+            Some(_) => return Err(bad("'logit_bias' must be an object of token id -> bias".into())),
+        };
+        if map.len() > 300 {
+            return Err(bad(format!("'logit_bias' has {} entries; at most 300 are allowed", map.len())));
+        }
+        map.iter()
+            .map(|(id, bias)| {
+                let id: u32 =
+                    id.parse().map_err(|_| bad(format!("'logit_bias' key '{id}' is not a token id")))?;
+                match bias.as_f64() {
+                    Some(b) if (-100.0..=100.0).contains(&b) => Ok((id, b as f32)),
+                    _ => Err(bad(format!("'logit_bias' value for token {id} must be a number in -100..100"))),
+                }
+            })
+            .collect()
     }
 
     /// The settings common to every endpoint; `max_keys` names the token-budget fields.
@@ -183,13 +212,34 @@ impl Fields<'_> {
             prompt_field: if self.body.get("prompt").is_some() { "prompt" } else { "messages" },
             max_tokens,
             sampler,
-            seed: self.whole("seed")?.unwrap_or(0),
+            seed: match self.whole("seed")? {
+                Some(seed) => seed,
+                None => fresh_seed(),
+            },
             stop,
             stream: self.flag("stream")?,
             logprobs: false,
             top_logprobs: 0,
         })
     }
+}
+
+/// A seed no earlier request drew: std's hasher keys are random per process and differ for
+/// every `RandomState`, so hashing nothing gives a new 64-bit number each time.
+fn fresh_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
+}
+
+/// Refuses the request fields of `names` that the body carries and this server does not
+/// implement, each with `why`: a field accepted and ignored would change the answer silently.
+pub fn refuse_fields(api: Api, body: &Value, names: &[(&str, &str)]) -> Result<(), ApiError> {
+    for (name, why) in names {
+        if body.get(*name).is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::bad(api, name, format!("'{name}' is not supported by this server: {why}")));
+        }
+    }
+    Ok(())
 }
 
 /// The body's `messages`: a non-empty list of `{"role", "content"}`, each role named by `role_of`
@@ -210,9 +260,14 @@ pub fn message_list(
     list.iter()
         .map(|m| {
             let name = m.get("role").and_then(Value::as_str);
-            let role = name
-                .and_then(role_of)
-                .ok_or_else(|| ApiError::bad(api, "messages", format!("role {name:?} is not {roles}")))?;
+            let role = name.and_then(role_of).ok_or_else(|| {
+                let given = name.map_or("a message without a role".to_string(), |n| format!("role '{n}'"));
+                ApiError::bad(
+                    api,
+                    "messages",
+                    format!("{given} is not supported here: the roles are {roles}"),
+                )
+            })?;
             Ok(Message::new(role, content_text(api, "content", m.get("content").unwrap_or(&Value::Null))?))
         })
         .collect()

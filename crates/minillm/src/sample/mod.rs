@@ -89,6 +89,26 @@ pub fn log_prob(logits: &[f32], id: u32) -> f64 {
     logits[id as usize] as f64 - log_sum_exp(logits)
 }
 
+/// A token's log-probability and the likeliest tokens at its position with theirs.
+pub type Logprobs = (f32, Vec<(u32, f32)>);
+
+/// Token `id`'s log-probability under `logits` and the `k` likeliest tokens with theirs, most
+/// likely first (ties by id): what an API's `logprobs` / `top_logprobs` report.
+pub fn logprob_and_top(logits: &[f32], id: u32, k: usize) -> Logprobs {
+    let log_z = log_sum_exp(logits) as f32;
+    let k = k.min(logits.len());
+    let mut top = Vec::new();
+    if k > 0 {
+        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+        let rank = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+        order.select_nth_unstable_by(k - 1, rank);
+        order.truncate(k);
+        order.sort_by(rank);
+        top = order.into_iter().map(|t| (t, logits[t as usize] - log_z)).collect();
+    }
+    (logits[id as usize] - log_z, top)
+}
+
 /// The id of the largest logit: greedy decoding (the last of equal maxima).
 pub fn argmax(logits: &[f32]) -> u32 {
     logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32)

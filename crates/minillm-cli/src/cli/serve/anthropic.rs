@@ -2,8 +2,8 @@
 
 use super::engine::{Event, Finish};
 use super::reply::{Reply, collect};
-use super::{Shared, SharedState};
-use crate::cli::http::{Api, ApiError, Fields, content_text, message_list, new_id};
+use super::{Shared, SharedState, with_seed};
+use crate::cli::http::{Api, ApiError, Fields, content_text, message_list, new_id, refuse_fields};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -46,28 +46,49 @@ fn stop_reason(reply: &Reply) -> &'static str {
 
 async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let body = s.accept(API, &headers, &body)?;
+    refuse_fields(
+        API,
+        &body,
+        &[
+            ("tools", "tool use is not implemented yet"),
+            ("tool_choice", "tool use is not implemented yet"),
+            ("thinking", "extended thinking is not offered by these models"),
+        ],
+    )?;
     let fields = Fields { api: API, body: &body };
     if fields.whole("max_tokens")?.is_none() {
         return Err(ApiError::bad(API, "max_tokens", "'max_tokens' is required"));
     }
     let generation = fields.generation(&["max_tokens"], "stop_sequences")?;
+    let conversation = conversation(&body)?;
+    if conversation.last().is_some_and(|m| m.role == Role::Assistant) {
+        // Claude continues a last assistant turn (prefill); rendering it as a finished turn and
+        // starting a new one would answer something else.
+        return Err(ApiError::bad(
+            API,
+            "messages",
+            "a last assistant message (prefill, to be continued) is not supported yet; end with a user message",
+        ));
+    }
     let prompt = s
         .dialogue
-        .render(&s.tok, &conversation(&body)?)
+        .render(&s.tok, &conversation)
         .map_err(|e| ApiError::bad(API, "messages", e.to_string()))?;
     let rx = s.start(API, &generation, &prompt, 0)?;
     let id = new_id("msg_");
+    let seed = generation.seed;
     if generation.stream {
-        return Ok(stream(s, rx, generation.stop, prompt.len(), id));
+        return Ok(with_seed(stream(s, rx, generation.stop, prompt.len(), id), seed));
     }
     let reply = collect(&s, API, rx, generation.stop).await?;
-    Ok(Json(json!({
+    let response = Json(json!({
         "id": id, "type": "message", "role": "assistant", "model": s.name,
         "content": [{"type": "text", "text": reply.text}],
         "stop_reason": stop_reason(&reply), "stop_sequence": reply.stopped_by,
         "usage": {"input_tokens": prompt.len(), "output_tokens": reply.tokens()},
     }))
-    .into_response())
+    .into_response();
+    Ok(with_seed(response, seed))
 }
 
 /// message_start, content_block_start, content_block_delta per piece of text,

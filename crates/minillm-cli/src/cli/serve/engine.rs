@@ -160,7 +160,7 @@ fn run(mut model: Gpt, end: Vec<u32>, slots: usize, rx: mpsc::Receiver<Work>, in
                 let a = entry.as_mut()?;
                 let id = sample(&a.logits, &a.ids, &a.job.sampler, &mut a.rng);
                 let (logprob, top) = if a.job.logprobs {
-                    logprobs(&a.logits, id, a.job.top_logprobs)
+                    minillm::sample::logprob_and_top(&a.logits, id, a.job.top_logprobs)
                 } else {
                     (0.0, Vec::new())
                 };
@@ -211,21 +211,6 @@ fn run(mut model: Gpt, end: Vec<u32>, slots: usize, rx: mpsc::Receiver<Work>, in
 }
 
 /// log softmax(logits)[id], and the `k` most likely tokens with theirs.
-fn logprobs(logits: &[f32], id: u32, k: usize) -> (f32, Vec<(u32, f32)>) {
-    let log_z = minillm::sample::log_sum_exp(logits) as f32;
-    let top = if k == 0 {
-        Vec::new()
-    } else {
-        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-        let k = k.min(order.len());
-        order.select_nth_unstable_by(k - 1, |&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
-        order.truncate(k);
-        order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
-        order.into_iter().map(|t| (t, logits[t as usize] - log_z)).collect()
-    };
-    (logits[id as usize] - log_z, top)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

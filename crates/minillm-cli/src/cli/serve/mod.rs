@@ -163,6 +163,13 @@ fn router(shared: Arc<Shared>, pages: Pages) -> Router {
 
 pub type SharedState = State<Arc<Shared>>;
 
+/// `response` with the seed its sampling used, so a reply without a requested seed can be
+/// reproduced by sending it.
+pub fn with_seed(mut response: axum::response::Response, seed: u64) -> axum::response::Response {
+    response.headers_mut().insert("x-minillm-seed", seed.into());
+    response
+}
+
 impl ModelCard {
     fn of(source: &Path, model: &minillm::model::Gpt) -> ModelCard {
         ModelCard {
@@ -195,6 +202,23 @@ impl Shared {
         Ok(value)
     }
 
+    /// Each token's log-probability given those before it (the first has none) and the `top`
+    /// likeliest alternatives, computed on the engine thread between decode steps.
+    pub async fn prompt_logprobs(
+        &self,
+        api: Api,
+        prompt: &[u32],
+        top: usize,
+    ) -> Result<Vec<minillm::sample::Logprobs>, ApiError> {
+        let tokens = prompt.to_vec();
+        let scored = self
+            .engine
+            .look(move |model| minillm::eval::prompt_logprobs(model, &tokens, top))
+            .await
+            .ok_or_else(|| ApiError::status(api, StatusCode::SERVICE_UNAVAILABLE, "the model stopped"))?;
+        scored.map_err(|e| ApiError::bad(api, "prompt", e.to_string()))
+    }
+
     /// Checks the API key, when the server has one.
     pub fn accept_key(&self, api: Api, headers: &HeaderMap) -> Result<(), ApiError> {
         if let Some(key) = &self.api_key {
@@ -218,6 +242,14 @@ impl Shared {
         prompt: &[u32],
         seed_offset: u64,
     ) -> Result<UnboundedReceiver<Event>, ApiError> {
+        let vocab = self.tok.vocab_size();
+        if let Some((id, _)) = req.sampler.logit_bias.iter().find(|(id, _)| *id as usize >= vocab) {
+            return Err(ApiError::bad(
+                api,
+                "logit_bias",
+                format!("'logit_bias' names token {id}; the vocabulary has {vocab}"),
+            ));
+        }
         let left = self.context.saturating_sub(prompt.len());
         if left == 0 {
             return Err(ApiError::bad(

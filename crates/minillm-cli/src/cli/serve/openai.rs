@@ -2,8 +2,8 @@
 
 use super::engine::{Event, Finish};
 use super::reply::{Reply, collect};
-use super::{Shared, SharedState};
-use crate::cli::http::{Api, ApiError, Fields, Generation, message_list, new_id};
+use super::{Shared, SharedState, with_seed};
+use crate::cli::http::{Api, ApiError, Fields, Generation, message_list, new_id, refuse_fields};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -40,6 +40,61 @@ pub async fn completions(State(s): SharedState, headers: HeaderMap, body: Bytes)
     respond(s, headers, body, Kind::Text).await.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Fields of OpenAI's API this server does not implement yet: refused by name rather than
+/// ignored, since ignoring them changes what the client gets without a word.
+const NOT_YET: &[(&str, &str)] = &[
+    ("tools", "tool calls are not implemented yet"),
+    ("tool_choice", "tool calls are not implemented yet"),
+    ("functions", "function calls are not implemented yet"),
+    ("function_call", "function calls are not implemented yet"),
+    ("response_format", "structured output is not implemented yet; ask for JSON in the prompt"),
+    ("suffix", "insertion (text after the completion) is not implemented"),
+    ("audio", "this is a text model"),
+    ("prediction", "predicted outputs are not implemented"),
+];
+
+/// At most this many prompts in one completions request.
+const MAX_PROMPTS: usize = 64;
+
+/// A completions request's `prompt`: a string, a list of strings, a list of token ids or a list
+/// of lists of token ids; each is one prompt.
+fn prompts(s: &Shared, body: &Value) -> Result<Vec<Vec<u32>>, ApiError> {
+    let bad = |m: String| ApiError::bad(API, "prompt", m);
+    let shape =
+        "'prompt' must be a string, a list of strings, a list of token ids, or a list of lists of token ids";
+    let vocab = s.tok.vocab_size();
+    let ids = |items: &[Value]| -> Result<Vec<u32>, ApiError> {
+        items
+            .iter()
+            .map(|v| match v.as_u64() {
+                Some(id) if (id as usize) < vocab => Ok(id as u32),
+                Some(id) => Err(bad(format!("token id {id} is past the vocabulary ({vocab} tokens)"))),
+                None => Err(bad(shape.into())),
+            })
+            .collect()
+    };
+    let encode = |text: &str| s.tok.encode_prompt(text).map_err(|e| bad(e.to_string()));
+    let list = match body.get("prompt") {
+        Some(Value::String(text)) => return Ok(vec![encode(text)?]),
+        Some(Value::Array(items)) if !items.is_empty() => items,
+        Some(Value::Array(_)) => return Err(bad("'prompt' is an empty list".into())),
+        _ => return Err(bad(shape.into())),
+    };
+    if list.len() > MAX_PROMPTS {
+        return Err(bad(format!("'prompt' holds {} prompts; at most {MAX_PROMPTS} per request", list.len())));
+    }
+    if list.iter().all(Value::is_number) {
+        return Ok(vec![ids(list)?]);
+    }
+    list.iter()
+        .map(|item| match item {
+            Value::String(text) => encode(text),
+            Value::Array(items) => ids(items),
+            _ => Err(bad(shape.into())),
+        })
+        .collect()
+}
+
 fn messages(body: &Value) -> Result<Vec<Message>, ApiError> {
     let role_of = |name: &str| match name {
         "system" | "developer" => Some(Role::System),
@@ -52,67 +107,115 @@ fn messages(body: &Value) -> Result<Vec<Message>, ApiError> {
 
 async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) -> Result<Response, ApiError> {
     let body = s.accept(API, &headers, &body)?;
+    refuse_fields(API, &body, NOT_YET)?;
     let fields = Fields { api: API, body: &body };
     let mut generation = fields.generation(&["max_tokens", "max_completion_tokens"], "stop")?;
-    let prompt = match kind {
-        Kind::Chat => s
-            .dialogue
-            .render(&s.tok, &messages(&body)?)
-            .map_err(|e| ApiError::bad(API, "messages", e.to_string()))?,
-        Kind::Text => {
-            let text = body
-                .get("prompt")
-                .and_then(Value::as_str)
-                .ok_or_else(|| ApiError::bad(API, "prompt", "'prompt' must be a string"))?;
-            s.tok.encode_prompt(text).map_err(|e| ApiError::bad(API, "prompt", e.to_string()))?
-        }
+    let prompts = match kind {
+        Kind::Chat => vec![
+            s.dialogue
+                .render(&s.tok, &messages(&body)?)
+                .map_err(|e| ApiError::bad(API, "messages", e.to_string()))?,
+        ],
+        Kind::Text => prompts(&s, &body)?,
     };
-    if prompt.is_empty() {
+    if prompts.iter().any(Vec::is_empty) {
         return Err(ApiError::bad(API, "prompt", "the prompt is empty"));
     }
-    let wants_logprobs = match kind {
-        Kind::Chat => fields.flag("logprobs")?,
-        Kind::Text => fields.whole("logprobs")?.is_some(),
+    let echo = kind == Kind::Text && fields.flag("echo")?;
+    let (wants_logprobs, top, top_key) = match kind {
+        Kind::Chat => (fields.flag("logprobs")?, fields.whole("top_logprobs")?, "top_logprobs"),
+        Kind::Text => (fields.whole("logprobs")?.is_some(), fields.whole("logprobs")?, "logprobs"),
     };
-    generation.logprobs = wants_logprobs;
-    generation.top_logprobs = match kind {
-        Kind::Chat => fields.whole("top_logprobs")?.unwrap_or(0) as usize,
-        Kind::Text => fields.whole("logprobs")?.unwrap_or(0) as usize,
+    if top.is_some_and(|k| k > 20) {
+        return Err(ApiError::bad(API, top_key, format!("'{top_key}' must be at most 20")));
     }
-    .min(20);
+    generation.logprobs = wants_logprobs;
+    generation.top_logprobs = top.unwrap_or(0) as usize;
     let n = fields.whole("n")?.unwrap_or(1) as usize;
     if !(1..=16).contains(&n) {
         return Err(ApiError::bad(API, "n", "'n' must be 1..=16"));
     }
+    if fields.whole("best_of")?.is_some_and(|b| b > 1) {
+        return Err(ApiError::bad(
+            API,
+            "best_of",
+            "'best_of' above 1 (sampling several and returning the likeliest) is not supported; use 'n'",
+        ));
+    }
+    // max_tokens 0 scores the prompt without generating (with echo and logprobs, what
+    // lm-evaluation-harness asks); a chat reply needs at least one token.
+    let generate = generation.max_tokens != Some(0);
+    if !generate && kind == Kind::Chat {
+        return Err(ApiError::bad(API, "max_tokens", "'max_tokens' must be at least 1"));
+    }
     let include_usage =
         body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
     if generation.stream {
-        if n != 1 {
-            return Err(ApiError::bad(API, "n", "streaming supports n = 1"));
+        if n != 1 || prompts.len() != 1 || echo || !generate {
+            return Err(ApiError::bad(
+                API,
+                "stream",
+                "streaming supports one prompt, n = 1, no echo and max_tokens of at least 1",
+            ));
         }
-        let rx = s.start(API, &generation, &prompt, 0)?;
-        return Ok(stream(s, rx, generation, prompt.len(), kind, wants_logprobs, include_usage));
+        let rx = s.start(API, &generation, &prompts[0], 0)?;
+        let seed = generation.seed;
+        let response = stream(s, rx, generation, prompts[0].len(), kind, wants_logprobs, include_usage);
+        return Ok(with_seed(response, seed));
     }
-    // Every choice is submitted before any is awaited, so they decode in one batch.
-    let receivers =
-        (0..n as u64).map(|i| s.start(API, &generation, &prompt, i)).collect::<Result<Vec<_>, _>>()?;
-    let mut choices = Vec::with_capacity(n);
+    // Every choice of every prompt is submitted before any is awaited, so they decode in one
+    // batch; each choice gets its own seed (the request's plus its index).
+    let mut receivers = Vec::with_capacity(prompts.len() * n);
+    if generate {
+        for (p, prompt) in prompts.iter().enumerate() {
+            for i in 0..n {
+                receivers.push(s.start(API, &generation, prompt, (p * n + i) as u64)?);
+            }
+        }
+    }
+    let mut receivers = receivers.into_iter();
+    let mut choices = Vec::with_capacity(prompts.len() * n);
     let mut completion_tokens = 0;
-    for (i, rx) in receivers.into_iter().enumerate() {
-        let reply = collect(&s, API, rx, generation.stop.clone()).await?;
-        completion_tokens += reply.tokens();
-        let logprobs = wants_logprobs.then(|| logprobs_json(&reply, kind));
-        choices.push(match kind {
-            Kind::Chat => json!({"index": i, "message": {"role": "assistant", "content": reply.text}, "logprobs": logprobs, "finish_reason": reason(reply.finish)}),
-            Kind::Text => json!({"index": i, "text": reply.text, "logprobs": logprobs, "finish_reason": reason(reply.finish)}),
-        });
+    for (p, prompt) in prompts.iter().enumerate() {
+        let scored = match echo && wants_logprobs {
+            true => Some(s.prompt_logprobs(API, prompt, generation.top_logprobs).await?),
+            false => None,
+        };
+        for i in 0..n {
+            let reply = match receivers.next() {
+                Some(rx) => collect(&s, API, rx, generation.stop.clone()).await?,
+                None => Reply::new(s.tok.clone(), Vec::new()),
+            };
+            completion_tokens += reply.tokens();
+            let finish = if generate { reason(reply.finish) } else { "length" };
+            let index = p * n + i;
+            choices.push(match kind {
+                Kind::Chat => {
+                    let logprobs = wants_logprobs.then(|| chat_logprobs(&reply));
+                    json!({"index": index, "message": {"role": "assistant", "content": reply.text}, "logprobs": logprobs, "finish_reason": finish})
+                }
+                Kind::Text => {
+                    let echoed = match echo {
+                        true => s.tok.decode(prompt).map_err(|e| ApiError::bad(API, "prompt", e.to_string()))?,
+                        false => String::new(),
+                    };
+                    let logprobs = wants_logprobs.then(|| {
+                        let prompt_part = scored.as_ref().map(|lp| (prompt.as_slice(), lp.as_slice()));
+                        text_logprobs(&s, prompt_part, &reply)
+                    });
+                    json!({"index": index, "text": echoed + &reply.text, "logprobs": logprobs, "finish_reason": finish})
+                }
+            });
+        }
     }
     let (id, object) = ids(kind);
-    Ok(Json(json!({
+    let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
+    let response = Json(json!({
         "id": id, "object": object, "created": now(), "model": s.name, "choices": choices,
-        "usage": {"prompt_tokens": prompt.len(), "completion_tokens": completion_tokens, "total_tokens": prompt.len() + completion_tokens},
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
     }))
-    .into_response())
+    .into_response();
+    Ok(with_seed(response, generation.seed))
 }
 
 fn ids(kind: Kind) -> (String, &'static str) {
@@ -133,28 +236,59 @@ fn reason(finish: Option<Finish>) -> &'static str {
     }
 }
 
-fn logprobs_json(reply: &Reply, kind: Kind) -> Value {
-    match kind {
-        Kind::Chat => {
-            let entry = |text: &str, lp: f32| json!({"token": text, "logprob": lp, "bytes": text.as_bytes()});
-            let content: Vec<Value> = reply
-                .logprobs
-                .iter()
-                .map(|t| {
-                    let mut e = entry(&t.text, t.logprob);
-                    e["top_logprobs"] =
-                        t.top.iter().map(|(text, lp)| entry(text, *lp)).collect::<Vec<_>>().into();
-                    e
-                })
-                .collect();
-            json!({"content": content})
+fn chat_logprobs(reply: &Reply) -> Value {
+    let entry = |text: &str, lp: f32| json!({"token": text, "logprob": lp, "bytes": text.as_bytes()});
+    let content: Vec<Value> = reply
+        .logprobs
+        .iter()
+        .map(|t| {
+            let mut e = entry(&t.text, t.logprob);
+            e["top_logprobs"] = t.top.iter().map(|(text, lp)| entry(text, *lp)).collect::<Vec<_>>().into();
+            e
+        })
+        .collect();
+    json!({"content": content})
+}
+
+/// The completions API's logprobs: parallel lists of tokens, their log-probabilities, the top
+/// alternatives (an object of token text -> log-probability) and each token's offset in the
+/// text. With echo, the prompt's tokens come first, the first of them with `null`s (nothing
+/// predicts it), as OpenAI's API did.
+fn text_logprobs(s: &Shared, prompt: Option<(&[u32], &[minillm::sample::Logprobs])>, reply: &Reply) -> Value {
+    let top_object = |top: &mut dyn Iterator<Item = (String, f32)>| {
+        Value::Object(top.map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>())
+    };
+    let (mut tokens, mut logprobs, mut tops) = (Vec::new(), Vec::new(), Vec::new());
+    if let Some((ids, scored)) = prompt {
+        for (i, &id) in ids.iter().enumerate() {
+            tokens.push(s.tok.token_text(id));
+            match i.checked_sub(1).map(|j| &scored[j]) {
+                None => {
+                    logprobs.push(Value::Null);
+                    tops.push(Value::Null);
+                }
+                Some((lp, top)) => {
+                    logprobs.push(json!(lp));
+                    tops.push(top_object(&mut top.iter().map(|(t, v)| (s.tok.token_text(*t), *v))));
+                }
+            }
         }
-        Kind::Text => json!({
-            "tokens": reply.logprobs.iter().map(|t| t.text.clone()).collect::<Vec<_>>(),
-            "token_logprobs": reply.logprobs.iter().map(|t| t.logprob).collect::<Vec<_>>(),
-            "top_logprobs": reply.logprobs.iter().map(|t| t.top.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>()).collect::<Vec<_>>(),
-        }),
     }
+    for t in &reply.logprobs {
+        tokens.push(t.text.clone());
+        logprobs.push(json!(t.logprob));
+        tops.push(top_object(&mut t.top.iter().cloned()));
+    }
+    let mut offset = 0;
+    let offsets: Vec<usize> = tokens
+        .iter()
+        .map(|t| {
+            let at = offset;
+            offset += t.len();
+            at
+        })
+        .collect();
+    json!({"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": tops, "text_offset": offsets})
 }
 
 /// Server-sent events: a chunk per piece of text, a last chunk with the finish reason, the usage

@@ -494,3 +494,56 @@ fn fields_the_server_cannot_honour_are_refused_by_name() {
     assert_eq!(status, 400);
     assert!(r["error"]["message"].as_str().unwrap().contains("prefill"), "{r}");
 }
+
+#[test]
+fn every_endpoint_and_every_error_answers_in_json() {
+    let s = serve(&[]);
+    let get = |path: &str| {
+        let mut resp = agent().get(&format!("{}{path}", s.url)).call().unwrap();
+        let status = resp.status().as_u16();
+        (status, serde_json::from_str::<Value>(&resp.body_mut().read_to_string().unwrap()).unwrap())
+    };
+    let (status, m) = get("/v1/models/tiny");
+    assert_eq!((status, m["id"].as_str(), m["object"].as_str()), (200, Some("tiny"), Some("model")));
+    let (status, m) = get("/v1/models/gpt-4");
+    assert_eq!((status, m["error"]["param"].as_str()), (404, Some("model")), "{m}");
+    let (status, e) = get("/v1/embeddings");
+    assert_eq!(status, 404);
+    assert!(e["error"]["message"].as_str().unwrap().contains("/v1/embeddings is not an endpoint"), "{e}");
+    // A wrong method: 405 in the API's shape (Anthropic's under /v1/messages).
+    let (status, e) = get("/v1/messages");
+    assert_eq!((status, e["type"].as_str()), (405, Some("error")), "{e}");
+    // A body that is not declared JSON: 415.
+    let mut resp = agent()
+        .post(&format!("{}/v1/chat/completions", s.url))
+        .header("content-type", "text/plain")
+        .send(json!({"model": "tiny", "messages": ask("Hi")}).to_string())
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+    let e: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert!(e["error"]["message"].as_str().unwrap().contains("application/json"), "{e}");
+
+    // Anthropic's token count is what a reply's usage says the prompt took.
+    let m = json!({"model": "tiny", "max_tokens": 1, "messages": ask("Hello there")});
+    let (status, counted) = post_json(&s.url, "/v1/messages/count_tokens", m.clone());
+    assert_eq!(status, 200, "{counted}");
+    let (_, reply) = post_json(&s.url, "/v1/messages", m);
+    assert_eq!(counted["input_tokens"], reply["usage"]["input_tokens"]);
+
+    // llama.cpp's /tokenize and /detokenize: the ids `inspect` shows, and back.
+    let (status, t) = post_json(&s.url, "/tokenize", json!({"content": "It was the best"}));
+    assert_eq!(status, 200, "{t}");
+    let inspected = common::cli(&[
+        "inspect",
+        "--model",
+        &common::fixture().to_string_lossy(),
+        "--json",
+        "It was the best",
+    ]);
+    let ids: Vec<Value> = inspected["tokens"].as_array().unwrap().iter().map(|t| t["id"].clone()).collect();
+    assert_eq!(t["tokens"].as_array().unwrap(), &ids);
+    let (_, d) = post_json(&s.url, "/detokenize", json!({"tokens": ids}));
+    assert_eq!(d["content"], "It was the best");
+    let (status, e) = post_json(&s.url, "/detokenize", json!({"tokens": ["x"]}));
+    assert_eq!((status, e["error"]["param"].as_str()), (400, Some("tokens")));
+}

@@ -65,7 +65,12 @@ impl IntoResponse for ApiError {
                 json!({"type": "error", "error": {"type": kind, "message": self.message}})
             }
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            // When to try again: a slot frees as soon as any request in flight finishes.
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, 1.into());
+        }
+        response
     }
 }
 
@@ -297,4 +302,17 @@ pub fn new_id(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
     format!("{prefix}{:016x}", NEXT.fetch_add(1, Ordering::Relaxed) ^ 0x5eed_0000_0000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_server_says_when_to_retry() {
+        let r = ApiError::status(Api::OpenAi, StatusCode::TOO_MANY_REQUESTS, "busy").into_response();
+        assert_eq!(r.headers().get("retry-after").unwrap(), "1");
+        let r = ApiError::bad(Api::Anthropic, "x", "no").into_response();
+        assert!(r.headers().get("retry-after").is_none());
+    }
 }

@@ -36,6 +36,21 @@ fn conversation(body: &Value) -> Result<Vec<Message>, ApiError> {
     Ok(out)
 }
 
+/// `POST /v1/messages/count_tokens`: the tokens the conversation takes as the model sees it
+/// (rendered through its template), without generating.
+pub async fn count_tokens(State(s): SharedState, headers: HeaderMap, body: Bytes) -> Response {
+    let count = || -> Result<Response, ApiError> {
+        let body = s.accept(API, &headers, &body)?;
+        refuse_fields(API, &body, &[("tools", "tool use is not implemented yet")])?;
+        let prompt = s
+            .dialogue
+            .render(&s.tok, &conversation(&body)?)
+            .map_err(|e| ApiError::bad(API, "messages", e.to_string()))?;
+        Ok(Json(json!({"input_tokens": prompt.len()})).into_response())
+    };
+    count().unwrap_or_else(IntoResponse::into_response)
+}
+
 fn stop_reason(reply: &Reply) -> &'static str {
     match (reply.finish, &reply.stopped_by) {
         (_, Some(_)) => "stop_sequence",

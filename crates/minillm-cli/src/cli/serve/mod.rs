@@ -12,7 +12,7 @@ pub mod engine;
 mod openai;
 mod reply;
 
-use super::http::{Api, ApiError, Generation, parse_object};
+use super::http::{Api, ApiError, Fields, Generation, parse_object};
 use super::session::{MODEL_HELP, load};
 use anyhow::{Context, Result};
 use axum::body::Bytes;
@@ -156,9 +156,88 @@ fn router(shared: Arc<Shared>, pages: Pages) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::chat))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/models/{id}", get(openai::model))
         .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::map_response(errors_in_api_shape))
         .with_state(shared)
+}
+
+/// axum answers an unknown path (404), a wrong method (405) and an oversized body (413) by
+/// itself, with an empty or plain-text body; clients of either API read errors from its JSON
+/// shape, so those answers are rewritten into it (Anthropic's under `/v1/messages`).
+async fn errors_in_api_shape(
+    uri: axum::http::Uri,
+    response: axum::response::Response,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let json = response.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/event-stream")
+    });
+    let status = response.status();
+    let message = match status {
+        StatusCode::NOT_FOUND => format!("{} is not an endpoint of this server", uri.path()),
+        StatusCode::METHOD_NOT_ALLOWED => format!("{} does not take this method", uri.path()),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("the body is larger than the server takes ({BODY_LIMIT} bytes)")
+        }
+        _ => return response,
+    };
+    if json {
+        return response;
+    }
+    let api = if uri.path().starts_with("/v1/messages") { Api::Anthropic } else { Api::OpenAi };
+    let mut rewritten = ApiError::status(api, status, message).into_response();
+    if let Some(allow) = response.headers().get(axum::http::header::ALLOW) {
+        rewritten.headers_mut().insert(axum::http::header::ALLOW, allow.clone());
+    }
+    rewritten
+}
+
+/// `POST /tokenize` as llama.cpp's server has it: `{"content": TEXT}` -> `{"tokens": [ids]}`,
+/// special-token text kept as text; `"add_special": true` puts the tokenizer's prefix (BOS)
+/// first, as prompts get it.
+async fn tokenize(State(s): SharedState, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let run = || -> Result<Value, ApiError> {
+        s.accept_key(Api::OpenAi, &headers)?;
+        let body = parse_object(Api::OpenAi, &body)?;
+        let text = body
+            .get("content")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::bad(Api::OpenAi, "content", "'content' must be a string"))?;
+        let add_special = Fields { api: Api::OpenAi, body: &body }.flag("add_special")?;
+        let encoded = match add_special {
+            true => s.tok.encode_prompt(text),
+            false => s.tok.encode(text, minillm::tokenizer::SpecialTokens::AsText),
+        };
+        let ids = encoded.map_err(|e| ApiError::bad(Api::OpenAi, "content", e.to_string()))?;
+        Ok(json!({"tokens": ids}))
+    };
+    run().map(Json).map_or_else(IntoResponse::into_response, IntoResponse::into_response)
+}
+
+/// `POST /detokenize`: `{"tokens": [ids]}` -> `{"content": TEXT}`.
+async fn detokenize(State(s): SharedState, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let run = || -> Result<Value, ApiError> {
+        s.accept_key(Api::OpenAi, &headers)?;
+        let body = parse_object(Api::OpenAi, &body)?;
+        let bad = || ApiError::bad(Api::OpenAi, "tokens", "'tokens' must be a list of token ids");
+        let ids: Vec<u32> = body
+            .get("tokens")
+            .and_then(Value::as_array)
+            .ok_or_else(bad)?
+            .iter()
+            .map(|v| v.as_u64().and_then(|id| u32::try_from(id).ok()).ok_or_else(bad))
+            .collect::<Result<_, _>>()?;
+        let text = s.tok.decode(&ids).map_err(|e| ApiError::bad(Api::OpenAi, "tokens", e.to_string()))?;
+        Ok(json!({"content": text}))
+    };
+    run().map(Json).map_or_else(IntoResponse::into_response, IntoResponse::into_response)
 }
 
 pub type SharedState = State<Arc<Shared>>;
@@ -185,6 +264,14 @@ impl Shared {
     /// Checks the key (when the server has one) and parses the body as a JSON object.
     pub fn accept(&self, api: Api, headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
         self.accept_key(api, headers)?;
+        let kind = headers.get(axum::http::header::CONTENT_TYPE).map(|v| v.as_bytes());
+        if kind.is_some_and(|k| !k.starts_with(b"application/json")) {
+            return Err(ApiError::status(
+                api,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the body must be JSON, sent with Content-Type: application/json",
+            ));
+        }
         let value = parse_object(api, body)?;
         match value.get("model").map(|m| m.as_str()) {
             None => return Err(ApiError::bad(api, "model", "'model' is required")),

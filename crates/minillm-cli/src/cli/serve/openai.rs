@@ -6,8 +6,8 @@ use super::{Shared, SharedState, with_seed};
 use crate::cli::http::{Api, ApiError, Fields, Generation, message_list, new_id, refuse_fields};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Response};
 use minillm::chat::{Message, Role};
@@ -22,6 +22,19 @@ pub async fn models(State(s): SharedState, headers: HeaderMap) -> Response {
         return e.into_response();
     }
     Json(json!({"object": "list", "data": [{"id": s.name, "object": "model", "created": s.created, "owned_by": "minillm"}]}))
+        .into_response()
+}
+
+/// `GET /v1/models/{id}`: the model, or a 404 naming the one this server has.
+pub async fn model(State(s): SharedState, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(e) = s.accept_key(API, &headers) {
+        return e.into_response();
+    }
+    if id != s.name {
+        let message = format!("model '{id}' does not exist; this server serves '{}'", s.name);
+        return ApiError::status(API, StatusCode::NOT_FOUND, message).param("model").into_response();
+    }
+    Json(json!({"id": s.name, "object": "model", "created": s.created, "owned_by": "minillm"}))
         .into_response()
 }
 

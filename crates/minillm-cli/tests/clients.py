@@ -75,6 +75,13 @@ assert m.role == "assistant" and m.content[0].type == "text" and m.stop_reason i
 assert m.usage.output_tokens > 0
 print("anthropic ok:", repr(m.content[0].text))
 
+# Prefill: the reply continues the last assistant message and holds only what follows it.
+pre = a.messages.create(model=MODEL, max_tokens=6, extra_body={"temperature": 0},
+                        messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "It was the"}])
+cont = client.completions.create(model=MODEL, prompt="User: Hi\nAssistant: It was the", max_tokens=6, temperature=0)
+assert pre.content[0].text == cont.choices[0].text, (pre.content[0].text, cont.choices[0].text)
+print("anthropic prefill ok:", repr(pre.content[0].text))
+
 with a.messages.stream(model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "Hello, Claude"}]) as stream:
     text = "".join(stream.text_stream)
     final = stream.get_final_message()

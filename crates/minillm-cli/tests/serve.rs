@@ -235,6 +235,7 @@ fn the_real_openai_and_anthropic_clients_work() {
         "openai echo logprobs ok",
         "openai seeds ok",
         "anthropic ok",
+        "anthropic prefill ok",
         "anthropic stream ok",
         "errors ok",
     ] {
@@ -485,14 +486,10 @@ fn fields_the_server_cannot_honour_are_refused_by_name() {
         completion(json!({"temperature": 0, "logit_bias": {"400": 100}, "max_tokens": 3, "logprobs": 0}));
     assert_eq!(status, 200, "{r}");
     assert!(r["choices"][0]["logprobs"]["tokens"].as_array().unwrap().iter().all(|t| t == "It"), "{r}");
-    // Anthropic: tools and a last assistant turn (prefill) are refused, in its error shape.
+    // Anthropic: tools are refused, in its error shape.
     let m = json!({"model": "tiny", "max_tokens": 2, "tools": [], "messages": ask("Hi")});
     let (status, r) = post_json(&s.url, "/v1/messages", m);
     assert_eq!((status, r["type"].as_str()), (400, Some("error")), "{r}");
-    let prefill = json!({"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Well"}]});
-    let (status, r) = post_json(&s.url, "/v1/messages", prefill);
-    assert_eq!(status, 400);
-    assert!(r["error"]["message"].as_str().unwrap().contains("prefill"), "{r}");
 }
 
 #[test]
@@ -546,4 +543,28 @@ fn every_endpoint_and_every_error_answers_in_json() {
     assert_eq!(d["content"], "It was the best");
     let (status, e) = post_json(&s.url, "/detokenize", json!({"tokens": ["x"]}));
     assert_eq!((status, e["error"]["param"].as_str()), (400, Some("tokens")));
+}
+
+/// Anthropic's prefill: a last assistant message is continued, and the reply holds only what
+/// follows it: the continuation a plain completion of the same rendered text gives.
+#[test]
+fn a_last_assistant_message_is_continued() {
+    let s = serve(&[]);
+    let messages = json!([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "It was the"}]);
+    let m = json!({"model": "tiny", "max_tokens": 6, "temperature": 0, "messages": messages});
+    let (status, r) = post_json(&s.url, "/v1/messages", m);
+    assert_eq!(status, 200, "{r}");
+    // The fixture model has no chat template: conversations are plain lines, so the prompt is
+    // this text and a completion of it must continue identically.
+    let (_, c) = post_json(
+        &s.url,
+        "/v1/completions",
+        json!({"model": "tiny", "max_tokens": 6, "temperature": 0, "prompt": "User: Hi\nAssistant: It was the"}),
+    );
+    assert_eq!(r["content"][0]["text"], c["choices"][0]["text"], "{r} {c}");
+    assert_eq!(r["usage"]["input_tokens"], c["usage"]["prompt_tokens"]);
+    let trailing = json!({"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Well "}]});
+    let (status, r) = post_json(&s.url, "/v1/messages", trailing);
+    assert_eq!(status, 400);
+    assert!(r["error"]["message"].as_str().unwrap().contains("trailing whitespace"), "{r}");
 }

@@ -167,3 +167,33 @@ fn minillm_s_own_template_in_jinja_renders_through_its_role_tokens() {
     assert!(matches!(Dialogue::of(&chatml, Some(&smol)), Dialogue::Jinja(_)));
     assert!(matches!(Dialogue::of(&chatml, None), Dialogue::Plain));
 }
+
+/// A last assistant message left open (Anthropic's prefill, transformers'
+/// `continue_final_message`): the whole conversation rendered and cut after that message's
+/// text, for every family, so the model continues the reply rather than starting a new turn.
+#[test]
+fn a_last_assistant_message_is_left_open_to_be_continued() {
+    let doc = cases();
+    for name in ["llama2", "llama3", "mistral", "qwen2.5", "smollm2"] {
+        let case = doc["cases"].as_array().unwrap().iter().find(|c| c["template"] == name).unwrap();
+        let tok = formats::read_file(&fixtures().join(case["tokenizer"].as_str().unwrap())).unwrap();
+        let dialogue = Dialogue::Jinja(template(&doc, name, &tok));
+        let msgs =
+            vec![Message::new(Role::User, "What is 2 + 2?"), Message::new(Role::Assistant, "The answer is")];
+        let ids = dialogue.render_continuing(&tok, &msgs).unwrap();
+        let text = tok.decode(&ids).unwrap();
+        assert!(text.ends_with("The answer is"), "{name}: {text:?}");
+        let whole = tok.decode(&dialogue.render_for_training(&tok, &msgs).unwrap().ids).unwrap();
+        assert!(whole.starts_with(&text) && whole.len() > text.len(), "{name}: {whole:?}");
+    }
+    // minillm's own role-token template: the turns before, the reply's opening, its text.
+    let tok = minillm::Tokenizer::gpt2().clone();
+    let model = minillm::model::Gpt::new(minillm::model::ModelConfig::depth(1, tok.vocab_size()), 1).unwrap();
+    let (tok, _) = minillm::chat::add_chat_tokens(&tok, &model).unwrap();
+    let dialogue = Dialogue::Template(minillm::chat::ChatTemplate::of(&tok).unwrap());
+    let msgs = [Message::new(Role::User, "Hi"), Message::new(Role::Assistant, "Hello")];
+    let mut want = dialogue.render(&tok, &msgs[..1]).unwrap();
+    want.extend(tok.encode_ordinary("Hello"));
+    assert_eq!(dialogue.render_continuing(&tok, &msgs).unwrap(), want);
+    assert!(dialogue.render_continuing(&tok, &msgs[..1]).is_err(), "nothing to continue");
+}

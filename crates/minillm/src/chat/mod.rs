@@ -18,7 +18,7 @@ pub mod jinja;
 use crate::error::{Error, Result};
 use crate::model::Gpt;
 use crate::model::params::Layout;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{SpecialTokens, Tokenizer};
 use jinja::JinjaTemplate;
 use serde::{Deserialize, Serialize};
 
@@ -206,6 +206,39 @@ impl Dialogue {
             Dialogue::Jinja(t) => t.render(tok, messages, true),
             Dialogue::Template(t) => Ok(t.render(tok, messages, true).ids),
             Dialogue::Plain => tok.encode_prompt(&plain_text(messages)),
+        }
+    }
+
+    /// The conversation with its last message, an assistant's, left open to be continued
+    /// (Anthropic's prefill, HF's `continue_final_message`): the turns before it as [`render`]
+    /// gives them, then the start of the reply.
+    ///
+    /// [`render`]: Dialogue::render
+    pub fn render_continuing(&self, tok: &Tokenizer, messages: &[Message]) -> Result<Vec<u32>> {
+        let Some((last, before)) = messages.split_last().filter(|(m, _)| m.role == Role::Assistant) else {
+            return Err(Error::Invalid(
+                "the conversation does not end with an assistant message to continue".into(),
+            ));
+        };
+        match self {
+            Dialogue::Jinja(t) => {
+                // As transformers does it: the whole conversation rendered, then cut right after
+                // the last message's text (templates differ in what opens a reply: Llama 2's puts
+                // a space, ChatML a newline).
+                t.render(tok, messages, false)?; // refuses special-token text in any message
+                let text = t.render_text(messages, false)?;
+                let content = last.content.trim();
+                let end = text.rfind(content).map(|at| at + content.len()).ok_or_else(|| {
+                    Error::Invalid("the model's chat template does not show the last assistant message's text as written, so it cannot be continued".into())
+                })?;
+                tok.encode(&text[..end], SpecialTokens::Allow)
+            }
+            Dialogue::Template(t) => {
+                let mut ids = t.render(tok, before, true).ids;
+                ids.extend(tok.encode_ordinary(&last.content));
+                Ok(ids)
+            }
+            Dialogue::Plain => tok.encode_prompt(&format!("{} {}", plain_text(before), last.content)),
         }
     }
 

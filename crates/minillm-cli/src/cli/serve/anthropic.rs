@@ -76,19 +76,20 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes) -> Result<Resp
     }
     let generation = fields.generation(&["max_tokens"], "stop_sequences")?;
     let conversation = conversation(&body)?;
-    if conversation.last().is_some_and(|m| m.role == Role::Assistant) {
-        // Claude continues a last assistant turn (prefill); rendering it as a finished turn and
-        // starting a new one would answer something else.
+    // A last assistant message is a prefill: the reply continues it (and holds only what follows).
+    let prefill = conversation.last().filter(|m| m.role == Role::Assistant);
+    if prefill.is_some_and(|m| m.content.ends_with(char::is_whitespace)) {
         return Err(ApiError::bad(
             API,
             "messages",
-            "a last assistant message (prefill, to be continued) is not supported yet; end with a user message",
+            "final assistant content cannot end with trailing whitespace",
         ));
     }
-    let prompt = s
-        .dialogue
-        .render(&s.tok, &conversation)
-        .map_err(|e| ApiError::bad(API, "messages", e.to_string()))?;
+    let rendered = match prefill {
+        Some(_) => s.dialogue.render_continuing(&s.tok, &conversation),
+        None => s.dialogue.render(&s.tok, &conversation),
+    };
+    let prompt = rendered.map_err(|e| ApiError::bad(API, "messages", e.to_string()))?;
     let rx = s.start(API, &generation, &prompt, 0)?;
     let id = new_id("msg_");
     let seed = generation.seed;

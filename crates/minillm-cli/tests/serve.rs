@@ -568,3 +568,42 @@ fn a_last_assistant_message_is_continued() {
     assert_eq!(status, 400);
     assert!(r["error"]["message"].as_str().unwrap().contains("trailing whitespace"), "{r}");
 }
+
+/// `n` choices streamed together: chunks interleave, each names its index, and each index's
+/// pieces add up to that choice of the same request not streamed.
+#[test]
+fn several_choices_stream_interleaved_by_index() {
+    let s = serve(&[]);
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": ask("Hello"), "max_tokens": 6, "n": 3, "seed": 5}),
+        ),
+        ("/v1/completions", json!({"model": "tiny", "prompt": "It was", "max_tokens": 6, "n": 3, "seed": 5})),
+    ] {
+        let (status, whole) = post_json(&s.url, path, body.clone());
+        assert_eq!(status, 200, "{whole}");
+        let mut streamed = body.clone();
+        streamed["stream"] = true.into();
+        streamed["stream_options"] = json!({"include_usage": true});
+        let (status, text) = post(&s.url, path, &streamed.to_string(), &[]);
+        assert_eq!(status, 200, "{text}");
+        let data = events(&text);
+        assert_eq!(data.last().unwrap().1, "[DONE]");
+        let chunks: Vec<Value> =
+            data[..data.len() - 1].iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
+        let usage = chunks.last().unwrap();
+        assert_eq!(usage["usage"]["completion_tokens"], whole["usage"]["completion_tokens"], "{path}");
+        for i in 0..3 {
+            let mine: Vec<&Value> =
+                chunks.iter().map(|c| &c["choices"][0]).filter(|c| c["index"] == i).collect();
+            let joined: String =
+                mine.iter().filter_map(|c| c["delta"]["content"].as_str().or(c["text"].as_str())).collect();
+            let want = &whole["choices"][i];
+            let want = want["message"]["content"].as_str().or(want["text"].as_str()).unwrap();
+            assert_eq!(joined, want, "{path} choice {i}");
+            let finishes = mine.iter().filter(|c| !c["finish_reason"].is_null()).count();
+            assert_eq!(finishes, 1, "{path} choice {i}: one finish chunk");
+        }
+    }
+}

@@ -164,16 +164,19 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) ->
     let include_usage =
         body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
     if generation.stream {
-        if n != 1 || prompts.len() != 1 || echo || !generate {
+        if prompts.len() != 1 || echo || !generate {
             return Err(ApiError::bad(
                 API,
                 "stream",
-                "streaming supports one prompt, n = 1, no echo and max_tokens of at least 1",
+                "streaming supports one prompt, no echo and max_tokens of at least 1",
             ));
         }
-        let rx = s.start(API, &generation, &prompts[0], 0)?;
+        let receivers = (0..n as u64)
+            .map(|i| s.start(API, &generation, &prompts[0], i))
+            .collect::<Result<Vec<_>, _>>()?;
         let seed = generation.seed;
-        let response = stream(s, rx, generation, prompts[0].len(), kind, wants_logprobs, include_usage);
+        let response =
+            stream(s, receivers, generation, prompts[0].len(), kind, wants_logprobs, include_usage);
         return Ok(with_seed(response, seed));
     }
     // Every choice of every prompt is submitted before any is awaited, so they decode in one
@@ -304,21 +307,23 @@ fn text_logprobs(s: &Shared, prompt: Option<(&[u32], &[minillm::sample::Logprobs
     json!({"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": tops, "text_offset": offsets})
 }
 
-/// Server-sent events: a chunk per piece of text, a last chunk with the finish reason, the usage
-/// when asked, and `data: [DONE]`.
+/// Server-sent events: a chunk per piece of text of each choice (choices interleaved as their
+/// tokens come, each chunk naming its `index`), a last chunk per choice with its finish reason,
+/// the usage when asked, and `data: [DONE]`.
 fn stream(
     s: Arc<Shared>,
-    rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    receivers: Vec<tokio::sync::mpsc::UnboundedReceiver<Event>>,
     generation: Generation,
     prompt_tokens: usize,
     kind: Kind,
     wants_logprobs: bool,
     include_usage: bool,
 ) -> Response {
+    use futures_util::StreamExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let (id, _) = ids(kind);
     let object = if kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
     let created = now();
-    let reply = Reply::new(s.tok.clone(), generation.stop);
     let deadline = tokio::time::Instant::now() + s.timeout;
     let chunk = {
         let (id, name) = (id.clone(), s.name.clone());
@@ -331,7 +336,12 @@ fn stream(
             Sse::default().data(c.to_string())
         }
     };
-    let delta = move |text: Option<&str>, role: bool, finish: Option<&str>, lp: Option<Value>| -> Value {
+    let delta = move |index: usize,
+                      text: Option<&str>,
+                      role: bool,
+                      finish: Option<&str>,
+                      lp: Option<Value>|
+          -> Value {
         match kind {
             Kind::Chat => {
                 let mut d = json!({});
@@ -341,65 +351,71 @@ fn stream(
                 if let Some(t) = text {
                     d["content"] = t.into();
                 }
-                json!([{"index": 0, "delta": d, "logprobs": lp, "finish_reason": finish}])
+                json!([{"index": index, "delta": d, "logprobs": lp, "finish_reason": finish}])
             }
             Kind::Text => {
-                json!([{"index": 0, "text": text.unwrap_or(""), "logprobs": lp, "finish_reason": finish}])
+                json!([{"index": index, "text": text.unwrap_or(""), "logprobs": lp, "finish_reason": finish}])
             }
         }
     };
     enum Phase {
         Start,
         Tokens,
-        Usage,
-        Done,
         End,
     }
-    let state = (rx, reply, Phase::Start);
-    let events = futures_util::stream::unfold(state, move |(mut rx, mut reply, phase)| {
-        let (chunk, delta) = (chunk.clone(), delta);
-        async move {
-            match phase {
-                Phase::Start if kind == Kind::Chat => Some((
-                    Ok::<_, Infallible>(chunk(delta(Some(""), true, None, None), None)),
-                    (rx, reply, Phase::Tokens),
-                )),
-                Phase::Start | Phase::Tokens => loop {
-                    if reply.done() {
-                        let finish = if reply.error.is_some() { "length" } else { reason(reply.finish) };
-                        let next = if include_usage { Phase::Usage } else { Phase::Done };
-                        return Some((
-                            Ok(chunk(delta(None, false, Some(finish), None), None)),
-                            (rx, reply, next),
-                        ));
+    // Completion tokens of every choice, added as each finishes, for the usage chunk.
+    let made = Arc::new(AtomicUsize::new(0));
+    let choices = receivers.into_iter().enumerate().map(|(index, rx)| {
+        let (made, reply) = (made.clone(), Reply::new(s.tok.clone(), generation.stop.clone()));
+        futures_util::stream::unfold((rx, reply, Phase::Start), move |(mut rx, mut reply, phase)| {
+            let made = made.clone();
+            async move {
+                match phase {
+                    Phase::Start if kind == Kind::Chat => {
+                        Some((delta(index, Some(""), true, None, None), (rx, reply, Phase::Tokens)))
                     }
-                    let event = match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(e)) => e,
-                        Ok(None) | Err(_) => Event::Done(Finish::Length),
-                    };
-                    let before = reply.logprobs.len();
-                    let text = reply.take(event);
-                    if !text.is_empty() || (wants_logprobs && reply.logprobs.len() > before) {
-                        let lp = (wants_logprobs && reply.logprobs.len() > before).then(|| {
-                            let t = &reply.logprobs[before];
-                            json!({"content": [{"token": t.text, "logprob": t.logprob, "bytes": t.text.as_bytes(),
-                                "top_logprobs": t.top.iter().map(|(k, v)| json!({"token": k, "logprob": v, "bytes": k.as_bytes()})).collect::<Vec<_>>()}]})
-                        });
-                        return Some((
-                            Ok(chunk(delta(Some(&text), false, None, lp), None)),
-                            (rx, reply, Phase::Tokens),
-                        ));
-                    }
-                },
-                Phase::Usage => {
-                    let n = reply.tokens();
-                    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n});
-                    Some((Ok(chunk(json!([]), Some(usage))), (rx, reply, Phase::Done)))
+                    Phase::Start | Phase::Tokens => loop {
+                        if reply.done() {
+                            made.fetch_add(reply.tokens(), Ordering::SeqCst);
+                            let finish = if reply.error.is_some() { "length" } else { reason(reply.finish) };
+                            return Some((delta(index, None, false, Some(finish), None), (rx, reply, Phase::End)));
+                        }
+                        let event = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                            Ok(Some(e)) => e,
+                            Ok(None) | Err(_) => Event::Done(Finish::Length),
+                        };
+                        let before = reply.logprobs.len();
+                        let text = reply.take(event);
+                        let new_logprob = wants_logprobs && reply.logprobs.len() > before;
+                        if !text.is_empty() || new_logprob {
+                            let lp = new_logprob.then(|| {
+                                let t = &reply.logprobs[before];
+                                json!({"content": [{"token": t.text, "logprob": t.logprob, "bytes": t.text.as_bytes(),
+                                    "top_logprobs": t.top.iter().map(|(k, v)| json!({"token": k, "logprob": v, "bytes": k.as_bytes()})).collect::<Vec<_>>()}]})
+                            });
+                            return Some((delta(index, Some(&text), false, None, lp), (rx, reply, Phase::Tokens)));
+                        }
+                    },
+                    Phase::End => None,
                 }
-                Phase::Done => Some((Ok(Sse::default().data("[DONE]")), (rx, reply, Phase::End))),
-                Phase::End => None,
             }
-        }
+        })
+        .boxed()
     });
+    let body = futures_util::stream::select_all(choices).map({
+        let chunk = chunk.clone();
+        move |choices| chunk(choices, None)
+    });
+    // Polled only once every choice has ended, so the count is complete.
+    let usage = futures_util::stream::once(async move {
+        let n = made.load(Ordering::SeqCst);
+        include_usage.then(|| {
+            let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n});
+            chunk(json!([]), Some(usage))
+        })
+    })
+    .filter_map(|event| async move { event });
+    let done = futures_util::stream::once(async { Sse::default().data("[DONE]") });
+    let events = body.chain(usage).chain(done).map(Ok::<_, Infallible>);
     axum::response::sse::Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }

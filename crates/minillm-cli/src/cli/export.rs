@@ -153,8 +153,10 @@ fn export_gguf(loaded: &super::session::Loaded, out: &Path, recipe: Option<&Reci
         }
     };
     atomic_write(out, &bytes)?;
-    // The types as written, read back from the file (memory-mapped: the blocks are not copied).
-    let matrices = match (recipe, minillm::io::load(out)?.model.quantized()) {
+    // The types as written, read back from the file (memory-mapped: the blocks are not copied);
+    // an f32 file is not read again.
+    let written = recipe.map(|_| minillm::io::load(out)).transpose()?;
+    let matrices = match (recipe, written.as_ref().and_then(|w| w.model.quantized())) {
         (Some(r), Some(q)) => {
             let (body, head) = q.types();
             let mixture =

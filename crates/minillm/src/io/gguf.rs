@@ -123,22 +123,19 @@ impl Value {
     }
 }
 
-/// ggml's tensor element types that minillm reads and writes.
+/// ggml's tensor element types that minillm reads and writes: f32, or one of the block formats
+/// (f16 included), so a new block format needs no change here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TensorType {
     F32,
-    F16,
-    Q8_0,
-    Q4_0,
-    Q4_1,
-    Q5_0,
-    Q5_1,
-    Q4K,
-    Q5K,
-    Q6K,
+    Blocks(QuantType),
 }
 
 impl TensorType {
+    pub const F16: TensorType = TensorType::Blocks(QuantType::F16);
+    pub const Q8_0: TensorType = TensorType::Blocks(QuantType::Q8_0);
+    pub const Q4_0: TensorType = TensorType::Blocks(QuantType::Q4_0);
+
     pub fn code(self) -> u32 {
         match self.quant() {
             None => 0,
@@ -157,15 +154,7 @@ impl TensorType {
     pub fn quant(self) -> Option<QuantType> {
         match self {
             TensorType::F32 => None,
-            TensorType::F16 => Some(QuantType::F16),
-            TensorType::Q8_0 => Some(QuantType::Q8_0),
-            TensorType::Q4_0 => Some(QuantType::Q4_0),
-            TensorType::Q4_1 => Some(QuantType::Q4_1),
-            TensorType::Q5_0 => Some(QuantType::Q5_0),
-            TensorType::Q5_1 => Some(QuantType::Q5_1),
-            TensorType::Q4K => Some(QuantType::Q4K),
-            TensorType::Q5K => Some(QuantType::Q5K),
-            TensorType::Q6K => Some(QuantType::Q6K),
+            TensorType::Blocks(q) => Some(q),
         }
     }
 
@@ -190,6 +179,13 @@ pub fn recipe(ty: TensorType, head: Option<QuantType>) -> Option<Recipe> {
     ty.quant().map(|q| Recipe { file_type: FileType::Plain(q), head, pure: false })
 }
 
+/// The type of a tensor a file made by `recipe` does not hold in blocks: an f16 file's matrices
+/// (`dims` 2) are f16; norms, biases, the position table and every tensor of an f32 file are f32.
+pub(super) fn float_type(recipe: Option<&Recipe>, dims: usize) -> TensorType {
+    let sixteen = recipe.is_some_and(|r| r.file_type == FileType::Plain(QuantType::F16));
+    if sixteen && dims == 2 { TensorType::F16 } else { TensorType::F32 }
+}
+
 /// ggml's name for a tensor type code, for errors about types minillm does not read.
 fn ggml_type_name(code: u32) -> &'static str {
     const NAMES: [&str; 31] = [
@@ -202,17 +198,7 @@ fn ggml_type_name(code: u32) -> &'static str {
 
 impl From<QuantType> for TensorType {
     fn from(q: QuantType) -> TensorType {
-        match q {
-            QuantType::F16 => TensorType::F16,
-            QuantType::Q8_0 => TensorType::Q8_0,
-            QuantType::Q4_0 => TensorType::Q4_0,
-            QuantType::Q4_1 => TensorType::Q4_1,
-            QuantType::Q5_0 => TensorType::Q5_0,
-            QuantType::Q5_1 => TensorType::Q5_1,
-            QuantType::Q4K => TensorType::Q4K,
-            QuantType::Q5K => TensorType::Q5K,
-            QuantType::Q6K => TensorType::Q6K,
-        }
+        TensorType::Blocks(q)
     }
 }
 
@@ -353,8 +339,9 @@ impl<'a> Gguf<'a> {
                 Error::format(
                     path,
                     format!(
-                        "tensor '{name}' is {} (ggml type {code}), which minillm does not read yet; it reads f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K and q6_K",
-                        ggml_type_name(code)
+                        "tensor '{name}' is {} (ggml type {code}), which minillm does not read yet; it reads f32, {}",
+                        ggml_type_name(code),
+                        QuantType::ALL.map(QuantType::name).join(", ")
                     ),
                 )
             })?;

@@ -15,7 +15,7 @@ use crate::model::layers::layernorm::EPS;
 use crate::model::params::Layout;
 use crate::model::quantized::{Matrix, Quantized};
 use crate::model::{Arch, Gpt, ModelConfig};
-use crate::quant::{FileType, QMatrix, QuantType, Recipe};
+use crate::quant::{QMatrix, Recipe};
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
 use std::sync::Arc;
@@ -71,7 +71,6 @@ pub fn to_bytes_with(model: &Gpt, tok: &Tokenizer, recipe: Option<&Recipe>, name
         Some(r) => Some(model.quantized_with(r)?),
         None => None,
     };
-    let sixteen = recipe.is_some_and(|r| r.file_type == FileType::Plain(QuantType::F16));
     let c = &model.config;
     if tok.vocab_size() != c.vocab_size {
         return Err(Error::Invalid(format!(
@@ -112,7 +111,7 @@ pub fn to_bytes_with(model: &Gpt, tok: &Tokenizer, recipe: Option<&Recipe>, name
             return;
         }
         // Everything else that is 2-D (the position embedding) stays f32 in quantized files.
-        let ty = if sixteen && shape.len() == 2 { TensorType::F16 } else { TensorType::F32 };
+        let ty = super::gguf::float_type(recipe, shape.len());
         let (dims, values) = match *shape {
             [n] => (vec![n as u64], data.to_vec()),
             [rows, cols] if transposed => (vec![rows as u64, cols as u64], transpose(data, rows, cols)),

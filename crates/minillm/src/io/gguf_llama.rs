@@ -23,7 +23,7 @@ use crate::model::layers::rope::frequencies;
 use crate::model::params::Layout;
 use crate::model::quantized::{Matrix, Quantized, Stacked};
 use crate::model::{Arch, Gpt, ModelConfig};
-use crate::quant::{FileType, QMatrix, QuantType, Recipe};
+use crate::quant::{QMatrix, Recipe};
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
 use std::sync::Arc;
@@ -126,7 +126,6 @@ pub fn to_bytes(
         Some(r) => Some(model.quantized_with(r)?),
         None => None,
     };
-    let sixteen = recipe.is_some_and(|r| r.file_type == FileType::Plain(QuantType::F16));
     let u32v = |x: usize| Value::U32(x as u32);
     let key = |k: &str| format!("{arch}.{k}");
     let mut metadata: Vec<(String, Value)> = vec![
@@ -159,8 +158,6 @@ pub fn to_bytes(
     };
     let layout = Layout::new(c);
     // Matrices in f32/f16 files, and everything that stays f32 in quantized ones.
-    let float_ty =
-        |shape: &[usize]| if sixteen && shape.len() == 2 { TensorType::F16 } else { TensorType::F32 };
     for t in &layout.tensors {
         let shape = t.saved_shape(c);
         let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
@@ -198,7 +195,7 @@ pub fn to_bytes(
         if permuted(l, &t.name) {
             values = permute_rows(&values, shape[0], l.head_dim, true);
         }
-        let tty = float_ty(&shape);
+        let tty = super::gguf::float_type(recipe, shape.len());
         push(&t.name, dims, tty, encode(&values, tty));
     }
     if let Some(RopeScaling::Llama3 { .. }) = l.rope_scaling {
@@ -373,28 +370,21 @@ pub fn from_shared(
                 Some(Stacked::new(parts).map_err(|e| bad(format!("{}: {e}", names[0])))?);
         }
     }
-    let head = config.head_name();
-    let head_info = tensor(head)?;
-    check_dims(head_info, &shape_of(head))?;
-    if let Some(q) = head_info.ty.quant() {
-        let (rows, cols) = (config.vocab_size, config.n_embd);
-        quantized.lm_head = Some(
-            QMatrix::from_shared(q, (rows, cols), owner.clone(), head_info.range())
-                .map_err(|e| bad(format!("{head}: {e}")))?,
-        );
-    }
-    // An untied model's token embedding in blocks stays in blocks: rows are read per token.
-    let embedding = config.embedding_name();
+    // The output layer, and an untied model's token embedding (rows read per token), stay in
+    // blocks when the file has them so.
+    let table = |name: &str| -> Result<Option<QMatrix>> {
+        let info = tensor(name)?;
+        check_dims(info, &shape_of(name))?;
+        info.ty
+            .quant()
+            .map(|q| QMatrix::from_shared(q, (config.vocab_size, config.n_embd), owner.clone(), info.range()))
+            .transpose()
+            .map_err(|e| bad(format!("{name}: {e}")))
+    };
+    let (head, embedding) = (config.head_name(), config.embedding_name());
+    quantized.lm_head = table(head)?;
     if embedding != head {
-        let info = tensor(embedding)?;
-        check_dims(info, &shape_of(embedding))?;
-        if let Some(q) = info.ty.quant() {
-            let (rows, cols) = (config.vocab_size, config.n_embd);
-            quantized.embedding = Some(
-                QMatrix::from_shared(q, (rows, cols), owner.clone(), info.range())
-                    .map_err(|e| bad(format!("{embedding}: {e}")))?,
-            );
-        }
+        quantized.embedding = table(embedding)?;
     }
 
     let layout = Layout::without(&config, |name| quantized.holds(&config, name));

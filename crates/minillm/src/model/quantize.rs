@@ -22,11 +22,11 @@ impl Gpt {
 
     /// The matrices as [`Gpt::quantize`] would make them, without changing the model.
     pub fn quantized_as(&self, ty: QuantType, head: Option<QuantType>) -> Result<Quantized> {
-        let mut q = self.quantized_with(&Recipe::pure(ty))?;
-        q.lm_head = match head {
-            Some(head) => self.quantized_with(&Recipe::pure(head))?.lm_head,
-            None => None,
-        };
+        // Pure: every matrix in `ty`, but the head in `head` when given (else dropped to f32).
+        let mut q = self.quantized_with(&Recipe { head, ..Recipe::pure(ty) })?;
+        if head.is_none() {
+            q.lm_head = None;
+        }
         Ok(q)
     }
 
@@ -84,20 +84,12 @@ impl Gpt {
             }
             q.blocks.push(four);
         }
-        if let Some(head) = recipe.tensor_type(Role::Output, 0, layers, c) {
-            let existing = self.quantized.as_ref().and_then(|q| q.lm_head.as_ref());
-            q.lm_head = match existing.filter(|m| m.ty == head) {
-                Some(kept) => Some(kept.clone()),
-                None => Some(QMatrix::quantize(head, &self.head_f32(), self.config.vocab_size, c)?),
-            };
-        }
-        let untied = self.config.head_name() != self.config.embedding_name();
-        if let Some(ty) = recipe.tensor_type(Role::Embedding, 0, layers, c).filter(|_| untied) {
-            let existing = self.quantized.as_ref().and_then(|q| q.embedding.as_ref());
-            q.embedding = match existing.filter(|m| m.ty == ty) {
-                Some(kept) => Some(kept.clone()),
-                None => Some(QMatrix::quantize(ty, &self.embedding_f32(), self.config.vocab_size, c)?),
-            };
+        let (own, v) = (self.quantized.as_ref(), self.config.vocab_size);
+        let head = recipe.tensor_type(Role::Output, 0, layers, c);
+        q.lm_head = table(head, own.and_then(|q| q.lm_head.as_ref()), (v, c), || self.head_f32())?;
+        if self.config.head_name() != self.config.embedding_name() {
+            let ty = recipe.tensor_type(Role::Embedding, 0, layers, c);
+            q.embedding = table(ty, own.and_then(|q| q.embedding.as_ref()), (v, c), || self.embedding_f32())?;
         }
         Ok(q)
     }
@@ -126,5 +118,20 @@ impl Gpt {
     /// "f32", or the quantized types.
     pub fn weight_type(&self) -> String {
         self.quantized.as_ref().map_or("f32".into(), Quantized::describe)
+    }
+}
+
+/// A table (V x C) in `ty` (`None`: f32): the model's own blocks when they already have that
+/// type (no second rounding), else quantized from its `weights`.
+fn table<'a>(
+    ty: Option<QuantType>,
+    own: Option<&QMatrix>,
+    (rows, cols): (usize, usize),
+    weights: impl FnOnce() -> Cow<'a, [f32]>,
+) -> Result<Option<QMatrix>> {
+    let Some(ty) = ty else { return Ok(None) };
+    match own.filter(|m| m.ty == ty) {
+        Some(kept) => Ok(Some(kept.clone())),
+        None => QMatrix::quantize(ty, &weights(), rows, cols).map(Some),
     }
 }

@@ -22,10 +22,11 @@ pub trait BlockFormat {
     /// sum_i w_i * x_i over a row of blocks, portably: each block dequantized, then multiplied
     /// in order. The reference the SIMD kernels are tested against.
     fn dot_reference(row: &[u8], x: &[f32]) -> f32 {
-        let mut w = vec![0.0f32; Self::WEIGHTS];
+        let mut w = [0.0f32; super::SUPER];
+        let w = &mut w[..Self::WEIGHTS];
         let mut sum = 0.0f32;
         for (block, xs) in row.chunks_exact(Self::BYTES).zip(x.chunks_exact(Self::WEIGHTS)) {
-            Self::dequantize(block, &mut w);
+            Self::dequantize(block, w);
             sum += w.iter().zip(xs).map(|(a, b)| a * b).sum::<f32>();
         }
         sum

@@ -34,7 +34,8 @@ fn nearest(x: f32) -> i32 {
 /// Sub-block j's 6-bit scale and min from q4_K/q5_K's 12 packed bytes: j < 4 in the low six
 /// bits of bytes j and j + 4; j >= 4 in a nibble of byte j + 4 and the top two bits of bytes
 /// j - 4 (scale) and j (min).
-fn scale_min(packed: &[u8], j: usize) -> (u8, u8) {
+#[inline]
+pub(super) fn scale_min(packed: &[u8], j: usize) -> (u8, u8) {
     if j < 4 {
         (packed[j] & 63, packed[j + 4] & 63)
     } else {

@@ -56,6 +56,28 @@ fn with_minimum(x: &[f32], levels: u8, out: &mut [u8], qh: Option<usize>, clip: 
     pack(&u, out, qh, if qh.is_some() { 8 } else { 4 });
 }
 
+/// q4_1/q5_1's weights: w = u * d + m, the values u at `qh`/`qs` as `pack` wrote them.
+fn dequantize_with_minimum(block: &[u8], out: &mut [f32], qh: Option<usize>, qs: usize) {
+    let (d, m) = (half_at(block, 0), half_at(block, 2));
+    for (o, u) in out.iter_mut().zip(unpack(block, qh, qs)) {
+        *o = u as f32 * d + m;
+    }
+}
+
+/// q4_1/q5_1's u with one group scale d and min -m for the whole block.
+fn groups_with_minimum(
+    block: &[u8],
+    u: &mut [u8],
+    scale: &mut [f32],
+    min: &mut [f32],
+    qh: Option<usize>,
+    qs: usize,
+) {
+    u.copy_from_slice(&unpack(block, qh, qs));
+    scale.fill(half_at(block, 0));
+    min.fill(-half_at(block, 2));
+}
+
 /// 4 bits and a minimum: d = (max - min) / 15, w = d * u + m.
 pub struct Q4_1;
 
@@ -67,18 +89,13 @@ impl BlockFormat for Q4_1 {
     }
 
     fn dequantize(block: &[u8], out: &mut [f32]) {
-        let (d, m) = (half_at(block, 0), half_at(block, 2));
-        for (o, u) in out.iter_mut().zip(unpack(block, None, 4)) {
-            *o = u as f32 * d + m;
-        }
+        dequantize_with_minimum(block, out, None, 4)
     }
 }
 
 impl GroupBlocks for Q4_1 {
     fn groups(block: &[u8], u: &mut [u8], scale: &mut [f32], min: &mut [f32]) {
-        u.copy_from_slice(&unpack(block, None, 4));
-        scale.fill(half_at(block, 0));
-        min.fill(-half_at(block, 2));
+        groups_with_minimum(block, u, scale, min, None, 4)
     }
 }
 
@@ -127,17 +144,12 @@ impl BlockFormat for Q5_1 {
     }
 
     fn dequantize(block: &[u8], out: &mut [f32]) {
-        let (d, m) = (half_at(block, 0), half_at(block, 2));
-        for (o, u) in out.iter_mut().zip(unpack(block, Some(4), 8)) {
-            *o = u as f32 * d + m;
-        }
+        dequantize_with_minimum(block, out, Some(4), 8)
     }
 }
 
 impl GroupBlocks for Q5_1 {
     fn groups(block: &[u8], u: &mut [u8], scale: &mut [f32], min: &mut [f32]) {
-        u.copy_from_slice(&unpack(block, Some(4), 8));
-        scale.fill(half_at(block, 0));
-        min.fill(-half_at(block, 2));
+        groups_with_minimum(block, u, scale, min, Some(4), 8)
     }
 }

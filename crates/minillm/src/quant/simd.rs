@@ -440,13 +440,9 @@ mod x86 {
     macro_rules! k_scales {
         ($block:expr, $table:expr, $sc:expr, $mn:expr) => {{
             let (d, dmin) = (half!($table, $block, 0), half!($table, $block, 2));
-            let p = std::slice::from_raw_parts($block.add(4), 12);
+            let packed = std::slice::from_raw_parts($block.add(4), 12);
             for j in 0..8 {
-                let (s, m) = if j < 4 {
-                    (p[j] & 63, p[j + 4] & 63)
-                } else {
-                    ((p[j + 4] & 0x0f) | ((p[j - 4] >> 6) << 4), (p[j + 4] >> 4) | ((p[j] >> 6) << 4))
-                };
+                let (s, m) = super::super::k_quants::scale_min(packed, j);
                 $sc[2 * j] = d * s as f32;
                 $mn[2 * j] = dmin * m as f32;
             }

@@ -1,7 +1,7 @@
 //! OpenAI's API: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
 
 use super::engine::{Event, Finish};
-use super::reply::{Reply, collect};
+use super::reply::{Reply, TokenLogprob, collect};
 use super::{Shared, SharedState, with_seed};
 use crate::cli::http::{Api, ApiError, Fields, Generation, message_list, new_id, refuse_fields};
 use axum::Json;
@@ -207,7 +207,7 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) ->
             let index = p * n + i;
             choices.push(match kind {
                 Kind::Chat => {
-                    let logprobs = wants_logprobs.then(|| chat_logprobs(&reply));
+                    let logprobs = wants_logprobs.then(|| chat_logprobs(&reply.logprobs));
                     json!({"index": index, "message": {"role": "assistant", "content": reply.text}, "logprobs": logprobs, "finish_reason": finish})
                 }
                 Kind::Text => {
@@ -252,10 +252,10 @@ fn reason(finish: Option<Finish>) -> &'static str {
     }
 }
 
-fn chat_logprobs(reply: &Reply) -> Value {
+/// The chat API's logprobs of `tokens`: an entry per token with its alternatives.
+fn chat_logprobs(tokens: &[TokenLogprob]) -> Value {
     let entry = |text: &str, lp: f32| json!({"token": text, "logprob": lp, "bytes": text.as_bytes()});
-    let content: Vec<Value> = reply
-        .logprobs
+    let content: Vec<Value> = tokens
         .iter()
         .map(|t| {
             let mut e = entry(&t.text, t.logprob);
@@ -378,7 +378,10 @@ fn stream(
                         if reply.done() {
                             made.fetch_add(reply.tokens(), Ordering::SeqCst);
                             let finish = if reply.error.is_some() { "length" } else { reason(reply.finish) };
-                            return Some((delta(index, None, false, Some(finish), None), (rx, reply, Phase::End)));
+                            return Some((
+                                delta(index, None, false, Some(finish), None),
+                                (rx, reply, Phase::End),
+                            ));
                         }
                         let event = match tokio::time::timeout_at(deadline, rx.recv()).await {
                             Ok(Some(e)) => e,
@@ -388,12 +391,11 @@ fn stream(
                         let text = reply.take(event);
                         let new_logprob = wants_logprobs && reply.logprobs.len() > before;
                         if !text.is_empty() || new_logprob {
-                            let lp = new_logprob.then(|| {
-                                let t = &reply.logprobs[before];
-                                json!({"content": [{"token": t.text, "logprob": t.logprob, "bytes": t.text.as_bytes(),
-                                    "top_logprobs": t.top.iter().map(|(k, v)| json!({"token": k, "logprob": v, "bytes": k.as_bytes()})).collect::<Vec<_>>()}]})
-                            });
-                            return Some((delta(index, Some(&text), false, None, lp), (rx, reply, Phase::Tokens)));
+                            let lp = new_logprob.then(|| chat_logprobs(&reply.logprobs[before..before + 1]));
+                            return Some((
+                                delta(index, Some(&text), false, None, lp),
+                                (rx, reply, Phase::Tokens),
+                            ));
                         }
                     },
                     Phase::End => None,

@@ -607,3 +607,35 @@ fn several_choices_stream_interleaved_by_index() {
         }
     }
 }
+
+/// A streamed completion's logprobs come in the completions API's shape (tokens, token
+/// logprobs, top alternatives, offsets), chunk by chunk adding up to the unstreamed ones.
+#[test]
+fn streamed_completions_carry_completion_shaped_logprobs() {
+    let s = serve(&[]);
+    let body = json!({"model": "tiny", "prompt": "It was", "max_tokens": 6, "temperature": 0, "logprobs": 2});
+    let (_, whole) = post_json(&s.url, "/v1/completions", body.clone());
+    let mut streamed = body.clone();
+    streamed["stream"] = true.into();
+    let (status, text) = post(&s.url, "/v1/completions", &streamed.to_string(), &[]);
+    assert_eq!(status, 200, "{text}");
+    let data = events(&text);
+    let (mut tokens, mut logprobs, mut tops, mut offsets) = (vec![], vec![], vec![], vec![]);
+    for (_, d) in &data[..data.len() - 1] {
+        let chunk: Value = serde_json::from_str(d).unwrap();
+        let lp = &chunk["choices"][0]["logprobs"];
+        if lp.is_null() {
+            continue;
+        }
+        assert!(lp.get("content").is_none(), "chat-shaped logprobs in a completion: {lp}");
+        tokens.extend(lp["tokens"].as_array().unwrap().clone());
+        logprobs.extend(lp["token_logprobs"].as_array().unwrap().clone());
+        tops.extend(lp["top_logprobs"].as_array().unwrap().clone());
+        offsets.extend(lp["text_offset"].as_array().unwrap().clone());
+    }
+    let want = &whole["choices"][0]["logprobs"];
+    assert_eq!(Value::from(tokens), want["tokens"]);
+    assert_eq!(Value::from(logprobs), want["token_logprobs"]);
+    assert_eq!(Value::from(tops), want["top_logprobs"]);
+    assert_eq!(Value::from(offsets), want["text_offset"]);
+}

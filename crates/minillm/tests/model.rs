@@ -367,6 +367,12 @@ fn prompt_log_probabilities_add_up_to_the_evaluated_loss() {
     let total: f64 = scored.iter().map(|(lp, _)| -(*lp as f64)).sum();
     let score = minillm::eval::evaluate(&model, &tokens, 8).unwrap();
     assert!((total / 7.0 - score.loss).abs() < 1e-5, "{total} vs {}", score.loss);
+    // And the training forward's loss (the path checked against PyTorch), computed apart from
+    // the inference path the log-probabilities come through.
+    let (mut trainable, _) = Trainable::new(Gpt::new(tiny(0.0), 3).unwrap(), 0);
+    trainable.training = false;
+    let loss = trainable.forward(&tokens[..7], Some(&tokens[1..]), (1, 7)).unwrap().unwrap();
+    assert!((total / 7.0 - loss as f64).abs() < 1e-5, "{total} vs training forward {loss}");
     for (lp, top) in &scored {
         assert_eq!(top.len(), 3);
         assert!(top.windows(2).all(|w| w[0].1 >= w[1].1), "most likely first");

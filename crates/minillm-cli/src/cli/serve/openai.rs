@@ -217,7 +217,7 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) ->
                     };
                     let logprobs = wants_logprobs.then(|| {
                         let prompt_part = scored.as_ref().map(|lp| (prompt.as_slice(), lp.as_slice()));
-                        text_logprobs(&s, prompt_part, &reply)
+                        text_logprobs(&s, prompt_part, &reply.logprobs, 0)
                     });
                     json!({"index": index, "text": echoed + &reply.text, "logprobs": logprobs, "finish_reason": finish})
                 }
@@ -269,8 +269,14 @@ fn chat_logprobs(tokens: &[TokenLogprob]) -> Value {
 /// The completions API's logprobs: parallel lists of tokens, their log-probabilities, the top
 /// alternatives (an object of token text -> log-probability) and each token's offset in the
 /// text. With echo, the prompt's tokens come first, the first of them with `null`s (nothing
-/// predicts it), as OpenAI's API did.
-fn text_logprobs(s: &Shared, prompt: Option<(&[u32], &[minillm::sample::Logprobs])>, reply: &Reply) -> Value {
+/// predicts it), as OpenAI's API did. `offset` is where the first token starts in the text (a
+/// streamed chunk's token follows those sent before it).
+fn text_logprobs(
+    s: &Shared,
+    prompt: Option<(&[u32], &[minillm::sample::Logprobs])>,
+    generated: &[TokenLogprob],
+    mut offset: usize,
+) -> Value {
     let top_object = |top: &mut dyn Iterator<Item = (String, f32)>| {
         Value::Object(top.map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>())
     };
@@ -290,12 +296,11 @@ fn text_logprobs(s: &Shared, prompt: Option<(&[u32], &[minillm::sample::Logprobs
             }
         }
     }
-    for t in &reply.logprobs {
+    for t in generated {
         tokens.push(t.text.clone());
         logprobs.push(json!(t.logprob));
         tops.push(top_object(&mut t.top.iter().cloned()));
     }
-    let mut offset = 0;
     let offsets: Vec<usize> = tokens
         .iter()
         .map(|t| {
@@ -367,8 +372,9 @@ fn stream(
     let made = Arc::new(AtomicUsize::new(0));
     let choices = receivers.into_iter().enumerate().map(|(index, rx)| {
         let (made, reply) = (made.clone(), Reply::new(s.tok.clone(), generation.stop.clone()));
+        let s = s.clone();
         futures_util::stream::unfold((rx, reply, Phase::Start), move |(mut rx, mut reply, phase)| {
-            let made = made.clone();
+            let (made, s) = (made.clone(), s.clone());
             async move {
                 match phase {
                     Phase::Start if kind == Kind::Chat => {
@@ -391,7 +397,17 @@ fn stream(
                         let text = reply.take(event);
                         let new_logprob = wants_logprobs && reply.logprobs.len() > before;
                         if !text.is_empty() || new_logprob {
-                            let lp = new_logprob.then(|| chat_logprobs(&reply.logprobs[before..before + 1]));
+                            let lp = new_logprob.then(|| {
+                                let token = &reply.logprobs[before..before + 1];
+                                match kind {
+                                    Kind::Chat => chat_logprobs(token),
+                                    Kind::Text => {
+                                        let offset =
+                                            reply.logprobs[..before].iter().map(|t| t.text.len()).sum();
+                                        text_logprobs(&s, None, token, offset)
+                                    }
+                                }
+                            });
                             return Some((
                                 delta(index, Some(&text), false, None, lp),
                                 (rx, reply, Phase::Tokens),

@@ -137,7 +137,11 @@ fn the_lab_works_in_a_real_browser() {
     assert_eq!((r["train_points"].as_u64(), r["samples"].as_u64()), (Some(steps), Some(samples)));
     assert_eq!(r["train_points_after"].as_u64(), Some(steps + 1));
     assert_eq!(r["tab_after_arrow"], "tab-inside");
-    assert!(r["narrow_overflow"].as_i64().unwrap() <= 0, "the page is wider than a 420px window");
+    assert!(
+        r["narrow_overflow"].as_i64().unwrap() <= 0,
+        "the page is wider than a 420px window; what sticks out: {}",
+        r["narrow_wide"]
+    );
     let context = format!("context holds {}", config["block_size"]);
     assert!(r["error"].as_str().unwrap().contains(&context), "{}", r["error"]);
     assert_eq!(r["error_class"], "error");

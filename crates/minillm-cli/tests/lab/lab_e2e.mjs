@@ -110,6 +110,15 @@ try {
   await page.setViewportSize({ width: 420, height: 900 });
   await tab("next");
   report.narrow_overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  // What sticks out, so that a failure names the element rather than only the width.
+  report.narrow_wide = await page.evaluate(() => {
+    const limit = document.documentElement.clientWidth;
+    return [...document.querySelectorAll("body *")]
+      .filter((e) => e.getClientRects().length && (e.getBoundingClientRect().right > limit + 0.5 ||
+        (e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX === "visible")))
+      .slice(0, 5)
+      .map((e) => `${e.tagName.toLowerCase()}#${e.id}.${e.className} right ${Math.round(e.getBoundingClientRect().right)}: ${(e.textContent || "").slice(0, 60)}`);
+  });
   await shot("narrow");
 
   // A text longer than the context: the server's message, shown on the page (the browser logs

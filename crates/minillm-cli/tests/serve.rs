@@ -543,6 +543,30 @@ fn every_endpoint_and_every_error_answers_in_json() {
     assert_eq!(d["content"], "It was the best");
     let (status, e) = post_json(&s.url, "/detokenize", json!({"tokens": ["x"]}));
     assert_eq!((status, e["error"]["param"].as_str()), (400, Some("tokens")));
+
+    // vLLM's forms, which lm-eval's remote tokenizer uses: `prompt` reads special-token text as
+    // the token (as HF tokenizers do), `content` keeps it as text.
+    let (status, v) =
+        post_json(&s.url, "/tokenize", json!({"prompt": "It was the best", "add_special_tokens": false}));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!((&v["tokens"], v["count"].as_u64()), (&t["tokens"], Some(ids.len() as u64)));
+    assert_eq!(v["max_model_len"], 64);
+    let (_, special) = post_json(&s.url, "/tokenize", json!({"prompt": "<|endoftext|>"}));
+    assert_eq!(special["tokens"], json!([0]));
+    let (_, as_text) = post_json(&s.url, "/tokenize", json!({"content": "<|endoftext|>"}));
+    assert!(as_text["tokens"].as_array().unwrap().len() > 1, "{as_text}");
+    assert_eq!(d["prompt"], "It was the best");
+    let mut info = common::agent().get(&format!("{}/tokenizer_info", s.url)).call().unwrap();
+    let info: Value = serde_json::from_str(&info.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!((&info["eos_token"], info["model_max_length"].as_u64()), (&json!("<|endoftext|>"), Some(64)));
+    for (body, field) in [
+        (json!({"content": "a", "with_pieces": true}), "with_pieces"),
+        (json!({"content": "a", "prompt": "b"}), "prompt"),
+        (json!({"prompt": "a", "model": "other"}), "model"),
+    ] {
+        let (status, e) = post_json(&s.url, "/tokenize", body);
+        assert_eq!((status, e["error"]["param"].as_str()), (400, Some(field)), "{e}");
+    }
 }
 
 /// Anthropic's prefill: a last assistant message is continued, and the reply holds only what

@@ -247,6 +247,20 @@ pub fn refuse_fields(api: Api, body: &Value, names: &[(&str, &str)]) -> Result<(
     Ok(())
 }
 
+/// Refuses a field the endpoint does not know, by name: a misspelt or unsupported setting
+/// accepted and ignored would change the answer silently.
+pub fn only_fields(api: Api, body: &Value, known: &[&str]) -> Result<(), ApiError> {
+    let Some(map) = body.as_object() else { return Ok(()) };
+    match map.keys().find(|k| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(key) => Err(ApiError::bad(
+            api,
+            key,
+            format!("'{key}' is not a field this endpoint takes; it takes {}", known.join(", ")),
+        )),
+    }
+}
+
 /// The body's `messages`: a non-empty list of `{"role", "content"}`, each role named by `role_of`
 /// (`roles` lists the accepted ones for the error).
 pub fn message_list(

@@ -11,8 +11,9 @@ mod anthropic;
 pub mod engine;
 mod openai;
 mod reply;
+mod tokens;
 
-use super::http::{Api, ApiError, Fields, Generation, parse_object};
+use super::http::{Api, ApiError, Generation, parse_object};
 use super::session::{MODEL_HELP, load};
 use anyhow::{Context, Result};
 use axum::body::Bytes;
@@ -159,8 +160,9 @@ fn router(shared: Arc<Shared>, pages: Pages) -> Router {
         .route("/v1/models/{id}", get(openai::model))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
-        .route("/tokenize", post(tokenize))
-        .route("/detokenize", post(detokenize))
+        .route("/tokenize", post(tokens::tokenize))
+        .route("/detokenize", post(tokens::detokenize))
+        .route("/tokenizer_info", get(tokens::tokenizer_info))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(errors_in_api_shape))
         .with_state(shared)
@@ -195,49 +197,6 @@ async fn errors_in_api_shape(
         rewritten.headers_mut().insert(axum::http::header::ALLOW, allow.clone());
     }
     rewritten
-}
-
-/// `POST /tokenize` as llama.cpp's server has it: `{"content": TEXT}` -> `{"tokens": [ids]}`,
-/// special-token text kept as text; `"add_special": true` puts the tokenizer's prefix (BOS)
-/// first, as prompts get it.
-async fn tokenize(State(s): SharedState, headers: HeaderMap, body: Bytes) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let run = || -> Result<Value, ApiError> {
-        s.accept_key(Api::OpenAi, &headers)?;
-        let body = parse_object(Api::OpenAi, &body)?;
-        let text = body
-            .get("content")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ApiError::bad(Api::OpenAi, "content", "'content' must be a string"))?;
-        let add_special = Fields { api: Api::OpenAi, body: &body }.flag("add_special")?;
-        let encoded = match add_special {
-            true => s.tok.encode_prompt(text),
-            false => s.tok.encode(text, minillm::tokenizer::SpecialTokens::AsText),
-        };
-        let ids = encoded.map_err(|e| ApiError::bad(Api::OpenAi, "content", e.to_string()))?;
-        Ok(json!({"tokens": ids}))
-    };
-    run().map(Json).map_or_else(IntoResponse::into_response, IntoResponse::into_response)
-}
-
-/// `POST /detokenize`: `{"tokens": [ids]}` -> `{"content": TEXT}`.
-async fn detokenize(State(s): SharedState, headers: HeaderMap, body: Bytes) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let run = || -> Result<Value, ApiError> {
-        s.accept_key(Api::OpenAi, &headers)?;
-        let body = parse_object(Api::OpenAi, &body)?;
-        let bad = || ApiError::bad(Api::OpenAi, "tokens", "'tokens' must be a list of token ids");
-        let ids: Vec<u32> = body
-            .get("tokens")
-            .and_then(Value::as_array)
-            .ok_or_else(bad)?
-            .iter()
-            .map(|v| v.as_u64().and_then(|id| u32::try_from(id).ok()).ok_or_else(bad))
-            .collect::<Result<_, _>>()?;
-        let text = s.tok.decode(&ids).map_err(|e| ApiError::bad(Api::OpenAi, "tokens", e.to_string()))?;
-        Ok(json!({"content": text}))
-    };
-    run().map(Json).map_or_else(IntoResponse::into_response, IntoResponse::into_response)
 }
 
 pub type SharedState = State<Arc<Shared>>;

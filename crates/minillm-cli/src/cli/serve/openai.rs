@@ -21,8 +21,7 @@ pub async fn models(State(s): SharedState, headers: HeaderMap) -> Response {
     if let Err(e) = s.accept_key(API, &headers) {
         return e.into_response();
     }
-    Json(json!({"object": "list", "data": [{"id": s.name, "object": "model", "created": s.created, "owned_by": "minillm"}]}))
-        .into_response()
+    Json(json!({"object": "list", "data": [card(&s)]})).into_response()
 }
 
 /// `GET /v1/models/{id}`: the model, or a 404 naming the one this server has.
@@ -34,8 +33,13 @@ pub async fn model(State(s): SharedState, headers: HeaderMap, Path(id): Path<Str
         let message = format!("model '{id}' does not exist; this server serves '{}'", s.name);
         return ApiError::status(API, StatusCode::NOT_FOUND, message).param("model").into_response();
     }
-    Json(json!({"id": s.name, "object": "model", "created": s.created, "owned_by": "minillm"}))
-        .into_response()
+    Json(card(&s)).into_response()
+}
+
+/// The model as `/v1/models` lists it, with its context as vLLM reports it (`max_model_len`),
+/// which clients such as lm-eval need to size their requests.
+fn card(s: &Shared) -> Value {
+    json!({"id": s.name, "object": "model", "created": s.created, "owned_by": "minillm", "max_model_len": s.context})
 }
 
 /// Whether the reply is a chat message or a completion's text.

@@ -254,7 +254,7 @@ fn the_guides_client_snippets_run() {
     .unwrap();
     let blocks: Vec<&str> =
         guide.split("```python\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
-    assert_eq!(blocks.len(), 2, "the chapter shows an OpenAI and an Anthropic snippet");
+    assert_eq!(blocks.len(), 3, "the chapter shows two OpenAI snippets (chat, JSON) and an Anthropic one");
     for block in blocks {
         assert!(block.contains("http://127.0.0.1:8080"));
         let code = block.replace("http://127.0.0.1:8080", &s.url);
@@ -451,13 +451,25 @@ fn fields_the_server_cannot_honour_are_refused_by_name() {
     for (field, value) in [
         ("tools", json!([{"type": "function", "function": {"name": "f", "parameters": {}}}])),
         ("tool_choice", json!("required")),
-        ("response_format", json!({"type": "json_object"})),
     ] {
         let (status, r) = chat(json!({ field: value }));
         assert_eq!(status, 400, "{field}: {r}");
         assert_eq!(r["error"]["param"], field);
         assert!(r["error"]["message"].as_str().unwrap().contains("is not supported"), "{r}");
     }
+    // A field no endpoint knows (a typo, or a newer API's) is refused by name, never ignored.
+    for (path, body) in [
+        ("/v1/chat/completions", json!({"model": "tiny", "messages": ask("Hi"), "temprature": 0})),
+        ("/v1/completions", json!({"model": "tiny", "prompt": "Hi", "temprature": 0})),
+        ("/v1/messages", json!({"model": "tiny", "max_tokens": 2, "messages": ask("Hi"), "temprature": 0})),
+        ("/v1/messages/count_tokens", json!({"model": "tiny", "messages": ask("Hi"), "temprature": 0})),
+    ] {
+        let (status, r) = post_json(&s.url, path, body);
+        assert_eq!(status, 400, "{path}: {r}");
+        assert!(r["error"]["message"].as_str().unwrap().contains("'temprature' is not a field"), "{r}");
+    }
+    let (status, r) = chat(json!({"echo": true}));
+    assert_eq!((status, r["error"]["param"].as_str()), (400, Some("echo")), "echo is the completions API's");
     let (status, r) = chat(json!({"top_logprobs": 21, "logprobs": true}));
     assert_eq!((status, r["error"]["param"].as_str()), (400, Some("top_logprobs")));
     let (status, r) = chat(json!({"max_tokens": 0}));
@@ -521,9 +533,11 @@ fn every_endpoint_and_every_error_answers_in_json() {
     assert!(e["error"]["message"].as_str().unwrap().contains("application/json"), "{e}");
 
     // Anthropic's token count is what a reply's usage says the prompt took.
-    let m = json!({"model": "tiny", "max_tokens": 1, "messages": ask("Hello there")});
+    let m = json!({"model": "tiny", "messages": ask("Hello there")});
     let (status, counted) = post_json(&s.url, "/v1/messages/count_tokens", m.clone());
     assert_eq!(status, 200, "{counted}");
+    let mut m = m;
+    m["max_tokens"] = json!(1);
     let (_, reply) = post_json(&s.url, "/v1/messages", m);
     assert_eq!(counted["input_tokens"], reply["usage"]["input_tokens"]);
 
@@ -662,4 +676,71 @@ fn streamed_completions_carry_completion_shaped_logprobs() {
     assert_eq!(Value::from(logprobs), want["token_logprobs"]);
     assert_eq!(Value::from(tops), want["top_logprobs"]);
     assert_eq!(Value::from(offsets), want["text_offset"]);
+}
+
+/// `response_format`: every choice of a random-weight model, streamed or not, is JSON valid
+/// under the schema (constrained decoding); what cannot be used is refused naming the field.
+#[test]
+fn response_format_makes_every_reply_valid_json() {
+    let s = serve(&[]);
+    let schema = json!({
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 8}, "age": {"type": "integer", "minimum": 0, "maximum": 99}},
+        "required": ["name", "age"],
+        "additionalProperties": false
+    });
+    let format =
+        json!({"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": true}});
+    let check = |text: &str| {
+        let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert!(v["name"].as_str().unwrap().chars().count() <= 8, "{text}");
+        assert!((0..=99).contains(&v["age"].as_i64().unwrap()), "{text}");
+    };
+    let body = json!({"model": "tiny", "messages": ask("Who?"), "max_tokens": 40, "n": 4, "temperature": 1.0,
+        "response_format": format, "logprobs": true, "top_logprobs": 3});
+    let (status, r) = post_json(&s.url, "/v1/chat/completions", body.clone());
+    assert_eq!(status, 200, "{r}");
+    for choice in r["choices"].as_array().unwrap() {
+        assert_eq!(choice["finish_reason"], "stop", "{choice}");
+        check(choice["message"]["content"].as_str().unwrap());
+        // Log-probabilities are the model's own, finite, with the alternatives it preferred.
+        let first = &choice["logprobs"]["content"][0];
+        assert!(
+            first["logprob"].as_f64().unwrap().is_finite()
+                && first["top_logprobs"].as_array().unwrap().len() == 3
+        );
+    }
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    streamed["n"] = json!(1);
+    let (status, text) = post(&s.url, "/v1/chat/completions", &streamed.to_string(), &[]);
+    assert_eq!(status, 200);
+    let content: String = events(&text)
+        .iter()
+        .filter(|(_, d)| d != "[DONE]")
+        .filter_map(|(_, d)| {
+            serde_json::from_str::<Value>(d).unwrap()["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    check(&content);
+    let (status, c) = post_json(
+        &s.url,
+        "/v1/completions",
+        json!({"model": "tiny", "prompt": "It was", "max_tokens": 40, "response_format": format}),
+    );
+    assert_eq!(status, 200, "{c}");
+    check(c["choices"][0]["text"].as_str().unwrap());
+    for (format, says) in [
+        (json!({"type": "yaml"}), "must be text, json_object or json_schema"),
+        (json!({"type": "json_schema", "json_schema": {"name": "x"}}), "must be a JSON schema"),
+        (json!({"type": "json_schema", "json_schema": {"schema": {"$ref": "#/nowhere"}}}), "cannot be used"),
+    ] {
+        let body =
+            json!({"model": "tiny", "messages": ask("Hi"), "max_tokens": 5, "response_format": format});
+        let (status, r) = post_json(&s.url, "/v1/chat/completions", body);
+        assert_eq!((status, r["error"]["param"].as_str()), (400, Some("response_format")), "{r}");
+        assert!(r["error"]["message"].as_str().unwrap().contains(says), "{r}");
+    }
 }

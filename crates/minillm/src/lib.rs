@@ -66,6 +66,7 @@
 //! a `.gguf` file) with its tokenizer; the `minillm` command line tool drives every stage.
 
 pub mod chat;
+pub mod constrain;
 pub mod corpus;
 pub mod data;
 pub mod error;

@@ -339,7 +339,7 @@ fn batched_generation_gives_each_sequence_what_it_would_get_alone() {
     let mut rngs: Vec<Rng> = (0..3).map(|i| Rng::new(100 + i)).collect();
     // The second sequence is cut after 4 tokens by its callback; the others run to the end.
     let mut counts = [0usize; 3];
-    let batched = generate_batch(&model, &prompts, 10, &config, &mut rngs, &[], |i, _, _| {
+    let batched = generate_batch(&model, &prompts, 10, &config, &mut rngs, &[], &mut [], |i, _, _| {
         counts[i] += 1;
         !(i == 1 && counts[i] == 4)
     })

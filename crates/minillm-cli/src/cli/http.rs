@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use minillm::chat::{Message, Role};
+use minillm::constrain::Spec;
 use minillm::sample::SamplerConfig;
 use serde_json::{Value, json};
 
@@ -99,6 +100,9 @@ pub struct Generation {
     pub stream: bool,
     pub logprobs: bool,
     pub top_logprobs: usize,
+    /// What the output must be (constrained decoding), and the field that said so.
+    pub output: Option<Spec>,
+    pub output_field: &'static str,
 }
 
 /// Typed access to an optional field of a JSON body.
@@ -225,6 +229,8 @@ impl Fields<'_> {
             stream: self.flag("stream")?,
             logprobs: false,
             top_logprobs: 0,
+            output: None,
+            output_field: "response_format",
         })
     }
 }

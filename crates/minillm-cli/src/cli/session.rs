@@ -4,11 +4,12 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
+use minillm::constrain::{Grammars, Spec};
 use minillm::io;
 use minillm::io::generation_config::GenerationConfig;
 use minillm::rng::Rng;
 use minillm::sample::{SamplerConfig, TextStream, generate_batch};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use minillm::io::Loaded;
 
@@ -63,6 +64,15 @@ pub struct SamplingArgs {
     /// Stop before this text appears (repeatable); it is not printed.
     #[arg(long, value_name = "TEXT")]
     stop: Vec<String>,
+    /// Write only JSON valid under this JSON schema (given inline, starting with `{`, or as a
+    /// file): tokens that would break it are never drawn (constrained decoding;
+    /// '{"type": "object"}' allows any object).
+    #[arg(long, value_name = "SCHEMA|FILE", conflicts_with = "grammar")]
+    json_schema: Option<String>,
+    /// Write only text of the Lark grammar in FILE (llguidance's dialect; `%json{...}` embeds a
+    /// schema).
+    #[arg(long, value_name = "FILE")]
+    grammar: Option<PathBuf>,
 }
 
 /// The sampling flags, checked: the sampler, and when to stop.
@@ -71,6 +81,8 @@ pub struct Sampling {
     pub max_new_tokens: usize,
     pub stop: Vec<String>,
     pub seed: u64,
+    /// What the output must be, when constrained.
+    pub output: Option<Spec>,
 }
 
 impl SamplingArgs {
@@ -112,7 +124,29 @@ impl SamplingArgs {
             presence_penalty: self.presence_penalty,
             logit_bias,
         };
-        Ok(Sampling { config, max_new_tokens, stop: self.stop.clone(), seed: self.seed })
+        Ok(Sampling {
+            config,
+            max_new_tokens,
+            stop: self.stop.clone(),
+            seed: self.seed,
+            output: self.output()?,
+        })
+    }
+
+    fn output(&self) -> Result<Option<Spec>> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        if let Some(given) = &self.json_schema {
+            let text = match given.trim_start().starts_with('{') {
+                true => given.clone(),
+                false => read(Path::new(given))?,
+            };
+            let schema = serde_json::from_str(&text)
+                .with_context(|| format!("--json-schema {given}: not valid JSON"))?;
+            return Ok(Some(Spec::JsonSchema(schema)));
+        }
+        self.grammar.as_deref().map(|path| Ok(Spec::Lark(read(path)?))).transpose()
     }
 }
 
@@ -175,7 +209,15 @@ pub fn stream_many(
         (0..n).map(|_| Streamed { tokens: Vec::new(), text: String::new(), hit_stop: false }).collect();
     let mut failed: Option<anyhow::Error> = None;
     let prompts = vec![prompt.to_vec(); n];
-    generate_batch(&loaded.model, &prompts, s.max_new_tokens, &s.config, rngs, &eos, |i, id, logits| {
+    let mut constraints = match &s.output {
+        None => Vec::new(),
+        Some(spec) => {
+            let grammars = Grammars::new(&loaded.tok, &eos)?;
+            (0..n).map(|_| grammars.constraint(spec)).collect::<Result<_, _>>()?
+        }
+    };
+    let (model, max_new) = (&loaded.model, s.max_new_tokens);
+    generate_batch(model, &prompts, max_new, &s.config, rngs, &eos, &mut constraints, |i, id, logits| {
         let out = &mut outs[i];
         out.tokens.push((id, probability(logits, id)));
         let step = texts[i].push(id).map_err(anyhow::Error::from).and_then(|piece| {

@@ -310,7 +310,7 @@ mod tests {
         let render = |src: &str| {
             env.render_str(src, minijinja::context! {x => Value::from(minijinja::value::Serde(serde_json::json!({"b": [1, 2.5, "é\n"], "a": {}, "c": null})))}).unwrap()
         };
-        assert_eq!(render("{{ x | tojson }}"), r#"{"a": {}, "b": [1, 2.5, "é\n"], "c": null}"#);
+        assert_eq!(render("{{ x | tojson }}"), r#"{"b": [1, 2.5, "é\n"], "a": {}, "c": null}"#);
         assert_eq!(render("{{ [1, [2]] | tojson(indent=2) }}"), "[\n  1,\n  [\n    2\n  ]\n]");
     }
 

@@ -8,6 +8,7 @@ mod text_stream;
 
 pub use text_stream::TextStream;
 
+use crate::constrain::Constraint;
 use crate::error::Result;
 use crate::model::kv_cache::{CacheShape, KvCache};
 use crate::model::{Gpt, ModelConfig};
@@ -258,7 +259,8 @@ pub fn generate(
 ) -> Result<Vec<u32>> {
     let prompts = [prompt.to_vec()];
     let rngs = std::slice::from_mut(rng);
-    let mut out = generate_batch(model, &prompts, max_new, config, rngs, stop, |_, id, l| on_token(id, l))?;
+    let mut out =
+        generate_batch(model, &prompts, max_new, config, rngs, stop, &mut [], |_, id, l| on_token(id, l))?;
     Ok(out.pop().expect("one continuation per prompt"))
 }
 
@@ -266,6 +268,9 @@ pub fn generate(
 /// continuation i continues `prompts[i]` drawing with `rngs[i]`, so it is the same text
 /// [`generate`] gives for that prompt and generator. `on_token(i, id, logits)` sees each new
 /// token; returning false ends that continuation, as `stop` and `max_new` do; the others go on.
+/// `constraints` is empty, or holds one per prompt: then each continuation draws only tokens its
+/// constraint allows (and `on_token` sees the logits with the others at -inf).
+#[allow(clippy::too_many_arguments)] // each is one knob of the loop; a struct would only rename them
 pub fn generate_batch(
     model: &Gpt,
     prompts: &[Vec<u32>],
@@ -273,9 +278,14 @@ pub fn generate_batch(
     config: &SamplerConfig,
     rngs: &mut [Rng],
     stop: &[u32],
+    constraints: &mut [Constraint],
     mut on_token: impl FnMut(usize, u32, &[f32]) -> bool,
 ) -> Result<Vec<Vec<u32>>> {
     assert_eq!(prompts.len(), rngs.len(), "one generator per prompt");
+    assert!(
+        constraints.is_empty() || constraints.len() == prompts.len(),
+        "one constraint per prompt, or none"
+    );
     let cfg = &model.config;
     // The cache holds what this call can need: the longest prompt and what follows it, up to
     // the model's context (beyond which the window slides).
@@ -289,15 +299,28 @@ pub fn generate_batch(
         logits.push(model.prefill(&mut cache, slot, &p[p.len().saturating_sub(window)..])?);
     }
     let mut live: Vec<usize> = (0..prompts.len()).collect();
+    let mut failed = None;
     for _ in 0..max_new {
         live.retain(|&i| {
+            let mut constraint = constraints.get_mut(i);
+            if let Some(Err(e)) = constraint.as_mut().map(|c| c.restrict(&mut logits[i])) {
+                failed = Some(e);
+                return false;
+            }
             let id = sample(&logits[i], &ids[i], config, &mut rngs[i]);
             if stop.contains(&id) {
+                return false;
+            }
+            if let Some(Err(e)) = constraint.map(|c| c.accept(id)) {
+                failed = Some(e);
                 return false;
             }
             ids[i].push(id);
             on_token(i, id, &logits[i])
         });
+        if let Some(e) = failed {
+            return Err(e);
+        }
         if live.is_empty() {
             break;
         }

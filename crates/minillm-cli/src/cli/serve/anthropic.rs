@@ -3,7 +3,9 @@
 use super::engine::{Event, Finish};
 use super::reply::{Reply, collect};
 use super::{Shared, SharedState, with_seed};
-use crate::cli::http::{Api, ApiError, Fields, content_text, message_list, new_id, refuse_fields};
+use crate::cli::http::{
+    Api, ApiError, Fields, content_text, message_list, new_id, only_fields, refuse_fields,
+};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -16,6 +18,28 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 const API: Api = Api::Anthropic;
+
+/// Every field `/v1/messages` reads (besides the tool and thinking fields, refused with their
+/// own reason); any other is refused by name. `metadata` only identifies the caller, so it
+/// changes nothing. `seed`, `min_p` and the penalties are minillm's additions.
+const FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "system",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "stop_sequences",
+    "stream",
+    "metadata",
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+];
+const COUNT_FIELDS: &[&str] = &["model", "messages", "system"];
 
 pub async fn messages(State(s): SharedState, headers: HeaderMap, body: Bytes) -> Response {
     respond(s, headers, body).await.unwrap_or_else(IntoResponse::into_response)
@@ -42,6 +66,7 @@ pub async fn count_tokens(State(s): SharedState, headers: HeaderMap, body: Bytes
     let count = || -> Result<Response, ApiError> {
         let body = s.accept(API, &headers, &body)?;
         refuse_fields(API, &body, &[("tools", "tool use is not implemented yet")])?;
+        only_fields(API, &body, COUNT_FIELDS)?;
         let prompt = s
             .dialogue
             .render(&s.tok, &conversation(&body)?)
@@ -70,6 +95,7 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes) -> Result<Resp
             ("thinking", "extended thinking is not offered by these models"),
         ],
     )?;
+    only_fields(API, &body, FIELDS)?;
     let fields = Fields { api: API, body: &body };
     if fields.whole("max_tokens")?.is_none() {
         return Err(ApiError::bad(API, "max_tokens", "'max_tokens' is required"));

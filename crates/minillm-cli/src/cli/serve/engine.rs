@@ -5,6 +5,7 @@
 //! its next token. Nothing is locked across a generation: handlers only send requests and read
 //! their own channel.
 
+use minillm::constrain::Constraint;
 use minillm::model::Gpt;
 use minillm::model::kv_cache::KvCache;
 use minillm::rng::Rng;
@@ -26,6 +27,8 @@ pub struct Job {
     /// Whether to compute each token's log-probability (with `top_logprobs` alternatives).
     pub logprobs: bool,
     pub top_logprobs: usize,
+    /// What the output must be (a JSON schema, say): tokens that would break it are never drawn.
+    pub constraint: Option<Constraint>,
     pub events: UnboundedSender<Event>,
 }
 
@@ -64,6 +67,9 @@ struct Active {
     job: Job,
     ids: Vec<u32>,
     logits: Vec<f32>,
+    /// The model's own logits, kept before a constraint masks them, for the log-probabilities
+    /// reported (what the model believed, as without a constraint).
+    unmasked: Vec<f32>,
     rng: Rng,
     made: usize,
 }
@@ -81,16 +87,16 @@ impl Engine {
         Engine { jobs, in_flight, limit: 2 * slots }
     }
 
-    /// Queues `job`, or gives it back when the server is at capacity.
-    pub fn submit(&self, job: Job) -> Result<(), Job> {
+    /// Queues `job`, or gives it back (boxed: it is large) when the server is at capacity.
+    pub fn submit(&self, job: Job) -> Result<(), Box<Job>> {
         if self.in_flight.fetch_add(1, Ordering::SeqCst) >= self.limit {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            return Err(job);
+            return Err(Box::new(job));
         }
         self.jobs.send(Work::Generate(job)).map_err(|e| {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             match e.0 {
-                Work::Generate(job) => job,
+                Work::Generate(job) => Box::new(job),
                 Work::Look(_) => unreachable!("a generation was sent"),
             }
         })
@@ -144,7 +150,14 @@ fn run(mut model: Gpt, end: Vec<u32>, slots: usize, rx: mpsc::Receiver<Work>, in
             match model.prefill(&mut cache, slot, &job.prompt) {
                 Ok(logits) => {
                     let rng = Rng::new(job.seed);
-                    *entry = Some(Active { ids: job.prompt.clone(), logits, rng, made: 0, job });
+                    *entry = Some(Active {
+                        ids: job.prompt.clone(),
+                        logits,
+                        unmasked: Vec::new(),
+                        rng,
+                        made: 0,
+                        job,
+                    });
                 }
                 Err(e) => {
                     let _ = job.events.send(Event::Failed(e.to_string()));
@@ -158,9 +171,24 @@ fn run(mut model: Gpt, end: Vec<u32>, slots: usize, rx: mpsc::Receiver<Work>, in
             .par_iter_mut()
             .map(|entry| {
                 let a = entry.as_mut()?;
+                let masked = a.job.constraint.is_some();
+                if let Some(constraint) = &mut a.job.constraint {
+                    if a.job.logprobs {
+                        a.unmasked.clone_from(&a.logits);
+                    }
+                    if let Err(e) = constraint.restrict(&mut a.logits) {
+                        return Some(Event::Failed(e.to_string()));
+                    }
+                }
                 let id = sample(&a.logits, &a.ids, &a.job.sampler, &mut a.rng);
+                if let Some(Err(e)) =
+                    a.job.constraint.as_mut().filter(|_| !end.contains(&id)).map(|c| c.accept(id))
+                {
+                    return Some(Event::Failed(e.to_string()));
+                }
                 let (logprob, top) = if a.job.logprobs {
-                    minillm::sample::logprob_and_top(&a.logits, id, a.job.top_logprobs)
+                    let model_logits = if masked { &a.unmasked } else { &a.logits };
+                    minillm::sample::logprob_and_top(model_logits, id, a.job.top_logprobs)
                 } else {
                     (0.0, Vec::new())
                 };
@@ -170,7 +198,11 @@ fn run(mut model: Gpt, end: Vec<u32>, slots: usize, rx: mpsc::Receiver<Work>, in
         let mut continuing = vec![false; slots];
         for (slot, (entry, pick)) in active.iter_mut().zip(picks).enumerate() {
             let (Some(a), Some(token)) = (entry.as_mut(), pick) else { continue };
-            let Event::Token { id, .. } = token else { unreachable!("picks are tokens") };
+            let Event::Token { id, .. } = token else {
+                let _ = a.job.events.send(token); // the constraint failed
+                finish(entry);
+                continue;
+            };
             if end.contains(&id) {
                 let _ = a.job.events.send(Event::Done(Finish::Stop));
                 finish(entry);
@@ -228,6 +260,7 @@ mod tests {
             seed: 0,
             logprobs: false,
             top_logprobs: 0,
+            constraint: None,
             events,
         }
     }
@@ -238,7 +271,7 @@ mod tests {
             match engine.submit(job) {
                 Ok(()) => return true,
                 Err(j) if start.elapsed() < limit => {
-                    job = j;
+                    job = *j;
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 Err(_) => return false,
@@ -271,7 +304,7 @@ mod tests {
         // A's client goes away: its slot goes to B at once, which makes room for C.
         drop(a);
         assert!(
-            submit_within(&engine, c_job, Duration::from_secs(2)),
+            submit_within(&engine, *c_job, Duration::from_secs(2)),
             "the dropped request's slot was not freed"
         );
         drop(b);

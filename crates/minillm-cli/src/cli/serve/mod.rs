@@ -24,10 +24,11 @@ use axum::{Json, Router};
 use engine::{Engine, Event, Job};
 use minillm::Tokenizer;
 use minillm::chat::Dialogue;
+use minillm::constrain::Grammars;
 use minillm::model::ModelConfig;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -71,6 +72,11 @@ pub struct Shared {
     pub card: ModelCard,
     /// A training run whose metrics pages may show.
     pub run_dir: Option<PathBuf>,
+    /// The tokens that end a reply.
+    end: Vec<u32>,
+    /// The vocabulary as constrained decoding reads it, made on first use (it costs a pass
+    /// over every token).
+    grammars: OnceLock<Result<Grammars, String>>,
 }
 
 /// What the model is, besides its weights (which the engine thread owns).
@@ -116,7 +122,9 @@ pub fn launch(a: Args, run_dir: Option<PathBuf>, pages: Pages, pages_first: bool
     });
     let context = loaded.model.config.block_size;
     let shared = Arc::new(Shared {
-        engine: Engine::start(loaded.model, end, a.max_concurrent),
+        engine: Engine::start(loaded.model, end.clone(), a.max_concurrent),
+        end,
+        grammars: OnceLock::new(),
         tok: Arc::new(loaded.tok),
         dialogue,
         name: name.clone(),
@@ -308,8 +316,20 @@ impl Shared {
                 ),
             ));
         }
+        let constraint = match &req.output {
+            None => None,
+            Some(spec) => {
+                let grammars = self
+                    .grammars
+                    .get_or_init(|| Grammars::new(&self.tok, &self.end).map_err(|e| e.to_string()));
+                let field = req.output_field;
+                let grammars = grammars.as_ref().map_err(|e| ApiError::bad(api, field, e.clone()))?;
+                Some(grammars.constraint(spec).map_err(|e| ApiError::bad(api, field, e.to_string()))?)
+            }
+        };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let job = Job {
+            constraint,
             prompt: prompt.to_vec(),
             max_new: req.max_tokens.unwrap_or(left).min(left),
             sampler: req.sampler.clone(),

@@ -3,7 +3,7 @@
 use super::engine::{Event, Finish};
 use super::reply::{Reply, TokenLogprob, collect};
 use super::{Shared, SharedState, with_seed};
-use crate::cli::http::{Api, ApiError, Fields, Generation, message_list, new_id, refuse_fields};
+use crate::cli::http::{Api, ApiError, Fields, Generation, message_list, new_id, only_fields, refuse_fields};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Response};
 use minillm::chat::{Message, Role};
+use minillm::constrain::Spec;
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -64,10 +65,56 @@ const NOT_YET: &[(&str, &str)] = &[
     ("tool_choice", "tool calls are not implemented yet"),
     ("functions", "function calls are not implemented yet"),
     ("function_call", "function calls are not implemented yet"),
-    ("response_format", "structured output is not implemented yet; ask for JSON in the prompt"),
     ("suffix", "insertion (text after the completion) is not implemented"),
     ("audio", "this is a text model"),
     ("prediction", "predicted outputs are not implemented"),
+];
+
+/// Every field each endpoint reads (besides [`NOT_YET`]'s, refused with their own reason); any
+/// other is refused by name. `user` only identifies the caller to OpenAI, so it changes nothing.
+const CHAT_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "seed",
+    "stop",
+    "n",
+    "stream",
+    "stream_options",
+    "logprobs",
+    "top_logprobs",
+    "response_format",
+    "user",
+];
+const COMPLETION_FIELDS: &[&str] = &[
+    "model",
+    "prompt",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "seed",
+    "stop",
+    "n",
+    "stream",
+    "stream_options",
+    "logprobs",
+    "echo",
+    "best_of",
+    "response_format",
+    "user",
 ];
 
 /// At most this many prompts in one completions request.
@@ -112,6 +159,25 @@ fn prompts(s: &Shared, body: &Value) -> Result<Vec<Vec<u32>>, ApiError> {
         .collect()
 }
 
+/// `response_format`: `text` (no constraint), `json_object` (any JSON object) or `json_schema`
+/// (`{"json_schema": {"name", "schema", "strict"}}`), enforced by constrained decoding, so the
+/// reply parses whatever the model; only a token budget that runs out first can cut it short.
+fn response_format(body: &Value) -> Result<Option<Spec>, ApiError> {
+    let bad = |m: &str| ApiError::bad(API, "response_format", m);
+    let Some(format) = body.get("response_format").filter(|f| !f.is_null()) else { return Ok(None) };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Spec::JsonObject)),
+        Some("json_schema") => {
+            let schema = format.pointer("/json_schema/schema").filter(|s| s.is_object() || s.is_boolean());
+            let schema = schema
+                .ok_or_else(|| bad("'response_format.json_schema.schema' must be a JSON schema object"))?;
+            Ok(Some(Spec::JsonSchema(schema.clone())))
+        }
+        _ => Err(bad("'response_format.type' must be text, json_object or json_schema")),
+    }
+}
+
 fn messages(body: &Value) -> Result<Vec<Message>, ApiError> {
     let role_of = |name: &str| match name {
         "system" | "developer" => Some(Role::System),
@@ -125,8 +191,10 @@ fn messages(body: &Value) -> Result<Vec<Message>, ApiError> {
 async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) -> Result<Response, ApiError> {
     let body = s.accept(API, &headers, &body)?;
     refuse_fields(API, &body, NOT_YET)?;
+    only_fields(API, &body, if kind == Kind::Chat { CHAT_FIELDS } else { COMPLETION_FIELDS })?;
     let fields = Fields { api: API, body: &body };
     let mut generation = fields.generation(&["max_tokens", "max_completion_tokens"], "stop")?;
+    generation.output = response_format(&body)?;
     let prompts = match kind {
         Kind::Chat => vec![
             s.dialogue

@@ -141,6 +141,22 @@ CONVERSATIONS = [
     [{"role": "assistant", "content": "I speak first."}],
 ]
 
+# Tools offered and a conversation that calls one and reads its result, rendered by the templates
+# that take `tools` (Qwen2.5's) and, for those that do not, by minillm's rewrite into plain turns.
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
+     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+    {"type": "function", "function": {"name": "add", "parameters": {
+        "type": "object", "properties": {"b": {"type": "integer"}, "a": {"type": "integer"}}}}},
+]
+TOOL_CONVERSATIONS = [
+    [{"role": "user", "content": "Weather in Lima?"}],
+    [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Weather in Lima?"},
+     {"role": "assistant", "content": "", "tool_calls": [
+         {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Lima"}}}]},
+     {"role": "tool", "content": "{\"sky\": \"clear\"}"}],
+]
+
 
 def tokenizer_file(out: Path, file: str, specials: list[str]) -> Path:
     path = out / file
@@ -173,6 +189,14 @@ def main(out: Path) -> None:
                 except Exception as e:  # the template's own raise_exception
                     case["error"] = str(e)
                 cases.append(case)
+        if "tools" not in template:
+            continue
+        for messages in TOOL_CONVERSATIONS:
+            case = {"template": name, "tokenizer": file, "messages": messages, "tools": TOOLS,
+                    "add_generation_prompt": True}
+            case["text"] = tok.apply_chat_template(messages, tools=TOOLS, tokenize=False, add_generation_prompt=True)
+            case["ids"] = tok(case["text"], add_special_tokens=False)["input_ids"]
+            cases.append(case)
     doc = {"templates": {name: {"source": t, "bos_token": bos, "eos_token": eos}
                          for name, t, _, _, bos, eos in TEMPLATES},
            "cases": cases}

@@ -63,10 +63,10 @@ print("openai seeds ok")
 
 try:
     client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
-                                   tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
-    raise SystemExit("tools were accepted and ignored")
+                                   functions=[{"name": "f", "parameters": {}}])
+    raise SystemExit("functions were accepted and ignored")
 except openai.BadRequestError as e:
-    assert "tools" in str(e), e
+    assert "functions" in str(e), e
 
 a = anthropic.Anthropic(base_url=base, api_key="not-needed")
 m = a.messages.create(model=MODEL, max_tokens=8, system="Be brief.",

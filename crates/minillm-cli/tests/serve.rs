@@ -247,14 +247,23 @@ fn the_real_openai_and_anthropic_clients_work() {
 #[test]
 fn the_guides_client_snippets_run() {
     let python = client_python();
-    let s = serve(&["--model-name", "talker-dpo"]);
+    // A context long enough for the tools' descriptions (the fixture's holds 64 tokens).
+    let model = long_context_model("guide-snippets");
+    let s = common::start(
+        &["serve", "--model", &model.to_string_lossy(), "--port", "0", "--model-name", "talker-dpo"]
+            .map(String::from),
+    );
     let guide = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/guide/07-serving.md"),
     )
     .unwrap();
     let blocks: Vec<&str> =
         guide.split("```python\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
-    assert_eq!(blocks.len(), 3, "the chapter shows two OpenAI snippets (chat, JSON) and an Anthropic one");
+    assert_eq!(
+        blocks.len(),
+        4,
+        "the chapter shows three OpenAI snippets (chat, JSON, tools) and an Anthropic one"
+    );
     for block in blocks {
         assert!(block.contains("http://127.0.0.1:8080"));
         let code = block.replace("http://127.0.0.1:8080", &s.url);
@@ -448,14 +457,13 @@ fn fields_the_server_cannot_honour_are_refused_by_name() {
         body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         post_json(&s.url, "/v1/chat/completions", body)
     };
-    for (field, value) in [
-        ("tools", json!([{"type": "function", "function": {"name": "f", "parameters": {}}}])),
-        ("tool_choice", json!("required")),
-    ] {
+    for (field, value) in
+        [("functions", json!([{"name": "f", "parameters": {}}])), ("function_call", json!("auto"))]
+    {
         let (status, r) = chat(json!({ field: value }));
         assert_eq!(status, 400, "{field}: {r}");
         assert_eq!(r["error"]["param"], field);
-        assert!(r["error"]["message"].as_str().unwrap().contains("is not supported"), "{r}");
+        assert!(r["error"]["message"].as_str().unwrap().contains("are not implemented"), "{r}");
     }
     // A field no endpoint knows (a typo, or a newer API's) is refused by name, never ignored.
     for (path, body) in [
@@ -474,11 +482,11 @@ fn fields_the_server_cannot_honour_are_refused_by_name() {
     assert_eq!((status, r["error"]["param"].as_str()), (400, Some("top_logprobs")));
     let (status, r) = chat(json!({"max_tokens": 0}));
     assert_eq!((status, r["error"]["param"].as_str()), (400, Some("max_tokens")));
-    let tool_turn =
-        json!({"model": "tiny", "max_tokens": 2, "messages": [{"role": "tool", "content": "42"}]});
-    let (status, r) = post_json(&s.url, "/v1/chat/completions", tool_turn);
+    let odd_turn =
+        json!({"model": "tiny", "max_tokens": 2, "messages": [{"role": "function", "content": "42"}]});
+    let (status, r) = post_json(&s.url, "/v1/chat/completions", odd_turn);
     assert_eq!(status, 400);
-    assert!(r["error"]["message"].as_str().unwrap().starts_with("role 'tool' is not supported"), "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().starts_with("role 'function' is not supported"), "{r}");
     let completion = |extra: Value| {
         let mut body = json!({"model": "tiny", "prompt": "It was", "max_tokens": 2});
         body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
@@ -741,6 +749,140 @@ fn response_format_makes_every_reply_valid_json() {
             json!({"model": "tiny", "messages": ask("Hi"), "max_tokens": 5, "response_format": format});
         let (status, r) = post_json(&s.url, "/v1/chat/completions", body);
         assert_eq!((status, r["error"]["param"].as_str()), (400, Some("response_format")), "{r}");
+        assert!(r["error"]["message"].as_str().unwrap().contains(says), "{r}");
+    }
+}
+
+/// A random-weight model with the fixture's tokenizer and a context of 2,048 tokens, room for
+/// tool descriptions.
+fn long_context_model(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = minillm::model::ModelConfig {
+        n_layer: 1,
+        n_head: 2,
+        n_embd: 32,
+        block_size: 2048,
+        vocab_size: 512,
+        dropout: 0.0,
+        bias: true,
+        arch: Default::default(),
+    };
+    minillm::io::save_model(&dir, &minillm::model::Gpt::new(config, 4).unwrap(), None).unwrap();
+    std::fs::copy(common::fixture().join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    dir
+}
+
+/// OpenAI's tool calls: a required (or named) call is a well-formed call with valid arguments
+/// in every choice, streamed or not; a conversation can carry earlier calls and their results;
+/// what is malformed is refused naming the field.
+#[test]
+fn tool_calls_come_back_in_openais_shape() {
+    let model = long_context_model("serve-tools");
+    let s = common::start(
+        &["serve", "--model", &model.to_string_lossy(), "--port", "0", "--model-name", "long"]
+            .map(String::from),
+    );
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
+            "parameters": {"type": "object", "properties": {"city": {"enum": ["Lima", "Rome"]}}, "required": ["city"], "additionalProperties": false}}},
+        {"type": "function", "function": {"name": "add",
+            "parameters": {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 9}}, "required": ["a"], "additionalProperties": false}}}
+    ]);
+    let ask_weather = json!([{"role": "user", "content": "Weather in Lima?"}]);
+    let request = |extra: Value| {
+        let mut body = json!({"model": "long", "messages": ask_weather, "tools": tools, "max_tokens": 80, "temperature": 1.0});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let check_call = |call: &Value, name: Option<&str>| {
+        assert_eq!(call["type"], "function", "{call}");
+        assert!(call["id"].as_str().unwrap().starts_with("call_"), "{call}");
+        let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        match call["function"]["name"].as_str().unwrap() {
+            "get_weather" => assert!(args["city"] == "Lima" || args["city"] == "Rome", "{call}"),
+            "add" => assert!((0..=9).contains(&args["a"].as_i64().unwrap()), "{call}"),
+            other => panic!("called {other}"),
+        }
+        if let Some(name) = name {
+            assert_eq!(call["function"]["name"], name);
+        }
+    };
+    let (status, r) = post_json(
+        &s.url,
+        "/v1/chat/completions",
+        request(json!({"tool_choice": "required", "n": 3, "parallel_tool_calls": false})),
+    );
+    assert_eq!(status, 200, "{r}");
+    for choice in r["choices"].as_array().unwrap() {
+        assert_eq!(choice["finish_reason"], "tool_calls", "{choice}");
+        assert!(choice["message"]["content"].is_null());
+        let calls = choice["message"]["tool_calls"].as_array().unwrap();
+        assert_eq!(calls.len(), 1, "parallel_tool_calls false: one call");
+        check_call(&calls[0], None);
+    }
+    // One call each: a random model calling in parallel may call until its budget runs out
+    // (and a reply cut short inside a call is text, not calls).
+    let named = json!({"tool_choice": {"type": "function", "function": {"name": "add"}}, "parallel_tool_calls": false});
+    let (_, r) = post_json(&s.url, "/v1/chat/completions", request(named.clone()));
+    for call in r["choices"][0]["message"]["tool_calls"].as_array().unwrap() {
+        check_call(call, Some("add"));
+    }
+    // Streamed: the calls arrive as tool_calls deltas, then the finish reason, then [DONE].
+    let mut streamed = request(named);
+    streamed["stream"] = json!(true);
+    let (status, text) = post(&s.url, "/v1/chat/completions", &streamed.to_string(), &[]);
+    assert_eq!(status, 200, "{text}");
+    let chunks: Vec<Value> = events(&text)
+        .iter()
+        .filter(|(_, d)| d != "[DONE]")
+        .map(|(_, d)| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+    let calls: Vec<&Value> =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array()).flatten().collect();
+    assert!(!calls.is_empty(), "{text}");
+    for (k, call) in calls.iter().enumerate() {
+        assert_eq!(call["index"], k);
+        check_call(call, Some("add"));
+    }
+    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "tool_calls");
+    // A conversation holding a call and its result renders and gets a reply.
+    let history = json!([
+        {"role": "user", "content": "Weather in Lima?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Lima\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+    ]);
+    let (status, r) =
+        post_json(&s.url, "/v1/chat/completions", request(json!({"messages": history, "max_tokens": 4})));
+    assert_eq!(status, 200, "{r}");
+    for (extra, field, says) in [
+        (
+            json!({"tool_choice": {"type": "function", "function": {"name": "nope"}}}),
+            "tool_choice",
+            "not in 'tools'",
+        ),
+        (json!({"tool_choice": "sometimes"}), "tool_choice", "must be none, auto, required"),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "bad name"}}]}),
+            "tools",
+            "letters, digits",
+        ),
+        (json!({"tools": [{"name": "f"}]}), "tools", "\"type\": \"function\""),
+        (
+            json!({"tool_choice": "required", "response_format": {"type": "json_object"}}),
+            "tool_choice",
+            "cannot also",
+        ),
+        (json!({"messages": [{"role": "tool", "content": "x"}]}), "messages", "tool_call_id"),
+        (
+            json!({"messages": [{"role": "assistant", "tool_calls": [{"id": "1", "type": "function", "function": {"name": "add", "arguments": "{oops"}}]}]}),
+            "messages",
+            "arguments",
+        ),
+    ] {
+        let (status, r) = post_json(&s.url, "/v1/chat/completions", request(extra));
+        assert_eq!((status, r["error"]["param"].as_str()), (400, Some(field)), "{r}");
         assert!(r["error"]["message"].as_str().unwrap().contains(says), "{r}");
     }
 }

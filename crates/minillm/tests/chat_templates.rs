@@ -6,6 +6,7 @@
 mod common;
 
 use minillm::chat::jinja::JinjaTemplate;
+use minillm::chat::tools::Tool;
 use minillm::chat::{Dialogue, Message, Role};
 use minillm::io::generation_config::GenerationConfig;
 use minillm::tokenizer::{Tokenizer, formats};
@@ -48,16 +49,30 @@ fn renders_what_transformers_renders_for_each_family() {
                 assert!(err.contains(want.as_str()) && !err.contains('\n'), "{what}: {err}");
             }
             _ => {
-                let text = t.render_text(&msgs, generation_prompt).unwrap();
-                assert_eq!(text, case["text"].as_str().unwrap(), "{what}");
+                // Tools as templates get them: {"type": "function", "function": {...}}.
+                let tools: Vec<Tool> = case["tools"]
+                    .as_array()
+                    .map(|list| {
+                        list.iter().map(|t| serde_json::from_value(t["function"].clone()).unwrap()).collect()
+                    })
+                    .unwrap_or_default();
+                let text = t.render_text_with_tools(&msgs, &tools, generation_prompt).unwrap();
+                assert_eq!(text, case["text"].as_str().unwrap(), "{what}, {} tools", tools.len());
                 let ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
-                assert_eq!(t.render(&tok, &msgs, generation_prompt).unwrap(), ids, "{what}");
+                assert_eq!(
+                    t.render_with_tools(&tok, &msgs, &tools, generation_prompt).unwrap(),
+                    ids,
+                    "{what}"
+                );
+                if !tools.is_empty() {
+                    *checked.entry("qwen2.5 with tools".into()).or_default() += 1;
+                }
             }
         }
         *checked.entry(name.to_string()).or_default() += 1;
     }
     let names: Vec<&str> = checked.keys().map(String::as_str).collect();
-    assert_eq!(names, ["llama2", "llama3", "minillm", "mistral", "qwen2.5", "smollm2"]);
+    assert_eq!(names, ["llama2", "llama3", "minillm", "mistral", "qwen2.5", "qwen2.5 with tools", "smollm2"]);
 }
 
 /// The tokens marked trainable, decoded span by span.

@@ -13,6 +13,7 @@
 //! up to the reply's start (with the generation prompt) and through the reply: the tokens between
 //! the two are the reply, through its end-of-turn token.
 
+use super::tools::Tool;
 use super::{Message, Rendered, Role};
 use crate::corpus::words::{DAYS, MONTHS};
 use crate::error::{Error, Result};
@@ -71,25 +72,44 @@ impl JinjaTemplate {
     /// The conversation as text, as `apply_chat_template(messages, tokenize=False,
     /// add_generation_prompt=...)` renders it.
     pub fn render_text(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.render_text_with_tools(messages, &[], add_generation_prompt)
+    }
+
+    /// Whether the template renders a `tools` list itself (Qwen2.5's does; ChatML-only ones and
+    /// minillm's do not).
+    pub fn renders_tools(&self) -> bool {
+        self.source.contains("tools")
+    }
+
+    /// [`render_text`](Self::render_text) with `tools` offered, as `apply_chat_template(messages,
+    /// tools=...)` renders it (no tools: `tools` is None, as there).
+    pub fn render_text_with_tools(
+        &self,
+        messages: &[Message],
+        tools: &[Tool],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let template = self.env.get_template(NAME).map_err(one_line)?;
+        let tools: Option<Vec<serde_json::Value>> =
+            (!tools.is_empty()).then(|| tools.iter().map(Tool::for_template).collect());
         let context = minijinja::context! {
             messages => Value::from(minijinja::value::Serde(messages)),
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token.as_deref(),
             eos_token => self.eos_token.as_deref(),
-            tools => Value::from(()),
+            tools => Value::from(minijinja::value::Serde(tools)),
             documents => Value::from(()),
         };
         template.render(context).map_err(one_line)
     }
 
-    /// The conversation as the tokens the model reads: the rendered text tokenized as one string,
-    /// special tokens recognised, as `apply_chat_template(..., tokenize=True)` gives them.
-    /// Message text holding a special token's text is refused: it would forge a turn.
-    pub fn render(
+    /// The tokens of [`render_text_with_tools`](Self::render_text_with_tools), checked as
+    /// [`render`](Self::render) checks them.
+    pub fn render_with_tools(
         &self,
         tok: &Tokenizer,
         messages: &[Message],
+        tools: &[Tool],
         add_generation_prompt: bool,
     ) -> Result<Vec<u32>> {
         for (i, m) in messages.iter().enumerate() {
@@ -101,7 +121,22 @@ impl JinjaTemplate {
                 )));
             }
         }
-        tok.encode(&self.render_text(messages, add_generation_prompt)?, SpecialTokens::Allow)
+        tok.encode(
+            &self.render_text_with_tools(messages, tools, add_generation_prompt)?,
+            SpecialTokens::Allow,
+        )
+    }
+
+    /// The conversation as the tokens the model reads: the rendered text tokenized as one string,
+    /// special tokens recognised, as `apply_chat_template(..., tokenize=True)` gives them.
+    /// Message text holding a special token's text is refused: it would forge a turn.
+    pub fn render(
+        &self,
+        tok: &Tokenizer,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>> {
+        self.render_with_tools(tok, messages, &[], add_generation_prompt)
     }
 
     /// The conversation as tokens for fine-tuning, marking the assistant replies' tokens (each

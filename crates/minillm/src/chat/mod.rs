@@ -14,6 +14,7 @@
 //! model); HF exports carry the same template in Jinja ([`JINJA`]) for `apply_chat_template`.
 
 pub mod jinja;
+pub mod tools;
 
 use crate::error::{Error, Result};
 use crate::model::Gpt;
@@ -38,17 +39,27 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// A tool's result, answering an assistant's call ([`tools`]).
+    Tool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
+    /// (Absent in an assistant's message that only calls tools, as HF writes those.)
+    #[serde(default)]
     pub content: String,
+    /// An assistant's calls to tools.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<tools::ToolCall>,
+    /// Which call a tool's result answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
     pub fn new(role: Role, content: impl Into<String>) -> Message {
-        Message { role, content: content.into() }
+        Message { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
     }
 }
 
@@ -107,7 +118,8 @@ impl ChatTemplate {
         for m in messages {
             let role = match m.role {
                 Role::System => self.system,
-                Role::User => self.user,
+                // A tool's result comes back as the user's turn (`tools::as_plain_turns` wraps it).
+                Role::User | Role::Tool => self.user,
                 Role::Assistant => self.assistant,
             };
             push(&[role], false);
@@ -209,6 +221,24 @@ impl Dialogue {
         }
     }
 
+    /// The conversation with `tools` offered to the model (and earlier calls and results in
+    /// it), ending where the reply begins: through the model's template when it renders tools
+    /// itself, otherwise as plain turns ([`tools::as_plain_turns`]).
+    pub fn render_with_tools(
+        &self,
+        tok: &Tokenizer,
+        messages: &[Message],
+        tools: &[tools::Tool],
+    ) -> Result<Vec<u32>> {
+        let uses_tools =
+            !tools.is_empty() || messages.iter().any(|m| m.role == Role::Tool || !m.tool_calls.is_empty());
+        match self {
+            _ if !uses_tools => self.render(tok, messages),
+            Dialogue::Jinja(t) if t.renders_tools() => t.render_with_tools(tok, messages, tools, true),
+            _ => self.render(tok, &tools::as_plain_turns(messages, tools)),
+        }
+    }
+
     /// The conversation with its last message, an assistant's, left open to be continued
     /// (Anthropic's prefill, HF's `continue_final_message`): the turns before it as [`render`]
     /// gives them, then the start of the reply.
@@ -287,7 +317,8 @@ fn plain_text(messages: &[Message]) -> String {
     for m in messages {
         match m.role {
             Role::System => text.push_str(&format!("{}\n", m.content)),
-            Role::User => text.push_str(&format!("User: {}\n", m.content)),
+            // Tool results arrive wrapped as user turns (`tools::as_plain_turns`).
+            Role::User | Role::Tool => text.push_str(&format!("User: {}\n", m.content)),
             Role::Assistant => text.push_str(&format!("Assistant: {}\n", m.content)),
         }
     }

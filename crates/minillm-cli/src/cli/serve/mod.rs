@@ -10,6 +10,7 @@
 mod anthropic;
 pub mod engine;
 mod openai;
+mod openai_tools;
 mod reply;
 mod tokens;
 

@@ -1,16 +1,16 @@
 //! OpenAI's API: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
 
 use super::engine::{Event, Finish};
+use super::openai_tools::{self, Choice, Tools};
 use super::reply::{Reply, TokenLogprob, collect};
 use super::{Shared, SharedState, with_seed};
-use crate::cli::http::{Api, ApiError, Fields, Generation, message_list, new_id, only_fields, refuse_fields};
+use crate::cli::http::{Api, ApiError, Fields, Generation, new_id, only_fields, refuse_fields};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Response};
-use minillm::chat::{Message, Role};
 use minillm::constrain::Spec;
 use serde_json::{Value, json};
 use std::convert::Infallible;
@@ -61,10 +61,8 @@ pub async fn completions(State(s): SharedState, headers: HeaderMap, body: Bytes)
 /// Fields of OpenAI's API this server does not implement yet: refused by name rather than
 /// ignored, since ignoring them changes what the client gets without a word.
 const NOT_YET: &[(&str, &str)] = &[
-    ("tools", "tool calls are not implemented yet"),
-    ("tool_choice", "tool calls are not implemented yet"),
-    ("functions", "function calls are not implemented yet"),
-    ("function_call", "function calls are not implemented yet"),
+    ("functions", "the deprecated function calls are not implemented; use 'tools'"),
+    ("function_call", "the deprecated function calls are not implemented; use 'tool_choice'"),
     ("suffix", "insertion (text after the completion) is not implemented"),
     ("audio", "this is a text model"),
     ("prediction", "predicted outputs are not implemented"),
@@ -93,6 +91,9 @@ const CHAT_FIELDS: &[&str] = &[
     "top_logprobs",
     "response_format",
     "user",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
 ];
 const COMPLETION_FIELDS: &[&str] = &[
     "model",
@@ -178,16 +179,6 @@ fn response_format(body: &Value) -> Result<Option<Spec>, ApiError> {
     }
 }
 
-fn messages(body: &Value) -> Result<Vec<Message>, ApiError> {
-    let role_of = |name: &str| match name {
-        "system" | "developer" => Some(Role::System),
-        "user" => Some(Role::User),
-        "assistant" => Some(Role::Assistant),
-        _ => None,
-    };
-    message_list(API, body, role_of, "system, user or assistant")
-}
-
 async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) -> Result<Response, ApiError> {
     let body = s.accept(API, &headers, &body)?;
     refuse_fields(API, &body, NOT_YET)?;
@@ -195,10 +186,21 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) ->
     let fields = Fields { api: API, body: &body };
     let mut generation = fields.generation(&["max_tokens", "max_completion_tokens"], "stop")?;
     generation.output = response_format(&body)?;
+    let tools = Tools::read(&body)?;
+    if let Some(calls) = tools.grammar()? {
+        if generation.output.is_some() {
+            return Err(ApiError::bad(
+                API,
+                "tool_choice",
+                "a required tool call cannot also follow 'response_format'",
+            ));
+        }
+        (generation.output, generation.output_field) = (Some(calls), "tool_choice");
+    }
     let prompts = match kind {
         Kind::Chat => vec![
             s.dialogue
-                .render(&s.tok, &messages(&body)?)
+                .render_with_tools(&s.tok, &openai_tools::messages(&body)?, &tools.tools)
                 .map_err(|e| ApiError::bad(API, "messages", e.to_string()))?,
         ],
         Kind::Text => prompts(&s, &body)?,
@@ -235,7 +237,10 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) ->
     }
     let include_usage =
         body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
-    if generation.stream {
+    // A reply that may call tools is read whole before it is sent: streamed, its chunks come
+    // at the end (calls cannot be told from text until they are complete).
+    let buffered = generation.stream && kind == Kind::Chat && tools.choice != Choice::None;
+    if generation.stream && !buffered {
         if prompts.len() != 1 || echo || !generate {
             return Err(ApiError::bad(
                 API,
@@ -280,7 +285,8 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) ->
             choices.push(match kind {
                 Kind::Chat => {
                     let logprobs = wants_logprobs.then(|| chat_logprobs(&reply.logprobs));
-                    json!({"index": index, "message": {"role": "assistant", "content": reply.text}, "logprobs": logprobs, "finish_reason": finish})
+                    let (message, calls) = tools.message(&reply.text);
+                    json!({"index": index, "message": message, "logprobs": logprobs, "finish_reason": calls.unwrap_or(finish)})
                 }
                 Kind::Text => {
                     let echoed = match echo {
@@ -298,12 +304,58 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) ->
     }
     let (id, object) = ids(kind);
     let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
+    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
+    if buffered {
+        let response = whole_as_chunks(&id, &s.name, &choices, include_usage.then_some(usage));
+        return Ok(with_seed(response, generation.seed));
+    }
     let response = Json(json!({
-        "id": id, "object": object, "created": now(), "model": s.name, "choices": choices,
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+        "id": id, "object": object, "created": now(), "model": s.name, "choices": choices, "usage": usage,
     }))
     .into_response();
     Ok(with_seed(response, generation.seed))
+}
+
+/// Finished chat choices as a stream's chunks: per choice its role and text, its tool calls
+/// (each with its index, name and whole arguments, as OpenAI's first and only delta of a call
+/// may carry them) and its finish reason; then the usage when asked, and `[DONE]`.
+fn whole_as_chunks(id: &str, model: &str, choices: &[Value], usage: Option<Value>) -> Response {
+    let created = now();
+    let chunk = |choices: Value| json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices});
+    let mut events = Vec::new();
+    for c in choices {
+        let (index, message) = (&c["index"], &c["message"]);
+        let delta = json!({"role": "assistant", "content": message["content"].as_str().unwrap_or_default()});
+        events.push(chunk(
+            json!([{"index": index, "delta": delta, "logprobs": c["logprobs"], "finish_reason": null}]),
+        ));
+        if let Some(calls) = message["tool_calls"].as_array() {
+            let calls: Vec<Value> = calls
+                .iter()
+                .enumerate()
+                .map(|(k, call)| {
+                    let mut call = call.clone();
+                    call["index"] = k.into();
+                    call
+                })
+                .collect();
+            events.push(chunk(json!([{"index": index, "delta": {"tool_calls": calls}, "logprobs": null, "finish_reason": null}])));
+        }
+        events.push(chunk(
+            json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": c["finish_reason"]}]),
+        ));
+    }
+    if let Some(usage) = usage {
+        let mut last = chunk(json!([]));
+        last["usage"] = usage;
+        events.push(last);
+    }
+    let events = events
+        .into_iter()
+        .map(|e| Sse::default().data(e.to_string()))
+        .chain(std::iter::once(Sse::default().data("[DONE]")))
+        .map(Ok::<_, Infallible>);
+    axum::response::sse::Sse::new(futures_util::stream::iter(events)).into_response()
 }
 
 fn ids(kind: Kind) -> (String, &'static str) {

@@ -1,0 +1,210 @@
+//! OpenAI's tool calls: `tools`, `tool_choice` and `parallel_tool_calls` read from a request,
+//! conversations holding earlier calls (`tool_calls`) and their results (role `tool`), and a
+//! reply's calls given back as `tool_calls` with finish reason `tool_calls`.
+//!
+//! `tool_choice: "required"` or a named function makes the reply a call by constrained decoding
+//! (the arguments valid under the tool's schema); with `"auto"` the model decides, and its reply
+//! is read for calls in its format. `"none"` still shows the tools (as OpenAI does) but reads
+//! no calls.
+
+use crate::cli::http::{Api, ApiError, content_text, new_id};
+use minillm::chat::tools::{Tool, ToolCall, call_grammar, parse_calls};
+use minillm::chat::{Message, Role};
+use minillm::constrain::Spec;
+use serde_json::{Value, json};
+
+const API: Api = Api::OpenAi;
+
+/// At most this many tools in one request (OpenAI's limit).
+const MAX_TOOLS: usize = 128;
+
+/// What the request allows the model to do with its tools.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Choice {
+    None,
+    Auto,
+    Required,
+    Named(String),
+}
+
+/// The request's tools and what may be done with them.
+pub struct Tools {
+    pub tools: Vec<Tool>,
+    pub choice: Choice,
+    pub parallel: bool,
+}
+
+impl Tools {
+    pub fn read(body: &Value) -> Result<Tools, ApiError> {
+        let bad = |field: &str, m: String| ApiError::bad(API, field, m);
+        let list = match body.get("tools") {
+            None | Some(Value::Null) => &Vec::new(),
+            Some(Value::Array(list)) => list,
+            Some(_) => return Err(bad("tools", "'tools' must be a list".into())),
+        };
+        if list.len() > MAX_TOOLS {
+            return Err(bad("tools", format!("'tools' holds {} tools; at most {MAX_TOOLS}", list.len())));
+        }
+        let mut tools: Vec<Tool> = Vec::with_capacity(list.len());
+        for t in list {
+            let f = t.get("function").filter(|_| t.get("type").and_then(Value::as_str) == Some("function"));
+            let f = f.ok_or_else(|| {
+                bad("tools", "each tool must be {\"type\": \"function\", \"function\": {...}}".into())
+            })?;
+            let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
+            let description = f.get("description").and_then(Value::as_str).map(String::from);
+            let tool = Tool::new(name, description, f.get("parameters").cloned())
+                .map_err(|e| bad("tools", e.to_string()))?;
+            if tools.iter().any(|t| t.name == tool.name) {
+                return Err(bad("tools", format!("two tools are named '{}'", tool.name)));
+            }
+            tools.push(tool);
+        }
+        let choice = match body.get("tool_choice") {
+            None | Some(Value::Null) if tools.is_empty() => Choice::None,
+            None | Some(Value::Null) => Choice::Auto,
+            Some(Value::String(s)) if s == "none" => Choice::None,
+            Some(Value::String(s)) if s == "auto" => Choice::Auto,
+            Some(Value::String(s)) if s == "required" => Choice::Required,
+            Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
+                Some(name) if v.get("type").and_then(Value::as_str) == Some("function") => {
+                    Choice::Named(name.to_string())
+                }
+                _ => {
+                    return Err(bad(
+                        "tool_choice",
+                        "'tool_choice' must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}"
+                            .into(),
+                    ));
+                }
+            },
+        };
+        if tools.is_empty() && matches!(choice, Choice::Required | Choice::Named(_)) {
+            return Err(bad("tool_choice", "'tool_choice' asks for a tool call but 'tools' is empty".into()));
+        }
+        if let Choice::Named(name) = &choice
+            && !tools.iter().any(|t| &t.name == name)
+        {
+            return Err(bad("tool_choice", format!("'tool_choice' names '{name}', which is not in 'tools'")));
+        }
+        let parallel = match body.get("parallel_tool_calls") {
+            None | Some(Value::Null) => true,
+            Some(v) => v.as_bool().ok_or_else(|| {
+                bad("parallel_tool_calls", "'parallel_tool_calls' must be true or false".into())
+            })?,
+        };
+        Ok(Tools { tools, choice, parallel })
+    }
+
+    /// The constraint a reply must follow: calls only, when the request requires them.
+    pub fn grammar(&self) -> Result<Option<Spec>, ApiError> {
+        let only = match &self.choice {
+            Choice::Required => None,
+            Choice::Named(name) => Some(name.as_str()),
+            Choice::None | Choice::Auto => return Ok(None),
+        };
+        let spec = call_grammar(&self.tools, only, self.parallel)
+            .map_err(|e| ApiError::bad(API, "tool_choice", e.to_string()))?;
+        Ok(Some(spec))
+    }
+
+    /// The reply as the chat API's message, and `tool_calls` as finish reason when it calls.
+    pub fn message(&self, reply: &str) -> (Value, Option<&'static str>) {
+        let (text, calls) = match self.choice {
+            Choice::None => (reply.to_string(), Vec::new()),
+            _ => parse_calls(reply, &self.tools),
+        };
+        if calls.is_empty() {
+            return (json!({"role": "assistant", "content": reply}), None);
+        }
+        let calls: Vec<Value> = calls
+            .into_iter()
+            .map(|(name, arguments)| {
+                json!({"id": new_id("call_"), "type": "function", "function": {"name": name, "arguments": arguments.to_string()}})
+            })
+            .collect();
+        let content = (!text.is_empty()).then_some(text);
+        (json!({"role": "assistant", "content": content, "tool_calls": calls}), Some("tool_calls"))
+    }
+}
+
+/// The conversation: system (or developer), user, assistant (with `tool_calls` and content that
+/// may then be null) and tool messages (with the `tool_call_id` they answer).
+pub fn messages(body: &Value) -> Result<Vec<Message>, ApiError> {
+    let bad = |m: String| ApiError::bad(API, "messages", m);
+    let list = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("'messages' must be a list".into()))?;
+    if list.is_empty() {
+        return Err(bad("'messages' must not be empty".into()));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let name = m.get("role").and_then(Value::as_str);
+            let role = match name {
+                Some("system" | "developer") => Role::System,
+                Some("user") => Role::User,
+                Some("assistant") => Role::Assistant,
+                Some("tool") => Role::Tool,
+                _ => {
+                    let given =
+                        name.map_or("a message without a role".to_string(), |n| format!("role '{n}'"));
+                    return Err(bad(format!(
+                        "{given} is not supported here: the roles are system, user, assistant or tool"
+                    )));
+                }
+            };
+            let calls = match (role, m.get("tool_calls")) {
+                (_, None | Some(Value::Null)) => Vec::new(),
+                (Role::Assistant, Some(Value::Array(calls))) => {
+                    calls.iter().map(|c| call(i, c)).collect::<Result<_, _>>()?
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "message {}: only an assistant's message has a list of 'tool_calls'",
+                        i + 1
+                    )));
+                }
+            };
+            let content = match m.get("content") {
+                None | Some(Value::Null) if !calls.is_empty() => String::new(),
+                other => content_text(API, "content", other.unwrap_or(&Value::Null))?,
+            };
+            let mut message = Message::new(role, content);
+            message.tool_calls = calls;
+            if role == Role::Tool {
+                let id = m.get("tool_call_id").and_then(Value::as_str);
+                let id = id.ok_or_else(|| {
+                    bad(format!("message {}: a tool message needs the 'tool_call_id' it answers", i + 1))
+                })?;
+                message.tool_call_id = Some(id.to_string());
+            }
+            Ok(message)
+        })
+        .collect()
+}
+
+/// One earlier call: `{"id", "type": "function", "function": {"name", "arguments": JSON text}}`.
+fn call(i: usize, c: &Value) -> Result<ToolCall, ApiError> {
+    let bad = || {
+        ApiError::bad(
+            API,
+            "messages",
+            format!(
+                "message {}: each tool call must be {{\"id\", \"type\": \"function\", \"function\": {{\"name\", \"arguments\": a JSON object as text}}}}",
+                i + 1
+            ),
+        )
+    };
+    let name = c.pointer("/function/name").and_then(Value::as_str).ok_or_else(bad)?;
+    let arguments = match c.pointer("/function/arguments") {
+        Some(Value::String(text)) => {
+            serde_json::from_str::<Value>(text).ok().filter(Value::is_object).ok_or_else(bad)?
+        }
+        _ => return Err(bad()),
+    };
+    let id = c.get("id").and_then(Value::as_str).unwrap_or_default();
+    Ok(ToolCall::new(id.to_string(), name.to_string(), arguments))
+}

@@ -506,8 +506,8 @@ fn fields_the_server_cannot_honour_are_refused_by_name() {
         completion(json!({"temperature": 0, "logit_bias": {"400": 100}, "max_tokens": 3, "logprobs": 0}));
     assert_eq!(status, 200, "{r}");
     assert!(r["choices"][0]["logprobs"]["tokens"].as_array().unwrap().iter().all(|t| t == "It"), "{r}");
-    // Anthropic: tools are refused, in its error shape.
-    let m = json!({"model": "tiny", "max_tokens": 2, "tools": [], "messages": ask("Hi")});
+    // Anthropic: extended thinking is refused, in its error shape.
+    let m = json!({"model": "tiny", "max_tokens": 2, "thinking": {"type": "enabled"}, "messages": ask("Hi")});
     let (status, r) = post_json(&s.url, "/v1/messages", m);
     assert_eq!((status, r["type"].as_str()), (400, Some("error")), "{r}");
 }
@@ -884,5 +884,74 @@ fn tool_calls_come_back_in_openais_shape() {
         let (status, r) = post_json(&s.url, "/v1/chat/completions", request(extra));
         assert_eq!((status, r["error"]["param"].as_str()), (400, Some(field)), "{r}");
         assert!(r["error"]["message"].as_str().unwrap().contains(says), "{r}");
+    }
+}
+
+/// Anthropic's tool use, through the real `anthropic` client: a required call (`any`) or a named
+/// one comes back as a `tool_use` block with a valid input, streamed or not, and the conversation
+/// goes on with the client's own blocks and a `tool_result`; malformed tools are refused by name.
+#[test]
+fn anthropic_tool_use_works_with_the_real_client() {
+    let model = long_context_model("serve-anthropic-tools");
+    let s = common::start(
+        &["serve", "--model", &model.to_string_lossy(), "--port", "0", "--model-name", "long"]
+            .map(String::from),
+    );
+    let script = r#"
+import anthropic, sys
+a = anthropic.Anthropic(base_url=sys.argv[1], api_key="not-needed")
+tools = [{"name": "get_weather", "description": "The weather in a city.", "input_schema": {"type": "object",
+          "properties": {"city": {"enum": ["Lima", "Rome"]}}, "required": ["city"], "additionalProperties": False}}]
+ask = [{"role": "user", "content": "Weather in Lima?"}]
+m = a.messages.create(model="long", max_tokens=300, tools=tools, messages=ask,
+                      tool_choice={"type": "any", "disable_parallel_tool_use": True})
+assert m.stop_reason == "tool_use", m
+(call,) = [b for b in m.content if b.type == "tool_use"]
+assert call.name == "get_weather" and call.input["city"] in ("Lima", "Rome") and call.id.startswith("toolu_"), call
+with a.messages.stream(model="long", max_tokens=300, tools=tools, messages=ask,
+                       tool_choice={"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}) as stream:
+    final = stream.get_final_message()
+assert final.stop_reason == "tool_use", final
+(call,) = [b for b in final.content if b.type == "tool_use"]
+assert call.input["city"] in ("Lima", "Rome"), call
+after = a.messages.create(model="long", max_tokens=4, tools=tools, messages=ask + [
+    {"role": "assistant", "content": final.content},
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}]}])
+assert after.content[0].type == "text", after
+print("anthropic tools ok")
+"#;
+    let out = Command::new(client_python()).args(["-c", script, &s.url]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("anthropic tools ok"));
+    let ask = json!([{"role": "user", "content": "Hi"}]);
+    for (extra, field, says) in [
+        (json!({"tools": [{"name": "f"}]}), "tools", "needs an 'input_schema'"),
+        (
+            json!({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
+            "tools",
+            "not offered here",
+        ),
+        (
+            json!({"tools": [{"name": "f", "input_schema": {}}], "tool_choice": {"type": "tool", "name": "g"}}),
+            "tool_choice",
+            "must name one of",
+        ),
+        (json!({"tool_choice": {"type": "any"}}), "tool_choice", "'tools' is empty"),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]}),
+            "messages",
+            "type 'image'",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "tool_result"}]}]}),
+            "messages",
+            "tool_use_id",
+        ),
+    ] {
+        let mut body = json!({"model": "long", "max_tokens": 5, "messages": ask});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let (status, r) = post_json(&s.url, "/v1/messages", body);
+        assert_eq!(status, 400, "{r}");
+        assert!(r["error"]["message"].as_str().unwrap().contains(says), "{field}: {r}");
     }
 }

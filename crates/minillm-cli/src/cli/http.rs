@@ -1,11 +1,10 @@
 //! The HTTP conventions `serve` and `lab` share: errors in the OpenAI or Anthropic shape, typed
-//! access to a JSON body's fields, the sampling settings every endpoint reads, and message lists.
+//! access to a JSON body's fields, and the sampling settings every endpoint reads.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use minillm::chat::{Message, Role};
 use minillm::constrain::Spec;
 use minillm::sample::SamplerConfig;
 use serde_json::{Value, json};
@@ -265,37 +264,6 @@ pub fn only_fields(api: Api, body: &Value, known: &[&str]) -> Result<(), ApiErro
             format!("'{key}' is not a field this endpoint takes; it takes {}", known.join(", ")),
         )),
     }
-}
-
-/// The body's `messages`: a non-empty list of `{"role", "content"}`, each role named by `role_of`
-/// (`roles` lists the accepted ones for the error).
-pub fn message_list(
-    api: Api,
-    body: &Value,
-    role_of: fn(&str) -> Option<Role>,
-    roles: &str,
-) -> Result<Vec<Message>, ApiError> {
-    let list = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::bad(api, "messages", "'messages' must be a list"))?;
-    if list.is_empty() {
-        return Err(ApiError::bad(api, "messages", "'messages' must not be empty"));
-    }
-    list.iter()
-        .map(|m| {
-            let name = m.get("role").and_then(Value::as_str);
-            let role = name.and_then(role_of).ok_or_else(|| {
-                let given = name.map_or("a message without a role".to_string(), |n| format!("role '{n}'"));
-                ApiError::bad(
-                    api,
-                    "messages",
-                    format!("{given} is not supported here: the roles are {roles}"),
-                )
-            })?;
-            Ok(Message::new(role, content_text(api, "content", m.get("content").unwrap_or(&Value::Null))?))
-        })
-        .collect()
 }
 
 /// Parses a message's content: a string, or a list of `{"type": "text", "text": ...}` blocks.

@@ -8,11 +8,13 @@
 //! whoever launches the server, so this module knows nothing of them.
 
 mod anthropic;
+mod anthropic_tools;
 pub mod engine;
 mod openai;
 mod openai_tools;
 mod reply;
 mod tokens;
+mod tool_use;
 
 use super::http::{Api, ApiError, Generation, parse_object};
 use super::session::{MODEL_HELP, load};

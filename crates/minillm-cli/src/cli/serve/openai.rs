@@ -1,8 +1,9 @@
 //! OpenAI's API: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
 
 use super::engine::{Event, Finish};
-use super::openai_tools::{self, Choice, Tools};
+use super::openai_tools;
 use super::reply::{Reply, TokenLogprob, collect};
+use super::tool_use::{Choice, Tools};
 use super::{Shared, SharedState, with_seed};
 use crate::cli::http::{Api, ApiError, Fields, Generation, new_id, only_fields, refuse_fields};
 use axum::Json;
@@ -186,8 +187,8 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) ->
     let fields = Fields { api: API, body: &body };
     let mut generation = fields.generation(&["max_tokens", "max_completion_tokens"], "stop")?;
     generation.output = response_format(&body)?;
-    let tools = Tools::read(&body)?;
-    if let Some(calls) = tools.grammar()? {
+    let tools = Tools::from_openai(&body)?;
+    if let Some(calls) = tools.grammar(API, "tool_choice")? {
         if generation.output.is_some() {
             return Err(ApiError::bad(
                 API,
@@ -285,7 +286,7 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) ->
             choices.push(match kind {
                 Kind::Chat => {
                     let logprobs = wants_logprobs.then(|| chat_logprobs(&reply.logprobs));
-                    let (message, calls) = tools.message(&reply.text);
+                    let (message, calls) = tools.openai_message(&reply.text);
                     json!({"index": index, "message": message, "logprobs": logprobs, "finish_reason": calls.unwrap_or(finish)})
                 }
                 Kind::Text => {

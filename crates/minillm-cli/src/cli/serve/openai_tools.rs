@@ -7,10 +7,10 @@
 //! is read for calls in its format. `"none"` still shows the tools (as OpenAI does) but reads
 //! no calls.
 
+use super::tool_use::{Choice, Tools};
 use crate::cli::http::{Api, ApiError, content_text, new_id};
-use minillm::chat::tools::{Tool, ToolCall, call_grammar, parse_calls};
+use minillm::chat::tools::{Tool, ToolCall};
 use minillm::chat::{Message, Role};
-use minillm::constrain::Spec;
 use serde_json::{Value, json};
 
 const API: Api = Api::OpenAi;
@@ -18,24 +18,9 @@ const API: Api = Api::OpenAi;
 /// At most this many tools in one request (OpenAI's limit).
 const MAX_TOOLS: usize = 128;
 
-/// What the request allows the model to do with its tools.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Choice {
-    None,
-    Auto,
-    Required,
-    Named(String),
-}
-
-/// The request's tools and what may be done with them.
-pub struct Tools {
-    pub tools: Vec<Tool>,
-    pub choice: Choice,
-    pub parallel: bool,
-}
-
 impl Tools {
-    pub fn read(body: &Value) -> Result<Tools, ApiError> {
+    /// OpenAI's `tools`, `tool_choice` and `parallel_tool_calls`.
+    pub fn from_openai(body: &Value) -> Result<Tools, ApiError> {
         let bad = |field: &str, m: String| ApiError::bad(API, field, m);
         let list = match body.get("tools") {
             None | Some(Value::Null) => &Vec::new(),
@@ -96,24 +81,9 @@ impl Tools {
         Ok(Tools { tools, choice, parallel })
     }
 
-    /// The constraint a reply must follow: calls only, when the request requires them.
-    pub fn grammar(&self) -> Result<Option<Spec>, ApiError> {
-        let only = match &self.choice {
-            Choice::Required => None,
-            Choice::Named(name) => Some(name.as_str()),
-            Choice::None | Choice::Auto => return Ok(None),
-        };
-        let spec = call_grammar(&self.tools, only, self.parallel)
-            .map_err(|e| ApiError::bad(API, "tool_choice", e.to_string()))?;
-        Ok(Some(spec))
-    }
-
     /// The reply as the chat API's message, and `tool_calls` as finish reason when it calls.
-    pub fn message(&self, reply: &str) -> (Value, Option<&'static str>) {
-        let (text, calls) = match self.choice {
-            Choice::None => (reply.to_string(), Vec::new()),
-            _ => parse_calls(reply, &self.tools),
-        };
+    pub fn openai_message(&self, reply: &str) -> (Value, Option<&'static str>) {
+        let (text, calls) = self.read_calls(reply);
         if calls.is_empty() {
             return (json!({"role": "assistant", "content": reply}), None);
         }

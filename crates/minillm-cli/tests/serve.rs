@@ -526,7 +526,10 @@ fn every_endpoint_and_every_error_answers_in_json() {
     assert_eq!((status, m["error"]["param"].as_str()), (404, Some("model")), "{m}");
     let (status, e) = get("/v1/embeddings");
     assert_eq!(status, 404);
-    assert!(e["error"]["message"].as_str().unwrap().contains("/v1/embeddings is not an endpoint"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("/v1/embeddings is not offered"), "{e}");
+    let (status, e) = get("/v1/engines");
+    assert_eq!(status, 404);
+    assert!(e["error"]["message"].as_str().unwrap().contains("/v1/engines is not an endpoint"), "{e}");
     // A wrong method: 405 in the API's shape (Anthropic's under /v1/messages).
     let (status, e) = get("/v1/messages");
     assert_eq!((status, e["type"].as_str()), (405, Some("error")), "{e}");
@@ -953,5 +956,47 @@ print("anthropic tools ok")
         let (status, r) = post_json(&s.url, "/v1/messages", body);
         assert_eq!(status, 400, "{r}");
         assert!(r["error"]["message"].as_str().unwrap().contains(says), "{field}: {r}");
+    }
+}
+
+/// `/metrics` in Prometheus' text format: requests by path and status, tokens in and out as the
+/// replies' usage counts them, and the latency histograms' counts (one first token per reply,
+/// the rest between tokens).
+#[test]
+fn metrics_count_what_was_served() {
+    let s = serve(&[]);
+    let mut prompt = 0;
+    let mut generated = 0;
+    for max_tokens in [3, 5] {
+        let body =
+            json!({"model": "tiny", "messages": ask("Hi"), "max_tokens": max_tokens, "temperature": 0});
+        let (status, r) = post_json(&s.url, "/v1/chat/completions", body);
+        assert_eq!(status, 200, "{r}");
+        prompt += r["usage"]["prompt_tokens"].as_u64().unwrap();
+        generated += r["usage"]["completion_tokens"].as_u64().unwrap();
+    }
+    let (status, _) = post_json(&s.url, "/v1/chat/completions", json!({"model": "tiny"}));
+    assert_eq!(status, 400);
+    let (status, _) = post_json(&s.url, "/v1/embeddings", json!({"model": "tiny", "input": "x"}));
+    assert_eq!(status, 404);
+    let mut resp = agent().get(&format!("{}/metrics", s.url)).call().unwrap();
+    assert!(resp.headers().get("content-type").unwrap().to_str().unwrap().starts_with("text/plain"));
+    let text = resp.body_mut().read_to_string().unwrap();
+    let value = |name: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '));
+        line.unwrap_or_else(|| panic!("no {name} in\n{text}")).rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value(r#"minillm_requests_total{path="/v1/chat/completions",status="200"}"#), 2.0);
+    assert_eq!(value(r#"minillm_requests_total{path="/v1/chat/completions",status="400"}"#), 1.0);
+    assert_eq!(value(r#"minillm_requests_total{path="/v1/embeddings",status="404"}"#), 1.0);
+    assert_eq!(value("minillm_prompt_tokens_total"), prompt as f64);
+    assert_eq!(value("minillm_generation_tokens_total"), generated as f64);
+    assert_eq!(value("minillm_time_to_first_token_seconds_count"), 2.0);
+    assert_eq!(value("minillm_time_per_output_token_seconds_count"), (generated - 2) as f64);
+    assert_eq!(value(r#"minillm_time_to_first_token_seconds_bucket{le="+Inf"}"#), 2.0);
+    assert!(value("minillm_time_to_first_token_seconds_sum") > 0.0);
+    assert_eq!(value("minillm_requests_running"), 0.0);
+    for kind in ["counter", "gauge", "histogram"] {
+        assert!(text.contains(&format!(" {kind}\n")), "no {kind} in\n{text}");
     }
 }

@@ -5,6 +5,7 @@
 //! its next token. Nothing is locked across a generation: handlers only send requests and read
 //! their own channel.
 
+use super::metrics::Metrics;
 use minillm::constrain::Constraint;
 use minillm::model::Gpt;
 use minillm::model::kv_cache::KvCache;
@@ -15,6 +16,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 /// One generation to run.
@@ -30,6 +32,8 @@ pub struct Job {
     /// What the output must be (a JSON schema, say): tokens that would break it are never drawn.
     pub constraint: Option<Constraint>,
     pub events: UnboundedSender<Event>,
+    /// When the request reached the server, for the time to its first token.
+    pub submitted: Instant,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,19 +74,21 @@ struct Active {
     /// The model's own logits, kept before a constraint masks them, for the log-probabilities
     /// reported (what the model believed, as without a constraint).
     unmasked: Vec<f32>,
+    /// When the last token was sent (none yet: the first is timed from submission).
+    last_token: Option<Instant>,
     rng: Rng,
     made: usize,
 }
 
 impl Engine {
     /// Starts the engine thread with `slots` requests decoded together; as many again may wait.
-    pub fn start(model: Gpt, end: Vec<u32>, slots: usize) -> Engine {
+    pub fn start(model: Gpt, end: Vec<u32>, slots: usize, metrics: Arc<Metrics>) -> Engine {
         let (jobs, rx) = mpsc::channel::<Work>();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let done = in_flight.clone();
         std::thread::Builder::new()
             .name("minillm-engine".into())
-            .spawn(move || run(model, end, slots, rx, done))
+            .spawn(move || run(model, end, slots, rx, done, metrics))
             .expect("the engine thread starts");
         Engine { jobs, in_flight, limit: 2 * slots }
     }
@@ -113,7 +119,14 @@ impl Engine {
     }
 }
 
-fn run(mut model: Gpt, end: Vec<u32>, slots: usize, rx: mpsc::Receiver<Work>, in_flight: Arc<AtomicUsize>) {
+fn run(
+    mut model: Gpt,
+    end: Vec<u32>,
+    slots: usize,
+    rx: mpsc::Receiver<Work>,
+    in_flight: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+) {
     let mut cache = KvCache::new(&model, slots);
     let mut active: Vec<Option<Active>> = (0..slots).map(|_| None).collect();
     let mut waiting: VecDeque<Job> = VecDeque::new();
@@ -121,9 +134,14 @@ fn run(mut model: Gpt, end: Vec<u32>, slots: usize, rx: mpsc::Receiver<Work>, in
         *slot = None;
         in_flight.fetch_sub(1, Ordering::SeqCst);
     };
+    let publish = |waiting: &VecDeque<Job>, active: &[Option<Active>]| {
+        metrics.waiting.store(waiting.len() as u64, Ordering::Relaxed);
+        metrics.decoding.store(active.iter().flatten().count() as u64, Ordering::Relaxed);
+    };
     loop {
         // Block only when there is nothing to do.
         if active.iter().all(Option::is_none) && waiting.is_empty() {
+            publish(&waiting, &active);
             match rx.recv() {
                 Ok(Work::Generate(job)) => waiting.push_back(job),
                 Ok(Work::Look(f)) => f(&mut model),
@@ -149,11 +167,13 @@ fn run(mut model: Gpt, end: Vec<u32>, slots: usize, rx: mpsc::Receiver<Work>, in
             cache.clear(slot);
             match model.prefill(&mut cache, slot, &job.prompt) {
                 Ok(logits) => {
+                    metrics.prompt_tokens.fetch_add(job.prompt.len() as u64, Ordering::Relaxed);
                     let rng = Rng::new(job.seed);
                     *entry = Some(Active {
                         ids: job.prompt.clone(),
                         logits,
                         unmasked: Vec::new(),
+                        last_token: None,
                         rng,
                         made: 0,
                         job,
@@ -165,6 +185,7 @@ fn run(mut model: Gpt, end: Vec<u32>, slots: usize, rx: mpsc::Receiver<Work>, in
                 }
             }
         }
+        publish(&waiting, &active);
         // One token for every active request: drawn in parallel (each request has its own
         // generator, so the order cannot change an answer), then sent in slot order.
         let picks: Vec<Option<Event>> = active
@@ -212,6 +233,12 @@ fn run(mut model: Gpt, end: Vec<u32>, slots: usize, rx: mpsc::Receiver<Work>, in
                 finish(entry); // the client went away: free the slot now
                 continue;
             }
+            let now = Instant::now();
+            match a.last_token.replace(now) {
+                None => metrics.time_to_first_token.observe(now - a.job.submitted),
+                Some(last) => metrics.time_per_token.observe(now - last),
+            }
+            metrics.generated_tokens.fetch_add(1, Ordering::Relaxed);
             a.ids.push(id);
             a.made += 1;
             if a.made >= a.job.max_new {
@@ -247,7 +274,7 @@ fn run(mut model: Gpt, end: Vec<u32>, slots: usize, rx: mpsc::Receiver<Work>, in
 mod tests {
     use super::*;
     use minillm::model::ModelConfig;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     /// A job that cannot finish by itself during the test: no end token, no budget, and a context
     /// far longer than the test could decode.
@@ -262,6 +289,7 @@ mod tests {
             top_logprobs: 0,
             constraint: None,
             events,
+            submitted: Instant::now(),
         }
     }
 
@@ -291,7 +319,7 @@ mod tests {
             bias: true,
             arch: Default::default(),
         };
-        let engine = Engine::start(Gpt::new(config, 1).unwrap(), Vec::new(), 1); // 1 decoding, 1 waiting
+        let engine = Engine::start(Gpt::new(config, 1).unwrap(), Vec::new(), 1, Default::default()); // 1 decoding, 1 waiting
         let (a_tx, mut a) = tokio::sync::mpsc::unbounded_channel();
         let (b_tx, b) = tokio::sync::mpsc::unbounded_channel();
         assert!(engine.submit(endless(a_tx)).is_ok());

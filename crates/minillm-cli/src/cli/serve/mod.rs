@@ -10,6 +10,7 @@
 mod anthropic;
 mod anthropic_tools;
 pub mod engine;
+mod metrics;
 mod openai;
 mod openai_tools;
 mod reply;
@@ -77,6 +78,7 @@ pub struct Shared {
     pub run_dir: Option<PathBuf>,
     /// The tokens that end a reply.
     end: Vec<u32>,
+    metrics: Arc<metrics::Metrics>,
     /// The vocabulary as constrained decoding reads it, made on first use (it costs a pass
     /// over every token).
     grammars: OnceLock<Result<Grammars, String>>,
@@ -124,8 +126,10 @@ pub fn launch(a: Args, run_dir: Option<PathBuf>, pages: Pages, pages_first: bool
         a.model.file_name().map_or("minillm".into(), |n| n.to_string_lossy().into_owned())
     });
     let context = loaded.model.config.block_size;
+    let metrics = Arc::new(metrics::Metrics::default());
     let shared = Arc::new(Shared {
-        engine: Engine::start(loaded.model, end.clone(), a.max_concurrent),
+        engine: Engine::start(loaded.model, end.clone(), a.max_concurrent, metrics.clone()),
+        metrics,
         end,
         grammars: OnceLock::new(),
         tok: Arc::new(loaded.tok),
@@ -165,6 +169,13 @@ pub fn launch(a: Args, run_dir: Option<PathBuf>, pages: Pages, pages_first: bool
 fn router(shared: Arc<Shared>, pages: Pages) -> Router {
     pages
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/metrics",
+            get(|State(s): SharedState| async move {
+                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+            }),
+        )
+        .route("/v1/embeddings", axum::routing::any(|uri: axum::http::Uri| async move { not_offered(&uri) }))
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::chat))
         .route("/v1/completions", post(openai::completions))
@@ -176,7 +187,28 @@ fn router(shared: Arc<Shared>, pages: Pages) -> Router {
         .route("/tokenizer_info", get(tokens::tokenizer_info))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(errors_in_api_shape))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), count_requests))
         .with_state(shared)
+}
+
+/// Counts every answered request (errors included) for `/metrics`.
+async fn count_requests(
+    State(s): SharedState,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    s.metrics.answered(&path, response.status().as_u16());
+    response
+}
+
+/// `/v1/embeddings`: a JSON 404 that says why, rather than the generic one.
+fn not_offered(uri: &axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let message =
+        format!("{} is not offered: minillm serves generative models, not embedding models", uri.path());
+    ApiError::status(Api::OpenAi, StatusCode::NOT_FOUND, message).into_response()
 }
 
 /// axum answers an unknown path (404), a wrong method (405) and an oversized body (413) by
@@ -340,6 +372,7 @@ impl Shared {
             logprobs: req.logprobs,
             top_logprobs: req.top_logprobs,
             events: tx,
+            submitted: std::time::Instant::now(),
         };
         self.engine.submit(job).map_err(|_| {
             ApiError::status(api, StatusCode::TOO_MANY_REQUESTS, "the server is at capacity; retry shortly")

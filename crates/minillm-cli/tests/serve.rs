@@ -273,7 +273,8 @@ fn the_guides_client_snippets_run() {
     }
 }
 
-/// A Python with the `openai` and `anthropic` packages: $MINILLM_PYTHON (.ci/run sets it), or a
+/// A Python with the `openai`, `anthropic`, `langchain-openai` and `jsonschema` packages:
+/// $MINILLM_PYTHON (.ci/run sets it), or a
 /// virtual environment made under target/ on first use. Fails loudly when neither works.
 fn client_python() -> PathBuf {
     if let Some(p) = std::env::var_os("MINILLM_PYTHON") {
@@ -282,18 +283,19 @@ fn client_python() -> PathBuf {
     let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("client-venv");
     let python = venv.join("bin/python");
     let has = |p: &Path| {
-        Command::new(p).args(["-c", "import openai, anthropic"]).output().is_ok_and(|o| o.status.success())
+        let imports = "import openai, anthropic, langchain_openai, jsonschema";
+        Command::new(p).args(["-c", imports]).output().is_ok_and(|o| o.status.success())
     };
     if !has(&python) {
         let made = Command::new("python3").args(["-m", "venv"]).arg(&venv).status();
         let installed = made.is_ok_and(|s| s.success())
             && Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "openai", "anthropic"])
+                .args(["install", "--quiet", "openai", "anthropic", "langchain-openai", "jsonschema"])
                 .status()
                 .is_ok_and(|s| s.success());
         assert!(
             installed && has(&python),
-            "\n\n!!! The real-client test needs Python 3 with the `openai` and `anthropic` packages and could not install them into {}.\n!!! Set MINILLM_PYTHON to a Python that has them (bash .ci/run does).\n",
+            "\n\n!!! The real-client tests need Python 3 with the `openai`, `anthropic`, `langchain-openai` and `jsonschema` packages and could not install them into {}.\n!!! Set MINILLM_PYTHON to a Python that has them (bash .ci/run does).\n",
             venv.display()
         );
     }
@@ -998,5 +1000,27 @@ fn metrics_count_what_was_served() {
     assert_eq!(value("minillm_requests_running"), 0.0);
     for kind in ["counter", "gauge", "histogram"] {
         assert!(text.contains(&format!(" {kind}\n")), "no {kind} in\n{text}");
+    }
+}
+
+/// LangChain, the way agents are written: `ChatOpenAI.bind_tools` with a call, its result and an
+/// answer; `with_structured_output` by `json_schema` and by `function_calling`, validated with
+/// `jsonschema`; the `OpenAI` completions LLM's `invoke` and `batch` (which sends a list of
+/// prompts). tests/langchain_clients.py holds the client code.
+#[test]
+fn langchain_tools_structured_output_and_batches_work() {
+    let model = long_context_model("serve-langchain");
+    let s = common::start(
+        &["serve", "--model", &model.to_string_lossy(), "--port", "0", "--model-name", "long"]
+            .map(String::from),
+    );
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/langchain_clients.py");
+    let out = Command::new(client_python()).arg(&script).arg(&s.url).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for line in
+        ["langchain tools ok", "(json_schema) ok", "(function_calling) ok", "langchain completions ok"]
+    {
+        assert!(stdout.contains(line), "missing '{line}' in:\n{stdout}");
     }
 }

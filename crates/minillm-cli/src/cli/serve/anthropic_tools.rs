@@ -11,40 +11,20 @@ use serde_json::{Value, json};
 
 const API: Api = Api::Anthropic;
 
-/// At most this many tools in one request.
-const MAX_TOOLS: usize = 128;
-
 impl Tools {
     /// Anthropic's `tools` and `tool_choice`.
     pub fn from_anthropic(body: &Value) -> Result<Tools, ApiError> {
         let bad = |field: &str, m: String| ApiError::bad(API, field, m);
-        let list = match body.get("tools") {
-            None | Some(Value::Null) => &Vec::new(),
-            Some(Value::Array(list)) if list.len() <= MAX_TOOLS => list,
-            Some(_) => {
-                return Err(bad("tools", format!("'tools' must be a list of at most {MAX_TOOLS} tools")));
-            }
-        };
-        let mut tools: Vec<Tool> = Vec::with_capacity(list.len());
-        for t in list {
+        let tools = Tools::offered(API, body, |t| {
             if let Some(kind) = t.get("type").and_then(Value::as_str).filter(|k| *k != "custom") {
-                return Err(bad(
-                    "tools",
-                    format!("tools of type '{kind}' (Anthropic's own) are not offered here"),
-                ));
+                return Err(format!("tools of type '{kind}' (Anthropic's own) are not offered here"));
             }
             let name = t.get("name").and_then(Value::as_str).unwrap_or_default();
             let description = t.get("description").and_then(Value::as_str).map(String::from);
-            let schema = t.get("input_schema").cloned();
-            if schema.is_none() {
-                return Err(bad("tools", format!("tool '{name}' needs an 'input_schema'")));
-            }
-            let tool = Tool::new(name, description, schema).map_err(|e| bad("tools", e.to_string()))?;
-            if tools.iter().any(|t| t.name == tool.name) {
-                return Err(bad("tools", format!("two tools are named '{}'", tool.name)));
-            }
-            tools.push(tool);
-        }
+            let schema =
+                t.get("input_schema").cloned().ok_or(format!("tool '{name}' needs an 'input_schema'"))?;
+            Tool::new(name, description, Some(schema)).map_err(|e| e.to_string())
+        })?;
         let choice_field = body.get("tool_choice").filter(|c| !c.is_null());
         let choice = match choice_field.map(|c| (c.get("type").and_then(Value::as_str), c)) {
             None if tools.is_empty() => Choice::None,
@@ -64,16 +44,13 @@ impl Tools {
                 return Err(bad("tool_choice", "'tool_choice.type' must be auto, any, tool or none".into()));
             }
         };
-        if tools.is_empty() && matches!(choice, Choice::Required | Choice::Named(_)) {
-            return Err(bad("tool_choice", "'tool_choice' asks for a tool call but 'tools' is empty".into()));
-        }
         let parallel = match choice_field.and_then(|c| c.get("disable_parallel_tool_use")) {
             None | Some(Value::Null) => true,
             Some(v) => !v.as_bool().ok_or_else(|| {
                 bad("tool_choice", "'disable_parallel_tool_use' must be true or false".into())
             })?,
         };
-        Ok(Tools { tools, choice, parallel })
+        Tools::checked(API, tools, choice, parallel)
     }
 
     /// The reply as content blocks (its text, then a `tool_use` block per call), and whether

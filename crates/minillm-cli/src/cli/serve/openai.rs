@@ -69,36 +69,11 @@ const NOT_YET: &[(&str, &str)] = &[
     ("prediction", "predicted outputs are not implemented"),
 ];
 
-/// Every field each endpoint reads (besides [`NOT_YET`]'s, refused with their own reason); any
-/// other is refused by name. `user` only identifies the caller to OpenAI, so it changes nothing.
-const CHAT_FIELDS: &[&str] = &[
+/// Every field the two endpoints read (the shared ones, then each one's own; besides
+/// [`NOT_YET`]'s, refused with their own reason); any other is refused by name. `user` only
+/// identifies the caller to OpenAI, so it changes nothing.
+const SAMPLING_FIELDS: &[&str] = &[
     "model",
-    "messages",
-    "max_tokens",
-    "max_completion_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "frequency_penalty",
-    "presence_penalty",
-    "logit_bias",
-    "seed",
-    "stop",
-    "n",
-    "stream",
-    "stream_options",
-    "logprobs",
-    "top_logprobs",
-    "response_format",
-    "user",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-];
-const COMPLETION_FIELDS: &[&str] = &[
-    "model",
-    "prompt",
     "max_tokens",
     "temperature",
     "top_p",
@@ -113,11 +88,12 @@ const COMPLETION_FIELDS: &[&str] = &[
     "stream",
     "stream_options",
     "logprobs",
-    "echo",
-    "best_of",
     "response_format",
     "user",
 ];
+const CHAT_FIELDS: &[&str] =
+    &["messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls"];
+const COMPLETION_FIELDS: &[&str] = &["prompt", "echo", "best_of"];
 
 /// At most this many prompts in one completions request.
 const MAX_PROMPTS: usize = 64;
@@ -183,7 +159,8 @@ fn response_format(body: &Value) -> Result<Option<Spec>, ApiError> {
 async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) -> Result<Response, ApiError> {
     let body = s.accept(API, &headers, &body)?;
     refuse_fields(API, &body, NOT_YET)?;
-    only_fields(API, &body, if kind == Kind::Chat { CHAT_FIELDS } else { COMPLETION_FIELDS })?;
+    let own = if kind == Kind::Chat { CHAT_FIELDS } else { COMPLETION_FIELDS };
+    only_fields(API, &body, &[SAMPLING_FIELDS, own].concat())?;
     let fields = Fields { api: API, body: &body };
     let mut generation = fields.generation(&["max_tokens", "max_completion_tokens"], "stop")?;
     generation.output = response_format(&body)?;

@@ -15,36 +15,17 @@ use serde_json::{Value, json};
 
 const API: Api = Api::OpenAi;
 
-/// At most this many tools in one request (OpenAI's limit).
-const MAX_TOOLS: usize = 128;
-
 impl Tools {
     /// OpenAI's `tools`, `tool_choice` and `parallel_tool_calls`.
     pub fn from_openai(body: &Value) -> Result<Tools, ApiError> {
         let bad = |field: &str, m: String| ApiError::bad(API, field, m);
-        let list = match body.get("tools") {
-            None | Some(Value::Null) => &Vec::new(),
-            Some(Value::Array(list)) => list,
-            Some(_) => return Err(bad("tools", "'tools' must be a list".into())),
-        };
-        if list.len() > MAX_TOOLS {
-            return Err(bad("tools", format!("'tools' holds {} tools; at most {MAX_TOOLS}", list.len())));
-        }
-        let mut tools: Vec<Tool> = Vec::with_capacity(list.len());
-        for t in list {
+        let tools = Tools::offered(API, body, |t| {
             let f = t.get("function").filter(|_| t.get("type").and_then(Value::as_str) == Some("function"));
-            let f = f.ok_or_else(|| {
-                bad("tools", "each tool must be {\"type\": \"function\", \"function\": {...}}".into())
-            })?;
+            let f = f.ok_or("each tool must be {\"type\": \"function\", \"function\": {...}}")?;
             let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
             let description = f.get("description").and_then(Value::as_str).map(String::from);
-            let tool = Tool::new(name, description, f.get("parameters").cloned())
-                .map_err(|e| bad("tools", e.to_string()))?;
-            if tools.iter().any(|t| t.name == tool.name) {
-                return Err(bad("tools", format!("two tools are named '{}'", tool.name)));
-            }
-            tools.push(tool);
-        }
+            Tool::new(name, description, f.get("parameters").cloned()).map_err(|e| e.to_string())
+        })?;
         let choice = match body.get("tool_choice") {
             None | Some(Value::Null) if tools.is_empty() => Choice::None,
             None | Some(Value::Null) => Choice::Auto,
@@ -64,21 +45,13 @@ impl Tools {
                 }
             },
         };
-        if tools.is_empty() && matches!(choice, Choice::Required | Choice::Named(_)) {
-            return Err(bad("tool_choice", "'tool_choice' asks for a tool call but 'tools' is empty".into()));
-        }
-        if let Choice::Named(name) = &choice
-            && !tools.iter().any(|t| &t.name == name)
-        {
-            return Err(bad("tool_choice", format!("'tool_choice' names '{name}', which is not in 'tools'")));
-        }
         let parallel = match body.get("parallel_tool_calls") {
             None | Some(Value::Null) => true,
             Some(v) => v.as_bool().ok_or_else(|| {
                 bad("parallel_tool_calls", "'parallel_tool_calls' must be true or false".into())
             })?,
         };
-        Ok(Tools { tools, choice, parallel })
+        Tools::checked(API, tools, choice, parallel)
     }
 
     /// The reply as the chat API's message, and `tool_calls` as finish reason when it calls.

@@ -266,6 +266,16 @@ pub fn only_fields(api: Api, body: &Value, known: &[&str]) -> Result<(), ApiErro
     }
 }
 
+/// The body's `messages`: a non-empty list (each API reads its messages' shapes itself).
+pub fn message_list(api: Api, body: &Value) -> Result<&Vec<Value>, ApiError> {
+    let bad = |m: &str| ApiError::bad(api, "messages", m);
+    match body.get("messages").and_then(Value::as_array) {
+        None => Err(bad("'messages' must be a list")),
+        Some(list) if list.is_empty() => Err(bad("'messages' must not be empty")),
+        Some(list) => Ok(list),
+    }
+}
+
 /// Parses a message's content: a string, or a list of `{"type": "text", "text": ...}` blocks.
 pub fn content_text(api: Api, field: &str, v: &Value) -> Result<String, ApiError> {
     match v {

@@ -4,7 +4,7 @@
 //! stop reason `tool_use`.
 
 use super::tool_use::{Choice, Tools};
-use crate::cli::http::{Api, ApiError, content_text, new_id};
+use crate::cli::http::{Api, ApiError, content_text, message_list, new_id};
 use minillm::chat::tools::{Tool, ToolCall};
 use minillm::chat::{Message, Role};
 use serde_json::{Value, json};
@@ -79,13 +79,7 @@ pub fn conversation(body: &Value) -> Result<Vec<Message>, ApiError> {
         None | Some(Value::Null) => {}
         Some(system) => out.push(Message::new(Role::System, content_text(API, "system", system)?)),
     }
-    let list = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("'messages' must be a list".into()))?;
-    if list.is_empty() {
-        return Err(bad("'messages' must not be empty".into()));
-    }
+    let list = message_list(API, body)?;
     for (i, m) in list.iter().enumerate() {
         let role = match m.get("role").and_then(Value::as_str) {
             Some("user") => Role::User,

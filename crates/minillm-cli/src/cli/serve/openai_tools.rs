@@ -8,7 +8,7 @@
 //! no calls.
 
 use super::tool_use::{Choice, Tools};
-use crate::cli::http::{Api, ApiError, content_text, new_id};
+use crate::cli::http::{Api, ApiError, content_text, message_list, new_id};
 use minillm::chat::tools::{Tool, ToolCall};
 use minillm::chat::{Message, Role};
 use serde_json::{Value, json};
@@ -75,13 +75,7 @@ impl Tools {
 /// may then be null) and tool messages (with the `tool_call_id` they answer).
 pub fn messages(body: &Value) -> Result<Vec<Message>, ApiError> {
     let bad = |m: String| ApiError::bad(API, "messages", m);
-    let list = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("'messages' must be a list".into()))?;
-    if list.is_empty() {
-        return Err(bad("'messages' must not be empty".into()));
-    }
+    let list = message_list(API, body)?;
     list.iter()
         .enumerate()
         .map(|(i, m)| {

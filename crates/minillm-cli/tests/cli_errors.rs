@@ -52,6 +52,8 @@ fn bad_inputs_fail_clearly() {
         ("bench decode --preset baby --prompt 60 --new-tokens 10", "at most the context (64)"),
         ("bench decode --preset baby --new-tokens 16 --batch 0", "--batch values must be at least 1"),
         ("bench quant --preset gpt2 --rounds 0", "--rounds must be at least 1"),
+        ("bench constrain --tokens 1", "--tokens must be 2..=1000"),
+        ("bench constrain --json-schema {nope", "--json-schema is not valid JSON"),
     ];
     for (command, needle) in cases {
         let args: Vec<&str> = command.split(' ').collect();

@@ -28,6 +28,9 @@ pub enum Command {
     Decode(DecodeArgs),
     /// File size, batch-1 decoding speed and perplexity of a model at every file type.
     Quant(QuantArgs),
+    /// What constrained decoding (a JSON schema) adds to each token, next to the decoding step
+    /// of GPT-2 small's shape, timed in the same loop.
+    Constrain(super::bench_constrain::ConstrainArgs),
 }
 
 #[derive(ClapArgs)]
@@ -116,6 +119,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::TrainStep(a) => rayon::ThreadPoolBuilder::new().build()?.install(|| train_step(a)),
         Command::Decode(a) => decode(a),
         Command::Quant(a) => quant(a),
+        Command::Constrain(a) => super::bench_constrain::run(a),
     }
 }
 

@@ -1,4 +1,5 @@
 pub mod bench;
+mod bench_constrain;
 pub mod chat;
 pub mod compare;
 pub mod corpus;

@@ -112,3 +112,21 @@ fn the_call_grammar_makes_any_model_call_well() {
     let e = call_grammar(&tools, Some("nope"), false).unwrap_err().to_string();
     assert!(e.contains("no tool is named 'nope'"), "{e}");
 }
+
+/// A template that renders tools in another format than `<tool_call>` is refused, not misread;
+/// one without tools gets the plain-turn rewrite.
+#[test]
+fn templates_with_another_call_format_are_refused() {
+    use minillm::chat::jinja::JinjaTemplate;
+    let tok = Tokenizer::gpt2();
+    let llama_like =
+        "{% if tools %}{{ tools | tojson }}{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}";
+    let t = JinjaTemplate::new(llama_like, None, None, vec![]).unwrap();
+    let ask = [Message::new(Role::User, "Weather?")];
+    let e = Dialogue::Jinja(t).render_with_tools(tok, &ask, &tools()).unwrap_err().to_string();
+    assert!(e.contains("format minillm does not read yet"), "{e}");
+    let plain =
+        JinjaTemplate::new("{% for m in messages %}{{ m.content }}{% endfor %}", None, None, vec![]).unwrap();
+    let ids = Dialogue::Jinja(plain).render_with_tools(tok, &ask, &tools()).unwrap();
+    assert!(tok.decode(&ids).unwrap().contains("<tools>"), "the plain-turn rewrite lists the tools");
+}

@@ -234,6 +234,12 @@ impl Dialogue {
             !tools.is_empty() || messages.iter().any(|m| m.role == Role::Tool || !m.tool_calls.is_empty());
         match self {
             _ if !uses_tools => self.render(tok, messages),
+            // Calls are read (and forced) in the `<tool_call>` format; a template that teaches
+            // its model another one (Llama 3.1's bare JSON, Mistral's [TOOL_CALLS]) would have
+            // its calls come back as text, so it is refused rather than misread.
+            Dialogue::Jinja(t) if t.renders_tools() && !t.source().contains("<tool_call>") => Err(Error::Invalid(
+                "this model's chat template writes tool calls in a format minillm does not read yet (it reads the <tool_call> format of Hermes and Qwen2.5 models)".into(),
+            )),
             Dialogue::Jinja(t) if t.renders_tools() => t.render_with_tools(tok, messages, tools, true),
             _ => self.render(tok, &tools::as_plain_turns(messages, tools)),
         }

@@ -852,6 +852,21 @@ fn tool_calls_come_back_in_openais_shape() {
         check_call(call, Some("add"));
     }
     assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "tool_calls");
+    // With tools offered but no call required, a streamed reply's text still comes as it is
+    // decoded, piece by piece.
+    let mut auto = request(json!({"max_tokens": 12, "stream": true}));
+    auto["temperature"] = json!(0);
+    let (_, text) = post(&s.url, "/v1/chat/completions", &auto.to_string(), &[]);
+    let pieces = events(&text)
+        .iter()
+        .filter(|(_, d)| d != "[DONE]")
+        .filter(|(_, d)| {
+            serde_json::from_str::<Value>(d).unwrap()["choices"][0]["delta"]["content"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty())
+        })
+        .count();
+    assert!(pieces >= 2, "{text}");
     // A conversation holding a call and its result renders and gets a reply.
     let history = json!([
         {"role": "user", "content": "Weather in Lima?"},

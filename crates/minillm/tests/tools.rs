@@ -130,3 +130,40 @@ fn templates_with_another_call_format_are_refused() {
     let ids = Dialogue::Jinja(plain).render_with_tools(tok, &ask, &tools()).unwrap();
     assert!(tok.decode(&ids).unwrap().contains("<tools>"), "the plain-turn rewrite lists the tools");
 }
+
+/// Streamed, a reply's text passes at once, a call is held whole; split at every byte, the text
+/// let through is what the whole reply parses to.
+#[test]
+fn a_streamed_reply_passes_text_and_holds_calls() {
+    use minillm::chat::tools::CallSieve;
+    let tools = tools();
+    let call = "<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}\n</tool_call>";
+    for reply in [
+        "Plain text, no calls <tool_ at the end".to_string(),
+        format!("Let me add.\n{call}"),
+        call.to_string(),
+        format!("{call} then prose"),
+        "a < b and <tool_call> broken".to_string(),
+    ] {
+        let (text, calls) = parse_calls(&reply, &tools);
+        for step in [1, 3, 7, 1000] {
+            let mut sieve = CallSieve::default();
+            let mut shown = String::new();
+            let mut cut = 0;
+            while cut < reply.len() {
+                let mut next = (cut + step).min(reply.len());
+                while !reply.is_char_boundary(next) {
+                    next += 1;
+                }
+                shown.push_str(&sieve.push(&reply[cut..next]));
+                if calls.is_empty() || !reply[..next].contains("<tool_call>") {
+                    assert!(reply.starts_with(&shown), "{reply:?}: {shown:?}");
+                }
+                cut = next;
+            }
+            let (rest, got) = sieve.finish(&tools);
+            shown.push_str(&rest);
+            assert_eq!((shown.as_str(), &got), (text.as_str(), &calls), "{reply:?} in pieces of {step}");
+        }
+    }
+}

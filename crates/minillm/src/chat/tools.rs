@@ -192,3 +192,52 @@ pub fn call_grammar(tools: &[Tool], only: Option<&str>, parallel: bool) -> Resul
         alternatives.join(" | ")
     )))
 }
+
+/// A streamed reply that may call tools, split as it comes: text that cannot be the start of a
+/// call is let through at once; from the first `<tool_call>` on (and any text that might be its
+/// beginning, or whitespace before it) everything is held until the reply ends, when
+/// [`finish`](CallSieve::finish) says whether it was calls or text after all. What is let
+/// through is exactly the text [`parse_calls`] would give.
+#[derive(Default)]
+pub struct CallSieve {
+    all: String,
+    /// Bytes of `all` already let through.
+    passed: usize,
+}
+
+impl CallSieve {
+    /// Takes the next piece of the reply; returns what can be shown now.
+    pub fn push(&mut self, piece: &str) -> String {
+        self.all.push_str(piece);
+        if self.all.contains(OPEN) {
+            let at = self.all.find(OPEN).unwrap_or(self.passed);
+            let text_end = self.all[..at].trim_end().len();
+            return self.pass_until(text_end);
+        }
+        // Hold a tail that could begin the tag, and trailing whitespace (dropped before calls).
+        let rest = &self.all[self.passed..];
+        let tag_start = (1..OPEN.len().min(rest.len() + 1))
+            .rev()
+            .find(|&n| rest.is_char_boundary(rest.len() - n) && OPEN.starts_with(&rest[rest.len() - n..]))
+            .map_or(rest.len(), |n| rest.len() - n);
+        let kept = rest[..tag_start].trim_end().len();
+        self.pass_until(self.passed + kept)
+    }
+
+    fn pass_until(&mut self, end: usize) -> String {
+        let end = end.max(self.passed);
+        let out = self.all[self.passed..end].to_string();
+        self.passed = end;
+        out
+    }
+
+    /// The reply has ended: the text still to show and the calls it makes (none: it was text).
+    pub fn finish(mut self, tools: &[Tool]) -> (String, Vec<(String, Value)>) {
+        let (_, calls) = parse_calls(&self.all, tools);
+        if calls.is_empty() {
+            let end = self.all.len();
+            return (self.pass_until(end), calls);
+        }
+        (String::new(), calls)
+    }
+}

@@ -12,6 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Response};
+use minillm::chat::tools::CallSieve;
 use minillm::constrain::Spec;
 use serde_json::{Value, json};
 use std::convert::Infallible;
@@ -215,10 +216,7 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) ->
     }
     let include_usage =
         body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
-    // A reply that may call tools is read whole before it is sent: streamed, its chunks come
-    // at the end (calls cannot be told from text until they are complete).
-    let buffered = generation.stream && kind == Kind::Chat && tools.choice != Choice::None;
-    if generation.stream && !buffered {
+    if generation.stream {
         if prompts.len() != 1 || echo || !generate {
             return Err(ApiError::bad(
                 API,
@@ -230,8 +228,8 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) ->
             .map(|i| s.start(API, &generation, &prompts[0], i))
             .collect::<Result<Vec<_>, _>>()?;
         let seed = generation.seed;
-        let response =
-            stream(s, receivers, generation, prompts[0].len(), kind, wants_logprobs, include_usage);
+        let (options, tools) = (Streaming { kind, wants_logprobs, include_usage }, Arc::new(tools));
+        let response = stream(s, receivers, generation, prompts[0].len(), options, tools);
         return Ok(with_seed(response, seed));
     }
     // Every choice of every prompt is submitted before any is awaited, so they decode in one
@@ -283,57 +281,11 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) ->
     let (id, object) = ids(kind);
     let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
-    if buffered {
-        let response = whole_as_chunks(&id, &s.name, &choices, include_usage.then_some(usage));
-        return Ok(with_seed(response, generation.seed));
-    }
     let response = Json(json!({
         "id": id, "object": object, "created": now(), "model": s.name, "choices": choices, "usage": usage,
     }))
     .into_response();
     Ok(with_seed(response, generation.seed))
-}
-
-/// Finished chat choices as a stream's chunks: per choice its role and text, its tool calls
-/// (each with its index, name and whole arguments, as OpenAI's first and only delta of a call
-/// may carry them) and its finish reason; then the usage when asked, and `[DONE]`.
-fn whole_as_chunks(id: &str, model: &str, choices: &[Value], usage: Option<Value>) -> Response {
-    let created = now();
-    let chunk = |choices: Value| json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices});
-    let mut events = Vec::new();
-    for c in choices {
-        let (index, message) = (&c["index"], &c["message"]);
-        let delta = json!({"role": "assistant", "content": message["content"].as_str().unwrap_or_default()});
-        events.push(chunk(
-            json!([{"index": index, "delta": delta, "logprobs": c["logprobs"], "finish_reason": null}]),
-        ));
-        if let Some(calls) = message["tool_calls"].as_array() {
-            let calls: Vec<Value> = calls
-                .iter()
-                .enumerate()
-                .map(|(k, call)| {
-                    let mut call = call.clone();
-                    call["index"] = k.into();
-                    call
-                })
-                .collect();
-            events.push(chunk(json!([{"index": index, "delta": {"tool_calls": calls}, "logprobs": null, "finish_reason": null}])));
-        }
-        events.push(chunk(
-            json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": c["finish_reason"]}]),
-        ));
-    }
-    if let Some(usage) = usage {
-        let mut last = chunk(json!([]));
-        last["usage"] = usage;
-        events.push(last);
-    }
-    let events = events
-        .into_iter()
-        .map(|e| Sse::default().data(e.to_string()))
-        .chain(std::iter::once(Sse::default().data("[DONE]")))
-        .map(Ok::<_, Infallible>);
-    axum::response::sse::Sse::new(futures_util::stream::iter(events)).into_response()
 }
 
 fn ids(kind: Kind) -> (String, &'static str) {
@@ -417,14 +369,24 @@ fn text_logprobs(
 /// Server-sent events: a chunk per piece of text of each choice (choices interleaved as their
 /// tokens come, each chunk naming its `index`), a last chunk per choice with its finish reason,
 /// the usage when asked, and `data: [DONE]`.
+/// How a stream is shaped.
+struct Streaming {
+    kind: Kind,
+    wants_logprobs: bool,
+    include_usage: bool,
+}
+
+/// Server-sent events for `receivers`' choices. With tools that may be called, each choice's
+/// text passes through a [`CallSieve`]: text is sent as it comes, a call is held until the reply
+/// ends and then sent as one `tool_calls` delta (its name and whole arguments), before the finish
+/// reason `tool_calls`.
 fn stream(
     s: Arc<Shared>,
     receivers: Vec<tokio::sync::mpsc::UnboundedReceiver<Event>>,
     generation: Generation,
     prompt_tokens: usize,
-    kind: Kind,
-    wants_logprobs: bool,
-    include_usage: bool,
+    Streaming { kind, wants_logprobs, include_usage }: Streaming,
+    tools: Arc<Tools>,
 ) -> Response {
     use futures_util::StreamExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -468,35 +430,54 @@ fn stream(
     enum Phase {
         Start,
         Tokens,
-        End,
+        /// Chunks left to send once the reply has ended.
+        Closing(std::collections::VecDeque<Value>),
     }
     // Completion tokens of every choice, added as each finishes, for the usage chunk.
     let made = Arc::new(AtomicUsize::new(0));
     let choices = receivers.into_iter().enumerate().map(|(index, rx)| {
         let (made, reply) = (made.clone(), Reply::new(s.tok.clone(), generation.stop.clone()));
-        let s = s.clone();
-        futures_util::stream::unfold((rx, reply, Phase::Start), move |(mut rx, mut reply, phase)| {
-            let (made, s) = (made.clone(), s.clone());
+        let sieve = (kind == Kind::Chat && tools.choice != Choice::None).then(CallSieve::default);
+        let (s, tools) = (s.clone(), tools.clone());
+        let state = (rx, reply, sieve, Phase::Start);
+        futures_util::stream::unfold(state, move |(mut rx, mut reply, mut sieve, phase)| {
+            let (made, s, tools) = (made.clone(), s.clone(), tools.clone());
             async move {
                 match phase {
                     Phase::Start if kind == Kind::Chat => {
-                        Some((delta(index, Some(""), true, None, None), (rx, reply, Phase::Tokens)))
+                        Some((delta(index, Some(""), true, None, None), (rx, reply, sieve, Phase::Tokens)))
                     }
                     Phase::Start | Phase::Tokens => loop {
                         if reply.done() {
                             made.fetch_add(reply.tokens(), Ordering::SeqCst);
-                            let finish = if reply.error.is_some() { "length" } else { reason(reply.finish) };
-                            return Some((
-                                delta(index, None, false, Some(finish), None),
-                                (rx, reply, Phase::End),
-                            ));
+                            let mut finish = if reply.error.is_some() { "length" } else { reason(reply.finish) };
+                            let mut closing = std::collections::VecDeque::new();
+                            if let Some(sieve) = sieve.take() {
+                                let (rest, calls) = sieve.finish(&tools.tools);
+                                if !rest.is_empty() {
+                                    closing.push_back(delta(index, Some(&rest), false, None, None));
+                                }
+                                if !calls.is_empty() {
+                                    let calls: Vec<Value> = calls.into_iter().enumerate().map(|(k, (name, args))| {
+                                        json!({"index": k, "id": new_id("call_"), "type": "function", "function": {"name": name, "arguments": args.to_string()}})
+                                    }).collect();
+                                    closing.push_back(json!([{"index": index, "delta": {"tool_calls": calls}, "logprobs": null, "finish_reason": null}]));
+                                    finish = "tool_calls";
+                                }
+                            }
+                            closing.push_back(delta(index, None, false, Some(finish), None));
+                            let first = closing.pop_front().expect("the finish chunk is there");
+                            return Some((first, (rx, reply, sieve, Phase::Closing(closing))));
                         }
                         let event = match tokio::time::timeout_at(deadline, rx.recv()).await {
                             Ok(Some(e)) => e,
                             Ok(None) | Err(_) => Event::Done(Finish::Length),
                         };
                         let before = reply.logprobs.len();
-                        let text = reply.take(event);
+                        let mut text = reply.take(event);
+                        if let Some(sieve) = &mut sieve {
+                            text = sieve.push(&text);
+                        }
                         let new_logprob = wants_logprobs && reply.logprobs.len() > before;
                         if !text.is_empty() || new_logprob {
                             let lp = new_logprob.then(|| {
@@ -512,11 +493,14 @@ fn stream(
                             });
                             return Some((
                                 delta(index, Some(&text), false, None, lp),
-                                (rx, reply, Phase::Tokens),
+                                (rx, reply, sieve, Phase::Tokens),
                             ));
                         }
                     },
-                    Phase::End => None,
+                    Phase::Closing(mut rest) => {
+                        let next = rest.pop_front()?;
+                        Some((next, (rx, reply, sieve, Phase::Closing(rest))))
+                    }
                 }
             }
         })

@@ -943,6 +943,37 @@ print("anthropic tools ok")
     let out = Command::new(client_python()).args(["-c", script, &s.url]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("anthropic tools ok"));
+    // At the HTTP level: with tools offered, text streams piece by piece; a required call
+    // follows the text block as a tool_use block whose input is one input_json_delta.
+    let tools = json!([{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"enum": ["Lima", "Rome"]}}, "required": ["city"], "additionalProperties": false}}]);
+    let streamed = |extra: Value| {
+        let mut body = json!({"model": "long", "max_tokens": 12, "temperature": 0, "stream": true, "tools": tools, "messages": [{"role": "user", "content": "Hi"}]});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let (status, text) = post(&s.url, "/v1/messages", &body.to_string(), &[]);
+        assert_eq!(status, 200, "{text}");
+        events(&text)
+            .into_iter()
+            .map(|(name, d)| (name.unwrap(), serde_json::from_str::<Value>(&d).unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let text_deltas = streamed(json!({})).iter().filter(|(_, d)| d["delta"]["type"] == "text_delta").count();
+    assert!(text_deltas >= 2, "text came in {text_deltas} pieces");
+    let called = streamed(
+        json!({"max_tokens": 300, "tool_choice": {"type": "any", "disable_parallel_tool_use": true}}),
+    );
+    let names: Vec<&str> = called.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.last(), Some(&"message_stop"));
+    let start =
+        called.iter().find(|(_, d)| d["content_block"]["type"] == "tool_use").expect("a tool_use block");
+    assert_eq!(
+        (start.1["index"].as_u64(), &start.1["content_block"]["name"]),
+        (Some(1), &json!("get_weather"))
+    );
+    let input = called.iter().find_map(|(_, d)| d["delta"]["partial_json"].as_str()).unwrap();
+    let input: Value = serde_json::from_str(input).unwrap();
+    assert!(input["city"] == "Lima" || input["city"] == "Rome", "{input}");
+    let stop = called.iter().find(|(n, _)| n == "message_delta").unwrap();
+    assert_eq!(stop.1["delta"]["stop_reason"], "tool_use");
     let ask = json!([{"role": "user", "content": "Hi"}]);
     for (extra, field, says) in [
         (json!({"tools": [{"name": "f"}]}), "tools", "needs an 'input_schema'"),

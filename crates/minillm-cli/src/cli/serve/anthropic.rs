@@ -13,7 +13,9 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Response};
 use minillm::chat::Role;
+use minillm::chat::tools::CallSieve;
 use serde_json::{Value, json};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -115,138 +117,103 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes) -> Result<Resp
     let rx = s.start(API, &generation, &prompt, 0)?;
     let id = new_id("msg_");
     let seed = generation.seed;
-    // A reply that may call tools is read whole before it is sent (see whole_as_events).
-    let buffered = tools.choice != Choice::None;
-    if generation.stream && !buffered {
-        return Ok(with_seed(stream(s, rx, generation.stop, prompt.len(), id), seed));
+    if generation.stream {
+        return Ok(with_seed(stream(s, rx, generation.stop, prompt.len(), id, tools), seed));
     }
     let reply = collect(&s, API, rx, generation.stop).await?;
     let (content, calls) = tools.anthropic_content(&reply.text);
-    let message = json!({
+    let response = Json(json!({
         "id": id, "type": "message", "role": "assistant", "model": s.name, "content": content,
         "stop_reason": if calls { "tool_use" } else { stop_reason(&reply) }, "stop_sequence": reply.stopped_by,
         "usage": {"input_tokens": prompt.len(), "output_tokens": reply.tokens()},
-    });
-    let response = match generation.stream {
-        true => whole_as_events(message),
-        false => Json(message).into_response(),
-    };
+    }))
+    .into_response();
     Ok(with_seed(response, seed))
 }
 
-/// A finished message as the stream's events: message_start, then per block its start, one
-/// delta (the whole text, or the call's input as one `input_json_delta`) and its stop, then
-/// message_delta and message_stop.
-fn whole_as_events(message: Value) -> Response {
-    let event = |name: &str, data: Value| Sse::default().event(name).data(data.to_string());
-    let mut start = message.clone();
-    start["content"] = json!([]);
-    (start["stop_reason"], start["stop_sequence"], start["usage"]["output_tokens"]) =
-        (Value::Null, Value::Null, 0.into());
-    let mut events = vec![event("message_start", json!({"type": "message_start", "message": start}))];
-    for (index, block) in message["content"].as_array().into_iter().flatten().enumerate() {
-        let (opening, delta) = match block["type"].as_str() {
-            Some("tool_use") => (
-                json!({"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}),
-                json!({"type": "input_json_delta", "partial_json": block["input"].to_string()}),
-            ),
-            _ => (json!({"type": "text", "text": ""}), json!({"type": "text_delta", "text": block["text"]})),
-        };
-        events.push(event(
-            "content_block_start",
-            json!({"type": "content_block_start", "index": index, "content_block": opening}),
-        ));
-        events.push(event(
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": index, "delta": delta}),
-        ));
-        events.push(event("content_block_stop", json!({"type": "content_block_stop", "index": index})));
-    }
-    let delta = json!({"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]});
-    let usage = json!({"output_tokens": message["usage"]["output_tokens"]});
-    events.push(event("message_delta", json!({"type": "message_delta", "delta": delta, "usage": usage})));
-    events.push(event("message_stop", json!({"type": "message_stop"})));
-    let events = futures_util::stream::iter(events.into_iter().map(Ok::<_, Infallible>));
-    axum::response::sse::Sse::new(events).into_response()
-}
-
 /// message_start, content_block_start, content_block_delta per piece of text,
-/// content_block_stop, message_delta (stop reason, usage), message_stop.
+/// content_block_stop, message_delta (stop reason, usage), message_stop. With tools that may be
+/// called, the text passes through a [`CallSieve`] (text as it comes, a call held until the
+/// reply ends) and each call follows the text block as a `tool_use` block whose input comes as
+/// one `input_json_delta`.
 fn stream(
     s: Arc<Shared>,
     rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
     stop: Vec<String>,
     input_tokens: usize,
     id: String,
+    tools: Tools,
 ) -> Response {
     let event = |name: &str, data: Value| Sse::default().event(name).data(data.to_string());
     let start = json!({"type": "message_start", "message": {
         "id": id, "type": "message", "role": "assistant", "model": s.name, "content": [],
         "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": input_tokens, "output_tokens": 0}}});
+    let block_start =
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}});
     let deadline = tokio::time::Instant::now() + s.timeout;
     let reply = Reply::new(s.tok.clone(), stop);
-    enum Phase {
-        MessageStart,
-        BlockStart,
-        Deltas,
-        MessageDelta,
-        MessageStop,
-        End,
-    }
+    let sieve = (tools.choice != Choice::None).then(CallSieve::default);
+    // Events ready to send; `true` once the last of them has been queued.
+    let queue = VecDeque::from([event("message_start", start), event("content_block_start", block_start)]);
+    let tools = Arc::new(tools);
     let events = futures_util::stream::unfold(
-        (rx, reply, Phase::MessageStart),
-        move |(mut rx, mut reply, phase)| {
-            let start = start.clone();
+        (rx, reply, sieve, queue, false),
+        move |(mut rx, mut reply, mut sieve, mut queue, mut ended)| {
+            let tools = tools.clone();
             async move {
-                let (out, next) = match phase {
-                    Phase::MessageStart => (event("message_start", start), Phase::BlockStart),
-                    Phase::BlockStart => (
-                        event(
-                            "content_block_start",
-                            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-                        ),
-                        Phase::Deltas,
-                    ),
-                    Phase::Deltas => loop {
-                        if reply.done() {
-                            break (
-                                event(
-                                    "content_block_stop",
-                                    json!({"type": "content_block_stop", "index": 0}),
-                                ),
-                                Phase::MessageDelta,
-                            );
-                        }
-                        let e = match tokio::time::timeout_at(deadline, rx.recv()).await {
-                            Ok(Some(e)) => e,
-                            Ok(None) | Err(_) => Event::Done(Finish::Length),
+                while queue.is_empty() && !ended {
+                    if reply.done() {
+                        let (rest, calls) = match sieve.take() {
+                            Some(sieve) => sieve.finish(&tools.tools),
+                            None => (String::new(), Vec::new()),
                         };
-                        let text = reply.take(e);
-                        if !text.is_empty() {
-                            break (
-                                event(
-                                    "content_block_delta",
-                                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
-                                ),
-                                Phase::Deltas,
-                            );
+                        let text_delta = |text: &str| json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}});
+                        if !rest.is_empty() {
+                            queue.push_back(event("content_block_delta", text_delta(&rest)));
                         }
-                    },
-                    Phase::MessageDelta => (
-                        event(
+                        queue.push_back(event(
+                            "content_block_stop",
+                            json!({"type": "content_block_stop", "index": 0}),
+                        ));
+                        let calling = !calls.is_empty();
+                        for (k, (name, input)) in calls.into_iter().enumerate() {
+                            let block = json!({"type": "tool_use", "id": new_id("toolu_"), "name": name, "input": {}});
+                            let delta =
+                                json!({"type": "input_json_delta", "partial_json": input.to_string()});
+                            queue.push_back(event("content_block_start", json!({"type": "content_block_start", "index": k + 1, "content_block": block})));
+                            queue.push_back(event(
+                                "content_block_delta",
+                                json!({"type": "content_block_delta", "index": k + 1, "delta": delta}),
+                            ));
+                            queue.push_back(event(
+                                "content_block_stop",
+                                json!({"type": "content_block_stop", "index": k + 1}),
+                            ));
+                        }
+                        let reason = if calling { "tool_use" } else { stop_reason(&reply) };
+                        queue.push_back(event(
                             "message_delta",
-                            json!({"type": "message_delta",
-                        "delta": {"stop_reason": stop_reason(&reply), "stop_sequence": reply.stopped_by},
-                        "usage": {"output_tokens": reply.tokens()}}),
-                        ),
-                        Phase::MessageStop,
-                    ),
-                    Phase::MessageStop => {
-                        (event("message_stop", json!({"type": "message_stop"})), Phase::End)
+                            json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": reply.stopped_by}, "usage": {"output_tokens": reply.tokens()}}),
+                        ));
+                        queue.push_back(event("message_stop", json!({"type": "message_stop"})));
+                        ended = true;
+                        break;
                     }
-                    Phase::End => return None,
-                };
-                Some((Ok::<_, Infallible>(out), (rx, reply, next)))
+                    let e = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(e)) => e,
+                        Ok(None) | Err(_) => Event::Done(Finish::Length),
+                    };
+                    let mut text = reply.take(e);
+                    if let Some(sieve) = &mut sieve {
+                        text = sieve.push(&text);
+                    }
+                    if !text.is_empty() {
+                        let delta = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}});
+                        queue.push_back(event("content_block_delta", delta));
+                    }
+                }
+                let next = queue.pop_front()?;
+                Some((Ok::<_, Infallible>(next), (rx, reply, sieve, queue, ended)))
             }
         },
     );

@@ -307,3 +307,34 @@ fn generation_config_json_sets_defaults_that_flags_override() {
         (0..4).map(|s| tokens(&["--temperature", "1.5", "--seed", &s.to_string()])).collect();
     assert!(sampled.iter().any(|t| *t != by_file), "--temperature should override do_sample false");
 }
+
+/// `--json-schema`: the continuation is JSON valid under the schema (constrained decoding), with
+/// or without several samples; a schema that cannot be used is refused before anything is
+/// printed.
+#[test]
+fn generate_follows_a_json_schema_and_refuses_a_bad_one_first() {
+    let dir = common::temp_dir("generate-schema");
+    let model = common::fixture().to_string_lossy().into_owned();
+    let schema = r#"{"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"enum": [1, 2, 3]}}, "required": ["ok", "n"], "additionalProperties": false}"#;
+    let out = ok(&minillm(
+        &dir,
+        &["generate", "--model", &model, "It was", "--json-schema", schema, "--seed", "3"],
+    ));
+    let v: serde_json::Value = serde_json::from_str(out.trim_end().strip_prefix("It was").unwrap()).unwrap();
+    assert!(v["ok"].is_boolean() && [1, 2, 3].contains(&v["n"].as_i64().unwrap()), "{out}");
+    std::fs::write(dir.join("schema.json"), schema).unwrap();
+    let args = ["generate", "--model", &model, "It was", "--json-schema", "schema.json", "-n", "3", "--json"];
+    let many = ok(&minillm(&dir, &args));
+    assert_eq!(many.lines().count(), 3, "{many}");
+    for line in many.lines() {
+        let sample: serde_json::Value = serde_json::from_str(line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(sample["text"].as_str().unwrap()).unwrap();
+        assert!(v["ok"].is_boolean(), "{sample}");
+    }
+    let bad = minillm(
+        &dir,
+        &["generate", "--model", &model, "It was", "--json-schema", r##"{"$ref": "#/nowhere"}"##],
+    );
+    assert!(!bad.status.success() && bad.stdout.is_empty(), "{}", String::from_utf8_lossy(&bad.stdout));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot be used"));
+}

@@ -23,6 +23,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let mut loaded = load(&a.model)?;
     let mut sampling = a.sampling.resolve(loaded.model.config.vocab_size, &loaded.generation)?;
+    sampling.prepare_output(&loaded)?;
     let dialogue = loaded.dialogue();
     if a.system.is_some() && !dialogue.has_template() {
         bail!("--system needs a model with a chat template (fine-tune it with `minillm sft`)");

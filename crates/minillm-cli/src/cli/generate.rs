@@ -46,7 +46,8 @@ pub fn run(a: Args) -> Result<()> {
         (loaded.tok.encode_prompt(&a.prompt)?, a.prompt.as_str())
     };
     let prompt = fit_context(prompt, loaded.model.config.block_size, a.truncate.as_deref())?;
-    let sampling = a.sampling.resolve(loaded.model.config.vocab_size, &loaded.generation)?;
+    let mut sampling = a.sampling.resolve(loaded.model.config.vocab_size, &loaded.generation)?;
+    sampling.prepare_output(&loaded)?;
     if a.num_samples == 0 || a.num_samples > 64 {
         bail!("--num-samples must be 1..=64, not {}", a.num_samples);
     }

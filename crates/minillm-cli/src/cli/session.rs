@@ -83,6 +83,21 @@ pub struct Sampling {
     pub seed: u64,
     /// What the output must be, when constrained.
     pub output: Option<Spec>,
+    /// The model's vocabulary as the constraint reads it (see [`Sampling::prepare_output`]).
+    grammars: Option<Grammars>,
+}
+
+impl Sampling {
+    /// Builds what a constrained output needs and checks the schema or grammar compiles, so a
+    /// bad one is refused before anything is printed.
+    pub fn prepare_output(&mut self, loaded: &Loaded) -> Result<()> {
+        if let Some(spec) = &self.output {
+            let grammars = Grammars::new(&loaded.tok, &loaded.end_ids())?;
+            grammars.constraint(spec)?;
+            self.grammars = Some(grammars);
+        }
+        Ok(())
+    }
 }
 
 impl SamplingArgs {
@@ -130,6 +145,7 @@ impl SamplingArgs {
             stop: self.stop.clone(),
             seed: self.seed,
             output: self.output()?,
+            grammars: None,
         })
     }
 
@@ -212,7 +228,10 @@ pub fn stream_many(
     let mut constraints = match &s.output {
         None => Vec::new(),
         Some(spec) => {
-            let grammars = Grammars::new(&loaded.tok, &eos)?;
+            let grammars = match &s.grammars {
+                Some(g) => g.clone(),
+                None => Grammars::new(&loaded.tok, &eos)?,
+            };
             (0..n).map(|_| grammars.constraint(spec)).collect::<Result<_, _>>()?
         }
     };

@@ -248,11 +248,7 @@ fn the_real_openai_and_anthropic_clients_work() {
 fn the_guides_client_snippets_run() {
     let python = client_python();
     // A context long enough for the tools' descriptions (the fixture's holds 64 tokens).
-    let model = long_context_model("guide-snippets");
-    let s = common::start(
-        &["serve", "--model", &model.to_string_lossy(), "--port", "0", "--model-name", "talker-dpo"]
-            .map(String::from),
-    );
+    let s = serve_long("guide-snippets", "talker-dpo");
     let guide = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/guide/07-serving.md"),
     )
@@ -307,21 +303,7 @@ fn client_python() -> PathBuf {
 /// the deadline lets it fill.
 #[test]
 fn requests_are_cut_off_at_the_timeout_and_free_their_slot() {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-timeout");
-    let _ = std::fs::remove_dir_all(&dir);
-    let config = minillm::model::ModelConfig {
-        n_layer: 1,
-        n_head: 1,
-        n_embd: 32,
-        block_size: 60_000,
-        vocab_size: 512,
-        dropout: 0.0,
-        bias: true,
-        arch: Default::default(),
-    };
-    let model = minillm::model::Gpt::new(config, 3).unwrap();
-    minillm::io::save_model(&dir, &model, None).unwrap();
-    std::fs::copy(common::fixture().join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let dir = random_model("serve-timeout", 60_000);
     let args = ["serve", "--model", &dir.to_string_lossy(), "--port", "0", "--model-name", "long"];
     let args: Vec<String> = args
         .iter()
@@ -758,16 +740,16 @@ fn response_format_makes_every_reply_valid_json() {
     }
 }
 
-/// A random-weight model with the fixture's tokenizer and a context of 2,048 tokens, room for
-/// tool descriptions.
-fn long_context_model(name: &str) -> PathBuf {
+/// A random-weight model with the fixture's tokenizer and a context of `context` tokens (the
+/// fixture's 64 leave no room for tool descriptions or a deadline to cut).
+fn random_model(name: &str, context: usize) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&dir);
     let config = minillm::model::ModelConfig {
         n_layer: 1,
         n_head: 2,
         n_embd: 32,
-        block_size: 2048,
+        block_size: context,
         vocab_size: 512,
         dropout: 0.0,
         bias: true,
@@ -778,16 +760,21 @@ fn long_context_model(name: &str) -> PathBuf {
     dir
 }
 
+/// `minillm serve` on a [`random_model`] with a context of 2,048 tokens, named `model_name`.
+fn serve_long(dir_name: &str, model_name: &str) -> common::Server {
+    let model = random_model(dir_name, 2048);
+    common::start(
+        &["serve", "--model", &model.to_string_lossy(), "--port", "0", "--model-name", model_name]
+            .map(String::from),
+    )
+}
+
 /// OpenAI's tool calls: a required (or named) call is a well-formed call with valid arguments
 /// in every choice, streamed or not; a conversation can carry earlier calls and their results;
 /// what is malformed is refused naming the field.
 #[test]
 fn tool_calls_come_back_in_openais_shape() {
-    let model = long_context_model("serve-tools");
-    let s = common::start(
-        &["serve", "--model", &model.to_string_lossy(), "--port", "0", "--model-name", "long"]
-            .map(String::from),
-    );
+    let s = serve_long("serve-tools", "long");
     let tools = json!([
         {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
             "parameters": {"type": "object", "properties": {"city": {"enum": ["Lima", "Rome"]}}, "required": ["city"], "additionalProperties": false}}},
@@ -912,11 +899,7 @@ fn tool_calls_come_back_in_openais_shape() {
 /// goes on with the client's own blocks and a `tool_result`; malformed tools are refused by name.
 #[test]
 fn anthropic_tool_use_works_with_the_real_client() {
-    let model = long_context_model("serve-anthropic-tools");
-    let s = common::start(
-        &["serve", "--model", &model.to_string_lossy(), "--port", "0", "--model-name", "long"]
-            .map(String::from),
-    );
+    let s = serve_long("serve-anthropic-tools", "long");
     let script = r#"
 import anthropic, sys
 a = anthropic.Anthropic(base_url=sys.argv[1], api_key="not-needed")
@@ -1055,11 +1038,7 @@ fn metrics_count_what_was_served() {
 /// prompts). tests/langchain_clients.py holds the client code.
 #[test]
 fn langchain_tools_structured_output_and_batches_work() {
-    let model = long_context_model("serve-langchain");
-    let s = common::start(
-        &["serve", "--model", &model.to_string_lossy(), "--port", "0", "--model-name", "long"]
-            .map(String::from),
-    );
+    let s = serve_long("serve-langchain", "long");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/langchain_clients.py");
     let out = Command::new(client_python()).arg(&script).arg(&s.url).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -104,14 +104,23 @@ impl Grammars {
 }
 
 /// JSON written as Python's `json.dumps` writes it (`", "` and `": "`, no other whitespace): a
-/// small model allowed free whitespace can spend its whole budget on newlines.
-fn compact(mut schema: Value) -> Value {
+/// small model allowed free whitespace can spend its whole budget on newlines. (Tool-call
+/// grammars embed their schemas through this too.)
+pub(crate) fn compact(mut schema: Value) -> Value {
     if let Some(map) = schema.as_object_mut() {
         map.entry("x-guidance").or_insert(json!({
             "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "
         }));
     }
     schema
+}
+
+/// A copy at the same point of the parse, with state of its own: one compiled schema serves
+/// every choice of a request.
+impl Clone for Constraint {
+    fn clone(&self) -> Constraint {
+        Constraint { matcher: Box::new(self.matcher.deep_clone()), ends: self.ends.clone() }
+    }
 }
 
 impl Constraint {

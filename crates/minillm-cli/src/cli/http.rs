@@ -5,7 +5,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use minillm::constrain::Spec;
+use minillm::constrain::Constraint;
 use minillm::sample::SamplerConfig;
 use serde_json::{Value, json};
 
@@ -99,9 +99,8 @@ pub struct Generation {
     pub stream: bool,
     pub logprobs: bool,
     pub top_logprobs: usize,
-    /// What the output must be (constrained decoding), and the field that said so.
-    pub output: Option<Spec>,
-    pub output_field: &'static str,
+    /// What the output must be (constrained decoding), compiled once for every choice.
+    pub constraint: Option<Constraint>,
 }
 
 /// Typed access to an optional field of a JSON body.
@@ -228,8 +227,7 @@ impl Fields<'_> {
             stream: self.flag("stream")?,
             logprobs: false,
             top_logprobs: 0,
-            output: None,
-            output_field: "response_format",
+            constraint: None,
         })
     }
 }

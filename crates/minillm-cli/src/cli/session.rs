@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
-use minillm::constrain::{Grammars, Spec};
+use minillm::constrain::{Constraint, Grammars, Spec};
 use minillm::io;
 use minillm::io::generation_config::GenerationConfig;
 use minillm::rng::Rng;
@@ -83,20 +83,25 @@ pub struct Sampling {
     pub seed: u64,
     /// What the output must be, when constrained.
     pub output: Option<Spec>,
-    /// The model's vocabulary as the constraint reads it (see [`Sampling::prepare_output`]).
-    grammars: Option<Grammars>,
+    /// `output` compiled for this model's vocabulary (see [`Sampling::prepare_output`]).
+    constraint: Option<Constraint>,
 }
 
 impl Sampling {
-    /// Builds what a constrained output needs and checks the schema or grammar compiles, so a
-    /// bad one is refused before anything is printed.
+    /// Compiles the schema or grammar once, so a bad one is refused before anything is printed
+    /// and every continuation starts from a copy.
     pub fn prepare_output(&mut self, loaded: &Loaded) -> Result<()> {
-        if let Some(spec) = &self.output {
-            let grammars = Grammars::new(&loaded.tok, &loaded.end_ids())?;
-            grammars.constraint(spec)?;
-            self.grammars = Some(grammars);
-        }
+        self.constraint = self.compile_output(loaded)?;
         Ok(())
+    }
+
+    /// The compiled constraint: the prepared one, or compiled now.
+    fn compile_output(&self, loaded: &Loaded) -> Result<Option<Constraint>> {
+        match (&self.output, &self.constraint) {
+            (_, Some(prepared)) => Ok(Some(prepared.clone())),
+            (None, None) => Ok(None),
+            (Some(spec), None) => Ok(Some(Grammars::new(&loaded.tok, &loaded.end_ids())?.constraint(spec)?)),
+        }
     }
 }
 
@@ -145,7 +150,7 @@ impl SamplingArgs {
             stop: self.stop.clone(),
             seed: self.seed,
             output: self.output()?,
-            grammars: None,
+            constraint: None,
         })
     }
 
@@ -225,15 +230,9 @@ pub fn stream_many(
         (0..n).map(|_| Streamed { tokens: Vec::new(), text: String::new(), hit_stop: false }).collect();
     let mut failed: Option<anyhow::Error> = None;
     let prompts = vec![prompt.to_vec(); n];
-    let mut constraints = match &s.output {
+    let mut constraints = match s.compile_output(loaded)? {
         None => Vec::new(),
-        Some(spec) => {
-            let grammars = match &s.grammars {
-                Some(g) => g.clone(),
-                None => Grammars::new(&loaded.tok, &eos)?,
-            };
-            (0..n).map(|_| grammars.constraint(spec)).collect::<Result<_, _>>()?
-        }
+        Some(constraint) => vec![constraint; n],
     };
     let (model, max_new) = (&loaded.model, s.max_new_tokens);
     generate_batch(model, &prompts, max_new, &s.config, rngs, &eos, &mut constraints, |i, id, logits| {

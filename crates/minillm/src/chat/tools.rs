@@ -175,12 +175,10 @@ pub fn call_grammar(tools: &[Tool], only: Option<&str>, parallel: bool) -> Resul
             None => "there are no tools to call".into(),
         }));
     }
-    let compact = json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "});
     let alternatives: Vec<String> = chosen
         .iter()
         .map(|t| {
-            let mut schema = t.parameters.clone();
-            schema.as_object_mut().map(|s| s.entry("x-guidance").or_insert(compact.clone()));
+            let schema = crate::constrain::compact(t.parameters.clone());
             // Tool names are letters, digits, '_' and '-' (checked in `Tool::new`): safe in a
             // Lark string literal.
             format!("\"{{\\\"name\\\": \\\"{}\\\", \\\"arguments\\\": \" %json {} \"}}\"", t.name, schema)
@@ -209,8 +207,7 @@ impl CallSieve {
     /// Takes the next piece of the reply; returns what can be shown now.
     pub fn push(&mut self, piece: &str) -> String {
         self.all.push_str(piece);
-        if self.all.contains(OPEN) {
-            let at = self.all.find(OPEN).unwrap_or(self.passed);
+        if let Some(at) = self.all.find(OPEN) {
             let text_end = self.all[..at].trim_end().len();
             return self.pass_until(text_end);
         }

@@ -83,8 +83,7 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes) -> Result<Resp
     }
     let mut generation = fields.generation(&["max_tokens"], "stop_sequences")?;
     let tools = Tools::from_anthropic(&body)?;
-    generation.output = tools.grammar(API, "tool_choice")?;
-    generation.output_field = "tool_choice";
+    generation.constraint = s.compile(API, "tool_choice", tools.grammar(API, "tool_choice")?.as_ref())?;
     let conversation = conversation(&body)?;
     // A last assistant message is a prefill: the reply continues it (and holds only what follows).
     let prefill = conversation.last().filter(|m| m.role == Role::Assistant);

@@ -28,7 +28,7 @@ use axum::{Json, Router};
 use engine::{Engine, Event, Job};
 use minillm::Tokenizer;
 use minillm::chat::Dialogue;
-use minillm::constrain::Grammars;
+use minillm::constrain::{Constraint, Grammars, Spec};
 use minillm::model::ModelConfig;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -322,6 +322,21 @@ impl Shared {
         Ok(())
     }
 
+    /// `spec` compiled for this model's vocabulary (what `field` asked for), once per request:
+    /// each choice starts from a copy.
+    pub fn compile(
+        &self,
+        api: Api,
+        field: &str,
+        spec: Option<&Spec>,
+    ) -> Result<Option<Constraint>, ApiError> {
+        let Some(spec) = spec else { return Ok(None) };
+        let grammars =
+            self.grammars.get_or_init(|| Grammars::new(&self.tok, &self.end).map_err(|e| e.to_string()));
+        let grammars = grammars.as_ref().map_err(|e| ApiError::bad(api, field, e.clone()))?;
+        grammars.constraint(spec).map(Some).map_err(|e| ApiError::bad(api, field, e.to_string()))
+    }
+
     /// Queues one generation of `prompt`; the new-token budget is `max_tokens` capped by what
     /// is left of the context.
     pub fn start(
@@ -351,20 +366,9 @@ impl Shared {
                 ),
             ));
         }
-        let constraint = match &req.output {
-            None => None,
-            Some(spec) => {
-                let grammars = self
-                    .grammars
-                    .get_or_init(|| Grammars::new(&self.tok, &self.end).map_err(|e| e.to_string()));
-                let field = req.output_field;
-                let grammars = grammars.as_ref().map_err(|e| ApiError::bad(api, field, e.clone()))?;
-                Some(grammars.constraint(spec).map_err(|e| ApiError::bad(api, field, e.to_string()))?)
-            }
-        };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let job = Job {
-            constraint,
+            constraint: req.constraint.clone(),
             prompt: prompt.to_vec(),
             max_new: req.max_tokens.unwrap_or(left).min(left),
             sampler: req.sampler.clone(),

@@ -164,18 +164,19 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) ->
     only_fields(API, &body, &[SAMPLING_FIELDS, own].concat())?;
     let fields = Fields { api: API, body: &body };
     let mut generation = fields.generation(&["max_tokens", "max_completion_tokens"], "stop")?;
-    generation.output = response_format(&body)?;
     let tools = Tools::from_openai(&body)?;
-    if let Some(calls) = tools.grammar(API, "tool_choice")? {
-        if generation.output.is_some() {
+    let (output, field) = match (response_format(&body)?, tools.grammar(API, "tool_choice")?) {
+        (Some(_), Some(_)) => {
             return Err(ApiError::bad(
                 API,
                 "tool_choice",
                 "a required tool call cannot also follow 'response_format'",
             ));
         }
-        (generation.output, generation.output_field) = (Some(calls), "tool_choice");
-    }
+        (None, Some(calls)) => (Some(calls), "tool_choice"),
+        (format, None) => (format, "response_format"),
+    };
+    generation.constraint = s.compile(API, field, output.as_ref())?;
     let prompts = match kind {
         Kind::Chat => vec![
             s.dialogue
@@ -458,9 +459,13 @@ fn stream(
                                     closing.push_back(delta(index, Some(&rest), false, None, None));
                                 }
                                 if !calls.is_empty() {
-                                    let calls: Vec<Value> = calls.into_iter().enumerate().map(|(k, (name, args))| {
-                                        json!({"index": k, "id": new_id("call_"), "type": "function", "function": {"name": name, "arguments": args.to_string()}})
-                                    }).collect();
+                                    let calls: Vec<Value> = (calls.iter().enumerate())
+                                        .map(|(k, (name, args))| {
+                                            let mut call = openai_tools::call_json(name, args);
+                                            call["index"] = k.into();
+                                            call
+                                        })
+                                        .collect();
                                     closing.push_back(json!([{"index": index, "delta": {"tool_calls": calls}, "logprobs": null, "finish_reason": null}]));
                                     finish = "tool_calls";
                                 }

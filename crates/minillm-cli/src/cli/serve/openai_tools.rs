@@ -60,15 +60,15 @@ impl Tools {
         if calls.is_empty() {
             return (json!({"role": "assistant", "content": reply}), None);
         }
-        let calls: Vec<Value> = calls
-            .into_iter()
-            .map(|(name, arguments)| {
-                json!({"id": new_id("call_"), "type": "function", "function": {"name": name, "arguments": arguments.to_string()}})
-            })
-            .collect();
+        let calls: Vec<Value> = calls.iter().map(|(name, arguments)| call_json(name, arguments)).collect();
         let content = (!text.is_empty()).then_some(text);
         (json!({"role": "assistant", "content": content, "tool_calls": calls}), Some("tool_calls"))
     }
+}
+
+/// One call as the chat API gives it: a fresh id, the name, the arguments as JSON text.
+pub fn call_json(name: &str, arguments: &Value) -> Value {
+    json!({"id": new_id("call_"), "type": "function", "function": {"name": name, "arguments": arguments.to_string()}})
 }
 
 /// The conversation: system (or developer), user, assistant (with `tool_calls` and content that

@@ -130,8 +130,15 @@ fn run(
     let mut cache = KvCache::new(&model, slots);
     let mut active: Vec<Option<Active>> = (0..slots).map(|_| None).collect();
     let mut waiting: VecDeque<Job> = VecDeque::new();
-    let finish = |slot: &mut Option<Active>| {
-        *slot = None;
+    // Frees a decoding slot, then tells its client the `last` event: the slot counts as free in
+    // /metrics before the client can hear that its request ended.
+    let finish = |slot: &mut Option<Active>, last: Option<Event>| {
+        if let Some(a) = slot.take() {
+            metrics.decoding.fetch_sub(1, Ordering::Relaxed);
+            if let Some(event) = last {
+                let _ = a.job.events.send(event);
+            }
+        }
         in_flight.fetch_sub(1, Ordering::SeqCst);
     };
     let publish = |waiting: &VecDeque<Job>, active: &[Option<Active>]| {
@@ -220,17 +227,15 @@ fn run(
         for (slot, (entry, pick)) in active.iter_mut().zip(picks).enumerate() {
             let (Some(a), Some(token)) = (entry.as_mut(), pick) else { continue };
             let Event::Token { id, .. } = token else {
-                let _ = a.job.events.send(token); // the constraint failed
-                finish(entry);
+                finish(entry, Some(token)); // the constraint failed
                 continue;
             };
             if end.contains(&id) {
-                let _ = a.job.events.send(Event::Done(Finish::Stop));
-                finish(entry);
+                finish(entry, Some(Event::Done(Finish::Stop)));
                 continue;
             }
             if a.job.events.send(token).is_err() {
-                finish(entry); // the client went away: free the slot now
+                finish(entry, None); // the client went away: free the slot now
                 continue;
             }
             let now = Instant::now();
@@ -242,8 +247,7 @@ fn run(
             a.ids.push(id);
             a.made += 1;
             if a.made >= a.job.max_new {
-                let _ = a.job.events.send(Event::Done(Finish::Length));
-                finish(entry);
+                finish(entry, Some(Event::Done(Finish::Length)));
                 continue;
             }
             continuing[slot] = true;
@@ -260,10 +264,7 @@ fn run(
         if let Err(e) = decode_step(&model, &mut cache, &mut step) {
             drop(step);
             for (entry, _) in active.iter_mut().zip(&continuing).filter(|(_, go_on)| **go_on) {
-                if let Some(a) = entry.as_ref() {
-                    let _ = a.job.events.send(Event::Failed(e.to_string()));
-                }
-                finish(entry);
+                finish(entry, Some(Event::Failed(e.to_string())));
             }
         }
     }

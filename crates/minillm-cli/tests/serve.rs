@@ -460,6 +460,14 @@ fn fields_the_server_cannot_honour_are_refused_by_name() {
         assert_eq!(status, 400, "{path}: {r}");
         assert!(r["error"]["message"].as_str().unwrap().contains("'temprature' is not a field"), "{r}");
     }
+    for (options, field) in [
+        (json!({"include_usage": true, "continuous_usage_stats": true}), "continuous_usage_stats"),
+        (json!({"include_usage": "yes"}), "include_usage"),
+        (json!(true), "stream_options"),
+    ] {
+        let (status, r) = chat(json!({"stream": true, "stream_options": options}));
+        assert_eq!((status, r["error"]["param"].as_str()), (400, Some(field)), "{r}");
+    }
     let (status, r) = chat(json!({"echo": true}));
     assert_eq!((status, r["error"]["param"].as_str()), (400, Some("echo")), "echo is the completions API's");
     let (status, r) = chat(json!({"top_logprobs": 21, "logprobs": true}));

@@ -215,8 +215,7 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) ->
     if !generate && kind == Kind::Chat {
         return Err(ApiError::bad(API, "max_tokens", "'max_tokens' must be at least 1"));
     }
-    let include_usage =
-        body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = include_usage(&body)?;
     if generation.stream {
         if prompts.len() != 1 || echo || !generate {
             return Err(ApiError::bad(
@@ -287,6 +286,16 @@ async fn respond(s: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Kind) ->
     }))
     .into_response();
     Ok(with_seed(response, generation.seed))
+}
+
+/// `stream_options`: an object whose only known key is `include_usage` (true or false).
+fn include_usage(body: &Value) -> Result<bool, ApiError> {
+    let Some(options) = body.get("stream_options").filter(|o| !o.is_null()) else { return Ok(false) };
+    if !options.is_object() {
+        return Err(ApiError::bad(API, "stream_options", "'stream_options' must be an object"));
+    }
+    only_fields(API, options, &["include_usage"])?;
+    Fields { api: API, body: options }.flag("include_usage")
 }
 
 fn ids(kind: Kind) -> (String, &'static str) {

@@ -128,6 +128,8 @@ fn main() -> ExitCode {
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // In a data-parallel run, an error every rank met is said once, by rank 0.
+        Err(e) if e.is::<cli::ranks::Quiet>() => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

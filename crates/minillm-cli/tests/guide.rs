@@ -7,7 +7,9 @@
 //! lines and `[..]` for any text within a line. Output that starts with `error:` means the
 //! command must fail; otherwise it must succeed. All chapters run in order in one fresh
 //! temporary directory, as a reader working through the guide would, so later commands (and
-//! chapters) can use files earlier ones wrote.
+//! chapters) can use files earlier ones wrote. `mpirun ... minillm ...` lines (data-parallel
+//! training) run when minillm is built with the `mpi` feature and are skipped, saying so,
+//! otherwise.
 
 mod common;
 
@@ -115,13 +117,28 @@ fn run_chapter(path: &Path, dir: &Path) -> Vec<String> {
         let words = split_words(&step.command);
         // Leading NAME=value words set the command's environment, as in a shell.
         let n_env = words.iter().take_while(|w| w.contains('=') && !w.starts_with('-')).count();
-        assert_eq!(words[n_env], "minillm", "{}:{}: only minillm commands run", path.display(), step.line);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_minillm"));
+        let bin = env!("CARGO_BIN_EXE_minillm");
+        let mut command = match words[n_env].as_str() {
+            "minillm" => Command::new(bin),
+            "mpirun" if !cfg!(feature = "mpi") => {
+                eprintln!("{}:{}: skipped (needs a build with --features mpi)", path.display(), step.line);
+                continue;
+            }
+            "mpirun" => {
+                let mut c = Command::new("mpirun");
+                // As root in CI, and 2 ranks on 2 cores.
+                c.args(["--allow-run-as-root", "--oversubscribe"])
+                    .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+                c
+            }
+            other => panic!("{}:{}: only minillm commands run, not {other}", path.display(), step.line),
+        };
         for assignment in &words[..n_env] {
             let (name, value) = assignment.split_once('=').unwrap();
             command.env(name, value);
         }
-        let out = command.args(&words[n_env + 1..]).current_dir(dir).env("NO_COLOR", "1").output().unwrap();
+        let args = words[n_env + 1..].iter().map(|w| if w == "minillm" { bin } else { w.as_str() });
+        let out = command.args(args).current_dir(dir).env("NO_COLOR", "1").output().unwrap();
         let actual_text =
             format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         let actual = trimmed(&actual_text.lines().map(str::to_string).collect::<Vec<_>>());

@@ -29,6 +29,9 @@ pub enum Error {
         "the {quantity} became {value} at step {step}; stopping (the last checkpoint is kept). Try a lower lr or grad_clip"
     )]
     Diverged { quantity: &'static str, value: f32, step: usize },
+    /// One process of a data-parallel run failed; every process stops with this error.
+    #[error("rank {rank} failed: {message}")]
+    Rank { rank: usize, message: String },
     /// Input that is well-formed but cannot be used, said in a sentence.
     #[error("{0}")]
     Invalid(String),

@@ -1,6 +1,7 @@
 //! `minillm sft` and `minillm dpo`: fine-tuning a trained model on conversations (loss on the
 //! assistant's replies only) and on preference pairs, through the same loop as pretraining.
 
+use super::ranks::{Join, RankArgs};
 use super::session::{Loaded, MODEL_HELP, load};
 use super::train::{Flags, interrupted, train_loop};
 use anyhow::{Context, Result, bail};
@@ -40,6 +41,8 @@ pub struct Args {
     skip_bad_lines: bool,
     #[command(flatten)]
     flags: Flags,
+    #[command(flatten)]
+    ranks: RankArgs,
 }
 
 #[derive(ClapArgs)]
@@ -128,7 +131,9 @@ fn start(
 }
 
 fn run_loop(mut trainer: Trainer, run_dir: &Path) -> Result<Trainer> {
-    atomic_write(&run_dir.join("config.toml"), trainer.config.to_toml().as_bytes())?;
+    if trainer.rank().0 == 0 {
+        atomic_write(&run_dir.join("config.toml"), trainer.config.to_toml().as_bytes())?;
+    }
     let stop = interrupted()?;
     train_loop(&mut trainer, run_dir, &stop)?;
     Ok(trainer)
@@ -148,27 +153,14 @@ fn sft_objective(
 }
 
 pub fn run_sft(a: Args) -> Result<()> {
-    let chats = read(&a, parse_chat)?;
-    let (trainer, run_dir, base) = match &a.resume {
-        Some(run) => {
-            let trainer = Trainer::resume_with(run, |config, model, tok, dialogue| {
-                sft_objective(&chats, dialogue, tok, model.config.block_size, config.seed)
-            })?;
-            (trainer, run.clone(), None)
-        }
-        None => {
-            let ask = first_question(&chats.val[0].messages);
-            let (loaded, config, out) = start(&a, Stage::Sft, |c| c.sample_prompt = ask)?;
-            let dialogue = loaded.dialogue();
-            let objective =
-                sft_objective(&chats, &dialogue, &loaded.tok, loaded.model.config.block_size, config.seed)?;
-            let base = Gpt::from_params(loaded.model.config.clone(), loaded.model.params.clone())?;
-            let mut trainer = Trainer::with_objective(config, loaded.model, loaded.tok, objective)?;
-            trainer.chat_template = loaded.chat_template;
-            (trainer, out, Some(base))
-        }
-    };
+    let mut join = Join::start(&a.ranks)?;
+    let built = build_sft(&a);
+    let (mut trainer, run_dir, base, chats) = join.settle(built)?;
+    join.attach(&mut trainer)?;
     let trainer = run_loop(trainer, &run_dir)?;
+    if trainer.rank().0 != 0 {
+        return Ok(());
+    }
     // Held-out task accuracy: greedy answers to held-out questions that name their answer.
     let asked: Vec<&Chat> = chats.val.iter().filter(|c| c.answer.is_some()).collect();
     if asked.is_empty() {
@@ -188,6 +180,33 @@ pub fn run_sft(a: Args) -> Result<()> {
     println!("  asked {:?}, the fine-tuned model answers {:?}", asked[0].messages[0].content, after.first);
     atomic_write(&run_dir.join("heldout.json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
     Ok(())
+}
+
+/// SFT's trainer (new or resumed), its run directory, the base model (for a new run) and the
+/// conversations.
+#[allow(clippy::type_complexity)]
+fn build_sft(a: &Args) -> Result<(Trainer, PathBuf, Option<Gpt>, Examples<Chat>)> {
+    let chats = read(a, parse_chat)?;
+    let (trainer, run_dir, base) = match &a.resume {
+        Some(run) => {
+            let trainer = Trainer::resume_with(run, |config, model, tok, dialogue| {
+                sft_objective(&chats, dialogue, tok, model.config.block_size, config.seed)
+            })?;
+            (trainer, run.clone(), None)
+        }
+        None => {
+            let ask = first_question(&chats.val[0].messages);
+            let (loaded, config, out) = start(a, Stage::Sft, |c| c.sample_prompt = ask)?;
+            let dialogue = loaded.dialogue();
+            let objective =
+                sft_objective(&chats, &dialogue, &loaded.tok, loaded.model.config.block_size, config.seed)?;
+            let base = Gpt::from_params(loaded.model.config.clone(), loaded.model.params.clone())?;
+            let mut trainer = Trainer::with_objective(config, loaded.model, loaded.tok, objective)?;
+            trainer.chat_template = loaded.chat_template;
+            (trainer, out, Some(base))
+        }
+    };
+    Ok((trainer, run_dir, base, chats))
 }
 
 /// How a model did on held-out questions.
@@ -262,8 +281,35 @@ fn dpo_objective(
 }
 
 pub fn run_dpo(a: DpoArgs) -> Result<()> {
+    let mut join = Join::start(&a.common.ranks)?;
+    let built = build_dpo(&a);
+    let (mut trainer, run_dir) = join.settle(built)?;
+    join.attach(&mut trainer)?;
+    let before = trainer.evaluate()?.dpo.expect("DPO data evaluates to DPO numbers");
+    trainer.best_val = None;
+    println!("held-out preference accuracy before DPO: {:.1}% (policy = reference)", 100.0 * before.accuracy);
+    trainer = run_loop(trainer, &run_dir)?;
+    if trainer.rank().0 != 0 {
+        return Ok(());
+    }
+    let after = trainer.evaluate()?.dpo.expect("DPO data evaluates to DPO numbers");
+    println!(
+        "held-out preference accuracy: {:.1}% before DPO, {:.1}% after (reward margin {:.3}, chosen {:.3}, rejected {:.3})",
+        100.0 * before.accuracy,
+        100.0 * after.accuracy,
+        after.margin,
+        after.chosen_reward,
+        after.rejected_reward
+    );
+    let doc = serde_json::json!({"accuracy_before": before.accuracy, "accuracy_after": after.accuracy, "margin_after": after.margin});
+    atomic_write(&run_dir.join("heldout.json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    Ok(())
+}
+
+/// DPO's trainer (new or resumed) and its run directory.
+fn build_dpo(a: &DpoArgs) -> Result<(Trainer, PathBuf)> {
     let prefs = read(&a.common, parse_preference)?;
-    let (mut trainer, run_dir) = match &a.common.resume {
+    Ok(match &a.common.resume {
         Some(run) => {
             let trainer = Trainer::resume_with(run, |config, _, tok, dialogue| {
                 // The reference is the model the run started from, not the checkpoint.
@@ -294,23 +340,7 @@ pub fn run_dpo(a: DpoArgs) -> Result<()> {
             trainer.chat_template = loaded.chat_template;
             (trainer, out)
         }
-    };
-    let before = trainer.evaluate()?.dpo.expect("DPO data evaluates to DPO numbers");
-    trainer.best_val = None;
-    println!("held-out preference accuracy before DPO: {:.1}% (policy = reference)", 100.0 * before.accuracy);
-    trainer = run_loop(trainer, &run_dir)?;
-    let after = trainer.evaluate()?.dpo.expect("DPO data evaluates to DPO numbers");
-    println!(
-        "held-out preference accuracy: {:.1}% before DPO, {:.1}% after (reward margin {:.3}, chosen {:.3}, rejected {:.3})",
-        100.0 * before.accuracy,
-        100.0 * after.accuracy,
-        after.margin,
-        after.chosen_reward,
-        after.rejected_reward
-    );
-    let doc = serde_json::json!({"accuracy_before": before.accuracy, "accuracy_after": after.accuracy, "margin_after": after.margin});
-    atomic_write(&run_dir.join("heldout.json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
-    Ok(())
+    })
 }
 
 fn first_question(messages: &[Message]) -> String {
@@ -328,6 +358,7 @@ pub fn sft_then_dpo(base: &Path, tasks: &Path, out: &Path) -> Result<PathBuf> {
         resume: None,
         skip_bad_lines: false,
         flags: Flags::default(),
+        ranks: RankArgs::default(),
     };
     run_sft(args(base, "sft", "sft"))?;
     println!();

@@ -17,6 +17,7 @@ pub mod memory;
 pub mod model;
 pub mod plot;
 pub mod prepare;
+pub mod ranks;
 pub mod serve;
 pub mod session;
 pub mod tokenizer;

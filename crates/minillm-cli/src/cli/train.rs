@@ -1,6 +1,7 @@
 //! `minillm train`: pretraining with live progress, metrics.jsonl, evaluation and checkpoints.
 
 use super::display::count;
+use super::ranks::{Join, RankArgs, outcome};
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -39,6 +40,8 @@ pub struct Args {
     context: Option<usize>,
     #[command(flatten)]
     flags: Flags,
+    #[command(flatten)]
+    ranks: RankArgs,
 }
 
 /// Every TrainConfig setting but the model's shape, as an optional flag (shared by train, sft
@@ -124,7 +127,20 @@ impl Flags {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (mut trainer, run_dir) = match &a.resume {
+    let mut join = Join::start(&a.ranks)?;
+    let built = start(&a);
+    let (mut trainer, run_dir) = join.settle(built)?;
+    join.attach(&mut trainer)?;
+    if trainer.rank().0 == 0 {
+        atomic_write(&run_dir.join("config.toml"), trainer.config.to_toml().as_bytes())?;
+    }
+    let stop = interrupted()?;
+    train_loop(&mut trainer, &run_dir, &stop)
+}
+
+/// The trainer for a new run, or the resumed one, and its directory.
+fn start(a: &Args) -> Result<(Trainer, PathBuf)> {
+    Ok(match &a.resume {
         Some(run) => {
             let mut t = Trainer::resume(run, &a.data)?;
             a.flags.apply(&mut t.config);
@@ -159,15 +175,20 @@ pub fn run(a: Args) -> Result<()> {
             std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
             (trainer, out)
         }
-    };
-    atomic_write(&run_dir.join("config.toml"), trainer.config.to_toml().as_bytes())?;
-    let stop = interrupted()?;
-    train_loop(&mut trainer, &run_dir, &stop)
+    })
 }
 
 /// Runs `trainer` to its `max_steps` with a progress bar, metrics.jsonl, evaluations and
-/// checkpoints in `run_dir`; stops early (with a checkpoint) when `stop` is set.
+/// checkpoints in `run_dir`; stops early (with a checkpoint) when `stop` is set. In a
+/// data-parallel run every rank runs it; rank 0 alone prints and writes.
 pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> Result<()> {
+    let result = run_steps(trainer, run_dir, stop);
+    outcome(trainer, result)
+}
+
+fn run_steps(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> Result<()> {
+    let (rank, ranks) = trainer.rank();
+    let lead = rank == 0;
     let c = trainer.config.clone();
     let m = &trainer.model.config;
     let tokens_per_step = trainer.tokens_per_step();
@@ -191,36 +212,56 @@ pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> R
         trainer.step,
         run_dir.display()
     );
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(run_dir.join("metrics.jsonl"))
-        .with_context(|| format!("cannot open {}", run_dir.join("metrics.jsonl").display()))?;
-    let bar = ProgressBar::new(c.max_steps as u64).with_position(trainer.step as u64);
+    if ranks > 1 {
+        println!("{}", data_parallel_summary(trainer));
+    }
+    let mut metrics = match lead {
+        true => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(run_dir.join("metrics.jsonl"))
+                .with_context(|| format!("cannot open {}", run_dir.join("metrics.jsonl").display()))?,
+        ),
+        false => None,
+    };
+    let bar = match lead {
+        true => ProgressBar::new(c.max_steps as u64),
+        false => ProgressBar::hidden(),
+    };
+    let bar = bar.with_position(trainer.step as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} (eta {eta})").expect("valid template"),
     );
     let started = Instant::now();
     let first = trainer.step;
     while trainer.step < c.max_steps {
-        let t0 = Instant::now();
+        let (t0, waited) = (Instant::now(), trainer.communication_time());
         let stats = match trainer.train_step() {
             Ok(s) => s,
             Err(e) => {
                 bar.abandon();
-                bail!("{e}");
+                return Err(e.into());
             }
         };
-        let tokens_per_s = tokens_per_step as f64 / t0.elapsed().as_secs_f64();
+        let secs = t0.elapsed().as_secs_f64();
+        let tokens_per_s = tokens_per_step as f64 / secs;
         let mut line = serde_json::json!({
             "step": stats.step, "loss": stats.loss, "lr": stats.lr, "grad_norm": stats.grad_norm,
             "tokens_per_s": tokens_per_s, "elapsed_s": started.elapsed().as_secs_f64(),
         });
+        let comm_share = (trainer.communication_time() - waited).as_secs_f64() / secs;
+        if ranks > 1 {
+            line["ranks"] = ranks.into();
+            line["comm_share"] = comm_share.into();
+        }
         if let Some(d) = &stats.dpo {
             add_rewards(&mut line, "", d);
         }
         let last = trainer.step == c.max_steps;
         if trainer.step.is_multiple_of(c.eval_every) || last {
+            // Every rank evaluates (the same numbers), so all agree on the best checkpoint.
+            trainer.check_ranks_agree()?;
             let previous_best = trainer.best_val;
             let e = trainer.evaluate()?;
             if previous_best.is_none_or(|b| e.val_loss < b) {
@@ -248,7 +289,7 @@ pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> R
                     )
                 }
             };
-            let sample = trainer.sample()?;
+            let sample = if lead { trainer.sample()? } else { None };
             let report = match &sample {
                 Some(text) => format!("{report}\n  sample: {}", super::display::visible(text.trim())),
                 None => report,
@@ -259,7 +300,9 @@ pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> R
             // A hidden bar (output not a terminal) would swallow its println.
             if bar.is_hidden() { println!("{report}") } else { bar.println(report) }
         }
-        writeln!(metrics, "{line}")?;
+        if let Some(metrics) = &mut metrics {
+            writeln!(metrics, "{line}")?;
+        }
         bar.set_position(trainer.step as u64);
         bar.set_message(match &stats.dpo {
             Some(d) => format!(
@@ -271,7 +314,14 @@ pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> R
             ),
             None => format!("loss {:.4} lr {:.2e} {:.0} tok/s", stats.loss, stats.lr, tokens_per_s),
         });
-        let interrupted = stop.load(Ordering::SeqCst);
+        if ranks > 1 {
+            bar.set_message(format!(
+                "{} | {ranks} ranks, {:.0}% communicating",
+                bar.message(),
+                100.0 * comm_share
+            ));
+        }
+        let interrupted = trainer.any_rank(stop.load(Ordering::SeqCst));
         if trainer.step.is_multiple_of(c.checkpoint_every) || last || interrupted {
             trainer.save_checkpoint(run_dir)?;
         }
@@ -287,7 +337,9 @@ pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> R
     }
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
-    super::plot::write_plot(run_dir, &run_dir.join("loss.svg"))?;
+    if lead {
+        super::plot::write_plot(run_dir, &run_dir.join("loss.svg"))?;
+    }
     println!(
         "done: {} steps in {:.1}s ({:.0} tokens/s); best val loss {:.4}; checkpoint and loss.svg in {}",
         trainer.step - first,
@@ -297,6 +349,34 @@ pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> R
         run_dir.display()
     );
     Ok(())
+}
+
+/// The line a data-parallel run starts with: ranks, threads, and what each rank holds.
+fn data_parallel_summary(trainer: &Trainer) -> String {
+    let (_, ranks) = trainer.rank();
+    let m = &trainer.model.config;
+    let p = trainer.model.params.len() as f64 * 4.0;
+    let sharded = trainer.sharded();
+    let moments = if sharded { 2.0 * p / ranks as f64 } else { 2.0 * p };
+    // The chunked reductions' two 4 MB buffers, and without sharding the overlapped
+    // reduction's copy of the gradients and their sums.
+    let buffers = 8.0 * 1048576.0 + if sharded { 0.0 } else { 2.0 * p };
+    let acts = minillm::model::training::activation_bytes(m, trainer.config.batch_size, m.block_size) as f64;
+    let mb = |b: f64| format!("{:.1} MB", b / 1e6);
+    format!(
+        "data-parallel: {ranks} ranks x {} threads; {}; memory per rank: weights {}, gradients {}, AdamW moments {}, communication buffers {}, activations {}",
+        rayon::current_num_threads(),
+        if sharded {
+            "optimizer state sharded (ZeRO-1): gradients reduce-scattered, weights all-gathered"
+        } else {
+            "gradients all-reduced layer by layer during backward"
+        },
+        mb(p),
+        mb(p),
+        mb(moments),
+        mb(buffers),
+        mb(acts)
+    )
 }
 
 /// DPO's numbers under TRL's names (`rewards/chosen`, ...), with `prefix` for held-out ones.

@@ -212,6 +212,23 @@ impl Layout {
         self.lm_head.as_ref().unwrap_or(&self.wte)
     }
 
+    /// The parameter ranges whose gradients backward finishes, in the order it finishes them:
+    /// everything after the blocks (final norm, untied head), each block from the last to the
+    /// first, then the embeddings (a tied head's gradient is complete only after the embedding's
+    /// backward adds to it). Contiguous, covering `0..total`: data-parallel training reduces each
+    /// one while backward works on the next.
+    pub fn backward_buckets(&self) -> Vec<Range<usize>> {
+        let starts: Vec<usize> = self.blocks.iter().map(|b| b.ln_1_w.start).collect();
+        let blocks_end = self.ln_f_w.start;
+        let mut buckets = Vec::with_capacity(self.blocks.len() + 2);
+        buckets.push(blocks_end..self.total);
+        for (i, &start) in starts.iter().enumerate().rev() {
+            buckets.push(start..starts.get(i + 1).copied().unwrap_or(blocks_end));
+        }
+        buckets.push(0..starts.first().copied().unwrap_or(blocks_end));
+        buckets
+    }
+
     pub fn get(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.iter().find(|t| t.name == name)
     }

@@ -38,7 +38,13 @@ pub struct Trainable {
     pub training: bool,
     acts: Option<Activations>,
     dropout_rng: Rng,
+    dropout_seed: u64,
+    /// The layout's [`backward_buckets`](super::params::Layout::backward_buckets), computed once.
+    buckets: Vec<Range<usize>>,
 }
+
+/// Called by [`Trainable::backward_notify`] with each finished range of the gradients.
+pub type Ready<'a> = &'a mut dyn FnMut(Range<usize>, &[f32]);
 
 /// Bytes a training step's activations take for `config` at (B, T): what backward keeps and
 /// the step's scratch, counted without allocating them (`minillm model info` states it).
@@ -71,12 +77,16 @@ impl Trainable {
     /// note says so, for the caller to show.
     pub fn new(mut model: Gpt, seed: u64) -> (Trainable, Option<String>) {
         let note = model.widen().map(|from| widening_note(&from));
+        let dropout_seed = seed ^ 0xD809_0D70;
+        let buckets = model.layout.backward_buckets();
         let t = Trainable {
             model,
             grads: Vec::new(),
             training: true,
             acts: None,
-            dropout_rng: Rng::new(seed ^ 0xD809_0D70),
+            dropout_rng: Rng::new(dropout_seed),
+            dropout_seed,
+            buckets,
         };
         (t, note)
     }
@@ -84,15 +94,6 @@ impl Trainable {
     /// A new model with GPT-2's initialisation from `seed`, ready to train.
     pub fn init(config: super::ModelConfig, seed: u64) -> Result<Trainable> {
         Ok(Trainable::new(Gpt::new(config, seed)?, seed).0)
-    }
-
-    /// The dropout random stream, saved with checkpoints so a resumed run draws the same masks.
-    pub fn dropout_rng(&self) -> &Rng {
-        &self.dropout_rng
-    }
-
-    pub fn set_dropout_rng(&mut self, rng: Rng) {
-        self.dropout_rng = rng;
     }
 
     /// Starts a training step: gradients to zero (allocated on the first call).
@@ -243,16 +244,32 @@ impl Trainable {
     /// Accumulates d(loss)/d(params) into `grads` for the last forward, which must have had
     /// targets. Call [`zero_grad`](Self::zero_grad) first, once per step.
     pub fn backward(&mut self) -> Result<()> {
-        self.backward_from(None)
+        self.backward_from(None, &mut |_, _| {})
     }
 
     /// [`backward`](Self::backward) for the objective sum_i `weights[i]` * loss_i over the
     /// positions of the last forward (one weight per position).
     pub fn backward_weighted(&mut self, weights: &[f32]) -> Result<()> {
-        self.backward_from(Some(weights))
+        self.backward_from(Some(weights), &mut |_, _| {})
     }
 
-    fn backward_from(&mut self, weights: Option<&[f32]>) -> Result<()> {
+    /// [`backward`](Self::backward), or [`backward_weighted`](Self::backward_weighted) with
+    /// `weights`, calling `ready(range, grads)` as each of the layout's
+    /// [`backward_buckets`](super::params::Layout::backward_buckets) is finished, in that order:
+    /// data-parallel training starts reducing a layer's gradients while the layers below it are
+    /// still being worked on.
+    pub fn backward_notify(&mut self, weights: Option<&[f32]>, ready: Ready) -> Result<()> {
+        self.backward_from(weights, ready)
+    }
+
+    /// Dropout's masks for micro-batch `index` of the run (counted over every step): drawn from
+    /// a stream of their own, so a micro-batch gets the same masks whichever process of a
+    /// data-parallel run computes it, and a resumed run the same as an uninterrupted one.
+    pub fn dropout_for(&mut self, index: u64) {
+        self.dropout_rng = Rng::new(self.dropout_seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    }
+
+    fn backward_from(&mut self, weights: Option<&[f32]>, ready: Ready) -> Result<()> {
         let acts = match self.acts.as_mut() {
             Some(a) if a.has_targets => a,
             _ => {
@@ -302,6 +319,9 @@ impl Trainable {
             c,
         );
 
+        let buckets = &self.buckets;
+        ready(buckets[0].clone(), &g[buckets[0].clone()]);
+
         let parts = Parts { shape: cfg.attention_shape(b, t), config: cfg, rope: acts.rope.as_ref() };
         for i in (0..cfg.n_layer).rev() {
             let (done, rest) = acts.blocks.split_at(i);
@@ -318,6 +338,8 @@ impl Trainable {
                 tt: &mut acts.tt,
             };
             block_backward(&mut acts.d_resid, d, k, input, p, g, o, &parts, dropout_on);
+            let done = &buckets[cfg.n_layer - i];
+            ready(done.clone(), &g[done.clone()]);
         }
         if dropout_on {
             dropout::apply(&mut acts.d_resid, &acts.encoded_mask);
@@ -325,6 +347,8 @@ impl Trainable {
         let (dwte, rest) = g.split_at_mut(l.wpe.start);
         let dwpe = (!l.wpe.is_empty()).then(|| &mut rest[..l.wpe.len()]);
         embedding::backward(&mut dwte[l.wte.clone()], dwpe, &acts.d_resid, &acts.tokens, t, c);
+        let done = &buckets[cfg.n_layer + 1];
+        ready(done.clone(), &g[done.clone()]);
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! AdamW with decoupled weight decay, as `torch.optim.AdamW` computes it, over the flat
-//! parameter buffer. Decay applies only where `decay[i]` (the blocks' matrices, see
-//! [`crate::model::params::is_decayed`]).
+//! parameter buffer, or over one contiguous shard of it (ZeRO-1: in data-parallel training each
+//! process keeps the moments of its own shard only). Decay applies only to the blocks' matrices
+//! (see [`crate::model::params::is_decayed`]).
 
 use crate::kernels::simd::multiversion;
 use crate::model::params::{Layout, is_decayed};
@@ -20,7 +21,9 @@ pub struct AdamW {
     pub config: AdamWConfig,
     m: Vec<f32>,
     v: Vec<f32>,
-    /// Each tensor's range and whether weight decay applies to it.
+    /// The part of the parameters updated here (all of them but in sharded training).
+    shard: Range<usize>,
+    /// Each tensor's range within the shard and whether weight decay applies to it.
     tensors: Vec<(Range<usize>, bool)>,
     step: u32,
 }
@@ -36,6 +39,17 @@ struct Update {
     bias2_sqrt: f32,
 }
 
+/// Each tensor's part of `shard`, relative to its start, and whether it is decayed.
+fn tensors_within(layout: &Layout, shard: &Range<usize>) -> Vec<(Range<usize>, bool)> {
+    let clip = |r: Range<usize>| r.start.max(shard.start) - shard.start..r.end.min(shard.end) - shard.start;
+    layout
+        .tensors
+        .iter()
+        .filter(|t| t.offset < shard.end && t.offset + t.len() > shard.start)
+        .map(|t| (clip(t.range()), is_decayed(&t.name)))
+        .collect()
+}
+
 multiversion! {
     fn update(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], u: Update) {
         for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
@@ -49,11 +63,30 @@ multiversion! {
 
 impl AdamW {
     pub fn new(config: AdamWConfig, layout: &Layout) -> AdamW {
-        let tensors = layout.tensors.iter().map(|t| (t.range(), is_decayed(&t.name))).collect();
-        AdamW { config, m: vec![0.0; layout.total], v: vec![0.0; layout.total], tensors, step: 0 }
+        let (total, tensors) = (layout.total, tensors_within(layout, &(0..layout.total)));
+        AdamW { config, m: vec![0.0; total], v: vec![0.0; total], shard: 0..total, tensors, step: 0 }
     }
 
-    /// The moments and the step count, to save with a checkpoint.
+    /// Keeps only `shard` of the parameters, which must lie within the current range: its part
+    /// of the moments, its part of each tensor.
+    pub fn shard(&mut self, layout: &Layout, shard: Range<usize>) {
+        assert!(
+            self.shard.start <= shard.start && shard.end <= self.shard.end,
+            "a shard of the current range"
+        );
+        let keep = shard.start - self.shard.start..shard.end - self.shard.start;
+        self.m = self.m[keep.clone()].to_vec();
+        self.v = self.v[keep].to_vec();
+        self.tensors = tensors_within(layout, &shard);
+        self.shard = shard;
+    }
+
+    /// The range of the parameters this optimizer updates.
+    pub fn range(&self) -> Range<usize> {
+        self.shard.clone()
+    }
+
+    /// The moments (of the shard) and the step count, to save with a checkpoint.
     pub fn state(&self) -> (&[f32], &[f32], u32) {
         (&self.m, &self.v, self.step)
     }
@@ -69,8 +102,9 @@ impl AdamW {
         Ok(())
     }
 
-    /// One update of `params` from `grads`, at learning rate `lr`: element-wise, so spread over
-    /// threads without changing a bit of the result.
+    /// One update of `params` from `grads` (both the shard's, see [`range`](Self::range)), at
+    /// learning rate `lr`: element-wise, so spread over threads without changing a bit of the
+    /// result, and sharding changes none either.
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
         self.step += 1;
         let c = &self.config;

@@ -1,5 +1,5 @@
-//! Crash-safe checkpoints that resume bit for bit: weights, AdamW's moments, the data order's and
-//! dropout's generators, and the run's config, written under a temporary name and renamed into
+//! Crash-safe checkpoints that resume bit for bit: weights, AdamW's moments, the data order's
+//! generator and the run's config (dropout's masks follow from the step), written under a temporary name and renamed into
 //! place.
 
 use super::objective::{Objective, Pretrain};
@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 struct State {
     step: usize,
     loader_rng: [u64; 4],
-    dropout_rng: [u64; 4],
     adam_step: u32,
     best_val: Option<f32>,
     config: TrainConfig,
@@ -31,17 +30,23 @@ impl Trainer {
     /// Writes `run/ckpt-STEP/` (weights, optimizer, state, tokenizer) under a temporary name,
     /// renames it into place, then points `run/latest.json` at it, so a crash at any moment
     /// leaves the previous checkpoint loadable. Older checkpoints are removed afterwards.
-    pub fn save_checkpoint(&self, run: &Path) -> Result<PathBuf> {
+    pub fn save_checkpoint(&mut self, run: &Path) -> Result<PathBuf> {
         self.save_as(run, "ckpt", "latest.json")
     }
 
     /// The same for the best validation loss so far: `run/best-STEP/`, pointed at by `best.json`.
-    pub fn save_best(&self, run: &Path) -> Result<PathBuf> {
+    pub fn save_best(&mut self, run: &Path) -> Result<PathBuf> {
         self.save_as(run, "best", "best.json")
     }
 
-    fn save_as(&self, run: &Path, prefix: &str, pointer: &str) -> Result<PathBuf> {
+    /// In a data-parallel run every rank calls this (sharded moments are gathered first) and
+    /// rank 0 alone writes.
+    fn save_as(&mut self, run: &Path, prefix: &str, pointer: &str) -> Result<PathBuf> {
         let name = format!("{prefix}-{:08}", self.step);
+        let moments = self.gathered_moments();
+        if self.rank().0 != 0 {
+            return Ok(run.join(&name));
+        }
         let tmp = run.join(format!(".{name}.tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         save_model(&tmp, &self.model, self.tokenizer.end_of_text())?;
@@ -49,14 +54,17 @@ impl Trainer {
             save_chat_template(&tmp, t)?;
         }
         // AdamW's moments share the parameters' layout, so they are saved the same way.
-        let (m, v, adam_step) = self.opt.state();
+        let (m, v) = match &moments {
+            Some((m, v)) => (&m[..], &v[..]),
+            None => (self.opt.state().0, self.opt.state().1),
+        };
+        let adam_step = self.opt.state().2;
         atomic_write(&tmp.join("optimizer_m.safetensors"), &st::to_bytes(&self.model.config, m)?)?;
         atomic_write(&tmp.join("optimizer_v.safetensors"), &st::to_bytes(&self.model.config, v)?)?;
         formats::save(&self.tokenizer, &tmp.join("tokenizer.json"))?;
         let state = State {
             step: self.step,
             loader_rng: self.objective.rng().state(),
-            dropout_rng: self.model.dropout_rng().state(),
             adam_step,
             best_val: self.best_val,
             config: self.config.clone(),
@@ -77,6 +85,21 @@ impl Trainer {
             }
         }
         Ok(dest)
+    }
+
+    /// The whole of AdamW's moments when each rank holds only its shard (a collective: every
+    /// rank calls it), so that a checkpoint resumes on any number of ranks.
+    fn gathered_moments(&mut self) -> Option<(Vec<f32>, Vec<f32>)> {
+        let r = self.ranks.as_mut().filter(|r| r.sharded)?;
+        let range = self.opt.range();
+        let (m, v, _) = self.opt.state();
+        let mut whole = |part: &[f32]| {
+            let mut all = vec![0.0; self.model.params.len()];
+            all[range.clone()].copy_from_slice(part);
+            r.group.all_gather(&mut all);
+            all
+        };
+        Some((whole(m), whole(v)))
     }
 
     /// Continues the run in `run` from its latest checkpoint, exactly: same weights, optimizer
@@ -129,7 +152,6 @@ impl Trainer {
         let (m, v) = (read_moment("optimizer_m.safetensors")?, read_moment("optimizer_v.safetensors")?);
         trainer.opt.set_state(m, v, state.adam_step)?;
         trainer.objective.set_rng(Rng::from_state(state.loader_rng));
-        trainer.model.set_dropout_rng(Rng::from_state(state.dropout_rng));
         trainer.step = state.step;
         trainer.best_val = state.best_val;
         Ok(trainer)

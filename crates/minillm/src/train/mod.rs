@@ -6,6 +6,9 @@ pub mod adamw;
 mod checkpoint;
 mod config;
 pub mod finetune;
+pub mod group;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod objective;
 pub mod schedule;
 mod trainer;

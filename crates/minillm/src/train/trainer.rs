@@ -1,8 +1,17 @@
 //! The training loop, one for every objective: micro-batches, forward, backward, gradient
 //! accumulation and clipping, AdamW on the schedule's learning rate, evaluation and samples.
 //! What is learned is the [`Objective`]'s business; checkpoints are in `checkpoint.rs`.
+//!
+//! Data-parallel training ([`Trainer::distribute`]) changes only who computes what: a step's
+//! `grad_accum` micro-batches are split between the ranks in order (rank r takes its
+//! `grad_accum / ranks` consecutive ones and passes over the rest), the gradients are summed over
+//! the ranks (as backward finishes each layer, or reduce-scattered when the optimizer is sharded),
+//! and every rank takes the same AdamW step. The global batch, the data order and dropout's
+//! masks are those of one process, so N ranks train the same model as one, up to the order of
+//! float sums.
 
 use super::adamw::{AdamW, AdamWConfig};
+use super::group::{Group, differing, first_failure, shard};
 use super::objective::{Batch, DpoStats, Objective, Pretrain, Step};
 use super::{EvalStats, Stage, StepStats, TrainConfig};
 use crate::chat::jinja::JinjaTemplate;
@@ -11,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::model::{Gpt, Trainable};
 use crate::rng::Rng;
 use crate::tokenizer::{Tokenizer, formats};
+use std::ops::Range;
 use std::path::Path;
 
 pub struct Trainer {
@@ -27,6 +37,16 @@ pub struct Trainer {
     pub(super) objective: Box<dyn Objective>,
     val_bytes_per_token: f64,
     batch: Batch,
+    pub(super) ranks: Option<Ranks>,
+}
+
+/// A data-parallel run's part of the trainer.
+pub(super) struct Ranks {
+    pub(super) group: Box<dyn Group>,
+    /// AdamW's moments are kept for this rank's shard only (ZeRO-1).
+    pub(super) sharded: bool,
+    /// The gradients' ranges in the order backward finishes them (see `overlapped`).
+    buckets: Vec<Range<usize>>,
 }
 
 impl Trainer {
@@ -81,7 +101,84 @@ impl Trainer {
             objective,
             val_bytes_per_token,
             batch,
+            ranks: None,
         })
+    }
+
+    /// Makes this trainer one rank of a data-parallel run over `group` (every rank calls it,
+    /// with the same configuration): the weights become rank 0's, and with `shard_optimizer`
+    /// each rank keeps AdamW's moments for its 1/N of the parameters only (ZeRO-1). Refused when
+    /// the ranks' settings differ or the step's micro-batches cannot be split evenly.
+    pub fn distribute(&mut self, mut group: Box<dyn Group>, shard_optimizer: bool) -> Result<()> {
+        let n = group.size();
+        let accum = self.config.grad_accum;
+        if !accum.is_multiple_of(n) {
+            let suggestion = accum.div_ceil(n) * n;
+            return Err(Error::Invalid(format!(
+                "grad_accum {accum} cannot be split over {n} ranks: the global batch is batch_size x grad_accum and each rank computes grad_accum / ranks of its micro-batches; use --grad-accum {suggestion} (or another multiple of {n})"
+            )));
+        }
+        let settings = fnv1a(self.config.to_toml().as_bytes());
+        if let Some(&rank) = differing(group.as_mut(), settings).first() {
+            return Err(Error::Rank {
+                rank,
+                message: "its settings differ from rank 0's (every rank must run the same command on the same files)"
+                    .into(),
+            });
+        }
+        group.broadcast(0, &mut self.model.params);
+        if shard_optimizer {
+            self.opt.shard(&self.model.layout, shard(self.model.params.len(), n, group.rank()));
+        }
+        let buckets = self.model.layout.backward_buckets();
+        self.ranks = Some(Ranks { group, sharded: shard_optimizer, buckets });
+        Ok(())
+    }
+
+    /// This process's rank and the number of ranks ((0, 1) when it trains alone).
+    pub fn rank(&self) -> (usize, usize) {
+        self.ranks.as_ref().map_or((0, 1), |r| (r.group.rank(), r.group.size()))
+    }
+
+    /// Whether the optimizer's state is sharded over the ranks (ZeRO-1).
+    pub fn sharded(&self) -> bool {
+        self.ranks.as_ref().is_some_and(|r| r.sharded)
+    }
+
+    /// Time this process has spent communicating with the other ranks (zero when alone).
+    pub fn communication_time(&self) -> std::time::Duration {
+        self.ranks.as_ref().map_or(Default::default(), |r| r.group.waited())
+    }
+
+    /// Whether `flag` is set on any rank (on this one, when alone): the ranks stop together
+    /// after Ctrl-C, wherever the signal reached.
+    pub fn any_rank(&mut self, flag: bool) -> bool {
+        let Some(r) = &mut self.ranks else { return flag };
+        let mut flags = [flag as u8 as f64];
+        r.group.sum(&mut flags);
+        flags[0] > 0.0
+    }
+
+    /// Checks that every rank holds the same parameters (bit for bit); an error names the
+    /// ranks that drifted from rank 0's.
+    pub fn check_ranks_agree(&mut self) -> Result<()> {
+        let Some(r) = &mut self.ranks else { return Ok(()) };
+        let bytes: Vec<u8> = self.model.params.iter().flat_map(|p| p.to_le_bytes()).collect();
+        match differing(r.group.as_mut(), fnv1a(&bytes)).first() {
+            None => Ok(()),
+            Some(&rank) => Err(Error::Rank {
+                rank,
+                message: format!("its parameters differ from rank 0's at step {}", self.step),
+            }),
+        }
+    }
+
+    /// Stops every rank at once with `message` (an error this rank alone met, after which the
+    /// others would wait on it); returns when this process trains alone.
+    pub fn abort_ranks(&self, message: &str) {
+        if let Some(r) = &self.ranks {
+            r.group.abort(message)
+        }
     }
 
     /// Tokens one optimizer step reads (rows of the context, over every micro-batch).
@@ -95,30 +192,70 @@ impl Trainer {
     }
 
     /// One optimizer step: `grad_accum` micro-batches, gradient clipping, AdamW. A loss that is
-    /// not finite stops with an error naming the step (nothing is updated).
+    /// not finite stops with an error naming the step (nothing is updated); in a data-parallel
+    /// run, a rank's error stops every rank with an [`Error::Rank`] naming it.
     pub fn train_step(&mut self) -> Result<StepStats> {
         let examples = self.config.batch_size;
+        let accum = self.config.grad_accum;
         self.model.training = true;
         self.model.zero_grad();
-        let mut loss_sum = 0.0f64;
-        let mut dpo = Vec::new();
-        for _ in 0..self.config.grad_accum {
+        let (rank, ranks) = self.rank();
+        let mine = rank * accum / ranks..(rank + 1) * accum / ranks;
+        let overlap = self.ranks.as_ref().is_some_and(|r| !r.sharded);
+        let (mut loss_sum, mut dpo, mut outcome) = (0.0f64, Vec::new(), Ok(()));
+        for j in 0..accum {
             let step = Step { model: &mut self.model, batch: &mut self.batch, examples };
-            let loss = self.objective.forward(step)?;
-            if !loss.value.is_finite() {
-                return Err(Error::Diverged { quantity: "loss", value: loss.value, step: self.step + 1 });
+            if !mine.contains(&j) || outcome.is_err() {
+                self.objective.skip(step);
+                continue;
             }
-            loss_sum += loss.value as f64;
-            dpo.extend(loss.dpo.map(|d| (d, examples)));
-            let step = Step { model: &mut self.model, batch: &mut self.batch, examples };
-            self.objective.backward(step)?;
+            step.model.dropout_for((self.step * accum + j) as u64);
+            outcome = match self.objective.forward(step) {
+                Ok(loss) if !loss.value.is_finite() => {
+                    Err(Error::Diverged { quantity: "loss", value: loss.value, step: self.step + 1 })
+                }
+                Ok(loss) => {
+                    loss_sum += loss.value as f64;
+                    dpo.extend(loss.dpo.map(|d| (d, examples)));
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            // The last micro-batch's backward overlaps the gradients' reduction (below).
+            if outcome.is_ok() && !(overlap && j + 1 == mine.end) {
+                let step = Step { model: &mut self.model, batch: &mut self.batch, examples };
+                outcome = self.objective.backward(step, &mut |_, _| {});
+            }
         }
-        let grads = &mut self.model.grads;
-        let accum = self.config.grad_accum as f32;
-        if accum > 1.0 {
-            grads.iter_mut().for_each(|g| *g /= accum);
+        let mut dpo = DpoStats::mean(&dpo);
+        if let Some(r) = &mut self.ranks {
+            if overlap {
+                let pending = outcome.is_ok();
+                let (model, batch, objective) = (&mut self.model, &mut self.batch, &self.objective);
+                let reduced = r.group.overlapped(&r.buckets, &mut |ready| match pending {
+                    true => objective.backward(Step { model, batch, examples }, ready),
+                    false => Ok(()),
+                });
+                outcome = outcome.and(reduced);
+                r.group.overlapped_sums(&mut self.model.grads);
+            }
+            let failed = outcome.as_ref().err().map(|e| e.to_string());
+            (loss_sum, dpo) = agree(r.group.as_mut(), loss_sum, dpo, failed.as_deref())?;
+            if !overlap {
+                r.group.reduce_scatter(&mut self.model.grads);
+            }
         }
-        let norm = grads.iter().map(|&g| g as f64 * g as f64).sum::<f64>().sqrt() as f32;
+        outcome?;
+        let range = self.opt.range();
+        let grads = &mut self.model.grads[range.clone()];
+        if accum > 1 {
+            grads.iter_mut().for_each(|g| *g /= accum as f32);
+        }
+        let mut squares = [grads.iter().map(|&g| g as f64 * g as f64).sum::<f64>()];
+        if let Some(r) = self.ranks.as_mut().filter(|r| r.sharded) {
+            r.group.sum(&mut squares);
+        }
+        let norm = squares[0].sqrt() as f32;
         if !norm.is_finite() {
             return Err(Error::Diverged { quantity: "gradient norm", value: norm, step: self.step + 1 });
         }
@@ -127,16 +264,12 @@ impl Trainer {
             grads.iter_mut().for_each(|g| *g *= scale);
         }
         let lr = self.config.schedule().at(self.step);
-        let Trainable { model, grads, .. } = &mut self.model;
-        self.opt.step(&mut model.params, grads, lr);
+        self.opt.step(&mut self.model.model.params[range], grads, lr);
+        if let Some(r) = self.ranks.as_mut().filter(|r| r.sharded) {
+            r.group.all_gather(&mut self.model.model.params);
+        }
         self.step += 1;
-        Ok(StepStats {
-            step: self.step,
-            loss: (loss_sum / self.config.grad_accum as f64) as f32,
-            lr,
-            grad_norm: norm,
-            dpo: DpoStats::mean(&dpo),
-        })
+        Ok(StepStats { step: self.step, loss: (loss_sum / accum as f64) as f32, lr, grad_norm: norm, dpo })
     }
 
     /// The objective's held-out loss (over `eval_batches` micro-batches, or all the held-out
@@ -190,4 +323,40 @@ impl Trainer {
         let shown = if chat { &ids[prompt.len()..] } else { &ids[..] };
         Ok(Some(self.tokenizer.decode(shown)?))
     }
+}
+
+/// The step's numbers summed over the ranks: the loss over all micro-batches, DPO's means (equal
+/// weights: every rank computes as many pairs). First, every rank learns whether any failed, and
+/// stops with the first one's error if so, before anything is updated.
+fn agree(
+    group: &mut dyn Group,
+    loss_sum: f64,
+    dpo: Option<DpoStats>,
+    failed: Option<&str>,
+) -> Result<(f64, Option<DpoStats>)> {
+    if let Some((rank, message)) = first_failure(group, failed) {
+        return Err(Error::Rank { rank, message });
+    }
+    let d = dpo.unwrap_or_default();
+    let mut numbers = [loss_sum, 0.0, 0.0, 0.0, 0.0, 0.0];
+    for (n, x) in
+        numbers[1..].iter_mut().zip([d.loss, d.chosen_reward, d.rejected_reward, d.accuracy, d.margin])
+    {
+        *n = x as f64;
+    }
+    group.sum(&mut numbers);
+    let mean = |i: usize| (numbers[i] / group.size() as f64) as f32;
+    let dpo = dpo.map(|_| DpoStats {
+        loss: mean(1),
+        chosen_reward: mean(2),
+        rejected_reward: mean(3),
+        accuracy: mean(4),
+        margin: mean(5),
+    });
+    Ok((numbers[0], dpo))
+}
+
+/// FNV-1a, 64 bits: a fingerprint of the settings and the parameters, to compare across ranks.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
 }

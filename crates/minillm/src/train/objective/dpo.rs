@@ -4,6 +4,7 @@
 use super::{Batch, Loss, Objective, Step};
 use crate::error::Result;
 use crate::model::Trainable;
+use crate::model::training::Ready;
 use crate::rng::Rng;
 use crate::tokenizer::Tokenizer;
 use crate::train::finetune::{Examples, Pair, Sampler};
@@ -35,8 +36,12 @@ impl Objective for Dpo {
         Ok(Loss { value: stats.loss, dpo: Some(stats) })
     }
 
-    fn backward(&self, s: Step) -> Result<()> {
-        s.model.backward_weighted(&s.batch.weights)
+    fn skip(&mut self, s: Step) {
+        (0..s.examples).for_each(|_| _ = self.sampler.next_index());
+    }
+
+    fn backward(&self, s: Step, ready: Ready) -> Result<()> {
+        s.model.backward_notify(Some(&s.batch.weights), ready)
     }
 
     fn evaluate(&mut self, s: Step, limit: Option<usize>) -> Result<Loss> {

@@ -14,6 +14,7 @@ pub use sft::Sft;
 
 use crate::error::Result;
 use crate::model::Trainable;
+use crate::model::training::Ready;
 use crate::rng::Rng;
 use crate::tokenizer::Tokenizer;
 
@@ -63,9 +64,16 @@ pub trait Objective: Send {
     /// Draws the next micro-batch into the batch and runs the training forward on it.
     fn forward(&mut self, s: Step) -> Result<Loss>;
 
-    /// The gradient of the loss of the last [`forward`](Self::forward), accumulated.
-    fn backward(&self, s: Step) -> Result<()> {
-        s.model.backward()
+    /// Draws the next micro-batch and drops it: in data-parallel training each process computes
+    /// its own part of every step's micro-batches and passes over the others' (so the data order
+    /// is the same on any number of processes).
+    fn skip(&mut self, s: Step);
+
+    /// The gradient of the loss of the last [`forward`](Self::forward), accumulated, with
+    /// `ready` called as each range of the gradients is finished (see
+    /// [`Trainable::backward_notify`]).
+    fn backward(&self, s: Step, ready: Ready) -> Result<()> {
+        s.model.backward_notify(None, ready)
     }
 
     /// The loss on the held-out examples (the first `limit`, or all of them when `None`), in

@@ -46,6 +46,11 @@ impl Objective for Pretrain {
         Ok(Loss::plain(loss.unwrap_or(f32::NAN)))
     }
 
+    fn skip(&mut self, s: Step) {
+        let t = s.batch.t;
+        self.train.next_batch(&mut s.batch.inputs, &mut s.batch.targets, t);
+    }
+
     fn evaluate(&mut self, s: Step, limit: Option<usize>) -> Result<Loss> {
         let t = s.batch.t;
         let all = self.val.windows(t).count();

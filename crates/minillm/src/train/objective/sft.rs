@@ -39,6 +39,10 @@ impl Objective for Sft {
         Ok(Loss::plain(loss.unwrap_or(f32::NAN)))
     }
 
+    fn skip(&mut self, s: Step) {
+        (0..s.examples).for_each(|_| _ = self.sampler.next_index());
+    }
+
     /// The mean over every held-out reply token (batches weighted by their counted tokens).
     fn evaluate(&mut self, s: Step, limit: Option<usize>) -> Result<Loss> {
         let Step { model, batch, examples } = s;

@@ -83,3 +83,50 @@ fn damaged_and_mismatched_checkpoints_are_explained() {
     let err = error_of(&model_with("missing-tensor", &safetensors::serialize(without, None).unwrap(), same));
     assert!(err.contains(ln) && err.contains("missing"), "{err}");
 }
+
+/// Sizes a damaged or hostile config.json may claim: each is refused by name before anything
+/// is allocated (a billion layers once aborted the process asking for 240 GB), and no error
+/// shows a Rust debug dump of the configuration.
+#[test]
+fn absurd_sizes_in_config_json_are_refused_before_allocation() {
+    let good = std::fs::read(fixture().join("model.safetensors")).unwrap();
+    for (key, value, says) in [
+        (
+            "n_layer",
+            1_000_000_000u64,
+            "n_layer (layers) is 1000000000; it must be at least 1 and at most 1024",
+        ),
+        ("n_layer", 0, "n_layer (layers) is 0"),
+        ("n_head", 0, "n_head (attention heads) is 0"),
+        ("n_embd", 0, "n_embd (width) is 0"),
+        ("vocab_size", 0, "vocab_size (vocabulary) is 0"),
+        ("n_positions", 1_000_000_000_000, "block_size (context) is 1000000000000"),
+        ("vocab_size", 100_000_000_000, "vocab_size (vocabulary) is 100000000000"),
+    ] {
+        let err = error_of(&model_with(&format!("size-{key}-{value}"), &good, |c| c[key] = value.into()));
+        assert!(err.contains("config.json") && err.contains(says), "{key} = {value}: {err}");
+        assert!(!err.contains("ModelConfig {"), "{err}");
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 64, failure_persistence: None, ..Default::default() })]
+    /// Any whole numbers in config.json's size fields: the model loads (only the fixture's own
+    /// shape can) or the error is a sentence; never a panic, an abort or a huge allocation.
+    #[test]
+    fn any_sizes_in_config_json_load_or_are_explained(
+        sizes in proptest::collection::vec(proptest::prop_oneof![0u64..4, 1u64..200, proptest::num::u64::ANY], 5)
+    ) {
+        let good = std::fs::read(fixture().join("model.safetensors")).unwrap();
+        let keys = ["n_layer", "n_head", "n_embd", "n_positions", "vocab_size"];
+        let dir = model_with("size-any", &good, |c| {
+            for (key, &v) in keys.iter().zip(&sizes) {
+                c[*key] = v.into();
+            }
+        });
+        if let Err(e) = load_model(&dir) {
+            let text = e.to_string();
+            proptest::prop_assert!(!text.contains(" { ") && !text.is_empty(), "{}", text);
+        }
+    }
+}

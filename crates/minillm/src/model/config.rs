@@ -100,6 +100,29 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("llama-2-70b", "Llama-2-70B: 80 layers, 64 heads (8 KV), 8192 wide, context 4096"),
 ];
 
+/// The largest shape minillm accepts from a file or a flag, per size: far above any published
+/// model's (Llama 3.1 405B has 126 layers, width 16384, vocabulary 128256, context 131072), low
+/// enough that a corrupt or hostile config.json is refused before it is allocated.
+pub struct Limits {
+    pub layers: usize,
+    pub heads: usize,
+    pub width: usize,
+    pub mlp_width: usize,
+    pub context: usize,
+    pub vocabulary: usize,
+    pub parameters: usize,
+}
+
+pub const LIMITS: Limits = Limits {
+    layers: 1024,
+    heads: 1024,
+    width: 1 << 16,
+    mlp_width: 1 << 20,
+    context: 1 << 22,
+    vocabulary: 1 << 24,
+    parameters: 1 << 40,
+};
+
 impl ModelConfig {
     fn gpt2_shape(n_layer: usize, n_head: usize, n_embd: usize) -> ModelConfig {
         ModelConfig {
@@ -243,16 +266,27 @@ impl ModelConfig {
         Ok(config)
     }
 
-    /// Checks the shape is usable, saying what is wrong.
+    /// Checks the shape is usable and within [`LIMITS`], saying what is wrong.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(m));
-        if self.n_layer == 0
-            || self.n_head == 0
-            || self.n_embd == 0
-            || self.block_size == 0
-            || self.vocab_size == 0
-        {
-            return bad(format!("every size must be at least 1: {self:?}"));
+        // Checked before anything is allocated: a size read from a file must not make minillm
+        // ask for terabytes. The limits are far above any published model's.
+        let mut sizes = vec![
+            ("n_layer (layers)", self.n_layer, LIMITS.layers),
+            ("n_head (attention heads)", self.n_head, LIMITS.heads),
+            ("n_embd (width)", self.n_embd, LIMITS.width),
+            ("block_size (context)", self.block_size, LIMITS.context),
+            ("vocab_size (vocabulary)", self.vocab_size, LIMITS.vocabulary),
+        ];
+        if let Arch::Llama(l) = &self.arch {
+            sizes.push(("num_key_value_heads", l.n_kv_head, LIMITS.heads));
+            sizes.push(("head_dim", l.head_dim, LIMITS.width));
+            sizes.push(("intermediate_size (MLP width)", l.intermediate, LIMITS.mlp_width));
+        }
+        for (name, value, limit) in sizes {
+            if value == 0 || value > limit {
+                return bad(format!("{name} is {value}; it must be at least 1 and at most {limit}"));
+            }
         }
         if !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!("n_embd {} is not divisible by n_head {}", self.n_embd, self.n_head));
@@ -260,18 +294,22 @@ impl ModelConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout {} must be in [0, 1)", self.dropout));
         }
+        if self.num_params() > LIMITS.parameters {
+            return bad(format!(
+                "the shape has {} parameters; minillm takes at most {} (4 bytes each in training)",
+                self.num_params(),
+                LIMITS.parameters
+            ));
+        }
         if let Arch::Llama(l) = &self.arch {
-            if l.n_kv_head == 0 || !self.n_head.is_multiple_of(l.n_kv_head) {
+            if !self.n_head.is_multiple_of(l.n_kv_head) {
                 return bad(format!(
                     "n_head {} is not a multiple of num_key_value_heads {}",
                     self.n_head, l.n_kv_head
                 ));
             }
-            if l.head_dim == 0 || l.head_dim % 2 != 0 || l.intermediate == 0 {
-                return bad(format!(
-                    "head_dim {} must be even and at least 2, intermediate_size {} at least 1",
-                    l.head_dim, l.intermediate
-                ));
+            if l.head_dim % 2 != 0 {
+                return bad(format!("head_dim {} must be even (rotary positions turn pairs)", l.head_dim));
             }
         }
         Ok(())

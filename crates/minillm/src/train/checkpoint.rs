@@ -1,6 +1,7 @@
 //! Crash-safe checkpoints that resume bit for bit: weights, AdamW's moments, the data order's
-//! generator and the run's config (dropout's masks follow from the step), written under a temporary name and renamed into
-//! place.
+//! generator and the run's config (dropout's masks follow from the step number), written under a
+//! temporary name and renamed into place. They hold all of the optimizer's state whatever the
+//! number of ranks that wrote them, so a run resumes on any number.
 
 use super::objective::{Objective, Pretrain};
 use super::{TrainConfig, Trainer};

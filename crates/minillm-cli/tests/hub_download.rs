@@ -74,8 +74,12 @@ fn answer(mut stream: TcpStream, repos: &Repos, storage: &str, log: &Mutex<Vec<S
     };
     if let Some(rest) = path.strip_prefix("/storage/") {
         let (repo, file) = rest.rsplit_once("/").unwrap();
-        let body = &repos[&repo.replace('~', "/")][file];
-        return send(&mut stream, "200 OK", &[], body);
+        let mut body = repos[&repo.replace('~', "/")][file].clone();
+        if repo == "acme~corrupt" {
+            // One byte changed on the way from storage: the hash the hub named no longer fits.
+            body[100] ^= 1;
+        }
+        return send(&mut stream, "200 OK", &[], &body);
     }
     let Some((repo, rest)) = path[1..].split_once("/resolve/") else {
         return send(&mut stream, "404 Not Found", &[], b"");
@@ -103,13 +107,19 @@ fn answer(mut stream: TcpStream, repos: &Repos, storage: &str, log: &Mutex<Vec<S
         let headers = [
             commit,
             ("Location".into(), location),
-            ("X-Linked-Etag".into(), format!("\"sha256-{}\"", file.replace('.', "-"))),
+            // The hub names an LFS file by its SHA-256.
+            ("X-Linked-Etag".into(), format!("\"{}\"", sha256(body))),
             ("X-Linked-Size".into(), body.len().to_string()),
         ];
         return send(&mut stream, "302 Found", &headers, b"");
     }
     let headers = [commit, ("ETag".into(), format!("W/\"etag-{}\"", file.replace('.', "-")))];
     send(&mut stream, "200 OK", &headers, body);
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
 }
 
 fn files(names: &[&str]) -> HashMap<String, Vec<u8>> {
@@ -163,6 +173,10 @@ fn a_hub_id_downloads_into_the_hf_cache_then_runs_offline() {
             files(&["config.json", "model.safetensors", "tokenizer.json", "generation_config.json"]),
         ),
         ("acme/llama".to_string(), llama),
+        (
+            "acme/corrupt".to_string(),
+            files(&["config.json", "model.safetensors", "tokenizer.json", "generation_config.json"]),
+        ),
         ("acme/pickle".to_string(), {
             let mut f = files(&["config.json"]);
             f.insert("pytorch_model.bin".into(), b"pickle".to_vec());
@@ -180,7 +194,9 @@ fn a_hub_id_downloads_into_the_hf_cache_then_runs_offline() {
     let repo = dir.join("cache/models--acme--tiny");
     assert_eq!(std::fs::read_to_string(repo.join("refs/main")).unwrap(), COMMIT);
     let link = repo.join("snapshots").join(COMMIT).join("model.safetensors");
-    assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("../../blobs/sha256-model-safetensors"));
+    let weights = std::fs::read(fixture().join("model.safetensors")).unwrap();
+    let blob = format!("../../blobs/{}", sha256(&weights));
+    assert_eq!(std::fs::read_link(&link).unwrap(), Path::new(&blob));
     assert_eq!(std::fs::read(&link).unwrap(), std::fs::read(fixture().join("model.safetensors")).unwrap());
     assert!(repo.join("blobs/etag-config-json").is_file());
     {
@@ -228,7 +244,12 @@ fn a_hub_id_downloads_into_the_hf_cache_then_runs_offline() {
     assert!(err.contains("pickle") && err.contains("safe_serialization"), "{err}");
     let err = stderr(&minillm(&dir, "http://127.0.0.1:9", &as_strs(&greedy("acme/other")), false));
     assert!(err.contains("http://127.0.0.1:9 cannot be reached"), "{err}");
-    for id in ["llama", "pickle", "other"] {
+    let err = stderr(&minillm(&dir, &hub.url, &as_strs(&greedy("acme/corrupt")), false));
+    assert!(err.contains("does not match the SHA-256") && err.contains("nothing was kept"), "{err}");
+    let blobs = dir.join("cache/models--acme--corrupt/blobs");
+    let kept: Vec<_> = std::fs::read_dir(&blobs).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(kept.iter().all(|f| !f.to_string_lossy().starts_with(&sha256(&weights)[..8])), "{kept:?}");
+    for id in ["llama", "pickle", "other", "corrupt"] {
         assert!(!dir.join(format!("cache/models--acme--{id}/refs")).exists(), "{id} looks downloaded");
     }
     let _ = std::fs::remove_dir_all(&dir);

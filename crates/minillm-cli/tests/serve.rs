@@ -1057,3 +1057,24 @@ fn langchain_tools_structured_output_and_batches_work() {
         assert!(stdout.contains(line), "missing '{line}' in:\n{stdout}");
     }
 }
+
+/// Listening beyond loopback without a key is allowed (a lab on a trusted network) but said.
+#[test]
+fn serving_beyond_loopback_without_a_key_warns() {
+    use std::io::BufRead;
+    let model = common::fixture();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_minillm"))
+        .args(["serve", "--model", &model.to_string_lossy(), "--host", "0.0.0.0", "--port", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.starts_with("warning: listening on 0.0.0.0:") && line.contains("without --api-key"),
+        "{line}"
+    );
+}

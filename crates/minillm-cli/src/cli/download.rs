@@ -6,10 +6,13 @@
 //! move), safetensors weights (one file or shards), and the tokenizer and generation files.
 //! `HF_HUB_OFFLINE=1` forbids the network; `HF_ENDPOINT` points at a mirror; `HF_TOKEN` is sent
 //! for gated or private models (never to the storage host a download is redirected to).
+//! Weights (LFS files, which the hub names by their SHA-256) are checked against that hash
+//! before they are kept: a download corrupted in transit or by a mirror is refused.
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use minillm::io::{hf_config, hub};
+use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -225,6 +228,7 @@ impl<'a> Hub<'a> {
                 .expect("a valid template"),
         );
         let partial = blob.with_extension("incomplete");
+        let mut hash = Sha256::new();
         let written = (|| -> Result<u64> {
             let mut file = std::fs::File::create(&partial)?;
             let mut reader = response.body_mut().as_reader();
@@ -236,6 +240,7 @@ impl<'a> Hub<'a> {
                     break;
                 }
                 file.write_all(&buf[..n])?;
+                hash.update(&buf[..n]);
                 total += n as u64;
                 bar.set_position(total);
             }
@@ -243,8 +248,13 @@ impl<'a> Hub<'a> {
             Ok(total)
         })();
         bar.finish_and_clear();
+        let got = format!("{:x}", hash.finalize());
         let result = written.and_then(|total| match size {
             Some(want) if want != total => bail!("{name}: received {total} bytes of {want}"),
+            _ if is_sha256(&remote.etag) && got != remote.etag => bail!(
+                "the download of {name} does not match the SHA-256 the hub names it by ({}), its content hashes to {got}: it was corrupted on the way; nothing was kept",
+                remote.etag
+            ),
             _ => Ok(std::fs::rename(&partial, &blob)?),
         });
         if result.is_err() {
@@ -260,4 +270,10 @@ impl<'a> Hub<'a> {
             self.endpoint
         )
     }
+}
+
+/// Whether an ETag is a SHA-256 (64 hex digits): the hub's name for an LFS file (weights). Small
+/// files carry a git blob id (40 digits), which is not a hash of the content alone.
+fn is_sha256(etag: &str) -> bool {
+    etag.len() == 64 && etag.bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -150,6 +150,11 @@ pub fn launch(a: Args, run_dir: Option<PathBuf>, pages: Pages, pages_first: bool
             .await
             .with_context(|| format!("cannot listen on {}:{}", a.host, a.port))?;
         let address = listener.local_addr()?;
+        if !address.ip().is_loopback() && a.api_key.is_none() {
+            eprintln!(
+                "warning: listening on {address}, reachable from other machines, without --api-key: anyone who can reach it can use the model"
+            );
+        }
         if pages_first {
             println!("the lab for {}: open http://{address}/ in a browser (Ctrl-C stops it)", a.model.display());
         } else {
@@ -315,7 +320,7 @@ impl Shared {
             let given = header("authorization")
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .or_else(|| header("x-api-key"));
-            if given != Some(key.as_str()) {
+            if !given.is_some_and(|g| same_secret(g.as_bytes(), key.as_bytes())) {
                 return Err(ApiError::status(api, StatusCode::UNAUTHORIZED, "missing or wrong API key"));
             }
         }
@@ -383,4 +388,12 @@ impl Shared {
         })?;
         Ok(rx)
     }
+}
+
+/// Compares a presented key with the server's in time that depends on their lengths only, not
+/// on where they first differ (which a client could time, guessing the key byte by byte).
+fn same_secret(given: &[u8], key: &[u8]) -> bool {
+    let differ = given.iter().zip(key).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    // black_box keeps the optimizer from turning the fold into an early exit.
+    std::hint::black_box(differ) == 0 && given.len() == key.len()
 }

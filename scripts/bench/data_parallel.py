@@ -44,7 +44,7 @@ def run(cmd, cwd, env=None):
 def measure(binary, work, data, flags, steps, ranks, tag):
     out = work / tag
     args = ["train", "--data", str(data), "--out", str(out), "--max-steps", str(steps)]
-    args += flags + ["--eval-every", "1000000", "--sample-tokens", "0", "--checkpoint-every", "1000000"]
+    args += flags + ["--eval-every", "1000000", "--eval-batches", "1", "--sample-tokens", "0", "--checkpoint-every", "1000000"]
     if ranks == 1:
         run([binary, "--threads", "2", *args], work)
     else:

@@ -145,10 +145,10 @@ impl Group for MpiGroup {
         let (n, me) = (self.size(), self.rank());
         let (world, timeout, waited) = (&self.world, self.timeout, &mut self.waited);
         let each = data.len().div_ceil(n);
-        let piece = (CHUNK / n).max(1);
+        let round = (CHUNK / n).max(1);
         // Round by round, rank r's next piece of its shard from every rank's data.
-        for at in (0..each).step_by(piece) {
-            let m = piece.min(each - at);
+        for at in (0..each).step_by(round) {
+            let m = round.min(each - at);
             for r in 0..n {
                 copy_clipped(&mut self.send[r * m..(r + 1) * m], data, r * each + at);
             }
@@ -159,8 +159,7 @@ impl Group for MpiGroup {
                     world.immediate_reduce_scatter_block_into(s, send, &mut *recv, SystemOperation::sum());
                 finish(world, request, timeout, waited)
             });
-            let mine = shard(data.len(), n, me);
-            let dest = (mine.start + at).min(mine.end)..(mine.start + at + m).min(mine.end);
+            let dest = piece(shard(data.len(), n, me), at, m);
             let len = dest.len();
             data[dest].copy_from_slice(&recv[..len]);
         }
@@ -170,9 +169,9 @@ impl Group for MpiGroup {
         let (n, me) = (self.size(), self.rank());
         let (world, timeout, waited) = (&self.world, self.timeout, &mut self.waited);
         let each = data.len().div_ceil(n);
-        let piece = (CHUNK / n).max(1);
-        for at in (0..each).step_by(piece) {
-            let m = piece.min(each - at);
+        let round = (CHUNK / n).max(1);
+        for at in (0..each).step_by(round) {
+            let m = round.min(each - at);
             copy_clipped(&mut self.send[..m], data, me * each + at);
             let recv = &mut self.recv[..n * m];
             scope(|s| {
@@ -180,8 +179,7 @@ impl Group for MpiGroup {
                 finish(world, request, timeout, waited)
             });
             for r in 0..n {
-                let theirs = shard(data.len(), n, r);
-                let dest = (theirs.start + at).min(theirs.end)..(theirs.start + at + m).min(theirs.end);
+                let dest = piece(shard(data.len(), n, r), at, m);
                 let len = dest.len();
                 data[dest].copy_from_slice(&recv[r * m..r * m + len]);
             }
@@ -252,6 +250,11 @@ impl Group for MpiGroup {
         eprintln!("error (rank {} of {}): {message}", self.world.rank(), self.world.size());
         self.world.abort(1)
     }
+}
+
+/// The `m` values of `shard` from `at` on, clipped to it (the last shard may be short).
+fn piece(shard: Range<usize>, at: usize, m: usize) -> Range<usize> {
+    (shard.start + at).min(shard.end)..(shard.start + at + m).min(shard.end)
 }
 
 /// `dest` filled from `src[from..]`, zeros past the end of `src` (the padding of the last shard).

@@ -50,28 +50,12 @@ impl Trainer {
         }
         let tmp = run.join(format!(".{name}.tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
-        save_model(&tmp, &self.model, self.tokenizer.end_of_text())?;
-        if let Some(t) = &self.chat_template {
-            save_chat_template(&tmp, t)?;
+        // A failed write (a full disk, a vanished directory) leaves nothing behind: the
+        // previous checkpoint, which latest.json still names, is untouched.
+        if let Err(e) = self.write_checkpoint(&tmp, moments.as_ref()) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
         }
-        // AdamW's moments share the parameters' layout, so they are saved the same way.
-        let (m, v) = match &moments {
-            Some((m, v)) => (&m[..], &v[..]),
-            None => (self.opt.state().0, self.opt.state().1),
-        };
-        let adam_step = self.opt.state().2;
-        atomic_write(&tmp.join("optimizer_m.safetensors"), &st::to_bytes(&self.model.config, m)?)?;
-        atomic_write(&tmp.join("optimizer_v.safetensors"), &st::to_bytes(&self.model.config, v)?)?;
-        formats::save(&self.tokenizer, &tmp.join("tokenizer.json"))?;
-        let state = State {
-            step: self.step,
-            loader_rng: self.objective.rng().state(),
-            adam_step,
-            best_val: self.best_val,
-            config: self.config.clone(),
-        };
-        let text = serde_json::to_string_pretty(&state).expect("state serializes");
-        atomic_write(&tmp.join("state.json"), text.as_bytes())?;
         let dest = run.join(&name);
         let _ = std::fs::remove_dir_all(&dest);
         std::fs::rename(&tmp, &dest).map_err(|cause| Error::Write { path: dest.clone(), cause })?;
@@ -86,6 +70,33 @@ impl Trainer {
             }
         }
         Ok(dest)
+    }
+
+    /// The checkpoint's files, into `dir`.
+    fn write_checkpoint(&self, dir: &Path, moments: Option<&(Vec<f32>, Vec<f32>)>) -> Result<()> {
+        save_model(dir, &self.model, self.tokenizer.end_of_text())?;
+        if let Some(t) = &self.chat_template {
+            save_chat_template(dir, t)?;
+        }
+        // AdamW's moments share the parameters' layout, so they are saved the same way.
+        let (m, v) = match moments {
+            Some((m, v)) => (&m[..], &v[..]),
+            None => (self.opt.state().0, self.opt.state().1),
+        };
+        let adam_step = self.opt.state().2;
+        atomic_write(&dir.join("optimizer_m.safetensors"), &st::to_bytes(&self.model.config, m)?)?;
+        atomic_write(&dir.join("optimizer_v.safetensors"), &st::to_bytes(&self.model.config, v)?)?;
+        formats::save(&self.tokenizer, &dir.join("tokenizer.json"))?;
+        let state = State {
+            step: self.step,
+            loader_rng: self.objective.rng().state(),
+            adam_step,
+            best_val: self.best_val,
+            config: self.config.clone(),
+        };
+        let text = serde_json::to_string_pretty(&state).expect("state serializes");
+        atomic_write(&dir.join("state.json"), text.as_bytes())?;
+        Ok(())
     }
 
     /// The whole of AdamW's moments when each rank holds only its shard (a collective: every

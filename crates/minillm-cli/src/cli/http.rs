@@ -9,6 +9,9 @@ use minillm::constrain::Constraint;
 use minillm::sample::SamplerConfig;
 use serde_json::{Value, json};
 
+/// Stop strings a request may give (OpenAI allows 4; vLLM and llama.cpp, any number).
+const MAX_STOP_STRINGS: usize = 16;
+const MAX_STOP_BYTES: usize = 1024;
 /// Which API's error shape to answer in.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Api {
@@ -214,6 +217,14 @@ impl Fields<'_> {
         let stop = self.strings(stop_key)?;
         if stop.iter().any(String::is_empty) {
             return Err(ApiError::bad(self.api, stop_key, "stop strings must not be empty"));
+        }
+        // Every new token is checked against every stop string: bound the work a request buys.
+        if stop.len() > MAX_STOP_STRINGS || stop.iter().any(|s| s.len() > MAX_STOP_BYTES) {
+            return Err(ApiError::bad(
+                self.api,
+                stop_key,
+                format!("at most {MAX_STOP_STRINGS} stop strings of at most {MAX_STOP_BYTES} bytes each"),
+            ));
         }
         Ok(Generation {
             prompt_field: if self.body.get("prompt").is_some() { "prompt" } else { "messages" },

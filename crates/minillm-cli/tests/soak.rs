@@ -208,3 +208,38 @@ fn the_server_answers_every_request_under_load_and_abuse() {
     // A leak grows with the requests; allocator noise does not reach this.
     assert!(growth < 0.10, "memory grew {:.0}% over the second half of the run", 100.0 * growth);
 }
+
+/// A client that trickles its headers, or stops sending its body, is cut off after
+/// `--read-timeout` instead of holding a connection (and, for a body, told why).
+#[test]
+fn slow_clients_are_cut_off() {
+    let server = serve(&["--read-timeout", "1"]);
+    let address = server.url.trim_start_matches("http://").to_string();
+    let stalled = |request: &[u8]| {
+        let mut s = std::net::TcpStream::connect(&address).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(request).unwrap();
+        let start = Instant::now();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        (start.elapsed(), String::from_utf8_lossy(&answer).into_owned())
+    };
+    let (took, answer) = stalled(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n");
+    assert!(took < Duration::from_secs(10) && answer.is_empty(), "headers: {took:?} {answer}");
+    let (took, answer) = stalled(
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\":",
+    );
+    assert!(took < Duration::from_secs(10), "body: {took:?}");
+    assert!(
+        answer.starts_with("HTTP/1.1 408") && answer.contains("the body did not arrive in time"),
+        "{answer}"
+    );
+    // The server still answers everyone else.
+    let (status, _) = send(
+        &server.url,
+        "/v1/completions",
+        &json!({"model": "tiny", "prompt": "Hi", "max_tokens": 2}).to_string(),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+}

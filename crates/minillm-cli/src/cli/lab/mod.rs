@@ -51,6 +51,7 @@ pub fn run(a: Args) -> Result<()> {
         max_concurrent: 4,
         model_name: None,
         timeout: 300.0,
+        read_timeout: 30.0,
     };
     serve::launch(options, run_dir, routes(), true)
 }

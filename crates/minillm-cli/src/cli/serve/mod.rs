@@ -58,6 +58,10 @@ pub struct Args {
     /// budget ran out; a plain request gets 504). Fractions allowed.
     #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
     pub timeout: f64,
+    /// Seconds a client may take to send a request's headers, and again its body (a slow or
+    /// stalled client is cut off instead of holding a connection). Fractions allowed.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub read_timeout: f64,
 }
 
 /// Request bodies larger than this are refused.
@@ -162,16 +166,13 @@ pub fn launch(a: Args, run_dir: Option<PathBuf>, pages: Pages, pages_first: bool
                 "serving {name} on http://{address}/ (the lab: open it in a browser; OpenAI: /v1/chat/completions, /v1/completions; Anthropic: /v1/messages)"
             );
         }
-        axum::serve(listener, router(shared, pages))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .context("the server stopped")
+        let read_timeout = Duration::from_secs_f64(a.read_timeout);
+        accept(listener, router(shared, pages, read_timeout), read_timeout).await;
+        Ok(())
     })
 }
 
-fn router(shared: Arc<Shared>, pages: Pages) -> Router {
+fn router(shared: Arc<Shared>, pages: Pages, read_timeout: Duration) -> Router {
     pages
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route(
@@ -190,10 +191,58 @@ fn router(shared: Arc<Shared>, pages: Pages) -> Router {
         .route("/tokenize", post(tokens::tokenize))
         .route("/detokenize", post(tokens::detokenize))
         .route("/tokenizer_info", get(tokens::tokenizer_info))
+        .layer(axum::middleware::from_fn_with_state(read_timeout, read_body_in_time))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(errors_in_api_shape))
         .layer(axum::middleware::from_fn_with_state(shared.clone(), count_requests))
         .with_state(shared)
+}
+
+/// Serves `app` on `listener` until Ctrl-C, then lets the open connections finish. Each
+/// connection must send a request's headers within `read_timeout` (hyper closes it otherwise);
+/// bodies have their own deadline (`read_body_in_time`).
+async fn accept(listener: tokio::net::TcpListener, app: Router, read_timeout: Duration) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    http.http1().timer(TokioTimer::new()).header_read_timeout(read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors, say: wait instead of spinning.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    graceful.shutdown().await;
+}
+
+/// Reads the whole body within `read_timeout` (408 otherwise), up to [`BODY_LIMIT`] (413).
+async fn read_body_in_time(
+    State(read_timeout): State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(read_timeout, axum::body::to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(bytes)) => next.run(axum::extract::Request::from_parts(parts, bytes.into())).await,
+        Ok(Err(_)) => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+    }
 }
 
 /// Counts every answered request (errors included) for `/metrics`.
@@ -234,6 +283,7 @@ async fn errors_in_api_shape(
         StatusCode::PAYLOAD_TOO_LARGE => {
             format!("the body is larger than the server takes ({BODY_LIMIT} bytes)")
         }
+        StatusCode::REQUEST_TIMEOUT => "the body did not arrive in time".to_string(),
         _ => return response,
     };
     if json {

@@ -29,9 +29,13 @@ pub struct ShardInfo {
 
 /// FNV-1a over the tokenizer's tokenizer.json text: equal hashes, equal tokenizers.
 pub fn tokenizer_hash(tok: &Tokenizer) -> u64 {
-    crate::tokenizer::formats::to_hf_json(tok)
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    fnv1a(crate::tokenizer::formats::to_hf_json(tok).bytes())
+}
+
+/// FNV-1a, 64 bits: a quick fingerprint (of a tokenizer; of a run's settings and parameters,
+/// compared across the ranks of a data-parallel run), not a defence against tampering.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Serializes a shard.

@@ -69,10 +69,7 @@ pub fn shard(len: usize, size: usize, rank: usize) -> Range<usize> {
 /// rank does before going on after a part that can fail on one rank alone, so that all stop
 /// together (naming the rank that failed) instead of the others waiting on it forever.
 pub fn first_failure(group: &mut dyn Group, failed: Option<&str>) -> Option<(usize, String)> {
-    let mut flags = vec![0.0; group.size()];
-    flags[group.rank()] = if failed.is_some() { 1.0 } else { 0.0 };
-    group.sum(&mut flags);
-    let rank = flags.iter().position(|&f| f > 0.0)?;
+    let rank = *ranks_where(group, failed.is_some()).first()?;
     let mut text = failed.map(|m| m.as_bytes().to_vec()).unwrap_or_default();
     group.broadcast_bytes(rank, &mut text);
     Some((rank, String::from_utf8_lossy(&text).into_owned()))
@@ -83,8 +80,13 @@ pub fn differing(group: &mut dyn Group, value: u64) -> Vec<usize> {
     let mut bytes = value.to_le_bytes().to_vec();
     group.broadcast_bytes(0, &mut bytes);
     let theirs = u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]));
+    ranks_where(group, theirs != value)
+}
+
+/// The ranks where `flag` is set, in order, known on every rank.
+fn ranks_where(group: &mut dyn Group, flag: bool) -> Vec<usize> {
     let mut flags = vec![0.0; group.size()];
-    flags[group.rank()] = if theirs == value { 0.0 } else { 1.0 };
+    flags[group.rank()] = if flag { 1.0 } else { 0.0 };
     group.sum(&mut flags);
     flags.iter().enumerate().filter(|&(_, &f)| f > 0.0).map(|(r, _)| r).collect()
 }

@@ -145,10 +145,8 @@ impl Group for MpiGroup {
         let (n, me) = (self.size(), self.rank());
         let (world, timeout, waited) = (&self.world, self.timeout, &mut self.waited);
         let each = data.len().div_ceil(n);
-        let round = (CHUNK / n).max(1);
         // Round by round, rank r's next piece of its shard from every rank's data.
-        for at in (0..each).step_by(round) {
-            let m = round.min(each - at);
+        for (at, m) in rounds(each, n) {
             for r in 0..n {
                 copy_clipped(&mut self.send[r * m..(r + 1) * m], data, r * each + at);
             }
@@ -169,9 +167,7 @@ impl Group for MpiGroup {
         let (n, me) = (self.size(), self.rank());
         let (world, timeout, waited) = (&self.world, self.timeout, &mut self.waited);
         let each = data.len().div_ceil(n);
-        let round = (CHUNK / n).max(1);
-        for at in (0..each).step_by(round) {
-            let m = round.min(each - at);
+        for (at, m) in rounds(each, n) {
             copy_clipped(&mut self.send[..m], data, me * each + at);
             let recv = &mut self.recv[..n * m];
             scope(|s| {
@@ -250,6 +246,13 @@ impl Group for MpiGroup {
         eprintln!("error (rank {} of {}): {message}", self.world.rank(), self.world.size());
         self.world.abort(1)
     }
+}
+
+/// The rounds of a sharded operation over shards of `each` values on `n` ranks: (offset within
+/// the shard, values) pieces small enough that all `n` ranks' pieces fit a [`CHUNK`] buffer.
+fn rounds(each: usize, n: usize) -> impl Iterator<Item = (usize, usize)> {
+    let round = (CHUNK / n).max(1);
+    (0..each).step_by(round).map(move |at| (at, round.min(each - at)))
 }
 
 /// The `m` values of `shard` from `at` on, clipped to it (the last shard may be short).

@@ -16,6 +16,7 @@ use super::objective::{Batch, DpoStats, Objective, Pretrain, Step};
 use super::{EvalStats, Stage, StepStats, TrainConfig};
 use crate::chat::jinja::JinjaTemplate;
 use crate::chat::{Dialogue, Message, Role};
+use crate::data::fnv1a;
 use crate::error::{Error, Result};
 use crate::model::{Gpt, Trainable};
 use crate::rng::Rng;
@@ -110,7 +111,7 @@ impl Trainer {
     /// each rank keeps AdamW's moments for its 1/N of the parameters only (ZeRO-1). Refused when
     /// the ranks' settings differ or the step's micro-batches cannot be split evenly.
     pub fn distribute(&mut self, mut group: Box<dyn Group>, shard_optimizer: bool) -> Result<()> {
-        let settings = fnv1a(self.config.to_toml().as_bytes());
+        let settings = fnv1a(self.config.to_toml().bytes());
         if let Some(&rank) = differing(group.as_mut(), settings).first() {
             return Err(Error::Rank {
                 rank,
@@ -163,8 +164,8 @@ impl Trainer {
     /// ranks that drifted from rank 0's.
     pub fn check_ranks_agree(&mut self) -> Result<()> {
         let Some(r) = &mut self.ranks else { return Ok(()) };
-        let bytes: Vec<u8> = self.model.params.iter().flat_map(|p| p.to_le_bytes()).collect();
-        match differing(r.group.as_mut(), fnv1a(&bytes)).first() {
+        let fingerprint = fnv1a(self.model.params.iter().flat_map(|p| p.to_le_bytes()));
+        match differing(r.group.as_mut(), fingerprint).first() {
             None => Ok(()),
             Some(&rank) => Err(Error::Rank {
                 rank,
@@ -354,9 +355,4 @@ fn agree(
         margin: mean(5),
     });
     Ok((numbers[0], dpo))
-}
-
-/// FNV-1a, 64 bits: a fingerprint of the settings and the parameters, to compare across ranks.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
 }

@@ -53,6 +53,8 @@ fn bad_inputs_fail_clearly() {
         ("bench decode --preset baby --new-tokens 16 --batch 0", "--batch values must be at least 1"),
         ("bench quant --preset gpt2 --rounds 0", "--rounds must be at least 1"),
         ("bench constrain --tokens 1", "--tokens must be 2..=1000"),
+        ("serve --model nowhere --read-timeout=-1", "--read-timeout must be a positive number of seconds"),
+        ("serve --model nowhere --read-timeout nan", "--read-timeout must be a positive number of seconds"),
         ("bench constrain --json-schema {nope", "--json-schema is not valid JSON"),
     ];
     for (command, needle) in cases {

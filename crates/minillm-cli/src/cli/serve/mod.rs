@@ -114,8 +114,10 @@ pub fn launch(a: Args, run_dir: Option<PathBuf>, pages: Pages, pages_first: bool
     if a.max_concurrent == 0 || a.max_concurrent > 256 {
         anyhow::bail!("--max-concurrent must be 1..=256");
     }
-    if !(a.timeout > 0.0 && a.timeout <= 1e7) {
-        anyhow::bail!("--timeout must be a positive number of seconds");
+    for (flag, seconds) in [("--timeout", a.timeout), ("--read-timeout", a.read_timeout)] {
+        if !(seconds > 0.0 && seconds <= 1e7) {
+            anyhow::bail!("{flag} must be a positive number of seconds");
+        }
     }
     let loaded = load(&a.model)?;
     let card = ModelCard::of(&a.model, &loaded.model);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{agent, events, post, post_json, serve};
+use common::{agent, events, post, post_json, random_model, serve};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -746,26 +746,6 @@ fn response_format_makes_every_reply_valid_json() {
         assert_eq!((status, r["error"]["param"].as_str()), (400, Some("response_format")), "{r}");
         assert!(r["error"]["message"].as_str().unwrap().contains(says), "{r}");
     }
-}
-
-/// A random-weight model with the fixture's tokenizer and a context of `context` tokens (the
-/// fixture's 64 leave no room for tool descriptions or a deadline to cut).
-fn random_model(name: &str, context: usize) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    let config = minillm::model::ModelConfig {
-        n_layer: 1,
-        n_head: 2,
-        n_embd: 32,
-        block_size: context,
-        vocab_size: 512,
-        dropout: 0.0,
-        bias: true,
-        arch: Default::default(),
-    };
-    minillm::io::save_model(&dir, &minillm::model::Gpt::new(config, 4).unwrap(), None).unwrap();
-    std::fs::copy(common::fixture().join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
-    dir
 }
 
 /// `minillm serve` on a [`random_model`] with a context of 2,048 tokens, named `model_name`.

@@ -91,8 +91,8 @@ impl Grammars {
     /// error that says why.
     pub fn constraint(&self, spec: &Spec) -> Result<Constraint> {
         let grammar = match spec {
-            Spec::JsonObject => TopLevelGrammar::from_json_schema(compact(json!({"type": "object"}))),
-            Spec::JsonSchema(schema) => TopLevelGrammar::from_json_schema(compact(schema.clone())),
+            Spec::JsonObject => TopLevelGrammar::from_json_schema(compact(&json!({"type": "object"}))?),
+            Spec::JsonSchema(schema) => TopLevelGrammar::from_json_schema(compact(schema)?),
             Spec::Lark(text) => TopLevelGrammar::from_lark(text.clone()),
         };
         let parser = self
@@ -103,16 +103,40 @@ impl Grammars {
     }
 }
 
+/// The largest magnitude a schema's numbers may have: 2^53, the integers a JSON number holds
+/// exactly (RFC 7493, I-JSON).
+const LARGEST_NUMBER: f64 = 9_007_199_254_740_992.0;
+
+/// Refuses a schema with a number past [`LARGEST_NUMBER`]. Beyond it llguidance 1.9 turns an
+/// integer such as -9223372036854775807 into a range whose bounds overflow, and recurses until
+/// the stack runs out: the process aborts, which no caller can catch.
+fn interoperable_numbers(schema: &Value) -> Result<()> {
+    match schema {
+        Value::Number(n) if n.as_f64().is_none_or(|x| x.abs() > LARGEST_NUMBER) => {
+            Err(Error::Invalid(format!(
+                "the output constraint cannot be used: the schema's number {n} is past ±2^53, \
+             the integers a JSON number holds exactly"
+            )))
+        }
+        Value::Array(items) => items.iter().try_for_each(interoperable_numbers),
+        Value::Object(fields) => fields.values().try_for_each(interoperable_numbers),
+        _ => Ok(()),
+    }
+}
+
 /// JSON written as Python's `json.dumps` writes it (`", "` and `": "`, no other whitespace): a
 /// small model allowed free whitespace can spend its whole budget on newlines. (Tool-call
-/// grammars embed their schemas through this too.)
-pub(crate) fn compact(mut schema: Value) -> Value {
+/// grammars embed their schemas through this too, so it is also where a schema llguidance
+/// would crash on is refused.)
+pub(crate) fn compact(schema: &Value) -> Result<Value> {
+    interoperable_numbers(schema)?;
+    let mut schema = schema.clone();
     if let Some(map) = schema.as_object_mut() {
         map.entry("x-guidance").or_insert(json!({
             "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "
         }));
     }
-    schema
+    Ok(schema)
 }
 
 /// A copy at the same point of the parse, with state of its own: one compiled schema serves

@@ -125,3 +125,36 @@ fn batched_generation_follows_each_constraint() {
     let p = text(2);
     assert!(p.starts_with("{\"name\": \""), "{p}");
 }
+
+/// Numbers past 2^53 are refused with a sentence: llguidance 1.9 recursed without end (and the
+/// process aborted) on an integer such as -9223372036854775807 in an `enum`, `const` or bound,
+/// found by fuzzing the server's tool schemas.
+#[test]
+fn numbers_past_two_to_the_53_are_refused_not_a_crash() {
+    let tok = Tokenizer::gpt2();
+    let grammars = Grammars::new(tok, &[tok.end_of_text().unwrap()]).unwrap();
+    for n in [
+        "-9223372036854775807",
+        "-9223372036854775808",
+        "9223372036854775807",
+        "18446744073709551615",
+        "1e300",
+    ] {
+        for schema in [
+            format!(r#"{{"enum": ["a", {n}]}}"#),
+            format!(r#"{{"const": {n}}}"#),
+            format!(r#"{{"type": "integer", "minimum": {n}}}"#),
+        ] {
+            let schema: Value = serde_json::from_str(&schema).unwrap();
+            let err = grammars
+                .constraint(&Spec::JsonSchema(schema.clone()))
+                .err()
+                .unwrap_or_else(|| panic!("{schema}"));
+            assert!(err.to_string().contains("past ±2^53"), "{schema}: {err}");
+        }
+    }
+    for n in ["-9007199254740992", "9007199254740992", "-1234567890", "0.5"] {
+        let schema: Value = serde_json::from_str(&format!(r#"{{"enum": ["a", {n}]}}"#)).unwrap();
+        assert!(grammars.constraint(&Spec::JsonSchema(schema.clone())).is_ok(), "{schema}");
+    }
+}

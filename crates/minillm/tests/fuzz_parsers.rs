@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::mutate::{apply, edit};
 use minillm::train::TrainConfig;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -16,64 +17,6 @@ use std::path::{Path, PathBuf};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-/// One change to a file.
-#[derive(Clone, Debug)]
-enum Edit {
-    Set(usize, u8),
-    Insert(usize, Vec<u8>),
-    Remove(usize, usize),
-    Truncate(usize),
-}
-
-/// Bytes that make length and count fields extreme.
-fn interesting() -> impl Strategy<Value = u8> {
-    prop_oneof![
-        Just(0u8),
-        Just(0xFF),
-        Just(0x7F),
-        Just(0x80),
-        Just(b'9'),
-        Just(b'"'),
-        Just(b'{'),
-        any::<u8>()
-    ]
-}
-
-fn edit() -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        4 => (any::<usize>(), interesting()).prop_map(|(at, b)| Edit::Set(at, b)),
-        1 => (any::<usize>(), proptest::collection::vec(interesting(), 1..9)).prop_map(|(at, b)| Edit::Insert(at, b)),
-        1 => (any::<usize>(), 1usize..64).prop_map(|(at, n)| Edit::Remove(at, n)),
-        1 => any::<usize>().prop_map(Edit::Truncate),
-    ]
-}
-
-fn apply(mut bytes: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
-    for e in edits {
-        let len = bytes.len().max(1);
-        match e {
-            Edit::Set(at, b) => {
-                if !bytes.is_empty() {
-                    let i = at % bytes.len();
-                    bytes[i] = *b;
-                }
-            }
-            Edit::Insert(at, b) => {
-                let i = at % len;
-                let i = i.min(bytes.len());
-                bytes.splice(i..i, b.iter().copied());
-            }
-            Edit::Remove(at, n) => {
-                let i = (at % len).min(bytes.len());
-                let end = (i + n).min(bytes.len());
-                bytes.drain(i..end);
-            }
-            Edit::Truncate(at) => bytes.truncate(at % len),
-        }
-    }
-    bytes
 }
 
 /// Runs `parse` on `cases` mutations of `valid` (written to `file` in a fresh directory that
@@ -201,5 +144,38 @@ fn training_config_toml() {
     fuzz("toml", valid.as_bytes(), "config.toml", &[], |p| {
         let text = std::fs::read(p).map_err(text)?;
         TrainConfig::from_toml(&String::from_utf8_lossy(&text), p).map(drop).map_err(|e| e.to_string())
+    });
+}
+
+/// A small trained tokenizer, the source of the vocab + merges and tiktoken files below.
+fn small_tokenizer() -> minillm::tokenizer::Tokenizer {
+    let path = fixtures().join("gpt2_tiny/tokenizer.json");
+    minillm::tokenizer::formats::read_hf_json(&path).unwrap()
+}
+
+#[test]
+fn vocab_json_and_merges_txt() {
+    use minillm::tokenizer::formats::{read_file, to_merges_txt, to_vocab_json};
+    let tok = small_tokenizer();
+    let (vocab, merges) = (to_vocab_json(&tok), to_merges_txt(&tok));
+    fuzz("vocab-json", vocab.as_bytes(), "vocab.json", &[("merges.txt", merges.clone().into_bytes())], |p| {
+        read_file(p).map(drop).map_err(text)
+    });
+    fuzz("merges-txt", merges.as_bytes(), "merges.txt", &[("vocab.json", vocab.into_bytes())], |p| {
+        read_file(p).map(drop).map_err(text)
+    });
+}
+
+#[test]
+fn tiktoken_rank_files() {
+    use base64::Engine;
+    let tok = small_tokenizer();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let ranks: String = (0..tok.vocab_size() as u32)
+        .filter(|&id| !tok.is_special(id))
+        .filter_map(|id| Some(format!("{} {id}\n", b64.encode(tok.token_bytes(id)?))))
+        .collect();
+    fuzz("tiktoken", ranks.as_bytes(), "small.tiktoken", &[], |p| {
+        minillm::tokenizer::formats::read_file(p).map(drop).map_err(text)
     });
 }

@@ -151,3 +151,23 @@ pub fn events(text: &str) -> Vec<(Option<String>, String)> {
     }
     out
 }
+
+/// A random-weight model with the fixture's tokenizer and a context of `context` tokens (the
+/// fixture's 64 leave no room for tool descriptions or a deadline to cut).
+pub fn random_model(name: &str, context: usize) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = minillm::model::ModelConfig {
+        n_layer: 1,
+        n_head: 2,
+        n_embd: 32,
+        block_size: context,
+        vocab_size: 512,
+        dropout: 0.0,
+        bias: true,
+        arch: Default::default(),
+    };
+    minillm::io::save_model(&dir, &minillm::model::Gpt::new(config, 4).unwrap(), None).unwrap();
+    std::fs::copy(fixture().join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    dir
+}

@@ -178,12 +178,12 @@ pub fn call_grammar(tools: &[Tool], only: Option<&str>, parallel: bool) -> Resul
     let alternatives: Vec<String> = chosen
         .iter()
         .map(|t| {
-            let schema = crate::constrain::compact(t.parameters.clone());
+            let schema = crate::constrain::compact(&t.parameters)?;
             // Tool names are letters, digits, '_' and '-' (checked in `Tool::new`): safe in a
             // Lark string literal.
-            format!("\"{{\\\"name\\\": \\\"{}\\\", \\\"arguments\\\": \" %json {} \"}}\"", t.name, schema)
+            Ok(format!("\"{{\\\"name\\\": \\\"{}\\\", \\\"arguments\\\": \" %json {} \"}}\"", t.name, schema))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let repeat = if parallel { " (\"\\n\" call)*" } else { "" };
     Ok(Spec::Lark(format!(
         "start: call{repeat}\ncall: \"{OPEN}\\n\" body \"\\n{CLOSE}\"\nbody: {}\n",

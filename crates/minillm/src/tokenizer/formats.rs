@@ -628,14 +628,21 @@ pub fn save(tok: &Tokenizer, path: &Path) -> Result<()> {
 /// 100256 ranks: cl100k with the GPT-4 pattern and its specials); others get the GPT-2 pattern.
 pub fn from_tiktoken(text: &str, path: &Path) -> Result<Tokenizer> {
     let b64 = base64::engine::general_purpose::STANDARD;
+    // Ranks number the file's lines, with gaps at most for a few special tokens; a rank far
+    // past the line count is an error, since it would otherwise size the table below from one
+    // number in the file.
+    let lines = text.lines().filter(|l| !l.is_empty()).count();
+    let max_rank = 2 * lines + 256;
     let mut by_rank: Vec<Option<Vec<u8>>> = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
         let bad = |why: &str| Error::format(path, format!("line {}: {why}", i + 1));
         let (token, rank) = line.split_once(' ').ok_or_else(|| bad("expected 'base64-token rank'"))?;
         let bytes = b64.decode(token).map_err(|_| bad("the token is not base64"))?;
         let rank: usize = rank.parse().map_err(|_| bad("the rank is not a number"))?;
-        if rank >= 10_000_000 {
-            return Err(bad("the rank is implausibly large"));
+        if rank >= max_rank {
+            return Err(bad(&format!(
+                "rank {rank} is far past the file's {lines} lines (ranks number the lines)"
+            )));
         }
         if by_rank.len() <= rank {
             by_rank.resize(rank + 1, None);

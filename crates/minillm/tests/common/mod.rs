@@ -1,6 +1,8 @@
 //! Test data the tests make themselves, and the optional shared data when it is present.
 #![allow(dead_code)]
 
+pub mod mutate;
+
 use minillm::rng::Rng;
 use std::path::PathBuf;
 

@@ -9,57 +9,10 @@
 
 mod common;
 
+use common::tmpfs::Tmpfs;
 use common::{failure, minillm, ok, temp_dir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// A tmpfs of `size` mounted at `dir` for the test's life.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).unwrap();
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        match mounted {
-            true => Some(Tmpfs(dir.to_path_buf())),
-            false if std::env::var_os("MINILLM_REQUIRE_TMPFS").is_some() => {
-                panic!("MINILLM_REQUIRE_TMPFS is set but a tmpfs cannot be mounted at {}", dir.display())
-            }
-            false => {
-                eprintln!("skipped: mounting a tmpfs needs root");
-                None
-            }
-        }
-    }
-
-    /// Fills what is left with a file (removed by `free`).
-    fn fill(&self) {
-        use std::io::Write;
-        let mut file = std::fs::File::create(self.0.join("filler")).unwrap();
-        let block = vec![0u8; 4096];
-        while file.write_all(&block).is_ok() {}
-        let _ = file.sync_all();
-    }
-
-    fn free(&self) {
-        std::fs::remove_file(self.0.join("filler")).unwrap();
-    }
-
-    fn read_only(&self) {
-        let status = Command::new("mount").args(["-o", "remount,ro"]).arg(&self.0).status().unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 /// Files in `dir` (recursively) whose names mark them as temporary or partial.
 fn leftovers(dir: &Path) -> Vec<PathBuf> {
@@ -155,6 +108,36 @@ fn a_full_disk_stops_each_writer_with_one_error_and_loses_nothing() {
     fs.free();
     ok(&resume(&dir, "full/run", "4", &[]));
     assert_eq!(latest_step(&dir.join("full/run")), 4);
+}
+
+/// A download by hub id into an HF cache on a disk with room for config.json but not the
+/// weights: one error naming the file, no partial blob, no snapshot or ref that would make the
+/// model look downloaded; with room, the same command downloads and runs.
+#[test]
+fn a_download_into_a_full_disk_keeps_no_partial_model() {
+    use common::fake_hub::{files, serve};
+    let dir = temp_dir("full-disk-download");
+    let Some(fs) = Tmpfs::mount(&dir.join("cache"), "256k") else { return };
+    let hub = serve(
+        [("acme/tiny".to_string(), files(&["config.json", "model.safetensors", "tokenizer.json"]))].into(),
+    );
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_minillm"))
+            .args(["generate", "--model", "acme/tiny", "It was", "--max-new-tokens", "3"])
+            .env("HF_HUB_CACHE", dir.join("cache"))
+            .env("HF_ENDPOINT", &hub.url)
+            .env_remove("HF_HUB_OFFLINE")
+            .output()
+            .unwrap()
+    };
+    let err = clear_error(&run(), "No space left on device");
+    assert!(err.contains("cannot write") && err.contains("blobs"), "{err}");
+    let repo = dir.join("cache/models--acme--tiny");
+    assert!(leftovers(&repo).is_empty(), "{:?}", leftovers(&repo));
+    assert!(!repo.join("refs").exists() && !repo.join("snapshots").exists(), "the model looks downloaded");
+    fs.resize("8m");
+    ok(&run());
+    assert!(repo.join("refs/main").is_file());
 }
 
 #[test]

@@ -44,3 +44,16 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A value from outside quoted for a message: in double quotes, with control characters and
+/// quotes escaped as JSON escapes them, so it can neither break the line nor hide in a terminal.
+/// (Messages never print a Rust `Debug` form; this is the one way they quote.)
+pub fn quoted(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
+/// A tensor's shape for a message: `[64, 128]`.
+pub fn shape<T: std::fmt::Display>(dims: &[T]) -> String {
+    let dims: Vec<String> = dims.iter().map(T::to_string).collect();
+    format!("[{}]", dims.join(", "))
+}

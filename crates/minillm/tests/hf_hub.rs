@@ -58,11 +58,50 @@ fn hub_ids_resolve_through_refs_main_to_the_snapshot() {
     assert!(err.contains("2 snapshots and no refs/main"), "{err}");
     let err = hub::find_in_cache("acme/absent", &cache).unwrap_err().to_string();
     assert!(err.contains("models--acme--absent") && err.contains("HF cache holds no copy"), "{err}");
-    for (id, ok) in
-        [("gpt2", true), ("openai-community/gpt2", true), ("a/b/c", false), ("../x", false), ("", false)]
-    {
+    for (id, ok) in [
+        ("gpt2", true),
+        ("openai-community/gpt2", true),
+        ("a/b/c", false),
+        ("../x", false),
+        ("", false),
+        ("a/b@v1.0", true),
+        ("a/b@refs/pr/1", true),
+        ("a/b@", false),
+        ("a/b@../../etc", false),
+        ("a/b@x/../y", false),
+        ("a/b@/abs", false),
+        ("a@b@c", false),
+    ] {
         assert_eq!(hub::is_hub_id(id), ok, "{id}");
     }
+}
+
+/// `ID@REVISION` finds the snapshot a branch or tag names through `refs/REVISION` (as
+/// huggingface_hub records it), and a commit hash names its snapshot directly.
+#[test]
+fn revisions_resolve_through_their_refs_or_as_commits() {
+    let cache = temp_dir("revisions");
+    let main = cache_with(&cache, "acme/tiny", "0123abcd", true);
+    let commit = "89abcdef0123456789abcdef0123456789abcdef";
+    let v1 = cache_with(&cache, "acme/tiny", commit, false);
+    let refs = cache.join("models--acme--tiny/refs");
+    std::fs::create_dir_all(refs.join("refs/pr")).unwrap();
+    std::fs::write(refs.join("v1"), commit).unwrap();
+    std::fs::write(refs.join("refs/pr/1"), commit).unwrap();
+    assert_eq!(hub::find_in_cache("acme/tiny", &cache).unwrap(), main);
+    assert_eq!(hub::find_in_cache("acme/tiny@main", &cache).unwrap(), main);
+    assert_eq!(hub::find_in_cache("acme/tiny@v1", &cache).unwrap(), v1);
+    assert_eq!(hub::find_in_cache("acme/tiny@refs/pr/1", &cache).unwrap(), v1);
+    assert_eq!(hub::find_in_cache(&format!("acme/tiny@{commit}"), &cache).unwrap(), v1);
+    let err = hub::find_in_cache("acme/tiny@v2", &cache).unwrap_err().to_string();
+    assert!(err.contains("holds no copy of it at revision 'v2'"), "{err}");
+    let absent = "0000000000000000000000000000000000000000";
+    let err = hub::find_in_cache(&format!("acme/tiny@{absent}"), &cache).unwrap_err().to_string();
+    assert!(err.contains(&format!("at revision '{absent}'")), "{err}");
+    // A ref that holds something other than a commit is not followed as a path.
+    std::fs::write(refs.join("bad"), "../../../etc").unwrap();
+    let err = hub::find_in_cache("acme/tiny@bad", &cache).unwrap_err().to_string();
+    assert!(err.contains("does not hold a commit hash"), "{err}");
 }
 
 #[test]

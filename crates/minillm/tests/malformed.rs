@@ -130,3 +130,41 @@ proptest::proptest! {
         }
     }
 }
+
+/// No message formats a value with Rust's `Debug` (`Some("x")`, `Dtype::F64`, `[64, 64]` by
+/// accident): values from outside go through `error::quoted` and shapes through
+/// `error::shape`. Only assertions, which speak to developers, may use `{:?}`.
+#[test]
+fn no_message_formats_a_debug_form() {
+    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut files = Vec::new();
+    sources(&crates.join("minillm/src"), &mut files);
+    sources(&crates.join("minillm-cli/src"), &mut files);
+    assert!(files.len() > 50, "found only {} source files", files.len());
+    let debug_forms: Vec<String> = files
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| {
+                    (l.contains(":?}") || l.contains(":#?}"))
+                        && !l.contains("assert")
+                        && !l.contains("unreachable!")
+                })
+                .map(|(i, l)| format!("{}:{}: {}", f.display(), i + 1, l.trim()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(debug_forms.is_empty(), "messages formatted with Debug:\n{}", debug_forms.join("\n"));
+}

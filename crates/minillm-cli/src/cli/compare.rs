@@ -54,7 +54,7 @@ impl Trio {
             self.words.encode(text).iter().map(|&i| self.words.token(i).to_string()).collect();
         let bpe_ids = self.bpe.encode(text, minillm::SpecialTokens::AsText)?;
         let bpe: Vec<String> = bpe_ids.iter().map(|&i| self.bpe.token_text(i)).collect();
-        println!("{text:?}");
+        println!("{}", minillm::error::quoted(text));
         for (name, vocab, tokens) in [
             ("char", self.chars.vocab_size(), chars),
             ("word", self.words.vocab_size(), words),

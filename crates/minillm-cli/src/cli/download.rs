@@ -30,21 +30,22 @@ const OPTIONAL_FILES: &[&str] = &[
 /// Makes sure hub id `spec` is in the HF cache, downloading it when it is not and the network is
 /// allowed. Anything that is not a hub id, or exists as a path, is left to the loader.
 pub fn ensure_cached(spec: &Path) -> Result<()> {
-    let id = spec.to_string_lossy();
-    if spec.exists() || !hub::is_hub_id(&id) || spec.extension().is_some_and(|e| e == "gguf") {
+    let text = spec.to_string_lossy();
+    if spec.exists() || spec.extension().is_some_and(|e| e == "gguf") {
         return Ok(());
     }
+    let Some(at) = hub::parse_hub_ref(&text) else { return Ok(()) };
     let Some(cache) = hub::cache_dir() else { return Ok(()) };
-    if hub::find_in_cache(&id, &cache).is_ok() {
+    if hub::find_in_cache(&text, &cache).is_ok() {
         return Ok(());
     }
     if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0") {
         bail!(
-            "'{id}' is not a file or directory here, nor in the HF cache ({}), and HF_HUB_OFFLINE is set, so it was not downloaded",
-            hub::repo_dir(&cache, &id).display()
+            "'{text}' is not a file or directory here, nor in the HF cache ({}), and HF_HUB_OFFLINE is set, so it was not downloaded",
+            hub::repo_dir(&cache, at.id).display()
         );
     }
-    Hub::new(&id, &cache).fetch()
+    Hub::new(at, &cache).fetch()
 }
 
 /// What the hub says about one file before it is downloaded.
@@ -57,6 +58,8 @@ struct Remote {
 
 struct Hub<'a> {
     id: &'a str,
+    /// The branch, tag or commit asked for (`main` unless the spec says `@REVISION`).
+    at: hub::HubRef<'a>,
     cache: &'a Path,
     endpoint: String,
     token: Option<String>,
@@ -67,7 +70,7 @@ struct Hub<'a> {
 }
 
 impl<'a> Hub<'a> {
-    fn new(id: &'a str, cache: &'a Path) -> Hub<'a> {
+    fn new(at: hub::HubRef<'a>, cache: &'a Path) -> Hub<'a> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let endpoint = var("HF_ENDPOINT").unwrap_or_else(|| "https://huggingface.co".into());
         let token = var("HF_TOKEN").or_else(|| var("HUGGING_FACE_HUB_TOKEN"));
@@ -82,7 +85,8 @@ impl<'a> Hub<'a> {
                 .into()
         };
         Hub {
-            id,
+            id: at.id,
+            at,
             cache,
             endpoint: endpoint.trim_end_matches('/').to_string(),
             token,
@@ -92,10 +96,24 @@ impl<'a> Hub<'a> {
     }
 
     fn fetch(&self) -> Result<()> {
-        let config = self.probe("main", "config.json")?.with_context(|| {
-            format!("'{}' is neither a file or directory here nor a model on {}", self.id, self.endpoint)
-        })?;
-        eprintln!("downloading {} from {} into {}", self.id, self.endpoint, self.cache.display());
+        let config =
+            self.probe(self.at.revision, "config.json")?.with_context(|| match self.at.revision {
+                "main" => format!(
+                    "'{}' is neither a file or directory here nor a model on {}",
+                    self.id, self.endpoint
+                ),
+                revision => format!(
+                    "'{}' is neither a file or directory here nor a model on {} with a revision '{revision}'",
+                    self.id, self.endpoint
+                ),
+            })?;
+        eprintln!(
+            "downloading {} (revision {}) from {} into {}",
+            self.id,
+            self.at.revision,
+            self.endpoint,
+            self.cache.display()
+        );
         let commit = config.commit.clone();
         self.download("config.json", &config)?;
         let config_path = hub::blob_path(self.cache, self.id, &config.etag);
@@ -149,7 +167,7 @@ impl<'a> Hub<'a> {
         for (name, remote) in &files {
             hub::link_snapshot(self.cache, self.id, &commit, name, &remote.etag)?;
         }
-        hub::set_main(self.cache, self.id, &commit)?;
+        hub::set_ref(self.cache, self.at, &commit)?;
         Ok(())
     }
 
@@ -210,7 +228,8 @@ impl<'a> Hub<'a> {
         if blob.is_file() {
             return Ok(());
         }
-        std::fs::create_dir_all(blob.parent().expect("blobs/"))?;
+        let blobs = blob.parent().expect("blobs/");
+        std::fs::create_dir_all(blobs).with_context(|| format!("cannot write {}", blobs.display()))?;
         let mut request = self.get.get(&remote.url);
         // The token is for the hub only, not for the storage host its redirects point at.
         if let Some(token) = self.token.as_ref().filter(|_| remote.url.starts_with(&self.endpoint)) {
@@ -229,8 +248,11 @@ impl<'a> Hub<'a> {
         );
         let partial = blob.with_extension("incomplete");
         let mut hash = Sha256::new();
+        // A failed write (a full disk, a read-only cache) names the file; what was written is
+        // removed below, and the cache holds no half blob.
+        let cannot_write = |e: std::io::Error| anyhow::anyhow!("cannot write {}: {e}", partial.display());
         let written = (|| -> Result<u64> {
-            let mut file = std::fs::File::create(&partial)?;
+            let mut file = std::fs::File::create(&partial).map_err(cannot_write)?;
             let mut reader = response.body_mut().as_reader();
             let mut buf = vec![0u8; 1 << 16];
             let mut total = 0u64;
@@ -239,12 +261,12 @@ impl<'a> Hub<'a> {
                 if n == 0 {
                     break;
                 }
-                file.write_all(&buf[..n])?;
+                file.write_all(&buf[..n]).map_err(cannot_write)?;
                 hash.update(&buf[..n]);
                 total += n as u64;
                 bar.set_position(total);
             }
-            file.sync_all()?;
+            file.sync_all().map_err(cannot_write)?;
             Ok(total)
         })();
         bar.finish_and_clear();
@@ -255,7 +277,7 @@ impl<'a> Hub<'a> {
                 "the download of {name} does not match the SHA-256 the hub names it by ({}), its content hashes to {got}: it was corrupted on the way; nothing was kept",
                 remote.etag
             ),
-            _ => Ok(std::fs::rename(&partial, &blob)?),
+            _ => std::fs::rename(&partial, &blob).map_err(cannot_write),
         });
         if result.is_err() {
             let _ = std::fs::remove_file(&partial);

@@ -177,7 +177,12 @@ pub fn run_sft(a: Args) -> Result<()> {
         println!("  base model: {}", before.summary(n));
         doc["base"] = before.to_json();
     }
-    println!("  asked {:?}, the fine-tuned model answers {:?}", asked[0].messages[0].content, after.first);
+    let quoted = minillm::error::quoted;
+    println!(
+        "  asked {}, the fine-tuned model answers {}",
+        quoted(&asked[0].messages[0].content),
+        quoted(&after.first)
+    );
     atomic_write(&run_dir.join("heldout.json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
     Ok(())
 }

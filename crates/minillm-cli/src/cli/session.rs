@@ -16,7 +16,8 @@ pub use minillm::io::Loaded;
 /// What `--model` accepts, said once for every command that takes it.
 pub const MODEL_HELP: &str = "A run directory (its latest checkpoint), a checkpoint, a model directory \
 (config.json, model.safetensors or shards, tokenizer.json or vocab.json + merges.txt), a .gguf file, \
-or an HF hub id such as openai-community/gpt2 (from the local HF cache, downloaded into it when missing)";
+or an HF hub id such as openai-community/gpt2, pinned with @REVISION (a branch, tag or commit) if you like \
+(from the local HF cache, downloaded into it when missing)";
 
 /// Loads a run directory (its latest checkpoint), a checkpoint, a model directory, a `.gguf`
 /// file, or an HF hub id from the local HF cache.

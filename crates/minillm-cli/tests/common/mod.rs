@@ -2,6 +2,9 @@
 //! fresh directory, the fixture model, a server on a free loopback port, and small HTTP helpers.
 #![allow(dead_code)] // each test file uses its own part of this module
 
+pub mod fake_hub;
+pub mod tmpfs;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};

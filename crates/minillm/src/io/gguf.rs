@@ -11,7 +11,7 @@
 //! Dimensions are listed fastest-varying first (ggml's `ne`): PyTorch shape (out, in) is
 //! written `[in, out]`. Everything is little-endian.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, shape};
 use crate::quant::{FileType, QMatrix, QuantType, Recipe};
 use std::path::Path;
 
@@ -364,7 +364,8 @@ impl<'a> Gguf<'a> {
                     return Err(Error::format(
                         path,
                         format!(
-                            "tensor '{name}' {dims:?} is {}, whose rows must be whole blocks of {block}",
+                            "tensor '{name}' {} is {}, whose rows must be whole blocks of {block}",
+                            shape(&dims),
                             q.name()
                         ),
                     ));
@@ -380,7 +381,10 @@ impl<'a> Gguf<'a> {
                 _ => {
                     return Err(Error::format(
                         path,
-                        format!("tensor '{name}' {dims:?} lies past the end of the file (truncated?)"),
+                        format!(
+                            "tensor '{name}' {} lies past the end of the file (truncated?)",
+                            shape(&dims)
+                        ),
                     ));
                 }
             }

@@ -214,7 +214,11 @@ pub fn from_shared(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, path: &Path) -> Re
         if info.dims != want {
             return Err(Error::format(
                 path,
-                format!("tensor '{gname}' has dims {:?}, the metadata needs {want:?}", info.dims),
+                format!(
+                    "tensor '{gname}' has dims {}, the metadata needs {}",
+                    crate::error::shape(&info.dims),
+                    crate::error::shape(&want)
+                ),
             ));
         }
         let matrix = Matrix::of(&t.name).map(Some).or((t.name == "wte.weight").then_some(None));

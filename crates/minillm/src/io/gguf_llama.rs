@@ -299,8 +299,8 @@ pub fn from_shared(
     if let Some(info) = file.tensor("rope_freqs.weight") {
         if info.dims != [head_dim as u64 / 2] || info.ty != TensorType::F32 {
             return Err(bad(format!(
-                "rope_freqs has dims {:?}; {} f32 divisors were expected",
-                info.dims,
+                "rope_freqs has dims {}; {} f32 divisors were expected",
+                crate::error::shape(&info.dims),
                 head_dim / 2
             )));
         }
@@ -331,8 +331,10 @@ pub fn from_shared(
         let want: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
         if info.dims != want {
             return Err(bad(format!(
-                "tensor '{}' has dims {:?}, the metadata needs {want:?}",
-                info.name, info.dims
+                "tensor '{}' has dims {}, the metadata needs {}",
+                info.name,
+                crate::error::shape(&info.dims),
+                crate::error::shape(&want)
             )));
         }
         Ok(())

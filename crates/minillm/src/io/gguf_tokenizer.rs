@@ -5,7 +5,7 @@
 use super::generation_config::{GenerationConfig, TextTokens};
 use super::gguf::{Gguf, Value, ValueType};
 use crate::chat::ChatTemplate;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, quoted};
 use crate::tokenizer::bpe::{Bpe, Merge};
 use crate::tokenizer::formats::{from_token_list, merge_texts, vocab_entries};
 use crate::tokenizer::sentencepiece::{Prepend, SentencePiece};
@@ -131,7 +131,8 @@ pub(super) fn read(file: &Gguf, path: &Path) -> Result<(Tokenizer, Vec<u32>)> {
         Some("llama") => sentencepiece_tokenizer(file, path)?,
         other => {
             return Err(bad(format!(
-                "tokenizer.ggml.model is {other:?}; minillm reads 'gpt2' and 'llama' tokenizers"
+                "tokenizer.ggml.model is {}; minillm reads 'gpt2' and 'llama' tokenizers",
+                other.map_or("missing".into(), quoted)
             )));
         }
     };
@@ -254,7 +255,8 @@ pub(super) fn byte_level_tokenizer(file: &Gguf, path: &Path) -> Result<Tokenizer
             return Err(Error::format(
                 path,
                 format!(
-                    "tokenizer.ggml.model is {other:?}; minillm reads byte-level BPE ('gpt2') tokenizers"
+                    "tokenizer.ggml.model is {}; minillm reads byte-level BPE ('gpt2') tokenizers",
+                    other.map_or("missing".into(), quoted)
                 ),
             ));
         }
@@ -278,7 +280,7 @@ pub(super) fn byte_level_tokenizer(file: &Gguf, path: &Path) -> Result<Tokenizer
     for (i, m) in strings("tokenizer.ggml.merges")?.into_iter().enumerate() {
         let (l, r) = m
             .split_once(' ')
-            .ok_or_else(|| Error::format(path, format!("merge {i} ({m:?}) is not 'left right'")))?;
+            .ok_or_else(|| Error::format(path, format!("merge {i} ({}) is not 'left right'", quoted(&m))))?;
         merges.push((l.to_string(), r.to_string()));
     }
     let pattern = match file.get("tokenizer.ggml.pre").and_then(Value::as_str) {

@@ -21,16 +21,41 @@ pub fn cache_dir() -> Option<PathBuf> {
         .or_else(|| var("HOME").map(|home| home.join(".cache/huggingface/hub")))
 }
 
-/// Whether `spec` has the shape of a hub id: `name` or `org/name`, of letters, digits, `-`, `_`
-/// and `.`.
-pub fn is_hub_id(spec: &str) -> bool {
-    let parts: Vec<&str> = spec.split('/').collect();
-    let ok = |p: &str| {
+/// A hub model and the revision asked for: `org/name` is its `main` branch, `org/name@REV` a
+/// branch, tag or commit (what `huggingface_hub` calls `revision`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HubRef<'a> {
+    pub id: &'a str,
+    pub revision: &'a str,
+}
+
+impl HubRef<'_> {
+    /// Whether the revision is a commit hash, which names its snapshot directly.
+    pub fn is_commit(&self) -> bool {
+        self.revision.len() == 40 && self.revision.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+}
+
+/// Reads `spec` as a hub id with an optional `@REVISION`; `None` when it has not that shape.
+/// Ids are `name` or `org/name`, of letters, digits, `-`, `_` and `.`; revisions are the same
+/// characters and `/` (`refs/pr/1`). Neither can start with `.` or hold an empty part, so no
+/// id or revision names a path outside the cache.
+pub fn parse_hub_ref(spec: &str) -> Option<HubRef<'_>> {
+    let (id, revision) = spec.split_once('@').unwrap_or((spec, "main"));
+    let part_ok = |p: &str| {
         !p.is_empty()
             && !p.starts_with('.')
             && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     };
-    (1..=2).contains(&parts.len()) && parts.iter().all(|p| ok(p))
+    let id_parts: Vec<&str> = id.split('/').collect();
+    let id_ok = (1..=2).contains(&id_parts.len()) && id_parts.iter().all(|p| part_ok(p));
+    let revision_ok = revision.len() <= 256 && revision.split('/').all(part_ok);
+    (id_ok && revision_ok).then_some(HubRef { id, revision })
+}
+
+/// Whether `spec` has the shape of a hub id (see [`parse_hub_ref`]).
+pub fn is_hub_id(spec: &str) -> bool {
+    parse_hub_ref(spec).is_some()
 }
 
 /// The cache directory of hub model `id`.
@@ -57,29 +82,48 @@ pub fn link_snapshot(cache: &Path, id: &str, commit: &str, file: &str, etag: &st
     made.map_err(|cause| Error::Write { path: link, cause })
 }
 
-/// Records `commit` as what `main` points at.
-pub fn set_main(cache: &Path, id: &str, commit: &str) -> Result<()> {
-    let refs = repo_dir(cache, id).join("refs");
-    std::fs::create_dir_all(&refs).map_err(|cause| Error::Write { path: refs.clone(), cause })?;
-    atomic_write(&refs.join("main"), commit.as_bytes())
+/// Records `commit` as what the branch or tag `at.revision` points at (`refs/<revision>`); a
+/// commit hash needs no record, as `huggingface_hub` does it.
+pub fn set_ref(cache: &Path, at: HubRef, commit: &str) -> Result<()> {
+    if at.is_commit() {
+        return Ok(());
+    }
+    let file = repo_dir(cache, at.id).join("refs").join(at.revision);
+    let dir = file.parent().expect("refs/");
+    std::fs::create_dir_all(dir).map_err(|cause| Error::Write { path: dir.to_path_buf(), cause })?;
+    atomic_write(&file, commit.as_bytes())
 }
 
-/// The snapshot directory of hub model `id` at `main` in the cache at `cache`.
-pub fn find_in_cache(id: &str, cache: &Path) -> Result<PathBuf> {
-    let repo = repo_dir(cache, id);
+/// The snapshot directory of hub model `spec` (an id, `@REVISION` optional: `main` without it)
+/// in the cache at `cache`.
+pub fn find_in_cache(spec: &str, cache: &Path) -> Result<PathBuf> {
+    let at = parse_hub_ref(spec).ok_or_else(|| Error::Invalid(format!("'{spec}' is not a hub id")))?;
+    let repo = repo_dir(cache, at.id);
     let not_cached = || {
+        let which =
+            if at.revision == "main" { String::new() } else { format!(" at revision '{}'", at.revision) };
         Error::Invalid(format!(
-            "'{id}' is not a file or directory here, and the HF cache holds no copy of it (looked for {}; set HF_HUB_CACHE or HF_HOME if your cache is elsewhere)",
+            "'{}' is not a file or directory here, and the HF cache holds no copy of it{which} (looked for {}; set HF_HUB_CACHE or HF_HOME if your cache is elsewhere)",
+            at.id,
             repo.display()
         ))
     };
     if !repo.is_dir() {
         return Err(not_cached());
     }
-    let refs = repo.join("refs/main");
+    let refs = repo.join("refs").join(at.revision);
     let snapshots = repo.join("snapshots");
     let snapshot = if refs.is_file() {
-        snapshots.join(read_text(&refs)?.trim())
+        let commit = read_text(&refs)?;
+        let commit = commit.trim();
+        if commit.is_empty() || !commit.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(Error::format(&refs, "does not hold a commit hash"));
+        }
+        snapshots.join(commit)
+    } else if at.is_commit() {
+        snapshots.join(at.revision)
+    } else if at.revision != "main" {
+        return Err(not_cached());
     } else {
         // No refs/main (a cache filled by hand or by revision): the only snapshot, if just one.
         let mut found: Vec<PathBuf> = std::fs::read_dir(&snapshots)
@@ -98,9 +142,12 @@ pub fn find_in_cache(id: &str, cache: &Path) -> Result<PathBuf> {
             }
         }
     };
+    if !snapshot.is_dir() {
+        return Err(not_cached());
+    }
     if !snapshot.join("config.json").is_file() {
         return Err(Error::Invalid(format!(
-            "the cached copy of '{id}' at {} has no config.json; download it again",
+            "the cached copy of '{spec}' at {} has no config.json; download it again",
             snapshot.display()
         )));
     }

@@ -4,7 +4,7 @@
 //!
 //! Loading checks every name, shape and dtype and names the first one that is wrong.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, shape};
 use crate::fsutil::atomic_write_to;
 use crate::model::params::{Layout, TensorInfo};
 use crate::model::quantized::{Matrix, Quantized};
@@ -271,13 +271,17 @@ fn tensors<'a>(
         if view.shape() != want.as_slice() {
             return Err(Error::format(
                 path,
-                format!("tensor '{name}' has shape {:?}, the configuration needs {want:?}", view.shape()),
+                format!(
+                    "tensor '{name}' has shape {}, the configuration needs {}",
+                    shape(view.shape()),
+                    shape(&want)
+                ),
             ));
         }
         if !matches!(view.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
             return Err(Error::format(
                 path,
-                format!("tensor '{name}' is {:?}; minillm reads F32, F16 and BF16 checkpoints", view.dtype()),
+                format!("tensor '{name}' is {}; minillm reads F32, F16 and BF16 checkpoints", view.dtype()),
             ));
         }
     }

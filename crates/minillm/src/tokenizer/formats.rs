@@ -12,7 +12,7 @@ use super::bpe::{Bpe, Merge};
 use super::bytes::{bytes_to_token_text, gpt2_byte_order};
 use super::sentencepiece::{Prepend, SentencePiece};
 use super::{Pattern, Tokenizer};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, quoted};
 use crate::fsutil::{atomic_write, read_text};
 use base64::Engine;
 use serde_json::{Map, Value, json};
@@ -118,7 +118,11 @@ pub fn parse_merges(text: &str, path: &Path) -> Result<Vec<(String, String)>> {
             _ => {
                 return Err(Error::format(
                     path,
-                    format!("line {}: expected two tokens separated by one space, found {line:?}", i + 1),
+                    format!(
+                        "line {}: expected two tokens separated by one space, found {}",
+                        i + 1,
+                        quoted(line)
+                    ),
                 ));
             }
         }
@@ -133,7 +137,7 @@ fn vocab_map(value: &Value, path: &Path) -> Result<HashMap<String, u32>> {
     obj.iter()
         .map(|(token, id)| match id.as_u64() {
             Some(id) if id < u32::MAX as u64 => Ok((token.clone(), id as u32)),
-            _ => Err(Error::format(path, format!("token {token:?} has id {id}, not an integer id"))),
+            _ => Err(Error::format(path, format!("token {} has id {id}, not an integer id", quoted(token)))),
         })
         .collect()
 }
@@ -162,7 +166,7 @@ fn build(
         vocab
             .get(token)
             .copied()
-            .ok_or_else(|| Error::format(path, format!("token {token:?} is not in the vocabulary")))
+            .ok_or_else(|| Error::format(path, format!("token {} is not in the vocabulary", quoted(token))))
     };
     let mut byte_ids = [0u32; 256];
     for (b, slot) in byte_ids.iter_mut().enumerate() {
@@ -201,7 +205,7 @@ pub fn from_token_list(
     let mut vocab = HashMap::with_capacity(tokens.len());
     for (id, t) in tokens.iter().enumerate() {
         if vocab.insert(t.clone(), id as u32).is_some() {
-            return Err(Error::format(path, format!("token {t:?} is listed twice")));
+            return Err(Error::format(path, format!("token {} is listed twice", quoted(t))));
         }
     }
     build(&vocab, merges, pattern, &[], path)
@@ -226,7 +230,10 @@ fn from_hf_json_value(value: &Value, path: &Path) -> Result<Tokenizer> {
         other => {
             return Err(Error::format(
                 path,
-                format!("model type is {other:?}; minillm reads byte-level BPE tokenizers"),
+                format!(
+                    "model type is {}; minillm reads byte-level BPE tokenizers",
+                    other.map_or("missing".into(), quoted)
+                ),
             ));
         }
     }
@@ -337,7 +344,12 @@ fn read_sentencepiece(value: &Value, path: &Path) -> Result<Tokenizer> {
             Some("never") => Prepend::Never,
             None if pre["add_prefix_space"] == true => Prepend::Always,
             None if pre["add_prefix_space"] == false => Prepend::Never,
-            other => return bad(format!("Metaspace prepend_scheme {other:?} is not known")),
+            other => {
+                return bad(format!(
+                    "Metaspace prepend_scheme {} is not known",
+                    other.map_or("missing".into(), quoted)
+                ));
+            }
         }
     } else {
         return bad(format!(
@@ -466,7 +478,9 @@ fn post_processor_prefix(p: &Value, tok: &Tokenizer, path: &Path) -> Result<Opti
                     };
                     match tok.special_id(&name) {
                         Some(id) => Ok(Some(id)),
-                        None => refuse(format!("adds {name:?}, which is not one of the added tokens")),
+                        None => {
+                            refuse(format!("adds {}, which is not one of the added tokens", quoted(&name)))
+                        }
                     }
                 }
                 _ => refuse(format!("template {} adds tokens after the text or around it", p["single"])),

@@ -50,6 +50,9 @@ impl Trainer {
         }
         let tmp = run.join(format!(".{name}.tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
+        // One level only: a run directory that vanished mid-run is an error here, not quietly
+        // made again (the run would go on writing into a directory nobody is looking at).
+        std::fs::create_dir(&tmp).map_err(|cause| Error::Write { path: tmp.clone(), cause })?;
         // A failed write (a full disk, a vanished directory) leaves nothing behind: the
         // previous checkpoint, which latest.json still names, is untouched.
         if let Err(e) = self.write_checkpoint(&tmp, moments.as_ref()) {

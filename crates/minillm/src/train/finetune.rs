@@ -110,7 +110,10 @@ fn messages(v: &Value) -> std::result::Result<Vec<Message>, String> {
                 Some("system") => Role::System,
                 Some("user") => Role::User,
                 Some("assistant") => Role::Assistant,
-                other => return Err(format!("role {other:?} is not system, user or assistant")),
+                other => {
+                    let role = other.map_or("missing".into(), crate::error::quoted);
+                    return Err(format!("role {role} is not system, user or assistant"));
+                }
             };
             Ok(Message::new(role, text_field(m, "content")?))
         })

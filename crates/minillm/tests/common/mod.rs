@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod mutate;
+pub mod parsers;
 
 use minillm::rng::Rng;
 use std::path::PathBuf;

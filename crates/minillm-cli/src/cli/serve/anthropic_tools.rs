@@ -144,10 +144,9 @@ pub fn conversation(body: &Value) -> Result<Vec<Message>, ApiError> {
                 (_, kind) => {
                     let kind = kind.unwrap_or("(none)");
                     return Err(bad(format!(
-                        "message {}: blocks of type '{kind}' are not supported in a {role:?} message",
+                        "message {}: blocks of type '{kind}' are not supported in a {role} message",
                         i + 1
-                    )
-                    .to_lowercase()));
+                    )));
                 }
             }
         }

@@ -102,3 +102,51 @@ fn train_then_use_the_file_it_wrote() {
     let out = minillm(&dir, &decode);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello 123456\n");
 }
+
+/// Sizes from flags and files that need more memory than the machine has are refused with the
+/// sum and its parts before anything is allocated; they used to abort with "memory allocation
+/// of N bytes failed" and a stack trace.
+#[test]
+fn what_cannot_fit_in_memory_is_refused_before_it_is_allocated() {
+    let dir = temp_dir("memory");
+    std::fs::write(dir.join("text.txt"), "hello world, hello tokens. ".repeat(200)).unwrap();
+    let out = minillm(&dir, &["prepare", "--input", "text.txt", "--tokenizer", "bytes", "--out", "data"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--data", "data", "--out", "run", "--max-steps", "1"];
+        args.extend_from_slice(extra);
+        minillm(&dir, &args)
+    };
+    // 64 layers of width 4,096: 51.6 GB of parameters, four times that to train.
+    let out = train(&["--model", "d64"]);
+    assert_clear_failure(&out, "weights 51.6 GB, gradients 51.6 GB, AdamW moments 103.1 GB");
+    // Activations past any machine, counted without overflow.
+    for batch in ["100000000", "100000000000000"] {
+        let out = train(&["--model", "d2", "--batch-size", batch]);
+        assert_clear_failure(&out, "activations");
+        assert_clear_failure(&out, "choose a smaller --model, --batch-size or --context");
+    }
+    assert!(!dir.join("run").exists(), "a refused run left a directory");
+
+    // Serving: every slot holds the whole context's keys and values from the start.
+    let config = minillm::model::ModelConfig {
+        n_layer: 16,
+        n_head: 2,
+        n_embd: 32,
+        block_size: 131_072,
+        vocab_size: 256,
+        dropout: 0.0,
+        bias: true,
+        arch: Default::default(),
+    };
+    let kv = config.kv_bytes_per_position() * 131_072 * 256;
+    if kv < 64 << 30 {
+        panic!("the model's cache is too small to test with: {kv} bytes");
+    }
+    minillm::io::save_model(&dir.join("long"), &minillm::model::Gpt::new(config, 1).unwrap(), None).unwrap();
+    std::fs::write(dir.join("long/tokenizer.json"), std::fs::read(dir.join("data/tokenizer.json")).unwrap())
+        .unwrap();
+    let out = minillm(&dir, &["serve", "--model", "long", "--port", "0", "--max-concurrent", "256"]);
+    assert_clear_failure(&out, "serving 256 requests at once with a context of 131072 needs about");
+    assert_clear_failure(&out, "KV cache");
+}

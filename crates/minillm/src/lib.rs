@@ -75,6 +75,7 @@ pub mod fsutil;
 pub mod inspect;
 pub mod io;
 pub mod kernels;
+pub mod memory;
 pub mod model;
 pub mod quant;
 pub mod rng;

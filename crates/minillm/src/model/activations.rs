@@ -140,17 +140,24 @@ impl Activations {
     }
 
     /// Bytes these buffers take for `config` at (B, T), counted without allocating them.
+    /// Counted in 128 bits: a batch and context from flags can overflow 64, and the count
+    /// decides whether training may start (saturating at `usize::MAX`).
     pub fn bytes(config: &ModelConfig, b: usize, t: usize) -> usize {
-        let (n, w) = (b * t, Widths::of(config));
-        let nc = n * w.c;
-        let att = n * config.n_head * t;
+        let w = Widths::of(config);
+        let u = |x: usize| x as u128;
+        let (c, qkv, attn, mlp_in, mlp, mean) =
+            (u(w.c), u(w.qkv), u(w.attn), u(w.mlp_in), u(w.mlp), u(w.mean));
+        let n = u(b) * u(t);
+        let nc = n * c;
+        let att = n * u(config.n_head) * u(t);
         let (mask_att, mask_c) = if config.dropout > 0.0 { (att, nc) } else { (0, 0) };
         // ln1, attproj, resid2, ln2, fcproj, resid3; qkv, atty, fch, fch_gelu; norm statistics.
-        let wide = n * (w.qkv + w.attn + w.mlp_in + w.mlp);
-        let per_block = 6 * nc + wide + 2 * n * (1 + w.mean) + att + mask_att + 2 * mask_c;
-        let top = 2 * nc + mask_c + n * (2 + w.mean) + n * config.padded_vocab_size();
-        let d = 2 * nc + n * (w.c.max(w.attn) + w.qkv + w.mlp_in + w.mlp + 3 * w.attn);
-        4 * (config.n_layer * per_block + top + d + att + Rope::floats(config, t)) + 2 * 4 * n
+        let wide = n * (qkv + attn + mlp_in + mlp);
+        let per_block = 6 * nc + wide + 2 * n * (1 + mean) + att + mask_att + 2 * mask_c;
+        let top = 2 * nc + mask_c + n * (2 + mean) + n * u(config.padded_vocab_size());
+        let d = 2 * nc + n * (c.max(attn) + qkv + mlp_in + mlp + 3 * attn);
+        let floats = u(config.n_layer) * per_block + top + d + att + u(Rope::floats(config, t));
+        usize::try_from(4 * floats + 8 * n).unwrap_or(usize::MAX)
     }
 
     #[cfg(test)]

@@ -60,7 +60,7 @@ impl Gpt {
     pub fn new(config: ModelConfig, seed: u64) -> Result<Gpt> {
         config.validate()?;
         let layout = Layout::new(&config);
-        let params = init(&config, &layout, seed);
+        let params = init(&config, &layout, seed)?;
         Gpt::from_params(config, params)
     }
 

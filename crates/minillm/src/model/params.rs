@@ -11,6 +11,7 @@
 //! gate and up. GPT-2's c_attn is fused in the checkpoint already.
 
 use super::config::{Arch, LlamaShape, ModelConfig};
+use crate::error::Result;
 use crate::rng::Rng;
 use std::ops::Range;
 
@@ -255,8 +256,8 @@ pub fn has_vocabulary_rows(name: &str) -> bool {
 /// the residual stream does not grow with depth, biases zero, norm weights one. Padding rows of
 /// the embedding and head stay zero. (HF initialises Llama without the residual scaling; with
 /// it, deep models trained from scratch here start better, as GPT-2's paper found.)
-pub fn init(config: &ModelConfig, layout: &Layout, seed: u64) -> Vec<f32> {
-    let mut params = vec![0.0f32; layout.total];
+pub fn init(config: &ModelConfig, layout: &Layout, seed: u64) -> Result<Vec<f32>> {
+    let mut params = crate::memory::zeroed(layout.total, "the parameters")?;
     let mut rng = Rng::new(seed);
     let residual_std = 0.02 / (2.0 * config.n_layer as f64).sqrt();
     for t in &layout.tensors {
@@ -275,7 +276,7 @@ pub fn init(config: &ModelConfig, layout: &Layout, seed: u64) -> Vec<f32> {
             *x = (rng.normal() * std) as f32;
         }
     }
-    params
+    Ok(params)
 }
 
 #[cfg(test)]
@@ -319,7 +320,7 @@ mod tests {
     fn init_has_gpt2_statistics() {
         let config = ModelConfig::preset("d2").unwrap();
         let layout = Layout::new(&config);
-        let p = init(&config, &layout, 1);
+        let p = init(&config, &layout, 1).unwrap();
         let std = |r: Range<usize>| {
             let s = &p[r];
             (s.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / s.len() as f64).sqrt()
@@ -327,6 +328,6 @@ mod tests {
         assert!((std(layout.blocks[0].fc_w.clone()) - 0.02).abs() < 0.001);
         assert!((std(layout.blocks[0].fc_proj_w.clone()) - 0.01).abs() < 0.001);
         assert!(p[layout.blocks[1].ln_2_w.clone()].iter().all(|&x| x == 1.0));
-        assert_eq!(init(&config, &layout, 1), p);
+        assert_eq!(init(&config, &layout, 1).unwrap(), p);
     }
 }

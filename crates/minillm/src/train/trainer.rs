@@ -18,6 +18,7 @@ use crate::chat::jinja::JinjaTemplate;
 use crate::chat::{Dialogue, Message, Role};
 use crate::data::fnv1a;
 use crate::error::{Error, Result};
+use crate::model::training::activation_bytes;
 use crate::model::{Gpt, Trainable};
 use crate::rng::Rng;
 use crate::tokenizer::{Tokenizer, formats};
@@ -62,7 +63,11 @@ impl Trainer {
             )));
         }
         let tokenizer = formats::read_hf_json(&data.join("tokenizer.json"))?;
-        let model = Gpt::new(config.model_config(tokenizer.vocab_size())?, config.seed)?;
+        let model_config = config.model_config(tokenizer.vocab_size())?;
+        // Before the weights are made: a shape or batch that cannot fit is said in a sentence.
+        model_config.validate()?;
+        fits_in_memory(&model_config, config.batch_size)?;
+        let model = Gpt::new(model_config, config.seed)?;
         let objective = Pretrain::from_shards(data, &tokenizer, model.config.block_size, config.seed)?;
         Trainer::with_objective(config, model, tokenizer, Box::new(objective))
     }
@@ -88,6 +93,7 @@ impl Trainer {
         };
         // Weights stored in 16 bits or quantized are widened here; a caller that accepts such a
         // model says so first (`sft` and `dpo` do, with `widening_note`).
+        fits_in_memory(&model.config, objective.rows(config.batch_size))?;
         let (model, _) = Trainable::new(model, config.seed);
         let opt = AdamW::new(adam, &model.layout);
         let batch = Batch::new(objective.rows(config.batch_size), model.config.block_size);
@@ -355,4 +361,21 @@ fn agree(
         margin: mean(5),
     });
     Ok((numbers[0], dpo))
+}
+
+/// Refuses a run whose weights, gradients, AdamW moments and activations (for `rows` windows of
+/// the model's context) need more memory than the machine has, before they are allocated.
+fn fits_in_memory(config: &crate::model::ModelConfig, rows: usize) -> Result<()> {
+    // As f32, however the model is stored: training widens it.
+    let weights = crate::model::params::Layout::new(config).total.saturating_mul(4);
+    crate::memory::ensure_fits(
+        &format!("training at batch {rows} x context {}", config.block_size),
+        &[
+            ("weights", weights),
+            ("gradients", weights),
+            ("AdamW moments", weights.saturating_mul(2)),
+            ("activations", activation_bytes(config, rows, config.block_size)),
+        ],
+        "choose a smaller --model, --batch-size or --context (--grad-accum keeps the tokens per step)",
+    )
 }

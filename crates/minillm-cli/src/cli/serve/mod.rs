@@ -132,6 +132,20 @@ pub fn launch(a: Args, run_dir: Option<PathBuf>, pages: Pages, pages_first: bool
         a.model.file_name().map_or("minillm".into(), |n| n.to_string_lossy().into_owned())
     });
     let context = loaded.model.config.block_size;
+    // Every slot holds a whole context's keys and values from the start: a long-context model
+    // (Llama 3's 131,072 positions take 8.6 GB per slot at 1B parameters) is refused here with
+    // the sum, not aborted by the allocator.
+    let cache =
+        minillm::model::kv_cache::CacheShape::generating(&loaded.model.config, a.max_concurrent, context);
+    minillm::memory::ensure_fits(
+        &format!("serving {} requests at once with a context of {context}", a.max_concurrent),
+        &[
+            ("weights", loaded.model.weight_bytes()),
+            ("KV cache", cache.kv_bytes(&loaded.model.config)),
+            ("scratch", cache.scratch_bytes(&loaded.model.config)),
+        ],
+        "lower --max-concurrent",
+    )?;
     let metrics = Arc::new(metrics::Metrics::default());
     let shared = Arc::new(Shared {
         engine: Engine::start(loaded.model, end.clone(), a.max_concurrent, metrics.clone()),

@@ -5,7 +5,7 @@
 //! error shape (never a 5xx, a dropped connection or a hang), and the server is alive at the end.
 //!
 //! Seeded (the same requests on every run); `MINILLM_FUZZ_CASES` sets the requests per endpoint
-//! (default 48) for a longer run.
+//! (default 200) for a longer run.
 
 mod common;
 #[path = "../../minillm/tests/common/mutate.rs"]
@@ -114,7 +114,7 @@ fn every_endpoint_answers_every_mutated_request() {
         .timeout_global(Some(Duration::from_secs(60)))
         .build()
         .into();
-    let cases = std::env::var("MINILLM_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
+    let cases = std::env::var("MINILLM_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     for (path, valid) in valid_requests() {
         send(&agent, &server, path, valid.to_string().as_bytes())
             .unwrap_or_else(|e| panic!("{path}: the valid request fails: {e}"));

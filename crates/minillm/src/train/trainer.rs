@@ -64,11 +64,11 @@ impl Trainer {
         }
         let tokenizer = formats::read_hf_json(&data.join("tokenizer.json"))?;
         let model_config = config.model_config(tokenizer.vocab_size())?;
-        // Before the weights are made: a shape or batch that cannot fit is said in a sentence.
         model_config.validate()?;
-        fits_in_memory(&model_config, config.batch_size)?;
+        let objective = Pretrain::from_shards(data, &tokenizer, model_config.block_size, config.seed)?;
+        // Before the weights are made: a shape or batch that cannot fit is said in a sentence.
+        fits_in_memory(&model_config, objective.rows(config.batch_size))?;
         let model = Gpt::new(model_config, config.seed)?;
-        let objective = Pretrain::from_shards(data, &tokenizer, model.config.block_size, config.seed)?;
         Trainer::with_objective(config, model, tokenizer, Box::new(objective))
     }
 

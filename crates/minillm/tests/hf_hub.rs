@@ -92,6 +92,13 @@ fn revisions_resolve_through_their_refs_or_as_commits() {
     assert_eq!(hub::find_in_cache("acme/tiny@main", &cache).unwrap(), main);
     assert_eq!(hub::find_in_cache("acme/tiny@v1", &cache).unwrap(), v1);
     assert_eq!(hub::find_in_cache("acme/tiny@refs/pr/1", &cache).unwrap(), v1);
+    // A cache holding only another revision does not hold main, though it has one snapshot.
+    let only_v1 = cache_with(&cache, "acme/other", commit, false);
+    std::fs::create_dir_all(cache.join("models--acme--other/refs")).unwrap();
+    std::fs::write(cache.join("models--acme--other/refs/v1"), commit).unwrap();
+    assert_eq!(hub::find_in_cache("acme/other@v1", &cache).unwrap(), only_v1);
+    let err = hub::find_in_cache("acme/other", &cache).unwrap_err().to_string();
+    assert!(err.contains("holds no copy"), "{err}");
     assert_eq!(hub::find_in_cache(&format!("acme/tiny@{commit}"), &cache).unwrap(), v1);
     let err = hub::find_in_cache("acme/tiny@v2", &cache).unwrap_err().to_string();
     assert!(err.contains("holds no copy of it at revision 'v2'"), "{err}");

@@ -122,10 +122,12 @@ pub fn find_in_cache(spec: &str, cache: &Path) -> Result<PathBuf> {
         snapshots.join(commit)
     } else if at.is_commit() {
         snapshots.join(at.revision)
-    } else if at.revision != "main" {
+    } else if at.revision != "main" || repo.join("refs").is_dir() {
+        // A cache that records other revisions but not main does not hold main: its one
+        // snapshot is some other revision's.
         return Err(not_cached());
     } else {
-        // No refs/main (a cache filled by hand or by revision): the only snapshot, if just one.
+        // No refs at all (a cache filled by hand): the only snapshot, if just one.
         let mut found: Vec<PathBuf> = std::fs::read_dir(&snapshots)
             .map_err(|cause| Error::Read { path: snapshots.clone(), cause })?
             .filter_map(|e| e.ok().map(|e| e.path()))

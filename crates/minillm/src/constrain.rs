@@ -72,8 +72,11 @@ impl Grammars {
         let &eos = ends.first().ok_or_else(|| {
             Error::Invalid("constrained output needs an end token, and this tokenizer has none".into())
         })?;
+        // An end id is marked special even where it is ordinary text (a config may name any id
+        // its `eos_token_id`): the engine ends the reply whenever it is drawn, so the grammar
+        // must never allow it as text, only as the end of a complete output.
         let words: Vec<Vec<u8>> = (0..tok.vocab_size() as u32)
-            .map(|id| match tok.is_special(id) {
+            .map(|id| match tok.is_special(id) || ends.contains(&id) {
                 true => {
                     [&[TokTrie::SPECIAL_TOKEN_MARKER][..], tok.token_bytes(id).unwrap_or_default()].concat()
                 }

@@ -158,3 +158,35 @@ fn numbers_past_two_to_the_53_are_refused_not_a_crash() {
         assert!(grammars.constraint(&Spec::JsonSchema(schema.clone())).is_ok(), "{schema}");
     }
 }
+
+/// A model may name an ordinary token its end (`eos_token_id` in its generation config): the
+/// grammar must not allow that token as text, or a reply would end mid-string whenever it is
+/// drawn. With the end's logit far above the rest it is drawn the moment it is allowed.
+#[test]
+fn an_end_token_that_is_ordinary_text_ends_only_a_complete_output() {
+    let tok = Tokenizer::gpt2();
+    let end = tok.encode_ordinary("a")[0];
+    let grammars = Grammars::new(tok, &[end]).unwrap();
+    let spec = Spec::JsonSchema(person());
+    for seed in 0..4 {
+        let mut constraint = grammars.constraint(&spec).unwrap();
+        let mut rng = Rng::new(seed);
+        let sampler = SamplerConfig { temperature: 1.0, ..Default::default() };
+        let mut ids = Vec::new();
+        loop {
+            let mut logits: Vec<f32> = (0..tok.vocab_size()).map(|_| rng.normal() as f32).collect();
+            logits[end as usize] = 50.0;
+            constraint.restrict(&mut logits).unwrap();
+            let id = sample(&logits, &ids, &sampler, &mut rng);
+            if id == end {
+                break;
+            }
+            constraint.accept(id).unwrap();
+            ids.push(id);
+            assert!(ids.len() < 400, "no end: {}", tok.decode(&ids).unwrap());
+        }
+        let text = tok.decode(&ids).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(v.as_object().unwrap().len(), 4, "{text}");
+    }
+}

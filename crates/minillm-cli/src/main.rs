@@ -101,6 +101,33 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = match args.command {
+        // A server's handlers and engine bring threads of their own (see `serve::engine`).
+        command @ (Command::Serve(_) | Command::Lab(_)) => run(command),
+        // Everything else runs on a worker of the pool: a parallel product started there hands
+        // its halves to workers that are spinning between products; started from this thread,
+        // each would be injected into the pool and this thread put to sleep until it finished,
+        // two thread wake-ups per product (half of a small model's decoding time).
+        command => rayon::scope(|_| run(command)),
+    };
+    if args.report_memory {
+        match cli::memory::peak() {
+            Some(bytes) => eprintln!("peak resident memory: {:.1} MB", bytes as f64 / 1e6),
+            None => eprintln!("peak resident memory: unknown here (it is read from /proc/self/status)"),
+        }
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // In a data-parallel run, an error every rank met is said once, by rank 0.
+        Err(e) if e.is::<cli::ranks::Quiet>() => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Demo(a) => cli::demo::run(a),
         Command::Corpus(a) => cli::corpus::run(a),
         Command::Tokenizer(c) => cli::tokenizer::run(c),
@@ -119,20 +146,5 @@ fn main() -> ExitCode {
         Command::Plot(a) => cli::plot::run(a),
         Command::Model(c) => cli::model::run(c),
         Command::Bench(c) => cli::bench::run(c),
-    };
-    if args.report_memory {
-        match cli::memory::peak() {
-            Some(bytes) => eprintln!("peak resident memory: {:.1} MB", bytes as f64 / 1e6),
-            None => eprintln!("peak resident memory: unknown here (it is read from /proc/self/status)"),
-        }
-    }
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        // In a data-parallel run, an error every rank met is said once, by rank 0.
-        Err(e) if e.is::<cli::ranks::Quiet>() => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
     }
 }

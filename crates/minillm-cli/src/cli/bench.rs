@@ -116,7 +116,7 @@ pub struct TrainStepArgs {
 
 pub fn run(command: Command) -> Result<()> {
     match command {
-        Command::TrainStep(a) => rayon::ThreadPoolBuilder::new().build()?.install(|| train_step(a)),
+        Command::TrainStep(a) => train_step(a),
         Command::Decode(a) => decode(a),
         Command::Quant(a) => quant(a),
         Command::Constrain(a) => super::bench_constrain::run(a),
@@ -264,11 +264,12 @@ fn decode(a: DecodeArgs) -> Result<()> {
     let threads = rayon::current_num_threads();
     let mut runs = Vec::new();
     for &b in &a.batch {
-        let (mut total, mut steps) = (f64::INFINITY, f64::INFINITY);
+        let (mut total, mut steps, mut prefill) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
         for _ in 0..a.timing.rounds {
             let (t, s) = time_generation(&mut model, b, a.timing.prompt, a.timing.new_tokens)?;
             total = total.min(t);
             steps = steps.min(s);
+            prefill = prefill.min(t - s);
         }
         let step = steps / (a.timing.new_tokens - 1) as f64;
         let achieved = step_bytes as f64 / step / 1e9;
@@ -278,6 +279,7 @@ fn decode(a: DecodeArgs) -> Result<()> {
             "batch": b,
             "peak_mb_so_far": peak,
             "tokens_per_s": (b * a.timing.new_tokens) as f64 / total,
+            "prompt_tokens_per_s": (b * a.timing.prompt) as f64 / prefill,
             "ms_per_step": step * 1e3,
             "weights_gb_per_s": achieved,
         }));

@@ -86,9 +86,20 @@ impl Engine {
         let (jobs, rx) = mpsc::channel::<Work>();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let done = in_flight.clone();
+        // The loop runs on a worker of a pool of its own, so each step's parallel products are
+        // handed between workers that are awake, not injected from outside and waited for (that
+        // cost the demo model half its speed); the handlers' own parallel work (tokenizing long
+        // prompts) uses the global pool and cannot wait behind a blocked engine.
+        let threads = rayon::current_num_threads();
         std::thread::Builder::new()
             .name("minillm-engine".into())
-            .spawn(move || run(model, end, slots, rx, done, metrics))
+            .spawn(move || {
+                let go = move || run(model, end, slots, rx, done, metrics);
+                match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+                    Ok(pool) => pool.install(go),
+                    Err(_) => go(),
+                }
+            })
             .expect("the engine thread starts");
         Engine { jobs, in_flight, limit: 2 * slots }
     }

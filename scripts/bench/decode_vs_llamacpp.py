@@ -20,15 +20,13 @@ llama-bench's warm-up run). Every round times every file in both engines, which 
 alternating by round; the table gives the median of the rounds and every round's ratio, since
 this machine's speed drifts by tens of percent within minutes.
 """
-import argparse
 import json
-import os
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 
-MINILLM = Path(__file__).resolve().parents[2] / "target" / "release" / "minillm"
+from llama_cpp_common import MINILLM, BEST_OF, arguments, llama_bench_seconds, run
+
 # (label, arguments to `minillm quantize` or None for the f32 export)
 TYPES = [
     ("f32", None),
@@ -38,14 +36,6 @@ TYPES = [
     ("q4_0 --pure", ["--type", "q4_0", "--pure"]),
 ]
 PROMPT = 16
-BEST_OF = 3
-
-
-def run(args, env=None):
-    done = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(map(str, args))} failed:\n{done.stderr[-2000:]}")
-    return done
 
 
 def make_files(model, out):
@@ -66,13 +56,6 @@ def minillm(path, threads, prompt, new):
     return json.loads(out.stdout)["runs"][0]
 
 
-def llama(bin_dir, path, threads, args):
-    env = dict(os.environ, LD_LIBRARY_PATH=str(bin_dir))
-    out = run([bin_dir / "llama-bench", "-m", path, *args, "-t", threads, "-r", BEST_OF, "-o", "json"],
-              env=env)
-    return min(json.loads(out.stdout)[0]["samples_ns"]) / 1e9
-
-
 def measure(bin_dir, path, threads, new, pp, llama_first):
     """(minillm decode, llama.cpp decode, minillm prompt, llama.cpp prompt) in tokens/s; which
     engine goes first alternates by round."""
@@ -82,8 +65,8 @@ def measure(bin_dir, path, threads, new, pp, llama_first):
 
     def theirs():
         # llama-bench's -pg time covers the prompt and the new tokens, as minillm's does.
-        return (new / llama(bin_dir, path, threads, ["-p", "0", "-n", "0", "-pg", f"{PROMPT},{new}"]),
-                pp / llama(bin_dir, path, threads, ["-p", str(pp), "-n", "0"]))
+        return (new / llama_bench_seconds(bin_dir, path, threads, ["-p", "0", "-n", "0", "-pg", f"{PROMPT},{new}"]),
+                pp / llama_bench_seconds(bin_dir, path, threads, ["-p", str(pp), "-n", "0"]))
 
     if llama_first:
         (theirs_decode, theirs_prompt), (ours_decode, ours_prompt) = theirs(), ours()
@@ -118,11 +101,7 @@ def table(name, model, new, pp, args):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("llama_cpp", type=Path, help="a folder with llama-bench that runs here")
-    parser.add_argument("--demo", default="minillm-demo", help="the directory `minillm demo` wrote")
-    parser.add_argument("--threads", default="2")
-    parser.add_argument("--rounds", type=int, default=6)
+    parser = arguments(rounds=6)
     parser.add_argument("--models", default="demo,gpt2", help="demo, gpt2 or both")
     args = parser.parse_args()
     models = args.models.split(",")

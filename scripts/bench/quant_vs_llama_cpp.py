@@ -16,25 +16,15 @@ for the demo model's 64-token context), prefill included, tokens/s of new tokens
 runs. Each round times every type in both engines, alternating; the table gives the medians over
 rounds. Perplexity is `minillm eval` (through the blocks, as generation computes).
 """
-import argparse
 import json
-import os
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 
-MINILLM = Path(__file__).resolve().parents[2] / "target" / "release" / "minillm"
+from llama_cpp_common import MINILLM, BEST_OF, arguments, llama_bench_seconds, run
+
 TYPES = ["f32", "f16", "q8_0", "q6_K", "q5_K_M", "q5_0", "q4_K_M", "q4_1", "q4_0"]
 PROMPT = 16
-BEST_OF = 3  # runs per measurement in each engine (after llama-bench's warm-up run), the fastest counts
-
-
-def run(args, env=None):
-    done = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(map(str, args))} failed:\n{done.stderr[-2000:]}")
-    return done
 
 
 def make_files(model, out):
@@ -56,14 +46,8 @@ def minillm_speed(path, new, threads):
 
 
 def llama_speed(bin_dir, path, new, threads):
-    env = dict(os.environ, LD_LIBRARY_PATH=str(bin_dir))
-    out = run([bin_dir / "llama-bench", "-m", path, "-p", "0", "-n", "0", "-pg", f"{PROMPT},{new}",
-               "-t", threads, "-r", BEST_OF, "-o", "json"], env=env)
-    rows = json.loads(out.stdout)
-    # llama-bench's tokens/s for -pg counts prompt and new tokens over the whole time: convert to
-    # new tokens per second, as minillm counts, from its fastest repetition as minillm's.
-    seconds = min(rows[0]["samples_ns"]) / 1e9
-    return new / seconds
+    # llama-bench's -pg time counts prompt and new tokens: new tokens per second, as minillm counts.
+    return new / llama_bench_seconds(bin_dir, path, threads, ["-p", "0", "-n", "0", "-pg", f"{PROMPT},{new}"])
 
 
 def memory_and_perplexity(path, data, new):
@@ -102,12 +86,7 @@ def table(name, model, data, new, args):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("llama_cpp", type=Path, help="a folder with llama-bench that runs here")
-    parser.add_argument("--demo", default="minillm-demo", help="the directory `minillm demo` wrote")
-    parser.add_argument("--threads", default="2")
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
+    args = arguments(rounds=5).parse_args()
     demo = Path(args.demo)
     if (demo / "run").is_dir():
         table("demo model", demo / "run", demo / "data", 48, args)

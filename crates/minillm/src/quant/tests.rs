@@ -339,3 +339,26 @@ fn blocks_decode_and_quantize_as_the_gguf_package_does() {
         }
     }
 }
+
+#[test]
+fn f16_widens_to_the_exact_f32_of_every_value() {
+    // Every f16 bit pattern (subnormals, infinities and NaNs included), little-endian, from an
+    // aligned start, against the per-value conversion; a misaligned start is refused.
+    let data: Vec<u8> = (0..=u16::MAX).flat_map(|b| b.to_le_bytes()).collect();
+    let mut padded = vec![0u8; data.len() + 2];
+    let a = padded.as_ptr().align_offset(2);
+    padded[a..a + data.len()].copy_from_slice(&data);
+    let same = |got: f32, pair: &[u8]| {
+        let want = half::f16::from_le_bytes([pair[0], pair[1]]).to_f32();
+        got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan())
+    };
+    let mut out = vec![0.0f32; data.len() / 2];
+    assert!(super::matrix::widen_f16(&padded[a..a + data.len()], &mut out));
+    for (i, (&got, pair)) in out.iter().zip(data.chunks_exact(2)).enumerate() {
+        assert!(same(got, pair), "f16 bits {i:#06x} widened to {got}");
+    }
+    assert!(!super::matrix::widen_f16(&padded[a + 1..a + 1 + data.len()], &mut out));
+    // Through a matrix, whichever path its bytes take.
+    let q = QMatrix::from_bytes(QuantType::F16, 2, 32, data[..128].to_vec()).unwrap();
+    assert!(q.dequantize().iter().zip(data.chunks_exact(2)).all(|(&got, pair)| same(got, pair)));
+}

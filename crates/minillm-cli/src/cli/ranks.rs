@@ -61,11 +61,14 @@ impl Join {
     pub fn settle<T>(&mut self, built: Result<T>) -> Result<T> {
         let Some(group) = self.group.as_mut() else { return built };
         let failed = built.as_ref().err().map(|e| format!("{e:#}"));
-        match first_failure(group.as_mut(), failed.as_deref()) {
-            None => built,
-            Some(_) if group.rank() > 0 => Err(Quiet.into()),
-            Some((rank, message)) => bail!("rank {rank} failed: {message}"),
+        let Some((rank, message)) = first_failure(group.as_mut(), failed.as_deref()) else { return built };
+        // Rank 0 says it here, and every rank waits until it has: a rank that exits with an
+        // error makes mpirun stop the others, which could stop rank 0 before it had spoken.
+        if group.rank() == 0 {
+            eprintln!("error: rank {rank} failed: {message}");
         }
+        group.sum(&mut [0.0]);
+        Err(Quiet.into())
     }
 
     /// Makes `trainer` this process's rank of the run (nothing when it trains alone). Its

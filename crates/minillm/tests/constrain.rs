@@ -24,14 +24,24 @@ fn person() -> Value {
     })
 }
 
-/// The output drawn from random logits (a fresh draw each step) until the end token.
-fn draw(grammars: &Grammars, spec: &Spec, tok: &Tokenizer, end: u32, seed: u64) -> String {
+/// The output drawn from random logits (a fresh draw each step) until the end token; with
+/// `end_logit`, the end's logit is set to it before the constraint masks the step.
+fn draw(
+    grammars: &Grammars,
+    spec: &Spec,
+    tok: &Tokenizer,
+    (end, end_logit): (u32, Option<f32>),
+    seed: u64,
+) -> String {
     let mut constraint = grammars.constraint(spec).unwrap();
     let mut rng = Rng::new(seed);
     let sampler = SamplerConfig { temperature: 1.0, ..Default::default() };
     let mut ids = Vec::new();
     for _ in 0..400 {
         let mut logits: Vec<f32> = (0..tok.vocab_size()).map(|_| 4.0 * rng.normal() as f32).collect();
+        if let Some(x) = end_logit {
+            logits[end as usize] = x;
+        }
         constraint.restrict(&mut logits).unwrap();
         let id = sample(&logits, &ids, &sampler, &mut rng);
         if id == end {
@@ -51,7 +61,7 @@ fn random_logits_still_give_valid_json_for_the_schema() {
     let grammars = Grammars::new(tok, &[end]).unwrap();
     let spec = Spec::JsonSchema(person());
     for seed in 0..12 {
-        let text = draw(&grammars, &spec, tok, end, seed);
+        let text = draw(&grammars, &spec, tok, (end, None), seed);
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
         let o = v.as_object().unwrap();
         assert_eq!(o.len(), 4, "{text}");
@@ -71,8 +81,13 @@ fn a_lark_grammar() {
     let end = tok.end_of_text().unwrap();
     let grammars = Grammars::new(tok, &[end]).unwrap();
     for seed in 0..5 {
-        let answer =
-            draw(&grammars, &Spec::Lark(r#"start: ("yes" | "no") " " /[0-9]{1,3}/"#.into()), tok, end, seed);
+        let answer = draw(
+            &grammars,
+            &Spec::Lark(r#"start: ("yes" | "no") " " /[0-9]{1,3}/"#.into()),
+            tok,
+            (end, None),
+            seed,
+        );
         let (word, number) = answer.split_once(' ').unwrap();
         assert!(["yes", "no"].contains(&word) && number.parse::<u32>().is_ok(), "{answer}");
     }
@@ -167,25 +182,8 @@ fn an_end_token_that_is_ordinary_text_ends_only_a_complete_output() {
     let tok = Tokenizer::gpt2();
     let end = tok.encode_ordinary("a")[0];
     let grammars = Grammars::new(tok, &[end]).unwrap();
-    let spec = Spec::JsonSchema(person());
     for seed in 0..4 {
-        let mut constraint = grammars.constraint(&spec).unwrap();
-        let mut rng = Rng::new(seed);
-        let sampler = SamplerConfig { temperature: 1.0, ..Default::default() };
-        let mut ids = Vec::new();
-        loop {
-            let mut logits: Vec<f32> = (0..tok.vocab_size()).map(|_| rng.normal() as f32).collect();
-            logits[end as usize] = 50.0;
-            constraint.restrict(&mut logits).unwrap();
-            let id = sample(&logits, &ids, &sampler, &mut rng);
-            if id == end {
-                break;
-            }
-            constraint.accept(id).unwrap();
-            ids.push(id);
-            assert!(ids.len() < 400, "no end: {}", tok.decode(&ids).unwrap());
-        }
-        let text = tok.decode(&ids).unwrap();
+        let text = draw(&grammars, &Spec::JsonSchema(person()), tok, (end, Some(50.0)), seed);
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
         assert_eq!(v.as_object().unwrap().len(), 4, "{text}");
     }

@@ -57,8 +57,8 @@ struct Remote {
 }
 
 struct Hub<'a> {
-    id: &'a str,
-    /// The branch, tag or commit asked for (`main` unless the spec says `@REVISION`).
+    /// The model (`at.id`) and the branch, tag or commit asked for (`main` unless the spec
+    /// says `@REVISION`).
     at: hub::HubRef<'a>,
     cache: &'a Path,
     endpoint: String,
@@ -85,7 +85,6 @@ impl<'a> Hub<'a> {
                 .into()
         };
         Hub {
-            id: at.id,
             at,
             cache,
             endpoint: endpoint.trim_end_matches('/').to_string(),
@@ -100,33 +99,33 @@ impl<'a> Hub<'a> {
             self.probe(self.at.revision, "config.json")?.with_context(|| match self.at.revision {
                 "main" => format!(
                     "'{}' is neither a file or directory here nor a model on {}",
-                    self.id, self.endpoint
+                    self.at.id, self.endpoint
                 ),
                 revision => format!(
                     "'{}' is neither a file or directory here nor a model on {} with a revision '{revision}'",
-                    self.id, self.endpoint
+                    self.at.id, self.endpoint
                 ),
             })?;
         eprintln!(
             "downloading {} (revision {}) from {} into {}",
-            self.id,
+            self.at.id,
             self.at.revision,
             self.endpoint,
             self.cache.display()
         );
         let commit = config.commit.clone();
         self.download("config.json", &config)?;
-        let config_path = hub::blob_path(self.cache, self.id, &config.etag);
+        let config_path = hub::blob_path(self.cache, self.at.id, &config.etag);
         // Refuse architectures and features minillm does not model before fetching gigabytes.
         hf_config::from_json(&std::fs::read_to_string(&config_path)?, Path::new("config.json"))
-            .with_context(|| format!("{} cannot run '{}'", env!("CARGO_PKG_NAME"), self.id))?;
+            .with_context(|| format!("{} cannot run '{}'", env!("CARGO_PKG_NAME"), self.at.id))?;
 
         let mut files = vec![("config.json".to_string(), config)];
         if let Some(weights) = self.probe(&commit, "model.safetensors")? {
             files.push(("model.safetensors".into(), weights));
         } else if let Some(index) = self.probe(&commit, "model.safetensors.index.json")? {
             self.download("model.safetensors.index.json", &index)?;
-            let text = std::fs::read_to_string(hub::blob_path(self.cache, self.id, &index.etag))?;
+            let text = std::fs::read_to_string(hub::blob_path(self.cache, self.at.id, &index.etag))?;
             let doc: serde_json::Value =
                 serde_json::from_str(&text).context("model.safetensors.index.json is not JSON")?;
             let mut shards: Vec<String> = doc["weight_map"]
@@ -149,10 +148,10 @@ impl<'a> Hub<'a> {
         } else if self.probe(&commit, "pytorch_model.bin")?.is_some() {
             bail!(
                 "'{}' publishes only pytorch_model.bin, a Python pickle: loading one can run any code it contains, so minillm does not download it. Convert it once where you trust it (`python -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('{0}').save_pretrained('DIR', safe_serialization=True)\"`) and pass DIR",
-                self.id
+                self.at.id
             );
         } else {
-            bail!("'{}' has no model.safetensors (or safetensors shards) to download", self.id);
+            bail!("'{}' has no model.safetensors (or safetensors shards) to download", self.at.id);
         }
         for name in OPTIONAL_FILES {
             if let Some(remote) = self.probe(&commit, name)? {
@@ -165,7 +164,7 @@ impl<'a> Hub<'a> {
         // Linked and referenced only once every file is here: an interrupted download never
         // looks like a complete snapshot.
         for (name, remote) in &files {
-            hub::link_snapshot(self.cache, self.id, &commit, name, &remote.etag)?;
+            hub::link_snapshot(self.cache, self.at.id, &commit, name, &remote.etag)?;
         }
         hub::set_ref(self.cache, self.at, &commit)?;
         Ok(())
@@ -173,7 +172,7 @@ impl<'a> Hub<'a> {
 
     /// Asks the hub about `file` at `revision`; `None` when it does not exist.
     fn probe(&self, revision: &str, file: &str) -> Result<Option<Remote>> {
-        let mut url = format!("{}/{}/resolve/{revision}/{file}", self.endpoint, self.id);
+        let mut url = format!("{}/{}/resolve/{revision}/{file}", self.endpoint, self.at.id);
         // Renamed repositories (gpt2 -> openai-community/gpt2) answer with a redirect on the
         // same host; a redirect elsewhere is the storage host, where the download goes.
         for _ in 0..5 {
@@ -190,7 +189,7 @@ impl<'a> Hub<'a> {
                 401 | 403 => bail!(
                     "{} refused access to '{}' (HTTP {status}): the model is gated or private; set HF_TOKEN to a token that may read it",
                     self.endpoint,
-                    self.id
+                    self.at.id
                 ),
                 300..=399 => {
                     let location = header("location").context("a redirect without a Location")?;
@@ -201,10 +200,10 @@ impl<'a> Hub<'a> {
                     return Ok(Some(self.remote(&response, location)?));
                 }
                 200..=299 => return Ok(Some(self.remote(&response, url)?)),
-                _ => bail!("{} answered HTTP {status} for {file} of '{}'", self.endpoint, self.id),
+                _ => bail!("{} answered HTTP {status} for {file} of '{}'", self.endpoint, self.at.id),
             }
         }
-        bail!("too many redirects for {file} of '{}'", self.id)
+        bail!("too many redirects for {file} of '{}'", self.at.id)
     }
 
     fn remote(&self, response: &ureq::http::Response<ureq::Body>, url: String) -> Result<Remote> {
@@ -224,7 +223,7 @@ impl<'a> Hub<'a> {
 
     /// Stores `remote` as its blob unless it is already there, through a temporary file.
     fn download(&self, name: &str, remote: &Remote) -> Result<()> {
-        let blob = hub::blob_path(self.cache, self.id, &remote.etag);
+        let blob = hub::blob_path(self.cache, self.at.id, &remote.etag);
         if blob.is_file() {
             return Ok(());
         }
@@ -288,7 +287,7 @@ impl<'a> Hub<'a> {
     fn unreachable(&self, e: ureq::Error) -> anyhow::Error {
         anyhow::anyhow!(
             "'{}' is not a file or directory here, nor in the HF cache, and {} cannot be reached to download it as a hub id ({e}); check the path, or fetch the model where there is network",
-            self.id,
+            self.at.id,
             self.endpoint
         )
     }

@@ -52,6 +52,11 @@ pub fn quoted(text: &str) -> String {
     serde_json::Value::from(text).to_string()
 }
 
+/// An optional value from outside for a message: [`quoted`], or `missing` when it is absent.
+pub fn quoted_or_missing(text: Option<&str>) -> String {
+    text.map_or("missing".into(), quoted)
+}
+
 /// A tensor's shape for a message: `[64, 128]`.
 pub fn shape<T: std::fmt::Display>(dims: &[T]) -> String {
     let dims: Vec<String> = dims.iter().map(T::to_string).collect();

@@ -5,7 +5,7 @@
 use super::generation_config::{GenerationConfig, TextTokens};
 use super::gguf::{Gguf, Value, ValueType};
 use crate::chat::ChatTemplate;
-use crate::error::{Error, Result, quoted};
+use crate::error::{Error, Result, quoted, quoted_or_missing};
 use crate::tokenizer::bpe::{Bpe, Merge};
 use crate::tokenizer::formats::{from_token_list, merge_texts, vocab_entries};
 use crate::tokenizer::sentencepiece::{Prepend, SentencePiece};
@@ -132,7 +132,7 @@ pub(super) fn read(file: &Gguf, path: &Path) -> Result<(Tokenizer, Vec<u32>)> {
         other => {
             return Err(bad(format!(
                 "tokenizer.ggml.model is {}; minillm reads 'gpt2' and 'llama' tokenizers",
-                other.map_or("missing".into(), quoted)
+                quoted_or_missing(other)
             )));
         }
     };
@@ -256,7 +256,7 @@ pub(super) fn byte_level_tokenizer(file: &Gguf, path: &Path) -> Result<Tokenizer
                 path,
                 format!(
                     "tokenizer.ggml.model is {}; minillm reads byte-level BPE ('gpt2') tokenizers",
-                    other.map_or("missing".into(), quoted)
+                    quoted_or_missing(other)
                 ),
             ));
         }

@@ -12,7 +12,7 @@ use super::bpe::{Bpe, Merge};
 use super::bytes::{bytes_to_token_text, gpt2_byte_order};
 use super::sentencepiece::{Prepend, SentencePiece};
 use super::{Pattern, Tokenizer};
-use crate::error::{Error, Result, quoted};
+use crate::error::{Error, Result, quoted, quoted_or_missing};
 use crate::fsutil::{atomic_write, read_text};
 use base64::Engine;
 use serde_json::{Map, Value, json};
@@ -232,7 +232,7 @@ fn from_hf_json_value(value: &Value, path: &Path) -> Result<Tokenizer> {
                 path,
                 format!(
                     "model type is {}; minillm reads byte-level BPE tokenizers",
-                    other.map_or("missing".into(), quoted)
+                    quoted_or_missing(other)
                 ),
             ));
         }
@@ -345,10 +345,7 @@ fn read_sentencepiece(value: &Value, path: &Path) -> Result<Tokenizer> {
             None if pre["add_prefix_space"] == true => Prepend::Always,
             None if pre["add_prefix_space"] == false => Prepend::Never,
             other => {
-                return bad(format!(
-                    "Metaspace prepend_scheme {} is not known",
-                    other.map_or("missing".into(), quoted)
-                ));
+                return bad(format!("Metaspace prepend_scheme {} is not known", quoted_or_missing(other)));
             }
         }
     } else {

@@ -111,7 +111,7 @@ fn messages(v: &Value) -> std::result::Result<Vec<Message>, String> {
                 Some("user") => Role::User,
                 Some("assistant") => Role::Assistant,
                 other => {
-                    let role = other.map_or("missing".into(), crate::error::quoted);
+                    let role = crate::error::quoted_or_missing(other);
                     return Err(format!("role {role} is not system, user or assistant"));
                 }
             };

@@ -62,25 +62,29 @@ impl Join {
         let Some(group) = self.group.as_mut() else { return built };
         let failed = built.as_ref().err().map(|e| format!("{e:#}"));
         let Some((rank, message)) = first_failure(group.as_mut(), failed.as_deref()) else { return built };
-        // Rank 0 says it here, and every rank waits until it has: a rank that exits with an
-        // error makes mpirun stop the others, which could stop rank 0 before it had spoken.
-        if group.rank() == 0 {
-            eprintln!("error: rank {rank} failed: {message}");
-        }
-        group.sum(&mut [0.0]);
-        Err(Quiet.into())
+        Err(said_once(group.as_mut(), &format!("rank {rank} failed: {message}")))
     }
 
-    /// Makes `trainer` this process's rank of the run (nothing when it trains alone). Its
-    /// errors are the same on every rank: rank 0 says it.
+    /// Makes `trainer` this process's rank of the run (nothing when it trains alone). What it
+    /// refuses is refused on every rank alike: rank 0 says it.
     pub fn attach(self, trainer: &mut Trainer) -> Result<()> {
-        let Some(group) = self.group else { return Ok(()) };
-        let rank = group.rank();
-        match trainer.distribute(group, self.shard_optimizer) {
-            Err(_) if rank > 0 => Err(Quiet.into()),
-            done => Ok(done?),
+        let Some(mut group) = self.group else { return Ok(()) };
+        if let Err(e) = trainer.check_ranks(group.as_mut()) {
+            return Err(said_once(group.as_mut(), &e.to_string()));
         }
+        Ok(trainer.distribute(group, self.shard_optimizer)?)
     }
+}
+
+/// An error every rank met: rank 0 says it here, and every rank waits until it has, while the
+/// group is still theirs. (A rank that exits with an error makes mpirun stop the others, which
+/// could stop rank 0 before it had spoken: CI saw it.) Every rank then returns [`Quiet`].
+fn said_once(group: &mut dyn Group, message: &str) -> anyhow::Error {
+    if group.rank() == 0 {
+        eprintln!("error: {message}");
+    }
+    group.sum(&mut [0.0]);
+    Quiet.into()
 }
 
 /// What a rank returns when `result` is an error: one every rank met is said by rank 0 alone;

@@ -117,28 +117,36 @@ impl Trainer {
     /// each rank keeps AdamW's moments for its 1/N of the parameters only (ZeRO-1). Refused when
     /// the ranks' settings differ or the step's micro-batches cannot be split evenly.
     pub fn distribute(&mut self, mut group: Box<dyn Group>, shard_optimizer: bool) -> Result<()> {
-        let settings = fnv1a(self.config.to_toml().bytes());
-        if let Some(&rank) = differing(group.as_mut(), settings).first() {
-            return Err(Error::Rank {
-                rank,
-                message: "its settings differ from rank 0's (every rank must run the same command on the same files)"
-                    .into(),
-            });
-        }
+        self.check_ranks(group.as_mut())?;
         let n = group.size();
-        let accum = self.config.grad_accum;
-        if !accum.is_multiple_of(n) {
-            let suggestion = accum.div_ceil(n) * n;
-            return Err(Error::Invalid(format!(
-                "grad_accum {accum} cannot be split over {n} ranks: the global batch is batch_size x grad_accum and each rank computes grad_accum / ranks of its micro-batches; use --grad-accum {suggestion} (or another multiple of {n})"
-            )));
-        }
         group.broadcast(0, &mut self.model.params);
         if shard_optimizer {
             self.opt.shard(&self.model.layout, shard(self.model.params.len(), n, group.rank()));
         }
         let buckets = self.model.layout.backward_buckets();
         self.ranks = Some(Ranks { group, sharded: shard_optimizer, buckets });
+        Ok(())
+    }
+
+    /// What [`distribute`](Self::distribute) refuses, met alike on every rank (every rank calls
+    /// it): settings that differ between the ranks, micro-batches that cannot be split evenly.
+    /// A caller may check first, to report the refusal while the group is still its own.
+    pub fn check_ranks(&self, group: &mut dyn Group) -> Result<()> {
+        let settings = fnv1a(self.config.to_toml().bytes());
+        if let Some(&rank) = differing(group, settings).first() {
+            return Err(Error::Rank {
+                rank,
+                message: "its settings differ from rank 0's (every rank must run the same command on the same files)"
+                    .into(),
+            });
+        }
+        let (n, accum) = (group.size(), self.config.grad_accum);
+        if !accum.is_multiple_of(n) {
+            let suggestion = accum.div_ceil(n) * n;
+            return Err(Error::Invalid(format!(
+                "grad_accum {accum} cannot be split over {n} ranks: the global batch is batch_size x grad_accum and each rank computes grad_accum / ranks of its micro-batches; use --grad-accum {suggestion} (or another multiple of {n})"
+            )));
+        }
         Ok(())
     }
 

@@ -155,8 +155,13 @@ fn loading_a_model_to_run_it_allocates_its_weights_and_nothing_more() {
     let (weights, peak) = measure(&|| minillm::io::load_model(&dir).unwrap());
     println!("f32: weights {weights} B, peak allocated while loading {peak} B");
     assert!(peak < weights + weights / 20, "f32 load peaked at {peak} B for {weights} B of weights");
-    // q4_0 GGUF: the blocks stay in the mapped file; only the small f32 tensors are allocated.
+    // q4_0 GGUF: the blocks stay in the mapped file and only the small f32 tensors are
+    // allocated; or, where the CPU multiplies q8_0 and q4_0 interleaved, each matrix is copied
+    // once into that layout (its file pages handed back), and nothing more.
     let (weights, peak) = measure(&|| minillm::io::load(&gguf).unwrap().model);
-    println!("q4_0: weights {weights} B (mapped), peak allocated while loading {peak} B");
-    assert!(peak < weights / 2, "q4_0 load allocated {peak} B for {weights} B of blocks");
+    let interleaved =
+        minillm::quant::QMatrix::quantize(QuantType::Q4_0, &[0.0; 32], 1, 32).unwrap().is_interleaved();
+    println!("q4_0: weights {weights} B (interleaved: {interleaved}), peak allocated while loading {peak} B");
+    let limit = if interleaved { weights + weights / 20 } else { weights / 2 };
+    assert!(peak < limit, "q4_0 load allocated {peak} B for {weights} B of blocks");
 }

@@ -155,7 +155,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Gpt, Tokenizer)> {
 
 /// [`from_bytes`] for a file the model may keep a share of (a mapped file): its quantized and
 /// 16-bit matrices stay where they lie in it, with no copy; the small f32 tensors are read out.
-pub fn from_shared(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, path: &Path) -> Result<(Gpt, Tokenizer)> {
+pub fn from_shared(owner: Arc<dyn crate::quant::SharedBytes>, path: &Path) -> Result<(Gpt, Tokenizer)> {
     let file = Gguf::parse((*owner).as_ref(), path)?;
     let arch = file.get("general.architecture").and_then(Value::as_str);
     if arch != Some(ARCH) {

@@ -223,7 +223,7 @@ pub struct Extras {
 /// llama.cpp, and matrices llama.cpp keeps as separate tensors (q|k|v, gate|up) are joined into
 /// minillm's fused ones, which copies their blocks.
 pub fn from_shared(
-    owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    owner: Arc<dyn crate::quant::SharedBytes>,
     path: &Path,
 ) -> Result<(Gpt, Tokenizer, Extras)> {
     let file = Gguf::parse((*owner).as_ref(), path)?;

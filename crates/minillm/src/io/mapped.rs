@@ -45,6 +45,12 @@ impl Mapped {
     }
 }
 
+impl crate::quant::SharedBytes for Mapped {
+    fn release(&self, bytes: &[u8]) {
+        Mapped::release(self, bytes)
+    }
+}
+
 impl AsRef<[u8]> for Mapped {
     fn as_ref(&self) -> &[u8] {
         &self.map

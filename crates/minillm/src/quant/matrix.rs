@@ -1,11 +1,13 @@
 //! A quantized matrix and its product with a few rows of activations (decoding).
 
 use super::activations::Int8Activations;
+use super::interleaved::{self, GROUP_ROWS, GroupDot};
 use super::simd::{self, Kernel};
 use super::{BlockFormat, QuantType, with_format};
 use crate::error::{Error, Result};
 use crate::kernels::SharedOut;
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::Arc;
@@ -20,7 +22,8 @@ const ROWS_PER_CALL: usize = 4;
 /// is unpacked once for all of them.
 const ACTIVATION_ROWS: usize = 4;
 /// Matrix rows that every group of activation rows passes over before the next rows load (a
-/// multiple of [`ROWS_PER_CALL`]): 32 rows of 768 weights are 14-26 KB, in L1.
+/// multiple of [`ROWS_PER_CALL`] and of [`GROUP_ROWS`]): 32 rows of 768 weights are 14-26 KB,
+/// in L1.
 const TILE_ROWS: usize = 32;
 /// How many rows ahead the next weights are requested from memory (one kernel call). A byte of
 /// q8_0 or q4_0 holds one or two weights, so the kernels spend more time per byte than f32 code
@@ -48,6 +51,15 @@ fn prefetch(bytes: Option<&[u8]>) {
     let _ = bytes;
 }
 
+/// Bytes that matrices share: a mapped file, or a buffer in memory.
+pub trait SharedBytes: AsRef<[u8]> + Send + Sync {
+    /// Hands the pages under `bytes` (a part of these bytes) back to the OS: they were copied
+    /// and are not needed again. A buffer in memory keeps them.
+    fn release(&self, _bytes: &[u8]) {}
+}
+
+impl SharedBytes for Vec<u8> {}
+
 /// A (rows x cols) matrix stored row by row in blocks along each row (32 or 256 weights): GGUF's
 /// layout, where a linear layer's row is one output.
 #[derive(Clone)]
@@ -59,11 +71,14 @@ pub struct QMatrix {
 }
 
 /// Where a matrix's blocks live: its own buffer, or a stretch of a buffer it shares (a mapped
-/// file, whose blocks are used where they lie).
+/// file, whose blocks are used where they lie), both in GGUF's layout; or its own buffer in
+/// the [`interleaved`] layout, which q8_0 and q4_0 take at construction where the CPU has its
+/// kernels.
 #[derive(Clone)]
 enum Blocks {
     Owned(Vec<u8>),
-    Shared(Arc<dyn AsRef<[u8]> + Send + Sync>, Range<usize>),
+    Shared(Arc<dyn SharedBytes>, Range<usize>),
+    Interleaved(Vec<u8>, GroupDot),
 }
 
 impl std::fmt::Debug for QMatrix {
@@ -71,6 +86,7 @@ impl std::fmt::Debug for QMatrix {
         let place = match self.data {
             Blocks::Owned(_) => "owned",
             Blocks::Shared(..) => "mapped",
+            Blocks::Interleaved(..) => "interleaved",
         };
         write!(f, "QMatrix({} {} x {}, {place})", self.ty.name(), self.rows, self.cols)
     }
@@ -78,7 +94,8 @@ impl std::fmt::Debug for QMatrix {
 
 impl PartialEq for QMatrix {
     fn eq(&self, other: &QMatrix) -> bool {
-        (self.ty, self.rows, self.cols) == (other.ty, other.rows, other.cols) && self.bytes() == other.bytes()
+        (self.ty, self.rows, self.cols) == (other.ty, other.rows, other.cols)
+            && *self.bytes() == *other.bytes()
     }
 }
 
@@ -97,41 +114,80 @@ impl QMatrix {
                 quantize(xs, o);
             }
         });
-        Ok(QMatrix { ty, rows, cols, data: Blocks::Owned(data) })
+        Ok(QMatrix { ty, rows, cols, data: Blocks::Owned(data) }.interleave())
     }
 
     /// A matrix from its blocks as stored (in a GGUF file); the length must match the shape.
     pub fn from_bytes(ty: QuantType, rows: usize, cols: usize, data: Vec<u8>) -> Result<QMatrix> {
         check_bytes(ty, rows, cols, data.len())?;
-        Ok(QMatrix { ty, rows, cols, data: Blocks::Owned(data) })
+        Ok(QMatrix { ty, rows, cols, data: Blocks::Owned(data) }.interleave())
     }
 
-    /// A matrix whose blocks are `range` of `owner` (a mapped file), used where they lie.
+    /// A matrix whose blocks are `range` of `owner` (a mapped file), used where they lie (or
+    /// copied once into the interleaved layout).
     pub fn from_shared(
         ty: QuantType,
         (rows, cols): (usize, usize),
-        owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+        owner: Arc<dyn SharedBytes>,
         range: Range<usize>,
     ) -> Result<QMatrix> {
         check_bytes(ty, rows, cols, range.len())?;
         if (*owner).as_ref().get(range.clone()).is_none() {
             return Err(Error::Invalid(format!("{} matrix's blocks lie outside the file", ty.name())));
         }
-        Ok(QMatrix { ty, rows, cols, data: Blocks::Shared(owner, range) })
+        let matrix =
+            QMatrix { ty, rows, cols, data: Blocks::Shared(owner.clone(), range.clone()) }.interleave();
+        if let Blocks::Interleaved(..) = matrix.data {
+            // Copied: the file's pages are not read again, and would double the working set.
+            owner.release(&(*owner).as_ref()[range]);
+        }
+        Ok(matrix)
     }
 
-    /// The blocks, as GGUF stores them.
-    pub fn bytes(&self) -> &[u8] {
+    /// The matrix in the [`interleaved`] layout, if its type has one this CPU multiplies.
+    fn interleave(self) -> QMatrix {
+        match interleaved::kernel(self.ty) {
+            Some(kernel) => self.interleave_with(kernel),
+            None => self,
+        }
+    }
+
+    fn interleave_with(self, kernel: GroupDot) -> QMatrix {
+        let packed = interleaved::pack(self.ty, self.rows, self.cols, &self.bytes());
+        QMatrix { data: Blocks::Interleaved(packed, kernel), ..self }
+    }
+
+    /// Whether the matrix is kept in the [`interleaved`] layout (q8_0 and q4_0, on a CPU with
+    /// AVX-512 VNNI): a copy of a mapped file's blocks, not the blocks where they lie.
+    pub fn is_interleaved(&self) -> bool {
+        matches!(self.data, Blocks::Interleaved(..))
+    }
+
+    /// The same matrix in GGUF's layout and the interleaved one, multiplied by the portable
+    /// interleaved kernel: for tests of the layout on any CPU.
+    #[cfg(test)]
+    pub(crate) fn layouts(&self) -> (QMatrix, Option<QMatrix>) {
+        let plain = QMatrix { data: Blocks::Owned(self.bytes().into_owned()), ..self.clone() };
+        let packed = interleaved::packs(self.ty)
+            .then(|| plain.clone().interleave_with(interleaved::reference(self.ty)));
+        (plain, packed)
+    }
+
+    /// The blocks, as GGUF stores them (put back in rows from the interleaved layout).
+    pub fn bytes(&self) -> Cow<'_, [u8]> {
         match &self.data {
-            Blocks::Owned(v) => v,
-            Blocks::Shared(owner, range) => &(**owner).as_ref()[range.clone()],
+            Blocks::Owned(v) => Cow::Borrowed(v),
+            Blocks::Shared(owner, range) => Cow::Borrowed(&(**owner).as_ref()[range.clone()]),
+            Blocks::Interleaved(packed, _) => {
+                Cow::Owned(interleaved::unpack(self.ty, self.rows, self.cols, packed))
+            }
         }
     }
 
     /// The weights the blocks stand for (rows x cols).
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0.0f32; self.rows * self.cols];
-        self.dequantize_into(self.bytes(), &mut out);
+        self.dequantize_into(&self.bytes(), &mut out);
         out
     }
 
@@ -139,6 +195,17 @@ impl QMatrix {
     /// in blocks.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let row_bytes = self.ty.row_bytes(self.cols);
+        if let Blocks::Interleaved(packed, _) = &self.data {
+            let dequantize: fn(&[u8], &mut [f32]) = with_format!(self.ty, F => F::dequantize);
+            return interleaved::dequantize_row(
+                self.ty,
+                self.cols,
+                packed,
+                r,
+                dequantize,
+                &mut out[..self.cols],
+            );
+        }
         self.dequantize_into(&self.bytes()[r * row_bytes..][..row_bytes], &mut out[..self.cols]);
     }
 
@@ -191,6 +258,11 @@ impl QMatrix {
                     }
                 })
             }
+            Kernel::Int8(_) if let Blocks::Interleaved(packed, kernel) = &self.data => ACTIVATIONS
+                .with_borrow_mut(|x8| {
+                    x8.quantize(x, m, k);
+                    self.each_group(packed, *kernel, x8, (out, stride), bias, m)
+                }),
             Kernel::Int8(dot) => ACTIVATIONS.with_borrow_mut(|x8| {
                 x8.quantize(x, m, k);
                 self.each_output(out, stride, bias, m, |rows, (i, a), out| {
@@ -284,6 +356,54 @@ impl QMatrix {
             data.chunks(rows_per_task * row_bytes).enumerate().for_each(task);
         } else {
             data.par_chunks(rows_per_task * row_bytes).enumerate().for_each(task);
+        }
+    }
+
+    /// [`each_output`](Self::each_output) for the interleaved layout: the kernel makes a
+    /// group's [`GROUP_ROWS`] outputs for up to [`ACTIVATION_ROWS`] rows of x at a time.
+    fn each_group(
+        &self,
+        packed: &[u8],
+        kernel: GroupDot,
+        x8: &Int8Activations,
+        (out, stride): (&mut [f32], usize),
+        bias: Option<&[f32]>,
+        m: usize,
+    ) {
+        let (n, k) = (self.rows, self.cols);
+        let size = interleaved::group_bytes(self.ty, k);
+        let out = SharedOut(out.as_mut_ptr());
+        let tasks = TASKS_PER_THREAD * rayon::current_num_threads();
+        let groups_per_task = n.div_ceil(GROUP_ROWS).div_ceil(tasks);
+        let task = |(t, groups): (usize, &[u8])| {
+            let mut sums = [[0.0f32; GROUP_ROWS]; ACTIVATION_ROWS];
+            for (tile_index, tile) in groups.chunks(TILE_ROWS / GROUP_ROWS * size).enumerate() {
+                for i in (0..m).step_by(ACTIVATION_ROWS) {
+                    let a = ACTIVATION_ROWS.min(m - i);
+                    let xs: [_; ACTIVATION_ROWS] = std::array::from_fn(|ia| x8.row((i + ia).min(m - 1)));
+                    for (c, group) in tile.chunks_exact(size).enumerate() {
+                        let at = tile_index * TILE_ROWS / GROUP_ROWS + c;
+                        if i == 0 {
+                            prefetch(groups.get((at + 1) * size..(at + 2) * size));
+                        }
+                        kernel(group, &xs[..a], &mut sums[..a]);
+                        let first = (t * groups_per_task + at) * GROUP_ROWS;
+                        for (ia, sums) in sums[..a].iter().enumerate() {
+                            for (j, &v) in (first..n).zip(sums) {
+                                // SAFETY: out holds m rows of stride; each (i, j) is written by one task.
+                                unsafe {
+                                    *out.ptr().add((i + ia) * stride + j) = v + bias.map_or(0.0, |b| b[j])
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if n * k < 1 << 15 {
+            packed.chunks(groups_per_task * size).enumerate().for_each(task);
+        } else {
+            packed.par_chunks(groups_per_task * size).enumerate().for_each(task);
         }
     }
 }

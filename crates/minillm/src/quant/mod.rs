@@ -24,6 +24,7 @@
 
 pub(crate) mod activations;
 mod formats;
+pub(crate) mod interleaved;
 mod k_quants;
 mod legacy;
 mod matrix;
@@ -33,7 +34,7 @@ pub(crate) mod simd;
 pub use formats::{BlockFormat, F16, GROUP, GroupBlocks, IntegerBlocks, Q4_0, Q8_0};
 pub use k_quants::{Q4K, Q5K, Q6K, SUPER};
 pub use legacy::{Q4_1, Q5_0, Q5_1};
-pub use matrix::QMatrix;
+pub use matrix::{QMatrix, SharedBytes};
 pub use recipe::{FileType, Recipe};
 
 use crate::error::{Error, Result};

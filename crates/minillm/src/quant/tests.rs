@@ -156,10 +156,10 @@ fn simd_kernels_equal_the_portable_reference() {
                         for a in 1..=acts {
                             let all: Vec<_> = (0..a).map(|i| x8.row(i)).collect();
                             let mut together = vec![f32::NAN; n * a];
-                            dot(q.bytes(), &all, &mut together);
+                            dot(&q.bytes(), &all, &mut together);
                             for (i, got) in together.chunks(n).enumerate() {
                                 let mut alone = vec![f32::NAN; n];
-                                dot(q.bytes(), &[x8.row(i)], &mut alone);
+                                dot(&q.bytes(), &[x8.row(i)], &mut alone);
                                 assert_eq!(
                                     got,
                                     &alone[..],
@@ -182,7 +182,7 @@ fn simd_kernels_equal_the_portable_reference() {
                                 *o = dot(row, &x);
                             }
                         }
-                        simd::Kernel::Int8(dot) => dot(q.bytes(), &[x8.row(0)], &mut out),
+                        simd::Kernel::Int8(dot) => dot(&q.bytes(), &[x8.row(0)], &mut out),
                     }
                     out
                 };
@@ -196,6 +196,84 @@ fn simd_kernels_equal_the_portable_reference() {
                             "{} {name}, {n} rows, row {r}: {got} vs {want}",
                             ty.name()
                         );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_interleaved_layout_keeps_every_byte_and_product() {
+    let mut rng = Rng::new(17);
+    let kernel_of = |ty| {
+        interleaved::kernel(ty)
+            .into_iter()
+            .map(|k| (k, "SIMD"))
+            .chain([(interleaved::reference(ty), "portable")])
+    };
+    for ty in [QuantType::Q8_0, QuantType::Q4_0] {
+        // Groups that are full, partial (the last padded with zero rows) and alone.
+        for (rows, blocks) in [(1, 1), (7, 3), (8, 2), (9, 1), (17, 3), (42, 24)] {
+            let k = blocks * BLOCK;
+            let w = normals(rows * k, &mut rng, 0.05);
+            let (plain, packed) = QMatrix::quantize(ty, &w, rows, k).unwrap().layouts();
+            let packed = packed.expect("q8_0 and q4_0 interleave");
+            assert_eq!(*packed.bytes(), *plain.bytes(), "{} {rows} x {k}: GGUF bytes back", ty.name());
+            assert_eq!(packed.dequantize(), plain.dequantize());
+            let (mut a, mut b) = (vec![0.0; k], vec![0.0; k]);
+            for r in 0..rows {
+                packed.dequantize_row(r, &mut a);
+                plain.dequantize_row(r, &mut b);
+                assert_eq!(a, b, "{} row {r}", ty.name());
+            }
+            // Products through the layout (portable kernel) against the rows' own, 1 to 9
+            // rows of x (full and partial groups of four), with a bias.
+            let bias = normals(rows, &mut rng, 0.1);
+            for m in 1..=9 {
+                let x = normals(m * k, &mut rng, 1.0);
+                let (mut want, mut got) = (vec![f32::NAN; m * rows], vec![f32::NAN; m * rows]);
+                plain.times(&mut want, &x, Some(&bias), m);
+                packed.times(&mut got, &x, Some(&bias), m);
+                let deq = plain.dequantize();
+                let mut x8 = Int8Activations::default();
+                x8.quantize(&x, m, k);
+                for i in 0..m {
+                    for j in 0..rows {
+                        let scale = magnitude(&deq[j * k..(j + 1) * k], &x8.row(i).dequantize());
+                        let (g, w) = (got[i * rows + j], want[i * rows + j]);
+                        assert!(
+                            ((g - w).abs() as f64) <= 1e-6 * scale + 1e-6,
+                            "{} {rows}x{k} m {m}: {g} vs {w}",
+                            ty.name()
+                        );
+                    }
+                }
+            }
+            // Each kernel on one group: several activation rows give each exactly what it gets
+            // alone, and the SIMD kernel what the portable one gives, up to float rounding.
+            let group = &interleaved::pack(ty, rows, k, &plain.bytes())[..interleaved::group_bytes(ty, k)];
+            let x = normals(4 * k, &mut rng, 1.0);
+            let mut x8 = Int8Activations::default();
+            x8.quantize(&x, 4, k);
+            let all: Vec<_> = (0..4).map(|i| x8.row(i)).collect();
+            let mut want = [[f32::NAN; interleaved::GROUP_ROWS]; 4];
+            interleaved::reference(ty)(group, &all, &mut want);
+            for (kernel, name) in kernel_of(ty) {
+                for a in 1..=4 {
+                    let mut together = vec![[f32::NAN; interleaved::GROUP_ROWS]; a];
+                    kernel(group, &all[..a], &mut together);
+                    for (i, got) in together.iter().enumerate() {
+                        let mut alone = [[f32::NAN; interleaved::GROUP_ROWS]; 1];
+                        kernel(group, &all[i..i + 1], &mut alone);
+                        assert_eq!(got, &alone[0], "{} {name}: {a} activation rows", ty.name());
+                        for (g, w) in got.iter().zip(&want[i]) {
+                            assert!(
+                                (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                                "{} {name}: {g} vs {w}",
+                                ty.name()
+                            );
+                        }
                     }
                 }
             }

@@ -48,8 +48,14 @@ pub struct Int8Activations {
 
 impl Int8Activations {
     /// Rounds `x` (m rows of `cols`, `cols` a multiple of 32) block by block: d = max|x| / 127,
-    /// q = round(x / d), the rounding of llama.cpp's `quantize_row_q8_0`.
+    /// q = x / d rounded to the nearest integer, ties to even (as llama.cpp's SIMD
+    /// `quantize_row_q8_0` does; its portable one rounds ties away from zero).
     pub fn quantize(&mut self, x: &[f32], m: usize, cols: usize) {
+        self.quantize_by(quantizer().0, x, m, cols)
+    }
+
+    /// [`quantize`](Self::quantize) by a given implementation: tests hold each to the other.
+    pub(crate) fn quantize_by(&mut self, quantize: Quantize, x: &[f32], m: usize, cols: usize) {
         assert!(
             cols.is_multiple_of(BLOCK) && x.len() >= m * cols,
             "activations of {} for {m} x {cols}",
@@ -61,26 +67,13 @@ impl Int8Activations {
         self.scales.resize(blocks, 0.0);
         self.offsets.resize(blocks, [0; LANES]);
         self.lane_sums.resize(blocks, [0.0; LANES]);
-        let blocks = self
-            .q
-            .chunks_exact_mut(BLOCK)
-            .zip(&mut self.scales)
-            .zip(&mut self.offsets)
-            .zip(&mut self.lane_sums);
-        for ((((q, d), offset), lanes), x) in blocks.zip(x[..m * cols].chunks_exact(BLOCK)) {
-            let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            *d = amax / 127.0;
-            let inverse = if *d != 0.0 { 1.0 / *d } else { 0.0 };
-            let mut sum = 0i32;
-            for (q, &v) in q.iter_mut().zip(x) {
-                *q = (v * inverse).round() as i8;
-                sum += *q as i32;
-            }
-            *offset = [-sum; LANES];
-            for (lane, four) in lanes.iter_mut().zip(q.chunks_exact(BLOCK / LANES)) {
-                *lane = *d * four.iter().map(|&q| q as i32).sum::<i32>() as f32;
-            }
-        }
+        let out = BlockBuffers {
+            q: &mut self.q,
+            scales: &mut self.scales,
+            offsets: &mut self.offsets,
+            lanes: &mut self.lane_sums,
+        };
+        quantize(&x[..m * cols], out);
     }
 
     /// Row `i` of the last [`quantize`](Self::quantize).
@@ -91,6 +84,106 @@ impl Int8Activations {
             scales: &self.scales[i * blocks..(i + 1) * blocks],
             offsets: &self.offsets[i * blocks..(i + 1) * blocks],
             lane_sums: &self.lane_sums[i * blocks..(i + 1) * blocks],
+        }
+    }
+}
+
+/// The buffers one [`Int8Activations::quantize`] fills, a block of 32 values at a time.
+pub struct BlockBuffers<'a> {
+    q: &'a mut [i8],
+    scales: &'a mut [f32],
+    offsets: &'a mut [[i32; LANES]],
+    lanes: &'a mut [[f32; LANES]],
+}
+
+pub(crate) type Quantize = fn(&[f32], BlockBuffers);
+
+/// The fastest way this CPU rounds activations (AVX-512: a block in two registers; the
+/// portable loop calls a rounding function per value, which cost as much as the products in a
+/// small model's prompt), and its name.
+pub fn quantizer() -> (Quantize, &'static str) {
+    static CHOSEN: std::sync::OnceLock<(Quantize, &str)> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::is_x86_feature_detected as has;
+            if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni") {
+                return (x86::quantize, "AVX-512");
+            }
+        }
+        (quantize_portable, "portable")
+    })
+}
+
+/// [`Int8Activations::quantize`]'s rounding, portably: the reference the SIMD one is tested
+/// against, value for value.
+pub fn quantize_portable(x: &[f32], out: BlockBuffers) {
+    let blocks = out.q.chunks_exact_mut(BLOCK).zip(out.scales).zip(out.offsets).zip(out.lanes);
+    for ((((q, d), offset), lanes), x) in blocks.zip(x.chunks_exact(BLOCK)) {
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        *d = amax / 127.0;
+        let inverse = if *d != 0.0 { 1.0 / *d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, &v) in q.iter_mut().zip(x) {
+            *q = (v * inverse).round_ties_even() as i8;
+            sum += *q as i32;
+        }
+        *offset = [-sum; LANES];
+        for (lane, four) in lanes.iter_mut().zip(q.chunks_exact(BLOCK / LANES)) {
+            *lane = *d * four.iter().map(|&q| q as i32).sum::<i32>() as f32;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{BLOCK, BlockBuffers, LANES};
+    use std::arch::x86_64::*;
+
+    /// Handed out by [`quantizer`](super::quantizer) only after the features were detected.
+    pub fn quantize(x: &[f32], out: BlockBuffers) {
+        // SAFETY: see above.
+        unsafe { quantize_v4(x, out) }
+    }
+
+    /// The portable loop's arithmetic in registers: the same maximum, the same d and inverse,
+    /// the same products, rounded to nearest-even by the conversion (the default mode).
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn quantize_v4(x: &[f32], out: BlockBuffers) {
+        let blocks = x.len() / BLOCK;
+        assert!(
+            out.q.len() >= blocks * BLOCK
+                && out.scales.len() >= blocks
+                && out.offsets.len() >= blocks
+                && out.lanes.len() >= blocks,
+            "buffers for {blocks} blocks"
+        );
+        let ones = _mm256_set1_epi8(1);
+        // SAFETY: block b < blocks of x, q and the per-block buffers (checked above).
+        unsafe {
+            for b in 0..blocks {
+                let (low, high) = (
+                    _mm512_loadu_ps(x.as_ptr().add(b * BLOCK)),
+                    _mm512_loadu_ps(x.as_ptr().add(b * BLOCK + 16)),
+                );
+                let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(low), _mm512_abs_ps(high)));
+                let d = amax / 127.0;
+                let inverse = _mm512_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+                let q_low = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(low, inverse)));
+                let q_high = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(high, inverse)));
+                let q = _mm256_set_m128i(q_high, q_low);
+                _mm256_storeu_si256(out.q.as_mut_ptr().add(b * BLOCK) as *mut __m256i, q);
+                // Lane l: the sum of q over values 4l..4l + 4 (one multiply-add by ones).
+                let fours = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, q);
+                let mut sums = [0i32; LANES];
+                _mm256_storeu_si256(sums.as_mut_ptr() as *mut __m256i, fours);
+                *out.scales.get_unchecked_mut(b) = d;
+                *out.offsets.get_unchecked_mut(b) = [-sums.iter().sum::<i32>(); LANES];
+                _mm256_storeu_ps(
+                    out.lanes.as_mut_ptr().add(b) as *mut f32,
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(fours), _mm256_set1_ps(d)),
+                );
+            }
         }
     }
 }

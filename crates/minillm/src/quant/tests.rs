@@ -282,6 +282,36 @@ fn the_interleaved_layout_keeps_every_byte_and_product() {
 }
 
 #[test]
+fn every_activation_rounding_gives_the_portable_values() {
+    use super::activations::{quantize_portable, quantizer};
+    let mut rng = Rng::new(19);
+    let mut x = normals(5 * 64, &mut rng, 3.0);
+    x[70] = 1e-30; // a block of zeros but one tiny value
+    x[64..70].fill(0.0);
+    x[71..96].fill(0.0);
+    // A block whose scale is 1: halves round to even (2.5 -> 2, -3.5 -> -4), as llama.cpp's
+    // SIMD rounding does.
+    x[128..160].copy_from_slice(&std::array::from_fn::<f32, 32, _>(|i| {
+        if i == 0 { 127.0 } else { i as f32 - 14.5 }
+    }));
+    x[192..224].fill(0.0); // scale 0, no division by it
+    let (simd, name) = quantizer();
+    let mut want = Int8Activations::default();
+    let mut got = Int8Activations::default();
+    want.quantize_by(quantize_portable, &x, 5, 64);
+    got.quantize_by(simd, &x, 5, 64);
+    for i in 0..5 {
+        let (w, g) = (want.row(i), got.row(i));
+        assert_eq!(
+            (w.q, w.scales, w.offsets, w.lane_sums),
+            (g.q, g.scales, g.offsets, g.lane_sums),
+            "{name}, row {i}"
+        );
+    }
+    assert_eq!(&want.row(2).q[1..4], &[-14, -12, -12], "ties to even");
+}
+
+#[test]
 fn activations_round_to_8_bits_within_half_a_step() {
     let mut rng = Rng::new(13);
     let mut x = normals(3 * 96, &mut rng, 2.0);

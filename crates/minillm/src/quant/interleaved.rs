@@ -29,8 +29,12 @@ pub const GROUP_ROWS: usize = 8;
 /// Bytes of activations one instruction broadcasts, and of each row's weights beside them.
 const PIECE: usize = 4;
 
-/// The products of one group of [`GROUP_ROWS`] rows (`group`, all its blocks) with up to four
-/// rows of 8-bit activations: `out[a][r]` = row r times activation row a.
+/// Rows of activations the kernels take at once: each piece of weights, loaded and unpacked
+/// once, serves all of them.
+pub const ACTIVATION_ROWS: usize = 8;
+
+/// The products of one group of [`GROUP_ROWS`] rows (`group`, all its blocks) with up to
+/// [`ACTIVATION_ROWS`] rows of 8-bit activations: `out[a][r]` = row r times activation row a.
 pub type GroupDot = fn(&[u8], &[Int8Row], &mut [[f32; GROUP_ROWS]]);
 
 /// Whether `ty` has an interleaved layout.
@@ -168,7 +172,7 @@ mod x86 {
     //! Handed out by [`kernel`](super::kernel) only after the CPU was checked for the features
     //! they are compiled with.
     use super::super::{BlockFormat, Q4_0, Q8_0};
-    use super::{BLOCK, GROUP_ROWS, Int8Row, PIECE};
+    use super::{ACTIVATION_ROWS, BLOCK, GROUP_ROWS, Int8Row, PIECE};
     use std::arch::x86_64::*;
 
     /// For each of A activation rows, the 8 rows' sums over blocks of d_w * d_x * (integer sum
@@ -263,7 +267,11 @@ mod x86 {
                     2 => &unsafe { $imp::<2>(group, xs) },
                     3 => &unsafe { $imp::<3>(group, xs) },
                     4 => &unsafe { $imp::<4>(group, xs) },
-                    a => panic!("the interleaved kernels take 1 to 4 activation rows, not {a}"),
+                    5 => &unsafe { $imp::<5>(group, xs) },
+                    6 => &unsafe { $imp::<6>(group, xs) },
+                    7 => &unsafe { $imp::<7>(group, xs) },
+                    8 => &unsafe { $imp::<8>(group, xs) },
+                    a => panic!("the interleaved kernels take 1 to {ACTIVATION_ROWS} activation rows, not {a}"),
                 };
                 out.copy_from_slice(sums);
             }

@@ -360,7 +360,7 @@ impl QMatrix {
     }
 
     /// [`each_output`](Self::each_output) for the interleaved layout: the kernel makes a
-    /// group's [`GROUP_ROWS`] outputs for up to [`ACTIVATION_ROWS`] rows of x at a time.
+    /// group's [`GROUP_ROWS`] outputs for up to [`interleaved::ACTIVATION_ROWS`] rows of x at a time.
     fn each_group(
         &self,
         packed: &[u8],
@@ -376,11 +376,12 @@ impl QMatrix {
         let tasks = TASKS_PER_THREAD * rayon::current_num_threads();
         let groups_per_task = n.div_ceil(GROUP_ROWS).div_ceil(tasks);
         let task = |(t, groups): (usize, &[u8])| {
-            let mut sums = [[0.0f32; GROUP_ROWS]; ACTIVATION_ROWS];
+            let mut sums = [[0.0f32; GROUP_ROWS]; interleaved::ACTIVATION_ROWS];
             for (tile_index, tile) in groups.chunks(TILE_ROWS / GROUP_ROWS * size).enumerate() {
-                for i in (0..m).step_by(ACTIVATION_ROWS) {
-                    let a = ACTIVATION_ROWS.min(m - i);
-                    let xs: [_; ACTIVATION_ROWS] = std::array::from_fn(|ia| x8.row((i + ia).min(m - 1)));
+                for i in (0..m).step_by(interleaved::ACTIVATION_ROWS) {
+                    let a = interleaved::ACTIVATION_ROWS.min(m - i);
+                    let xs: [_; interleaved::ACTIVATION_ROWS] =
+                        std::array::from_fn(|ia| x8.row((i + ia).min(m - 1)));
                     for (c, group) in tile.chunks_exact(size).enumerate() {
                         let at = tile_index * TILE_ROWS / GROUP_ROWS + c;
                         if i == 0 {

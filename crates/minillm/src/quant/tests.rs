@@ -253,14 +253,15 @@ fn the_interleaved_layout_keeps_every_byte_and_product() {
             // Each kernel on one group: several activation rows give each exactly what it gets
             // alone, and the SIMD kernel what the portable one gives, up to float rounding.
             let group = &interleaved::pack(ty, rows, k, &plain.bytes())[..interleaved::group_bytes(ty, k)];
-            let x = normals(4 * k, &mut rng, 1.0);
+            let most = interleaved::ACTIVATION_ROWS;
+            let x = normals(most * k, &mut rng, 1.0);
             let mut x8 = Int8Activations::default();
-            x8.quantize(&x, 4, k);
-            let all: Vec<_> = (0..4).map(|i| x8.row(i)).collect();
-            let mut want = [[f32::NAN; interleaved::GROUP_ROWS]; 4];
+            x8.quantize(&x, most, k);
+            let all: Vec<_> = (0..most).map(|i| x8.row(i)).collect();
+            let mut want = vec![[f32::NAN; interleaved::GROUP_ROWS]; most];
             interleaved::reference(ty)(group, &all, &mut want);
             for (kernel, name) in kernel_of(ty) {
-                for a in 1..=4 {
+                for a in 1..=most {
                     let mut together = vec![[f32::NAN; interleaved::GROUP_ROWS]; a];
                     kernel(group, &all[..a], &mut together);
                     for (i, got) in together.iter().enumerate() {

@@ -7,6 +7,7 @@
 //! use it for every row while it is in a register.
 
 use super::SharedOut;
+use super::batched;
 use super::simd::multiversion;
 use super::vec::add_into;
 use rayon::prelude::*;
@@ -163,6 +164,14 @@ fn fold_row_pair(
 /// each row of x with row j of w. This is the LM head, whose weight is the token embedding.
 pub fn times_transposed(out: &mut [f32], x: &[f32], w: &[f32], (m, k, n): (usize, usize, usize)) {
     assert!(out.len() >= m * n && x.len() >= m * k && w.len() >= k * n, "matvec shapes");
+    if m > 1 && batched::available() {
+        for (out, x) in
+            out[..m * n].chunks_mut(batched::MAX_ROWS * n).zip(x[..m * k].chunks(batched::MAX_ROWS * k))
+        {
+            batched::times_transposed(out, x, w, (out.len() / n, k, n), k * n >= PARALLEL_MIN);
+        }
+        return;
+    }
     let dst = SharedOut(out.as_mut_ptr());
     let blocks = n.div_ceil(BLOCK);
     let task = |blk: usize| {
@@ -271,6 +280,8 @@ mod tests {
             (2, 1000, 70),
             (5, 200, 96),
             (11, 90, 32),
+            (4, 33, 101),
+            (9, 70, 65),
         ] {
             let x = random(m * k, &mut rng);
             let w = random(k * n, &mut rng);

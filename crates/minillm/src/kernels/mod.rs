@@ -1,5 +1,6 @@
 //! Numeric kernels with nothing model-specific in them.
 
+pub(crate) mod batched;
 pub(crate) mod matmul;
 pub(crate) mod matvec;
 pub(crate) mod simd;

@@ -1,5 +1,6 @@
-//! The LM head's product for 2 to 8 rows of x (decoding several sequences at once): w stored
-//! one output per row (the token embedding), out[b][j] = x[b] . w[j].
+//! The LM head's product for 1 to 8 rows of x (decoding one or several sequences): w stored
+//! one output per row (the token embedding), out[b][j] = x[b] . w[j]. One row takes the same
+//! path, so a sequence's logits are the same bits whatever else shares its step.
 //!
 //! Two rows of w at a time: 16 of their weights are loaded into registers once and multiplied
 //! there with every row of x, the 16 sums stay in registers across the whole input, and the

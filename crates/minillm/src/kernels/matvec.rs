@@ -164,7 +164,7 @@ fn fold_row_pair(
 /// each row of x with row j of w. This is the LM head, whose weight is the token embedding.
 pub fn times_transposed(out: &mut [f32], x: &[f32], w: &[f32], (m, k, n): (usize, usize, usize)) {
     assert!(out.len() >= m * n && x.len() >= m * k && w.len() >= k * n, "matvec shapes");
-    if m > 1 && batched::available() {
+    if batched::available() {
         for (out, x) in
             out[..m * n].chunks_mut(batched::MAX_ROWS * n).zip(x[..m * k].chunks(batched::MAX_ROWS * k))
         {

@@ -309,12 +309,14 @@ fn decode(a: DecodeArgs) -> Result<()> {
     );
     for r in &runs {
         println!(
-            "  batch {}: {:.1} tokens/s ({:.2} ms per step, weights read at {:.1} GB/s = {:.0}% of bandwidth); peak memory so far {}",
+            "  batch {}: {:.1} tokens/s ({:.2} ms per step, weights read at {:.1} GB/s = {:.0}% of bandwidth); \
+             prompt {:.0} tokens/s; peak memory so far {}",
             r["batch"],
             r["tokens_per_s"].as_f64().unwrap_or(0.0),
             r["ms_per_step"].as_f64().unwrap_or(0.0),
             r["weights_gb_per_s"].as_f64().unwrap_or(0.0),
             100.0 * r["fraction_of_bandwidth"].as_f64().unwrap_or(0.0),
+            r["prompt_tokens_per_s"].as_f64().unwrap_or(0.0),
             r["peak_mb_so_far"].as_f64().map_or("unknown".into(), |mb| format!("{mb:.1} MB")),
         );
     }

@@ -106,10 +106,7 @@ impl Stacked {
         let mut joined: Vec<QMatrix> = Vec::with_capacity(parts.len());
         for part in parts {
             match joined.last_mut() {
-                Some(last) if last.ty == part.ty && last.cols == part.cols => {
-                    let bytes = [last.bytes(), part.bytes()].concat();
-                    *last = QMatrix::from_bytes(part.ty, last.rows + part.rows, part.cols, bytes)?;
-                }
+                Some(last) if last.ty == part.ty && last.cols == part.cols => *last = last.stacked(&part)?,
                 _ => joined.push(part),
             }
         }

@@ -157,6 +157,25 @@ impl QMatrix {
         QMatrix { data: Blocks::Interleaved(packed, kernel), ..self }
     }
 
+    /// This matrix with `below`'s rows under it (the same type and columns). Interleaved
+    /// matrices whose top ends on a whole group join as they are (their layout is group after
+    /// group); others through GGUF's bytes.
+    pub fn stacked(&self, below: &QMatrix) -> Result<QMatrix> {
+        assert!(self.ty == below.ty && self.cols == below.cols, "stacked matrices' types and columns");
+        let (ty, rows, cols) = (self.ty, self.rows + below.rows, self.cols);
+        if let (Blocks::Interleaved(top, kernel), Blocks::Interleaved(bottom, _)) = (&self.data, &below.data)
+            && self.rows.is_multiple_of(GROUP_ROWS)
+        {
+            return Ok(QMatrix {
+                ty,
+                rows,
+                cols,
+                data: Blocks::Interleaved([&top[..], bottom].concat(), *kernel),
+            });
+        }
+        QMatrix::from_bytes(ty, rows, cols, [self.bytes(), below.bytes()].concat())
+    }
+
     /// Whether the matrix is kept in the [`interleaved`] layout (q8_0 and q4_0, on a CPU with
     /// AVX-512 VNNI): a copy of a mapped file's blocks, not the blocks where they lie.
     pub fn is_interleaved(&self) -> bool {

@@ -250,6 +250,31 @@ fn the_interleaved_layout_keeps_every_byte_and_product() {
                     }
                 }
             }
+            // Stacked on a matrix of whole groups and of a partial one: the rows' bytes one after
+            // the other, in the layout, and the same products.
+            for top_rows in [8, 9] {
+                let top = QMatrix::quantize(ty, &normals(top_rows * k, &mut rng, 0.05), top_rows, k).unwrap();
+                let (top_plain, top_packed) = top.layouts();
+                let want = top_plain.stacked(&plain).unwrap();
+                let got = top_packed.unwrap().stacked(&packed).unwrap();
+                assert!(
+                    got.is_interleaved() || top_rows % interleaved::GROUP_ROWS != 0,
+                    "whole groups join as they are"
+                );
+                assert_eq!(
+                    *got.bytes(),
+                    [top.bytes(), plain.bytes()].concat()[..],
+                    "{} {top_rows} + {rows}",
+                    ty.name()
+                );
+                let x = normals(3 * k, &mut rng, 1.0);
+                let (mut a, mut b) = (vec![f32::NAN; 3 * got.rows], vec![f32::NAN; 3 * got.rows]);
+                got.times(&mut a, &x, None, 3);
+                want.times(&mut b, &x, None, 3);
+                for (g, w) in a.iter().zip(&b) {
+                    assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{} stacked: {g} vs {w}", ty.name());
+                }
+            }
             // Each kernel on one group: several activation rows give each exactly what it gets
             // alone, and the SIMD kernel what the portable one gives, up to float rounding.
             let group = &interleaved::pack(ty, rows, k, &plain.bytes())[..interleaved::group_bytes(ty, k)];

@@ -314,12 +314,9 @@ impl QMatrix {
                 // y (m x count) = x (m x k) . w^T, w stored (count x k).
                 let wt = View::rows(0, count, k, k).t();
                 matmul_view(y, View::rows(0, m, count, count), x, View::rows(0, m, k, k), w, wt, 1.0, false);
-                for i in 0..m {
-                    for (c, &v) in y[i * count..(i + 1) * count].iter().enumerate() {
-                        let j = first + c;
-                        // SAFETY: out holds m rows of stride and each (i, j) is written by one task.
-                        unsafe { *shared.ptr().add(i * stride + j) = v + bias.map_or(0.0, |b| b[j]) };
-                    }
+                for (i, products) in y.chunks_exact(count).enumerate() {
+                    // SAFETY: out holds m rows of stride; this task alone writes its columns.
+                    unsafe { put(shared, stride, bias, (i, first), products) };
                 }
             });
         });
@@ -358,13 +355,8 @@ impl QMatrix {
                         let products = &mut products[..r * a];
                         dot(call, (i, a), products);
                         for (ia, sums) in products.chunks_exact(r).enumerate() {
-                            for (jr, &v) in sums.iter().enumerate() {
-                                let j = first + jr;
-                                // SAFETY: out holds m rows of stride; each (i, j) is written by one task.
-                                unsafe {
-                                    *out.ptr().add((i + ia) * stride + j) = v + bias.map_or(0.0, |b| b[j])
-                                };
-                            }
+                            // SAFETY: out holds m rows of stride; this task alone writes its rows.
+                            unsafe { put(out, stride, bias, (i + ia, first), sums) };
                         }
                     }
                 }
@@ -409,12 +401,11 @@ impl QMatrix {
                         kernel(group, &xs[..a], &mut sums[..a]);
                         let first = (t * groups_per_task + at) * GROUP_ROWS;
                         for (ia, sums) in sums[..a].iter().enumerate() {
-                            for (j, &v) in (first..n).zip(sums) {
-                                // SAFETY: out holds m rows of stride; each (i, j) is written by one task.
-                                unsafe {
-                                    *out.ptr().add((i + ia) * stride + j) = v + bias.map_or(0.0, |b| b[j])
-                                };
-                            }
+                            // SAFETY: out holds m rows of stride; this task alone writes its group's
+                            // rows, of which those past n are padding and not written.
+                            unsafe {
+                                put(out, stride, bias, (i + ia, first), &sums[..GROUP_ROWS.min(n - first)])
+                            };
                         }
                     }
                 }
@@ -425,6 +416,25 @@ impl QMatrix {
         } else {
             packed.par_chunks(groups_per_task * size).enumerate().for_each(task);
         }
+    }
+}
+
+/// out[i][first + c] = products[c] + bias[first + c]: one task's products with row i of x.
+///
+/// # Safety
+/// `out` holds row i of `stride` floats, `first + products.len() <= stride`, and no other
+/// task writes these elements meanwhile.
+unsafe fn put(
+    out: SharedOut,
+    stride: usize,
+    bias: Option<&[f32]>,
+    (i, first): (usize, usize),
+    products: &[f32],
+) {
+    for (c, &v) in products.iter().enumerate() {
+        let j = first + c;
+        // SAFETY: the caller's contract.
+        unsafe { *out.ptr().add(i * stride + j) = v + bias.map_or(0.0, |b| b[j]) };
     }
 }
 

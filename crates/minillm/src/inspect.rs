@@ -81,12 +81,7 @@ pub fn inspect(
 ) -> Result<Inspection> {
     let cfg = &model.config;
     let (t, nh) = (ids.len(), cfg.n_head);
-    if t == 0 {
-        return Err(Error::Invalid("the text is empty: nothing to inspect".into()));
-    }
-    if t > cfg.block_size {
-        return Err(Error::TooLong { tokens: t, context: cfg.block_size });
-    }
+    check_length(cfg, t)?;
     if let Some(w) = attention
         && (w.layer >= cfg.n_layer || w.head.is_some_and(|h| h >= nh))
     {
@@ -138,4 +133,31 @@ pub fn inspect(
     let residual_norms = probe.norms;
     let tokens = ids.iter().map(|&id| Token { id, text: tok.token_text(id) }).collect();
     Ok(Inspection { tokens, next, attention, surprisal, residual_norms, logits: last_logits })
+}
+
+/// Every head's attention in every layer over `ids`: (layers, heads, T, T), row i of a map
+/// showing how position i spreads its attention (zero after i). One pass over the text per layer.
+pub fn attention_maps(model: &Gpt, ids: &[u32]) -> Result<Vec<f32>> {
+    let cfg = &model.config;
+    let t = ids.len();
+    check_length(cfg, t)?;
+    let mut maps = Vec::with_capacity(cfg.n_layer * cfg.n_head * t * t);
+    for layer in 0..cfg.n_layer {
+        let mut cache = KvCache::with_shape(model, CacheShape::scoring(cfg, t));
+        let mut probe = Probe::new(Some(layer), t);
+        model.score(&mut cache, ids, Some(&mut probe), |_, _| {})?;
+        maps.extend_from_slice(&probe.attention);
+    }
+    Ok(maps)
+}
+
+/// A text to look inside must have a token and fit the context.
+fn check_length(cfg: &crate::model::ModelConfig, t: usize) -> Result<()> {
+    if t == 0 {
+        return Err(Error::Invalid("the text is empty: nothing to inspect".into()));
+    }
+    if t > cfg.block_size {
+        return Err(Error::TooLong { tokens: t, context: cfg.block_size });
+    }
+    Ok(())
 }

@@ -154,7 +154,7 @@ fn inspect_matches_pytorch_attention_and_softmax() {
 }
 
 fn inspect_matches_pytorch_attention_and_softmax_for(fixture_name: &str) {
-    use minillm::inspect::{Which, inspect};
+    use minillm::inspect::{Which, attention_maps, inspect};
     use minillm::sample::probabilities;
     let (bytes, settings) = load_reference(fixture_name);
     let reference = SafeTensors::deserialize(&bytes).unwrap();
@@ -164,8 +164,12 @@ fn inspect_matches_pytorch_attention_and_softmax_for(fixture_name: &str) {
     let model = load_model(&fixture(fixture_name)).unwrap();
     let (v, nh, layers) = (model.config.vocab_size, model.config.n_head, model.config.n_layer);
     let tok = minillm::Tokenizer::bytes(); // any tokenizer: only the texts of tokens depend on it
+    let all = attention_maps(&model, &tokens).unwrap();
+    assert_eq!(all.len(), layers * nh * t * t);
     for layer in 0..layers {
         let theirs = f32s(&reference, &format!("attentions.{layer}"));
+        let err = rel_error(&all[layer * nh * t * t..(layer + 1) * nh * t * t], &theirs);
+        assert!(err < 1e-5, "{fixture_name} layer {layer}: attention_maps differs by {err:.2e}");
         for head in 0..nh {
             let seen = inspect(&model, &tok, &tokens, v, Some(Which { layer, head: Some(head) })).unwrap();
             let ours: Vec<f32> = seen.attention.unwrap().weights.concat();

@@ -148,8 +148,9 @@ fn train_and_talk(bpe: &minillm::Tokenizer, corpus: &str, arch: &str) -> Result<
     samples(&mut trainer.model, bpe)?;
     println!("\n== 6. Training it on the corpus ({} tokens)", count(ids.len()));
     std::fs::create_dir_all(&run)?;
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    super::train::train_loop(&mut trainer, &run, &stop)?;
+    // Ctrl-C ends the demo as any program (no checkpoint to resume: it is a tour).
+    let mut watch = super::train::Watch { stop: Default::default(), on_step: Box::new(|_| {}) };
+    super::train::train_loop(&mut trainer, &run, &mut watch)?;
     println!("\n== 7. After training, it writes the corpus's kind of sentences:");
     samples(&mut trainer.model, bpe)?;
     println!("\n== 8. Every token is a draw from the model's next-token probabilities:");

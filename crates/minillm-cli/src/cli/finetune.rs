@@ -3,7 +3,7 @@
 
 use super::ranks::{Join, RankArgs};
 use super::session::{Loaded, MODEL_HELP, load};
-use super::train::{Flags, interrupted, train_loop};
+use super::train::{Flags, Watch, train_loop};
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
 use minillm::chat::{Dialogue, Message, Role, add_chat_tokens};
@@ -130,12 +130,11 @@ fn start(
     Ok((Loaded { model, tok, generation: loaded.generation, chat_template }, config, out))
 }
 
-fn run_loop(mut trainer: Trainer, run_dir: &Path) -> Result<Trainer> {
+fn run_loop(mut trainer: Trainer, run_dir: &Path, watch: &mut Watch) -> Result<Trainer> {
     if trainer.rank().0 == 0 {
         atomic_write(&run_dir.join("config.toml"), trainer.config.to_toml().as_bytes())?;
     }
-    let stop = interrupted()?;
-    train_loop(&mut trainer, run_dir, &stop)?;
+    train_loop(&mut trainer, run_dir, watch)?;
     Ok(trainer)
 }
 
@@ -153,11 +152,16 @@ fn sft_objective(
 }
 
 pub fn run_sft(a: Args) -> Result<()> {
+    run_sft_watched(a, Watch::ctrl_c()?)
+}
+
+/// [`run_sft`], stopped and followed by `watch`.
+pub fn run_sft_watched(a: Args, mut watch: Watch) -> Result<()> {
     let mut join = Join::start(&a.ranks)?;
     let built = build_sft(&a);
     let (mut trainer, run_dir, base, chats) = join.settle(built)?;
     join.attach(&mut trainer)?;
-    let trainer = run_loop(trainer, &run_dir)?;
+    let trainer = run_loop(trainer, &run_dir, &mut watch)?;
     if trainer.rank().0 != 0 {
         return Ok(());
     }
@@ -286,6 +290,11 @@ fn dpo_objective(
 }
 
 pub fn run_dpo(a: DpoArgs) -> Result<()> {
+    run_dpo_watched(a, Watch::ctrl_c()?)
+}
+
+/// [`run_dpo`], stopped and followed by `watch`.
+pub fn run_dpo_watched(a: DpoArgs, mut watch: Watch) -> Result<()> {
     let mut join = Join::start(&a.common.ranks)?;
     let built = build_dpo(&a);
     let (mut trainer, run_dir) = join.settle(built)?;
@@ -293,7 +302,7 @@ pub fn run_dpo(a: DpoArgs) -> Result<()> {
     let before = trainer.evaluate()?.dpo.expect("DPO data evaluates to DPO numbers");
     trainer.best_val = None;
     println!("held-out preference accuracy before DPO: {:.1}% (policy = reference)", 100.0 * before.accuracy);
-    trainer = run_loop(trainer, &run_dir)?;
+    trainer = run_loop(trainer, &run_dir, &mut watch)?;
     if trainer.rank().0 != 0 {
         return Ok(());
     }

@@ -1,6 +1,6 @@
 //! `minillm generate`: continue a prompt with a trained model, streaming the text as it comes.
 
-use super::session::{MODEL_HELP, SamplingArgs, fit_context, load, stream_many};
+use super::session::{Loaded, MODEL_HELP, SamplingArgs, fit_context, load, stream_many};
 use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
 use minillm::chat::{Message, Role};
@@ -35,17 +35,8 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let mut loaded = load(&a.model)?;
-    let (prompt, echo) = if a.chat {
-        let dialogue = loaded.dialogue();
-        if !dialogue.has_template() {
-            bail!("--chat needs a model with a chat template; fine-tune one with `minillm sft`");
-        }
-        loaded.generation.eos_token_ids = dialogue.end_ids();
-        (dialogue.render(&loaded.tok, &[Message::new(Role::User, a.prompt.clone())])?, "")
-    } else {
-        (loaded.tok.encode_prompt(&a.prompt)?, a.prompt.as_str())
-    };
-    let prompt = fit_context(prompt, loaded.model.config.block_size, a.truncate.as_deref())?;
+    let prompt = prompt_ids(&mut loaded, &a.prompt, a.chat, a.truncate.as_deref())?;
+    let echo = if a.chat { "" } else { a.prompt.as_str() };
     let mut sampling = a.sampling.resolve(loaded.model.config.vocab_size, &loaded.generation)?;
     sampling.prepare_output(&loaded)?;
     if a.num_samples == 0 || a.num_samples > 64 {
@@ -89,4 +80,21 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The prompt's ids, fitted into the context (see [`fit_context`]). With `chat`, the prompt is
+/// a user message in the model's chat template, and generation stops where the model closes
+/// its turn.
+pub fn prompt_ids(loaded: &mut Loaded, prompt: &str, chat: bool, truncate: Option<&str>) -> Result<Vec<u32>> {
+    let ids = if chat {
+        let dialogue = loaded.dialogue();
+        if !dialogue.has_template() {
+            bail!("--chat needs a model with a chat template; fine-tune one with `minillm sft`");
+        }
+        loaded.generation.eos_token_ids = dialogue.end_ids();
+        dialogue.render(&loaded.tok, &[Message::new(Role::User, prompt.to_string())])?
+    } else {
+        loaded.tok.encode_prompt(prompt)?
+    };
+    fit_context(ids, loaded.model.config.block_size, truncate)
 }

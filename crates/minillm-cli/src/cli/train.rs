@@ -127,6 +127,27 @@ impl Flags {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    run_watched(a, Watch::ctrl_c()?)
+}
+
+/// How a training loop is stopped and followed from outside: on the command line by Ctrl-C and
+/// its progress bar; from Python by the iterator that yields each step's metrics.
+pub struct Watch<'a> {
+    /// Set to stop after the current step, with a checkpoint.
+    pub stop: Arc<AtomicBool>,
+    /// Called with each step's line of metrics.jsonl, once it is written.
+    pub on_step: Box<dyn FnMut(&serde_json::Value) + Send + 'a>,
+}
+
+impl Watch<'_> {
+    /// Ctrl-C stops the run; nothing else follows it.
+    pub fn ctrl_c() -> Result<Watch<'static>> {
+        Ok(Watch { stop: interrupted()?, on_step: Box::new(|_| {}) })
+    }
+}
+
+/// [`run`], stopped and followed by `watch`.
+pub fn run_watched(a: Args, mut watch: Watch) -> Result<()> {
     let mut join = Join::start(&a.ranks)?;
     let built = start(&a);
     let (mut trainer, run_dir) = join.settle(built)?;
@@ -134,8 +155,7 @@ pub fn run(a: Args) -> Result<()> {
     if trainer.rank().0 == 0 {
         atomic_write(&run_dir.join("config.toml"), trainer.config.to_toml().as_bytes())?;
     }
-    let stop = interrupted()?;
-    train_loop(&mut trainer, &run_dir, &stop)
+    train_loop(&mut trainer, &run_dir, &mut watch)
 }
 
 /// The trainer for a new run, or the resumed one, and its directory.
@@ -179,14 +199,14 @@ fn start(a: &Args) -> Result<(Trainer, PathBuf)> {
 }
 
 /// Runs `trainer` to its `max_steps` with a progress bar, metrics.jsonl, evaluations and
-/// checkpoints in `run_dir`; stops early (with a checkpoint) when `stop` is set. In a
+/// checkpoints in `run_dir`; stops early (with a checkpoint) when `watch.stop` is set. In a
 /// data-parallel run every rank runs it; rank 0 alone prints and writes.
-pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> Result<()> {
-    let result = run_steps(trainer, run_dir, stop);
+pub fn train_loop(trainer: &mut Trainer, run_dir: &Path, watch: &mut Watch) -> Result<()> {
+    let result = run_steps(trainer, run_dir, watch);
     outcome(trainer, result)
 }
 
-fn run_steps(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> Result<()> {
+fn run_steps(trainer: &mut Trainer, run_dir: &Path, watch: &mut Watch) -> Result<()> {
     let (rank, ranks) = trainer.rank();
     let lead = rank == 0;
     let c = trainer.config.clone();
@@ -302,6 +322,7 @@ fn run_steps(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> Result
         }
         if let Some(metrics) = &mut metrics {
             writeln!(metrics, "{line}")?;
+            (watch.on_step)(&line);
         }
         bar.set_position(trainer.step as u64);
         bar.set_message(match &stats.dpo {
@@ -321,7 +342,7 @@ fn run_steps(trainer: &mut Trainer, run_dir: &Path, stop: &AtomicBool) -> Result
                 100.0 * comm_share
             ));
         }
-        let interrupted = trainer.any_rank(stop.load(Ordering::SeqCst));
+        let interrupted = trainer.any_rank(watch.stop.load(Ordering::SeqCst));
         if trainer.step.is_multiple_of(c.checkpoint_every) || last || interrupted {
             trainer.save_checkpoint(run_dir)?;
         }

@@ -44,9 +44,21 @@ fn the_python_package_installs_and_its_tests_and_notebook_pass() {
     // With maturin at hand the build needs no network; without, pip fetches it into an
     // isolated build environment.
     let mut pip = Command::new(&python);
-    pip.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--force-reinstall", "--no-deps"]);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--force-reinstall",
+        "--no-deps",
+    ]);
     if has_module(&python, "maturin") {
-        pip.arg("--no-build-isolation");
+        // The build backend runs the `maturin` command: the venv's bin directory goes first.
+        let bin = python.parent().unwrap_or(Path::new("."));
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let paths = std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&path));
+        pip.arg("--no-build-isolation").env("PATH", std::env::join_paths(paths).unwrap());
     }
     let status = pip
         .arg(root.join("python"))

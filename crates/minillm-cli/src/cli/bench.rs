@@ -31,6 +31,9 @@ pub enum Command {
     /// What constrained decoding (a JSON schema) adds to each token, next to the decoding step
     /// of GPT-2 small's shape, timed in the same loop.
     Constrain(super::bench_constrain::ConstrainArgs),
+    /// The library calls behind `generate` and `inspect` on a model, timed in-process (what the
+    /// Python package's calls cost without Python).
+    Library(super::bench_library::LibraryArgs),
 }
 
 #[derive(ClapArgs)]
@@ -120,6 +123,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Decode(a) => decode(a),
         Command::Quant(a) => quant(a),
         Command::Constrain(a) => super::bench_constrain::run(a),
+        Command::Library(a) => super::bench_library::library(a),
     }
 }
 

@@ -1,5 +1,6 @@
 pub mod bench;
 mod bench_constrain;
+mod bench_library;
 pub mod chat;
 pub mod compare;
 pub mod corpus;

@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 from . import _minillm
-from ._minillm import CharTokenizer, Error, TextStream, Tokenizer, WordTokenizer, set_threads, threads
+from ._minillm import (
+    CharTokenizer,
+    Error,
+    SimpleTokenizer,
+    TextStream,
+    Tokenizer,
+    WordTokenizer,
+    set_threads,
+    threads,
+)
 
 __version__ = _minillm.__version__
 __all__ = [
@@ -29,6 +38,7 @@ __all__ = [
     "Error",
     "Model",
     "Run",
+    "SimpleTokenizer",
     "TextGenerationPipeline",
     "TextStream",
     "Tokenizer",

@@ -11,6 +11,7 @@ __all__ = [
     "Error",
     "Model",
     "Run",
+    "SimpleTokenizer",
     "TextStream",
     "Tokenizer",
     "WordTokenizer",
@@ -49,23 +50,21 @@ class Tokenizer:
     def special_tokens(self) -> List[Tuple[str, int]]: ...
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None: ...
 
-@final
-class CharTokenizer:
-    @staticmethod
-    def fit(text: str) -> CharTokenizer: ...
+class SimpleTokenizer:
     def encode(self, text: str) -> List[int]: ...
     def tokens(self, text: str) -> List[str]: ...
     @property
     def vocab_size(self) -> int: ...
 
 @final
-class WordTokenizer:
+class CharTokenizer(SimpleTokenizer):
+    @staticmethod
+    def fit(text: str) -> CharTokenizer: ...
+
+@final
+class WordTokenizer(SimpleTokenizer):
     @staticmethod
     def fit(text: str, max_vocab: int = 50000) -> WordTokenizer: ...
-    def encode(self, text: str) -> List[int]: ...
-    def tokens(self, text: str) -> List[str]: ...
-    @property
-    def vocab_size(self) -> int: ...
 
 @final
 class TextStream(Iterator[str]):

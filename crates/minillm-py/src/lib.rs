@@ -9,6 +9,8 @@ mod run;
 mod tokenizer;
 
 use pyo3::prelude::*;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
 
 pyo3::create_exception!(
     minillm,
@@ -28,6 +30,20 @@ fn error(e: impl Into<anyhow::Error>) -> PyErr {
 /// (two thread wake-ups per product: half of a small model's decoding time).
 fn in_pool<T: Send>(py: Python<'_>, work: impl FnOnce() -> T + Send) -> T {
     py.detach(|| rayon::scope(|_| work()))
+}
+
+/// The next message from work running on another thread: waits with the GIL released, and
+/// lets Ctrl-C through between waits (as the KeyboardInterrupt it raises). None once the
+/// sender is gone.
+fn receive<T: Send>(py: Python<'_>, receiver: &mut Receiver<T>) -> PyResult<Option<T>> {
+    loop {
+        let waiting = &mut *receiver;
+        match py.detach(move || waiting.recv_timeout(Duration::from_millis(50))) {
+            Ok(message) => return Ok(Some(message)),
+            Err(RecvTimeoutError::Disconnected) => return Ok(None),
+            Err(RecvTimeoutError::Timeout) => py.check_signals()?,
+        }
+    }
 }
 
 /// Sets the number of worker threads (default: all cores). Only before the pool has started,
@@ -57,6 +73,7 @@ fn _minillm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run::settings, m)?)?;
     m.add_function(wrap_pyfunction!(run::builtin_corpus, m)?)?;
     m.add_class::<tokenizer::Tokenizer>()?;
+    m.add_class::<tokenizer::SimpleTokenizer>()?;
     m.add_class::<tokenizer::CharTokenizer>()?;
     m.add_class::<tokenizer::WordTokenizer>()?;
     m.add_class::<model::Model>()?;

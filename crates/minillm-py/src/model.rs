@@ -3,7 +3,7 @@
 //! stream, embeddings) as Python lists and numpy arrays.
 
 use crate::tokenizer::Tokenizer;
-use crate::{Error, error, in_pool};
+use crate::{Error, error, in_pool, receive};
 use clap::Parser;
 use minillm::rng::Rng;
 use minillm_cli::cli::generate::prompt_ids;
@@ -12,9 +12,8 @@ use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 /// `generate`'s sampling settings, read as the command line reads them, so that defaults (the
 /// model's `generation_config.json`, then minillm's) and refusals are the same.
@@ -92,15 +91,10 @@ impl TextStream {
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<String>> {
         let mut pieces = self.pieces.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            // Wait with the GIL released, and let Ctrl-C through between waits.
-            let receiver = &mut *pieces;
-            match py.detach(move || receiver.recv_timeout(Duration::from_millis(50))) {
-                Ok(Piece::Text(text)) => return Ok(Some(text)),
-                Ok(Piece::Done(Ok(()))) | Err(RecvTimeoutError::Disconnected) => return Ok(None),
-                Ok(Piece::Done(Err(message))) => return Err(Error::new_err(message)),
-                Err(RecvTimeoutError::Timeout) => py.check_signals()?,
-            }
+        match receive(py, &mut pieces)? {
+            Some(Piece::Text(text)) => Ok(Some(text)),
+            Some(Piece::Done(Ok(()))) | None => Ok(None),
+            Some(Piece::Done(Err(message))) => Err(Error::new_err(message)),
         }
     }
 }

@@ -4,15 +4,14 @@
 //! it prints goes to the process's output (a notebook shows it under the cell).
 
 use crate::model::{clap_message, sampling_settings};
-use crate::{Error, error};
+use crate::{Error, error, receive};
 use clap::{CommandFactory, Parser};
 use minillm_cli::cli::{finetune, train};
 use minillm_cli::{Args, Command};
 use pyo3::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// The settings `command` takes: its flags' long names (`generate`: the sampling settings).
 #[pyfunction]
@@ -92,29 +91,24 @@ impl Run {
     /// checkpoint (as on the command line) and then raises KeyboardInterrupt.
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<String>> {
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let receiver = &mut *events;
-            match py.detach(move || receiver.recv_timeout(Duration::from_millis(50))) {
-                Ok(Event::Step(line)) => return Ok(Some(line)),
-                Ok(Event::Done(Ok(()))) | Err(RecvTimeoutError::Disconnected) => return Ok(None),
-                Ok(Event::Done(Err(message))) => return Err(Error::new_err(message)),
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Err(interrupt) = py.check_signals() {
-                        self.stop.store(true, Ordering::SeqCst);
-                        // The checkpoint is written before the exception reaches the caller.
-                        let receiver = &mut *events;
-                        let ended = py.detach(move || {
-                            receiver.iter().find_map(|e| match e {
-                                Event::Done(result) => Some(result),
-                                Event::Step(_) => None,
-                            })
-                        });
-                        return Err(match ended {
-                            Some(Err(message)) => error(anyhow::anyhow!(message)),
-                            _ => interrupt,
-                        });
-                    }
-                }
+        match receive(py, &mut events) {
+            Ok(Some(Event::Step(line))) => Ok(Some(line)),
+            Ok(Some(Event::Done(Ok(())))) | Ok(None) => Ok(None),
+            Ok(Some(Event::Done(Err(message)))) => Err(Error::new_err(message)),
+            Err(interrupt) => {
+                self.stop.store(true, Ordering::SeqCst);
+                // The checkpoint is written before the exception reaches the caller.
+                let receiver = &mut *events;
+                let ended = py.detach(move || {
+                    receiver.iter().find_map(|e| match e {
+                        Event::Done(result) => Some(result),
+                        Event::Step(_) => None,
+                    })
+                });
+                Err(match ended {
+                    Some(Err(message)) => error(anyhow::anyhow!(message)),
+                    _ => interrupt,
+                })
             }
         }
     }

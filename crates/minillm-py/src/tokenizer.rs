@@ -131,54 +131,65 @@ impl Tokenizer {
     }
 }
 
-/// One token per distinct character of the text it was fitted to; id 0 is `<unk>`.
-#[pyclass(module = "minillm", frozen)]
-pub struct CharTokenizer(simple::CharTokenizer);
+/// The char- and word-level tokenizers' shared methods (each is fitted to a text).
+#[pyclass(module = "minillm", frozen, subclass)]
+pub struct SimpleTokenizer(Simple);
+
+enum Simple {
+    Chars(simple::CharTokenizer),
+    Words(simple::WordTokenizer),
+}
 
 #[pymethods]
-impl CharTokenizer {
-    #[staticmethod]
-    fn fit(text: &str) -> CharTokenizer {
-        CharTokenizer(simple::CharTokenizer::fit(text))
-    }
-
+impl SimpleTokenizer {
     fn encode(&self, text: &str) -> Vec<u32> {
-        self.0.encode(text)
+        match &self.0 {
+            Simple::Chars(t) => t.encode(text),
+            Simple::Words(t) => t.encode(text),
+        }
     }
 
     fn tokens(&self, text: &str) -> Vec<String> {
-        self.0.encode(text).iter().map(|&id| self.0.token(id).to_string()).collect()
+        let token = |id: u32| match &self.0 {
+            Simple::Chars(t) => t.token(id).to_string(),
+            Simple::Words(t) => t.token(id).to_string(),
+        };
+        self.encode(text).into_iter().map(token).collect()
     }
 
     #[getter]
     fn vocab_size(&self) -> usize {
-        self.0.vocab_size()
+        match &self.0 {
+            Simple::Chars(t) => t.vocab_size(),
+            Simple::Words(t) => t.vocab_size(),
+        }
+    }
+}
+
+/// One token per distinct character of the text it was fitted to; id 0 is `<unk>`.
+#[pyclass(module = "minillm", frozen, extends = SimpleTokenizer)]
+pub struct CharTokenizer;
+
+#[pymethods]
+impl CharTokenizer {
+    #[staticmethod]
+    fn fit(py: Python<'_>, text: &str) -> PyResult<Py<CharTokenizer>> {
+        let base = SimpleTokenizer(Simple::Chars(simple::CharTokenizer::fit(text)));
+        Py::new(py, PyClassInitializer::from(base).add_subclass(CharTokenizer))
     }
 }
 
 /// One token per word seen in the text it was fitted to (the most frequent `max_vocab` - 1);
 /// id 0 is `<unk>`, and whitespace is not kept.
-#[pyclass(module = "minillm", frozen)]
-pub struct WordTokenizer(simple::WordTokenizer);
+#[pyclass(module = "minillm", frozen, extends = SimpleTokenizer)]
+pub struct WordTokenizer;
 
 #[pymethods]
 impl WordTokenizer {
     #[staticmethod]
     #[pyo3(signature = (text, max_vocab = 50_000))]
-    fn fit(text: &str, max_vocab: usize) -> WordTokenizer {
-        WordTokenizer(simple::WordTokenizer::fit(text, max_vocab))
-    }
-
-    fn encode(&self, text: &str) -> Vec<u32> {
-        self.0.encode(text)
-    }
-
-    fn tokens(&self, text: &str) -> Vec<String> {
-        self.0.encode(text).iter().map(|&id| self.0.token(id).to_string()).collect()
-    }
-
-    #[getter]
-    fn vocab_size(&self) -> usize {
-        self.0.vocab_size()
+    fn fit(py: Python<'_>, text: &str, max_vocab: usize) -> PyResult<Py<WordTokenizer>> {
+        let base = SimpleTokenizer(Simple::Words(simple::WordTokenizer::fit(text, max_vocab)));
+        Py::new(py, PyClassInitializer::from(base).add_subclass(WordTokenizer))
     }
 }

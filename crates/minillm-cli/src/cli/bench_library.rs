@@ -40,14 +40,17 @@ pub fn library(a: LibraryArgs) -> Result<()> {
     }
     let mut loaded = load(&a.model)?;
     let sampling = a.sampling.resolve(loaded.model.config.vocab_size, &loaded.generation)?;
+    // As a Python script calls them: each call in turn, from the text (encode, fit the context,
+    // then generate with a fresh seed, or look).
     let (mut generate, mut inspect, mut new_tokens) = (Vec::new(), Vec::new(), 0);
     for _ in 0..a.rounds {
-        // As the Python calls do: encode, fit the context, generate (or look) with a fresh seed.
         let started = Instant::now();
         let ids = fit_context(loaded.tok.encode_prompt(&a.prompt)?, loaded.model.config.block_size, None)?;
         let out = stream(&mut loaded, &ids, &sampling, &mut Rng::new(sampling.seed), |_| Ok(()))?;
         generate.push(started.elapsed().as_secs_f64());
         new_tokens = out.tokens.len();
+    }
+    for _ in 0..a.rounds {
         let started = Instant::now();
         let ids = loaded.tok.encode_prompt(&a.prompt)?;
         minillm::inspect::inspect(&loaded.model, &loaded.tok, &ids, a.top, None)?;

@@ -206,11 +206,19 @@ class Run:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.metrics: List[Dict[str, Any]] = []
         self._run = _minillm.Run(list(argv))
+        # Wait for the first step (or the end), so that a run that cannot start raises here.
+        self._first: Optional[str] = next(self._run, None)
+
+    def _lines(self) -> Iterator[str]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        yield from self._run
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
         finished = False
         try:
-            for line in self._run:
+            for line in self._lines():
                 step = json.loads(line)
                 self.metrics.append(step)
                 yield step

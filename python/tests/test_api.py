@@ -260,6 +260,15 @@ def test_bad_input_raises_with_the_librarys_message(gpt2_tiny, tmp_path):
         minillm.quantize(gpt2_tiny, tmp_path / "m.gguf", "q3_X")
     with pytest.raises(TypeError, match="unexpected setting 'modle'"):
         minillm.train({"modle": "baby"}, data=tmp_path, out=tmp_path / "run")
+    # A run that cannot start raises where it is started, not when first iterated.
+    with pytest.raises(minillm.Error, match="nothing"):
+        minillm.train({"model": "baby"}, data=tmp_path / "nothing", out=tmp_path / "run")
+    with pytest.raises(minillm.Error, match="required arguments were not provided: model out"):
+        minillm.sft(data=tmp_path / "chats.jsonl")
+    with pytest.raises(minillm.Error, match=r"invalid value 'onnx' for format \[possible values: hf, gguf\]"):
+        minillm.export(gpt2_tiny, tmp_path / "e", "onnx")
+    with pytest.raises(minillm.Error, match="invalid value 'abc' for max_steps: invalid digit"):
+        minillm.train(data=tmp_path, out=tmp_path / "run", max_steps="abc")
 
 
 # --- training, fine-tuning, quantization ------------------------------------------------------

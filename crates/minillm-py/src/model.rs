@@ -37,20 +37,30 @@ fn parse_sampling(flags: &[String], loaded: &Loaded) -> anyhow::Result<Sampling>
     Ok(sampling)
 }
 
-/// clap's error without its "error: " prefix and usage lines, its flags named as Python's
-/// keywords (`'--top-p <TOP_P>'` becomes `top_p`).
+/// clap's error as one line, without its "error: " prefix and usage, its flags named as
+/// Python's keywords: `'--top-p <TOP_P>'` becomes `top_p`.
 pub fn clap_message(e: &clap::Error) -> String {
     let text = e.to_string();
-    let first = text.lines().next().unwrap_or_default();
-    let mut rest = first.strip_prefix("error: ").unwrap_or(first);
+    let said: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+    let joined = said.join(" ");
+    let text = joined.strip_prefix("error: ").unwrap_or(&joined);
     let mut out = String::new();
-    while let Some(start) = rest.find("'--") {
-        let Some(len) = rest[start + 1..].find('\'') else { break };
-        let flag = &rest[start + 3..start + 1 + len];
-        let name = flag.split(' ').next().unwrap_or(flag).replace('-', "_");
-        out.push_str(&rest[..start]);
-        out.push_str(&name);
-        rest = &rest[start + 2 + len..];
+    let mut rest = text;
+    while let Some(at) = rest.find("--") {
+        let quoted = rest[..at].ends_with('\'');
+        out.push_str(&rest[..at - usize::from(quoted)]);
+        let name_end = rest[at + 2..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .map_or(rest.len(), |n| at + 2 + n);
+        out.push_str(&rest[at + 2..name_end].replace('-', "_"));
+        rest = &rest[name_end..];
+        // The value's placeholder (` <TOP_P>`) and the closing quote go with the flag.
+        if let Some(after) = rest.strip_prefix(" <").and_then(|r| r.find('>').map(|n| &r[n + 1..])) {
+            rest = after;
+        }
+        if quoted {
+            rest = rest.strip_prefix('\'').unwrap_or(rest);
+        }
     }
     out + rest
 }

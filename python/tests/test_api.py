@@ -199,6 +199,17 @@ def test_generate_equals_the_cli(fixture, request):
     assert len(many) == 3 and many[0] == sampled
 
 
+def test_calls_inside_a_stream_wait_for_its_generation(gpt2_tiny):
+    model = minillm.Model.load(gpt2_tiny)
+    pieces = []
+    for piece in model.generate("Once upon a", max_new_tokens=20, temperature=0, stream=True):
+        pieces.append(piece)
+        # The model is busy generating: these wait for it (and must not deadlock).
+        assert model.next_token_probs("Once", top=1)[0]["prob"] > 0
+        assert model.tokens("Once")
+    assert "".join(pieces) == model.generate("Once upon a", max_new_tokens=20, temperature=0)
+
+
 def test_stop_strings_and_logit_bias(gpt2_tiny):
     model = minillm.Model.load(gpt2_tiny)
     full = model.generate("Once upon a", max_new_tokens=24, temperature=0)
@@ -363,3 +374,30 @@ def test_the_gil_is_released_during_long_work():
     counter.join()
     # Holding the GIL for the whole call would leave the counting thread one tick or two.
     assert during > 0.2 * took / 0.001, f"{during} ticks in {took:.2f}s: the GIL was held"
+
+
+@pytest.fixture(scope="session")
+def slow_model(tmp_path_factory):
+    """A random 30M-parameter GPT (GPT-2's vocabulary): long generations take seconds here."""
+    out = tmp_path_factory.mktemp("d6") / "model"
+    cli("model", "init", "--preset", "d6", "--out", out)
+    return out
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_ctrl_c_stops_a_generation(slow_model, stream):
+    import threading
+    import time
+
+    model = minillm.Model.load(slow_model)
+    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    started = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        out = model.generate("Once upon a time", max_new_tokens=240, temperature=0.8,
+                             num_samples=1 if stream else 16, stream=stream)
+        for _ in out if stream else []:
+            pass
+    took = time.perf_counter() - started
+    assert took < 2.0, f"the generation went on for {took:.1f}s after Ctrl-C"
+    # The model is free again.
+    assert isinstance(model.generate("Once", max_new_tokens=2, temperature=0), str)

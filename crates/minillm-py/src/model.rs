@@ -12,7 +12,8 @@ use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// `generate`'s sampling settings, read as the command line reads them, so that defaults (the
@@ -77,20 +78,72 @@ pub struct Model {
 impl Model {
     /// The model, waiting for a generation another thread is running on it.
     fn lock(&self) -> MutexGuard<'_, Loaded> {
-        self.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.loaded)
+    }
+
+    /// Runs `work` on the model in the thread pool, with the GIL released. The lock is taken
+    /// here, outside the pool: a pool worker waiting for it could be the very thread that holds
+    /// it, deeper in its stack (a worker waiting inside a parallel product runs queued jobs).
+    fn with_model<T: Send>(&self, py: Python<'_>, work: impl FnOnce(&mut Loaded) -> T + Send) -> T {
+        py.detach(|| {
+            let mut loaded = self.lock();
+            let loaded = &mut *loaded;
+            rayon::scope(|_| work(loaded))
+        })
     }
 }
 
-/// What a streaming generation sends to its reader.
+fn lock(loaded: &Mutex<Loaded>) -> MutexGuard<'_, Loaded> {
+    loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What a generation running on the pool sends to the caller's thread.
 enum Piece {
+    /// A piece of the first continuation's text (when streaming).
     Text(String),
-    Done(Result<(), String>),
+    /// The continuations, or what went wrong.
+    Done(Result<Vec<String>, String>),
+}
+
+/// Starts `prompt`: with `stream`, the first continuation's pieces are sent as they come.
+/// Setting `cancel` (Ctrl-C, or a stream dropped) stops it at the next token.
+fn start(
+    loaded: Arc<Mutex<Loaded>>,
+    prompt: Prompt,
+    stream: bool,
+    cancel: Arc<AtomicBool>,
+) -> Receiver<Piece> {
+    // Unbounded: the generation never waits for its reader, so it always ends and frees the model.
+    let (tx, rx) = channel();
+    // A thread of its own takes the model's lock (never a pool worker: see `with_model`), then
+    // runs the generation in the pool.
+    std::thread::spawn(move || {
+        let mut guard = lock(&loaded);
+        let loaded = &mut *guard;
+        let result = rayon::scope(|_| {
+            prompt.run(loaded, |i, piece| {
+                if cancel.load(Ordering::Relaxed) {
+                    anyhow::bail!("generation stopped");
+                }
+                if stream && i == 0 && !piece.is_empty() {
+                    tx.send(Piece::Text(piece.to_string()))
+                        .map_err(|_| anyhow::anyhow!("the reader went away"))?;
+                }
+                Ok(())
+            })
+        });
+        drop(guard);
+        let _ = tx.send(Piece::Done(result.map_err(|e| format!("{e:#}"))));
+    });
+    rx
 }
 
 /// The text of a generation as it is made: `for piece in model.generate(..., stream=True)`.
+/// Dropping it stops the generation.
 #[pyclass(module = "minillm")]
 pub struct TextStream {
     pieces: Mutex<Receiver<Piece>>,
+    cancel: Arc<AtomicBool>,
 }
 
 #[pymethods]
@@ -101,28 +154,22 @@ impl TextStream {
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<String>> {
         let mut pieces = self.pieces.lock().unwrap_or_else(|p| p.into_inner());
-        match receive(py, &mut pieces)? {
-            Some(Piece::Text(text)) => Ok(Some(text)),
-            Some(Piece::Done(Ok(()))) | None => Ok(None),
-            Some(Piece::Done(Err(message))) => Err(Error::new_err(message)),
+        match receive(py, &mut pieces) {
+            Ok(Some(Piece::Text(text))) => Ok(Some(text)),
+            Ok(Some(Piece::Done(Ok(_))) | None) => Ok(None),
+            Ok(Some(Piece::Done(Err(message)))) => Err(Error::new_err(message)),
+            Err(interrupt) => {
+                self.cancel.store(true, Ordering::Relaxed);
+                Err(interrupt)
+            }
         }
     }
 }
 
-/// Runs `generate` for one continuation, sending its pieces to `out`; a reader that goes away
-/// stops it.
-fn stream_into(loaded: &Mutex<Loaded>, prompt: Prompt, out: SyncSender<Piece>) {
-    let result = rayon::scope(|_| {
-        let mut loaded = loaded.lock().unwrap_or_else(|p| p.into_inner());
-        prompt.run(&mut loaded, |piece| {
-            if !piece.is_empty() {
-                out.send(Piece::Text(piece.to_string()))
-                    .map_err(|_| anyhow::anyhow!("the reader of the stream went away"))?;
-            }
-            Ok(())
-        })
-    });
-    let _ = out.send(Piece::Done(result.map(drop).map_err(|e| format!("{e:#}"))));
+impl Drop for TextStream {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A prompt and how to continue it.
@@ -136,11 +183,11 @@ struct Prompt {
 
 impl Prompt {
     /// Generates `samples` continuations (sample i draws with seed + i, as `generate -n`),
-    /// streaming the first one's pieces to `show`.
+    /// handing continuation i's pieces to `show(i, piece)`.
     fn run(
         &self,
         loaded: &mut Loaded,
-        mut show: impl FnMut(&str) -> anyhow::Result<()>,
+        show: impl FnMut(usize, &str) -> anyhow::Result<()>,
     ) -> anyhow::Result<Vec<String>> {
         // A chat turn stops at the template's end tokens; the model keeps its own list after.
         let eos = loaded.generation.eos_token_ids.clone();
@@ -149,10 +196,7 @@ impl Prompt {
             let sampling = parse_sampling(&self.flags, loaded)?;
             let mut rngs: Vec<Rng> =
                 (0..self.samples as u64).map(|i| Rng::new(sampling.seed.wrapping_add(i))).collect();
-            let outs = session::stream_many(loaded, &ids, &sampling, &mut rngs, |i, piece| match i {
-                0 => show(piece),
-                _ => Ok(()),
-            })?;
+            let outs = session::stream_many(loaded, &ids, &sampling, &mut rngs, show)?;
             Ok(outs.into_iter().map(|o| o.text).collect())
         })();
         loaded.generation.eos_token_ids = eos;
@@ -194,16 +238,25 @@ impl Model {
             return Err(Error::new_err(format!("samples must be 1..=64, not {samples}")));
         }
         let prompt = Prompt { text: prompt, chat, truncate, flags, samples };
-        if stream {
-            if samples > 1 {
-                return Err(Error::new_err("stream=True streams one continuation; ask for samples=1"));
-            }
-            let (tx, rx) = sync_channel(256);
-            let loaded = self.loaded.clone();
-            std::thread::spawn(move || stream_into(&loaded, prompt, tx));
-            return Ok(Py::new(py, TextStream { pieces: Mutex::new(rx) })?.into_any());
+        if stream && samples > 1 {
+            return Err(Error::new_err("stream=True streams one continuation; ask for samples=1"));
         }
-        let texts = in_pool(py, || prompt.run(&mut self.lock(), |_| Ok(()))).map_err(error)?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut pieces = start(self.loaded.clone(), prompt, stream, cancel.clone());
+        if stream {
+            return Ok(Py::new(py, TextStream { pieces: Mutex::new(pieces), cancel })?.into_any());
+        }
+        let texts = match receive(py, &mut pieces) {
+            Ok(Some(Piece::Done(result))) => result.map_err(Error::new_err)?,
+            Ok(_) => return Err(Error::new_err("the generation ended without its text")),
+            Err(interrupt) => {
+                // Ctrl-C: stop at the next token, and wait until the model is free again.
+                cancel.store(true, Ordering::Relaxed);
+                let receiver = &mut pieces;
+                py.detach(move || receiver.iter().for_each(drop));
+                return Err(interrupt);
+            }
+        };
         Ok(match samples {
             1 => PyString::new(py, &texts[0]).into_any().unbind(),
             _ => texts.into_pyobject(py)?.into_any().unbind(),
@@ -223,14 +276,13 @@ impl Model {
         if top == 0 {
             return Err(Error::new_err("top must be at least 1"));
         }
-        in_pool(py, || {
-            let loaded = self.lock();
+        self.with_model(py, |loaded| {
             let ids = loaded.tok.encode_prompt(text).map_err(error)?;
             let seen =
                 minillm::inspect::inspect(&loaded.model, &loaded.tok, &ids, top, None).map_err(error)?;
             let kept = match &flags {
                 Some(flags) => {
-                    let sampler = parse_sampling(flags, &loaded).map_err(error)?.config;
+                    let sampler = parse_sampling(flags, loaded).map_err(error)?.config;
                     Some(minillm::sample::distribution(&seen.logits, &ids, &sampler))
                 }
                 None => None,
@@ -241,10 +293,14 @@ impl Model {
     }
 
     /// The tokens the model sees for `text` (with its BOS token where it has one), as text.
-    fn tokens(&self, text: &str) -> PyResult<Vec<String>> {
-        let loaded = self.lock();
-        let ids = loaded.tok.encode_prompt(text).map_err(error)?;
-        Ok(ids.iter().map(|&id| loaded.tok.token_text(id)).collect())
+    fn tokens(&self, py: Python<'_>, text: &str) -> PyResult<Vec<String>> {
+        // Waiting (for a generation to free the model) without the GIL.
+        py.detach(|| {
+            let loaded = self.lock();
+            let ids = loaded.tok.encode_prompt(text)?;
+            Ok::<_, minillm::Error>(ids.iter().map(|&id| loaded.tok.token_text(id)).collect())
+        })
+        .map_err(error)
     }
 
     /// The logits after `text` (vocabulary,), f32.
@@ -255,14 +311,14 @@ impl Model {
 
     /// Every layer's and head's attention over `text`: (layers, heads, T, T), f32.
     fn attention<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
-        let (maps, shape) = in_pool(py, || {
-            let loaded = self.lock();
-            let ids = loaded.tok.encode_prompt(text)?;
-            let c = &loaded.model.config;
-            let maps = minillm::inspect::attention_maps(&loaded.model, &ids)?;
-            Ok::<_, minillm::Error>((maps, [c.n_layer, c.n_head, ids.len(), ids.len()]))
-        })
-        .map_err(error)?;
+        let (maps, shape) = self
+            .with_model(py, |loaded| {
+                let ids = loaded.tok.encode_prompt(text)?;
+                let c = &loaded.model.config;
+                let maps = minillm::inspect::attention_maps(&loaded.model, &ids)?;
+                Ok::<_, minillm::Error>((maps, [c.n_layer, c.n_head, ids.len(), ids.len()]))
+            })
+            .map_err(error)?;
         Ok(PyArray1::from_vec(py, maps).reshape(shape)?.into_any())
     }
 
@@ -276,8 +332,7 @@ impl Model {
 
     /// The token embedding table: (vocabulary, width), f32.
     fn embeddings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let (table, shape) = in_pool(py, || {
-            let loaded = self.lock();
+        let (table, shape) = self.with_model(py, |loaded| {
             let c = &loaded.model.config;
             (loaded.model.embedding_f32().into_owned(), [c.vocab_size, c.n_embd])
         });
@@ -287,8 +342,7 @@ impl Model {
     /// Loss, perplexity and bits per byte of the model on `text`, as `minillm eval` scores a
     /// text file (JSON).
     fn eval(&self, py: Python<'_>, text: &str) -> PyResult<String> {
-        in_pool(py, || {
-            let loaded = self.lock();
+        self.with_model(py, |loaded| {
             let tokens = loaded.tok.encode_prompt(text)?;
             let bytes = loaded.tok.decoded_len(tokens.get(1..).unwrap_or_default());
             minillm::eval::evaluate(&loaded.model, &tokens, bytes)
@@ -298,21 +352,22 @@ impl Model {
     }
 
     /// The model's configuration, parameter count and weight types (JSON).
-    fn info(&self) -> String {
-        let loaded = self.lock();
-        let m = &loaded.model;
-        let mut doc = serde_json::to_value(&m.config).expect("a config serializes");
-        doc["parameters"] = m.config.num_params().into();
-        doc["weight_type"] = m.weight_type().into();
-        doc["weight_bytes"] = m.weight_bytes().into();
-        doc.to_string()
+    fn info(&self, py: Python<'_>) -> String {
+        py.detach(|| {
+            let loaded = self.lock();
+            let m = &loaded.model;
+            let mut doc = serde_json::to_value(&m.config).expect("a config serializes");
+            doc["parameters"] = m.config.num_params().into();
+            doc["weight_type"] = m.weight_type().into();
+            doc["weight_bytes"] = m.weight_bytes().into();
+            doc.to_string()
+        })
     }
 }
 
 impl Model {
     fn look(&self, py: Python<'_>, text: &str) -> PyResult<minillm::inspect::Inspection> {
-        in_pool(py, || {
-            let loaded = self.lock();
+        self.with_model(py, |loaded| {
             let ids = loaded.tok.encode_prompt(text)?;
             minillm::inspect::inspect(&loaded.model, &loaded.tok, &ids, 1, None)
         })

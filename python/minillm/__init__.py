@@ -125,9 +125,10 @@ class Model:
         list), ``json_schema`` (a dict) or ``grammar`` (a Lark file); those not given come from
         the model's ``generation_config.json``, then minillm's defaults. ``chat=True`` makes
         the prompt a user message in the model's chat template. ``stream=True`` returns an
-        iterator over the text's pieces as they are made; ``num_samples`` > 1 returns a list
-        (sample i draws with seed + i). ``truncate="left"`` keeps the end of an overlong prompt
-        instead of refusing it."""
+        iterator over the text's pieces as they are made (Ctrl-C, or dropping it, stops the
+        generation at the next token; a whole generation runs to its end first);
+        ``num_samples`` > 1 returns a list (sample i draws with seed + i). ``truncate="left"``
+        keeps the end of an overlong prompt instead of refusing it."""
         return self._inner.generate(
             prompt, _sampling(sampling), chat=chat, truncate=truncate, stream=stream, samples=num_samples
         )

@@ -101,18 +101,13 @@ fn lock(loaded: &Mutex<Loaded>) -> MutexGuard<'_, Loaded> {
 enum Piece {
     /// A piece of the first continuation's text (when streaming).
     Text(String),
-    /// The continuations, or what went wrong.
+    /// The end, or what went wrong.
     Done(Result<Vec<String>, String>),
 }
 
-/// Starts `prompt`: with `stream`, the first continuation's pieces are sent as they come.
-/// Setting `cancel` (Ctrl-C, or a stream dropped) stops it at the next token.
-fn start(
-    loaded: Arc<Mutex<Loaded>>,
-    prompt: Prompt,
-    stream: bool,
-    cancel: Arc<AtomicBool>,
-) -> Receiver<Piece> {
+/// Starts `prompt`, sending the first continuation's pieces as they come. Setting `cancel`
+/// (Ctrl-C, or the stream dropped) stops it at the next token.
+fn start(loaded: Arc<Mutex<Loaded>>, prompt: Prompt, cancel: Arc<AtomicBool>) -> Receiver<Piece> {
     // Unbounded: the generation never waits for its reader, so it always ends and frees the model.
     let (tx, rx) = channel();
     // A thread of its own takes the model's lock (never a pool worker: see `with_model`), then
@@ -125,7 +120,7 @@ fn start(
                 if cancel.load(Ordering::Relaxed) {
                     anyhow::bail!("generation stopped");
                 }
-                if stream && i == 0 && !piece.is_empty() {
+                if i == 0 && !piece.is_empty() {
                     tx.send(Piece::Text(piece.to_string()))
                         .map_err(|_| anyhow::anyhow!("the reader went away"))?;
                 }
@@ -241,22 +236,14 @@ impl Model {
         if stream && samples > 1 {
             return Err(Error::new_err("stream=True streams one continuation; ask for samples=1"));
         }
-        let cancel = Arc::new(AtomicBool::new(false));
-        let mut pieces = start(self.loaded.clone(), prompt, stream, cancel.clone());
         if stream {
+            let cancel = Arc::new(AtomicBool::new(false));
+            let pieces = start(self.loaded.clone(), prompt, cancel.clone());
             return Ok(Py::new(py, TextStream { pieces: Mutex::new(pieces), cancel })?.into_any());
         }
-        let texts = match receive(py, &mut pieces) {
-            Ok(Some(Piece::Done(result))) => result.map_err(Error::new_err)?,
-            Ok(_) => return Err(Error::new_err("the generation ended without its text")),
-            Err(interrupt) => {
-                // Ctrl-C: stop at the next token, and wait until the model is free again.
-                cancel.store(true, Ordering::Relaxed);
-                let receiver = &mut pieces;
-                py.detach(move || receiver.iter().for_each(drop));
-                return Err(interrupt);
-            }
-        };
+        // On this thread, in the pool: a thread of its own per call (as a stream has, so that
+        // Ctrl-C could reach it) measured a fifth slower on the demo model.
+        let texts = self.with_model(py, |loaded| prompt.run(loaded, |_, _| Ok(()))).map_err(error)?;
         Ok(match samples {
             1 => PyString::new(py, &texts[0]).into_any().unbind(),
             _ => texts.into_pyobject(py)?.into_any().unbind(),

@@ -16,6 +16,7 @@ cannot download them here).
 """
 
 import argparse
+import json
 import statistics
 import subprocess
 import time
@@ -53,7 +54,7 @@ def model_overhead(args):
             out = subprocess.run(cli + ["bench", "library", "--model", args.model, "--prompt", args.prompt,
                                         "--rounds", str(args.calls), "--json", *flags],
                                  capture_output=True, text=True, check=True).stdout
-            doc = __import__("json").loads(out)
+            doc = json.loads(out)
             return doc["generate_s"], doc["inspect_s"]
 
         (py, rs) = (python(), rust()) if r % 2 == 0 else tuple(reversed((rust(), python())))

@@ -330,9 +330,7 @@ impl Model {
     /// text file (JSON).
     fn eval(&self, py: Python<'_>, text: &str) -> PyResult<String> {
         self.with_model(py, |loaded| {
-            let tokens = loaded.tok.encode_prompt(text)?;
-            let bytes = loaded.tok.decoded_len(tokens.get(1..).unwrap_or_default());
-            minillm::eval::evaluate(&loaded.model, &tokens, bytes)
+            minillm_cli::cli::eval::score(loaded, &loaded.tok.encode_prompt(text)?, None)
         })
         .map_err(error)
         .map(|score| serde_json::to_string(&score).expect("a score serializes"))

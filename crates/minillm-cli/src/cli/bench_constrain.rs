@@ -5,6 +5,7 @@
 //! Both are timed per token (the draw itself, which happens either way, is not); when an output completes, a fresh one starts, so every step is
 //! masked. The median over rounds counts (this machine's speed drifts between rounds).
 
+use super::bench::median;
 use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
 use minillm::Tokenizer;
@@ -99,9 +100,4 @@ pub fn run(a: ConstrainArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }

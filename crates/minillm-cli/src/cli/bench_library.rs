@@ -2,6 +2,7 @@
 //! process on a model as stored: what the Python package's `Model.generate` and
 //! `Model.next_token_probs` cost without Python (scripts/bench/python_overhead.py compares).
 
+use super::bench::median;
 use super::session::{MODEL_HELP, SamplingArgs, fit_context, load, stream};
 use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
@@ -29,11 +30,6 @@ pub struct LibraryArgs {
     sampling: SamplingArgs,
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 pub fn library(a: LibraryArgs) -> Result<()> {
     if a.rounds == 0 || a.top == 0 {
         bail!("--rounds and --top must be at least 1");
@@ -56,7 +52,7 @@ pub fn library(a: LibraryArgs) -> Result<()> {
         minillm::inspect::inspect(&loaded.model, &loaded.tok, &ids, a.top, None)?;
         inspect.push(started.elapsed().as_secs_f64());
     }
-    let (generate, inspect) = (median(generate), median(inspect));
+    let (generate, inspect) = (median(&mut generate), median(&mut inspect));
     if a.json {
         let doc = serde_json::json!({
             "generate_s": generate, "new_tokens": new_tokens, "inspect_s": inspect,

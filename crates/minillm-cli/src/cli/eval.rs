@@ -1,10 +1,11 @@
 //! `minillm eval`: a model's loss, perplexity and bits per byte on held-out text.
 
 use super::display::count;
-use super::session::{MODEL_HELP, load};
+use super::session::{Loaded, MODEL_HELP, load};
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
 use minillm::data::{read_shard, tokenizer_hash};
+use minillm::eval::Score;
 use std::path::{Path, PathBuf};
 
 #[derive(ClapArgs)]
@@ -28,11 +29,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let loaded = load(&a.model)?;
     let (tokens, what) = read_tokens(&a.data, &loaded.tok)?;
-    let bytes = loaded.tok.decoded_len(tokens.get(1..).unwrap_or_default());
-    let score = match a.chunk {
-        Some(n) => minillm::eval::evaluate_chunks(&loaded.model, &tokens, n, &loaded.tok)?,
-        None => minillm::eval::evaluate(&loaded.model, &tokens, bytes)?,
-    };
+    let score = score(&loaded, &tokens, a.chunk)?;
     if a.json {
         println!("{}", serde_json::to_string(&score)?);
         return Ok(());
@@ -43,6 +40,19 @@ pub fn run(a: Args) -> Result<()> {
     println!("  perplexity     {:.2}", score.perplexity);
     println!("  bits per byte  {:.4}", score.bits_per_byte);
     Ok(())
+}
+
+/// The model's score on `tokens`: every token after the first predicted from those before it,
+/// or, given `chunk`, as llama.cpp's llama-perplexity scores chunks of that many tokens. Bits
+/// per byte count the bytes of the tokens predicted.
+pub fn score(loaded: &Loaded, tokens: &[u32], chunk: Option<usize>) -> minillm::Result<Score> {
+    match chunk {
+        Some(n) => minillm::eval::evaluate_chunks(&loaded.model, tokens, n, &loaded.tok),
+        None => {
+            let bytes = loaded.tok.decoded_len(tokens.get(1..).unwrap_or_default());
+            minillm::eval::evaluate(&loaded.model, tokens, bytes)
+        }
+    }
 }
 
 /// The tokens to score, and a description of where they came from.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
@@ -396,6 +397,10 @@ class TextGenerationPipeline:
             sampling["top_k"] = 50 if a["top_k"] is None else a["top_k"]
             sampling["top_p"] = 1.0 if a["top_p"] is None else a["top_p"]
         else:
+            ignored = [k for k in ("temperature", "top_k", "top_p") if a[k] is not None]
+            if ignored:
+                # What transformers does too: greedy decoding has no use for them.
+                warnings.warn(f"{', '.join(ignored)} apply only with do_sample=True: this call decodes greedily")
             sampling["temperature"] = 0.0
         if a["seed"] is not None:
             sampling["seed"] = a["seed"]

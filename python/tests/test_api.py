@@ -114,6 +114,12 @@ def test_the_sampler_reshapes_the_distribution(gpt2_tiny):
     assert "shaped" not in plain[0]
     greedy = model.next_token_probs("Once upon a", top=5, top_k=1)
     assert [p["shaped"] for p in greedy] == [1.0, 0.0, 0.0, 0.0, 0.0]
+    # Against softmax(logits / T) computed here from the model's logits.
+    logits = model.logits("Once upon a").astype(np.float64) / 0.7
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    warm = model.next_token_probs("Once upon a", top=5, temperature=0.7)
+    np.testing.assert_allclose([e["shaped"] for e in warm], [p[e["id"]] for e in warm], rtol=1e-6)
     sharp = model.next_token_probs("Once upon a", top=5, temperature=0.5)
     assert sharp[0]["shaped"] > sharp[0]["prob"]  # a low temperature favours the favourite
     assert [p["id"] for p in sharp] == [p["id"] for p in plain]
@@ -233,6 +239,8 @@ def test_pipeline_has_hfs_shape(gpt2_tiny):
     assert [len(b) for b in batch] == [1, 1] and not batch[1][0]["generated_text"].startswith("Once")
     with pytest.raises(ValueError, match="do_sample=True"):
         generator("Hello", num_return_sequences=2)
+    with pytest.warns(UserWarning, match="temperature apply only with do_sample=True"):
+        generator("Hello", max_new_tokens=2, temperature=0.7)
     with pytest.raises(TypeError):
         generator("Hello", max_tokens=3)
     with pytest.raises(ValueError, match="text-generation"):

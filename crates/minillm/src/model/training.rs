@@ -25,7 +25,7 @@ use super::params::BlockOffsets;
 use super::{Gpt, ModelConfig};
 use crate::error::{Error, Result};
 use crate::kernels::matmul::{Stored, matmul};
-use crate::kernels::vec::add;
+use crate::kernels::vec::{add, add_biased, add_into};
 use crate::rng::Rng;
 use std::ops::{Deref, DerefMut, Range};
 
@@ -214,24 +214,25 @@ impl Trainable {
             };
             let scratch = attention::Scratch { tt: &mut acts.tt, heads: &mut acts.heads };
             attention::forward(&mut k.atty, &mut k.att, &k.qkv, att_mask, scratch, shape);
+            // The output projections' and c_fc's biases are added by the pass after each product.
             let (proj_w, proj_b) = (&p[o.attn_proj_w.clone()], opt(p, &o.attn_proj_b));
-            linear::forward(&mut k.attproj, &k.atty, proj_w, proj_b, (n, a, c), stored);
-            if drop > 0.0 {
+            linear::forward(&mut k.attproj, &k.atty, proj_w, None, (n, a, c), stored);
+            let mask = (drop > 0.0).then(|| {
                 dropout::fill_mask(&mut k.attproj_mask, drop, rng);
-                dropout::apply(&mut k.attproj, &k.attproj_mask);
-            }
-            add(&mut k.resid2, input, &k.attproj);
+                k.attproj_mask.as_slice()
+            });
+            residual(&mut k.resid2, input, &mut k.attproj, proj_b, mask);
             let (ln_2_w, ln_2_b) = (&p[o.ln_2_w.clone()], opt(p, &o.ln_2_b));
             norm.forward(&mut k.ln2, &mut k.ln2_mean, &mut k.ln2_rstd, &k.resid2, ln_2_w, ln_2_b, c);
-            linear::forward(&mut k.fch, &k.ln2, &p[o.fc_w.clone()], opt(p, &o.fc_b), (n, c, m_in), stored);
-            activation.forward(&mut k.fch_gelu, &k.fch);
+            linear::forward(&mut k.fch, &k.ln2, &p[o.fc_w.clone()], None, (n, c, m_in), stored);
+            activation.forward_biased(&mut k.fch_gelu, &mut k.fch, opt(p, &o.fc_b));
             let (down_w, down_b) = (&p[o.fc_proj_w.clone()], opt(p, &o.fc_proj_b));
-            linear::forward(&mut k.fcproj, &k.fch_gelu, down_w, down_b, (n, m, c), stored);
-            if drop > 0.0 {
+            linear::forward(&mut k.fcproj, &k.fch_gelu, down_w, None, (n, m, c), stored);
+            let mask = (drop > 0.0).then(|| {
                 dropout::fill_mask(&mut k.fcproj_mask, drop, rng);
-                dropout::apply(&mut k.fcproj, &k.fcproj_mask);
-            }
-            add(&mut k.resid3, &k.resid2, &k.fcproj);
+                k.fcproj_mask.as_slice()
+            });
+            residual(&mut k.resid3, &k.resid2, &mut k.fcproj, down_b, mask);
         }
     }
 
@@ -350,6 +351,23 @@ impl Trainable {
         let done = &buckets[cfg.n_layer + 1];
         ready(done.clone(), &g[done.clone()]);
         Ok(())
+    }
+}
+
+/// out = a + dropout(branch + bias): a residual connection, adding the bias of the product that
+/// made `branch` (left in `branch`, as the layer's output); one pass without dropout.
+fn residual(out: &mut [f32], a: &[f32], branch: &mut [f32], bias: Option<&[f32]>, mask: Option<&[f32]>) {
+    match (bias, mask) {
+        (Some(b), None) => add_biased(out, a, branch, b),
+        (bias, mask) => {
+            if let Some(b) = bias {
+                branch.chunks_exact_mut(b.len()).for_each(|row| add_into(row, b));
+            }
+            if let Some(m) = mask {
+                dropout::apply(branch, m);
+            }
+            add(out, a, branch);
+        }
     }
 }
 

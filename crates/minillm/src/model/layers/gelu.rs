@@ -6,11 +6,28 @@ use rayon::prelude::*;
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const CHUNK: usize = 4096;
 
+#[inline(always)]
+fn gelu(x: f32) -> f32 {
+    let cube = 0.044715 * x * x * x;
+    0.5 * x * (1.0 + tanh(SQRT_2_OVER_PI * (x + cube)))
+}
+
 multiversion! {
     fn forward_chunk(out: &mut [f32], inp: &[f32]) {
         for (o, &x) in out.iter_mut().zip(inp) {
-            let cube = 0.044715 * x * x * x;
-            *o = 0.5 * x * (1.0 + tanh(SQRT_2_OVER_PI * (x + cube)));
+            *o = gelu(x);
+        }
+    }
+}
+
+multiversion! {
+    fn forward_biased_chunk(out: &mut [f32], inp: &mut [f32], bias: &[f32]) {
+        let width = bias.len();
+        for (o, x) in out.chunks_exact_mut(width).zip(inp.chunks_exact_mut(width)) {
+            for ((o, x), &b) in o.iter_mut().zip(x.iter_mut()).zip(bias) {
+                *x += b;
+                *o = gelu(*x);
+            }
         }
     }
 }
@@ -30,6 +47,14 @@ pub fn forward(out: &mut [f32], inp: &[f32]) {
     out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| forward_chunk(o, x));
 }
 
+/// inp (N, OC) += bias row by row, and out = gelu(inp), in one pass: the layer before leaves its
+/// bias to this pass, which reads its output anyway (copying the bias into that output first
+/// cost a pass over it and the product's read of it).
+pub fn forward_biased(out: &mut [f32], inp: &mut [f32], bias: &[f32]) {
+    let per = CHUNK.div_ceil(bias.len()) * bias.len();
+    out.par_chunks_mut(per).zip(inp.par_chunks_mut(per)).for_each(|(o, x)| forward_biased_chunk(o, x, bias));
+}
+
 /// dinp = gelu'(inp) * dout (overwritten)
 pub fn backward(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
     dinp.par_chunks_mut(CHUNK)
@@ -42,6 +67,21 @@ mod tests {
     use super::super::gradcheck::*;
     use super::*;
     use crate::rng::Rng;
+
+    #[test]
+    fn the_biased_forward_adds_the_bias_then_applies_gelu() {
+        let (n, w) = (300, 29); // more rows than one chunk, an odd width
+        let mut rng = Rng::new(5);
+        let x = random(&mut rng, n * w, 2.0);
+        let b = random(&mut rng, w, 1.0);
+        let mut want_x = x.clone();
+        want_x.chunks_exact_mut(w).for_each(|row| row.iter_mut().zip(&b).for_each(|(v, &b)| *v += b));
+        let mut want = vec![0.0; n * w];
+        forward(&mut want, &want_x);
+        let (mut got, mut got_x) = (vec![0.0; n * w], x);
+        forward_biased(&mut got, &mut got_x, &b);
+        assert_eq!((got, got_x), (want, want_x));
+    }
 
     #[test]
     fn gradients_match_finite_differences() {

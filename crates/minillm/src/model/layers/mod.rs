@@ -89,6 +89,20 @@ impl Activation {
         }
     }
 
+    /// [`forward`](Self::forward) of inp + bias (row by row), leaving inp with the bias added:
+    /// for GELU in the same pass.
+    pub fn forward_biased(self, out: &mut [f32], inp: &mut [f32], bias: Option<&[f32]>) {
+        match (self, bias) {
+            (Activation::Gelu, Some(b)) => gelu::forward_biased(out, inp, b),
+            (_, b) => {
+                if let Some(b) = b {
+                    inp.chunks_exact_mut(b.len()).for_each(|row| crate::kernels::vec::add_into(row, b));
+                }
+                self.forward(out, inp)
+            }
+        }
+    }
+
     /// dinp = d/dinp (overwritten).
     pub fn backward(self, dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
         match self {

@@ -36,11 +36,16 @@ pub fn backward(
     rstd: &[f32],
     c: usize,
 ) {
-    dinp.par_chunks_mut(c)
-        .zip(dout.par_chunks(c))
-        .zip(inp.par_chunks(c).zip(rstd.par_iter()))
-        .for_each(|((dx, dy), (x, &r))| backward_row(dx, dy, x, w, r));
-    param_grads(dw, dout, inp, rstd, c);
+    // As in LayerNorm: the weight's gradient (one thread, row order) beside the rows' pass.
+    rayon::join(
+        || {
+            dinp.par_chunks_mut(c)
+                .zip(dout.par_chunks(c))
+                .zip(inp.par_chunks(c).zip(rstd.par_iter()))
+                .for_each(|((dx, dy), (x, &r))| backward_row(dx, dy, x, w, r))
+        },
+        || param_grads(dw, dout, inp, rstd, c),
+    );
 }
 
 multiversion! {

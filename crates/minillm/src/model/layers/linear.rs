@@ -33,25 +33,28 @@ pub fn backward(
     (n, c, oc): (usize, usize, usize),
     stored: Stored,
 ) {
-    // The two products are independent: run them side by side.
+    // The two products and the bias's sums are independent: run them side by side.
     let back = match stored {
         Stored::Normal => Stored::Transposed,
         Stored::Transposed => Stored::Normal,
     };
+    let bias_sums = || {
+        if let Some(db) = db {
+            // Columns split across threads; each sums its columns over rows, in row order.
+            const COLS: usize = 256;
+            db.par_chunks_mut(COLS)
+                .enumerate()
+                .for_each(|(j, cols)| column_sums(cols, &dout[..n * oc], j * COLS, oc));
+        }
+    };
+    let weight_grads = || match stored {
+        Stored::Normal => matmul(dw, inp, Stored::Transposed, dout, Stored::Normal, (c, n, oc), true),
+        Stored::Transposed => matmul(dw, dout, Stored::Transposed, inp, Stored::Normal, (oc, n, c), true),
+    };
     rayon::join(
         || matmul(dinp, dout, Stored::Normal, w, back, (n, oc, c), false),
-        || match stored {
-            Stored::Normal => matmul(dw, inp, Stored::Transposed, dout, Stored::Normal, (c, n, oc), true),
-            Stored::Transposed => matmul(dw, dout, Stored::Transposed, inp, Stored::Normal, (oc, n, c), true),
-        },
+        || rayon::join(weight_grads, bias_sums),
     );
-    if let Some(db) = db {
-        // Columns split across threads; each sums its columns over rows, in row order.
-        const COLS: usize = 256;
-        db.par_chunks_mut(COLS)
-            .enumerate()
-            .for_each(|(j, cols)| column_sums(cols, &dout[..n * oc], j * COLS, oc));
-    }
 }
 
 multiversion! {

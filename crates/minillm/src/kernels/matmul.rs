@@ -25,8 +25,25 @@ pub fn matmul(
     a_stored: Stored,
     b: &[f32],
     b_stored: Stored,
+    shape: (usize, usize, usize),
+    accumulate: bool,
+) {
+    matmul_threads(out, a, a_stored, b, b_stored, shape, accumulate, rayon::current_num_threads());
+}
+
+/// [`matmul`] split across at most `threads` threads (fewer for products that run beside
+/// others, such as a linear layer's backward pair). The result does not depend on it: the gemm
+/// crate's threads split the output, never a sum.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_threads(
+    out: &mut [f32],
+    a: &[f32],
+    a_stored: Stored,
+    b: &[f32],
+    b_stored: Stored,
     (m, k, n): (usize, usize, usize),
     accumulate: bool,
+    threads: usize,
 ) {
     assert!(out.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "matmul shapes");
     if m == 0 || n == 0 {
@@ -48,7 +65,7 @@ pub fn matmul(
         Stored::Transposed => (k as isize, 1),
     };
     let work = m * n * k;
-    let parallelism = match rayon::current_num_threads() {
+    let parallelism = match threads {
         t if t > 1 && work >= 1 << 18 => Parallelism::Rayon(t),
         _ => Parallelism::None,
     };

@@ -127,13 +127,13 @@ pub fn run(command: Command) -> Result<()> {
     }
 }
 
-/// GFLOP/s of a (m x k) . (k x n) product, best of a few runs.
 /// The middle value (the upper one of an even count), sorting `values`.
 pub(super) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
 
+/// GFLOP/s of a (m x k) . (k x n) product, best of a few runs.
 fn gemm_gflops(m: usize, k: usize, n: usize) -> f64 {
     let mut rng = Rng::new(1);
     let a: Vec<f32> = (0..m * k).map(|_| rng.uniform() as f32).collect();

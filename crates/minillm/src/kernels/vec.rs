@@ -2,6 +2,9 @@
 
 use super::simd::multiversion;
 
+/// Elements per task of the element-wise passes that run across the threads.
+const CHUNK: usize = 8192;
+
 multiversion! {
     fn add_chunk(out: &mut [f32], a: &[f32], b: &[f32]) {
         for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
@@ -15,7 +18,6 @@ multiversion! {
 /// alone took 3% of a baby GPT's step.
 pub fn add(out: &mut [f32], a: &[f32], b: &[f32]) {
     use rayon::prelude::*;
-    const CHUNK: usize = 8192;
     out.par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(o, (a, b))| add_chunk(o, a, b));
@@ -39,10 +41,15 @@ multiversion! {
 /// read a copy of it).
 pub fn add_biased(out: &mut [f32], a: &[f32], branch: &mut [f32], bias: &[f32]) {
     use rayon::prelude::*;
-    let per = 8192usize.div_ceil(bias.len()) * bias.len();
+    let per = CHUNK.div_ceil(bias.len()) * bias.len();
     out.par_chunks_mut(per)
         .zip(a.par_chunks(per).zip(branch.par_chunks_mut(per)))
         .for_each(|(o, (a, br))| add_biased_chunk(o, a, br, bias));
+}
+
+/// Each row of x (N, W) += bias (W): a layer's bias, where no other pass adds it.
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    x.chunks_exact_mut(bias.len()).for_each(|row| add_into(row, bias));
 }
 
 multiversion! {

@@ -21,7 +21,7 @@ use super::quantized::Matrix;
 use crate::error::{Error, Result};
 use crate::kernels::matmul::{Stored, matmul};
 use crate::kernels::simd::{multiversion, softmax_inline};
-use crate::kernels::vec::{add_into, axpy_inline, dot_inline};
+use crate::kernels::vec::{add_bias, add_into, axpy_inline, dot_inline};
 use crate::kernels::{SharedOut, matvec};
 use crate::model::ModelConfig;
 use crate::model::layers::Norm;
@@ -299,13 +299,14 @@ thread_local! {
 }
 
 /// One layer's queries (rows of the pass) and one slot's stored keys and values: key/value head
-/// `j` from `at(j)`.
+/// `j` from `base + j * head_stride`.
 #[derive(Clone, Copy)]
-struct Heads<'a, F> {
+struct Heads<'a> {
     q: &'a [f32],
     k: &'a [f32],
     v: &'a [f32],
-    at: F,
+    base: usize,
+    head_stride: usize,
 }
 
 /// Widths attention works with: query heads, their size, query heads per key/value head, a
@@ -324,7 +325,7 @@ struct Geometry {
 /// y = p . v as another. The same sums as [`attend`] per row, in another order.
 fn attend_rows(
     atty: &mut [f32],
-    heads: Heads<impl Fn(usize) -> usize + Sync>,
+    heads: Heads,
     first: usize,
     g: Geometry,
     scale: f32,
@@ -343,7 +344,7 @@ fn attend_rows(
             scores.resize(n * end, 0.0);
             y.resize(n * hs, 0.0);
             let q = View { offset: h * hs, rows: n, cols: hs, row_stride: g.qkv, col_stride: 1 };
-            let kv = View::rows((heads.at)(h / g.group), end, hs, hs);
+            let kv = View::rows(heads.base + h / g.group * heads.head_stride, end, hs, hs);
             matmul_view(scores, View::rows(0, n, end, end), heads.q, q, heads.k, kv.t(), scale, false);
             for (i, row) in scores.chunks_exact_mut(end).enumerate() {
                 let pos = first + i;
@@ -413,7 +414,7 @@ fn project(
         Weight::F32(w) => {
             matvec::times_transposed(out, x, w, (n, k, m));
             if let Some(b) = b {
-                out.chunks_exact_mut(m).for_each(|row| add_into(row, b));
+                add_bias(out, b);
             }
         }
     }
@@ -550,8 +551,8 @@ impl Gpt {
             let (cache_k, cache_v, qkv, at, capacity) = (&kc.k, &kc.v, &kc.qkv, &kc.at, kc.capacity);
             if let (Runs::One(slot), true) = (runs, n >= GEMM_ROWS) {
                 // Many rows of one sequence (prefill): per head, two small GEMMs instead.
-                let head_at = |j| row_offset(geometry, layer, slot, j, 0);
-                let heads = Heads { q: qkv, k: cache_k, v: cache_v, at: head_at };
+                let base = row_offset(geometry, layer, slot, 0, 0);
+                let heads = Heads { q: qkv, k: cache_k, v: cache_v, base, head_stride: capacity * hs };
                 attend_rows(&mut kc.atty[..n * a], heads, at[0].1, g, scale, record);
             } else {
                 // Every (row, head) pair attends independently over its slot's positions up to

@@ -25,7 +25,7 @@ use super::params::BlockOffsets;
 use super::{Gpt, ModelConfig};
 use crate::error::{Error, Result};
 use crate::kernels::matmul::{Stored, matmul};
-use crate::kernels::vec::{add, add_biased, add_into};
+use crate::kernels::vec::{add, add_bias, add_biased};
 use crate::rng::Rng;
 use std::ops::{Deref, DerefMut, Range};
 
@@ -361,7 +361,7 @@ fn residual(out: &mut [f32], a: &[f32], branch: &mut [f32], bias: Option<&[f32]>
         (Some(b), None) => add_biased(out, a, branch, b),
         (bias, mask) => {
             if let Some(b) = bias {
-                branch.chunks_exact_mut(b.len()).for_each(|row| add_into(row, b));
+                add_bias(branch, b);
             }
             if let Some(m) = mask {
                 dropout::apply(branch, m);

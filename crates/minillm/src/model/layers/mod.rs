@@ -96,7 +96,7 @@ impl Activation {
             (Activation::Gelu, Some(b)) => gelu::forward_biased(out, inp, b),
             (_, b) => {
                 if let Some(b) = b {
-                    inp.chunks_exact_mut(b.len()).for_each(|row| crate::kernels::vec::add_into(row, b));
+                    crate::kernels::vec::add_bias(inp, b);
                 }
                 self.forward(out, inp)
             }

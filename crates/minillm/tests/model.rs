@@ -382,3 +382,53 @@ fn prompt_log_probabilities_add_up_to_the_evaluated_loss() {
     let long: Vec<u32> = vec![1; 10];
     assert!(minillm::eval::prompt_logprobs(&model, &long, 0).unwrap_err().to_string().contains("context"));
 }
+
+/// Prompts prefilled together get what each gets alone, bit for bit: short ones (the
+/// matrix-vector kernels), long ones (GEMM, chunked past a pass's 256 rows), mixed in one call,
+/// for GPT-2's and the LLaMA family's layers, in f32 and in blocks.
+#[test]
+fn prompts_prefilled_together_get_what_each_gets_alone() {
+    use minillm::model::kv_cache::KvCache;
+    use minillm::quant::QuantType;
+    let mut llama = ModelConfig::preset("smollm2-135m").unwrap();
+    (llama.n_layer, llama.vocab_size, llama.block_size) = (1, 300, 600);
+    let gpt2 = ModelConfig { block_size: 600, n_embd: 32, ..tiny(0.0) };
+    let mut rng = Rng::new(31);
+    for (config, quantize) in [(gpt2.clone(), false), (llama, false), (gpt2, true)] {
+        let mut model = Gpt::new(config, 5).unwrap();
+        if quantize {
+            model.quantize(QuantType::Q8_0, None).unwrap();
+        }
+        let v = model.config.vocab_size;
+        let prompts: Vec<Vec<u32>> = [3usize, 1, 40, 7, 300, 16, 5, 520, 2]
+            .iter()
+            .map(|&n| (0..n).map(|_| rng.below(v) as u32).collect())
+            .collect();
+        let slots = prompts.len() + 1;
+        let mut alone = KvCache::new(&model, slots);
+        let want: Vec<Vec<f32>> =
+            prompts.iter().enumerate().map(|(s, p)| model.prefill(&mut alone, s + 1, p).unwrap()).collect();
+        let mut together = KvCache::new(&model, slots);
+        let batch: Vec<(usize, &[u32])> = prompts.iter().enumerate().map(|(s, p)| (s + 1, &p[..])).collect();
+        let got = model.prefill_batch(&mut together, &batch).unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(g == w, "prompt {i} ({} tokens), quantized {quantize}", prompts[i].len());
+            assert_eq!(together.len(i + 1), prompts[i].len());
+        }
+        // And the caches hold the same keys and values: the next step decodes the same.
+        let (slots, next): (Vec<usize>, Vec<u32>) = (1..=prompts.len()).map(|s| (s, s as u32)).unzip();
+        let a = model.decode(&mut alone, &slots, &next).unwrap().to_vec();
+        assert!(
+            a == model.decode(&mut together, &slots, &next).unwrap(),
+            "decoding after, quantized {quantize}"
+        );
+        // Refused before anything runs: a slot twice, a used slot, an empty or unknown prompt.
+        let mut cache = KvCache::new(&model, 3);
+        for bad in [vec![(0, &[1u32][..]), (0, &[2][..])], vec![(1, &[][..])], vec![(2, &[v as u32][..])]] {
+            assert!(model.prefill_batch(&mut cache, &bad).is_err());
+            assert!((0..3).all(|s| cache.is_empty(s)));
+        }
+        model.prefill(&mut cache, 0, &[1]).unwrap();
+        assert!(model.prefill_batch(&mut cache, &[(0, &[1][..])]).is_err());
+    }
+}

@@ -216,12 +216,12 @@ fn time_generation(model: &mut Gpt, batch: usize, prompt: usize, new_tokens: usi
     let mut rng = Rng::new(3);
     let v = model.config.vocab_size;
     let mut cache = KvCache::new(model, batch);
+    let prompts: Vec<Vec<u32>> =
+        (0..batch).map(|_| (0..prompt).map(|_| rng.below(v) as u32).collect()).collect();
     let start = Instant::now();
-    let mut next = Vec::with_capacity(batch);
-    for slot in 0..batch {
-        let tokens: Vec<u32> = (0..prompt).map(|_| rng.below(v) as u32).collect();
-        next.push(argmax(&model.prefill(&mut cache, slot, &tokens)?));
-    }
+    let batch_prompts: Vec<(usize, &[u32])> = prompts.iter().enumerate().map(|(s, p)| (s, &p[..])).collect();
+    let mut next: Vec<u32> =
+        model.prefill_batch(&mut cache, &batch_prompts)?.iter().map(|l| argmax(l)).collect();
     let slots: Vec<usize> = (0..batch).collect();
     let decoding = Instant::now();
     for _ in 1..new_tokens {

@@ -26,6 +26,7 @@ use crate::kernels::{SharedOut, matvec};
 use crate::model::ModelConfig;
 use crate::model::layers::Norm;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Most rows one pass takes: a longer prompt is prefilled in chunks of this many tokens, each
 /// attending to the chunks before it through the cache. Enough rows for GEMM to run near its
@@ -228,17 +229,20 @@ enum Runs<'a> {
     Each(&'a [usize]),
     /// Every token for one slot (prefill, scoring).
     One(usize),
+    /// (slot, tokens) for several slots' prompts, their rows one after another.
+    Pieces(&'a [(usize, usize)]),
 }
 
 impl<'a> Runs<'a> {
     /// (slot, tokens) for each run, in the order of the pass's rows; `n` tokens in all. (An
     /// iterator, so that a decoding step builds no list.)
     fn iter(self, n: usize) -> impl Iterator<Item = (usize, usize)> + Clone + 'a {
-        let (each, one): (&[usize], _) = match self {
-            Runs::Each(slots) => (slots, None),
-            Runs::One(slot) => (&[], Some(slot)),
+        let (each, one, pieces): (&[usize], _, &[(usize, usize)]) = match self {
+            Runs::Each(slots) => (slots, None, &[]),
+            Runs::One(slot) => (&[], Some(slot), &[]),
+            Runs::Pieces(pieces) => (&[], None, pieces),
         };
-        each.iter().map(|&s| (s, 1)).chain(one.map(move |s| (s, n)))
+        each.iter().map(|&s| (s, 1)).chain(one.map(move |s| (s, n))).chain(pieces.iter().copied())
     }
 }
 
@@ -320,6 +324,47 @@ struct Geometry {
     out: usize,
 }
 
+/// A pass's rows as attention sees them in one layer: their q|k|v, where each row sits (slot,
+/// position), and the cache.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    qkv: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    at: &'a [(usize, usize)],
+    geometry: (usize, usize, usize, usize),
+    layer: usize,
+}
+
+/// Attention for the pass's rows `first..` (as many as `atty` holds), each over its own slot's
+/// positions up to its own: one task per (row, head), its scores in a per-thread buffer.
+fn attend_each(
+    atty: &mut [f32],
+    first: usize,
+    rows: Rows,
+    g: Geometry,
+    scale: f32,
+    record: Option<(SharedOut, usize)>,
+) {
+    let (nh, hs, group) = (g.nh, g.hs, g.group);
+    let capacity = rows.geometry.2;
+    atty.par_chunks_mut(hs).enumerate().for_each(|(task, y)| {
+        let (r, h) = (first + task / nh, task % nh);
+        let (s, pos) = rows.at[r];
+        let base = row_offset(rows.geometry, rows.layer, s, h / group, 0);
+        let span = base..base + (pos + 1) * hs;
+        let q = &rows.qkv[r * g.qkv + h * hs..][..hs];
+        let (k, v) = (&rows.k[span.clone()], &rows.v[span]);
+        SCORES.with_borrow_mut(|scores| {
+            if scores.len() < capacity {
+                scores.resize(capacity, 0.0);
+            }
+            attend(y, &mut scores[..=pos], q, k, v, scale);
+            record_row(record, h, pos, &scores[..=pos]);
+        });
+    });
+}
+
 /// Attention for n consecutive positions `first..first + n` of one slot, a task per head:
 /// scores (n x end) = q . k^T * scale as one GEMM, the causal mask and softmax per row, then
 /// y = p . v as another. The same sums as [`attend`] per row, in another order.
@@ -395,6 +440,37 @@ fn row_offset(
     (((layer * slots + slot) * heads + head) * capacity + pos) * hs
 }
 
+/// The passes that prefill prompts of these lengths together: each a list of (prompt, range of
+/// its tokens). A prompt is cut as its own prefill cuts it (chunks of `rows`); a pass holds at
+/// most one chunk of each prompt, in order, and either only chunks of [`GEMM_ROWS`] or more
+/// (at most `rows` in all) or only shorter ones (fewer than [`GEMM_ROWS`] in all, so that the
+/// products stay on the kernels a short prompt alone takes), and fewer than [`GEMM_ROWS`]
+/// chunks, whose logits go through the LM head's few-row path as one alone would.
+fn plan_passes(lens: &[usize], rows: usize) -> Vec<Vec<(usize, Range<usize>)>> {
+    let chunk = |i: usize, start: usize| start..(start + rows).min(lens[i]);
+    let mut next = vec![0; lens.len()];
+    let mut passes = Vec::new();
+    loop {
+        let pending = |i: usize, next: &[usize]| next[i] < lens[i];
+        let long = (0..lens.len()).any(|i| pending(i, &next) && chunk(i, next[i]).len() >= GEMM_ROWS);
+        let limit = if long { rows } else { rows.min(GEMM_ROWS - 1) };
+        let (mut pass, mut total) = (Vec::new(), 0);
+        for i in 0..lens.len() {
+            let span = chunk(i, next[i]);
+            let fits = total + span.len() <= limit && pass.len() < GEMM_ROWS - 1;
+            if pending(i, &next) && (span.len() >= GEMM_ROWS) == long && fits {
+                total += span.len();
+                next[i] = span.end;
+                pass.push((i, span));
+            }
+        }
+        if pass.is_empty() {
+            return passes;
+        }
+        passes.push(pass);
+    }
+}
+
 /// `out (n x m) = x (n x k) . W + b`, W as stored: f32 (k x m) or, `transposed`, (m x k); or
 /// blocks.
 fn project(
@@ -451,6 +527,49 @@ impl Gpt {
             last = self.pass(cache, chunk, Runs::One(slot), false, None)?;
         }
         Ok(cache.logits[..last * cache.vocab].to_vec())
+    }
+
+    /// Runs several prompts, each into its own free slot, and returns each one's logits (V)
+    /// for the token after it, in order: what [`prefill`](Gpt::prefill) would return for each
+    /// alone, bit for bit, in fewer passes over the weights.
+    ///
+    /// Each prompt is cut into the same chunks its own prefill would use, and a pass takes
+    /// chunks of several prompts side by side, so every row meets the same kernels as alone:
+    /// chunks of [`GEMM_ROWS`] or more go through GEMM together (up to a pass's rows), shorter
+    /// ones through the matrix-vector kernels together (fewer than [`GEMM_ROWS`] rows in all).
+    pub fn prefill_batch(&self, cache: &mut KvCache, prompts: &[(usize, &[u32])]) -> Result<Vec<Vec<f32>>> {
+        for (i, &(slot, prompt)) in prompts.iter().enumerate() {
+            if slot >= cache.slots || !cache.is_empty(slot) || prompts[..i].iter().any(|p| p.0 == slot) {
+                return Err(Error::Invalid(format!("slot {slot} is not a free slot of the cache")));
+            }
+            if prompt.is_empty() {
+                return Err(Error::Invalid("the prompt is empty".into()));
+            }
+            if prompt.len() > cache.capacity {
+                return Err(Error::TooLong { tokens: prompt.len(), context: cache.capacity });
+            }
+            if let Some(&tok) = prompt.iter().find(|&&t| t as usize >= cache.vocab) {
+                return Err(Error::UnknownToken { id: tok, vocab: cache.vocab });
+            }
+        }
+        let lens: Vec<usize> = prompts.iter().map(|p| p.1.len()).collect();
+        let mut logits = vec![Vec::new(); prompts.len()];
+        let (mut tokens, mut pieces) = (Vec::new(), Vec::new());
+        for pass in plan_passes(&lens, cache.rows) {
+            tokens.clear();
+            pieces.clear();
+            for &(i, ref span) in &pass {
+                tokens.extend_from_slice(&prompts[i].1[span.clone()]);
+                pieces.push((prompts[i].0, span.len()));
+            }
+            self.pass(cache, &tokens, Runs::Pieces(&pieces), false, None)?;
+            for (row, (i, span)) in pass.into_iter().enumerate() {
+                if span.end == lens[i] {
+                    logits[i] = cache.logits[row * cache.vocab..(row + 1) * cache.vocab].to_vec();
+                }
+            }
+        }
+        Ok(logits)
     }
 
     /// One step for several sequences at once: `tokens[i]` is the next token of `slots[i]`.
@@ -549,29 +668,25 @@ impl Gpt {
                 (SharedOut(p.attention.as_mut_ptr()), p.t)
             });
             let (cache_k, cache_v, qkv, at, capacity) = (&kc.k, &kc.v, &kc.qkv, &kc.at, kc.capacity);
-            if let (Runs::One(slot), true) = (runs, n >= GEMM_ROWS) {
-                // Many rows of one sequence (prefill): per head, two small GEMMs instead.
-                let base = row_offset(geometry, layer, slot, 0, 0);
-                let heads = Heads { q: qkv, k: cache_k, v: cache_v, base, head_stride: capacity * hs };
-                attend_rows(&mut kc.atty[..n * a], heads, at[0].1, g, scale, record);
+            let rows = Rows { qkv, k: cache_k, v: cache_v, at, geometry, layer };
+            if runs.iter(n).all(|(_, len)| len < GEMM_ROWS) {
+                // Decoding, or short prompts: one task per (row, head) across all of them.
+                attend_each(&mut kc.atty[..n * a], 0, rows, g, scale, record);
             } else {
-                // Every (row, head) pair attends independently over its slot's positions up to
-                // its own: one task each, its scores in a per-thread buffer.
-                kc.atty[..n * a].par_chunks_mut(hs).enumerate().for_each(|(task, y)| {
-                    let (r, h) = (task / nh, task % nh);
-                    let (s, pos) = at[r];
-                    let base = row_offset(geometry, layer, s, h / group, 0);
-                    let span = base..base + (pos + 1) * hs;
-                    let q = &qkv[r * w_qkv + h * hs..][..hs];
-                    let (k, v) = (&cache_k[span.clone()], &cache_v[span]);
-                    SCORES.with_borrow_mut(|scores| {
-                        if scores.len() < capacity {
-                            scores.resize(capacity, 0.0);
-                        }
-                        attend(y, &mut scores[..=pos], q, k, v, scale);
-                        record_row(record, h, pos, &scores[..=pos]);
-                    });
-                });
+                let mut first = 0;
+                for (slot, len) in runs.iter(n) {
+                    let atty = &mut kc.atty[first * a..(first + len) * a];
+                    if len < GEMM_ROWS {
+                        attend_each(atty, first, rows, g, scale, record);
+                    } else {
+                        // Many rows of one sequence (prefill): per head, two small GEMMs instead.
+                        let base = row_offset(geometry, layer, slot, 0, 0);
+                        let q = &qkv[first * w_qkv..];
+                        let heads = Heads { q, k: cache_k, v: cache_v, base, head_stride: capacity * hs };
+                        attend_rows(atty, heads, at[first].1, g, scale, record);
+                    }
+                    first += len;
+                }
             }
             let bias = opt(p, &o.attn_proj_b);
             project(w(Matrix::AttnProj), &mut kc.proj, &kc.atty, bias, (n, a, c), stored);
@@ -608,6 +723,39 @@ impl Gpt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every prompt is cut where its own prefill cuts it, its chunks in order in separate
+    /// passes, and no pass mixes chunks that take GEMM with chunks that do not.
+    #[test]
+    fn passes_keep_each_prompts_chunks_and_kernels() {
+        for (lens, rows) in [
+            (vec![16; 8], 256),
+            (vec![3, 1, 40, 7, 300, 16, 5, 520, 2], 256),
+            (vec![3, 1, 6], 8),
+            (vec![1; 40], 40),
+            (vec![15, 15, 14, 600], 256),
+        ] {
+            let passes = plan_passes(&lens, rows);
+            let mut seen = vec![0; lens.len()];
+            for pass in &passes {
+                let long = pass[0].1.len() >= GEMM_ROWS;
+                let total: usize = pass.iter().map(|(_, s)| s.len()).sum();
+                assert!(pass.iter().all(|(_, s)| (s.len() >= GEMM_ROWS) == long), "{lens:?}: {pass:?}");
+                assert!(total <= if long { rows } else { rows.min(GEMM_ROWS - 1) }, "{lens:?}: {pass:?}");
+                assert!(pass.len() < GEMM_ROWS);
+                for (i, span) in pass {
+                    assert!(pass.iter().filter(|(j, _)| j == i).count() == 1);
+                    assert_eq!(span.start, seen[*i]);
+                    assert_eq!(*span, span.start..(span.start + rows).min(lens[*i]));
+                    seen[*i] = span.end;
+                }
+            }
+            assert_eq!(seen, lens);
+            if lens == [16; 8] {
+                assert_eq!(passes.len(), 1, "eight 16-token prompts fill one pass");
+            }
+        }
+    }
 
     /// What `model info` states is what a cache allocates, buffer by buffer.
     #[test]

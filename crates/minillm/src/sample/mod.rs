@@ -294,10 +294,9 @@ pub fn generate_batch(
     let mut cache = KvCache::with_shape(model, shape);
     let window = cache.capacity();
     let mut ids: Vec<Vec<u32>> = prompts.to_vec();
-    let mut logits = Vec::with_capacity(prompts.len());
-    for (slot, p) in prompts.iter().enumerate() {
-        logits.push(model.prefill(&mut cache, slot, &p[p.len().saturating_sub(window)..])?);
-    }
+    let windows: Vec<(usize, &[u32])> =
+        prompts.iter().enumerate().map(|(slot, p)| (slot, &p[p.len().saturating_sub(window)..])).collect();
+    let mut logits = model.prefill_batch(&mut cache, &windows)?;
     let mut live: Vec<usize> = (0..prompts.len()).collect();
     let mut failed = None;
     for _ in 0..max_new {

@@ -130,6 +130,30 @@ impl Engine {
     }
 }
 
+/// Prefills the admitted jobs' prompts into their slots, together (one pass over the weights
+/// for all the short prompts, instead of one each). If that is refused, each prompt is
+/// prefilled alone, so that a bad prompt fails only its own request.
+fn prefill(
+    model: &Gpt,
+    cache: &mut KvCache,
+    admitted: Vec<(usize, Job)>,
+) -> Vec<(usize, Job, minillm::error::Result<Vec<f32>>)> {
+    let prompts: Vec<(usize, &[u32])> = admitted.iter().map(|(slot, job)| (*slot, &job.prompt[..])).collect();
+    let together = model.prefill_batch(cache, &prompts);
+    drop(prompts);
+    match together {
+        Ok(logits) => admitted.into_iter().zip(logits).map(|((slot, job), l)| (slot, job, Ok(l))).collect(),
+        Err(_) => admitted
+            .into_iter()
+            .map(|(slot, job)| {
+                cache.clear(slot);
+                let alone = model.prefill(cache, slot, &job.prompt);
+                (slot, job, alone)
+            })
+            .collect(),
+    }
+}
+
 fn run(
     mut model: Gpt,
     end: Vec<u32>,
@@ -172,8 +196,9 @@ fn run(
                 Work::Look(f) => f(&mut model),
             }
         }
-        // Admit waiting jobs into free slots.
-        for (slot, entry) in active.iter_mut().enumerate() {
+        // Admit waiting jobs into free slots, their prompts prefilled together.
+        let mut admitted = Vec::new();
+        for (slot, entry) in active.iter().enumerate() {
             if entry.is_some() {
                 continue;
             }
@@ -183,11 +208,14 @@ fn run(
                 continue;
             }
             cache.clear(slot);
-            match model.prefill(&mut cache, slot, &job.prompt) {
+            admitted.push((slot, job));
+        }
+        for (slot, job, prefilled) in prefill(&model, &mut cache, admitted) {
+            match prefilled {
                 Ok(logits) => {
                     metrics.prompt_tokens.fetch_add(job.prompt.len() as u64, Ordering::Relaxed);
                     let rng = Rng::new(job.seed);
-                    *entry = Some(Active {
+                    active[slot] = Some(Active {
                         ids: job.prompt.clone(),
                         logits,
                         unmasked: Vec::new(),

@@ -302,17 +302,6 @@ thread_local! {
     static SCORES: std::cell::RefCell<Vec<f32>> = std::cell::RefCell::default();
 }
 
-/// One layer's queries (rows of the pass) and one slot's stored keys and values: key/value head
-/// `j` from `base + j * head_stride`.
-#[derive(Clone, Copy)]
-struct Heads<'a> {
-    q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
-    base: usize,
-    head_stride: usize,
-}
-
 /// Widths attention works with: query heads, their size, query heads per key/value head, a
 /// qkv row, and an output row.
 #[derive(Clone, Copy)]
@@ -336,11 +325,11 @@ struct Rows<'a> {
     layer: usize,
 }
 
-/// Attention for the pass's rows `first..` (as many as `atty` holds), each over its own slot's
-/// positions up to its own: one task per (row, head), its scores in a per-thread buffer.
+/// Attention for the pass's rows `first_row..` (as many as `atty` holds), each over its own
+/// slot's positions up to its own: one task per (row, head), its scores in a per-thread buffer.
 fn attend_each(
     atty: &mut [f32],
-    first: usize,
+    first_row: usize,
     rows: Rows,
     g: Geometry,
     scale: f32,
@@ -349,7 +338,7 @@ fn attend_each(
     let (nh, hs, group) = (g.nh, g.hs, g.group);
     let capacity = rows.geometry.2;
     atty.par_chunks_mut(hs).enumerate().for_each(|(task, y)| {
-        let (r, h) = (first + task / nh, task % nh);
+        let (r, h) = (first_row + task / nh, task % nh);
         let (s, pos) = rows.at[r];
         let base = row_offset(rows.geometry, rows.layer, s, h / group, 0);
         let span = base..base + (pos + 1) * hs;
@@ -365,13 +354,14 @@ fn attend_each(
     });
 }
 
-/// Attention for n consecutive positions `first..first + n` of one slot, a task per head:
-/// scores (n x end) = q . k^T * scale as one GEMM, the causal mask and softmax per row, then
-/// y = p . v as another. The same sums as [`attend`] per row, in another order.
+/// Attention for the pass's rows `first_row..` (as many as `atty` holds), consecutive positions
+/// of one slot, a task per head: scores (n x end) = q . k^T * scale as one GEMM, the causal
+/// mask and softmax per row, then y = p . v as another. The same sums as [`attend`] per row, in
+/// another order.
 fn attend_rows(
     atty: &mut [f32],
-    heads: Heads,
-    first: usize,
+    first_row: usize,
+    rows: Rows,
     g: Geometry,
     scale: f32,
     record: Option<(SharedOut, usize)>,
@@ -379,7 +369,11 @@ fn attend_rows(
     use crate::kernels::matmul::{View, matmul_view};
     let (nh, hs, c) = (g.nh, g.hs, g.out);
     let n = atty.len() / c;
+    let (slot, first) = rows.at[first_row];
     let end = first + n;
+    let q_rows = &rows.qkv[first_row * g.qkv..];
+    let base = row_offset(rows.geometry, rows.layer, slot, 0, 0);
+    let head_stride = rows.geometry.2 * hs;
     let out = SharedOut(atty.as_mut_ptr());
     (0..nh).into_par_iter().for_each(|h| {
         thread_local! {
@@ -389,8 +383,8 @@ fn attend_rows(
             scores.resize(n * end, 0.0);
             y.resize(n * hs, 0.0);
             let q = View { offset: h * hs, rows: n, cols: hs, row_stride: g.qkv, col_stride: 1 };
-            let kv = View::rows(heads.base + h / g.group * heads.head_stride, end, hs, hs);
-            matmul_view(scores, View::rows(0, n, end, end), heads.q, q, heads.k, kv.t(), scale, false);
+            let kv = View::rows(base + h / g.group * head_stride, end, hs, hs);
+            matmul_view(scores, View::rows(0, n, end, end), q_rows, q, rows.k, kv.t(), scale, false);
             for (i, row) in scores.chunks_exact_mut(end).enumerate() {
                 let pos = first + i;
                 softmax_inline(&mut row[..=pos]);
@@ -402,7 +396,7 @@ fn attend_rows(
                 View::rows(0, n, hs, hs),
                 scores,
                 View::rows(0, n, end, end),
-                heads.v,
+                rows.v,
                 kv,
                 1.0,
                 false,
@@ -667,23 +661,20 @@ impl Gpt {
                 p.attention.resize(nh * p.t * p.t, 0.0);
                 (SharedOut(p.attention.as_mut_ptr()), p.t)
             });
-            let (cache_k, cache_v, qkv, at, capacity) = (&kc.k, &kc.v, &kc.qkv, &kc.at, kc.capacity);
+            let (cache_k, cache_v, qkv, at) = (&kc.k, &kc.v, &kc.qkv, &kc.at);
             let rows = Rows { qkv, k: cache_k, v: cache_v, at, geometry, layer };
             if runs.iter(n).all(|(_, len)| len < GEMM_ROWS) {
                 // Decoding, or short prompts: one task per (row, head) across all of them.
                 attend_each(&mut kc.atty[..n * a], 0, rows, g, scale, record);
             } else {
                 let mut first = 0;
-                for (slot, len) in runs.iter(n) {
+                for (_, len) in runs.iter(n) {
                     let atty = &mut kc.atty[first * a..(first + len) * a];
                     if len < GEMM_ROWS {
                         attend_each(atty, first, rows, g, scale, record);
                     } else {
                         // Many rows of one sequence (prefill): per head, two small GEMMs instead.
-                        let base = row_offset(geometry, layer, slot, 0, 0);
-                        let q = &qkv[first * w_qkv..];
-                        let heads = Heads { q, k: cache_k, v: cache_v, base, head_stride: capacity * hs };
-                        attend_rows(atty, heads, at[first].1, g, scale, record);
+                        attend_rows(atty, first, rows, g, scale, record);
                     }
                     first += len;
                 }

@@ -385,7 +385,9 @@ fn prompt_log_probabilities_add_up_to_the_evaluated_loss() {
 
 /// Prompts prefilled together get what each gets alone, bit for bit: short ones (the
 /// matrix-vector kernels), long ones (GEMM, chunked past a pass's 256 rows), mixed in one call,
-/// for GPT-2's and the LLaMA family's layers, in f32 and in blocks.
+/// for GPT-2's and the LLaMA family's layers, in f32 and in blocks, and with matrices too large
+/// for the cache. Then one decoding step of all of them gives each what it gets stepping alone
+/// (for the large matrices, the matrix-vector kernels up to 63 sequences, not 15).
 #[test]
 fn prompts_prefilled_together_get_what_each_gets_alone() {
     use minillm::model::kv_cache::KvCache;
@@ -393,17 +395,19 @@ fn prompts_prefilled_together_get_what_each_gets_alone() {
     let mut llama = ModelConfig::preset("smollm2-135m").unwrap();
     (llama.n_layer, llama.vocab_size, llama.block_size) = (1, 300, 600);
     let gpt2 = ModelConfig { block_size: 600, n_embd: 32, ..tiny(0.0) };
+    let wide = ModelConfig { n_layer: 1, n_head: 4, n_embd: 512, vocab_size: 300, ..gpt2.clone() };
     let mut rng = Rng::new(31);
-    for (config, quantize) in [(gpt2.clone(), false), (llama, false), (gpt2, true)] {
+    for (config, quantize) in [(gpt2.clone(), false), (llama, false), (gpt2, true), (wide, false)] {
         let mut model = Gpt::new(config, 5).unwrap();
         if quantize {
             model.quantize(QuantType::Q8_0, None).unwrap();
         }
         let v = model.config.vocab_size;
-        let prompts: Vec<Vec<u32>> = [3usize, 1, 40, 7, 300, 16, 5, 520, 2]
-            .iter()
-            .map(|&n| (0..n).map(|_| rng.below(v) as u32).collect())
-            .collect();
+        let prompts: Vec<Vec<u32>> =
+            [3usize, 1, 40, 7, 300, 16, 5, 520, 2, 63, 64, 20, 1, 2, 3, 4, 5, 6, 7, 8]
+                .iter()
+                .map(|&n| (0..n).map(|_| rng.below(v) as u32).collect())
+                .collect();
         let slots = prompts.len() + 1;
         let mut alone = KvCache::new(&model, slots);
         let want: Vec<Vec<f32>> =
@@ -415,13 +419,18 @@ fn prompts_prefilled_together_get_what_each_gets_alone() {
             assert!(g == w, "prompt {i} ({} tokens), quantized {quantize}", prompts[i].len());
             assert_eq!(together.len(i + 1), prompts[i].len());
         }
-        // And the caches hold the same keys and values: the next step decodes the same.
-        let (slots, next): (Vec<usize>, Vec<u32>) = (1..=prompts.len()).map(|s| (s, s as u32)).unzip();
-        let a = model.decode(&mut alone, &slots, &next).unwrap().to_vec();
-        assert!(
-            a == model.decode(&mut together, &slots, &next).unwrap(),
-            "decoding after, quantized {quantize}"
-        );
+        // And the caches hold the same keys and values: the next step decodes the same, all
+        // sequences in one step as each stepping alone.
+        // (Up to 15 sequences in a step for small matrices, 63 for large ones, as the 512- and
+        // 576-wide models' are: from there on the step goes through GEMM, whose sums run in
+        // another order.)
+        let step = if model.config.n_embd >= 512 { prompts.len() } else { 15 };
+        let (slots, next): (Vec<usize>, Vec<u32>) = (1..=step).map(|s| (s, s as u32)).unzip();
+        let stepped = model.decode(&mut together, &slots, &next).unwrap().to_vec();
+        for (i, (&slot, &token)) in slots.iter().zip(&next).enumerate() {
+            let a = model.decode(&mut alone, &[slot], &[token]).unwrap();
+            assert!(a == &stepped[i * v..(i + 1) * v], "decoding slot {slot}, quantized {quantize}");
+        }
         // Refused before anything runs: a slot twice, a used slot, an empty or unknown prompt.
         let mut cache = KvCache::new(&model, 3);
         for bad in [vec![(0, &[1u32][..]), (0, &[2][..])], vec![(1, &[][..])], vec![(2, &[v as u32][..])]] {

@@ -36,8 +36,30 @@ const PASS_ROWS: usize = 256;
 /// Rows whose logits one scoring pass returns (`eval`, `inspect`): each is a vocabulary wide.
 const SCORE_ROWS: usize = 64;
 /// From this many rows on, f32 products go through GEMM; below, through the matrix-vector
-/// kernels (which read each weight once and beat GEMM's packing for a few rows).
+/// kernels (which read each weight once and beat GEMM's packing for a few rows). And from this
+/// many rows of one sequence on, attention runs as two small GEMMs per head.
 const GEMM_ROWS: usize = 16;
+/// The same for a decoding step of a model whose f32 block matrices do not fit in a core's
+/// cache: GEMM packs the whole matrix before multiplying, a second pass over memory, which up to
+/// this many rows costs more than the matrix-vector kernels' slower arithmetic. GPT-2 small's
+/// shape, a step of 16 sequences: 79 ms through GEMM, 50 ms through the matrix-vector kernels;
+/// 32: 106 and 85 ms; 64: even. (The demo model's 0.4 MB matrices stay in cache: there GEMM
+/// wins from 16 rows, a 62-token prompt 39k tokens/s against 31k.) Prefill keeps [`GEMM_ROWS`]:
+/// there one product of several prompts' rows together beats one pass each.
+const GEMM_ROWS_LARGE: usize = 64;
+/// Bytes of an f32 matrix from which it counts as not fitting in cache (L2 is 2 MB a core here).
+const LARGE_MATRIX: usize = 1 << 20;
+
+/// From how many rows (sequences) of a decoding step `model`'s f32 products go through GEMM.
+fn decode_gemm_rows(model: &Gpt) -> usize {
+    let large = |w: Weight| matches!(w, Weight::F32(w) if 4 * w.len() >= LARGE_MATRIX);
+    let layers = 0..model.config.n_layer;
+    if layers.flat_map(|l| Matrix::ALL.map(|m| model.matrix(l, m))).any(large) {
+        GEMM_ROWS_LARGE
+    } else {
+        GEMM_ROWS
+    }
+}
 
 pub struct KvCache {
     slots: usize,
@@ -57,6 +79,9 @@ pub struct KvCache {
     /// Most rows in one pass, and most rows whose logits one pass returns.
     rows: usize,
     logit_rows: usize,
+    /// From how many rows of a decoding step the model's f32 products go through GEMM
+    /// ([`decode_gemm_rows`]).
+    decode_gemm_rows: usize,
     // Scratch for one pass: allocated once.
     at: Vec<(usize, usize)>,
     x: Vec<f32>,
@@ -153,6 +178,7 @@ impl KvCache {
             lens: vec![0; slots],
             rows,
             logit_rows: shape.logit_rows,
+            decode_gemm_rows: decode_gemm_rows(model),
             at: vec![(0, 0); rows],
             x: z(rows * c),
             ln: z(rows * c),
@@ -439,7 +465,8 @@ fn row_offset(
 /// most one chunk of each prompt, in order, and either only chunks of [`GEMM_ROWS`] or more
 /// (at most `rows` in all) or only shorter ones (fewer than [`GEMM_ROWS`] in all, so that the
 /// products stay on the kernels a short prompt alone takes), and fewer than [`GEMM_ROWS`]
-/// chunks, whose logits go through the LM head's few-row path as one alone would.
+/// chunks, whose logits go through the LM head's few-row path as one alone would. (Attention's
+/// choice depends on each chunk's own length, whatever shares its pass.)
 fn plan_passes(lens: &[usize], rows: usize) -> Vec<Vec<(usize, Range<usize>)>> {
     let chunk = |i: usize, start: usize| start..(start + rows).min(lens[i]);
     let mut next = vec![0; lens.len()];
@@ -465,21 +492,21 @@ fn plan_passes(lens: &[usize], rows: usize) -> Vec<Vec<(usize, Range<usize>)>> {
     }
 }
 
-/// `out (n x m) = x (n x k) . W + b`, W as stored: f32 (k x m) or, `transposed`, (m x k); or
-/// blocks.
+/// `out (n x m) = x (n x k) . W + b`, W as stored: f32 (k x m) or, `transposed`, (m x k),
+/// through GEMM if `gemm`; or blocks.
 fn project(
     w: Weight,
     out: &mut [f32],
     x: &[f32],
     b: Option<&[f32]>,
     (n, k, m): (usize, usize, usize),
-    stored: Stored,
+    (stored, gemm): (Stored, bool),
 ) {
     let (out, x) = (&mut out[..n * m], &x[..n * k]);
     match w {
         Weight::Blocks(q) => q.times(out, x, b, n),
         Weight::Stacked(s) => s.times(out, x, b, n),
-        Weight::F32(w) if n >= GEMM_ROWS => linear::forward(out, x, w, b, (n, k, m), stored),
+        Weight::F32(w) if gemm => linear::forward(out, x, w, b, (n, k, m), stored),
         Weight::F32(w) if stored == Stored::Normal => matvec::times(out, x, w, b, (n, k, m)),
         Weight::F32(w) => {
             matvec::times_transposed(out, x, w, (n, k, m));
@@ -490,15 +517,14 @@ fn project(
     }
 }
 
-/// `logits (n x V) = x (n x C) . E^T`: the LM head, tied to the embedding E (V x C).
-fn head(w: Weight, out: &mut [f32], x: &[f32], (n, c, v): (usize, usize, usize)) {
+/// `logits (n x V) = x (n x C) . E^T`: the LM head, tied to the embedding E (V x C); f32
+/// through GEMM if `gemm`.
+fn head(w: Weight, out: &mut [f32], x: &[f32], (n, c, v): (usize, usize, usize), gemm: bool) {
     let (out, x) = (&mut out[..n * v], &x[..n * c]);
     match w {
         Weight::Blocks(q) => q.times(out, x, None, n),
         Weight::Stacked(s) => s.times(out, x, None, n),
-        Weight::F32(e) if n >= GEMM_ROWS => {
-            matmul(out, x, Stored::Normal, e, Stored::Transposed, (n, c, v), false)
-        }
+        Weight::F32(e) if gemm => matmul(out, x, Stored::Normal, e, Stored::Transposed, (n, c, v), false),
         Weight::F32(e) => matvec::times_transposed(out, x, e, (n, c, v)),
     }
 }
@@ -619,6 +645,11 @@ impl Gpt {
         let g = Geometry { nh, hs, group, qkv: w_qkv, out: a };
         kc.check(tokens, runs, every_row)?;
         let n = tokens.len();
+        let gemm_rows = match runs {
+            Runs::Each(_) => kc.decode_gemm_rows,
+            _ => GEMM_ROWS,
+        };
+        let kernels = (stored, n >= gemm_rows);
         let p = &self.params;
         let l = &self.layout;
         let wpe = (!l.wpe.is_empty()).then(|| &p[l.wpe.clone()]);
@@ -641,7 +672,7 @@ impl Gpt {
         for (layer, o) in l.blocks.iter().enumerate() {
             kc.normalize(norm, n, &p[o.ln_1_w.clone()], opt(p, &o.ln_1_b));
             let w = |m: Matrix| self.matrix(layer, m);
-            project(w(Matrix::Qkv), &mut kc.qkv, &kc.ln, opt(p, &o.attn_b), (n, c, w_qkv), stored);
+            project(w(Matrix::Qkv), &mut kc.qkv, &kc.ln, opt(p, &o.attn_b), (n, c, w_qkv), kernels);
             if let Some(rope) = &kc.rope {
                 let at = &kc.at;
                 rope.rotate_rows(&mut kc.qkv[..n * w_qkv], (w_qkv, a + kvw), |r| at[r].1, false);
@@ -680,13 +711,13 @@ impl Gpt {
                 }
             }
             let bias = opt(p, &o.attn_proj_b);
-            project(w(Matrix::AttnProj), &mut kc.proj, &kc.atty, bias, (n, a, c), stored);
+            project(w(Matrix::AttnProj), &mut kc.proj, &kc.atty, bias, (n, a, c), kernels);
             add_into(&mut kc.x[..n * c], &kc.proj[..n * c]);
             kc.normalize(norm, n, &p[o.ln_2_w.clone()], opt(p, &o.ln_2_b));
-            project(w(Matrix::Fc), &mut kc.fch, &kc.ln, opt(p, &o.fc_b), (n, c, m_in), stored);
+            project(w(Matrix::Fc), &mut kc.fch, &kc.ln, opt(p, &o.fc_b), (n, c, m_in), kernels);
             activation.forward(&mut kc.fch_gelu[..n * m], &kc.fch[..n * m_in]);
             let bias = opt(p, &o.fc_proj_b);
-            project(w(Matrix::FcProj), &mut kc.proj, &kc.fch_gelu, bias, (n, m, c), stored);
+            project(w(Matrix::FcProj), &mut kc.proj, &kc.fch_gelu, bias, (n, m, c), kernels);
             add_into(&mut kc.x[..n * c], &kc.proj[..n * c]);
             if let Some(probe) = probe.as_deref_mut() {
                 probe.record_norms(layer + 1, &kc.x[..n * c], &kc.at[..n], c);
@@ -697,7 +728,7 @@ impl Gpt {
         }
         kc.normalize(norm, n, &p[l.ln_f_w.clone()], opt(p, &l.ln_f_b));
         if every_row {
-            head(self.head(), &mut kc.logits, &kc.ln, (n, c, v));
+            head(self.head(), &mut kc.logits, &kc.ln, (n, c, v), n >= gemm_rows);
             return Ok(n);
         }
         let (mut end, mut count) = (0, 0);
@@ -706,7 +737,7 @@ impl Gpt {
             kc.picked[i * c..(i + 1) * c].copy_from_slice(&kc.ln[(end - 1) * c..end * c]);
             count += 1;
         }
-        head(self.head(), &mut kc.logits, &kc.picked, (count, c, v));
+        head(self.head(), &mut kc.logits, &kc.picked, (count, c, v), count >= gemm_rows);
         Ok(count)
     }
 }

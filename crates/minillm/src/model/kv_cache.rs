@@ -4,28 +4,28 @@
 //! out of them), so a decoder stores them and, for each new token, computes only that token's q,
 //! k, v and attends over the stored rows. The cache has slots for several sequences of different
 //! lengths. One pass takes any mix of new tokens: a prompt (prefill: many rows of one slot, in
-//! chunks), or the next token of several sequences (decoding: one row per slot). Both run the
-//! same code, with the weights in the type they are stored in ([`Weight`]): f32 through GEMM or
-//! the matrix-vector kernels, blocks through the quantized kernels, several rows per pass over
-//! the weights. Nothing here keeps what training needs; buffers are sized once, when the cache
-//! is made, for the slots and context it serves.
+//! chunks), several prompts side by side ([`Gpt::prefill_batch`]), or the next token of several
+//! sequences (decoding: one row per slot). All run the same code, with the weights in the type
+//! they are stored in ([`Weight`]): f32 through GEMM or the matrix-vector kernels, blocks
+//! through the quantized kernels, several rows per pass over the weights; attention over the
+//! cache is in `cache_attention.rs`. Nothing here keeps what training needs; buffers are sized
+//! once, when the cache is made, for the slots and context it serves.
 //!
 //! For the LLaMA family the cache stores keys already turned to their positions (rotary), and
 //! only the key/value heads: with grouped-query attention that is NH / NKV times less memory
 //! than GPT-2's layout would take, and each query head reads its group's key/value head.
 
+use super::cache_attention::{Geometry, Rows, attend_each, attend_rows, reserve_scores};
 use super::gpt::{Gpt, Weight, opt};
 use super::layers::linear;
 use super::layers::rope::Rope;
 use super::quantized::Matrix;
 use crate::error::{Error, Result};
 use crate::kernels::matmul::{Stored, matmul};
-use crate::kernels::simd::{multiversion, softmax_inline};
-use crate::kernels::vec::{add_bias, add_into, axpy_inline, dot_inline};
+use crate::kernels::vec::{add_bias, add_into};
 use crate::kernels::{SharedOut, matvec};
 use crate::model::ModelConfig;
 use crate::model::layers::Norm;
-use rayon::prelude::*;
 use std::ops::Range;
 
 /// Most rows one pass takes: a longer prompt is prefilled in chunks of this many tokens, each
@@ -159,13 +159,7 @@ impl KvCache {
         let means = usize::from(cfg.norm().has_mean());
         let z = |n: usize| vec![0.0f32; n];
         // Every worker's attention scores are sized now, so no pass allocates them.
-        rayon::broadcast(|_| {
-            SCORES.with_borrow_mut(|scores| {
-                if scores.len() < t {
-                    scores.resize(t, 0.0);
-                }
-            })
-        });
+        rayon::broadcast(|_| reserve_scores(t));
         KvCache {
             slots,
             capacity: t,
@@ -307,150 +301,10 @@ impl Probe {
     }
 }
 
-multiversion! {
-    /// y = softmax(q . k_t * scale over stored positions t) . v_t for one head, whose keys and
-    /// values are rows of its size side by side.
-    fn attend(y: &mut [f32], scores: &mut [f32], q: &[f32], k: &[f32], v: &[f32], scale: f32) {
-        let hs = y.len();
-        for (sc, k) in scores.iter_mut().zip(k.chunks_exact(hs)) {
-            *sc = dot_inline(q, k) * scale;
-        }
-        softmax_inline(scores);
-        y.fill(0.0);
-        for (&w, v) in scores.iter().zip(v.chunks_exact(hs)) {
-            axpy_inline(y, w, v);
-        }
-    }
-}
-
-thread_local! {
-    /// One head's attention scores over the stored positions, per thread: grows once.
-    static SCORES: std::cell::RefCell<Vec<f32>> = std::cell::RefCell::default();
-}
-
-/// Widths attention works with: query heads, their size, query heads per key/value head, a
-/// qkv row, and an output row.
-#[derive(Clone, Copy)]
-struct Geometry {
-    nh: usize,
-    hs: usize,
-    group: usize,
-    qkv: usize,
-    out: usize,
-}
-
-/// A pass's rows as attention sees them in one layer: their q|k|v, where each row sits (slot,
-/// position), and the cache.
-#[derive(Clone, Copy)]
-struct Rows<'a> {
-    qkv: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
-    at: &'a [(usize, usize)],
-    geometry: (usize, usize, usize, usize),
-    layer: usize,
-}
-
-/// Attention for the pass's rows `first_row..` (as many as `atty` holds), each over its own
-/// slot's positions up to its own: one task per (row, head), its scores in a per-thread buffer.
-fn attend_each(
-    atty: &mut [f32],
-    first_row: usize,
-    rows: Rows,
-    g: Geometry,
-    scale: f32,
-    record: Option<(SharedOut, usize)>,
-) {
-    let (nh, hs, group) = (g.nh, g.hs, g.group);
-    let capacity = rows.geometry.2;
-    atty.par_chunks_mut(hs).enumerate().for_each(|(task, y)| {
-        let (r, h) = (first_row + task / nh, task % nh);
-        let (s, pos) = rows.at[r];
-        let base = row_offset(rows.geometry, rows.layer, s, h / group, 0);
-        let span = base..base + (pos + 1) * hs;
-        let q = &rows.qkv[r * g.qkv + h * hs..][..hs];
-        let (k, v) = (&rows.k[span.clone()], &rows.v[span]);
-        SCORES.with_borrow_mut(|scores| {
-            if scores.len() < capacity {
-                scores.resize(capacity, 0.0);
-            }
-            attend(y, &mut scores[..=pos], q, k, v, scale);
-            record_row(record, h, pos, &scores[..=pos]);
-        });
-    });
-}
-
-/// Attention for the pass's rows `first_row..` (as many as `atty` holds), consecutive positions
-/// of one slot, a task per head: scores (n x end) = q . k^T * scale as one GEMM, the causal
-/// mask and softmax per row, then y = p . v as another. The same sums as [`attend`] per row, in
-/// another order.
-fn attend_rows(
-    atty: &mut [f32],
-    first_row: usize,
-    rows: Rows,
-    g: Geometry,
-    scale: f32,
-    record: Option<(SharedOut, usize)>,
-) {
-    use crate::kernels::matmul::{View, matmul_view};
-    let (nh, hs, c) = (g.nh, g.hs, g.out);
-    let n = atty.len() / c;
-    let (slot, first) = rows.at[first_row];
-    let end = first + n;
-    let q_rows = &rows.qkv[first_row * g.qkv..];
-    let base = row_offset(rows.geometry, rows.layer, slot, 0, 0);
-    let head_stride = rows.geometry.2 * hs;
-    let out = SharedOut(atty.as_mut_ptr());
-    (0..nh).into_par_iter().for_each(|h| {
-        thread_local! {
-            static BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = std::cell::RefCell::default();
-        }
-        BUFFERS.with_borrow_mut(|(scores, y)| {
-            scores.resize(n * end, 0.0);
-            y.resize(n * hs, 0.0);
-            let q = View { offset: h * hs, rows: n, cols: hs, row_stride: g.qkv, col_stride: 1 };
-            let kv = View::rows(base + h / g.group * head_stride, end, hs, hs);
-            matmul_view(scores, View::rows(0, n, end, end), q_rows, q, rows.k, kv.t(), scale, false);
-            for (i, row) in scores.chunks_exact_mut(end).enumerate() {
-                let pos = first + i;
-                softmax_inline(&mut row[..=pos]);
-                row[pos + 1..].fill(0.0);
-                record_row(record, h, pos, &row[..=pos]);
-            }
-            matmul_view(
-                y,
-                View::rows(0, n, hs, hs),
-                scores,
-                View::rows(0, n, end, end),
-                rows.v,
-                kv,
-                1.0,
-                false,
-            );
-            for (i, yr) in y.chunks_exact(hs).enumerate() {
-                // SAFETY: atty holds n x C; row i's lanes of head h belong to this task.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(i * c + h * hs), hs) };
-                dst.copy_from_slice(yr);
-            }
-        });
-    });
-}
-
-/// Writes head `h`'s attention probabilities at position `pos` into row (h, pos) of a probe's
-/// (NH, T, T) map, if there is one and the position is in it.
-fn record_row(record: Option<(SharedOut, usize)>, h: usize, pos: usize, probs: &[f32]) {
-    if let Some((map, t)) = record.filter(|&(_, t)| pos < t) {
-        // SAFETY: the map holds NH x T x T floats, and each (h, pos) row is written by the one
-        // task that computed it.
-        let row = unsafe { std::slice::from_raw_parts_mut(map.ptr().add((h * t + pos) * t), pos + 1) };
-        row.copy_from_slice(probs);
-    }
-}
-
 /// Where the stored row of (layer, slot, key/value head, pos) starts in `k` and `v`, for a cache
 /// of (slots, key/value heads, capacity, head size). (A function, so that code holding other
 /// fields mutably can use it.)
-fn row_offset(
+pub(super) fn row_offset(
     (slots, heads, capacity, hs): (usize, usize, usize, usize),
     layer: usize,
     slot: usize,
@@ -555,8 +409,8 @@ impl Gpt {
     ///
     /// Each prompt is cut into the same chunks its own prefill would use, and a pass takes
     /// chunks of several prompts side by side, so every row meets the same kernels as alone:
-    /// chunks of [`GEMM_ROWS`] or more go through GEMM together (up to a pass's rows), shorter
-    /// ones through the matrix-vector kernels together (fewer than [`GEMM_ROWS`] rows in all).
+    /// chunks long enough for GEMM (16 rows) go through it together (up to a pass's rows),
+    /// shorter ones through the matrix-vector kernels together (fewer than 16 rows in all).
     pub fn prefill_batch(&self, cache: &mut KvCache, prompts: &[(usize, &[u32])]) -> Result<Vec<Vec<f32>>> {
         for (i, &(slot, prompt)) in prompts.iter().enumerate() {
             if slot >= cache.slots || !cache.is_empty(slot) || prompts[..i].iter().any(|p| p.0 == slot) {
@@ -693,19 +547,19 @@ impl Gpt {
                 (SharedOut(p.attention.as_mut_ptr()), p.t)
             });
             let (cache_k, cache_v, qkv, at) = (&kc.k, &kc.v, &kc.qkv, &kc.at);
-            let rows = Rows { qkv, k: cache_k, v: cache_v, at, geometry, layer };
+            let rows = Rows { qkv, k: cache_k, v: cache_v, at, geometry, layer, g, scale, record };
             if runs.iter(n).all(|(_, len)| len < GEMM_ROWS) {
                 // Decoding, or short prompts: one task per (row, head) across all of them.
-                attend_each(&mut kc.atty[..n * a], 0, rows, g, scale, record);
+                attend_each(&mut kc.atty[..n * a], 0, rows);
             } else {
                 let mut first = 0;
                 for (_, len) in runs.iter(n) {
                     let atty = &mut kc.atty[first * a..(first + len) * a];
                     if len < GEMM_ROWS {
-                        attend_each(atty, first, rows, g, scale, record);
+                        attend_each(atty, first, rows);
                     } else {
                         // Many rows of one sequence (prefill): per head, two small GEMMs instead.
-                        attend_rows(atty, first, rows, g, scale, record);
+                        attend_rows(atty, first, rows);
                     }
                     first += len;
                 }

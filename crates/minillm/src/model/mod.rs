@@ -2,6 +2,7 @@
 //! inference path through the KV cache, and what training adds.
 
 pub(crate) mod activations;
+mod cache_attention;
 pub mod config;
 pub mod gpt;
 pub mod kv_cache;

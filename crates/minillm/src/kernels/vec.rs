@@ -122,7 +122,7 @@ mod tests {
         let branch: Vec<f32> = (0..n * w).map(|i| (i as f32 * 0.11).cos()).collect();
         let bias: Vec<f32> = (0..w).map(|j| j as f32 * 0.1 - 1.0).collect();
         let mut want_branch = branch.clone();
-        want_branch.chunks_exact_mut(w).for_each(|row| super::add_into(row, &bias));
+        super::add_bias(&mut want_branch, &bias);
         let mut want = vec![0.0; n * w];
         super::add(&mut want, &a, &want_branch);
         let (mut out, mut got_branch) = (vec![0.0; n * w], branch);

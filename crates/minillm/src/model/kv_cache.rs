@@ -385,27 +385,16 @@ fn head(w: Weight, out: &mut [f32], x: &[f32], (n, c, v): (usize, usize, usize),
 
 impl Gpt {
     /// Runs `prompt` into an empty `slot`, in chunks, and returns the logits (V) for the token
-    /// after it.
+    /// after it: [`prefill_batch`](Gpt::prefill_batch) with one prompt.
     pub fn prefill(&self, cache: &mut KvCache, slot: usize, prompt: &[u32]) -> Result<Vec<f32>> {
-        if slot >= cache.slots || !cache.is_empty(slot) {
-            return Err(Error::Invalid(format!("slot {slot} is not a free slot of the cache")));
-        }
-        if prompt.is_empty() {
-            return Err(Error::Invalid("the prompt is empty".into()));
-        }
-        if prompt.len() > cache.capacity {
-            return Err(Error::TooLong { tokens: prompt.len(), context: cache.capacity });
-        }
-        let mut last = 0;
-        for chunk in prompt.chunks(cache.rows) {
-            last = self.pass(cache, chunk, Runs::One(slot), false, None)?;
-        }
-        Ok(cache.logits[..last * cache.vocab].to_vec())
+        let mut logits = self.prefill_batch(cache, &[(slot, prompt)])?;
+        Ok(logits.pop().expect("one prompt, one row of logits"))
     }
 
     /// Runs several prompts, each into its own free slot, and returns each one's logits (V)
-    /// for the token after it, in order: what [`prefill`](Gpt::prefill) would return for each
-    /// alone, bit for bit, in fewer passes over the weights.
+    /// for the token after it, in order: what [`prefill`](Gpt::prefill) returns for each alone,
+    /// bit for bit, in fewer passes over the weights. Every prompt is checked before anything
+    /// runs, so a refusal leaves every slot as it was.
     ///
     /// Each prompt is cut into the same chunks its own prefill would use, and a pass takes
     /// chunks of several prompts side by side, so every row meets the same kernels as alone:

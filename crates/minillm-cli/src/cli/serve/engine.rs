@@ -138,9 +138,11 @@ fn prefill(
     cache: &mut KvCache,
     admitted: Vec<(usize, Job)>,
 ) -> Vec<(usize, Job, minillm::error::Result<Vec<f32>>)> {
-    let prompts: Vec<(usize, &[u32])> = admitted.iter().map(|(slot, job)| (*slot, &job.prompt[..])).collect();
-    let together = model.prefill_batch(cache, &prompts);
-    drop(prompts);
+    let together = {
+        let prompts: Vec<(usize, &[u32])> =
+            admitted.iter().map(|(slot, job)| (*slot, &job.prompt[..])).collect();
+        model.prefill_batch(cache, &prompts)
+    };
     match together {
         Ok(logits) => admitted.into_iter().zip(logits).map(|((slot, job), l)| (slot, job, Ok(l))).collect(),
         Err(_) => admitted

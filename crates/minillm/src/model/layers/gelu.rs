@@ -75,7 +75,7 @@ mod tests {
         let x = random(&mut rng, n * w, 2.0);
         let b = random(&mut rng, w, 1.0);
         let mut want_x = x.clone();
-        want_x.chunks_exact_mut(w).for_each(|row| row.iter_mut().zip(&b).for_each(|(v, &b)| *v += b));
+        crate::kernels::vec::add_bias(&mut want_x, &b);
         let mut want = vec![0.0; n * w];
         forward(&mut want, &want_x);
         let (mut got, mut got_x) = (vec![0.0; n * w], x);

@@ -3,13 +3,16 @@
 the demo model and GPT-2 small's shape, at every weight type, the two engines taking turns.
 
     cargo build --release && python3 scripts/bench/decode_vs_llamacpp.py LLAMA_CPP_BIN \
-        [--demo minillm-demo] [--rounds 6] [--threads 2] [--models demo,gpt2]
+        [--demo minillm-demo] [--rounds 6] [--threads 2] [--models demo,gpt2] [--file F.gguf ...]
 
 LLAMA_CPP_BIN is a folder with `llama-bench` that runs here (scripts/interop/llama_cpp.sh says how
 to make one from ../shared/tools/llama.cpp). The demo model is the one `minillm demo` leaves in
 ./minillm-demo; GPT-2 small's shape is `minillm model init --preset gpt2` (random weights). Each
 file is written by `minillm export` (f32) or `minillm quantize` (f16, q8_0, q4_0 with its q8_0
 LM head, and q4_0 --pure: every matrix 4-bit).
+
+`--file F.gguf` times a GGUF file as it is (a real model as people download it, such as the
+SmolLM2 file `scripts/models/fetch_real.sh` fetches), alone with `--models none`.
 
 Decoding: a 16-token prompt then 128 new tokens (48 for the demo model's 64-token context),
 prefill included, new tokens per second; minillm through `bench decode --weights stored`,
@@ -77,34 +80,38 @@ def measure(bin_dir, path, threads, new, pp, llama_first):
 
 def table(name, model, new, pp, args):
     with tempfile.TemporaryDirectory() as tmp:
-        files = make_files(model, Path(tmp))
-        rounds = {label: [] for label, _ in files}
-        for r in range(args.rounds):
-            for label, path in files:
-                rounds[label].append(measure(args.llama_cpp, path, args.threads, new, pp, r % 2 == 1))
-        print(f"\n{name}: batch 1, {args.threads} threads, median of {args.rounds} interleaved rounds; "
-              f"decode = {PROMPT}-token prompt + {new} new tokens (prefill in the time), "
-              f"prompt = {pp} tokens")
-        print("| type | file MB | decode minillm t/s | llama.cpp t/s | ratio (every round) | "
-              "prompt minillm t/s | llama.cpp t/s | ratio (every round) |")
-        print("|---|---|---|---|---|---|---|---|")
+        timed(name, make_files(model, Path(tmp)), new, pp, args)
+
+
+def timed(name, files, new, pp, args):
+    rounds = {label: [] for label, _ in files}
+    for r in range(args.rounds):
         for label, path in files:
-            cols = list(zip(*rounds[label]))
-            med = [statistics.median(c) for c in cols]
-            decode_ratios = [a / b for a, b in zip(cols[0], cols[1])]
-            prompt_ratios = [a / b for a, b in zip(cols[2], cols[3])]
-            every = lambda rs: " ".join(f"{x:.2f}" for x in rs)
-            print(f"| {label} | {path.stat().st_size / 1e6:.2f} | {med[0]:.0f} | {med[1]:.0f} | "
-                  f"**{statistics.median(decode_ratios):.2f}x** ({every(decode_ratios)}) | "
-                  f"{med[2]:.0f} | {med[3]:.0f} | **{statistics.median(prompt_ratios):.2f}x** "
-                  f"({every(prompt_ratios)}) |", flush=True)
+            rounds[label].append(measure(args.llama_cpp, path, args.threads, new, pp, r % 2 == 1))
+    print(f"\n{name}: batch 1, {args.threads} threads, median of {args.rounds} interleaved rounds; "
+          f"decode = {PROMPT}-token prompt + {new} new tokens (prefill in the time), "
+          f"prompt = {pp} tokens")
+    print("| type | file MB | decode minillm t/s | llama.cpp t/s | ratio (every round) | "
+          "prompt minillm t/s | llama.cpp t/s | ratio (every round) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, path in files:
+        cols = list(zip(*rounds[label]))
+        med = [statistics.median(c) for c in cols]
+        decode_ratios = [a / b for a, b in zip(cols[0], cols[1])]
+        prompt_ratios = [a / b for a, b in zip(cols[2], cols[3])]
+        every = lambda rs: " ".join(f"{x:.2f}" for x in rs)
+        print(f"| {label} | {path.stat().st_size / 1e6:.2f} | {med[0]:.0f} | {med[1]:.0f} | "
+              f"**{statistics.median(decode_ratios):.2f}x** ({every(decode_ratios)}) | "
+              f"{med[2]:.0f} | {med[3]:.0f} | **{statistics.median(prompt_ratios):.2f}x** "
+              f"({every(prompt_ratios)}) |", flush=True)
 
 
 def main():
     parser = arguments(rounds=6)
-    parser.add_argument("--models", default="demo,gpt2", help="demo, gpt2 or both")
+    parser.add_argument("--models", default="demo,gpt2", help="demo, gpt2, both or none")
+    parser.add_argument("--file", type=Path, action="append", default=[], help="a GGUF file to time as it is")
     args = parser.parse_args()
-    models = args.models.split(",")
+    models = [m for m in args.models.split(",") if m != "none"]
     unknown = set(models) - {"demo", "gpt2"}
     if unknown:
         raise SystemExit(f"--models takes demo and gpt2, not {', '.join(sorted(unknown))}")
@@ -118,6 +125,8 @@ def main():
             model = Path(tmp) / "gpt2"
             run([MINILLM, "model", "init", "--preset", "gpt2", "--out", model])
             table("GPT-2 small's shape (124M parameters, random weights)", model, 128, 512, args)
+    for f in args.file:
+        timed(f.name, [(f.name, f)], 128, 512, args)
 
 
 if __name__ == "__main__":

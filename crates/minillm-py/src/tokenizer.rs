@@ -48,7 +48,8 @@ impl Tokenizer {
     }
 
     /// `tokenizer.json`, `vocab.json` (+ `merges.txt`), `encoder.json` (+ `vocab.bpe`), a
-    /// `.tiktoken` file, or a directory holding one.
+    /// `.tiktoken` file, a directory holding one, or a `.gguf` model (the tokenizer in its
+    /// metadata).
     #[staticmethod]
     fn from_file(path: PathBuf) -> PyResult<Tokenizer> {
         let tok = minillm::io::load_tokenizer(&path).map_err(error)?;

@@ -288,3 +288,55 @@ fn end_tokens_and_the_chat_template_travel_in_the_file() {
     .unwrap_err();
     assert!(err.to_string().contains("no end-of-text token"), "{err}");
 }
+
+#[test]
+fn files_as_llama_quantize_leaves_them_read_f16_rows_of_any_width_any_alignment_any_order() {
+    // llama-quantize keeps a matrix whose rows no block type divides in f16 (here ffn_down, 40
+    // wide); files may align tensors to 64 and list them in any order. The same weights in an
+    // f32 file are the reference.
+    let (base, tok) = model_and_tokenizer("llama_tiny");
+    let mut config = base.config.clone();
+    if let Arch::Llama(l) = &mut config.arch {
+        l.intermediate = 40;
+    }
+    let mut model = Gpt::new(config, 7).unwrap();
+    for layer in 0..model.config.n_layer {
+        let name = format!("model.layers.{layer}.mlp.down_proj.weight");
+        let range = model.layout.get(&name).unwrap().range();
+        for w in &mut model.params[range] {
+            *w = half::f16::from_f32(*w).to_f32(); // what the f16 file can hold
+        }
+    }
+    let reference = f32_file(&model, &tok);
+    let file = Gguf::parse(&reference, Path::new("m.gguf")).unwrap();
+    let mut metadata = file.metadata.clone();
+    metadata.push(("general.alignment".into(), Value::U32(64)));
+    let mut tensors: Vec<minillm::io::gguf::TensorOut> = file
+        .tensors
+        .iter()
+        .rev()
+        .map(|t| {
+            let data = file.data(t).to_vec();
+            let (ty, data) = if t.name.ends_with("ffn_down.weight") {
+                assert_eq!(t.dims[0], 40);
+                let halves = data.chunks_exact(4).flat_map(|c| {
+                    half::f16::from_f32(f32::from_le_bytes(c.try_into().unwrap())).to_le_bytes()
+                });
+                (TensorType::F16, halves.collect())
+            } else {
+                (t.ty, data)
+            };
+            minillm::io::gguf::TensorOut { name: t.name.clone(), dims: t.dims.clone(), ty, data }
+        })
+        .collect();
+    tensors.rotate_left(3);
+    let bytes = minillm::io::gguf::to_bytes(&metadata, &tensors);
+    let parsed = Gguf::parse(&bytes, Path::new("m.gguf")).unwrap();
+    assert_eq!(parsed.tensor("blk.0.ffn_down.weight").unwrap().ty, TensorType::F16Rows);
+    assert!(parsed.tensors.iter().all(|t| t.start % 64 == 0));
+    let (back, _, _) = read(bytes);
+    let tokens = tok.encode_prompt("The quick brown fox jumps over the lazy dog.").unwrap();
+    let (a, b) = (logits(&read(reference).0, &tokens), logits(&back, &tokens));
+    let worst = a.iter().zip(&b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(worst < 1e-5, "logits moved by {worst}");
+}

@@ -289,3 +289,34 @@ fn wrong_files_get_one_clear_error() {
     let err = minillm::io::load_tokenizer(&sub).unwrap_err().to_string();
     assert!(err.contains("Ġthe"), "{err}");
 }
+
+#[test]
+fn vocabularies_missing_bytes_load_and_drop_them_as_hf_does() {
+    // SmolLM2's vocabulary has no token for six control bytes: HF loads it and, with no
+    // unk_token, leaves such a byte out before merging, so its neighbours may merge across it.
+    let dir = common::temp_dir("hf-missing-bytes");
+    let ours = trained(Pattern::Gpt2Digits);
+    let mut doc: serde_json::Value = serde_json::from_str(&formats::to_hf_json(&ours)).unwrap();
+    let missing: Vec<String> = [0x04u8, 0x06, 0x13, 0x14, 0x16, 0x1d]
+        .iter()
+        .map(|&b| minillm::tokenizer::bytes::bytes_to_token_text(&[b]))
+        .collect();
+    let has_missing = |t: &str| missing.iter().any(|m| t.contains(m.as_str()));
+    let vocab = doc["model"]["vocab"].as_object_mut().unwrap();
+    vocab.retain(|t, _| !has_missing(t));
+    let merges = doc["model"]["merges"].as_array_mut().unwrap();
+    merges.retain(|m| !m.as_array().unwrap().iter().any(|p| has_missing(p.as_str().unwrap())));
+    let path = dir.join("tokenizer.json");
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let read = minillm::io::load_tokenizer(&path).unwrap();
+    assert_eq!(read.bpe().missing_bytes(), [0x04, 0x06, 0x13, 0x14, 0x16, 0x1d]);
+    let hf = tokenizers::Tokenizer::from_file(&path).unwrap();
+    for s in common::tricky_strings(25, 1500) {
+        assert_eq!(read.encode_ordinary(&s), hf_ids(&hf, &s), "{s:?}");
+    }
+    // The merge across the dropped byte, HF's way (llama.cpp's keeps "!" and "!" apart; see the
+    // real-model test).
+    assert_eq!(read.encode_ordinary(".\u{4}."), read.encode_ordinary(".."));
+    assert_eq!(read.encode_ordinary("..").len(), 1, "the trained vocabulary has '..'");
+    assert_eq!(read.decode(&read.encode_ordinary("a\u{4}b")).unwrap(), "ab");
+}

@@ -39,6 +39,11 @@ pub struct Args {
     /// Skip (and count) malformed lines instead of stopping at the first.
     #[arg(long)]
     skip_bad_lines: bool,
+    /// The window each example must fit in, in tokens (default: the model's whole context).
+    /// Memory for activations grows with it: a model made for 8,192 tokens fine-tunes on short
+    /// conversations with e.g. --context 256. Examples longer than it are left out (and counted).
+    #[arg(long, conflicts_with = "resume")]
+    context: Option<usize>,
     #[command(flatten)]
     flags: Flags,
     #[command(flatten)]
@@ -125,6 +130,8 @@ fn start(
     };
     defaults(&mut config);
     a.flags.apply(&mut config);
+    config.context = a.context;
+    config.window(&model.config)?; // a window longer than the model's context is refused now
     model.config.dropout = config.dropout;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     Ok((Loaded { model, tok, generation: loaded.generation, chat_template }, config, out))
@@ -199,7 +206,7 @@ fn build_sft(a: &Args) -> Result<(Trainer, PathBuf, Option<Gpt>, Examples<Chat>)
     let (trainer, run_dir, base) = match &a.resume {
         Some(run) => {
             let trainer = Trainer::resume_with(run, |config, model, tok, dialogue| {
-                sft_objective(&chats, dialogue, tok, model.config.block_size, config.seed)
+                sft_objective(&chats, dialogue, tok, config.window(&model.config)?, config.seed)
             })?;
             (trainer, run.clone(), None)
         }
@@ -207,9 +214,12 @@ fn build_sft(a: &Args) -> Result<(Trainer, PathBuf, Option<Gpt>, Examples<Chat>)
             let ask = first_question(&chats.val[0].messages);
             let (loaded, config, out) = start(a, Stage::Sft, |c| c.sample_prompt = ask)?;
             let dialogue = loaded.dialogue();
-            let objective =
-                sft_objective(&chats, &dialogue, &loaded.tok, loaded.model.config.block_size, config.seed)?;
-            let base = Gpt::from_params(loaded.model.config.clone(), loaded.model.params.clone())?;
+            let window = config.window(&loaded.model.config)?;
+            let objective = sft_objective(&chats, &dialogue, &loaded.tok, window, config.seed)?;
+            // The base model, for the before/after accuracy: a quantized one in f32, as training
+            // will widen the model it starts from.
+            let base =
+                Gpt::from_params(loaded.model.config.clone(), loaded.model.full_params().into_owned())?;
             let mut trainer = Trainer::with_objective(config, loaded.model, loaded.tok, objective)?;
             trainer.chat_template = loaded.chat_template;
             (trainer, out, Some(base))
@@ -284,7 +294,8 @@ fn dpo_objective(
     if !dialogue.has_template() {
         bail!("the model has no chat template: fine-tune it with `minillm sft` first");
     }
-    let (pairs, notes) = preference_pairs(prefs, dialogue, tok, reference, config.batch_size)?;
+    let window = config.window(&reference.config)?;
+    let (pairs, notes) = preference_pairs(prefs, dialogue, tok, reference, (config.batch_size, window))?;
     notes.iter().for_each(|n| eprintln!("{n}"));
     Ok(Box::new(Dpo::new(pairs, config.beta, config.seed)))
 }
@@ -371,6 +382,7 @@ pub fn sft_then_dpo(base: &Path, tasks: &Path, out: &Path) -> Result<PathBuf> {
         out: Some(out.join(run)),
         resume: None,
         skip_bad_lines: false,
+        context: None,
         flags: Flags::default(),
         ranks: RankArgs::default(),
     };

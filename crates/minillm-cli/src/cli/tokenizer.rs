@@ -46,7 +46,7 @@ pub struct TrainArgs {
 #[derive(ClapArgs)]
 pub struct TokenizerChoice {
     /// `gpt2` (built in), or a path to tokenizer.json, vocab.json (+ merges.txt), encoder.json
-    /// (+ vocab.bpe), a .tiktoken file, or a directory holding one.
+    /// (+ vocab.bpe), a .tiktoken file, a directory holding one, or a .gguf model (its tokenizer).
     #[arg(long, default_value = "gpt2", value_name = "T")]
     pub tokenizer: String,
     /// Encode special-token text (e.g. <|endoftext|>) as its special id.

@@ -221,7 +221,7 @@ fn run_steps(trainer: &mut Trainer, run_dir: &Path, watch: &mut Watch) -> Result
         c.model,
         m.n_layer,
         m.n_embd,
-        m.block_size,
+        trainer.window(),
         count(m.num_params()),
         count(m.vocab_size)
     );
@@ -382,7 +382,8 @@ fn data_parallel_summary(trainer: &Trainer) -> String {
     // The chunked reductions' two 4 MB buffers, and without sharding the overlapped
     // reduction's copy of the gradients and their sums.
     let buffers = 8.0 * 1048576.0 + if sharded { 0.0 } else { 2.0 * p };
-    let acts = minillm::model::training::activation_bytes(m, trainer.config.batch_size, m.block_size) as f64;
+    let acts =
+        minillm::model::training::activation_bytes(m, trainer.config.batch_size, trainer.window()) as f64;
     let mb = |b: f64| format!("{:.1} MB", b / 1e6);
     format!(
         "data-parallel: {ranks} ranks x {} threads; {}; memory per rank: weights {}, gradients {}, AdamW moments {}, communication buffers {}, activations {}",

@@ -129,6 +129,10 @@ impl Value {
 pub enum TensorType {
     F32,
     Blocks(QuantType),
+    /// f16 whose rows are not whole blocks of 32, as llama-quantize leaves a matrix no block
+    /// type divides: f16 itself has no blocks, but minillm's f16 kernels work 32 values at a
+    /// time, so such a tensor is read widened to f32 (only read: files are written in blocks).
+    F16Rows,
 }
 
 impl TensorType {
@@ -137,9 +141,10 @@ impl TensorType {
     pub const Q4_0: TensorType = TensorType::Blocks(QuantType::Q4_0);
 
     pub fn code(self) -> u32 {
-        match self.quant() {
-            None => 0,
-            Some(q) => q.ggml_type(),
+        match self {
+            TensorType::F32 => 0,
+            TensorType::F16Rows => QuantType::F16.ggml_type(),
+            TensorType::Blocks(q) => q.ggml_type(),
         }
     }
 
@@ -150,10 +155,10 @@ impl TensorType {
         }
     }
 
-    /// The block format, for every type but f32.
+    /// The block format, for every type but f32 (and f16 in rows that are not whole blocks).
     pub fn quant(self) -> Option<QuantType> {
         match self {
-            TensorType::F32 => None,
+            TensorType::F32 | TensorType::F16Rows => None,
             TensorType::Blocks(q) => Some(q),
         }
     }
@@ -163,6 +168,7 @@ impl TensorType {
     fn byte_len(self, dims: &[u64]) -> Option<u64> {
         let elements = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d))?;
         match self.quant() {
+            None if self == TensorType::F16Rows => elements.checked_mul(2),
             None => elements.checked_mul(4),
             Some(q) => {
                 let block = q.block_weights() as u64;
@@ -222,6 +228,12 @@ pub fn to_bytes(metadata: &[(String, Value)], tensors: &[TensorOut]) -> Vec<u8> 
         out.extend_from_slice(&(value.kind() as u32).to_le_bytes());
         put_value(&mut out, value);
     }
+    // llama.cpp writes 32; a file may say otherwise (`general.alignment`), and is then laid out so.
+    let alignment =
+        match metadata.iter().find(|(k, _)| k == "general.alignment").and_then(|(_, v)| v.as_u64()) {
+            Some(a) if a > 0 && a.is_power_of_two() => a as usize,
+            _ => DEFAULT_ALIGNMENT,
+        };
     let mut offset = 0usize;
     for t in tensors {
         put_string(&mut out, &t.name);
@@ -231,12 +243,12 @@ pub fn to_bytes(metadata: &[(String, Value)], tensors: &[TensorOut]) -> Vec<u8> 
         }
         out.extend_from_slice(&t.ty.code().to_le_bytes());
         out.extend_from_slice(&(offset as u64).to_le_bytes());
-        offset = align(offset + t.data.len(), DEFAULT_ALIGNMENT);
+        offset = align(offset + t.data.len(), alignment);
     }
-    out.resize(align(out.len(), DEFAULT_ALIGNMENT), 0);
+    out.resize(align(out.len(), alignment), 0);
     for t in tensors {
         out.extend_from_slice(&t.data);
-        out.resize(align(out.len(), DEFAULT_ALIGNMENT), 0);
+        out.resize(align(out.len(), alignment), 0);
     }
     out
 }
@@ -357,7 +369,12 @@ impl<'a> Gguf<'a> {
         };
         let data_start = align(r.pos, alignment);
         let mut tensors = Vec::with_capacity(infos.len());
-        for (name, dims, ty, offset) in infos {
+        for (name, dims, mut ty, offset) in infos {
+            if ty == TensorType::F16
+                && dims.first().is_some_and(|d| d % QuantType::F16.block_weights() as u64 != 0)
+            {
+                ty = TensorType::F16Rows;
+            }
             if let Some(q) = ty.quant() {
                 let block = q.block_weights() as u64;
                 if dims.first().is_none_or(|d| d % block != 0) {
@@ -409,6 +426,11 @@ impl<'a> Gguf<'a> {
     pub fn read_f32(&self, t: &TensorInfo, out: &mut [f32]) {
         let data = self.data(t);
         match t.ty.quant() {
+            None if t.ty == TensorType::F16Rows => {
+                for (o, c) in out.iter_mut().zip(data.chunks_exact(2)) {
+                    *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
             None => {
                 for (o, c) in out.iter_mut().zip(data.chunks_exact(4)) {
                     *o = f32::from_le_bytes(c.try_into().expect("4 bytes"));

@@ -6,7 +6,7 @@ use super::generation_config::{GenerationConfig, TextTokens};
 use super::gguf::{Gguf, Value, ValueType};
 use crate::chat::ChatTemplate;
 use crate::error::{Error, Result, quoted, quoted_or_missing};
-use crate::tokenizer::bpe::{Bpe, Merge};
+use crate::tokenizer::bpe::{Bpe, Merge, MissingBytes};
 use crate::tokenizer::formats::{from_token_list, merge_texts, vocab_entries};
 use crate::tokenizer::sentencepiece::{Prepend, SentencePiece};
 use crate::tokenizer::{END_OF_TEXT_NAMES, Pattern, Tokenizer};
@@ -136,6 +136,13 @@ pub(super) fn read(file: &Gguf, path: &Path) -> Result<(Tokenizer, Vec<u32>)> {
             )));
         }
     };
+    // An end token after every text changes what a model reads; minillm adds none, so it refuses
+    // rather than tokenize such a model's prompts differently (embedding models set this).
+    if file.get("tokenizer.ggml.add_eos_token") == Some(&Value::Bool(true)) {
+        return Err(bad(
+            "tokenizer.ggml.add_eos_token is true: minillm does not put an end token after every text".into(),
+        ));
+    }
     // Without the key, llama.cpp adds a BOS for SentencePiece vocabularies and not for BPE ones.
     let add_bos = match file.get("tokenizer.ggml.add_bos_token") {
         Some(v) => *v == Value::Bool(true),
@@ -297,5 +304,9 @@ pub(super) fn byte_level_tokenizer(file: &Gguf, path: &Path) -> Result<Tokenizer
             ));
         }
     };
-    from_token_list(&tokens, &merges, pattern, path)
+    let mut tok = from_token_list(&tokens, &merges, pattern, path)?;
+    // llama.cpp keeps a byte that has no token as a symbol no merge touches and drops it at the
+    // end; HF removes it first (see `MissingBytes`). A GGUF file encodes as llama.cpp does.
+    tok.bpe_mut().set_missing_bytes(MissingBytes::Split);
+    Ok(tok)
 }

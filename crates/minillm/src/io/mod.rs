@@ -53,8 +53,8 @@ pub fn model_dir(path: &Path) -> Result<PathBuf> {
 
 /// A tokenizer from a name or a path: `gpt2` is the built-in GPT-2 vocabulary, `bytes` the 256
 /// single bytes (when no file of that name exists); a tokenizer file (see
-/// [`formats::read_file`]); a directory holding one; or a training run, whose latest checkpoint
-/// holds it (as `--model RUN` finds it).
+/// [`formats::read_file`]); a `.gguf` model file (the tokenizer in its metadata); a directory
+/// holding one; or a training run, whose latest checkpoint holds it (as `--model RUN` finds it).
 pub fn load_tokenizer(spec: &Path) -> Result<Tokenizer> {
     if !spec.exists() {
         return match spec.to_str() {
@@ -71,6 +71,12 @@ pub fn load_tokenizer(spec: &Path) -> Result<Tokenizer> {
     }
     if spec.is_dir() {
         return formats::read_dir(spec);
+    }
+    if spec.extension().is_some_and(|e| e == "gguf") {
+        // Only the metadata is read: the mapped tensors' pages are never touched.
+        let mapped = Mapped::open(spec)?;
+        let file = gguf::Gguf::parse(mapped.bytes(), spec)?;
+        return Ok(gguf_tokenizer::read(&file, spec)?.0);
     }
     formats::read_file(spec)
 }

@@ -21,13 +21,33 @@ pub struct Merge {
     pub id: u32,
 }
 
+/// The id of a byte the vocabulary has no token for (SmolLM2's has none for bytes 0x04, 0x06, ...
+/// and for the bytes UTF-8 never uses).
+pub const NO_TOKEN: u32 = u32::MAX;
+
+/// What encoding does with a byte that has no token ([`NO_TOKEN`]). No merge can involve such a
+/// byte, so it can only be dropped; the two tools that read such vocabularies drop it at
+/// different moments, which changes the ids when it sits between two bytes that merge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MissingBytes {
+    /// HF `tokenizers` (a BPE model with `unk_token: null`): the byte is removed before merging,
+    /// so its neighbours may merge across it ("!\x04!" -> "!!").
+    Skip,
+    /// llama.cpp: the byte stays a symbol no merge touches and is dropped from the output, so it
+    /// separates its neighbours ("!\x04!" -> "!", "!").
+    Split,
+}
+
 /// Vocabulary and merges of a byte-level BPE model (special tokens live in `Tokenizer`).
 #[derive(Clone, Debug)]
 pub struct Bpe {
     /// Bytes of every token id; ids not produced by BPE (specials) are empty here.
     tokens: Vec<Vec<u8>>,
     merges: Vec<Merge>,
+    /// The id of each byte's token, [`NO_TOKEN`] for a byte the vocabulary lacks.
     byte_ids: [u32; 256],
+    /// Whether some byte has no token, and how such bytes are dropped (`None`: every byte has one).
+    missing_bytes: Option<MissingBytes>,
     /// (left, right) packed in a u64 -> (rank, merged id).
     ranks: FxHashMap<u64, (u32, u32)>,
     /// Tokens that BPE produces from their own bytes, for the whole-piece shortcut; with
@@ -49,11 +69,13 @@ const SHORT_PIECE: usize = 32;
 
 impl Bpe {
     /// Builds a model from the ids of the 256 bytes and the merges in rank order. `n_ids` is the
-    /// size of the id space (at least every id used + 1). Fails on an id out of range, a merge of
-    /// unknown tokens or an id made twice.
+    /// size of the id space (at least every id used + 1). A byte may have no token
+    /// ([`NO_TOKEN`]); encoding then drops it as HF does ([`MissingBytes::Skip`]; see
+    /// [`Bpe::set_missing_bytes`]). Fails on an id out of range, a merge of unknown tokens or an
+    /// id made twice.
     pub fn new(byte_ids: [u32; 256], merges: Vec<Merge>, n_ids: usize) -> Result<Bpe, String> {
         let mut tokens: Vec<Vec<u8>> = vec![Vec::new(); n_ids];
-        for (b, &id) in byte_ids.iter().enumerate() {
+        for (b, &id) in byte_ids.iter().enumerate().filter(|(_, id)| **id != NO_TOKEN) {
             let slot = tokens
                 .get_mut(id as usize)
                 .ok_or_else(|| format!("byte {b} has id {id}, outside the vocabulary of {n_ids}"))?;
@@ -78,8 +100,16 @@ impl Bpe {
                 return Err(format!("merge {rank} repeats the pair ({l}, {r})"));
             }
         }
-        let mut bpe =
-            Bpe { tokens, merges, byte_ids, ranks, whole: FxHashMap::default(), ignore_merges: false };
+        let missing_bytes = byte_ids.contains(&NO_TOKEN).then_some(MissingBytes::Skip);
+        let mut bpe = Bpe {
+            tokens,
+            merges,
+            byte_ids,
+            missing_bytes,
+            ranks,
+            whole: FxHashMap::default(),
+            ignore_merges: false,
+        };
         bpe.whole = bpe.reachable_tokens();
         Ok(bpe)
     }
@@ -94,6 +124,9 @@ impl Bpe {
         byte_ids: [u32; 256],
     ) -> Result<Bpe, String> {
         let n = tokens.len();
+        if let Some(b) = byte_ids.iter().position(|&id| id == NO_TOKEN) {
+            return Err(format!("the byte-fallback token <0x{b:02X}> is missing"));
+        }
         if let Some(&id) = byte_ids.iter().find(|&&id| id as usize >= n) {
             return Err(format!("byte token {id} is outside the vocabulary of {n}"));
         }
@@ -113,7 +146,27 @@ impl Bpe {
                 return Err(format!("merge {rank} repeats the pair ({l}, {r})"));
             }
         }
-        Ok(Bpe { tokens, merges, byte_ids, ranks, whole: FxHashMap::default(), ignore_merges: false })
+        Ok(Bpe {
+            tokens,
+            merges,
+            byte_ids,
+            missing_bytes: None,
+            ranks,
+            whole: FxHashMap::default(),
+            ignore_merges: false,
+        })
+    }
+
+    /// Sets how bytes without a token are dropped (a model whose bytes all have tokens ignores it).
+    pub fn set_missing_bytes(&mut self, how: MissingBytes) {
+        if self.missing_bytes.is_some() {
+            self.missing_bytes = Some(how);
+        }
+    }
+
+    /// The bytes that have no token, in order.
+    pub fn missing_bytes(&self) -> Vec<u8> {
+        (0..=255u8).filter(|&b| self.byte_ids[b as usize] == NO_TOKEN).collect()
     }
 
     /// The same model with `n` ids (at least as many as now): the new ids are free slots, for
@@ -158,6 +211,7 @@ impl Bpe {
         whole
     }
 
+    /// The id of each byte's token ([`NO_TOKEN`] where the vocabulary has none).
     pub fn byte_ids(&self) -> &[u32; 256] {
         &self.byte_ids
     }
@@ -176,14 +230,40 @@ impl Bpe {
         self.tokens.get(id as usize).map(Vec::as_slice)
     }
 
-    /// Number of tokens that BPE itself defines (256 bytes + merges).
-    pub fn n_bpe_tokens(&self) -> usize {
-        256 + self.merges.len()
-    }
-
     /// Appends the ids of one piece to `out`.
     #[inline]
     pub fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
+        match self.missing_bytes {
+            Some(how) if piece.iter().any(|&b| self.byte_ids[b as usize] == NO_TOKEN) => {
+                self.encode_without_missing(piece, how, out)
+            }
+            _ => self.encode_whole_bytes(piece, out),
+        }
+    }
+
+    /// A piece holding bytes that have no token: they are dropped as `how` says.
+    #[cold]
+    fn encode_without_missing(&self, piece: &[u8], how: MissingBytes, out: &mut Vec<u32>) {
+        let missing = |b: &u8| self.byte_ids[*b as usize] == NO_TOKEN;
+        match how {
+            MissingBytes::Skip => {
+                let kept: Vec<u8> = piece.iter().copied().filter(|b| !missing(b)).collect();
+                self.encode_whole_bytes(&kept, out);
+            }
+            MissingBytes::Split => {
+                for part in piece.split(missing).filter(|p| !p.is_empty()) {
+                    self.encode_whole_bytes(part, out);
+                }
+            }
+        }
+    }
+
+    /// A piece whose bytes all have tokens.
+    #[inline]
+    fn encode_whole_bytes(&self, piece: &[u8], out: &mut Vec<u32>) {
+        if piece.is_empty() {
+            return;
+        }
         if let Some(&id) = self.whole.get(piece) {
             out.push(id);
         } else {
@@ -360,6 +440,32 @@ mod tests {
         let mut out = Vec::new();
         bpe.encode_piece(b"abc", &mut out);
         assert_eq!(out, [97, 256]);
+    }
+
+    #[test]
+    fn bytes_without_a_token_are_dropped_as_hf_or_as_llama_cpp_drops_them() {
+        let m = |left, right, id| Merge { left, right, id };
+        let mut bytes = identity_bytes();
+        bytes[4] = NO_TOKEN;
+        bytes[255] = 4; // id 4 is free: any id may take the place
+        let mut bpe = Bpe::new(bytes, vec![m(97, 98, 256)], 257).unwrap();
+        assert_eq!(bpe.missing_bytes(), [4]);
+        let encode = |bpe: &Bpe, piece: &[u8]| {
+            let mut out = Vec::new();
+            bpe.encode_piece(piece, &mut out);
+            out
+        };
+        // HF: the byte goes before merging, so "a" and "b" meet.
+        assert_eq!(encode(&bpe, b"a\x04b"), [256]);
+        assert!(encode(&bpe, b"\x04\x04").is_empty());
+        // llama.cpp: the byte stays as a symbol no merge touches, then goes.
+        bpe.set_missing_bytes(MissingBytes::Split);
+        assert_eq!(encode(&bpe, b"a\x04b"), [97, 98]);
+        assert_eq!(encode(&bpe, b"ab\x04\xff"), [256, 4]);
+        // A vocabulary with every byte ignores the setting.
+        let mut whole = tiny();
+        whole.set_missing_bytes(MissingBytes::Split);
+        assert!(whole.missing_bytes().is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //!
 //! Every vocabulary file stores token bytes through GPT-2's byte -> character map ([`super::bytes`]).
 
-use super::bpe::{Bpe, Merge};
+use super::bpe::{Bpe, Merge, NO_TOKEN};
 use super::bytes::{bytes_to_token_text, gpt2_byte_order};
 use super::sentencepiece::{Prepend, SentencePiece};
 use super::{Pattern, Tokenizer};
@@ -168,15 +168,23 @@ fn build(
             .copied()
             .ok_or_else(|| Error::format(path, format!("token {} is not in the vocabulary", quoted(token))))
     };
-    let mut byte_ids = [0u32; 256];
-    for (b, slot) in byte_ids.iter_mut().enumerate() {
-        *slot = id_of(&bytes_to_token_text(&[b as u8]))?;
+    // A byte without a token is dropped when encoding, as HF and llama.cpp do (SmolLM2's
+    // vocabulary has none for six control bytes); a vocabulary with no byte at all is not
+    // byte-level.
+    let byte_ids: [u32; 256] =
+        std::array::from_fn(|b| vocab.get(&bytes_to_token_text(&[b as u8])).copied().unwrap_or(NO_TOKEN));
+    if byte_ids.iter().all(|&id| id == NO_TOKEN) {
+        return Err(Error::format(
+            path,
+            "no single byte is a token (for 'a', the vocabulary needs \"a\"): not a byte-level BPE vocabulary",
+        ));
     }
     let mut merges = Vec::with_capacity(pairs.len());
     for (l, r) in pairs {
         merges.push(Merge { left: id_of(l)?, right: id_of(r)?, id: id_of(&format!("{l}{r}"))? });
     }
-    let mut made: Vec<u32> = byte_ids.iter().chain(merges.iter().map(|m| &m.id)).copied().collect();
+    let mut made: Vec<u32> =
+        byte_ids.iter().filter(|&&id| id != NO_TOKEN).chain(merges.iter().map(|m| &m.id)).copied().collect();
     made.sort_unstable();
     let mut specials: Vec<(String, u32)> = vocab
         .iter()

@@ -229,12 +229,14 @@ impl Tokenizer {
 
     /// Encodes arbitrary bytes (no special tokens). Valid UTF-8 stretches are encoded as text;
     /// each byte that is not part of valid UTF-8 becomes its own single-byte token, so any file
-    /// round-trips exactly through `decode_bytes`.
+    /// round-trips exactly through `decode_bytes` (unless the vocabulary lacks some bytes: those
+    /// are dropped, as from text).
     pub fn encode_bytes(&self, bytes: &[u8]) -> Vec<u32> {
         let mut out = Vec::with_capacity(bytes.len() / 4 + 1);
         for (i, chunk) in bytes.utf8_chunks().enumerate() {
             self.encode_stretch(chunk.valid(), i == 0, &mut out);
-            out.extend(chunk.invalid().iter().map(|&b| self.bpe.byte_ids()[b as usize]));
+            let ids = chunk.invalid().iter().map(|&b| self.bpe.byte_ids()[b as usize]);
+            out.extend(ids.filter(|&id| id != bpe::NO_TOKEN));
         }
         out
     }

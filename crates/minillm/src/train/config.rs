@@ -18,7 +18,10 @@ pub struct TrainConfig {
     /// The architecture: `gpt2` or `llama` (default: the preset's own; the depth dial is GPT-2's
     /// unless this says `llama`).
     pub arch: Option<String>,
-    /// Context length (default: the preset's).
+    /// Context length: a new model's (default: the preset's); when fine-tuning, the window
+    /// examples must fit in (default: the model's context, which is the most it can be). A model
+    /// made for 8,192 tokens fine-tunes on short conversations in a short window: activations
+    /// grow with it.
     pub context: Option<usize>,
     pub dropout: f32,
     pub batch_size: usize,
@@ -134,6 +137,19 @@ impl TrainConfig {
         }
         c.validate()?;
         Ok(c)
+    }
+
+    /// The window a step trains on for `model`: `context` when it is set, else the model's
+    /// context. Refused when longer than the model's context.
+    pub fn window(&self, model: &ModelConfig) -> Result<usize> {
+        match self.context {
+            None => Ok(model.block_size),
+            Some(t) if (1..=model.block_size).contains(&t) => Ok(t),
+            Some(t) => Err(Error::Invalid(format!(
+                "context {t} does not fit the model, whose context is {} tokens",
+                model.block_size
+            ))),
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<()> {

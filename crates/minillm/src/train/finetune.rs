@@ -251,16 +251,15 @@ pub fn chat_sequences(
 }
 
 /// DPO's pairs: prompt + chosen and prompt + rejected rendered with `template`, pairs longer than
-/// the reference's context left out, and each pair's log-probabilities under `reference`
-/// computed `examples` pairs at a time.
+/// the training window of `t` tokens left out, and each pair's log-probabilities under
+/// `reference` computed `examples` pairs at a time.
 pub fn preference_pairs(
     prefs: &Examples<Preference>,
     template: &Dialogue,
     tok: &Tokenizer,
     reference: &mut Trainable,
-    examples: usize,
+    (examples, t): (usize, usize),
 ) -> Result<(Examples<Pair>, Vec<String>)> {
-    let t = reference.config.block_size;
     let whole = |p: &Preference, reply: &[Message]| -> Result<Option<Sequence>> {
         let messages: Vec<Message> = p.prompt.iter().chain(reply).cloned().collect();
         sequence(template, tok, &messages, t)
@@ -273,8 +272,8 @@ pub fn preference_pairs(
     };
     let (mut train, a) = fit(&prefs.train, "training pairs", t, pair)?;
     let (mut val, b) = fit(&prefs.val, "held-out pairs", t, pair)?;
-    reference_logps(reference, &mut train, examples)?;
-    reference_logps(reference, &mut val, examples)?;
+    reference_logps(reference, &mut train, examples, t)?;
+    reference_logps(reference, &mut val, examples, t)?;
     Ok((Examples { train, val }, a.into_iter().chain(b).collect()))
 }
 

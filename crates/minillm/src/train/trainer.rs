@@ -67,7 +67,7 @@ impl Trainer {
         model_config.validate()?;
         let objective = Pretrain::from_shards(data, &tokenizer, model_config.block_size, config.seed)?;
         // Before the weights are made: a shape or batch that cannot fit is said in a sentence.
-        fits_in_memory(&model_config, objective.rows(config.batch_size))?;
+        fits_in_memory(&model_config, objective.rows(config.batch_size), model_config.block_size)?;
         let model = Gpt::new(model_config, config.seed)?;
         Trainer::with_objective(config, model, tokenizer, Box::new(objective))
     }
@@ -93,10 +93,11 @@ impl Trainer {
         };
         // Weights stored in 16 bits or quantized are widened here; a caller that accepts such a
         // model says so first (`sft` and `dpo` do, with `widening_note`).
-        fits_in_memory(&model.config, objective.rows(config.batch_size))?;
+        let window = config.window(&model.config)?;
+        fits_in_memory(&model.config, objective.rows(config.batch_size), window)?;
         let (model, _) = Trainable::new(model, config.seed);
         let opt = AdamW::new(adam, &model.layout);
-        let batch = Batch::new(objective.rows(config.batch_size), model.config.block_size);
+        let batch = Batch::new(objective.rows(config.batch_size), window);
         Ok(Trainer {
             config,
             model,
@@ -203,7 +204,12 @@ impl Trainer {
     }
 
     pub fn tokens_per_step(&self) -> usize {
-        self.objective.rows(self.config.batch_size) * self.config.grad_accum * self.model.config.block_size
+        self.objective.rows(self.config.batch_size) * self.config.grad_accum * self.window()
+    }
+
+    /// The window a step trains on (see [`TrainConfig::window`]; checked when the run began).
+    pub fn window(&self) -> usize {
+        self.batch.t
     }
 
     /// One optimizer step: `grad_accum` micro-batches, gradient clipping, AdamW. A loss that is
@@ -372,17 +378,17 @@ fn agree(
 }
 
 /// Refuses a run whose weights, gradients, AdamW moments and activations (for `rows` windows of
-/// the model's context) need more memory than the machine has, before they are allocated.
-fn fits_in_memory(config: &crate::model::ModelConfig, rows: usize) -> Result<()> {
+/// `t` tokens) need more memory than the machine has, before they are allocated.
+fn fits_in_memory(config: &crate::model::ModelConfig, rows: usize, t: usize) -> Result<()> {
     // As f32, however the model is stored: training widens it.
     let weights = crate::model::params::Layout::new(config).total.saturating_mul(4);
     crate::memory::ensure_fits(
-        &format!("training at batch {rows} x context {}", config.block_size),
+        &format!("training at batch {rows} x context {t}"),
         &[
             ("weights", weights),
             ("gradients", weights),
             ("AdamW moments", weights.saturating_mul(2)),
-            ("activations", activation_bytes(config, rows, config.block_size)),
+            ("activations", activation_bytes(config, rows, t)),
         ],
         "choose a smaller --model, --batch-size or --context (--grad-accum keeps the tokens per step)",
     )

@@ -119,9 +119,8 @@ fn pair_logps(
 }
 
 /// Each pair's log-probabilities under `model` (the frozen reference), computed once before
-/// DPO starts, `examples` pairs at a time.
-pub fn reference_logps(model: &mut Trainable, pairs: &mut [Pair], examples: usize) -> Result<()> {
-    let t = model.config.block_size;
+/// DPO starts, `examples` pairs at a time, in windows of `t` tokens (the run's).
+pub fn reference_logps(model: &mut Trainable, pairs: &mut [Pair], examples: usize, t: usize) -> Result<()> {
     let was_training = std::mem::replace(&mut model.training, false);
     let mut batch = Batch::new(2 * examples, t);
     for chunk in pairs.chunks_mut(examples) {

@@ -3,10 +3,11 @@
 
     python check_llama_cpp.py MINILLM LLAMA_CPP_BIN CONVERTER_DIR GPT2_VOCAB_DIR WORK_DIR
 
-Builds three tiny random models with transformers (a Llama with grouped-query attention, an
+Builds four tiny random models with transformers (a Llama with grouped-query attention, an
 untied head and Llama 3.1's rope scaling; a Qwen2 with q/k/v biases, a tied head and one KV
-head, both with GPT-2's tokenizer, which llama.cpp's converter recognises; and a Llama with a
-SentencePiece BPE tokenizer trained here with byte fallback, as Llama 2's). Then:
+head; a Llama whose MLP width, 72, no block type divides, all three with GPT-2's tokenizer, which
+llama.cpp's converter recognises; and a Llama with a SentencePiece BPE tokenizer trained here
+with byte fallback, as Llama 2's). Then:
 
 - llama.cpp's convert_hf_to_gguf.py writes them as f32, f16 and q8_0, and llama-quantize makes
   q4_0, q4_1, q5_0, q5_1, q4_K_M, q5_K_M and q6_K files from the f32 one; minillm exports the
@@ -68,7 +69,13 @@ def models() -> dict[str, Path]:
                         bos_token_id=gpt2.bos_token_id, eos_token_id=gpt2.eos_token_id, **common)
     qwen2 = Qwen2Config(vocab_size=len(gpt2), num_key_value_heads=1, tie_word_embeddings=True,
                         bos_token_id=gpt2.bos_token_id, eos_token_id=gpt2.eos_token_id, **common)
-    for name, config, cls in [("llama", llama, LlamaForCausalLM), ("qwen2", qwen2, Qwen2ForCausalLM)]:
+    # A Llama whose MLP width (72) no block type divides: llama-quantize keeps its down
+    # projections in f16, of rows that are not whole blocks of 32.
+    odd = LlamaConfig(vocab_size=len(gpt2), num_key_value_heads=2, tie_word_embeddings=False,
+                      bos_token_id=gpt2.bos_token_id, eos_token_id=gpt2.eos_token_id,
+                      **{**common, "intermediate_size": 72})
+    for name, config, cls in [("llama", llama, LlamaForCausalLM), ("qwen2", qwen2, Qwen2ForCausalLM),
+                              ("llama_odd", odd, LlamaForCausalLM)]:
         d = WORK / name
         cls(config).eval().save_pretrained(d)
         gpt2.save_pretrained(d)

@@ -319,4 +319,9 @@ fn vocabularies_missing_bytes_load_and_drop_them_as_hf_does() {
     assert_eq!(read.encode_ordinary(".\u{4}."), read.encode_ordinary(".."));
     assert_eq!(read.encode_ordinary("..").len(), 1, "the trained vocabulary has '..'");
     assert_eq!(read.decode(&read.encode_ordinary("a\u{4}b")).unwrap(), "ab");
+    // With an unknown token, HF writes it for such a byte: refused, not dropped silently.
+    doc["model"]["unk_token"] = "<|endoftext|>".into();
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let err = minillm::io::load_tokenizer(&path).unwrap_err().to_string();
+    assert!(err.contains("unk_token is \"<|endoftext|>\" and byte 0x04 has no token"), "{err}");
 }

@@ -195,7 +195,12 @@ pub fn to_bytes(
         if permuted(l, &t.name) {
             values = permute_rows(&values, shape[0], l.head_dim, true);
         }
-        let tty = super::gguf::float_type(recipe, shape.len());
+        // A matrix a quantized file does not hold in blocks (its rows are not whole blocks of
+        // any type) is f16 there, as llama-quantize leaves it.
+        let tty = match &quantized {
+            Some(_) if shape.len() == 2 => TensorType::F16,
+            _ => super::gguf::float_type(recipe, shape.len()),
+        };
         push(&t.name, dims, tty, encode(&values, tty));
     }
     if let Some(RopeScaling::Llama3 { .. }) = l.rope_scaling {

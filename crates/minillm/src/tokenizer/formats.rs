@@ -290,6 +290,18 @@ fn from_hf_json_value(value: &Value, path: &Path) -> Result<Tokenizer> {
     let vocab = vocab_map(&model["vocab"], path)?;
     let (pairs, added) = (hf_merges(model, path)?, added_tokens(value, path)?);
     let mut tok = build(&vocab, &pairs, pattern, &added, path)?;
+    // HF puts the unknown token where a byte has no token; minillm drops the byte (as HF does
+    // without one), so such a file is refused rather than tokenized differently.
+    if let Some(unk) = model["unk_token"].as_str()
+        && let Some(&b) = tok.bpe().missing_bytes().first()
+    {
+        return Err(Error::format(
+            path,
+            format!(
+                "unk_token is {unk:?} and byte {b:#04x} has no token; minillm drops such bytes instead of writing an unknown token"
+            ),
+        ));
+    }
     tok.bpe_mut().set_ignore_merges(model["ignore_merges"] == true);
     let prefix = post_processor_prefix(&value["post_processor"], &tok, path)?;
     tok.with_prefix(prefix).map_err(|e| Error::format(path, e.to_string()))

@@ -140,16 +140,29 @@ fn sft_context_is_the_training_window_and_the_model_keeps_its_own() {
     let dir = common::temp_dir("finetune-context");
     ok(&minillm(&dir, &["corpus", "--tasks", "tasks"]));
     let model = common::fixture();
-    let sft = ["sft", "--model", model.to_str().unwrap(), "--data", "tasks/sft-train.jsonl", "--val-data", "tasks/sft-val.jsonl"];
+    let sft = [
+        "sft",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        "tasks/sft-train.jsonl",
+        "--val-data",
+        "tasks/sft-val.jsonl",
+    ];
     let err = failure(&minillm(&dir, &[&sft[..], &["--out", "long", "--context", "65"]].concat()));
     assert!(err.contains("context 65 does not fit the model, whose context is 64 tokens"), "{err}");
     let steps = ["--max-steps", "2", "--eval-every", "2", "--batch-size", "2", "--sample-tokens", "0"];
     let out = ok(&minillm(&dir, &[&sft[..], &["--out", "short", "--context", "32"], &steps[..]].concat()));
     assert!(out.contains("context 32)") && out.contains("steps of 64 tokens"), "{out}");
-    let config = std::fs::read_to_string(minillm::io::model_dir(&dir.join("short")).unwrap().join("config.json")).unwrap();
+    let config =
+        std::fs::read_to_string(minillm::io::model_dir(&dir.join("short")).unwrap().join("config.json"))
+            .unwrap();
     let config: serde_json::Value = serde_json::from_str(&config).unwrap();
     assert_eq!(config["n_positions"], 64, "{config}");
-    let err = failure(&minillm(&dir, &["sft", "--resume", "short", "--data", "tasks/sft-train.jsonl", "--context", "16"]));
+    let err = failure(&minillm(
+        &dir,
+        &["sft", "--resume", "short", "--data", "tasks/sft-train.jsonl", "--context", "16"],
+    ));
     assert!(err.contains("--context") && err.contains("--resume"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -298,7 +298,8 @@ fn from_hf_json_value(value: &Value, path: &Path) -> Result<Tokenizer> {
         return Err(Error::format(
             path,
             format!(
-                "unk_token is {unk:?} and byte {b:#04x} has no token; minillm drops such bytes instead of writing an unknown token"
+                "unk_token is {} and byte {b:#04x} has no token; minillm drops such bytes instead of writing an unknown token",
+                quoted(unk)
             ),
         ));
     }

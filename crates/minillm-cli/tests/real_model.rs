@@ -162,6 +162,12 @@ impl Drop for LlamaServer {
     }
 }
 
+/// The token ids `minillm generate --json` wrote (it must have succeeded).
+fn generated_ids(out: &Output) -> Vec<u32> {
+    let doc: Value = serde_json::from_str(&ok(out)).unwrap();
+    doc["tokens"].as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap() as u32).collect()
+}
+
 fn ids(v: &Value) -> Vec<u32> {
     v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
@@ -307,9 +313,7 @@ fn greedy_text_and_chat_replies_equal_llama_cpps() {
         assert!(ids.len() >= 32, "{prompt:?} is only {} tokens", ids.len());
         let args =
             ["generate", "--model", path, "--temperature", "0", "--max-new-tokens", "32", "--json", prompt];
-        let doc: Value = serde_json::from_str(&ok(&minillm(&dir, &args))).unwrap();
-        let ours: Vec<u32> =
-            doc["tokens"].as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap() as u32).collect();
+        let ours = generated_ids(&minillm(&dir, &args));
         found.push(follow_llama_cpp(&loaded, &server, &ids, &ours, &format!("{prompt:?}"), &mut failures));
     }
     // Chat: the GGUF's template rendered by minillm, the reply to each question greedily.
@@ -328,9 +332,7 @@ fn greedy_text_and_chat_replies_equal_llama_cpps() {
             "--json",
             q,
         ];
-        let doc: Value = serde_json::from_str(&ok(&minillm(&dir, &args))).unwrap();
-        let mut ours: Vec<u32> =
-            doc["tokens"].as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap() as u32).collect();
+        let mut ours = generated_ids(&minillm(&dir, &args));
         if ours.len() < 48 {
             ours.push(2); // the <|im_end|> that ended the reply, which llama.cpp reports too
         }
@@ -577,11 +579,8 @@ fn hf_export_gives_transformers_the_same_next_token_probabilities() {
         .iter()
         .map(|prompt| {
             let ids = exported.tok.encode_prompt(prompt).unwrap();
-            let mut cache = KvCache::new(&exported.model, 1);
-            let logits = exported.model.prefill(&mut cache, 0, &ids).unwrap();
-            let max = logits.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
-            let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
-            let probs: Vec<f64> = logits.iter().map(|&l| (l as f64 - max).exp() / sum).collect();
+            let probs: Vec<f64> =
+                minillm_logprobs(&exported, &ids, &[])[0].iter().map(|lp| lp.exp()).collect();
             json!({"ids": ids, "probs": probs})
         })
         .collect();

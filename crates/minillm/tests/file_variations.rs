@@ -98,15 +98,7 @@ fn added_tokens_in_the_middle_of_the_id_range_keep_their_ids() {
 /// The llama_tiny fixture as an f32 GGUF file, its metadata changed by `edit`.
 fn gguf_with(edit: impl Fn(&mut Vec<(String, Value)>)) -> Vec<u8> {
     let loaded = load(&fixture("llama_tiny")).unwrap();
-    let bytes = gguf_llama::to_bytes(
-        &loaded.model,
-        &loaded.tok,
-        &GenerationConfig::default(),
-        None,
-        minillm::io::gguf::recipe(TensorType::F32, None).as_ref(),
-        "t",
-    )
-    .unwrap();
+    let bytes = common::llama_f32_gguf(&loaded.model, &loaded.tok);
     let file = Gguf::parse(&bytes, Path::new("t.gguf")).unwrap();
     let mut metadata = file.metadata.clone();
     edit(&mut metadata);

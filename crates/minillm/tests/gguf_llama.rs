@@ -97,15 +97,7 @@ fn llama_and_qwen2_files_read_back_with_the_same_weights_blocks_and_logits() {
 #[test]
 fn q_and_k_rows_are_permuted_for_llama_cpp_s_adjacent_pair_rotation() {
     let (model, tok) = model_and_tokenizer("llama_tiny");
-    let bytes = gguf_llama::to_bytes(
-        &model,
-        &tok,
-        &GenerationConfig::default(),
-        None,
-        minillm::io::gguf::recipe(TensorType::F32, None).as_ref(),
-        "t",
-    )
-    .unwrap();
+    let bytes = common::llama_f32_gguf(&model, &tok);
     let file = Gguf::parse(&bytes, Path::new("t.gguf")).unwrap();
     let Arch::Llama(l) = &model.config.arch else { unreachable!() };
     let d = l.head_dim;
@@ -131,7 +123,7 @@ fn q_and_k_rows_are_permuted_for_llama_cpp_s_adjacent_pair_rotation() {
     // Llama 3.1's scaling travels as each frequency's divisor: 1 for high frequencies, the
     // factor for low ones.
     let loaded = load(&fixture("llama_tiny")).unwrap();
-    let with_scaling = f32_file(&loaded.model, &loaded.tok);
+    let with_scaling = common::llama_f32_gguf(&loaded.model, &loaded.tok);
     let file = Gguf::parse(&with_scaling, Path::new("t.gguf")).unwrap();
     let (divisors, n) = rows_of_1d(&file, "rope_freqs.weight");
     assert_eq!(n, d / 2);
@@ -147,7 +139,7 @@ fn q_and_k_rows_are_permuted_for_llama_cpp_s_adjacent_pair_rotation() {
     let (back, _, _) = read(with_scaling);
     let Arch::Llama(b) = &back.config.arch else { unreachable!() };
     assert!(matches!(b.rope_scaling, Some(RopeScaling::Llama3 { factor: f, .. }) if f == factor));
-    let again = f32_file(&back, &loaded.tok);
+    let again = common::llama_f32_gguf(&back, &loaded.tok);
     let (again, _) = rows_of_1d(&Gguf::parse(&again, Path::new("t.gguf")).unwrap(), "rope_freqs.weight");
     assert!(
         again.iter().zip(&divisors).all(|(a, d)| (a / d - 1.0).abs() < 1e-5),
@@ -157,18 +149,6 @@ fn q_and_k_rows_are_permuted_for_llama_cpp_s_adjacent_pair_rotation() {
     let (a, b) = (logits(&loaded.model, &tokens), logits(&back, &tokens));
     let worst = a.iter().zip(&b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
     assert!(worst < 1e-5, "logits moved by {worst}");
-}
-
-fn f32_file(model: &Gpt, tok: &Tokenizer) -> Vec<u8> {
-    gguf_llama::to_bytes(
-        model,
-        tok,
-        &GenerationConfig::default(),
-        None,
-        minillm::io::gguf::recipe(TensorType::F32, None).as_ref(),
-        "t",
-    )
-    .unwrap()
 }
 
 fn rows_of_1d(file: &Gguf, name: &str) -> (Vec<f32>, usize) {
@@ -307,7 +287,7 @@ fn files_as_llama_quantize_leaves_them_read_f16_rows_of_any_width_any_alignment_
             *w = half::f16::from_f32(*w).to_f32(); // what the f16 file can hold
         }
     }
-    let reference = f32_file(&model, &tok);
+    let reference = common::llama_f32_gguf(&model, &tok);
     let file = Gguf::parse(&reference, Path::new("m.gguf")).unwrap();
     let mut metadata = file.metadata.clone();
     metadata.push(("general.alignment".into(), Value::U32(64)));

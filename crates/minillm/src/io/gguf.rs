@@ -167,10 +167,10 @@ impl TensorType {
     /// into whole blocks, or on overflow.
     fn byte_len(self, dims: &[u64]) -> Option<u64> {
         let elements = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d))?;
-        match self.quant() {
-            None if self == TensorType::F16Rows => elements.checked_mul(2),
-            None => elements.checked_mul(4),
-            Some(q) => {
+        match self {
+            TensorType::F16Rows => elements.checked_mul(2),
+            TensorType::F32 => elements.checked_mul(4),
+            TensorType::Blocks(q) => {
                 let block = q.block_weights() as u64;
                 let whole_blocks = dims.first().is_some_and(|d| d % block == 0);
                 whole_blocks.then(|| elements / block * q.block_bytes() as u64)
@@ -425,18 +425,18 @@ impl<'a> Gguf<'a> {
     /// A tensor's elements as f32 (F16 converted, blocks dequantized).
     pub fn read_f32(&self, t: &TensorInfo, out: &mut [f32]) {
         let data = self.data(t);
-        match t.ty.quant() {
-            None if t.ty == TensorType::F16Rows => {
+        match t.ty {
+            TensorType::F16Rows => {
                 for (o, c) in out.iter_mut().zip(data.chunks_exact(2)) {
                     *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
                 }
             }
-            None => {
+            TensorType::F32 => {
                 for (o, c) in out.iter_mut().zip(data.chunks_exact(4)) {
                     *o = f32::from_le_bytes(c.try_into().expect("4 bytes"));
                 }
             }
-            Some(q) => {
+            TensorType::Blocks(q) => {
                 let cols = t.dims[0] as usize;
                 let matrix = QMatrix::from_bytes(q, data.len() / q.row_bytes(cols), cols, data.to_vec())
                     .expect("parse checked the tensor's size");

@@ -166,7 +166,12 @@ impl Bpe {
 
     /// The bytes that have no token, in order.
     pub fn missing_bytes(&self) -> Vec<u8> {
-        (0..=255u8).filter(|&b| self.byte_ids[b as usize] == NO_TOKEN).collect()
+        (0..=255u8).filter(|&b| !self.has_token(b)).collect()
+    }
+
+    #[inline]
+    fn has_token(&self, b: u8) -> bool {
+        self.byte_ids[b as usize] != NO_TOKEN
     }
 
     /// The same model with `n` ids (at least as many as now): the new ids are free slots, for
@@ -234,7 +239,7 @@ impl Bpe {
     #[inline]
     pub fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
         match self.missing_bytes {
-            Some(how) if piece.iter().any(|&b| self.byte_ids[b as usize] == NO_TOKEN) => {
+            Some(how) if !piece.iter().all(|&b| self.has_token(b)) => {
                 self.encode_without_missing(piece, how, out)
             }
             _ => self.encode_whole_bytes(piece, out),
@@ -244,14 +249,13 @@ impl Bpe {
     /// A piece holding bytes that have no token: they are dropped as `how` says.
     #[cold]
     fn encode_without_missing(&self, piece: &[u8], how: MissingBytes, out: &mut Vec<u32>) {
-        let missing = |b: &u8| self.byte_ids[*b as usize] == NO_TOKEN;
         match how {
             MissingBytes::Skip => {
-                let kept: Vec<u8> = piece.iter().copied().filter(|b| !missing(b)).collect();
+                let kept: Vec<u8> = piece.iter().copied().filter(|&b| self.has_token(b)).collect();
                 self.encode_whole_bytes(&kept, out);
             }
             MissingBytes::Split => {
-                for part in piece.split(missing).filter(|p| !p.is_empty()) {
+                for part in piece.split(|&b| !self.has_token(b)).filter(|p| !p.is_empty()) {
                     self.encode_whole_bytes(part, out);
                 }
             }

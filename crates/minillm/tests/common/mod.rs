@@ -49,3 +49,10 @@ pub fn hf_train(text: &str, vocab_size: usize) -> tokenizers::Tokenizer {
     tok.train(&mut trainer, text.split_inclusive('\n')).unwrap();
     tok
 }
+
+/// A LLaMA-family model as an f32 GGUF file, with no generation settings or chat template: the
+/// plain file the GGUF tests start from.
+pub fn llama_f32_gguf(model: &minillm::model::Gpt, tok: &minillm::Tokenizer) -> Vec<u8> {
+    let f32 = minillm::io::gguf::recipe(minillm::io::gguf::TensorType::F32, None);
+    minillm::io::gguf_llama::to_bytes(model, tok, &Default::default(), None, f32.as_ref(), "t").unwrap()
+}
